@@ -1,0 +1,98 @@
+"""Task entry points: CI and people run the same sessions.
+
+    nox -s tests       the whole test suite (installs PostgreSQL when missing, as root)
+    nox -s lint        ruff check + ruff format --check
+    nox -s typecheck   mypy --strict on src/
+    nox -s docs        Sphinx HTML docs into docs/_build/html
+    nox -s bench       benchmarks side by side with peers (curl, aria2c, aiohttp)
+    nox -s asks        the transport test suite on the asks transport
+    nox -s stress      the property-based tests with a large Hypothesis profile
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+ASKS_DEPS = ["anyio>=4", "h11>=0.14", "async_generator>=1.10"]
+
+
+def _ensure_postgres(session: nox.Session) -> None:
+    """PostgreSQL's server binaries are needed by the tests; install them when missing."""
+    subprocess.run(["bash", "scripts/ensure-postgres.sh"], check=True)
+
+
+def _install_asks(session: nox.Session) -> None:
+    # asks 3.0.0 pins anyio~=3.0, which crashes on current Trio; it runs on anyio 4.
+    session.install(*ASKS_DEPS)
+    session.install("--no-deps", "asks>=3.0")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (SQLite and a real PostgreSQL started by the fixtures)."""
+    _ensure_postgres(session)
+    session.install("-e", ".[test]")
+    _install_asks(session)
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
+def asks(session: nox.Session) -> None:
+    """Run the transport behaviour tests on the asks transport only."""
+    session.install("-e", ".[test]")
+    _install_asks(session)
+    session.run("pytest", "-q", "-m", "asks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def stress(session: nox.Session) -> None:
+    """Property-based tests with many more examples."""
+    _ensure_postgres(session)
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "--hypothesis-profile=stress", "-m", "not asks",
+                *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on src/."""
+    session.install("-e", ".[postgres]", "mypy")
+    session.run("mypy", "--strict", "src/triofetch")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the HTML documentation."""
+    session.install("-e", ".[postgres]", "sphinx>=7")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks, side by side with peers in the same run; prints tables of ratios."""
+    _ensure_postgres(session)
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        missing = [p for p, b in (("nginx-light", "nginx"), ("aria2", "aria2c"),
+                                  ("curl", "curl")) if not shutil.which(b)
+                   and not os.path.exists(f"/usr/sbin/{b}")]
+        if missing:
+            session.run("apt-get", "update", "-qq", external=True)
+            session.run("apt-get", "install", "-y", "-qq", *missing, external=True)
+    session.install("-e", ".[postgres]", "aiohttp", "psutil")
+    session.run("python", "-m", "benchmarks", *session.posargs)

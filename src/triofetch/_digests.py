@@ -1,0 +1,107 @@
+"""Digest algorithms: validation of names and values, and hashing many algorithms at once."""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ._errors import InvalidDigest, UnsupportedAlgorithm
+
+__all__ = [
+    "DEFAULT_ALGORITHM",
+    "PULP_ALGORITHMS",
+    "MultiHasher",
+    "check_algorithm",
+    "digest_size",
+    "normalize_digests",
+    "resolve_algorithms",
+]
+
+DEFAULT_ALGORITHM = "sha256"
+#: The digests Pulp computes for every artifact.
+PULP_ALGORITHMS = ("sha224", "sha256", "sha384", "sha512")
+
+_HEX = frozenset(string.hexdigits.lower())
+# Algorithms whose output length is not fixed cannot be compared against an expected value.
+_VARIABLE = {"shake_128", "shake_256"}
+_KNOWN = sorted(a.lower() for a in hashlib.algorithms_available if a.lower() not in _VARIABLE)
+_SIZES: dict[str, int] = {}
+
+
+def check_algorithm(name: object) -> str:
+    """Return the canonical (lower-case) name of *name*, or raise UnsupportedAlgorithm."""
+    if not isinstance(name, str):
+        raise UnsupportedAlgorithm(repr(name), _KNOWN)
+    canonical = name.lower()
+    if canonical not in _SIZES:
+        if canonical in _VARIABLE or canonical not in _KNOWN:
+            raise UnsupportedAlgorithm(name, _KNOWN)
+        try:
+            _SIZES[canonical] = hashlib.new(canonical).digest_size
+        except ValueError:  # listed by OpenSSL but not usable (FIPS, ...)
+            raise UnsupportedAlgorithm(name, _KNOWN) from None
+    return canonical
+
+
+def digest_size(algorithm: str) -> int:
+    """Digest size in bytes of a (valid) algorithm."""
+    return _SIZES[check_algorithm(algorithm)]
+
+
+def normalize_digests(digests: Mapping[str, Any] | None) -> dict[str, str]:
+    """Validate expected digests: known algorithms, hex values of the right length.
+
+    Returns a new dict with canonical algorithm names and lower-case hex values.
+    """
+    result: dict[str, str] = {}
+    if not digests:
+        return result
+    for name, value in digests.items():
+        algorithm = check_algorithm(name)
+        if not isinstance(value, str):
+            raise InvalidDigest(algorithm, value, "not a string")
+        hexvalue = value.strip().lower()
+        want = 2 * _SIZES[algorithm]
+        if len(hexvalue) != want:
+            raise InvalidDigest(algorithm, value, f"expected {want} hex digits, got {len(hexvalue)}")
+        if not _HEX.issuperset(hexvalue):
+            raise InvalidDigest(algorithm, value, "not a hexadecimal string")
+        if algorithm in result and result[algorithm] != hexvalue:
+            raise InvalidDigest(algorithm, value, "given twice with different values")
+        result[algorithm] = hexvalue
+    return result
+
+
+def resolve_algorithms(
+    expected: Mapping[str, str], extra: Iterable[str] | None, default: Iterable[str]
+) -> tuple[str, ...]:
+    """The algorithms to compute: the defaults, every expected one and any extra ones."""
+    names: dict[str, None] = {}
+    for group in (default, expected.keys(), extra or ()):
+        for name in group:
+            names[check_algorithm(name)] = None
+    return tuple(names)
+
+
+class MultiHasher:
+    """Feeds the same bytes to several hashlib objects.
+
+    hashlib releases the GIL for updates larger than 2 KiB, so a MultiHasher can be fed from
+    a worker thread while the Trio loop goes on.
+    """
+
+    __slots__ = ("_hashers", "size")
+
+    def __init__(self, algorithms: Iterable[str]) -> None:
+        self._hashers = [(name, hashlib.new(name)) for name in algorithms]
+        self.size = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        for _, h in self._hashers:
+            h.update(data)
+        self.size += len(data)
+
+    def hexdigests(self) -> dict[str, str]:
+        return {name: h.hexdigest() for name, h in self._hashers}

@@ -1,0 +1,247 @@
+"""The exceptions of triofetch.
+
+Every error triofetch raises on purpose is a :class:`TriofetchError`::
+
+    TriofetchError
+     ├── InvalidInput                  (also a ValueError: bad arguments, caught before any I/O)
+     │    ├── UnsupportedAlgorithm     an unknown digest algorithm name
+     │    ├── InvalidDigest            a digest of the wrong length or alphabet
+     │    └── InvalidUnit              a declarative unit/artifact that cannot be valid
+     ├── DownloadError                 url, attempts
+     │    ├── HTTPStatusError          status_code
+     │    ├── DigestMismatch           algorithm, expected, actual
+     │    ├── SizeMismatch             expected, actual
+     │    ├── InvalidURL               a URL no transport can fetch (not retried)
+     │    ├── TooManyRedirects         (not retried)
+     │    └── TransportError           the connection failed or broke off
+     │         ├── ConnectionFailed
+     │         ├── DownloadTimeout
+     │         └── TruncatedBody       the body ended before its Content-Length
+     ├── ManifestError                 line, line_number
+     ├── StoreError                    database or artifact storage
+     │    └── SchemaVersionError       a store written by a newer triofetch
+     ├── UnitFailed                    unit_key, cause
+     └── WrongContext                  fetch() called inside a Trio run
+
+Messages say what was expected and what came.  Credentials in URLs never appear in a
+message: URLs are passed through :func:`redact_url` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "ConnectionFailed",
+    "DigestMismatch",
+    "DownloadError",
+    "DownloadTimeout",
+    "HTTPStatusError",
+    "InvalidDigest",
+    "InvalidInput",
+    "InvalidURL",
+    "InvalidUnit",
+    "ManifestError",
+    "SchemaVersionError",
+    "SizeMismatch",
+    "StoreError",
+    "TooManyRedirects",
+    "TransportError",
+    "TriofetchError",
+    "TruncatedBody",
+    "UnitFailed",
+    "UnsupportedAlgorithm",
+    "WrongContext",
+    "redact_url",
+]
+
+
+def redact_url(url: str) -> str:
+    """Return *url* with any user name and password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+class TriofetchError(Exception):
+    """Base class of every error raised by triofetch."""
+
+
+class InvalidInput(TriofetchError, ValueError):
+    """An argument that can never work; raised before any I/O happens."""
+
+
+class UnsupportedAlgorithm(InvalidInput):
+    """A digest algorithm name that hashlib does not provide (or that has no fixed size)."""
+
+    def __init__(self, algorithm: str, known: Sequence[str] = ()) -> None:
+        self.algorithm = algorithm
+        hint = f"; known algorithms: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"unsupported digest algorithm {algorithm!r}{hint}")
+
+
+class InvalidDigest(InvalidInput):
+    """A digest value that is not a hex string of the algorithm's length."""
+
+    def __init__(self, algorithm: str, value: object, reason: str) -> None:
+        self.algorithm = algorithm
+        self.value = value
+        super().__init__(f"invalid {algorithm} digest {value!r}: {reason}")
+
+
+class InvalidUnit(InvalidInput):
+    """A declarative unit or artifact that cannot be valid (unsafe path, duplicates...)."""
+
+
+class DownloadError(TriofetchError):
+    """A download failed.
+
+    Attributes:
+        url: the URL (credentials redacted) of the attempt that failed last.
+        attempts: one exception per attempt, in order, the last one being ``self`` when the
+            download was tried only once.  Retried downloads raise the last attempt's error
+            with every earlier attempt's error in ``attempts``.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        self.url = redact_url(url)
+        self.attempts: list[DownloadError] = [self]
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        text = f"{self.message} ({self.url})"
+        if len(self.attempts) > 1:
+            history = "; ".join(
+                f"attempt {i}: {a.message} ({a.url})" for i, a in enumerate(self.attempts, 1)
+            )
+            text += f" after {len(self.attempts)} attempts [{history}]"
+        return text
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt could succeed."""
+        return True
+
+
+class HTTPStatusError(DownloadError):
+    """The server answered with a status other than 2xx."""
+
+    def __init__(
+        self, status_code: int, *, url: str, reason: str = "", retry_after: float | None = None
+    ) -> None:
+        self.status_code = status_code
+        #: seconds the server asked us to wait (``Retry-After``), if it said so
+        self.retry_after = retry_after
+        label = f"HTTP {status_code}" + (f" {reason}" if reason else "")
+        super().__init__(f"server answered {label}, expected 200", url=url)
+
+    @property
+    def retryable(self) -> bool:
+        return self.status_code == 429 or self.status_code >= 500 or self.status_code == 408
+
+
+class DigestMismatch(DownloadError):
+    """The downloaded bytes have another digest than the one expected."""
+
+    def __init__(self, algorithm: str, expected: str, actual: str, *, url: str) -> None:
+        self.algorithm = algorithm
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{algorithm} mismatch: expected {expected}, got {actual}", url=url
+        )
+
+
+class SizeMismatch(DownloadError):
+    """The downloaded body has another size than the one expected.
+
+    ``actual`` is the size received, or for a body that was cut short because it grew past
+    the expected size, the number of bytes read when reading stopped (``exceeded`` is True).
+    """
+
+    def __init__(self, expected: int, actual: int, *, url: str, exceeded: bool = False) -> None:
+        self.expected = expected
+        self.actual = actual
+        self.exceeded = exceeded
+        got = f"more than {expected} (stopped reading at {actual})" if exceeded else str(actual)
+        super().__init__(f"size mismatch: expected {expected} bytes, got {got}", url=url)
+
+
+class InvalidURL(DownloadError):
+    """A URL that cannot be fetched: malformed, or a scheme no transport handles."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class TooManyRedirects(DownloadError):
+    """The server redirected more times than allowed."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class TransportError(DownloadError):
+    """The connection could not be made, or broke off, or was too slow."""
+
+
+class ConnectionFailed(TransportError):
+    """Connecting, sending or receiving failed (refused, reset, DNS, TLS...)."""
+
+
+class DownloadTimeout(TransportError):
+    """No progress within the configured timeout."""
+
+
+class TruncatedBody(TransportError):
+    """The body ended before the length the server announced."""
+
+
+class ManifestError(TriofetchError):
+    """A repository manifest that cannot be read; names the line."""
+
+    def __init__(self, message: str, *, line_number: int | None = None, line: str | None = None,
+                 source: str | None = None) -> None:
+        self.line_number = line_number
+        self.line = line
+        self.source = redact_url(source) if source else None
+        parts = [self.source] if self.source else []
+        if line_number is not None:
+            parts.append(f"{line_number}" if source else f"line {line_number}")
+        where = ":".join(p for p in parts if p)
+        text = f"{where}: {message}" if where else message
+        if line is not None:
+            text += f": {line!r}"
+        self.message = message
+        super().__init__(text)
+
+
+class StoreError(TriofetchError):
+    """The database or the artifact storage refused an operation."""
+
+
+class SchemaVersionError(StoreError):
+    """The store was created by a newer version of triofetch than this one."""
+
+
+class UnitFailed(TriofetchError):
+    """A content unit could not be completed; ``cause`` says why."""
+
+    def __init__(self, unit_key: object, cause: BaseException) -> None:
+        self.unit_key = unit_key
+        self.cause = cause
+        super().__init__(f"unit {unit_key!r} failed: {cause}")
+        self.__cause__ = cause
+
+
+class WrongContext(TriofetchError, RuntimeError):
+    """A blocking API was called where it would block a Trio run."""

@@ -1,0 +1,84 @@
+"""The transport protocol.
+
+A transport opens one URL with a GET request and hands back a :class:`Response` whose body
+is read as an async iterator of ``bytes`` chunks.  It follows redirects itself and reports
+the final URL.  Failures are reported as triofetch errors:
+
+- connecting, sending or receiving failed → :class:`~triofetch.ConnectionFailed`
+- the body ended before its announced length → :class:`~triofetch.TruncatedBody`
+- the URL cannot be fetched at all → :class:`~triofetch.InvalidURL`
+- too many redirects → :class:`~triofetch.TooManyRedirects`
+
+Timeouts, retries, limits, authentication and validation are the downloader's business, not
+the transport's: a transport is given ready-made headers and never sleeps or retries.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Response", "Transport", "TransportOptions"]
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """Settings shared by every request of one downloader.
+
+    Attributes:
+        max_connections: connections kept in the pool (the downloader's total limit).
+        verify: verify TLS certificates: ``True`` (the system's / ``SSL_CERT_FILE`` /
+            ``SSL_CERT_DIR`` trust), a path to a CA bundle, an ``ssl.SSLContext``, or
+            ``False`` (only when the caller says so explicitly).
+        cert: a client certificate: path to a PEM file, or (certfile, keyfile).
+        proxy: a proxy URL for every request, or None (environment proxies are honoured when
+            ``trust_env`` is true).
+        trust_env: read proxies and CA settings from the environment.
+        max_redirects: redirects followed before :class:`~triofetch.TooManyRedirects`.
+    """
+
+    max_connections: int = 16
+    verify: bool | str | Path | ssl.SSLContext = True
+    cert: str | Path | tuple[str | Path, str | Path] | None = None
+    proxy: str | None = None
+    trust_env: bool = True
+    max_redirects: int = 10
+
+
+class Response(Protocol):
+    """An open response: status, final URL, headers (lower-case names) and body chunks."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, undecoded (no content decoding)."""
+        ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Opens URLs.  One transport instance serves every request of one downloader."""
+
+    def stream(
+        self, url: str, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[Response]:
+        """Send a GET for *url* and yield the response; closes it on exit."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        ...
