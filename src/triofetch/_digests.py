@@ -65,7 +65,9 @@ def normalize_digests(digests: Mapping[str, Any] | None) -> dict[str, str]:
         hexvalue = value.strip().lower()
         want = 2 * _SIZES[algorithm]
         if len(hexvalue) != want:
-            raise InvalidDigest(algorithm, value, f"expected {want} hex digits, got {len(hexvalue)}")
+            raise InvalidDigest(
+                algorithm, value, f"expected {want} hex digits, got {len(hexvalue)}"
+            )
         if not _HEX.issuperset(hexvalue):
             raise InvalidDigest(algorithm, value, "not a hexadecimal string")
         if algorithm in result and result[algorithm] != hexvalue:

@@ -118,10 +118,11 @@ class DownloadError(TriofetchError):
     def __str__(self) -> str:
         text = f"{self.message} ({self.url})"
         if len(self.attempts) > 1:
-            history = "; ".join(
-                f"attempt {i}: {a.message} ({a.url})" for i, a in enumerate(self.attempts, 1)
+            earlier = "; ".join(
+                f"{i}: {a.message}" + ("" if a.url == self.url else f" ({a.url})")
+                for i, a in enumerate(self.attempts[:-1], 1)
             )
-            text += f" after {len(self.attempts)} attempts [{history}]"
+            text += f", after {len(self.attempts)} attempts (earlier attempts: {earlier})"
         return text
 
     @property
@@ -154,9 +155,7 @@ class DigestMismatch(DownloadError):
         self.algorithm = algorithm
         self.expected = expected
         self.actual = actual
-        super().__init__(
-            f"{algorithm} mismatch: expected {expected}, got {actual}", url=url
-        )
+        super().__init__(f"{algorithm} mismatch: expected {expected}, got {actual}", url=url)
 
 
 class SizeMismatch(DownloadError):
@@ -209,8 +208,14 @@ class TruncatedBody(TransportError):
 class ManifestError(TriofetchError):
     """A repository manifest that cannot be read; names the line."""
 
-    def __init__(self, message: str, *, line_number: int | None = None, line: str | None = None,
-                 source: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        line_number: int | None = None,
+        line: str | None = None,
+        source: str | None = None,
+    ) -> None:
         self.line_number = line_number
         self.line = line
         self.source = redact_url(source) if source else None

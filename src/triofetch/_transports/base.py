@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Response", "Transport", "TransportOptions"]
+__all__ = ["Response", "Transport", "TransportOptions", "make_ssl_context"]
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,39 @@ class Response(Protocol):
 class Transport(Protocol):
     """Opens URLs.  One transport instance serves every request of one downloader."""
 
-    def stream(
-        self, url: str, headers: Mapping[str, str]
-    ) -> AbstractAsyncContextManager[Response]:
+    def stream(self, url: str, headers: Mapping[str, str]) -> AbstractAsyncContextManager[Response]:
         """Send a GET for *url* and yield the response; closes it on exit."""
         ...
 
     async def aclose(self) -> None:
         """Close every connection."""
         ...
+
+
+def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
+    """The TLS context of *options*: verification on unless ``verify=False`` was given.
+
+    ``verify=True`` trusts the system's CA store, which OpenSSL lets ``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR`` override; a path trusts that CA bundle (file) or hashed directory.
+    """
+    verify = options.verify
+    if isinstance(verify, ssl.SSLContext):
+        context = verify
+    elif verify is True:
+        context = ssl.create_default_context()
+    elif verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        where = Path(verify)
+        if where.is_dir():
+            context = ssl.create_default_context(capath=str(where))
+        else:
+            context = ssl.create_default_context(cafile=str(where))
+    if options.cert is not None:
+        if isinstance(options.cert, tuple):
+            context.load_cert_chain(str(options.cert[0]), str(options.cert[1]))
+        else:
+            context.load_cert_chain(str(options.cert))
+    return context

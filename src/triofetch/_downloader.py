@@ -1,0 +1,632 @@
+"""The concurrent downloader (and the code the synchronous :func:`fetch` shares with it)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email.utils
+import math
+import os
+import random
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import trio
+
+from ._digests import (
+    DEFAULT_ALGORITHM,
+    MultiHasher,
+    normalize_digests,
+    resolve_algorithms,
+)
+from ._errors import (
+    DigestMismatch,
+    DownloadError,
+    DownloadTimeout,
+    HTTPStatusError,
+    InvalidInput,
+    InvalidURL,
+    SizeMismatch,
+)
+from ._tempfiles import new_temp_path
+from ._transports.base import Response, Transport, TransportOptions
+from ._version import __version__
+
+__all__ = ["DownloadResult", "Downloader", "TokenProvider"]
+
+#: An async callable returning a fresh bearer token.
+TokenProvider = Callable[[], Awaitable[str]]
+
+# Bodies are buffered in memory up to this many bytes and then handed to a worker thread,
+# which hashes them and writes them to the temp file in one go.  A small file therefore costs
+# exactly one thread round trip (create + write + hash + close), a large one one per MiB.
+_FLUSH_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    """A downloaded and validated file, waiting in the temp area.
+
+    The caller owns ``path``: move it where it belongs (see :class:`ArtifactStorage`) or
+    remove it.
+
+    Attributes:
+        url: the final URL, after redirects (credentials redacted).
+        path: the temp file holding the bytes.
+        size: the number of bytes.
+        digests: hex digests by algorithm name; always has ``sha256``, every algorithm of
+            ``expected_digests`` and every algorithm asked for.
+        headers: the response headers (lower-case names).
+        attempts: how many attempts it took (1 when the first one succeeded).
+    """
+
+    url: str
+    path: Path
+    size: int
+    digests: Mapping[str, str]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    attempts: int = 1
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 hex digest of the bytes."""
+        return self.digests["sha256"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one fetch must check, validated before any I/O."""
+
+    expected_digests: dict[str, str]
+    expected_size: int | None
+    algorithms: tuple[str, ...]
+    headers: dict[str, str]
+    temp_dir: Path
+
+
+class _Tokens:
+    """One bearer token shared by every download; refreshed once for all waiters."""
+
+    def __init__(self, provider: TokenProvider) -> None:
+        self._provider = provider
+        self._lock = trio.Lock()
+        self.token: str | None = None
+        self.generation = 0
+        self.refreshes = 0
+
+    async def current(self) -> tuple[str, int]:
+        if self.token is None:
+            await self.refresh(self.generation)
+        assert self.token is not None
+        return self.token, self.generation
+
+    async def refresh(self, stale_generation: int) -> None:
+        """Get a new token unless someone already replaced the *stale_generation* one."""
+        async with self._lock:
+            if self.token is not None and self.generation != stale_generation:
+                return
+            token = await self._provider()
+            if not isinstance(token, str) or not token:
+                raise InvalidInput(
+                    f"the token provider returned {type(token).__name__}, expected a non-empty str"
+                )
+            self.token = token
+            self.generation += 1
+            self.refreshes += 1
+
+
+class _Sink:
+    """The temp file of one attempt and its hashers.  Methods run in worker threads."""
+
+    __slots__ = ("_fd", "hasher", "path")
+
+    def __init__(self, path: Path, algorithms: Iterable[str]) -> None:
+        self.path = path
+        self.hasher = MultiHasher(algorithms)
+        self._fd: int | None = None
+
+    def write(self, chunks: list[bytes]) -> None:
+        fd = self._fd
+        if fd is None:
+            fd = self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        update = self.hasher.update
+        for chunk in chunks:
+            update(chunk)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def finish(self, chunks: list[bytes]) -> dict[str, str]:
+        if chunks or self._fd is None:
+            self.write(chunks or [b""])
+        self.close()
+        return self.hasher.hexdigests()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Close and remove the temp file (safe to call from the Trio loop: two syscalls)."""
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """The URL without user info, and a Basic ``Authorization`` value when it had some."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidURL(f"malformed URL: {exc}", url=url) from None
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), _basic(unquote(user), unquote(password))
+
+
+def _basic(user: str, password: str) -> str:
+    raw = f"{user}:{password}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+        raise InvalidInput(f"{name} must be a positive number, got {value!r}")
+
+
+class Downloader:
+    """Downloads many files at once inside the caller's Trio run.
+
+    Use it as an async context manager; start fetches in your own nurseries::
+
+        async with triofetch.Downloader(connections=16) as dl:
+            async with trio.open_nursery() as nursery:
+                for url in urls:
+                    nursery.start_soon(dl.fetch, url)
+
+    Every fetch streams to a temp file, computes its digests while the bytes stream by,
+    validates size and digests, and returns a :class:`DownloadResult`.  On failure the temp
+    file is removed and a :class:`DownloadError` subclass is raised that names the URL.
+
+    Args:
+        connections: requests in flight at once, in total.
+        per_host: requests in flight at once to one host (scheme, host and port);
+            defaults to ``connections``.
+        retries: further attempts after the first one, for retryable failures (connection
+            errors, timeouts, 429, 5xx, truncated bodies, size or digest mismatches).
+        backoff: the first retry waits about this many seconds, each next one twice as long
+            (with jitter), capped at ``backoff_max``.  A ``Retry-After`` header is honoured
+            instead, up to ``max_retry_after`` seconds.
+        connect_timeout: seconds to get the response headers.
+        read_timeout: seconds without any body byte before giving up.
+        total_timeout: seconds for a whole attempt, or None.
+        temp_dir: where temp files are written (default: the system temp dir).
+        digests: algorithms computed for every download (sha256 is always computed).
+        headers: headers sent with every request.
+        auth: ``(user, password)`` for HTTP basic auth on every request (credentials in a
+            URL take precedence for that URL).
+        token_provider: an async callable returning a bearer token; awaited once when no
+            token is known yet or when a 401 says it expired, while every other download that
+            needs it waits for that single refresh.
+        rate_limit: requests per second shared by all downloads, or None.
+        proxy, verify, cert, trust_env, max_redirects: see :class:`TransportOptions`.
+        transport: ``"httpx"`` (default), ``"asks"``, or a :class:`Transport` instance, used
+            for http and https URLs; ``file://`` URLs are always read locally.
+        threads: worker threads for hashing and file writes (a ``CapacityLimiter`` or a
+            number); default: twice the CPU count, at least 4.
+    """
+
+    def __init__(
+        self,
+        *,
+        connections: int = 16,
+        per_host: int | None = None,
+        retries: int = 3,
+        backoff: float = 0.25,
+        backoff_max: float = 30.0,
+        max_retry_after: float = 300.0,
+        connect_timeout: float | None = 30.0,
+        read_timeout: float | None = 60.0,
+        total_timeout: float | None = None,
+        temp_dir: str | os.PathLike[str] | None = None,
+        digests: Iterable[str] = (DEFAULT_ALGORITHM,),
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        token_provider: TokenProvider | None = None,
+        rate_limit: float | None = None,
+        proxy: str | None = None,
+        verify: bool | str | os.PathLike[str] | object = True,
+        cert: str | tuple[str, str] | None = None,
+        trust_env: bool = True,
+        max_redirects: int = 10,
+        transport: Literal["httpx", "asks"] | Transport = "httpx",
+        threads: int | trio.CapacityLimiter | None = None,
+    ) -> None:
+        if not isinstance(connections, int) or connections < 1:
+            raise InvalidInput(f"connections must be an integer >= 1, got {connections!r}")
+        if per_host is not None and (not isinstance(per_host, int) or per_host < 1):
+            raise InvalidInput(f"per_host must be an integer >= 1, got {per_host!r}")
+        if not isinstance(retries, int) or retries < 0:
+            raise InvalidInput(f"retries must be an integer >= 0, got {retries!r}")
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("read_timeout", read_timeout),
+            ("total_timeout", total_timeout),
+            ("rate_limit", rate_limit),
+        ):
+            _check_positive(name, value)
+        if backoff < 0 or backoff_max < 0 or max_retry_after < 0:
+            raise InvalidInput("backoff, backoff_max and max_retry_after must be >= 0")
+        if auth is not None and token_provider is not None:
+            raise InvalidInput("give either auth (basic) or token_provider (bearer), not both")
+        self._algorithms = resolve_algorithms({}, digests, (DEFAULT_ALGORITHM,))
+        self._retries = retries
+        self._backoff = backoff
+        self._backoff_max = backoff_max
+        self._max_retry_after = max_retry_after
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._total_timeout = total_timeout
+        self._temp_dir = Path(temp_dir) if temp_dir is not None else Path(tempfile.gettempdir())
+        self._headers = {"user-agent": f"triofetch/{__version__}", "accept-encoding": "identity"}
+        self._headers.update({k.lower(): v for k, v in (headers or {}).items()})
+        self._basic = _basic(*auth) if auth is not None else None
+        self._tokens = _Tokens(token_provider) if token_provider is not None else None
+        self._interval = 1.0 / rate_limit if rate_limit else 0.0
+        self._next_slot = -math.inf
+        self._limiter = trio.CapacityLimiter(connections)
+        self._per_host = per_host if per_host is not None and per_host < connections else None
+        self._host_limiters: dict[str, trio.CapacityLimiter] = {}
+        if isinstance(threads, trio.CapacityLimiter):
+            self._threads = threads
+        else:
+            self._threads = trio.CapacityLimiter(threads or max(4, 2 * (os.cpu_count() or 1)))
+        self._options = TransportOptions(
+            max_connections=connections,
+            verify=verify,  # type: ignore[arg-type]
+            cert=cert,
+            proxy=proxy,
+            trust_env=trust_env,
+            max_redirects=max_redirects,
+        )
+        self._transport_choice = transport
+        self._transport: Transport | None = None
+        self._file_transport: Transport | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._transport is not None:
+            raise RuntimeError("this Downloader is already open")
+        from ._transports._file import FileTransport
+
+        choice = self._transport_choice
+        if choice == "httpx":
+            from ._transports._httpx import HttpxTransport
+
+            self._transport = HttpxTransport(self._options)
+        elif choice == "asks":
+            from ._transports._asks import AsksTransport
+
+            self._transport = AsksTransport(self._options)
+        elif isinstance(choice, Transport):
+            self._transport = choice
+        else:
+            raise InvalidInput(f"unknown transport {choice!r}: 'httpx', 'asks' or a Transport")
+        self._file_transport = FileTransport()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection.  Called by ``async with``."""
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            with trio.CancelScope(shield=True):
+                await transport.aclose()
+
+    @property
+    def token_refreshes(self) -> int:
+        """How many times the token provider was awaited."""
+        return self._tokens.refreshes if self._tokens is not None else 0
+
+    @property
+    def limiter(self) -> trio.CapacityLimiter:
+        """The limiter bounding requests in flight (shared with callers that want it)."""
+        return self._limiter
+
+    # -- public API --------------------------------------------------------------------
+
+    def plan(
+        self,
+        *,
+        expected_digests: Mapping[str, str] | None = None,
+        expected_size: int | None = None,
+        digests: Iterable[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        temp_dir: str | os.PathLike[str] | None = None,
+    ) -> _Plan:
+        """Validate the arguments of a fetch (raises :class:`InvalidInput` subclasses)."""
+        expected = normalize_digests(expected_digests)
+        algorithms = resolve_algorithms(expected, digests, self._algorithms)
+        if expected_size is not None and (
+            isinstance(expected_size, bool)
+            or not isinstance(expected_size, int)
+            or expected_size < 0
+        ):
+            raise InvalidInput(f"expected_size must be an integer >= 0, got {expected_size!r}")
+        merged = dict(self._headers)
+        merged.update({k.lower(): v for k, v in (headers or {}).items()})
+        directory = Path(temp_dir) if temp_dir is not None else self._temp_dir
+        return _Plan(expected, expected_size, algorithms, merged, directory)
+
+    async def fetch(
+        self,
+        url: str | Sequence[str],
+        *,
+        expected_digests: Mapping[str, str] | None = None,
+        expected_size: int | None = None,
+        digests: Iterable[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        temp_dir: str | os.PathLike[str] | None = None,
+    ) -> DownloadResult:
+        """Download one file (from *url*, or from the first of several mirror URLs that works).
+
+        Args:
+            url: a URL, or a sequence of mirror URLs serving the same bytes: when every
+                attempt on one fails, the next one is tried.
+            expected_digests: ``{algorithm: hexdigest}`` the bytes must match.
+            expected_size: the exact size the body must have; reading stops as soon as the
+                body grows past it.
+            digests: further algorithms to compute.
+            headers: extra request headers for this fetch.
+            temp_dir: where to write the temp file (default: the downloader's).
+
+        Returns:
+            a :class:`DownloadResult`; the caller owns its temp file.
+
+        Raises:
+            InvalidInput: bad arguments (unknown algorithm, malformed digest...), before any
+                I/O.
+            DownloadError: the last attempt's error (``HTTPStatusError``, ``DigestMismatch``,
+                ``SizeMismatch``, ``TransportError``...), with every attempt's error in
+                ``attempts``.
+        """
+        plan = self.plan(
+            expected_digests=expected_digests,
+            expected_size=expected_size,
+            digests=digests,
+            headers=headers,
+            temp_dir=temp_dir,
+        )
+        return await self.fetch_planned(url, plan)
+
+    async def fetch_planned(self, url: str | Sequence[str], plan: _Plan) -> DownloadResult:
+        """Like :meth:`fetch`, with arguments already validated by :meth:`plan`."""
+        if self._transport is None:
+            raise RuntimeError("use the Downloader inside 'async with' (it is not open)")
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls or not all(isinstance(u, str) and u for u in urls):
+            raise InvalidInput(f"expected a URL or a non-empty sequence of URLs, got {url!r}")
+        errors: list[DownloadError] = []
+        for mirror in urls:
+            for attempt in range(self._retries + 1):
+                if attempt:
+                    await trio.sleep(self._delay(attempt, errors[-1]))
+                try:
+                    result = await self._attempt(mirror, plan)
+                except DownloadError as exc:
+                    errors.append(exc)
+                    if not exc.retryable:
+                        break
+                else:
+                    if errors:
+                        result = _with_attempts(result, len(errors) + 1)
+                    return result
+        last = errors[-1]
+        last.attempts = errors
+        raise last
+
+    # -- one attempt -------------------------------------------------------------------
+
+    def _delay(self, retry: int, error: DownloadError) -> float:
+        if isinstance(error, HTTPStatusError) and error.retry_after is not None:
+            return min(error.retry_after, self._max_retry_after)
+        ceiling = min(self._backoff_max, self._backoff * 2.0 ** (retry - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _host_limiter(self, url: str) -> trio.CapacityLimiter | None:
+        if self._per_host is None:
+            return None
+        key = _origin(url)
+        limiter = self._host_limiters.get(key)
+        if limiter is None:
+            limiter = self._host_limiters[key] = trio.CapacityLimiter(self._per_host)
+        return limiter
+
+    async def _rate_wait(self) -> None:
+        if not self._interval:
+            return
+        now = trio.current_time()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + self._interval
+        if slot > now:
+            await trio.sleep_until(slot)
+
+    async def _attempt(self, url: str, plan: _Plan) -> DownloadResult:
+        clean_url, basic = _split_credentials(url)
+        scheme = clean_url.partition(":")[0].lower()
+        if scheme == "file":
+            transport = self._file_transport
+        elif scheme in ("http", "https"):
+            transport = self._transport
+        else:
+            raise InvalidURL(f"unsupported URL scheme {scheme!r} (http, https or file)", url=url)
+        assert transport is not None
+        host_limiter = self._host_limiter(clean_url)
+        if host_limiter is not None:
+            async with host_limiter:
+                return await self._attempt_limited(transport, clean_url, basic, plan)
+        return await self._attempt_limited(transport, clean_url, basic, plan)
+
+    async def _attempt_limited(
+        self, transport: Transport, url: str, basic: str | None, plan: _Plan
+    ) -> DownloadResult:
+        async with self._limiter:
+            headers = plan.headers
+            if basic is not None or self._basic is not None:
+                headers = {**headers, "authorization": basic or self._basic or ""}
+            for auth_round in (0, 1):
+                generation = -1
+                if self._tokens is not None:
+                    token, generation = await self._tokens.current()
+                    headers = {**headers, "authorization": f"Bearer {token}"}
+                await self._rate_wait()
+                result = await self._exchange(
+                    transport, url, headers, plan, may_refresh=auth_round == 0 and generation >= 0
+                )
+                if result is not None:
+                    return result
+                assert self._tokens is not None
+                await self._tokens.refresh(generation)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _exchange(
+        self,
+        transport: Transport,
+        url: str,
+        headers: Mapping[str, str],
+        plan: _Plan,
+        *,
+        may_refresh: bool,
+    ) -> DownloadResult | None:
+        """One request.  Returns None when a 401 asks for a fresh bearer token."""
+        start = trio.current_time()
+        hard = start + self._total_timeout if self._total_timeout else math.inf
+        phase = "connect"
+        sink: _Sink | None = None
+        scope = trio.CancelScope(deadline=min(hard, start + (self._connect_timeout or math.inf)))
+        try:
+            with scope:
+                async with transport.stream(url, headers) as response:
+                    if response.status_code == 401 and may_refresh:
+                        return None
+                    if not 200 <= response.status_code < 300:
+                        raise HTTPStatusError(
+                            response.status_code,
+                            url=response.url,
+                            reason=response.reason,
+                            retry_after=_retry_after(response.headers.get("retry-after")),
+                        )
+                    phase = "read"
+                    sink = _Sink(new_temp_path(plan.temp_dir), plan.algorithms)
+                    result = await self._receive(response, plan, sink, scope, hard)
+                # leaving the stream is a checkpoint: the file is only ours once past it
+                phase = "done"
+            if scope.cancelled_caught and phase != "done":
+                raise DownloadTimeout(self._timeout_message(phase, start, hard), url=url)
+            if phase != "done":  # pragma: no cover - the scope only ends these ways
+                raise AssertionError("download ended without a result")
+            return result
+        except BaseException:
+            if sink is not None:
+                sink.discard()
+            raise
+
+    def _timeout_message(self, phase: str, start: float, hard: float) -> str:
+        if trio.current_time() >= hard:
+            return f"no complete response within total_timeout={self._total_timeout}s"
+        if phase == "connect":
+            return f"no response within connect_timeout={self._connect_timeout}s"
+        return f"no data for read_timeout={self._read_timeout}s"
+
+    async def _receive(
+        self, response: Response, plan: _Plan, sink: _Sink, scope: trio.CancelScope, hard: float
+    ) -> DownloadResult:
+        url = response.url
+        expected_size = plan.expected_size
+        announced = response.headers.get("content-length")
+        if (
+            expected_size is not None
+            and announced is not None
+            and announced.isdigit()
+            and int(announced) != expected_size
+            and "content-encoding" not in response.headers
+        ):
+            raise SizeMismatch(expected_size, int(announced), url=url)
+        read_timeout = self._read_timeout or math.inf
+        scope.deadline = min(hard, trio.current_time() + read_timeout)
+        pending: list[bytes] = []
+        buffered = 0
+        size = 0
+        threads = self._threads
+        async for chunk in response.iter_bytes():
+            size += len(chunk)
+            if expected_size is not None and size > expected_size:
+                raise SizeMismatch(expected_size, size, url=url, exceeded=True)
+            pending.append(chunk)
+            buffered += len(chunk)
+            if buffered >= _FLUSH_BYTES:
+                batch, pending, buffered = pending, [], 0
+                await trio.to_thread.run_sync(sink.write, batch, limiter=threads)
+            scope.deadline = min(hard, trio.current_time() + read_timeout)
+        digests = await trio.to_thread.run_sync(sink.finish, pending, limiter=threads)
+        if expected_size is not None and size != expected_size:
+            raise SizeMismatch(expected_size, size, url=url)
+        for algorithm, expected in plan.expected_digests.items():
+            if digests[algorithm] != expected:
+                raise DigestMismatch(algorithm, expected, digests[algorithm], url=url)
+        return DownloadResult(
+            url=url, path=sink.path, size=size, digests=digests, headers=dict(response.headers)
+        )
+
+
+def _with_attempts(result: DownloadResult, attempts: int) -> DownloadResult:
+    return DownloadResult(
+        url=result.url,
+        path=result.path,
+        size=result.size,
+        digests=result.digests,
+        headers=result.headers,
+        attempts=attempts,
+    )

@@ -1,0 +1,68 @@
+"""The synchronous downloader: one blocking download, no event loop needed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import trio
+
+from ._downloader import Downloader, DownloadResult
+from ._errors import WrongContext
+
+__all__ = ["fetch"]
+
+
+def _inside_trio() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+def fetch(
+    url: str | Sequence[str],
+    *,
+    expected_digests: Mapping[str, str] | None = None,
+    expected_size: int | None = None,
+    digests: Iterable[str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    temp_dir: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> DownloadResult:
+    """Download one file, blocking until it is downloaded and validated.
+
+    For plain scripts and threads: it runs its own short Trio run, so it must not be called
+    from inside one (use :class:`Downloader` there).  It shares its validation, digest and
+    temp-file code with :meth:`Downloader.fetch`; *options* are :class:`Downloader` keyword
+    arguments (``retries``, ``read_timeout``, ``auth``, ``verify``...).
+
+    Returns:
+        a :class:`DownloadResult`; the caller owns its temp file.
+
+    Raises:
+        WrongContext: called inside a running Trio task.
+        InvalidInput: bad arguments, before any I/O.
+        DownloadError: the download failed (the temp file is already removed).
+    """
+    if _inside_trio():
+        raise WrongContext(
+            "triofetch.fetch() blocks and cannot run inside a Trio task; use "
+            "'async with triofetch.Downloader() as dl: await dl.fetch(url)' instead"
+        )
+    options.setdefault("connections", 1)
+    downloader = Downloader(temp_dir=temp_dir, **options)
+    plan = downloader.plan(
+        expected_digests=expected_digests,
+        expected_size=expected_size,
+        digests=digests,
+        headers=headers,
+    )
+
+    async def main() -> DownloadResult:
+        async with downloader:
+            return await downloader.fetch_planned(url, plan)
+
+    return trio.run(main)

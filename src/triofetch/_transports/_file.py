@@ -1,0 +1,101 @@
+"""``file://`` URLs: a local file read in worker threads, answered like a web server would."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+import trio
+
+from .._errors import ConnectionFailed, InvalidURL
+from .base import Response
+
+__all__ = ["FileTransport", "file_url_path"]
+
+_CHUNK = 1 << 20
+
+
+def file_url_path(url: str) -> Path:
+    """The local path of a ``file://`` URL (host empty or ``localhost``)."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        raise InvalidURL("not a file:// URL", url=url)
+    if parts.netloc not in ("", "localhost"):
+        raise InvalidURL(
+            f"file:// URLs on another host ({parts.netloc!r}) are not supported", url=url
+        )
+    path = unquote(parts.path)
+    if not path.startswith("/") or "\x00" in path:
+        raise InvalidURL("a file:// URL needs an absolute path", url=url)
+    return Path(path)
+
+
+class _FileResponse:
+    __slots__ = ("_file", "headers", "reason", "status_code", "url")
+
+    def __init__(
+        self, url: str, status: int, reason: str, file: BinaryIO | None, size: int | None
+    ) -> None:
+        self.url = url
+        self.status_code = status
+        self.reason = reason
+        self._file = file
+        self.headers: Mapping[str, str] = {"content-length": str(size)} if size is not None else {}
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        file = self._file
+        if file is None:
+            return
+        while True:
+            try:
+                chunk = await trio.to_thread.run_sync(file.read, _CHUNK)
+            except OSError as exc:
+                raise ConnectionFailed(f"reading failed: {exc.strerror}", url=self.url) from exc
+            if not chunk:
+                return
+            yield chunk
+
+
+def _open(path: Path) -> tuple[BinaryIO, int]:
+    file = path.open("rb")
+    try:
+        st = os.fstat(file.fileno())
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        return file, st.st_size
+    except BaseException:
+        file.close()
+        raise
+
+
+class FileTransport:
+    """Reads local files.  A missing file answers 404 and an unreadable one 403."""
+
+    @asynccontextmanager
+    async def stream(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Response]:
+        path = file_url_path(url)
+        file: BinaryIO | None = None
+        try:
+            file, size = await trio.to_thread.run_sync(_open, path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            response = _FileResponse(url, 404, "Not Found", None, None)
+        except PermissionError:
+            response = _FileResponse(url, 403, "Forbidden", None, None)
+        except OSError as exc:
+            raise ConnectionFailed(f"cannot open file: {exc.strerror}", url=url) from exc
+        else:
+            response = _FileResponse(url, 200, "OK", file, size)
+        try:
+            yield response
+        finally:
+            if file is not None:
+                file.close()
+
+    async def aclose(self) -> None:
+        return None

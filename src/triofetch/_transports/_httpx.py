@@ -1,0 +1,80 @@
+"""The default transport: httpx's AsyncClient, one connection pool for all requests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import httpx
+
+from .._errors import ConnectionFailed, InvalidURL, TooManyRedirects, TruncatedBody
+from .base import Response, TransportOptions, make_ssl_context
+
+__all__ = ["HttpxTransport"]
+
+
+class _HttpxResponse:
+    __slots__ = ("_response", "headers", "reason", "status_code", "url")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status_code = response.status_code
+        self.reason = response.reason_phrase
+        self.url = str(response.url)
+        self.headers: Mapping[str, str] = response.headers
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except httpx.RemoteProtocolError as exc:
+            raise TruncatedBody(f"body cut short: {exc}", url=self.url) from exc
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(_describe(exc), url=self.url) from exc
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"connection failed: {text}"
+
+
+class HttpxTransport:
+    """Fetches ``http://`` and ``https://`` URLs with one shared ``httpx.AsyncClient``."""
+
+    def __init__(self, options: TransportOptions) -> None:
+        limits = httpx.Limits(
+            max_connections=None,  # the downloader's limiters bound requests in flight
+            max_keepalive_connections=options.max_connections,
+            keepalive_expiry=30.0,
+        )
+        self._client = httpx.AsyncClient(
+            limits=limits,
+            timeout=None,  # timeouts are Trio cancel scopes in the downloader
+            follow_redirects=True,
+            max_redirects=options.max_redirects,
+            verify=make_ssl_context(options),
+            proxy=options.proxy,
+            trust_env=options.trust_env,
+        )
+
+    @asynccontextmanager
+    async def stream(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Response]:
+        try:
+            request = self._client.build_request("GET", url, headers=headers)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+            raise InvalidURL(f"cannot fetch this URL: {exc}", url=url) from exc
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TooManyRedirects as exc:
+            raise TooManyRedirects(f"too many redirects: {exc}", url=url) from exc
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise InvalidURL(f"cannot fetch this URL: {exc}", url=url) from exc
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(_describe(exc), url=url) from exc
+        try:
+            yield _HttpxResponse(response)
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
