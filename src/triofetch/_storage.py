@@ -1,0 +1,447 @@
+"""Content-addressed artifact storage on the local (or a shared) filesystem.
+
+Layout under the storage root::
+
+    <root>/artifacts/<aa>/<bb>/<sha256>     one file per sha256, read-only (0o444)
+    <root>/tmp/tf-<pid>-<hex>.part          temp files of downloads in progress
+
+A downloaded temp file is *adopted*: fsynced, renamed into place (an atomic rename on the
+same filesystem), then the directory is fsynced, so the file is durable before the database
+may refer to it.  Adopting is idempotent: any number of tasks or processes adopting the same
+content end with one file and no error; the adopters that lose the race remove their temp
+file.
+
+All file work runs in worker threads (``trio.to_thread.run_sync``) under a
+:class:`trio.CapacityLimiter`; the Trio loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Protocol
+
+import trio
+
+from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests
+from ._errors import InvalidDigest, InvalidInput, StoreError
+from ._tempfiles import new_temp_path, temp_file_pid
+
+if TYPE_CHECKING:
+    from io import BufferedReader
+
+    from trio._file_io import AsyncIOWrapper
+
+__all__ = [
+    "ArtifactMismatch",
+    "ArtifactMissing",
+    "ArtifactStorage",
+    "CorruptArtifact",
+    "StoredArtifact",
+    "VerifyReport",
+]
+
+_CHUNK = 1 << 20
+
+
+class ArtifactMismatch(InvalidInput):
+    """What the caller said about a file to adopt is not what the file is.
+
+    ``field`` is ``"sha256"`` or ``"size"``; ``expected`` is what the caller passed and
+    ``actual`` what the download computed (or the size on disk).  The temp file is left in
+    place: it still belongs to the caller.
+    """
+
+    def __init__(self, field: str, expected: object, actual: object, *, path: Path) -> None:
+        self.field = field
+        self.expected = expected
+        self.actual = actual
+        self.path = path
+        super().__init__(f"cannot adopt {path}: {field} expected {expected}, got {actual}")
+
+
+class ArtifactMissing(StoreError, LookupError):
+    """No stored file for this sha256."""
+
+    def __init__(self, sha256: str, path: Path) -> None:
+        self.sha256 = sha256
+        self.path = path
+        super().__init__(f"artifact {sha256} is not in the storage (no file {path})")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArtifact:
+    """A file now in the storage: its sha256, size and every digest known for it."""
+
+    sha256: str
+    size: int
+    digests: Mapping[str, str]
+    path: Path
+    #: False when the content was already stored and the temp file was removed instead.
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CorruptArtifact:
+    """A stored file whose content no longer has its name's sha256 (or expected size)."""
+
+    sha256: str
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What :meth:`ArtifactStorage.verify` found."""
+
+    checked: int
+    corrupted: tuple[CorruptArtifact, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.corrupted
+
+
+class _DownloadResultLike(Protocol):
+    @property
+    def path(self) -> Path: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def digests(self) -> Mapping[str, str]: ...
+
+
+def _check_sha256(value: object) -> str:
+    digests = normalize_digests({DEFAULT_ALGORITHM: value})
+    return digests[DEFAULT_ALGORITHM]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class ArtifactStorage:
+    """Content-addressed files under *root*.
+
+    Args:
+        root: the storage root; ``artifacts/`` and ``tmp/`` are created inside it.
+        limiter: bounds the worker threads doing file work (default: 4 threads).
+        durable: fsync files and directories before an adoption returns (default True;
+            tests and benchmarks may turn it off).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        limiter: trio.CapacityLimiter | None = None,
+        durable: bool = True,
+    ) -> None:
+        self.root = Path(root).absolute()
+        self.artifacts_dir = self.root / "artifacts"
+        #: where downloads write their temp files (same filesystem as the artifacts)
+        self.temp_dir = self.root / "tmp"
+        self.limiter = limiter if limiter is not None else trio.CapacityLimiter(4)
+        self.durable = durable
+        try:
+            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            self.temp_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the artifact storage at {self.root}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"ArtifactStorage({str(self.root)!r})"
+
+    # -- paths -------------------------------------------------------------------------
+
+    def path_for(self, sha256: str) -> Path:
+        """Where the file of *sha256* lives (whether or not it is stored)."""
+        digest = _check_sha256(sha256)
+        return self.artifacts_dir / digest[:2] / digest[2:4] / digest
+
+    def new_temp_path(self) -> Path:
+        """A fresh temp file name in :attr:`temp_dir` (named so cleanup spares live writers)."""
+        return new_temp_path(self.temp_dir)
+
+    # -- adopting ------------------------------------------------------------------------
+
+    async def adopt(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        sha256: str,
+        size: int,
+        digests: Mapping[str, str] | None = None,
+    ) -> StoredArtifact:
+        """Move the downloaded temp file *path* into the storage under *sha256*.
+
+        *digests* are the digests the download computed; when they include ``sha256`` it must
+        equal *sha256*, otherwise :class:`ArtifactMismatch` is raised and the temp file is left
+        untouched.  *size* must be the file's size on disk.  When the content is already
+        stored, the temp file is removed and the existing file kept (``created`` is False).
+        """
+        digest = _check_sha256(sha256)
+        known = normalize_digests(digests)
+        src = Path(path)
+        if DEFAULT_ALGORITHM in known and known[DEFAULT_ALGORITHM] != digest:
+            raise ArtifactMismatch(DEFAULT_ALGORITHM, digest, known[DEFAULT_ALGORITHM], path=src)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InvalidInput(f"size must be a non-negative int, got {size!r}")
+        known[DEFAULT_ALGORITHM] = digest
+        final = self.path_for(digest)
+        created = await trio.to_thread.run_sync(
+            self._adopt_sync, src, final, size, limiter=self.limiter
+        )
+        return StoredArtifact(digest, size, known, final, created)
+
+    async def adopt_result(self, result: _DownloadResultLike) -> StoredArtifact:
+        """Adopt a downloader's ``DownloadResult`` (its ``path``, ``size`` and ``digests``)."""
+        digests = dict(result.digests)
+        if DEFAULT_ALGORITHM not in digests:
+            raise InvalidDigest(DEFAULT_ALGORITHM, None, "the download computed no sha256")
+        return await self.adopt(
+            result.path, sha256=digests[DEFAULT_ALGORITHM], size=result.size, digests=digests
+        )
+
+    async def add_bytes(self, data: bytes, *, algorithms: Iterable[str] = ()) -> StoredArtifact:
+        """Store *data* (hashed here with sha256 and *algorithms*): for small files and tests."""
+        names = dict.fromkeys([DEFAULT_ALGORITHM, *algorithms])
+
+        def write() -> tuple[Path, dict[str, str]]:
+            hasher = MultiHasher(names)
+            hasher.update(data)
+            tmp = self.new_temp_path()
+            with open(tmp, "xb") as f:
+                f.write(data)
+            return tmp, hasher.hexdigests()
+
+        tmp, digests = await trio.to_thread.run_sync(write, limiter=self.limiter)
+        try:
+            return await self.adopt(
+                tmp, sha256=digests[DEFAULT_ALGORITHM], size=len(data), digests=digests
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(tmp.unlink, True)
+            raise
+
+    def _adopt_sync(self, src: Path, final: Path, size: int) -> bool:
+        try:
+            actual = os.stat(src).st_size
+        except FileNotFoundError:
+            raise InvalidInput(f"cannot adopt {src}: no such file") from None
+        if actual != size:
+            raise ArtifactMismatch("size", size, actual, path=src)
+        try:
+            existing = os.stat(final).st_size
+        except FileNotFoundError:
+            existing = None
+        if existing == size:
+            src.unlink(missing_ok=True)
+            return False
+        if existing is not None:  # a damaged copy (wrong size): replace it with this one
+            os.chmod(src, 0o444)
+            os.replace(src, final)
+            if self.durable:
+                _fsync_dir(final.parent)
+            return True
+        directory = final.parent
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            if self.durable:
+                _fsync_dir(directory.parent)
+                _fsync_dir(directory.parent.parent)
+        try:
+            os.chmod(src, 0o444)
+            if self.durable:
+                with open(src, "rb") as f:
+                    os.fsync(f.fileno())
+            try:
+                # link() never replaces: exactly one adopter creates the file.
+                os.link(src, final)
+            except FileExistsError:
+                src.unlink(missing_ok=True)
+                return False
+            except OSError as exc:
+                if exc.errno == errno.EXDEV:  # temp file on another filesystem: copy it over
+                    self._copy_in(src, final)
+                elif exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+                    os.replace(src, final)  # no hard links here: rename (same content wins)
+                    if self.durable:
+                        _fsync_dir(directory)
+                    return True
+                else:
+                    raise
+            src.unlink(missing_ok=True)
+            if self.durable:
+                _fsync_dir(directory)
+        except ArtifactMismatch:
+            raise
+        except OSError as exc:
+            raise StoreError(f"cannot adopt {src} as {final}: {exc}") from exc
+        return True
+
+    def _copy_in(self, src: Path, final: Path) -> None:
+        tmp = self.new_temp_path()
+        try:
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o444)
+            if self.durable:
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def exists(self, sha256: str) -> bool:
+        """Whether the file of *sha256* is stored."""
+        path = self.path_for(sha256)
+        return await trio.to_thread.run_sync(path.is_file, limiter=self.limiter)
+
+    async def open(self, sha256: str) -> AsyncIOWrapper[BufferedReader]:
+        """Open the stored file of *sha256* for reading (a Trio async file object, binary).
+
+        Raises :class:`ArtifactMissing` when it is not stored.
+        """
+        path = self.path_for(sha256)
+        try:
+            return await trio.open_file(path, "rb")
+        except FileNotFoundError:
+            raise ArtifactMissing(sha256, path) from None
+
+    def open_sync(self, sha256: str) -> IO[bytes]:
+        """Open the stored file of *sha256* for reading, blocking (for synchronous callers)."""
+        path = self.path_for(sha256)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            raise ArtifactMissing(sha256, path) from None
+
+    async def read_bytes(self, sha256: str) -> bytes:
+        """The whole content of a stored artifact (small files)."""
+        path = self.path_for(sha256)
+        try:
+            return await trio.to_thread.run_sync(path.read_bytes, limiter=self.limiter)
+        except FileNotFoundError:
+            raise ArtifactMissing(sha256, path) from None
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    async def verify(
+        self, sha256s: Iterable[str] | None = None, *, sizes: Mapping[str, int] | None = None
+    ) -> VerifyReport:
+        """Re-hash stored files and report those whose content is not their sha256.
+
+        With *sha256s*, those artifacts are checked (a missing file is reported as corrupt);
+        otherwise every file under ``artifacts/``.  *sizes* optionally gives the size each
+        sha256 should have (as recorded in the database).
+        """
+        if sha256s is None:
+            paths = await trio.to_thread.run_sync(self._walk, limiter=self.limiter)
+            todo = [(p.name, p) for p in paths]
+        else:
+            todo = [(d, self.path_for(d)) for d in (_check_sha256(s) for s in sha256s)]
+        corrupted: list[CorruptArtifact] = []
+        size_of = dict(sizes or {})
+
+        async def check(name: str, path: Path) -> None:
+            reason = await trio.to_thread.run_sync(
+                self._check_file, name, path, size_of.get(name), limiter=self.limiter
+            )
+            if reason is not None:
+                corrupted.append(CorruptArtifact(name, path, reason))
+
+        # Bounded by the limiter; the nursery only holds coroutines waiting for a token,
+        # so check in batches to keep memory flat for huge storages.
+        batch = 256
+        for start in range(0, len(todo), batch):
+            async with trio.open_nursery() as nursery:
+                for name, path in todo[start : start + batch]:
+                    nursery.start_soon(check, name, path)
+        corrupted.sort(key=lambda c: c.sha256)
+        return VerifyReport(len(todo), tuple(corrupted))
+
+    def _walk(self) -> list[Path]:
+        found: list[Path] = []
+        for dirpath, _dirs, files in os.walk(self.artifacts_dir):
+            found.extend(Path(dirpath) / f for f in files)
+        found.sort()
+        return found
+
+    @staticmethod
+    def _check_file(name: str, path: Path, size: int | None) -> str | None:
+        hasher = hashlib.sha256()
+        total = 0
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    hasher.update(chunk)
+                    total += len(chunk)
+        except FileNotFoundError:
+            return "missing"
+        except OSError as exc:
+            return f"unreadable: {exc}"
+        if size is not None and total != size:
+            return f"size {total}, expected {size}"
+        actual = hasher.hexdigest()
+        if actual != name:
+            return f"sha256 is {actual}"
+        return None
+
+    async def cleanup_temp(self, *, older_than: float = 0.0) -> list[Path]:
+        """Remove temp files left behind by processes that are gone; return what was removed.
+
+        A temp file is removed only when its name says which process wrote it
+        (``tf-<pid>-...``), that process is not alive, it is not this process, and the file is
+        at least *older_than* seconds old.  When several machines share one storage root a pid
+        means nothing on another machine: pass an *older_than* longer than any download.
+        Files with other names are never touched.
+        """
+        return await trio.to_thread.run_sync(self._cleanup_sync, older_than, limiter=self.limiter)
+
+    def _cleanup_sync(self, older_than: float) -> list[Path]:
+        removed: list[Path] = []
+        now = time.time()
+        me = os.getpid()
+        try:
+            entries = list(os.scandir(self.temp_dir))
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            pid = temp_file_pid(entry.name)
+            if pid is None or pid == me or _pid_alive(pid):
+                continue
+            try:
+                if older_than and now - entry.stat(follow_symlinks=False).st_mtime < older_than:
+                    continue
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed.append(Path(entry.path))
+        return removed
