@@ -1,0 +1,408 @@
+"""Shared helpers of the benchmarks.
+
+- test data: directories of random files with a manifest (name, size, sha256), generated once
+  under ``benchmarks/_work/data`` and reused by later runs;
+- a local nginx on 127.0.0.1 (free port, config and logs in a temp dir) serving that data;
+- running a client as a subprocess and measuring it: wall seconds, CPU seconds (user + system)
+  and peak RSS, taken from ``os.wait4`` of that very child (so each client is measured alone,
+  including the threads and the processes it waits for);
+- table printing and a description of the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "_work"
+DATA = WORK / "data"
+
+KiB = 1024
+MiB = 1024 * KiB
+MB = 1_000_000  # throughput is reported in MB/s (10**6 bytes per second)
+
+
+def which(name: str) -> str | None:
+    """A program on PATH or in the sbin directories (nginx lives in /usr/sbin)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in ("/usr/sbin", "/usr/local/sbin", "/sbin"):
+        candidate = Path(d) / name
+        if candidate.exists():
+            return str(candidate)
+    return None
+
+
+# --------------------------------------------------------------------------- test data
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass
+class Dataset:
+    """A directory of files under DATA, served by nginx at ``/<dirname>/<file>``."""
+
+    root: Path
+    files: list[FileSpec]
+
+    @property
+    def dirname(self) -> str:
+        return self.root.name
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def dataset(label: str, count: int, size: int) -> Dataset:
+    """*count* files of *size* random bytes; generated once, then reused if intact."""
+    root = DATA / f"{label}-{count}x{size}"
+    manifest = root / "manifest.json"
+    if manifest.exists():
+        files = [FileSpec(**f) for f in json.loads(manifest.read_text())["files"]]
+        if len(files) == count and all(
+            (root / f.name).is_file() and (root / f.name).stat().st_size == f.size for f in files
+        ):
+            return Dataset(root, files)
+    print(f"generating {count} x {size} bytes of random data in {root} ...", flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    width = len(str(count - 1))
+    files = []
+    chunk = 4 * MiB
+    for i in range(count):
+        name = f"f{i:0{width}d}.bin"
+        h = hashlib.sha256()
+        with open(root / name, "wb") as fh:
+            left = size
+            while left:
+                block = os.urandom(min(chunk, left))
+                h.update(block)
+                fh.write(block)
+                left -= len(block)
+        files.append(FileSpec(name, size, h.hexdigest()))
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"files": [asdict(f) for f in files]}))
+    tmp.replace(manifest)
+    return Dataset(root, files)
+
+
+def fresh_dir(path: Path) -> Path:
+    """Empty *path* (creating it), and flush dirty pages so one run's writes don't slow the next."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.sync()
+    return path
+
+
+# --------------------------------------------------------------------------- nginx
+
+NGINX_CONF = """\
+{user}
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    open_file_cache max=20000 inactive=60s;
+    default_type application/octet-stream;
+    types {{ }}
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Nginx:
+    """nginx serving *root* on 127.0.0.1 at a free port; a context manager."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def __enter__(self) -> Nginx:
+        binary = which("nginx")
+        if binary is None:
+            raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
+        self._tmp = tempfile.TemporaryDirectory(prefix="triofetch-bench-nginx-")
+        tmp = Path(self._tmp.name)
+        for attempt in range(5):
+            self.port = free_port()
+            conf = tmp / "nginx.conf"
+            conf.write_text(
+                NGINX_CONF.format(
+                    user="user root;" if os.geteuid() == 0 else "",
+                    tmp=tmp,
+                    port=self.port,
+                    root=self.root,
+                )
+            )
+            self.proc = subprocess.Popen(
+                [binary, "-p", str(tmp), "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._wait_ready():
+                return self
+            self._stop()
+            if attempt == 4:
+                log = tmp / "error.log"
+                raise RuntimeError(
+                    "nginx did not start: " + (log.read_text() if log.exists() else "no log")
+                )
+        raise AssertionError("unreachable")
+
+    def _wait_ready(self) -> bool:
+        assert self.proc is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1),
+            ):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def pids(self) -> list[int]:
+        """The master and its worker processes."""
+        if self.proc is None:
+            return []
+        pids = [self.proc.pid]
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in children.read_text().split()]
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) used so far by nginx's processes."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
+
+    def _stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Measured:
+    """One measured client run (possibly several processes run one after the other)."""
+
+    wall: float
+    cpu: float
+    maxrss_kib: int
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def then(self, other: Measured) -> Measured:
+        """This run followed by *other*: times add up, the peak RSS is the larger one."""
+        return Measured(
+            wall=self.wall + other.wall,
+            cpu=self.cpu + other.cpu,
+            maxrss_kib=max(self.maxrss_kib, other.maxrss_kib),
+            returncode=self.returncode or other.returncode,
+            stdout=self.stdout + other.stdout,
+            stderr=self.stderr + other.stderr,
+            report={**self.report, **other.report},
+        )
+
+
+def run_measured(
+    cmd: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    timeout: float = 1800,
+) -> Measured:
+    """Run *cmd* to completion; measure it with ``os.wait4`` on that child alone.
+
+    ``ru_maxrss`` of wait4 is the peak RSS of the child (or of the largest of the descendants
+    it waited for); ``ru_utime + ru_stime`` covers all its threads and waited-for descendants.
+    If the command prints a JSON object as its last stdout line, it is kept as ``report``.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            list(cmd), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+        )
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    report: dict[str, Any] = {}
+    lines = stdout.strip().splitlines()
+    if lines and lines[-1].startswith("{"):
+        with contextlib.suppress(ValueError):
+            report = json.loads(lines[-1])
+    return Measured(
+        wall=wall,
+        cpu=usage.ru_utime + usage.ru_stime,
+        maxrss_kib=usage.ru_maxrss,
+        returncode=proc.returncode,
+        stdout=stdout,
+        stderr=stderr,
+        report=report,
+    )
+
+
+# --------------------------------------------------------------------------- output
+
+
+def command_version(cmd: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "missing"
+    text = (done.stdout or done.stderr).strip().splitlines()
+    return text[0] if text else "?"
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for name, flag in (("curl", "--version"), ("aria2c", "--version"), ("nginx", "-v")):
+        binary = which(name)
+        versions[name] = command_version([binary, flag]) if binary else "missing"
+    for module in ("triofetch", "trio", "httpx", "aiohttp"):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception:
+            versions[module] = "missing"
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+def machine_header(info: dict[str, Any]) -> str:
+    v = info["versions"]
+    short = {
+        "curl": v["curl"].split(" (")[0].replace("curl ", ""),
+        "aria2c": v["aria2c"].replace("aria2 version ", ""),
+        "nginx": v["nginx"].split("/")[-1],
+    }
+    return (
+        f"machine: nproc={info['nproc']} ({info['cpu']}), python {info['python']}, "
+        f"curl {short['curl']}, aria2c {short['aria2c']}, nginx {short['nginx']}, "
+        f"triofetch {v['triofetch']}, trio {v['trio']}, httpx {v['httpx']}, "
+        f"aiohttp {v['aiohttp']}"
+    )
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+    print(f"\n{title}")
+
+    def line(cells: Sequence[str]) -> str:
+        first, *rest = cells
+        return "  ".join(
+            [str(first).ljust(widths[0])]
+            + [str(c).rjust(w) for c, w in zip(rest, widths[1:], strict=True)]
+        )
+
+    print(line(headers))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line(row))
+    sys.stdout.flush()
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
