@@ -1,0 +1,621 @@
+"""The concurrent Downloader against a real loopback HTTP server with fault injection.
+
+Every behaviour runs on each transport (httpx, asks).  Every error path checks the error
+type, its message and that no temp file is left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+import triofetch
+from tests.faultserver import (
+    FaultServer,
+    Hang,
+    Redirect,
+    Reset,
+    Slow,
+    Status,
+    Truncate,
+    WrongBytes,
+)
+
+DATA = os.urandom(200_000)
+SHA256 = hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.fixture(params=["httpx", pytest.param("asks", marks=pytest.mark.asks)])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def temp_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "tmp"
+    d.mkdir()
+    return d
+
+
+def leftovers(temp_dir: Path) -> list[str]:
+    return sorted(p.name for p in temp_dir.iterdir())
+
+
+def downloader(transport: str, temp_dir: Path, **kw: object) -> triofetch.Downloader:
+    kw.setdefault("backoff", 0.01)
+    kw.setdefault("read_timeout", 5.0)
+    kw.setdefault("connect_timeout", 5.0)
+    return triofetch.Downloader(transport=transport, temp_dir=temp_dir, **kw)  # type: ignore[arg-type]
+
+
+async def test_success_computes_and_checks_digests(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/a.bin", DATA, headers={"X-Extra": "yes"})
+    expected = {"sha256": SHA256, "md5": hashlib.md5(DATA).hexdigest()}
+    async with downloader(transport, temp_dir) as dl:
+        result = await dl.fetch(
+            http_server.url("/a.bin"),
+            expected_digests=expected,
+            expected_size=len(DATA),
+            digests=["sha512"],
+        )
+    assert result.url == http_server.url("/a.bin")
+    assert result.size == len(DATA)
+    assert result.path.parent == temp_dir
+    assert result.path.read_bytes() == DATA
+    assert result.digests == {
+        "sha256": SHA256,
+        "md5": expected["md5"],
+        "sha512": hashlib.sha512(DATA).hexdigest(),
+    }
+    assert result.sha256 == SHA256
+    assert result.headers["x-extra"] == "yes"
+    assert result.attempts == 1
+    assert leftovers(temp_dir) == [result.path.name]
+
+
+async def test_pulp_digests(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    http_server.add_file("/a.bin", DATA)
+    async with downloader(transport, temp_dir, digests=triofetch.PULP_ALGORITHMS) as dl:
+        result = await dl.fetch(http_server.url("/a.bin"))
+    assert set(result.digests) == {"sha224", "sha256", "sha384", "sha512"}
+    assert result.digests["sha384"] == hashlib.sha384(DATA).hexdigest()
+
+
+async def test_empty_body(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    http_server.add_file("/empty", b"")
+    async with downloader(transport, temp_dir) as dl:
+        result = await dl.fetch(http_server.url("/empty"), expected_size=0)
+    assert result.size == 0
+    assert result.path.read_bytes() == b""
+    assert result.sha256 == hashlib.sha256(b"").hexdigest()
+
+
+async def test_chunked_body(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    http_server.add_file("/c.bin", DATA, content_length=False)
+    async with downloader(transport, temp_dir) as dl:
+        result = await dl.fetch(http_server.url("/c.bin"), expected_digests={"sha256": SHA256})
+    assert result.size == len(DATA)
+
+
+async def test_500_then_success(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    http_server.add_file("/a.bin", DATA, faults=[Status(500), Status(503)])
+    async with downloader(transport, temp_dir) as dl:
+        result = await dl.fetch(http_server.url("/a.bin"), expected_digests={"sha256": SHA256})
+    assert result.attempts == 3
+    assert http_server.count("/a.bin") == 3
+    assert leftovers(temp_dir) == [result.path.name]
+
+
+async def test_500_forever_carries_every_attempt(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/a.bin", DATA, faults=[Status(500)] * 10)
+    async with downloader(transport, temp_dir, retries=2) as dl:
+        with pytest.raises(triofetch.HTTPStatusError) as info:
+            await dl.fetch(http_server.url("/a.bin"))
+    err = info.value
+    assert err.status_code == 500
+    assert len(err.attempts) == 3
+    assert all(isinstance(a, triofetch.HTTPStatusError) for a in err.attempts)
+    assert "HTTP 500" in str(err) and "after 3 attempts" in str(err)
+    assert http_server.url("/a.bin") in str(err)
+    assert http_server.count("/a.bin") == 3
+    assert leftovers(temp_dir) == []
+
+
+async def test_429_honours_retry_after(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/a.bin", DATA, faults=[Status(429, headers={"Retry-After": "1"})])
+    async with downloader(transport, temp_dir, backoff=0.0) as dl:
+        start = trio.current_time()
+        result = await dl.fetch(http_server.url("/a.bin"))
+        elapsed = trio.current_time() - start
+    assert result.attempts == 2
+    assert elapsed >= 0.95
+
+
+async def test_404_is_not_retried(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    async with downloader(transport, temp_dir, retries=5) as dl:
+        with pytest.raises(triofetch.HTTPStatusError) as info:
+            await dl.fetch(http_server.url("/missing.bin"))
+    assert info.value.status_code == 404
+    assert len(info.value.attempts) == 1
+    assert "HTTP 404" in str(info.value)
+    assert http_server.count("/missing.bin") == 1
+    assert leftovers(temp_dir) == []
+
+
+async def test_connection_reset_then_success(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/a.bin", DATA, faults=[Reset(after_bytes=1000)])
+    async with downloader(transport, temp_dir) as dl:
+        result = await dl.fetch(http_server.url("/a.bin"), expected_digests={"sha256": SHA256})
+    assert result.attempts == 2
+    assert leftovers(temp_dir) == [result.path.name]
+
+
+async def test_connection_reset_forever(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/a.bin", DATA, faults=[Reset(after_bytes=1000)] * 3)
+    async with downloader(transport, temp_dir, retries=2) as dl:
+        with pytest.raises(triofetch.TransportError) as info:
+            await dl.fetch(http_server.url("/a.bin"))
+    assert len(info.value.attempts) == 3
+    assert http_server.url("/a.bin") in str(info.value)
+    assert leftovers(temp_dir) == []
+
+
+async def test_connection_refused(transport: str, temp_dir: Path) -> None:
+    with trio.socket.socket() as sock:  # a port nobody listens on
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with downloader(transport, temp_dir, retries=1) as dl:
+        with pytest.raises(triofetch.ConnectionFailed) as info:
+            await dl.fetch(f"http://127.0.0.1:{port}/x")
+    assert f"127.0.0.1:{port}" in str(info.value)
+    assert len(info.value.attempts) == 2
+    assert leftovers(temp_dir) == []
+
+
+async def test_truncated_body(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    http_server.add_file("/a.bin", DATA, faults=[Truncate(5000)] * 2)
+    async with downloader(transport, temp_dir, retries=1) as dl:
+        with pytest.raises((triofetch.TruncatedBody, triofetch.SizeMismatch)) as info:
+            await dl.fetch(http_server.url("/a.bin"))
+    assert len(info.value.attempts) == 2
+    assert leftovers(temp_dir) == []
+
+
+async def test_truncated_then_success(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/a.bin", DATA, faults=[Truncate(5000)])
+    async with downloader(transport, temp_dir) as dl:
+        result = await dl.fetch(http_server.url("/a.bin"), expected_digests={"sha256": SHA256})
+    assert result.attempts == 2
+
+
+async def test_wrong_bytes_digest_mismatch(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/a.bin", DATA, faults=[WrongBytes()] * 2)
+    async with downloader(transport, temp_dir, retries=1) as dl:
+        with pytest.raises(triofetch.DigestMismatch) as info:
+            await dl.fetch(http_server.url("/a.bin"), expected_digests={"sha256": SHA256})
+    err = info.value
+    assert err.algorithm == "sha256"
+    assert err.expected == SHA256
+    assert err.actual != SHA256 and len(err.actual) == 64
+    assert SHA256 in str(err) and err.actual in str(err)
+    assert len(err.attempts) == 2
+    assert leftovers(temp_dir) == []
+
+
+async def test_wrong_bytes_then_right(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/a.bin", DATA, faults=[WrongBytes()])
+    async with downloader(transport, temp_dir) as dl:
+        result = await dl.fetch(http_server.url("/a.bin"), expected_digests={"sha256": SHA256})
+    assert result.attempts == 2 and result.sha256 == SHA256
+
+
+async def test_size_mismatch_announced(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/a.bin", DATA)
+    async with downloader(transport, temp_dir, retries=0) as dl:
+        with pytest.raises(triofetch.SizeMismatch) as info:
+            await dl.fetch(http_server.url("/a.bin"), expected_size=len(DATA) + 1)
+    assert info.value.expected == len(DATA) + 1
+    assert info.value.actual == len(DATA)
+    assert f"expected {len(DATA) + 1} bytes, got {len(DATA)}" in str(info.value)
+    assert leftovers(temp_dir) == []
+
+
+async def test_huge_body_stops_reading_past_expected_size(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    big = 64 * 1024 * 1024
+    http_server.add_file("/huge", b"x" * big, content_length=False)
+    async with downloader(transport, temp_dir, retries=0) as dl:
+        with pytest.raises(triofetch.SizeMismatch) as info:
+            await dl.fetch(http_server.url("/huge"), expected_size=1000)
+    assert info.value.exceeded
+    assert "more than 1000" in str(info.value)
+    await trio.sleep(0.2)
+    assert http_server.bytes_sent("/huge") < big // 2
+    assert leftovers(temp_dir) == []
+
+
+async def test_huge_announced_body_is_not_read(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    size = 2 * 1024 * 1024 * 1024
+    http_server.add_generated("/gen", size)
+    async with downloader(transport, temp_dir, retries=0) as dl:
+        with pytest.raises(triofetch.SizeMismatch):
+            await dl.fetch(http_server.url("/gen"), expected_size=10)
+    await trio.sleep(0.2)
+    assert http_server.bytes_sent("/gen") < size // 100
+    assert leftovers(temp_dir) == []
+
+
+async def test_slow_body_read_timeout(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/slow", DATA, faults=[Slow(2.0, chunk=1000)] * 2)
+    async with downloader(transport, temp_dir, retries=1, read_timeout=0.3) as dl:
+        with pytest.raises(triofetch.DownloadTimeout) as info:
+            await dl.fetch(http_server.url("/slow"))
+    assert "read_timeout=0.3" in str(info.value)
+    assert len(info.value.attempts) == 2
+    assert leftovers(temp_dir) == []
+
+
+async def test_slow_but_steady_body_is_fine(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    small = DATA[:20_000]
+    http_server.add_file("/slow", small, faults=[Slow(0.05, chunk=2000)])
+    async with downloader(transport, temp_dir, read_timeout=1.0) as dl:
+        result = await dl.fetch(http_server.url("/slow"))
+    assert result.size == len(small)
+    assert result.attempts == 1
+
+
+async def test_hang_connect_timeout(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/hang", DATA, faults=[Hang(5.0)] * 2)
+    async with downloader(transport, temp_dir, retries=0, connect_timeout=0.3) as dl:
+        with pytest.raises(triofetch.DownloadTimeout) as info:
+            await dl.fetch(http_server.url("/hang"))
+    assert "connect_timeout=0.3" in str(info.value)
+    assert leftovers(temp_dir) == []
+
+
+async def test_total_timeout(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    http_server.add_file("/slow", DATA[:20_000], faults=[Slow(0.1, chunk=1000)])
+    async with downloader(transport, temp_dir, retries=0, total_timeout=0.4) as dl:
+        with pytest.raises(triofetch.DownloadTimeout) as info:
+            await dl.fetch(http_server.url("/slow"))
+    assert "total_timeout=0.4" in str(info.value)
+    assert leftovers(temp_dir) == []
+
+
+async def test_redirects(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    http_server.add_file("/final.bin", DATA)
+    http_server.add_file("/hop2", b"", faults=[Redirect("/final.bin", code=301)])
+    http_server.add_file("/hop1", b"", faults=[Redirect("/hop2")])
+    async with downloader(transport, temp_dir) as dl:
+        result = await dl.fetch(http_server.url("/hop1"), expected_digests={"sha256": SHA256})
+    assert result.url == http_server.url("/final.bin")
+
+
+async def test_too_many_redirects(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    http_server.add_file("/loop", b"", faults=[Redirect("/loop")] * 50)
+    async with downloader(transport, temp_dir, max_redirects=3) as dl:
+        with pytest.raises(triofetch.TooManyRedirects) as info:
+            await dl.fetch(http_server.url("/loop"))
+    assert len(info.value.attempts) == 1
+    assert leftovers(temp_dir) == []
+
+
+async def test_basic_auth(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    http_server.add_file("/a.bin", DATA)
+    http_server.require_basic_auth("alice", "s3cret!")
+    async with downloader(transport, temp_dir, auth=("alice", "s3cret!")) as dl:
+        result = await dl.fetch(http_server.url("/a.bin"))
+    assert result.size == len(DATA)
+    url = http_server.url("/a.bin").replace("http://", "http://alice:s3cret%21@")
+    async with downloader(transport, temp_dir) as dl:
+        result = await dl.fetch(url)
+    assert result.size == len(DATA)
+    assert "s3cret" not in result.url
+
+
+async def test_basic_auth_wrong_password_never_leaks(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/a.bin", DATA)
+    http_server.require_basic_auth("alice", "s3cret")
+    url = http_server.url("/a.bin").replace("http://", "http://alice:WRONGPASS@")
+    async with downloader(transport, temp_dir, retries=3) as dl:
+        with pytest.raises(triofetch.HTTPStatusError) as info:
+            await dl.fetch(url)
+    assert info.value.status_code == 401
+    assert "WRONGPASS" not in str(info.value) and "WRONGPASS" not in repr(info.value)
+    assert "WRONGPASS" not in info.value.url
+    assert http_server.count("/a.bin") == 1
+    assert leftovers(temp_dir) == []
+
+
+async def test_bearer_token_refreshed_once_for_50_downloads(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    for i in range(50):
+        http_server.add_file(f"/f{i}", DATA[: 1000 + i])
+    http_server.require_bearer({"token-1"})
+    issued: list[str] = []
+
+    async def provider() -> str:
+        await trio.sleep(0.05)  # a slow token endpoint: every download is waiting meanwhile
+        issued.append(f"token-{len(issued) + 1}")
+        return issued[-1]
+
+    async with downloader(transport, temp_dir, token_provider=provider, connections=50) as dl:
+
+        async def fetch_all() -> list[triofetch.DownloadResult]:
+            results: list[triofetch.DownloadResult] = []
+
+            async def one(i: int) -> None:
+                results.append(await dl.fetch(http_server.url(f"/f{i}")))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(50):
+                    nursery.start_soon(one, i)
+            return results
+
+        first = await fetch_all()
+        assert issued == ["token-1"]
+        http_server.set_valid_tokens({"token-2"})  # token-1 expires
+        second = await fetch_all()
+        assert issued == ["token-1", "token-2"]
+        assert dl.token_refreshes == 2
+    assert len(first) == len(second) == 50
+    assert all(r.attempts == 1 for r in second)
+
+
+async def test_bearer_token_rejected_after_refresh(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/a.bin", DATA)
+    http_server.require_bearer(set())
+
+    async def provider() -> str:
+        return "never-valid"
+
+    async with downloader(transport, temp_dir, token_provider=provider) as dl:
+        with pytest.raises(triofetch.HTTPStatusError) as info:
+            await dl.fetch(http_server.url("/a.bin"))
+    assert info.value.status_code == 401
+    assert http_server.count("/a.bin") == 2  # once, then once more with a refreshed token
+
+
+async def test_mirrors(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    http_server.add_file("/good.bin", DATA)
+    http_server.add_file("/bad.bin", DATA, faults=[Status(503)] * 5)
+    urls = [http_server.url("/missing"), http_server.url("/bad.bin"), http_server.url("/good.bin")]
+    async with downloader(transport, temp_dir, retries=1) as dl:
+        result = await dl.fetch(urls, expected_digests={"sha256": SHA256})
+    assert result.url == http_server.url("/good.bin")
+    assert result.attempts == 4  # 404 once, 503 twice, then success
+    assert http_server.count("/missing") == 1
+    assert http_server.count("/bad.bin") == 2
+
+
+async def test_mirrors_all_fail(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    urls = [http_server.url("/m1"), http_server.url("/m2")]
+    async with downloader(transport, temp_dir) as dl:
+        with pytest.raises(triofetch.HTTPStatusError) as info:
+            await dl.fetch(urls)
+    assert [a.url for a in info.value.attempts] == urls
+    assert leftovers(temp_dir) == []
+
+
+async def test_cancelled_fetch_leaves_nothing(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    http_server.add_file("/slow", DATA, faults=[Slow(0.05, chunk=4096)] * 10)
+    http_server.add_file("/a.bin", DATA)
+    async with downloader(transport, temp_dir, connections=4) as dl:
+        with trio.move_on_after(0.3) as scope:
+            async with trio.open_nursery() as nursery:
+                for _ in range(10):
+                    nursery.start_soon(dl.fetch, http_server.url("/slow"))
+        assert scope.cancelled_caught
+        assert leftovers(temp_dir) == []
+        # The pool is still healthy: more downloads than connections go through.
+        results = []
+        for _ in range(8):
+            results.append(await dl.fetch(http_server.url("/a.bin")))
+        assert all(r.sha256 == SHA256 for r in results)
+        assert dl.limiter.borrowed_tokens == 0
+
+
+async def test_connection_limits(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    for i in range(12):
+        http_server.add_file(f"/s{i}", DATA[:8000], faults=[Slow(0.02, chunk=1000)])
+    active = 0
+    peak = 0
+
+    async def watch(dl: triofetch.Downloader, url: str) -> None:
+        nonlocal active, peak
+        await dl.fetch(url)
+
+    async with downloader(transport, temp_dir, connections=3) as dl:
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, dl.limiter.borrowed_tokens)
+                await trio.sleep(0.005)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sample)
+            async with trio.open_nursery() as inner:
+                for i in range(12):
+                    inner.start_soon(watch, dl, http_server.url(f"/s{i}"))
+            nursery.cancel_scope.cancel()
+    assert peak == 3
+    # the server never saw more than 3 requests at once
+    times = sorted(r.time for r in http_server.requests)
+    assert len(times) == 12
+
+
+async def test_per_host_limit(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    other = FaultServer()
+    other.start()
+    try:
+        for srv in (http_server, other):
+            for i in range(6):
+                srv.add_file(f"/s{i}", DATA[:6000], faults=[Slow(0.03, chunk=1000)])
+        concurrent = {http_server.base_url: 0, other.base_url: 0}
+        peaks = dict(concurrent)
+        async with downloader(transport, temp_dir, connections=10, per_host=2) as dl:
+
+            async def one(srv: FaultServer, i: int) -> None:
+                concurrent[srv.base_url] += 1
+                try:
+                    await dl.fetch(srv.url(f"/s{i}"))
+                finally:
+                    concurrent[srv.base_url] -= 1
+
+            async def sample() -> None:
+                while True:
+                    for key, limiter in dl._host_limiters.items():
+                        peaks[key.rstrip("/")] = max(peaks.get(key, 0), limiter.borrowed_tokens)
+                    await trio.sleep(0.005)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sample)
+                async with trio.open_nursery() as inner:
+                    for srv in (http_server, other):
+                        for i in range(6):
+                            inner.start_soon(one, srv, i)
+                nursery.cancel_scope.cancel()
+        assert peaks[http_server.base_url] == 2
+        assert peaks[other.base_url] == 2
+    finally:
+        other.stop()
+
+
+async def test_loop_stays_responsive_during_large_download(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    big = os.urandom(1 << 20) * 48
+    http_server.add_file("/big", big)
+    gaps: list[float] = []
+
+    async with downloader(transport, temp_dir, digests=triofetch.PULP_ALGORITHMS) as dl:
+
+        async def ticker() -> None:
+            last = trio.current_time()
+            while True:
+                await trio.sleep(0.002)
+                now = trio.current_time()
+                gaps.append(now - last)
+                last = now
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            result = await dl.fetch(http_server.url("/big"), expected_size=len(big))
+            nursery.cancel_scope.cancel()
+    assert result.digests["sha512"] == hashlib.sha512(big).hexdigest()
+    # Hashing 48 MiB with four digests takes ~250 ms of CPU; done on the loop it would
+    # starve the ticker.  In worker threads the ticker keeps running throughout.
+    assert len(gaps) >= 20
+    assert max(gaps) < 0.2
+
+
+async def test_file_urls(tmp_path: Path, transport: str, temp_dir: Path) -> None:
+    src = tmp_path / "dir with space" / "f#1.bin"
+    src.parent.mkdir()
+    src.write_bytes(DATA)
+    url = src.as_uri()
+    async with downloader(transport, temp_dir) as dl:
+        result = await dl.fetch(url, expected_digests={"sha256": SHA256}, expected_size=len(DATA))
+        assert result.path.read_bytes() == DATA
+        with pytest.raises(triofetch.HTTPStatusError) as info:
+            await dl.fetch((tmp_path / "nope").as_uri())
+        assert info.value.status_code == 404
+        with pytest.raises(triofetch.DigestMismatch):
+            await dl.fetch(url, expected_digests={"sha256": "0" * 64})
+    assert leftovers(temp_dir) == [result.path.name]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "text"),
+    [
+        ({"expected_digests": {"sha999": "00"}}, triofetch.UnsupportedAlgorithm, "sha999"),
+        ({"digests": ["nope"]}, triofetch.UnsupportedAlgorithm, "nope"),
+        ({"expected_digests": {"sha256": "abc"}}, triofetch.InvalidDigest, "64 hex digits"),
+        ({"expected_digests": {"sha256": "g" * 64}}, triofetch.InvalidDigest, "hexadecimal"),
+        ({"expected_size": -1}, triofetch.InvalidInput, "expected_size"),
+    ],
+)
+async def test_bad_arguments_rejected_before_io(
+    http_server: FaultServer,
+    temp_dir: Path,
+    kwargs: dict[str, object],
+    error: type[Exception],
+    text: str,
+) -> None:
+    http_server.add_file("/a.bin", DATA)
+    async with downloader("httpx", temp_dir) as dl:
+        with pytest.raises(error, match=text):
+            await dl.fetch(http_server.url("/a.bin"), **kwargs)  # type: ignore[arg-type]
+    assert http_server.count("/a.bin") == 0
+    assert leftovers(temp_dir) == []
+
+
+async def test_unsupported_scheme(temp_dir: Path) -> None:
+    async with downloader("httpx", temp_dir, retries=3) as dl:
+        with pytest.raises(triofetch.InvalidURL, match="ftp"):
+            await dl.fetch("ftp://127.0.0.1/x")
+
+
+def test_bad_downloader_options() -> None:
+    with pytest.raises(triofetch.InvalidInput, match="connections"):
+        triofetch.Downloader(connections=0)
+    with pytest.raises(triofetch.UnsupportedAlgorithm):
+        triofetch.Downloader(digests=["whirlpool-ish"])
+    with pytest.raises(triofetch.InvalidInput, match="not both"):
+
+        async def provider() -> str:
+            return "x"
+
+        triofetch.Downloader(auth=("a", "b"), token_provider=provider)
+
+
+async def test_rate_limit(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
+    http_server.add_file("/a.bin", DATA[:100])
+    async with downloader(transport, temp_dir, rate_limit=20.0) as dl:
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(11):
+                nursery.start_soon(dl.fetch, http_server.url("/a.bin"))
+        elapsed = trio.current_time() - start
+    times = sorted(r.time for r in http_server.requests)
+    assert elapsed >= 0.5 - 0.01  # 11 requests at 20/s: the last one starts at 0.5 s
+    assert times[-1] - times[0] >= 0.45
