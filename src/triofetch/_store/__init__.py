@@ -1,0 +1,166 @@
+"""The database of units, artifacts and repository versions: SQLite or PostgreSQL.
+
+``open_store(url)`` is the only door::
+
+    store = await open_store("sqlite:///var/lib/triofetch/db.sqlite3")
+    ...
+    await store.aclose()
+
+    async with open_store("postgresql://user@host/db", root="/srv/triofetch") as store:
+        ...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from .._errors import InvalidInput, StoreError, redact_url
+from .._storage import ArtifactStorage
+from ._base import Backend, Store
+from ._schema import SCHEMA_VERSION
+from ._types import (
+    ArtifactConflict,
+    ArtifactRecord,
+    CommitReport,
+    NewUnit,
+    NewUnitArtifact,
+    RemoteArtifact,
+    RepositoryNotFound,
+    UnitInfo,
+    UnitKey,
+    UnitOutcome,
+    VersionHandle,
+    VersionNotFound,
+    VersionNotWritable,
+)
+
+__all__ = [
+    "DEFAULT_DATABASE_NAME",
+    "SCHEMA_VERSION",
+    "ArtifactConflict",
+    "ArtifactRecord",
+    "CommitReport",
+    "NewUnit",
+    "NewUnitArtifact",
+    "RemoteArtifact",
+    "RepositoryNotFound",
+    "Store",
+    "UnitInfo",
+    "UnitKey",
+    "UnitOutcome",
+    "VersionHandle",
+    "VersionNotFound",
+    "VersionNotWritable",
+    "open_store",
+]
+
+#: The SQLite file used when open_store() is given a root and no URL.
+DEFAULT_DATABASE_NAME = "triofetch.sqlite3"
+
+
+def _backend_for(url: str | None, root: Path | None, pool_size: int | None) -> Backend:
+    if url is None:
+        if root is None:
+            raise InvalidInput("open_store() needs a database URL or a root")
+        url = f"sqlite:///{root / DEFAULT_DATABASE_NAME}"
+    if not isinstance(url, str):
+        raise InvalidInput(f"a database URL must be a str, got {url!r}")
+    if pool_size is not None and (
+        isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1
+    ):
+        raise InvalidInput(f"pool_size must be a positive int, got {pool_size!r}")
+    if url.startswith("sqlite://"):
+        from ._sqlite import SQLiteBackend
+
+        rest = url[len("sqlite://") :].split("?", 1)[0]
+        if rest in ("", "/", ":memory:", "/:memory:"):
+            raise InvalidInput(
+                "an SQLite store needs a file (sqlite:///path/to/db): several connections "
+                "must share it"
+            )
+        path = Path(rest)
+        if not path.is_absolute():
+            path = (root or Path.cwd()) / path
+        return SQLiteBackend(path, pool_size or 4)
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from ._postgres import PostgresBackend
+        except ImportError as exc:
+            raise StoreError(
+                f"PostgreSQL needs psycopg 3 and psycopg-pool: pip install 'triofetch[postgres]' "
+                f"({exc})"
+            ) from exc
+        return PostgresBackend(url, pool_size or 4)
+    raise InvalidInput(
+        f"unsupported database URL {redact_url(url)!r}: use sqlite:///path or postgresql://..."
+    )
+
+
+async def _open(
+    url: str | None,
+    root: str | os.PathLike[str] | None,
+    pool_size: int | None,
+    storage: ArtifactStorage | None,
+) -> Store:
+    root_path = None if root is None else Path(root)
+    backend = _backend_for(url, root_path, pool_size)
+    if storage is None and root_path is not None:
+        storage = await trio.to_thread.run_sync(ArtifactStorage, root_path)
+    with trio.CancelScope(shield=True):  # a half-opened pool must not leak
+        await trio.to_thread.run_sync(backend.open)
+    return Store(backend, storage=storage)
+
+
+class _Opening:
+    """What :func:`open_store` returns: await it, or use it as an async context manager."""
+
+    def __init__(self, *args: Any) -> None:
+        self._args = args
+        self._store: Store | None = None
+
+    def __await__(self) -> Generator[Any, None, Store]:
+        return _open(*self._args).__await__()
+
+    async def __aenter__(self) -> Store:
+        self._store = await _open(*self._args)
+        return self._store
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._store is not None:
+            await self._store.aclose()
+
+
+def open_store(
+    url: str | None = None,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    pool_size: int | None = None,
+    storage: ArtifactStorage | None = None,
+) -> _Opening:
+    """Open (creating and migrating if needed) the store at *url*.
+
+    *url* is ``sqlite:///absolute/path.db`` (a relative path is taken under *root*),
+    ``postgresql://...`` (any libpq connection URL), or None for the SQLite file
+    ``<root>/triofetch.sqlite3``.  With *root*, ``store.storage`` is the
+    :class:`ArtifactStorage` there (or pass your own *storage*).  *pool_size* is the number
+    of connections, and of worker threads doing database work (default 4).
+
+    Use either ``store = await open_store(...)`` (then ``await store.aclose()``) or
+    ``async with open_store(...) as store:``.
+
+    Raises :class:`~triofetch.SchemaVersionError` for a database written by a newer
+    triofetch, :class:`~triofetch.StoreError` when the database cannot be opened.
+    """
+    absolute = None if root is None else os.path.abspath(root)
+    return _Opening(url, absolute, pool_size, storage)

@@ -1,0 +1,794 @@
+"""The store: an async (Trio) face over a synchronous backend that runs in worker threads.
+
+The backend (:class:`Backend`) holds the logic both databases share — the commit of a batch
+of units, versions, listing — written against a handful of primitives that each backend
+implements with its own fast bulk statements (``json_each`` in SQLite, ``unnest`` of arrays
+in PostgreSQL).  :class:`Store` runs every backend call in ``trio.to_thread.run_sync`` under
+a :class:`trio.CapacityLimiter` sized to the connection pool; writes are shielded from
+cancellation once their thread has started, so they commit or roll back, never half-apply.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import trio
+
+from .._errors import InvalidInput, InvalidUnit, StoreError
+from .._storage import ArtifactStorage
+from ._types import (
+    ArtifactConflict,
+    ArtifactRecord,
+    CommitReport,
+    NewUnit,
+    RepositoryNotFound,
+    UnitInfo,
+    UnitKey,
+    UnitOutcome,
+    VersionHandle,
+    VersionNotFound,
+    VersionNotWritable,
+    check_unit_body,
+    coerce_key,
+    dump_json,
+    key_json,
+    listed,
+)
+
+__all__ = ["Backend", "Store"]
+
+T = TypeVar("T")
+
+#: A test hook: called with the name of each step of a commit and the keys it concerns.
+FaultHook = Callable[[str, Sequence[UnitKey]], None]
+
+_MAX_NAME_BYTES = 255
+
+
+def _load(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _check_repository_name(name: object) -> str:
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise InvalidInput(f"a repository name must be a non-empty str, got {name!r}")
+    if len(name.encode("utf-8", "replace")) > _MAX_NAME_BYTES:
+        raise InvalidInput(f"repository name longer than {_MAX_NAME_BYTES} bytes: {name!r}")
+    return name
+
+
+def _check_ids(unit_ids: object) -> list[int]:
+    ids = listed(unit_ids, "unit_ids")
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise InvalidInput(f"unit ids must be ints, got {i!r}")
+    return sorted(set(ids))
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A valid unit ready for the database."""
+
+    index: int
+    unit: NewUnit
+    type: str
+    nk: str
+    fields: str
+
+    @property
+    def sort_key(self) -> tuple[str, str]:
+        return (self.type, self.nk)
+
+
+class _Fallback(Exception):
+    """The batch hit a database error: redo it one unit per savepoint."""
+
+
+class Backend(ABC):
+    """The synchronous half of a store.  Every method runs in a worker thread."""
+
+    dialect: str
+    #: bounded retries of a whole transaction after a serialization failure / deadlock / busy
+    max_attempts = 8
+
+    def __init__(self, pool_size: int) -> None:
+        self.pool_size = pool_size
+        self.fault: FaultHook | None = None
+
+    # -- what each backend provides ---------------------------------------------------------
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def reading(self) -> AbstractContextManager[Any]:
+        """A connection inside a read-only transaction."""
+
+    @abstractmethod
+    def writing(self) -> AbstractContextManager[Any]:
+        """A connection inside a write transaction: committed on exit, rolled back on error."""
+
+    @abstractmethod
+    def savepoint(self, conn: Any) -> AbstractContextManager[None]: ...
+
+    @abstractmethod
+    def is_retryable(self, exc: BaseException) -> bool: ...
+
+    @abstractmethod
+    def is_db_error(self, exc: BaseException) -> bool: ...
+
+    @abstractmethod
+    def sql(self, text: str) -> str:
+        """Translate shared SQL written with ``?`` placeholders."""
+
+    #: appended to a SELECT that must lock the rows it reads (PostgreSQL: FOR UPDATE)
+    lock_rows = ""
+
+    @abstractmethod
+    def q_find_units(self, conn: Any, keys: list[tuple[str, str]]) -> Iterable[Sequence[Any]]:
+        """Rows (id, type, natural_key, fields, relative_path, sha256, size, digests)."""
+
+    @abstractmethod
+    def q_find_artifacts(self, conn: Any, shas: list[str]) -> Iterable[Sequence[Any]]:
+        """Rows (sha256, size, digests)."""
+
+    @abstractmethod
+    def q_artifact_ids(
+        self, conn: Any, rows: list[tuple[str, int, str]]
+    ) -> dict[str, tuple[int, int]]:
+        """Get-or-create artifacts (sha256, size, digests JSON) → {sha256: (id, size)}."""
+
+    @abstractmethod
+    def q_insert_units(
+        self, conn: Any, rows: list[tuple[str, str, str]]
+    ) -> dict[tuple[str, str], tuple[int, bool]]:
+        """Get-or-create units (type, natural_key, fields) → {(type, nk): (id, created)}."""
+
+    @abstractmethod
+    def q_insert_unit_artifacts(
+        self, conn: Any, rows: list[tuple[int, str, int | None]]
+    ) -> dict[tuple[int, str], int]:
+        """Insert (unit_id, relative_path, artifact_id) → {(unit_id, path): id}."""
+
+    @abstractmethod
+    def q_insert_remotes(self, conn: Any, rows: list[tuple[int, str, int | None, str]]) -> None:
+        """Insert (unit_artifact_id, url, size, digests JSON)."""
+
+    @abstractmethod
+    def q_fill(self, conn: Any, rows: list[tuple[int, str, int]]) -> int:
+        """Set artifact_id of (unit_id, relative_path) where it is NULL; how many were set."""
+
+    @abstractmethod
+    def q_add_version_units(self, conn: Any, version_id: int, unit_ids: list[int]) -> int: ...
+
+    @abstractmethod
+    def q_remove_version_units(self, conn: Any, version_id: int, unit_ids: list[int]) -> int: ...
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def _wrap(self, exc: Exception) -> StoreError:
+        return StoreError(f"{self.dialect}: {type(exc).__name__}: {exc}".rstrip())
+
+    def run_read(self, fn: Callable[[Any], T]) -> T:
+        for attempt in range(self.max_attempts):
+            try:
+                with self.reading() as conn:
+                    return fn(conn)
+            except Exception as exc:
+                if self.is_retryable(exc) and attempt + 1 < self.max_attempts:
+                    self._backoff(attempt)
+                    continue
+                if self.is_db_error(exc):
+                    raise self._wrap(exc) from exc
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def run_write(self, fn: Callable[[Any], T]) -> T:
+        for attempt in range(self.max_attempts):
+            try:
+                with self.writing() as conn:
+                    return fn(conn)
+            except Exception as exc:
+                if self.is_retryable(exc) and attempt + 1 < self.max_attempts:
+                    self._backoff(attempt)
+                    continue
+                if self.is_db_error(exc):
+                    raise self._wrap(exc) from exc
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _backoff(attempt: int) -> None:
+        time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
+
+    def _step(self, name: str, keys: Sequence[UnitKey]) -> None:
+        if self.fault is not None:
+            self.fault(name, keys)
+
+    # -- finding ------------------------------------------------------------------------------
+
+    def find_units(self, keys: list[UnitKey]) -> dict[UnitKey, UnitInfo]:
+        if not keys:
+            return {}
+        wanted = sorted({(k.type, key_json(k.natural_key)) for k in keys})
+        rows = self.run_read(lambda conn: list(self.q_find_units(conn, wanted)))
+        return self._units_from_rows(rows)
+
+    @staticmethod
+    def _units_from_rows(rows: Iterable[Sequence[Any]]) -> dict[UnitKey, UnitInfo]:
+        found: dict[UnitKey, UnitInfo] = {}
+        by_id: dict[int, UnitInfo] = {}
+        for uid, type_, nk, fields, path, sha, size, digests in rows:
+            info = by_id.get(uid)
+            if info is None:
+                key = UnitKey(type_, tuple(json.loads(nk)))
+                info = UnitInfo(uid, key, _load(fields), {})
+                by_id[uid] = info
+                found[key] = info
+            if path is not None:
+                record = None if sha is None else ArtifactRecord(sha, size, _load(digests))
+                info.artifacts[path] = record  # type: ignore[index]
+        return found
+
+    def find_artifacts(self, shas: list[str]) -> dict[str, ArtifactRecord]:
+        if not shas:
+            return {}
+        wanted = sorted(set(shas))
+        rows = self.run_read(lambda conn: list(self.q_find_artifacts(conn, wanted)))
+        return {sha: ArtifactRecord(sha, size, _load(d)) for sha, size, d in rows}
+
+    # -- committing ---------------------------------------------------------------------------
+
+    def commit_units(self, units: Sequence[object], version: VersionHandle | None) -> CommitReport:
+        outcomes: list[UnitOutcome | None] = [None] * len(units)
+        primary: dict[tuple[str, str], _Prepared] = {}
+        duplicates: list[tuple[int, NewUnit, _Prepared]] = []
+        for index, unit in enumerate(units):
+            if not isinstance(unit, NewUnit):
+                raise InvalidInput(f"commit_units takes NewUnit objects, got {unit!r}")
+            try:
+                fields = check_unit_body(unit)
+            except InvalidInput as exc:
+                outcomes[index] = UnitOutcome(unit, "failed", None, exc)
+                continue
+            item = _Prepared(index, unit, unit.type, key_json(unit.natural_key), fields)
+            first = primary.setdefault(item.sort_key, item)
+            if first is not item:
+                duplicates.append((index, unit, first))
+        items = sorted(primary.values(), key=lambda p: p.sort_key)
+        version_id = None if version is None else version.id
+
+        def batch(conn: Any) -> dict[int, UnitOutcome]:
+            self._check_version(conn, version_id)
+            try:
+                return self._commit_items(conn, items, version_id)
+            except Exception as exc:
+                if self.is_db_error(exc) and not self.is_retryable(exc):
+                    raise _Fallback from exc
+                raise
+
+        def one_by_one(conn: Any) -> dict[int, UnitOutcome]:
+            self._check_version(conn, version_id)
+            done: dict[int, UnitOutcome] = {}
+            for item in items:
+                try:
+                    with self.savepoint(conn):
+                        done.update(self._commit_items(conn, [item], version_id))
+                except Exception as exc:
+                    if not self.is_db_error(exc) or self.is_retryable(exc):
+                        raise
+                    error = self._wrap(exc)
+                    error.__cause__ = exc
+                    done[item.index] = UnitOutcome(item.unit, "failed", None, error)
+            return done
+
+        if items:
+            try:
+                results = self.run_write(batch)
+            except _Fallback:
+                results = self.run_write(one_by_one)
+            for index, outcome in results.items():
+                outcomes[index] = outcome
+        for index, unit, first in duplicates:
+            done = outcomes[first.index]
+            assert done is not None
+            if done.status == "failed":
+                outcomes[index] = UnitOutcome(unit, "failed", None, done.error)
+            else:
+                outcomes[index] = UnitOutcome(unit, "existing", done.unit_id)
+        assert all(o is not None for o in outcomes)
+        return CommitReport(tuple(o for o in outcomes if o is not None))
+
+    def _check_version(self, conn: Any, version_id: int | None) -> None:
+        if version_id is None:
+            return
+        row = conn.execute(
+            self.sql(
+                "SELECT complete FROM repository_versions WHERE id = ?"
+                + self.lock_rows.replace("UPDATE", "SHARE")
+            ),
+            (version_id,),
+        ).fetchone()
+        if row is None:
+            raise VersionNotFound(f"repository version id {version_id} does not exist")
+        if row[0]:
+            raise VersionNotWritable(f"repository version id {version_id} is complete")
+
+    def _commit_items(
+        self, conn: Any, items: list[_Prepared], version_id: int | None
+    ) -> dict[int, UnitOutcome]:
+        """Write *items* (sorted by key) in the current transaction."""
+        keys = [i.unit.key for i in items]
+        done: dict[int, UnitOutcome] = {}
+        # 1. artifacts, get-or-create, in sha256 order
+        self._step("artifacts", keys)
+        art_rows: dict[str, tuple[str, int, str]] = {}
+        for item in items:
+            for a in item.unit.artifacts:
+                if a.artifact is not None and a.artifact.sha256 not in art_rows:
+                    rec = a.artifact
+                    art_rows[rec.sha256] = (rec.sha256, rec.size, dump_json(dict(rec.digests), ""))
+        art_ids = self.q_artifact_ids(conn, sorted(art_rows.values())) if art_rows else {}
+        live: list[_Prepared] = []
+        for item in items:
+            conflict = next(
+                (
+                    ArtifactConflict(
+                        a.artifact.sha256, art_ids[a.artifact.sha256][1], a.artifact.size
+                    )
+                    for a in item.unit.artifacts
+                    if a.artifact is not None and art_ids[a.artifact.sha256][1] != a.artifact.size
+                ),
+                None,
+            )
+            if conflict is None:
+                live.append(item)
+            else:
+                done[item.index] = UnitOutcome(item.unit, "failed", None, conflict)
+        if not live:
+            return done
+        # 2. units, get-or-create, in natural key order
+        self._step("units", keys)
+        unit_ids = self.q_insert_units(conn, [(i.type, i.nk, i.fields) for i in live])
+        new: list[tuple[int, _Prepared]] = []
+        fills: list[tuple[int, str, int]] = []
+        for item in live:
+            uid, created = unit_ids[item.sort_key]
+            if created:
+                new.append((uid, item))
+                done[item.index] = UnitOutcome(item.unit, "committed", uid)
+            else:
+                done[item.index] = UnitOutcome(item.unit, "existing", uid)
+                fills.extend(
+                    (uid, a.relative_path, art_ids[a.artifact.sha256][0])
+                    for a in item.unit.artifacts
+                    if a.artifact is not None
+                )
+        # 3. the new units' artifacts and remote artifacts
+        self._step("unit_artifacts", keys)
+        ua_rows: list[tuple[int, str, int | None]] = []
+        for uid, item in new:
+            for a in sorted(item.unit.artifacts, key=lambda a: a.relative_path):
+                aid = None if a.artifact is None else art_ids[a.artifact.sha256][0]
+                ua_rows.append((uid, a.relative_path, aid))
+        ua_ids = self.q_insert_unit_artifacts(conn, ua_rows) if ua_rows else {}
+        self._step("remote_artifacts", keys)
+        remote_rows: list[tuple[int, str, int | None, str]] = []
+        for uid, item in new:
+            for a in item.unit.artifacts:
+                if a.remote is not None:
+                    ua_id = ua_ids[(uid, a.relative_path)]
+                    digests = dump_json(dict(a.remote.digests), "")
+                    remote_rows.extend(
+                        (ua_id, url, a.remote.size, digests) for url in sorted(a.remote.urls)
+                    )
+        if remote_rows:
+            self.q_insert_remotes(conn, remote_rows)
+        # 4. existing units: attach downloaded artifacts they lack (on-demand units)
+        if fills:
+            self._step("fill", keys)
+            self.q_fill(conn, sorted(fills))
+        # 5. the repository version
+        if version_id is not None:
+            self._step("version", keys)
+            self.q_add_version_units(
+                conn, version_id, sorted(o.unit_id for o in done.values() if o.unit_id is not None)
+            )
+        self._step("commit", keys)
+        return done
+
+    def fill_artifacts(self, fills: list[tuple[int, str, ArtifactRecord]]) -> int:
+        rows = {r.sha256: (r.sha256, r.size, dump_json(dict(r.digests), "")) for _, _, r in fills}
+
+        def work(conn: Any) -> int:
+            ids = self.q_artifact_ids(conn, sorted(rows.values()))
+            for _, _, r in fills:
+                if ids[r.sha256][1] != r.size:
+                    raise ArtifactConflict(r.sha256, ids[r.sha256][1], r.size)
+            return self.q_fill(conn, sorted((u, p, ids[r.sha256][0]) for u, p, r in fills))
+
+        return self.run_write(work) if fills else 0
+
+    # -- repositories and versions ----------------------------------------------------------
+
+    def _repository_id(self, conn: Any, name: str, *, create: bool) -> int:
+        if create:
+            conn.execute(
+                self.sql(
+                    "INSERT INTO repositories (name) VALUES (?) ON CONFLICT (name) DO NOTHING"
+                ),
+                (name,),
+            )
+        row = conn.execute(
+            self.sql("SELECT id FROM repositories WHERE name = ?" + self.lock_rows), (name,)
+        ).fetchone()
+        if row is None:
+            raise RepositoryNotFound(name)
+        return int(row[0])
+
+    def _version_row(
+        self, conn: Any, repository_id: int, number: int | Literal["latest"]
+    ) -> tuple[int, int, bool] | None:
+        if number == "latest":
+            sql = (
+                "SELECT id, number, complete FROM repository_versions WHERE repository_id = ? "
+                "AND complete ORDER BY number DESC LIMIT 1"
+            )
+            row = conn.execute(self.sql(sql), (repository_id,)).fetchone()
+        else:
+            sql = (
+                "SELECT id, number, complete FROM repository_versions "
+                "WHERE repository_id = ? AND number = ?"
+            )
+            row = conn.execute(self.sql(sql), (repository_id, number)).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]), bool(row[2]))
+
+    def create_repository(self, name: str) -> None:
+        self.run_write(lambda conn: self._repository_id(conn, name, create=True))
+
+    def repositories(self) -> list[str]:
+        rows = self.run_read(
+            lambda conn: conn.execute("SELECT name FROM repositories ORDER BY name").fetchall()
+        )
+        return [r[0] for r in rows]
+
+    def new_version(
+        self, name: str, base: int | Literal["latest"] | None, create: bool
+    ) -> VersionHandle:
+        def work(conn: Any) -> VersionHandle:
+            rid = self._repository_id(conn, name, create=create)
+            base_id = None
+            if base is not None:
+                row = self._version_row(conn, rid, base)
+                if row is None and base != "latest":
+                    raise VersionNotFound(f"repository {name!r} has no version {base}")
+                if row is not None and not row[2]:
+                    raise VersionNotWritable(
+                        f"version {base} of {name!r} is not complete: it cannot be a base"
+                    )
+                base_id = None if row is None else row[0]
+            number = conn.execute(
+                self.sql(
+                    "SELECT coalesce(max(number), 0) + 1 FROM repository_versions "
+                    "WHERE repository_id = ?"
+                ),
+                (rid,),
+            ).fetchone()[0]
+            vid = conn.execute(
+                self.sql(
+                    "INSERT INTO repository_versions (repository_id, number, complete) "
+                    "VALUES (?, ?, ?) RETURNING id"
+                ),
+                (rid, number, False),
+            ).fetchone()[0]
+            if base_id is not None:
+                conn.execute(
+                    self.sql(
+                        "INSERT INTO version_units (version_id, unit_id) "
+                        "SELECT ?, unit_id FROM version_units WHERE version_id = ?"
+                    ),
+                    (vid, base_id),
+                )
+            return VersionHandle(int(vid), name, int(number), False)
+
+        return self.run_write(work)
+
+    def _writable(self, conn: Any, version: VersionHandle) -> None:
+        self._check_version(conn, version.id)
+
+    def add_to_version(self, version: VersionHandle, unit_ids: list[int]) -> int:
+        def work(conn: Any) -> int:
+            self._writable(conn, version)
+            return self.q_add_version_units(conn, version.id, unit_ids)
+
+        return self.run_write(work)
+
+    def remove_from_version(self, version: VersionHandle, unit_ids: list[int]) -> int:
+        def work(conn: Any) -> int:
+            self._writable(conn, version)
+            return self.q_remove_version_units(conn, version.id, unit_ids)
+
+        return self.run_write(work)
+
+    def complete_version(self, version: VersionHandle) -> VersionHandle:
+        def work(conn: Any) -> None:
+            cur = conn.execute(
+                self.sql("UPDATE repository_versions SET complete = ? WHERE id = ?"),
+                (True, version.id),
+            )
+            if cur.rowcount != 1:
+                raise VersionNotFound(
+                    f"version {version.number} of {version.repository!r} does not exist"
+                )
+
+        self.run_write(work)
+        return VersionHandle(version.id, version.repository, version.number, True)
+
+    def discard_version(self, version: VersionHandle) -> None:
+        def work(conn: Any) -> None:
+            row = conn.execute(
+                self.sql("SELECT complete FROM repository_versions WHERE id = ?" + self.lock_rows),
+                (version.id,),
+            ).fetchone()
+            if row is None:
+                return  # already gone: discarding is idempotent
+            if row[0]:
+                raise VersionNotWritable(
+                    f"version {version.number} of {version.repository!r} is complete"
+                )
+            conn.execute(self.sql("DELETE FROM version_units WHERE version_id = ?"), (version.id,))
+            conn.execute(self.sql("DELETE FROM repository_versions WHERE id = ?"), (version.id,))
+
+        self.run_write(work)
+
+    def _resolve(self, conn: Any, name: str, number: int | None) -> tuple[int, int, bool] | None:
+        rid = self._repository_id(conn, name, create=False)
+        row = self._version_row(conn, rid, "latest" if number is None else number)
+        if row is None and number is not None:
+            raise VersionNotFound(f"repository {name!r} has no version {number}")
+        return row
+
+    def latest_version(self, name: str) -> VersionHandle | None:
+        row = self.run_read(lambda conn: self._resolve(conn, name, None))
+        return None if row is None else VersionHandle(row[0], name, row[1], row[2])
+
+    def get_version(self, name: str, number: int) -> VersionHandle:
+        row = self.run_read(lambda conn: self._resolve(conn, name, number))
+        assert row is not None
+        return VersionHandle(row[0], name, row[1], row[2])
+
+    def count_units(self, name: str, number: int | None) -> int:
+        def work(conn: Any) -> int:
+            row = self._resolve(conn, name, number)
+            if row is None:
+                return 0
+            sql = "SELECT count(*) FROM version_units WHERE version_id = ?"
+            return int(conn.execute(self.sql(sql), (row[0],)).fetchone()[0])
+
+        return self.run_read(work)
+
+    def list_units(self, name: str, number: int | None) -> list[UnitInfo]:
+        def work(conn: Any) -> list[Sequence[Any]]:
+            row = self._resolve(conn, name, number)
+            if row is None:
+                return []
+            sql = (
+                "SELECT u.id, u.type, u.natural_key, u.fields, ua.relative_path, a.sha256, "
+                "a.size, a.digests FROM version_units vu JOIN units u ON u.id = vu.unit_id "
+                "LEFT JOIN unit_artifacts ua ON ua.unit_id = u.id "
+                "LEFT JOIN artifacts a ON a.id = ua.artifact_id "
+                "WHERE vu.version_id = ? ORDER BY u.id, ua.relative_path"
+            )
+            return list(conn.execute(self.sql(sql), (row[0],)).fetchall())
+
+        return list(self._units_from_rows(self.run_read(work)).values())
+
+
+class Store:
+    """A database of units, artifacts and repository versions (SQLite or PostgreSQL).
+
+    Open one with :func:`open_store`.  Every method is async and runs its database work in a
+    worker thread under :attr:`limiter`; methods that write are shielded from cancellation
+    once their transaction has started (a cancel while waiting for a connection writes
+    nothing).
+
+    Attributes:
+        dialect: ``"sqlite"`` or ``"postgresql"``.
+        storage: the :class:`ArtifactStorage` of the ``root`` given to :func:`open_store`,
+            or None.
+        limiter: bounds the worker threads, sized to the connection pool.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        storage: ArtifactStorage | None = None,
+        limiter: trio.CapacityLimiter | None = None,
+    ) -> None:
+        self._backend = backend
+        self.dialect = backend.dialect
+        self.storage = storage
+        self.limiter = limiter if limiter is not None else trio.CapacityLimiter(backend.pool_size)
+        # The limiter above is acquired (cancellably) before a write starts; the thread itself
+        # then runs under this one, which never makes it wait.
+        self._threads = trio.CapacityLimiter(max(1, int(self.limiter.total_tokens)))
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Store {self.dialect}{' closed' if self._closed else ''}>"
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections (waits for running operations; idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True):
+            async with self.limiter:
+                await trio.to_thread.run_sync(self._backend.close)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        self._check_open()
+        return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=self.limiter)
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        self._check_open()
+        async with self.limiter:  # waiting here is cancellable: nothing has started
+            with trio.CancelScope(shield=True):
+                result = await trio.to_thread.run_sync(
+                    functools.partial(fn, *args), limiter=self._threads
+                )
+        return result
+
+    # -- units and artifacts ------------------------------------------------------------------
+
+    async def find_units(
+        self, keys: Iterable[UnitKey | tuple[str, Sequence[str]]]
+    ) -> dict[UnitKey, UnitInfo]:
+        """The units among *keys* that exist, by key (one query).
+
+        Each :class:`UnitInfo` tells the unit's id, fields, and artifacts by relative path —
+        ``None`` for a file not downloaded yet (``info.missing`` lists those paths).
+        """
+        wanted = [coerce_key(k) for k in listed(keys, "keys")]
+        return await self._read(self._backend.find_units, wanted)
+
+    async def find_artifacts(self, sha256s: Iterable[str]) -> dict[str, ArtifactRecord]:
+        """The artifacts among *sha256s* that exist, by sha256 (one query)."""
+        shas = [ArtifactRecord(s, 0).sha256 for s in listed(sha256s, "sha256s")]
+        return await self._read(self._backend.find_artifacts, shas)
+
+    async def commit_units(
+        self, units: Iterable[NewUnit], *, version: VersionHandle | None = None
+    ) -> CommitReport:
+        """Commit a batch of complete units; each one all or nothing.
+
+        In one transaction: the artifacts (get-or-create by sha256), the units (get-or-create
+        by type + natural key), their artifact links and remote artifacts, and, with
+        *version*, their membership of that (incomplete) repository version.  A unit whose
+        key exists already is ``existing``: it is reused (added to *version*, and given any
+        downloaded artifact it lacked) but not changed.  A unit that cannot be written
+        (invalid, or refused by the database) is ``failed`` and the others still commit.
+
+        The files of the artifacts must be in the artifact storage before this is called.
+        Once the transaction has started it is shielded from cancellation.
+        """
+        batch = listed(units, "units")
+        for unit in batch:
+            if not isinstance(unit, NewUnit):
+                raise InvalidUnit(f"commit_units takes NewUnit objects, got {unit!r}")
+        if version is not None and not isinstance(version, VersionHandle):
+            raise InvalidInput(f"version must be a VersionHandle, got {version!r}")
+        return await self._write(self._backend.commit_units, batch, version)
+
+    async def fill_artifacts(self, fills: Mapping[int, Mapping[str, ArtifactRecord]]) -> int:
+        """Attach downloaded artifacts to existing units: ``{unit_id: {relative_path: record}}``.
+
+        Only links without an artifact (on-demand) are set; returns how many were set.
+        """
+        rows: list[tuple[int, str, ArtifactRecord]] = []
+        for uid, paths in fills.items():
+            if isinstance(uid, bool) or not isinstance(uid, int):
+                raise InvalidInput(f"unit ids must be ints, got {uid!r}")
+            for path, record in paths.items():
+                if not isinstance(record, ArtifactRecord):
+                    raise InvalidInput(f"expected an ArtifactRecord, got {record!r}")
+                rows.append((uid, path, record))
+        return await self._write(self._backend.fill_artifacts, rows)
+
+    # -- repositories and versions ----------------------------------------------------------
+
+    async def create_repository(self, name: str) -> None:
+        """Create repository *name* unless it exists."""
+        await self._write(self._backend.create_repository, _check_repository_name(name))
+
+    async def repositories(self) -> list[str]:
+        """The names of all repositories, sorted."""
+        return await self._read(self._backend.repositories)
+
+    async def new_version(
+        self,
+        repository: str,
+        *,
+        base: int | Literal["latest"] | None = "latest",
+        create_repository: bool = True,
+    ) -> VersionHandle:
+        """Start a new (incomplete) version of *repository*.
+
+        It starts with the units of *base*: ``"latest"`` (the latest complete version, or
+        nothing for a new repository), a version number, or ``None`` (empty: a mirror that
+        adds only what it sees).  Membership is copied by one statement.
+        """
+        name = _check_repository_name(repository)
+        if (
+            base is not None
+            and base != "latest"
+            and (isinstance(base, bool) or not isinstance(base, int))
+        ):
+            raise InvalidInput(f"base must be 'latest', a version number or None, got {base!r}")
+        return await self._write(self._backend.new_version, name, base, create_repository)
+
+    async def add_to_version(self, version: VersionHandle, unit_ids: Iterable[int]) -> int:
+        """Add units to an incomplete version; returns how many were not in it yet."""
+        return await self._write(self._backend.add_to_version, version, _check_ids(unit_ids))
+
+    async def remove_from_version(self, version: VersionHandle, unit_ids: Iterable[int]) -> int:
+        """Remove units from an incomplete version; returns how many were removed."""
+        ids = _check_ids(unit_ids)
+        return await self._write(self._backend.remove_from_version, version, ids)
+
+    async def complete_version(self, version: VersionHandle) -> VersionHandle:
+        """Mark *version* complete: it becomes the latest version and immutable."""
+        return await self._write(self._backend.complete_version, version)
+
+    async def discard_version(self, version: VersionHandle) -> None:
+        """Delete an incomplete version (its units stay in the database)."""
+        await self._write(self._backend.discard_version, version)
+
+    async def latest_version(self, repository: str) -> VersionHandle | None:
+        """The latest complete version of *repository*, or None if it has none yet."""
+        return await self._read(self._backend.latest_version, _check_repository_name(repository))
+
+    async def get_version(self, repository: str, number: int) -> VersionHandle:
+        """Version *number* of *repository* (complete or not)."""
+        name = _check_repository_name(repository)
+        return await self._read(self._backend.get_version, name, number)
+
+    async def list_units(
+        self, repository: str, version_number: int | None = None
+    ) -> list[UnitInfo]:
+        """The units of a version (default: the latest complete one), by id."""
+        name = _check_repository_name(repository)
+        return await self._read(self._backend.list_units, name, version_number)
+
+    async def count_units(self, repository: str, version_number: int | None = None) -> int:
+        """How many units a version (default: the latest complete one) holds."""
+        name = _check_repository_name(repository)
+        return await self._read(self._backend.count_units, name, version_number)
+
+
+def iter_chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

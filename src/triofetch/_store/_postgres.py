@@ -1,0 +1,226 @@
+"""The PostgreSQL backend (psycopg 3 + psycopg_pool): several workers, one database.
+
+- A synchronous :class:`psycopg_pool.ConnectionPool`, used from worker threads; the store's
+  limiter has as many tokens as the pool has connections.
+- Transactions at READ COMMITTED.  Get-or-create is ``INSERT ... ON CONFLICT DO NOTHING``
+  (waiting for a concurrent inserter of the same key to commit or roll back) followed by a
+  SELECT of what another worker created.  Every statement writes its rows in a fixed order —
+  sha256 for artifacts, (type, natural key) for units — so two workers committing
+  overlapping batches lock rows in the same order and cannot deadlock each other.
+- Serialization failures and deadlocks (told apart by exception class, never by message)
+  retry the whole transaction, a bounded number of times.
+- Slices go in as arrays: ``INSERT ... SELECT * FROM unnest(%s::text[], ...)``, one round
+  trip per statement whatever the slice size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import ConnectionPool
+
+from .._errors import SchemaVersionError, StoreError, redact_url
+from ._base import Backend
+from ._schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION
+
+__all__ = ["PostgresBackend"]
+
+#: pg_advisory_xact_lock key taken while migrating ("triofetch" in ASCII, truncated)
+_MIGRATION_LOCK = 0x7472696F6665
+_RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+
+
+class PostgresBackend(Backend):
+    dialect = "postgresql"
+    lock_rows = " FOR UPDATE"
+
+    def __init__(self, conninfo: str, pool_size: int = 4, *, timeout: float = 30.0) -> None:
+        super().__init__(pool_size)
+        self.conninfo = conninfo
+        self.timeout = timeout
+        self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] | None = None
+
+    def open(self) -> None:
+        pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
+            self.conninfo,
+            min_size=1,
+            max_size=self.pool_size,
+            kwargs={"autocommit": True},
+            open=False,
+            timeout=self.timeout,
+            name="triofetch",
+        )
+        try:
+            pool.open(wait=True, timeout=self.timeout)
+            self._pool = pool
+            with pool.connection() as conn, conn.transaction():
+                self._migrate(conn)
+        except psycopg.Error as exc:  # includes PoolTimeout
+            pool.close()
+            self._pool = None
+            raise StoreError(
+                f"cannot open PostgreSQL database {redact_url(self.conninfo)}: {exc}"
+            ) from exc
+        except BaseException:
+            pool.close()
+            self._pool = None
+            raise
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS triofetch_schema "
+            "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+        )
+        row = conn.execute("SELECT version FROM triofetch_schema").fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"the database has schema version {version}, written by a newer triofetch; "
+                f"this one knows versions up to {SCHEMA_VERSION}: upgrade triofetch"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in POSTGRES_MIGRATIONS[number]:
+                conn.execute(statement)
+        if version < SCHEMA_VERSION:
+            conn.execute(
+                "INSERT INTO triofetch_schema (id, version) VALUES (1, %s) "
+                "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+                (SCHEMA_VERSION,),
+            )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        if self._pool is None:
+            raise StoreError("the store is closed")
+        with self._pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def reading(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        with self._conn() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def writing(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        with self._conn() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def savepoint(self, conn: Any) -> Iterator[None]:
+        with conn.transaction():
+            yield
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, _RETRYABLE)
+
+    def is_db_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.Error)
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    # -- primitives ---------------------------------------------------------------------------
+
+    def q_find_units(self, conn: Any, keys: list[tuple[str, str]]) -> Iterable[Sequence[Any]]:
+        return conn.execute(  # type: ignore[no-any-return]
+            "SELECT u.id, u.type, u.natural_key, u.fields, ua.relative_path, a.sha256, a.size, "
+            "a.digests FROM unnest(%s::text[], %s::text[]) AS k(t, nk) "
+            "JOIN units u ON u.type = k.t AND u.natural_key = k.nk "
+            "LEFT JOIN unit_artifacts ua ON ua.unit_id = u.id "
+            "LEFT JOIN artifacts a ON a.id = ua.artifact_id",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        ).fetchall()
+
+    def q_find_artifacts(self, conn: Any, shas: list[str]) -> Iterable[Sequence[Any]]:
+        return conn.execute(  # type: ignore[no-any-return]
+            "SELECT sha256, size, digests FROM artifacts WHERE sha256 = ANY(%s::text[])", (shas,)
+        ).fetchall()
+
+    def q_artifact_ids(
+        self, conn: Any, rows: list[tuple[str, int, str]]
+    ) -> dict[str, tuple[int, int]]:
+        shas = [r[0] for r in rows]
+        conn.execute(
+            "INSERT INTO artifacts (sha256, size, digests) "
+            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::jsonb[]) "
+            "ON CONFLICT (sha256) DO NOTHING",
+            (shas, [r[1] for r in rows], [r[2] for r in rows]),
+        )
+        cur = conn.execute(
+            "SELECT sha256, id, size FROM artifacts WHERE sha256 = ANY(%s::text[])", (shas,)
+        )
+        return {sha: (aid, size) for sha, aid, size in cur}
+
+    def q_insert_units(
+        self, conn: Any, rows: list[tuple[str, str, str]]
+    ) -> dict[tuple[str, str], tuple[int, bool]]:
+        types = [r[0] for r in rows]
+        nks = [r[1] for r in rows]
+        cur = conn.execute(
+            "INSERT INTO units (type, natural_key, fields) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::jsonb[]) "
+            "ON CONFLICT (type, natural_key) DO NOTHING RETURNING id, type, natural_key",
+            (types, nks, [r[2] for r in rows]),
+        )
+        found = {(t, nk): (uid, True) for uid, t, nk in cur}
+        if len(found) < len(rows):
+            rest = [r for r in rows if (r[0], r[1]) not in found]
+            cur = conn.execute(
+                "SELECT u.id, u.type, u.natural_key FROM unnest(%s::text[], %s::text[]) "
+                "AS k(t, nk) JOIN units u ON u.type = k.t AND u.natural_key = k.nk",
+                ([r[0] for r in rest], [r[1] for r in rest]),
+            )
+            found.update({(t, nk): (uid, False) for uid, t, nk in cur})
+        return found
+
+    def q_insert_unit_artifacts(
+        self, conn: Any, rows: list[tuple[int, str, int | None]]
+    ) -> dict[tuple[int, str], int]:
+        cur = conn.execute(
+            "INSERT INTO unit_artifacts (unit_id, relative_path, artifact_id) "
+            "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) "
+            "RETURNING id, unit_id, relative_path",
+            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+        )
+        return {(uid, path): ua_id for ua_id, uid, path in cur}
+
+    def q_insert_remotes(self, conn: Any, rows: list[tuple[int, str, int | None, str]]) -> None:
+        conn.execute(
+            "INSERT INTO remote_artifacts (unit_artifact_id, url, size, digests) "
+            "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::jsonb[])",
+            tuple([r[i] for r in rows] for i in range(4)),
+        )
+
+    def q_fill(self, conn: Any, rows: list[tuple[int, str, int]]) -> int:
+        cur = conn.execute(
+            "UPDATE unit_artifacts ua SET artifact_id = v.a "
+            "FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(u, p, a) "
+            "WHERE ua.unit_id = v.u AND ua.relative_path = v.p AND ua.artifact_id IS NULL",
+            tuple([r[i] for r in rows] for i in range(3)),
+        )
+        return int(cur.rowcount)
+
+    def q_add_version_units(self, conn: Any, version_id: int, unit_ids: list[int]) -> int:
+        cur = conn.execute(
+            "INSERT INTO version_units (version_id, unit_id) "
+            "SELECT %s, u FROM unnest(%s::bigint[]) AS t(u) ON CONFLICT DO NOTHING",
+            (version_id, unit_ids),
+        )
+        return int(cur.rowcount)
+
+    def q_remove_version_units(self, conn: Any, version_id: int, unit_ids: list[int]) -> int:
+        cur = conn.execute(
+            "DELETE FROM version_units WHERE version_id = %s AND unit_id = ANY(%s::bigint[])",
+            (version_id, unit_ids),
+        )
+        return int(cur.rowcount)

@@ -1,0 +1,322 @@
+"""The SQLite backend: the embedded default (stdlib ``sqlite3``, no server).
+
+- WAL journal: readers never block the writer nor each other.
+- One writer at a time, without "database is locked" reaching the caller: writes take an
+  in-process lock (threads of this process, every store open on the same file) and then an
+  exclusive ``flock`` on ``<db>.lock`` (other processes) before ``BEGIN IMMEDIATE``; a
+  ``busy_timeout`` and a bounded retry on SQLITE_BUSY cover what is left (checkpoints,
+  readers racing with the WAL's recovery).
+- ``synchronous=NORMAL``: a committed transaction survives the process crashing; a power
+  loss may forget the last transactions, never corrupt the file.  Artifact files are fsynced
+  before their rows are written, so rows never point at files that are not there.
+- Because writers are serialized, a write transaction can read which rows exist and then
+  insert the others with ids it picks itself (``max(id) + 1 ...``) by ``executemany`` —
+  the fastest way to insert many rows with SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .._errors import SchemaVersionError, StoreError
+from ._base import Backend
+from ._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: WAL + busy_timeout only
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["SQLiteBackend"]
+
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+_BUSY_TIMEOUT_MS = 60_000
+
+_locks_guard = threading.Lock()
+_locks: dict[str, threading.Lock] = {}
+
+
+def _process_lock(path: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(path, threading.Lock())
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class SQLiteBackend(Backend):
+    dialect = "sqlite"
+
+    def __init__(self, path: Path, pool_size: int = 4) -> None:
+        super().__init__(pool_size)
+        self.path = path
+        self._key = os.path.realpath(path)
+        self._lock = _process_lock(self._key)
+        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._all: list[sqlite3.Connection] = []
+        self._all_guard = threading.Lock()
+        self._lockfile: int | None = None
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        with self._all_guard:
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:  # pragma: no cover - defensive
+                conn.rollback()
+            self._idle.put(conn)
+
+    @contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        with self._lock:
+            if fcntl is not None and self._lockfile is not None:
+                fcntl.flock(self._lockfile, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+            else:
+                yield
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        with self._connection() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        with self._writer_lock(), self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def savepoint(self, conn: Any) -> Iterator[None]:
+        conn.execute("SAVEPOINT unit")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO unit")
+            conn.execute("RELEASE unit")
+            raise
+        conn.execute("RELEASE unit")
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        code = getattr(exc, "sqlite_errorcode", None)
+        return (
+            isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF in _BUSY
+        )
+
+    def is_db_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.Error)
+
+    def sql(self, text: str) -> str:
+        return text
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lockfile = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            with self._writer_lock(), self._connection() as conn:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":  # pragma: no cover - e.g. a filesystem without shared memory
+                    raise StoreError(f"SQLite refused WAL mode for {self.path} (got {mode})")
+                self._migrate(conn)
+        except sqlite3.Error as exc:
+            self.close()
+            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS triofetch_schema "
+                "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+            )
+            row = conn.execute("SELECT version FROM triofetch_schema").fetchone()
+            version = 0 if row is None else int(row[0])
+            if version > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"{self.path} has schema version {version}, written by a newer triofetch; "
+                    f"this one knows versions up to {SCHEMA_VERSION}: upgrade triofetch"
+                )
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in SQLITE_MIGRATIONS[number]:
+                    conn.execute(statement)
+            if version < SCHEMA_VERSION:
+                conn.execute(
+                    "INSERT INTO triofetch_schema (id, version) VALUES (1, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+                    (SCHEMA_VERSION,),
+                )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._all_guard:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        if self._lockfile is not None:
+            os.close(self._lockfile)
+            self._lockfile = None
+
+    # -- primitives ---------------------------------------------------------------------------
+
+    def q_find_units(self, conn: Any, keys: list[tuple[str, str]]) -> Iterable[Sequence[Any]]:
+        return conn.execute(  # type: ignore[no-any-return]
+            "WITH k(t, nk) AS (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+            "FROM json_each(?)) "
+            "SELECT u.id, u.type, u.natural_key, u.fields, ua.relative_path, a.sha256, a.size, "
+            "a.digests FROM k JOIN units u ON u.type = k.t AND u.natural_key = k.nk "
+            "LEFT JOIN unit_artifacts ua ON ua.unit_id = u.id "
+            "LEFT JOIN artifacts a ON a.id = ua.artifact_id",
+            (_dumps(keys),),
+        ).fetchall()
+
+    def q_find_artifacts(self, conn: Any, shas: list[str]) -> Iterable[Sequence[Any]]:
+        return conn.execute(  # type: ignore[no-any-return]
+            "SELECT sha256, size, digests FROM artifacts "
+            "WHERE sha256 IN (SELECT value FROM json_each(?))",
+            (_dumps(shas),),
+        ).fetchall()
+
+    @staticmethod
+    def _next_id(conn: Any, table: str) -> int:
+        return int(conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
+
+    def q_artifact_ids(
+        self, conn: Any, rows: list[tuple[str, int, str]]
+    ) -> dict[str, tuple[int, int]]:
+        found: dict[str, tuple[int, int]] = {
+            sha: (aid, size)
+            for aid, sha, size in conn.execute(
+                "SELECT id, sha256, size FROM artifacts "
+                "WHERE sha256 IN (SELECT value FROM json_each(?))",
+                (_dumps([r[0] for r in rows]),),
+            )
+        }
+        new = [r for r in rows if r[0] not in found]
+        if new:
+            start = self._next_id(conn, "artifacts")
+            conn.executemany(
+                "INSERT INTO artifacts (id, sha256, size, digests) VALUES (?, ?, ?, ?)",
+                [(start + i, *r) for i, r in enumerate(new)],
+            )
+            for i, (sha, size, _) in enumerate(new):
+                found[sha] = (start + i, size)
+        return found
+
+    def q_insert_units(
+        self, conn: Any, rows: list[tuple[str, str, str]]
+    ) -> dict[tuple[str, str], tuple[int, bool]]:
+        found: dict[tuple[str, str], tuple[int, bool]] = {
+            (t, nk): (uid, False)
+            for uid, t, nk in conn.execute(
+                "WITH k(t, nk) AS (SELECT json_extract(value, '$[0]'), "
+                "json_extract(value, '$[1]') FROM json_each(?)) "
+                "SELECT u.id, u.type, u.natural_key FROM k "
+                "JOIN units u ON u.type = k.t AND u.natural_key = k.nk",
+                (_dumps([r[:2] for r in rows]),),
+            )
+        }
+        new = [r for r in rows if (r[0], r[1]) not in found]
+        if new:
+            start = self._next_id(conn, "units")
+            conn.executemany(
+                "INSERT INTO units (id, type, natural_key, fields) VALUES (?, ?, ?, ?)",
+                [(start + i, *r) for i, r in enumerate(new)],
+            )
+            for i, (t, nk, _) in enumerate(new):
+                found[(t, nk)] = (start + i, True)
+        return found
+
+    def q_insert_unit_artifacts(
+        self, conn: Any, rows: list[tuple[int, str, int | None]]
+    ) -> dict[tuple[int, str], int]:
+        start = self._next_id(conn, "unit_artifacts")
+        conn.executemany(
+            "INSERT INTO unit_artifacts (id, unit_id, relative_path, artifact_id) "
+            "VALUES (?, ?, ?, ?)",
+            [(start + i, *r) for i, r in enumerate(rows)],
+        )
+        return {(r[0], r[1]): start + i for i, r in enumerate(rows)}
+
+    def q_insert_remotes(self, conn: Any, rows: list[tuple[int, str, int | None, str]]) -> None:
+        conn.executemany(
+            "INSERT INTO remote_artifacts (unit_artifact_id, url, size, digests) "
+            "VALUES (?, ?, ?, ?)",
+            rows,
+        )
+
+    def q_fill(self, conn: Any, rows: list[tuple[int, str, int]]) -> int:
+        cur = conn.executemany(
+            "UPDATE unit_artifacts SET artifact_id = ? "
+            "WHERE unit_id = ? AND relative_path = ? AND artifact_id IS NULL",
+            [(a, u, p) for u, p, a in rows],
+        )
+        return int(cur.rowcount)
+
+    def q_add_version_units(self, conn: Any, version_id: int, unit_ids: list[int]) -> int:
+        cur = conn.executemany(
+            "INSERT INTO version_units (version_id, unit_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [(version_id, u) for u in unit_ids],
+        )
+        return int(cur.rowcount)
+
+    def q_remove_version_units(self, conn: Any, version_id: int, unit_ids: list[int]) -> int:
+        cur = conn.execute(
+            "DELETE FROM version_units WHERE version_id = ? "
+            "AND unit_id IN (SELECT value FROM json_each(?))",
+            (version_id, _dumps(unit_ids)),
+        )
+        return int(cur.rowcount)

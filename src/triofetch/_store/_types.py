@@ -1,0 +1,392 @@
+"""Value types of the store, and the validation of what callers hand to it.
+
+Everything here is checked in Python, before any database work, so that bad input gets a
+typed error (:class:`~triofetch.InvalidUnit`, :class:`~triofetch.InvalidDigest`) and nothing
+is written.  Both backends accept exactly the same values, so a unit means the same thing in
+SQLite and in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
+
+from .._digests import DEFAULT_ALGORITHM, normalize_digests
+from .._errors import InvalidDigest, InvalidInput, InvalidUnit, StoreError
+
+__all__ = [
+    "MAX_KEY_BYTES",
+    "MAX_PATH_BYTES",
+    "MAX_TYPE_BYTES",
+    "MAX_URL_BYTES",
+    "ArtifactConflict",
+    "ArtifactRecord",
+    "CommitReport",
+    "NewUnit",
+    "NewUnitArtifact",
+    "RemoteArtifact",
+    "RepositoryNotFound",
+    "UnitInfo",
+    "UnitKey",
+    "UnitOutcome",
+    "VersionHandle",
+    "VersionNotFound",
+    "VersionNotWritable",
+]
+
+#: Longest unit type, in UTF-8 bytes.
+MAX_TYPE_BYTES = 128
+#: Longest natural key, in UTF-8 bytes of its JSON form (a PostgreSQL b-tree entry is at most
+#: ~2700 bytes, and the same limit applies to SQLite so both backends accept the same units).
+MAX_KEY_BYTES = 2048
+#: Longest relative path of an artifact in a unit, in UTF-8 bytes.
+MAX_PATH_BYTES = 2048
+#: Longest URL of a remote artifact, in UTF-8 bytes.
+MAX_URL_BYTES = 8192
+
+
+class RepositoryNotFound(StoreError, LookupError):
+    """No repository of that name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no repository named {name!r}")
+
+
+class VersionNotFound(StoreError, LookupError):
+    """No such repository version (never created, or discarded)."""
+
+
+class VersionNotWritable(StoreError):
+    """The repository version is complete: complete versions are immutable."""
+
+
+class ArtifactConflict(StoreError):
+    """The database already holds this sha256 with another size: one of them is wrong."""
+
+    def __init__(self, sha256: str, recorded_size: int, given_size: int) -> None:
+        self.sha256 = sha256
+        self.recorded_size = recorded_size
+        self.given_size = given_size
+        super().__init__(
+            f"artifact {sha256} is recorded with size {recorded_size}, got size {given_size}"
+        )
+
+
+# -- checks -----------------------------------------------------------------------------
+
+
+def _text(value: object, what: str, max_bytes: int, *, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise InvalidUnit(f"{what} must be a str, got {type(value).__name__}: {value!r}")
+    if not value and not empty:
+        raise InvalidUnit(f"{what} must not be empty")
+    if "\x00" in value:
+        raise InvalidUnit(f"{what} must not contain NUL characters: {value!r}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidUnit(f"{what} is not valid Unicode text: {value!r}") from None
+    if size > max_bytes:
+        raise InvalidUnit(f"{what} is {size} bytes long, at most {max_bytes} allowed")
+    return value
+
+
+def _size(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidUnit(f"{what} must be a non-negative int, got {value!r}")
+    return value
+
+
+def dump_json(value: object, what: str) -> str:
+    """Canonical JSON text of *value*, or InvalidUnit if it is not JSON."""
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidUnit(f"{what} is not JSON: {exc}") from None
+    if "\\u0000" in text:
+        raise InvalidUnit(f"{what} must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidUnit(f"{what} is not valid Unicode text") from None
+    return text
+
+
+def _check_json_keys(value: object, what: str) -> None:
+    # json.dumps quietly turns int/float/bool/None keys into strings; refuse them instead so
+    # that what is read back equals what was written.
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidUnit(f"{what} has a non-string key {k!r}")
+            _check_json_keys(v, what)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _check_json_keys(v, what)
+
+
+def key_json(natural_key: tuple[str, ...]) -> str:
+    return json.dumps(list(natural_key), ensure_ascii=False, separators=(",", ":"))
+
+
+def check_relative_path(value: object) -> str:
+    path = _text(value, "relative_path", MAX_PATH_BYTES)
+    if path.startswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
+        raise InvalidUnit(f"relative_path must be a normalized relative path, got {path!r}")
+    return path
+
+
+# -- value types ------------------------------------------------------------------------
+
+
+class UnitKey(NamedTuple):
+    """What identifies a unit: its type and its natural key (a tuple of strings)."""
+
+    type: str
+    natural_key: tuple[str, ...]
+
+
+def make_key(type_: object, natural_key: object) -> UnitKey:
+    """Validate and build a :class:`UnitKey` (lists are accepted for the natural key)."""
+    t = _text(type_, "unit type", MAX_TYPE_BYTES)
+    if not isinstance(natural_key, tuple | list) or not natural_key:
+        raise InvalidUnit(f"natural key must be a non-empty tuple of str, got {natural_key!r}")
+    parts = tuple(
+        _text(p, f"natural key part {i}", MAX_KEY_BYTES, empty=True)
+        for i, p in enumerate(natural_key)
+    )
+    size = len(key_json(parts).encode("utf-8"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidUnit(f"natural key is {size} bytes long, at most {MAX_KEY_BYTES} allowed")
+    return UnitKey(t, parts)
+
+
+def coerce_key(key: object) -> UnitKey:
+    if isinstance(key, UnitKey):
+        return make_key(key.type, key.natural_key)
+    if isinstance(key, tuple | list) and len(key) == 2:
+        return make_key(key[0], key[1])
+    raise InvalidUnit(f"a unit key is (type, natural_key), got {key!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRecord:
+    """An artifact: its sha256, size and every digest known for it (``sha256`` included)."""
+
+    sha256: str
+    size: int
+    digests: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        digests = normalize_digests(self.digests)
+        sha = normalize_digests({DEFAULT_ALGORITHM: self.sha256})[DEFAULT_ALGORITHM]
+        if digests.setdefault(DEFAULT_ALGORITHM, sha) != sha:
+            raise InvalidDigest(
+                DEFAULT_ALGORITHM, digests[DEFAULT_ALGORITHM], f"differs from sha256 {sha}"
+            )
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
+            raise InvalidInput(f"artifact size must be a non-negative int, got {self.size!r}")
+        object.__setattr__(self, "sha256", sha)
+        object.__setattr__(self, "digests", MappingProxyType(dict(sorted(digests.items()))))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # MappingProxyType does not pickle
+        return (ArtifactRecord, (self.sha256, self.size, dict(self.digests)))
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteArtifact:
+    """Where an artifact can be fetched later: URL(s), and the expected size and digests."""
+
+    urls: tuple[str, ...]
+    size: int | None = None
+    digests: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        urls = (self.urls,) if isinstance(self.urls, str) else self.urls
+        if not isinstance(urls, tuple | list) or not urls:
+            raise InvalidUnit(f"a remote artifact needs at least one URL, got {self.urls!r}")
+        checked = tuple(_text(u, "URL", MAX_URL_BYTES) for u in urls)
+        if len(set(checked)) != len(checked):
+            raise InvalidUnit(f"a remote artifact lists a URL twice: {checked!r}")
+        if self.size is not None:
+            _size(self.size, "expected size")
+        object.__setattr__(self, "urls", checked)
+        object.__setattr__(
+            self, "digests", MappingProxyType(dict(sorted(normalize_digests(self.digests).items())))
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RemoteArtifact, (self.urls, self.size, dict(self.digests)))
+
+
+@dataclass(frozen=True, slots=True)
+class NewUnitArtifact:
+    """One file of a unit to commit: the downloaded artifact, a remote, or both."""
+
+    relative_path: str
+    artifact: ArtifactRecord | None = None
+    remote: RemoteArtifact | None = None
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.relative_path)
+        if self.artifact is not None and not isinstance(self.artifact, ArtifactRecord):
+            raise InvalidUnit(f"artifact must be an ArtifactRecord, got {self.artifact!r}")
+        if self.remote is not None and not isinstance(self.remote, RemoteArtifact):
+            raise InvalidUnit(f"remote must be a RemoteArtifact, got {self.remote!r}")
+        if self.artifact is None and self.remote is None:
+            raise InvalidUnit(
+                f"{self.relative_path!r}: an artifact needs a downloaded file or a remote"
+            )
+        if self.artifact is not None and self.remote is not None:
+            expected = self.remote.digests
+            for name, value in expected.items():
+                got = self.artifact.digests.get(name)
+                if got is not None and got != value:
+                    raise InvalidDigest(name, got, f"the remote expects {value}")
+            if self.remote.size is not None and self.remote.size != self.artifact.size:
+                raise InvalidUnit(
+                    f"{self.relative_path!r}: size {self.artifact.size}, "
+                    f"the remote expects {self.remote.size}"
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class NewUnit:
+    """A unit to commit: type, natural key, JSON fields, and its artifacts."""
+
+    type: str
+    natural_key: tuple[str, ...]
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    artifacts: tuple[NewUnitArtifact, ...] = ()
+
+    def __post_init__(self) -> None:
+        key = make_key(self.type, self.natural_key)
+        object.__setattr__(self, "natural_key", key.natural_key)
+        arts = tuple(self.artifacts)
+        object.__setattr__(self, "artifacts", arts)
+        check_unit_body(self)
+
+    @property
+    def key(self) -> UnitKey:
+        return UnitKey(self.type, self.natural_key)
+
+
+def check_unit_body(unit: NewUnit) -> str:
+    """Check fields and artifacts (again: a fields dict may change after construction).
+
+    Returns the fields' JSON text.
+    """
+    if not isinstance(unit.fields, Mapping):
+        raise InvalidUnit(f"fields must be a mapping, got {type(unit.fields).__name__}")
+    _check_json_keys(unit.fields, "fields")
+    text = dump_json(dict(unit.fields), "fields")
+    seen: set[str] = set()
+    for a in unit.artifacts:
+        if not isinstance(a, NewUnitArtifact):
+            raise InvalidUnit(f"artifacts must be NewUnitArtifact, got {a!r}")
+        if a.relative_path in seen:
+            raise InvalidUnit(f"relative_path {a.relative_path!r} given twice")
+        seen.add(a.relative_path)
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class UnitInfo:
+    """A unit in the database.
+
+    ``artifacts`` maps each relative path to its artifact, or to None when the file has not
+    been downloaded (a unit created with the on-demand policy).
+    """
+
+    id: int
+    key: UnitKey
+    fields: Mapping[str, Any]
+    artifacts: Mapping[str, ArtifactRecord | None]
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Relative paths without a downloaded artifact, sorted."""
+        return tuple(sorted(p for p, a in self.artifacts.items() if a is None))
+
+    @property
+    def complete(self) -> bool:
+        return all(a is not None for a in self.artifacts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class VersionHandle:
+    """A repository version: ``number`` counts from 1 within its repository."""
+
+    id: int
+    repository: str
+    number: int
+    complete: bool = False
+
+
+Status = Literal["committed", "existing", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class UnitOutcome:
+    """What :meth:`Store.commit_units` did with one unit.
+
+    ``committed``: created now, with all its artifacts; ``existing``: a unit with this key
+    was already there (made by an earlier run, another worker, or earlier in the same batch)
+    and is reused; ``failed``: nothing of it was written, ``error`` says why.
+    """
+
+    unit: NewUnit
+    status: Status
+    unit_id: int | None = None
+    error: Exception | None = None
+
+    @property
+    def key(self) -> UnitKey:
+        return self.unit.key
+
+
+@dataclass(frozen=True, slots=True)
+class CommitReport:
+    """One :class:`UnitOutcome` per unit given, in the same order."""
+
+    outcomes: tuple[UnitOutcome, ...]
+
+    def __iter__(self) -> Iterator[UnitOutcome]:
+        return iter(self.outcomes)
+
+    def __len__(self) -> int:
+        return len(self.outcomes)
+
+    def _with(self, status: Status) -> tuple[UnitOutcome, ...]:
+        return tuple(o for o in self.outcomes if o.status == status)
+
+    @property
+    def committed(self) -> tuple[UnitOutcome, ...]:
+        return self._with("committed")
+
+    @property
+    def existing(self) -> tuple[UnitOutcome, ...]:
+        return self._with("existing")
+
+    @property
+    def failed(self) -> tuple[UnitOutcome, ...]:
+        return self._with("failed")
+
+    @property
+    def unit_ids(self) -> dict[UnitKey, int]:
+        """The id of every unit now in the database, by key."""
+        return {o.key: o.unit_id for o in self.outcomes if o.unit_id is not None}
+
+
+def listed(value: Any, what: str) -> list[Any]:
+    """*value* as a list; a str or bytes (an iterable by accident) is refused."""
+    if isinstance(value, str | bytes):
+        raise InvalidInput(f"{what} must be a collection, not a single {type(value).__name__}")
+    try:
+        return list(value)
+    except TypeError:
+        raise InvalidInput(f"{what} must be an iterable, got {value!r}") from None
