@@ -1,0 +1,427 @@
+"""The content unit downloader: a nursery per unit; a unit is emitted only when complete."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import trio
+
+from ._declarative import DeclarativeArtifact, DeclarativeUnit
+from ._downloader import Downloader, DownloadResult
+from ._errors import InvalidInput, TriofetchError, UnitFailed, WrongContext
+
+__all__ = [
+    "DownloadedUnit",
+    "FailedUnit",
+    "UnitDownloader",
+    "UnitOutcome",
+    "UnitStream",
+    "aiter_units",
+    "collapse_single",
+    "download_units",
+    "first_error",
+]
+
+
+@dataclass(slots=True)
+class DownloadedUnit:
+    """A unit whose every artifact is downloaded and validated.
+
+    ``results`` maps each relative path to its :class:`DownloadResult`; the temp files are
+    the receiver's (move them, or call :meth:`discard`).
+    """
+
+    unit: DeclarativeUnit
+    results: dict[str, DownloadResult] = field(default_factory=dict)
+    ok: bool = True
+
+    def discard(self) -> None:
+        """Remove the temp files of this unit that are still there."""
+        _discard(self.results.values())
+
+
+@dataclass(slots=True)
+class FailedUnit:
+    """A unit that could not be downloaded; ``error.cause`` says why.  No temp file remains."""
+
+    unit: DeclarativeUnit
+    error: UnitFailed
+    ok: bool = False
+
+    def discard(self) -> None:
+        """Nothing to remove (present so every outcome can be discarded alike)."""
+
+
+UnitOutcome = DownloadedUnit | FailedUnit
+
+
+def _discard(results: Iterable[DownloadResult]) -> None:
+    for result in results:
+        with suppress(OSError):
+            result.path.unlink(missing_ok=True)
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf exception of a (nested) exception group."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+@contextmanager
+def collapse_single() -> Iterator[None]:
+    """Re-raise a group holding one exception as that exception.
+
+    A nursery inside a context manager wraps whatever the caller's ``async with`` body
+    raises in an ExceptionGroup; callers of our context managers get their own exception
+    back instead (or ours: UnitFailed, StoreError...).
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
+
+
+async def aiter_units(
+    units: Iterable[DeclarativeUnit] | AsyncIterable[DeclarativeUnit],
+) -> AsyncIterator[DeclarativeUnit]:
+    """Iterate a sync or async iterable of units lazily, checking each item's type."""
+    if isinstance(units, AsyncIterable):
+        async for unit in units:
+            yield _checked(unit)
+    else:
+        for unit in units:
+            yield _checked(unit)
+            await trio.lowlevel.checkpoint()
+
+
+def _checked(unit: object) -> DeclarativeUnit:
+    if not isinstance(unit, DeclarativeUnit):
+        raise InvalidInput(f"expected DeclarativeUnit items, got {type(unit).__name__}")
+    return unit
+
+
+class UnitStream:
+    """The outcomes of :meth:`UnitDownloader.download`, in completion order."""
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[UnitOutcome], fail_fast: bool) -> None:
+        self._receive = receive
+        self._fail_fast = fail_fast
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> UnitOutcome:
+        try:
+            outcome = await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+        if self._fail_fast and isinstance(outcome, FailedUnit):
+            await self.aclose()
+            raise outcome.error
+        return outcome
+
+    async def aclose(self) -> None:
+        """Stop receiving; outcomes not yet received have their temp files removed."""
+        _drain(self._receive)
+        await trio.lowlevel.checkpoint()
+
+
+def _drain(receive: trio.MemoryReceiveChannel[UnitOutcome]) -> None:
+    while True:
+        try:
+            receive.receive_nowait().discard()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+    receive.close()
+
+
+class UnitDownloader:
+    """Downloads the artifacts of content units, a nursery per unit.
+
+    ::
+
+        async with triofetch.Downloader() as dl, triofetch.UnitDownloader(dl) as units:
+            async for done in units.download(declarative_units):
+                if done.ok:
+                    ...  # done.results: {relative_path: DownloadResult}
+                else:
+                    print(done.error)
+
+    Every artifact of a unit is fetched in parallel (under the downloader's limiters); a
+    unit is emitted only once all of its files are downloaded and validated.  A failed
+    artifact cancels its siblings, their temp files are removed, and the unit is emitted as
+    a :class:`FailedUnit` while other units go on (with ``fail_fast=True`` the iteration
+    raises :class:`UnitFailed` instead and everything else stops).
+
+    Args:
+        downloader: an open :class:`Downloader`.
+        fail_fast: stop everything at the first failed unit.
+        units_in_flight: units downloading at once (default: twice the downloader's
+            connections); the input is read lazily, no further than that.
+        buffer: completed units held for a slow consumer before downloads pause.
+        temp_dir: temp area for the downloads (default: the downloader's).
+    """
+
+    def __init__(
+        self,
+        downloader: Downloader,
+        *,
+        fail_fast: bool = False,
+        units_in_flight: int | None = None,
+        buffer: int = 16,
+        temp_dir: str | None = None,
+    ) -> None:
+        if units_in_flight is not None and units_in_flight < 1:
+            raise InvalidInput(f"units_in_flight must be >= 1, got {units_in_flight!r}")
+        if buffer < 0:
+            raise InvalidInput(f"buffer must be >= 0, got {buffer!r}")
+        self._downloader = downloader
+        self._fail_fast = fail_fast
+        self._in_flight = units_in_flight or 2 * int(downloader.limiter.total_tokens)
+        self._buffer = buffer
+        self._temp_dir = temp_dir
+        self._nursery: trio.Nursery | None = None
+        self._cm: AbstractAsyncContextManager[None] | None = None
+        self._streams: list[trio.MemoryReceiveChannel[UnitOutcome]] = []
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        try:
+            with collapse_single():
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    try:
+                        yield
+                    finally:
+                        nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            for receive in self._streams:
+                _drain(receive)
+            self._streams.clear()
+
+    async def __aenter__(self) -> Self:
+        self._cm = self._running()
+        await self._cm.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._cm is not None
+        cm, self._cm = self._cm, None
+        return await cm.__aexit__(exc_type, exc, tb)
+
+    def download(
+        self, units: Iterable[DeclarativeUnit] | AsyncIterable[DeclarativeUnit]
+    ) -> UnitStream:
+        """Start downloading *units* (read lazily) and return the stream of outcomes."""
+        if self._nursery is None:
+            raise RuntimeError("use the UnitDownloader inside 'async with'")
+        send, receive = trio.open_memory_channel[UnitOutcome](self._buffer)
+        self._streams.append(receive)
+        self._nursery.start_soon(self._produce, units, send)
+        return UnitStream(receive, self._fail_fast)
+
+    async def _produce(
+        self,
+        units: Iterable[DeclarativeUnit] | AsyncIterable[DeclarativeUnit],
+        send: trio.MemorySendChannel[UnitOutcome],
+    ) -> None:
+        async with send:
+            slots = trio.Semaphore(self._in_flight)
+            async with trio.open_nursery() as nursery:
+                async for unit in aiter_units(units):
+                    await slots.acquire()
+                    nursery.start_soon(self._one, unit, send.clone(), slots, nursery)
+
+    async def _one(
+        self,
+        unit: DeclarativeUnit,
+        send: trio.MemorySendChannel[UnitOutcome],
+        slots: trio.Semaphore,
+        siblings: trio.Nursery,
+    ) -> None:
+        # The slot is held until the outcome is handed over, so that the input is read no
+        # further ahead than units_in_flight + buffer.
+        async with send:
+            try:
+                outcome = await download_unit(self._downloader, unit, temp_dir=self._temp_dir)
+                try:
+                    await send.send(outcome)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    outcome.discard()
+                    return
+                except BaseException:
+                    outcome.discard()
+                    raise
+            finally:
+                slots.release()
+            if self._fail_fast and not outcome.ok:
+                siblings.cancel_scope.cancel()
+
+
+async def download_unit(
+    downloader: Downloader, unit: DeclarativeUnit, *, temp_dir: str | None = None
+) -> UnitOutcome:
+    """Download every artifact of *unit* in parallel (a nursery per unit).
+
+    Returns a :class:`DownloadedUnit` when all succeed; when one fails, the others are
+    cancelled, every temp file is removed and a :class:`FailedUnit` is returned.
+    Cancellation propagates (after the temp files are removed).
+    """
+    results: dict[str, DownloadResult] = {}
+
+    async def one(artifact: DeclarativeArtifact) -> None:
+        results[artifact.relative_path] = await downloader.fetch(
+            artifact.urls,
+            expected_digests=artifact.digests,
+            expected_size=artifact.size,
+            temp_dir=temp_dir,
+        )
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for artifact in unit.artifacts:
+                nursery.start_soon(one, artifact)
+    except BaseExceptionGroup as group:
+        _discard(results.values())
+        errors, rest = group.split(TriofetchError)
+        if rest is not None or errors is None:
+            raise
+        return FailedUnit(unit, UnitFailed(unit.key, first_error(errors)))
+    except BaseException:
+        _discard(results.values())
+        raise
+    return DownloadedUnit(unit, results)
+
+
+def download_units(
+    units: Iterable[DeclarativeUnit] | AsyncIterable[DeclarativeUnit],
+    *,
+    fail_fast: bool = False,
+    buffer: int = 16,
+    units_in_flight: int | None = None,
+    **downloader_options: Any,
+) -> Iterator[UnitOutcome]:
+    """The content unit downloader for synchronous code: a plain ``for`` loop.
+
+    ::
+
+        for done in triofetch.download_units(units, connections=8, temp_dir="tmp"):
+            ...
+
+    Runs a Trio loop in a background thread with at most *buffer* completed units waiting
+    for the caller.  Leaving the loop early (``break``, an exception, garbage collection of
+    the generator) cancels everything in flight and removes every temp file the caller has
+    not received.  *downloader_options* are :class:`Downloader` keyword arguments.
+    """
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        pass
+    else:
+        raise WrongContext("download_units() blocks; inside Trio use UnitDownloader")
+    # Validate the options here, in the caller's thread, before anything starts.
+    downloader = Downloader(**downloader_options)
+    return _SyncUnits(downloader, units, fail_fast, buffer, units_in_flight).run()
+
+
+class _SyncUnits:
+    def __init__(
+        self,
+        downloader: Downloader,
+        units: Iterable[DeclarativeUnit] | AsyncIterable[DeclarativeUnit],
+        fail_fast: bool,
+        buffer: int,
+        units_in_flight: int | None,
+    ) -> None:
+        self._downloader = downloader
+        self._units = units
+        self._fail_fast = fail_fast
+        self._buffer = buffer
+        self._in_flight = units_in_flight
+        self._ready = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stream: UnitStream | None = None
+        self._stop: trio.Event | None = None
+        self._error: BaseException | None = None
+
+    async def _main(self) -> None:
+        self._stop = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        try:
+            async with (
+                self._downloader as dl,
+                UnitDownloader(
+                    dl,
+                    fail_fast=self._fail_fast,
+                    buffer=self._buffer,
+                    units_in_flight=self._in_flight,
+                ) as units,
+            ):
+                self._stream = units.download(self._units)
+                self._ready.set()
+                await self._stop.wait()
+        finally:
+            self._ready.set()
+
+    def _thread(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+
+    def _set_stop(self) -> None:
+        assert self._stop is not None
+        self._stop.set()
+
+    def run(self) -> Iterator[UnitOutcome]:
+        thread = threading.Thread(target=self._thread, name="triofetch-units", daemon=True)
+        thread.start()
+        try:
+            self._ready.wait()
+            if self._stream is None:
+                raise self._error or RuntimeError("the unit downloader did not start")
+            stream = self._stream
+            while True:
+                try:
+                    outcome = trio.from_thread.run(stream.__anext__, trio_token=self._token)
+                except StopAsyncIteration:
+                    return
+                except trio.RunFinishedError:
+                    if self._error is not None:
+                        raise self._error from None
+                    return
+                yield outcome
+        finally:
+            if self._token is not None:
+                with suppress(trio.RunFinishedError):
+                    trio.from_thread.run_sync(self._set_stop, trio_token=self._token)
+            thread.join()
+            if self._error is not None and not isinstance(self._error, KeyboardInterrupt):
+                raise self._error

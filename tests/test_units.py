@@ -1,0 +1,271 @@
+"""The content unit downloader: nursery per unit, all files or a reported failure."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import triofetch
+from tests.faultserver import FaultServer, Slow, Status, WrongBytes
+from triofetch import DeclarativeArtifact, DeclarativeUnit
+
+
+def blob(i: int, size: int = 3000) -> bytes:
+    return hashlib.sha512(str(i).encode()).digest() * (size // 64 + 1)
+
+
+def make_units(
+    server: FaultServer,
+    n: int,
+    per_unit: int = 3,
+    faults: dict[tuple[int, int], list[object]] | None = None,
+) -> list[DeclarativeUnit]:
+    units = []
+    for u in range(n):
+        arts = []
+        for a in range(per_unit):
+            data = blob(u * 100 + a)[: 2000 + a]
+            path = f"/u{u}/f{a}.bin"
+            server.add_file(path, data, faults=(faults or {}).get((u, a), []))
+            arts.append(
+                DeclarativeArtifact(
+                    server.url(path),
+                    f"f{a}.bin",
+                    {"sha256": hashlib.sha256(data).hexdigest()},
+                    len(data),
+                )
+            )
+        units.append(DeclarativeUnit("file", (f"u{u}",), {"n": u}, arts))
+    return units
+
+
+@pytest.fixture
+def temp_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "tmp"
+    d.mkdir()
+    return d
+
+
+def names(d: Path) -> set[str]:
+    return {p.name for p in d.iterdir()}
+
+
+async def test_all_units_complete(http_server: FaultServer, temp_dir: Path) -> None:
+    units = make_units(http_server, 10)
+    seen = []
+    async with triofetch.Downloader(temp_dir=temp_dir) as dl, triofetch.UnitDownloader(dl) as ud:
+        async for done in ud.download(units):
+            assert isinstance(done, triofetch.DownloadedUnit)
+            assert set(done.results) == {"f0.bin", "f1.bin", "f2.bin"}
+            for art in done.unit.artifacts:
+                result = done.results[art.relative_path]
+                assert result.sha256 == art.sha256
+                assert result.path.exists()
+            seen.append(done.unit.natural_key)
+            done.discard()
+    assert sorted(seen) == sorted(u.natural_key for u in units)
+    assert names(temp_dir) == set()
+
+
+async def test_failed_artifact_cancels_siblings_and_reports(
+    http_server: FaultServer, temp_dir: Path
+) -> None:
+    # unit 1: f0 is slow, f1 is corrupt -> f0 must be cancelled, not waited for
+    units = make_units(
+        http_server,
+        3,
+        faults={
+            (1, 0): [Slow(0.5, chunk=100)] * 5,
+            (1, 1): [WrongBytes()] * 5,
+        },
+    )
+    outcomes: dict[tuple[str, ...], triofetch.UnitOutcome] = {}
+    start = trio.current_time()
+    async with (
+        triofetch.Downloader(temp_dir=temp_dir, retries=1, backoff=0.01) as dl,
+        triofetch.UnitDownloader(dl) as ud,
+    ):
+        async for done in ud.download(units):
+            outcomes[done.unit.natural_key] = done
+            if done.ok:
+                done.discard()
+            else:
+                assert names(temp_dir) == set() or all(
+                    n for n in names(temp_dir)
+                )  # other units may be downloading
+    assert trio.current_time() - start < 3.0
+    failed = outcomes[("u1",)]
+    assert isinstance(failed, triofetch.FailedUnit)
+    assert isinstance(failed.error, triofetch.UnitFailed)
+    assert isinstance(failed.error.cause, triofetch.DigestMismatch)
+    assert "u1" in str(failed.error) and "sha256 mismatch" in str(failed.error)
+    assert outcomes[("u0",)].ok and outcomes[("u2",)].ok
+    assert names(temp_dir) == set()
+
+
+async def test_fail_fast(http_server: FaultServer, temp_dir: Path) -> None:
+    units = make_units(http_server, 8, faults={(0, 0): [Status(404)]})
+    async with (
+        triofetch.Downloader(temp_dir=temp_dir, connections=2) as dl,
+        triofetch.UnitDownloader(dl, fail_fast=True) as ud,
+    ):
+        with pytest.raises(triofetch.UnitFailed) as info:
+            async for done in ud.download(units):
+                done.discard()
+    assert isinstance(info.value.cause, triofetch.HTTPStatusError)
+    assert names(temp_dir) == set()
+
+
+async def test_async_iterable_input_is_lazy(http_server: FaultServer, temp_dir: Path) -> None:
+    units = make_units(http_server, 50, per_unit=1)
+    pulled = 0
+
+    async def source() -> AsyncIterator[DeclarativeUnit]:
+        nonlocal pulled
+        for unit in units:
+            pulled += 1
+            yield unit
+
+    async with (
+        triofetch.Downloader(temp_dir=temp_dir, connections=2) as dl,
+        triofetch.UnitDownloader(dl, units_in_flight=3, buffer=2) as ud,
+    ):
+        stream = ud.download(source())
+        first = await stream.__anext__()
+        first.discard()
+        await trio.sleep(0.2)
+        # in flight (3) + buffered (2) + the one received + one waiting for a slot
+        assert pulled <= 3 + 2 + 1 + 1
+        count = 1
+        async for done in stream:
+            done.discard()
+            count += 1
+    assert count == 50 and pulled == 50
+
+
+async def test_leaving_early_leaves_no_temp_files(http_server: FaultServer, temp_dir: Path) -> None:
+    units = make_units(http_server, 30, faults={(u, 0): [Slow(0.02, chunk=200)] for u in range(30)})
+    async with triofetch.Downloader(temp_dir=temp_dir) as dl, triofetch.UnitDownloader(dl) as ud:
+        async for done in ud.download(units):
+            done.discard()
+            break
+    assert names(temp_dir) == set()
+
+
+async def test_cancellation_leaves_no_temp_files(http_server: FaultServer, temp_dir: Path) -> None:
+    units = make_units(http_server, 20, faults={(u, 1): [Slow(0.05, chunk=100)] for u in range(20)})
+    with trio.move_on_after(0.3):
+        async with (
+            triofetch.Downloader(temp_dir=temp_dir) as dl,
+            triofetch.UnitDownloader(dl) as ud,
+        ):
+            async for done in ud.download(units):
+                done.discard()
+    assert names(temp_dir) == set()
+
+
+async def test_unit_without_artifacts(temp_dir: Path) -> None:
+    unit = DeclarativeUnit("meta", ("x",), {"a": 1})
+    async with triofetch.Downloader(temp_dir=temp_dir) as dl, triofetch.UnitDownloader(dl) as ud:
+        got = [d async for d in ud.download([unit])]
+    assert len(got) == 1 and got[0].ok and got[0].results == {}  # type: ignore[union-attr]
+
+
+def test_sync_face(http_server: FaultServer, temp_dir: Path) -> None:
+    units = make_units(http_server, 12, faults={(3, 2): [Status(404)]})
+    ok, failed = [], []
+    for done in triofetch.download_units(units, temp_dir=temp_dir, retries=0):
+        if done.ok:
+            ok.append(done.unit.natural_key)
+            done.discard()
+        else:
+            failed.append(done)
+    assert len(ok) == 11
+    assert [f.unit.natural_key for f in failed] == [("u3",)]
+    assert names(temp_dir) == set()
+
+
+def test_sync_face_break_cancels_everything(http_server: FaultServer, temp_dir: Path) -> None:
+    units = make_units(http_server, 40, faults={(u, 0): [Slow(0.02, chunk=300)] for u in range(40)})
+
+    def lazy() -> Iterator[DeclarativeUnit]:
+        yield from units
+
+    it = triofetch.download_units(lazy(), temp_dir=temp_dir, buffer=2)
+    for done in it:
+        done.discard()
+        break
+    del it
+    gc.collect()
+    assert names(temp_dir) == set()
+    assert sum(http_server.count(f"/u{u}/f0.bin") for u in range(40)) < 40
+
+
+def test_sync_face_exception_in_body(http_server: FaultServer, temp_dir: Path) -> None:
+    units = make_units(http_server, 20)
+    gen = triofetch.download_units(units, temp_dir=temp_dir, buffer=4)
+    with pytest.raises(ZeroDivisionError):
+        for done in gen:
+            done.discard()
+            1 / 0  # noqa: B018
+    gen.close()
+    assert names(temp_dir) == set()
+
+
+def test_sync_face_fail_fast(http_server: FaultServer, temp_dir: Path) -> None:
+    units = make_units(http_server, 6, faults={(2, 1): [WrongBytes()]})
+    with pytest.raises(triofetch.UnitFailed):
+        for done in triofetch.download_units(
+            units, temp_dir=temp_dir, retries=0, fail_fast=True, connections=1
+        ):
+            done.discard()
+    assert names(temp_dir) == set()
+
+
+def test_sync_face_bad_options() -> None:
+    with pytest.raises(triofetch.InvalidInput):
+        triofetch.download_units([], connections=-1)
+
+
+def test_bad_items(http_server: FaultServer, temp_dir: Path) -> None:
+    with pytest.raises(triofetch.InvalidInput, match="DeclarativeUnit"):
+        for _ in triofetch.download_units(["nope"], temp_dir=temp_dir):  # type: ignore[list-item]
+            pass
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/etc/passwd", "absolute"),
+        ("a/../../b", "'..'"),
+        ("a\\b", "backslash"),
+        ("a\x00b", "NUL"),
+        ("", "non-empty"),
+    ],
+)
+def test_unsafe_paths_rejected(path: str, reason: str) -> None:
+    with pytest.raises(triofetch.InvalidUnit, match=reason):
+        DeclarativeArtifact("http://127.0.0.1/x", path)
+
+
+def test_declarative_validation() -> None:
+    a = DeclarativeArtifact("http://127.0.0.1/x", "x")
+    with pytest.raises(triofetch.InvalidUnit, match="two artifacts"):
+        DeclarativeUnit("file", ("k",), artifacts=[a, a])
+    with pytest.raises(triofetch.UnsupportedAlgorithm):
+        DeclarativeArtifact("http://127.0.0.1/x", "x", {"sha257": "00"})
+    with pytest.raises(triofetch.InvalidDigest):
+        DeclarativeArtifact("http://127.0.0.1/x", "x", {"sha256": "00"})
+    with pytest.raises(triofetch.InvalidUnit, match="JSON"):
+        DeclarativeUnit("file", ("k",), {"x": object()})
+    with pytest.raises(triofetch.InvalidUnit, match="strings"):
+        DeclarativeUnit("file", (1,))  # type: ignore[arg-type]
+    with pytest.raises(triofetch.InvalidUnit, match="size"):
+        DeclarativeArtifact("http://127.0.0.1/x", "x", size=-1)
+    assert os.sep == "/"
