@@ -3,9 +3,9 @@
 - test data: directories of random files with a manifest (name, size, sha256), generated once
   under ``benchmarks/_work/data`` and reused by later runs;
 - a local nginx on 127.0.0.1 (free port, config and logs in a temp dir) serving that data;
-- running a client as a subprocess and measuring it: wall seconds, CPU seconds (user + system)
-  and peak RSS, taken from ``os.wait4`` of that very child (so each client is measured alone,
-  including the threads and the processes it waits for);
+- running a client as a subprocess and measuring it alone: wall seconds, CPU seconds (user +
+  system, from ``os.wait4`` of that very child: all its threads and waited-for children) and
+  peak RSS (``VmHWM`` of the child's own memory, polled; see :class:`PeakRSS`);
 - table printing and a description of the machine.
 """
 
@@ -257,6 +257,16 @@ class Nginx:
 # --------------------------------------------------------------------------- measuring
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Measured:
     """One measured client run (possibly several processes run one after the other)."""
@@ -286,29 +296,95 @@ class Measured:
         )
 
 
+def vm_hwm_kib(pid: int) -> int:
+    """Peak RSS (``VmHWM``) of process *pid* so far, in KiB; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            with contextlib.suppress(OSError):
+                kids = [int(k) for k in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
+                found += kids
+                todo += kids
+    return found
+
+
+class PeakRSS:
+    """Polls ``VmHWM`` of a process and its descendants (largest single process) in a thread.
+
+    ``ru_maxrss`` from wait4/getrusage cannot be used for this: at exec the kernel records the
+    peak RSS of the *forking* process's memory as the child's starting maximum, so every child of
+    this (large) harness would report at least the harness's own peak. ``VmHWM`` belongs to the
+    memory of the exec'd program alone; being a high-water mark, polling only misses growth in
+    the last interval before exit (Python clients also report their own final VmHWM).
+    """
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while True:
+            for p in [self.pid, *descendants(self.pid)]:
+                self.peak_kib = max(self.peak_kib, vm_hwm_kib(p))
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kib
+
+
 def run_measured(
     cmd: Sequence[str],
     *,
     cwd: Path | None = None,
     timeout: float = 1800,
 ) -> Measured:
-    """Run *cmd* to completion; measure it with ``os.wait4`` on that child alone.
+    """Run *cmd* to completion and measure that child alone.
 
-    ``ru_maxrss`` of wait4 is the peak RSS of the child (or of the largest of the descendants
-    it waited for); ``ru_utime + ru_stime`` covers all its threads and waited-for descendants.
-    If the command prints a JSON object as its last stdout line, it is kept as ``report``.
+    Seconds: wall clock from spawn to exit. CPU seconds: ``ru_utime + ru_stime`` from
+    ``os.wait4`` on the child (all its threads, and the descendants it waited for). Peak RSS:
+    see :class:`PeakRSS`. If the command prints a JSON object as its last stdout line, it is
+    kept as ``report`` (the Python clients put their own timings and VmHWM there).
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(
             list(cmd), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err
         )
+        peak = PeakRSS(proc.pid)
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            # Wait for the exit without reaping (so the pid cannot be reused under the poller),
+            # stop the poller, then reap and take the rusage. A zombie keeps no memory map:
+            # the poller's last reading before the exit is the peak.
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         finally:
             timer.cancel()
+            peak_kib = peak.stop()
+        _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -323,7 +399,7 @@ def run_measured(
     return Measured(
         wall=wall,
         cpu=usage.ru_utime + usage.ru_stime,
-        maxrss_kib=usage.ru_maxrss,
+        maxrss_kib=max(peak_kib, int(report.get("vm_hwm_kib", 0))),
         returncode=proc.returncode,
         stdout=stdout,
         stderr=stderr,

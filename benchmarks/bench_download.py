@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -49,6 +50,7 @@ from ._common import (
     Measured,
     MiB,
     Nginx,
+    busy_cpu_seconds,
     dataset,
     fresh_dir,
     machine_header,
@@ -137,6 +139,8 @@ def aria2c_run(ds: Dataset, srv: Nginx, connections: int) -> Callable[[], Measur
     cmd += ["--console-log-level=error", "--summary-interval=0", "--download-result=hide"]
     cmd += ["--show-console-readout=false", "--auto-file-renaming=false"]
     cmd += ["--allow-overwrite=true", "--deferred-input=true", "--max-tries=1"]
+    # No periodic control-file (.aria2) saves: they fsync, and no other client syncs to disk.
+    cmd += ["--auto-save-interval=0"]
 
     def execute() -> Measured:
         fresh_dir(out)
@@ -203,7 +207,9 @@ def measure_hash_speed(total: int, algorithms: tuple[str, ...], reps: int = 3) -
 
 def execute_once(run: Run, ds: Dataset, srv: Nginx, out: Path) -> None:
     server_cpu = srv.cpu_seconds()
+    busy = busy_cpu_seconds()
     m = run.execute()
+    busy = busy_cpu_seconds() - busy
     server_cpu = srv.cpu_seconds() - server_cpu
     record: dict[str, Any] = {
         "ok": m.ok,
@@ -211,6 +217,9 @@ def execute_once(run: Run, ds: Dataset, srv: Nginx, out: Path) -> None:
         "cpu_total": m.cpu,
         "peak_rss_mib": m.maxrss_kib / 1024,
         "server_cpu": server_cpu,
+        # CPU seconds spent by everything else on the machine during the run (other work on
+        # a shared machine, plus this harness): a large value means a noisy measurement.
+        "other_cpu": max(0.0, busy - m.cpu - server_cpu),
         "returncode": m.returncode,
     }
     # Python clients report the time spent on the work itself, after interpreter start-up
@@ -236,7 +245,8 @@ def execute_once(run: Run, ds: Dataset, srv: Nginx, out: Path) -> None:
     else:
         print(
             f"   {run.label}: {record['seconds']:.2f} s, cpu {record['cpu']:.2f} s, "
-            f"rss {record['peak_rss_mib']:.0f} MiB, nginx cpu {server_cpu:.2f} s",
+            f"rss {record['peak_rss_mib']:.0f} MiB, nginx cpu {server_cpu:.2f} s, "
+            f"other cpu {record['other_cpu']:.2f} s",
             flush=True,
         )
     run.runs.append(record)
@@ -271,6 +281,7 @@ def summarize(runs: list[Run], ds: Dataset) -> list[dict[str, Any]]:
                 "cpu": best["cpu"],
                 "peak_rss_mib": max(r["peak_rss_mib"] for r in run.runs if r["ok"]),
                 "server_cpu": best["server_cpu"],
+                "other_cpu": best["other_cpu"],
             }
         rows.append(row)
     by_key = {r["key"]: r for r in rows}
@@ -288,7 +299,7 @@ def fmt(value: Any, spec: str) -> str:
 
 def table(title: str, rows: list[dict[str, Any]]) -> None:
     headers = ["client", "seconds", "files/s", "MB/s", "CPU s", "peak RSS MiB"]
-    headers += ["x aiohttp", "x curl", "nginx CPU s"]
+    headers += ["x aiohttp", "x curl", "nginx CPU s", "other CPU s"]
     lines = []
     for r in rows:
         if "seconds" not in r:
@@ -305,6 +316,7 @@ def table(title: str, rows: list[dict[str, Any]]) -> None:
                 fmt(r.get("x_aiohttp"), ".2f"),
                 fmt(r.get("x_curl"), ".2f"),
                 fmt(r["server_cpu"], ".2f"),
+                fmt(r["other_cpu"], ".2f"),
             ]
         )
     print_table(title, headers, lines)
@@ -312,11 +324,11 @@ def table(title: str, rows: list[dict[str, Any]]) -> None:
 
 def digests_table(title: str, rows: list[dict[str, Any]], limit: float) -> None:
     headers = ["client", "at a time", "seconds", "MB/s", "x 1-core hash limit", "CPU s"]
-    headers += ["peak RSS MiB"]
+    headers += ["peak RSS MiB", "other CPU s"]
     lines = []
     for r in rows:
         if "seconds" not in r:
-            lines.append([r["client"], str(r["at_a_time"]), r["status"], "", "", "", ""])
+            lines.append([r["client"], str(r["at_a_time"]), r["status"]] + [""] * 5)
             continue
         lines.append(
             [
@@ -327,6 +339,7 @@ def digests_table(title: str, rows: list[dict[str, Any]], limit: float) -> None:
                 fmt(r["mb_per_s"] / limit, ".2f"),
                 fmt(r["cpu"], ".2f"),
                 fmt(r["peak_rss_mib"], ".0f"),
+                fmt(r["other_cpu"], ".2f"),
             ]
         )
     print_table(title, headers, lines)
@@ -359,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     info = machine_info()
     print(machine_header(info), flush=True)
+    load = os.getloadavg()
+    info["loadavg_at_start"] = load
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     missing = [c for c in ("curl", "aria2c", "nginx") if which(c) is None]
     if "nginx" in missing:
         print("nginx is not installed (apt-get install nginx-light); download benchmark skipped")

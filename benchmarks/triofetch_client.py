@@ -59,6 +59,15 @@ async def run(job: dict, connections: int, concurrency: int, digests: list[str] 
     return done
 
 
+def vm_hwm_kib() -> int:
+    """This process's peak RSS in KiB (``ru_maxrss`` would include the harness's, see _common)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("job")
@@ -84,6 +93,7 @@ def main() -> int:
                 "startup_seconds": start_wall - _t0,
                 "work_seconds": time.perf_counter() - start_wall,
                 "work_cpu": times.user + times.system - start_cpu,
+                "vm_hwm_kib": vm_hwm_kib(),
             }
         )
     )
