@@ -1,5 +1,13 @@
 """triofetch: download content units with Trio; every unit complete or absent."""
 
+from ._creator import (
+    ContentUnitCreator,
+    CreateReport,
+    CreatorEvent,
+    CreatorProgress,
+    Policy,
+    UnitFailure,
+)
 from ._declarative import DeclarativeArtifact, DeclarativeUnit
 from ._digests import PULP_ALGORITHMS
 from ._downloader import Downloader, DownloadResult, TokenProvider
@@ -40,6 +48,10 @@ from ._version import __version__
 __all__ = [
     "PULP_ALGORITHMS",
     "ConnectionFailed",
+    "ContentUnitCreator",
+    "CreateReport",
+    "CreatorEvent",
+    "CreatorProgress",
     "DeclarativeArtifact",
     "DeclarativeUnit",
     "DigestMismatch",
@@ -55,6 +67,7 @@ __all__ = [
     "InvalidURL",
     "InvalidUnit",
     "ManifestError",
+    "Policy",
     "Response",
     "SchemaVersionError",
     "SizeMismatch",
@@ -68,6 +81,7 @@ __all__ = [
     "TruncatedBody",
     "UnitDownloader",
     "UnitFailed",
+    "UnitFailure",
     "UnitOutcome",
     "UnitStream",
     "UnsupportedAlgorithm",

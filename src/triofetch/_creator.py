@@ -1,0 +1,601 @@
+"""The content unit creator: slices, a nursery per unit, every unit complete or absent.
+
+::
+
+    creator run ─ parent nursery
+     ├─ slice tasks (at most ``slices_in_flight``): dedupe, one query for the units present,
+     │   one for the artifacts present, then a nursery per unit needing work
+     │    └─ artifact tasks under the downloader's limiters → adopted into the storage
+     └─ committer: complete units in batches → store.commit_units (shielded once started)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+import trio
+
+from ._declarative import DeclarativeArtifact, DeclarativeUnit
+from ._downloader import Downloader
+from ._errors import DownloadError, InvalidInput, StoreError, TriofetchError, UnitFailed
+from ._store import (
+    ArtifactRecord,
+    NewUnit,
+    NewUnitArtifact,
+    RemoteArtifact,
+    Store,
+    UnitInfo,
+    UnitKey,
+    VersionHandle,
+)
+from ._units import aiter_units, collapse_single, first_error
+
+__all__ = [
+    "ContentUnitCreator",
+    "CreateReport",
+    "CreatorEvent",
+    "CreatorProgress",
+    "Policy",
+    "UnitFailure",
+]
+
+
+class Policy(StrEnum):
+    """When artifacts are downloaded."""
+
+    #: download every missing artifact now; a unit is committed with all of its files
+    IMMEDIATE = "immediate"
+    #: record units and where their files can be fetched (remote artifacts); download nothing
+    ON_DEMAND = "on_demand"
+
+
+@dataclass
+class CreatorProgress:
+    """Live counters of a run; read them at any time (e.g. to draw progress bars)."""
+
+    units_seen: int = 0
+    units_existing: int = 0
+    units_downloading: int = 0
+    units_committed: int = 0
+    units_failed: int = 0
+    artifacts_downloaded: int = 0
+    artifacts_reused: int = 0
+    bytes_downloaded: int = 0
+    #: expected bytes of the artifacts the run decided to download (when sizes are known)
+    bytes_planned: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CreatorEvent:
+    """What happened to one unit or artifact (passed to ``on_event``).
+
+    ``kind`` is one of ``seen``, ``existing``, ``downloading``, ``committed``, ``failed``,
+    ``artifact_downloaded``, ``artifact_reused``.
+    """
+
+    kind: str
+    key: UnitKey | None = None
+    relative_path: str | None = None
+    size: int = 0
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnitFailure:
+    """A unit that is not in the store, and why."""
+
+    unit: DeclarativeUnit
+    error: BaseException
+
+    @property
+    def key(self) -> UnitKey:
+        return UnitKey(self.unit.type, self.unit.natural_key)
+
+    @property
+    def url(self) -> str | None:
+        """The URL of the download that failed, when a download failed."""
+        cause = self.error.cause if isinstance(self.error, UnitFailed) else self.error
+        return cause.url if isinstance(cause, DownloadError) else None
+
+    @property
+    def relative_path(self) -> str | None:
+        """The relative path of the artifact that failed, when known."""
+        url = self.url
+        for art in self.unit.artifacts:
+            if url is not None and url in art.urls:
+                return art.relative_path
+        return self.unit.artifacts[0].relative_path if len(self.unit.artifacts) == 1 else None
+
+
+@dataclass
+class CreateReport:
+    """The result of :meth:`ContentUnitCreator.run`.
+
+    ``version`` is the number of the repository version created by this run, or None when
+    none was (no repository given, nothing changed, or some units failed); ``latest_version``
+    is the repository's latest complete version after the run.
+    """
+
+    repository: str | None
+    version: int | None
+    latest_version: int | None
+    units_total: int
+    units_new: int
+    units_existing: int
+    units_failed: int
+    artifacts_downloaded: int
+    artifacts_reused: int
+    bytes_downloaded: int
+    failures: list[UnitFailure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when every unit of the input is in the store."""
+        return not self.failures
+
+
+class _Flight:
+    """One download of one sha256, awaited by every unit that needs it."""
+
+    __slots__ = ("done", "error", "record")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.record: ArtifactRecord | None = None
+        self.error: TriofetchError | None = None
+
+
+_RECENT = 16384  # adopted artifacts remembered across slices (sha256 → record)
+
+
+class ContentUnitCreator:
+    """Creates content units in a store: every unit complete or absent.
+
+    ::
+
+        async with open_store(root=root) as store, Downloader() as dl:
+            creator = ContentUnitCreator(store, dl)
+            report = await creator.run(units, repository="fedora")
+
+    Args:
+        store: an open :class:`Store` with an artifact storage (``open_store(root=...)``).
+        downloader: an open :class:`Downloader`; its limiters bound the connections.
+        policy: ``"immediate"`` (download now) or ``"on_demand"`` (record remote artifacts).
+        slice_size: units read, deduplicated and looked up together (one query each).
+        slices_in_flight: slices processed at once (the next slice's queries overlap the
+            current one's downloads).
+        units_in_flight: units downloading at once (default: twice the connections).
+        commit_batch: most units in one commit transaction.
+        fail_fast: stop the run at the first failed unit (raises :class:`UnitFailed`).
+        on_event: called with a :class:`CreatorEvent` for each unit and artifact event.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        downloader: Downloader,
+        *,
+        policy: Policy | Literal["immediate", "on_demand"] = Policy.IMMEDIATE,
+        slice_size: int = 500,
+        slices_in_flight: int = 2,
+        units_in_flight: int | None = None,
+        commit_batch: int = 500,
+        fail_fast: bool = False,
+        on_event: Callable[[CreatorEvent], None] | None = None,
+    ) -> None:
+        try:
+            self.policy = Policy(policy)
+        except ValueError:
+            raise InvalidInput(
+                f"policy must be 'immediate' or 'on_demand', got {policy!r}"
+            ) from None
+        for name, value in (
+            ("slice_size", slice_size),
+            ("slices_in_flight", slices_in_flight),
+            ("commit_batch", commit_batch),
+            ("units_in_flight", units_in_flight),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise InvalidInput(f"{name} must be an integer >= 1, got {value!r}")
+        if store.storage is None:
+            raise InvalidInput("the store has no artifact storage: open it with a root")
+        self.store = store
+        self.storage = store.storage
+        self.downloader = downloader
+        self.slice_size = slice_size
+        self.slices_in_flight = slices_in_flight
+        self.units_in_flight = units_in_flight or 2 * int(downloader.limiter.total_tokens)
+        self.commit_batch = commit_batch
+        self.fail_fast = fail_fast
+        self.on_event = on_event
+        self.progress = CreatorProgress()
+        self._flights: dict[str, _Flight] = {}
+        self._recent: OrderedDict[str, ArtifactRecord] = OrderedDict()
+        self._failures: list[UnitFailure] = []
+        self._version: VersionHandle | None = None
+
+    # -- events ------------------------------------------------------------------------
+
+    def _event(
+        self,
+        kind: str,
+        unit: DeclarativeUnit | None = None,
+        *,
+        relative_path: str | None = None,
+        size: int = 0,
+        error: BaseException | None = None,
+    ) -> None:
+        if self.on_event is not None:
+            key = UnitKey(unit.type, unit.natural_key) if unit is not None else None
+            self.on_event(CreatorEvent(kind, key, relative_path, size, error))
+
+    def _fail(self, unit: DeclarativeUnit, error: BaseException) -> None:
+        self.progress.units_failed += 1
+        self._failures.append(UnitFailure(unit, error))
+        self._event("failed", unit, error=error)
+        if self.fail_fast:
+            raise (
+                error
+                if isinstance(error, UnitFailed)
+                else UnitFailed((unit.type, unit.natural_key), error)
+            )
+
+    # -- the run -----------------------------------------------------------------------
+
+    async def run(
+        self,
+        units: Iterable[DeclarativeUnit] | AsyncIterable[DeclarativeUnit],
+        *,
+        repository: str | None = None,
+        mirror: bool = False,
+    ) -> CreateReport:
+        """Create *units* (any sync or async iterable, read lazily, slice by slice).
+
+        With *repository*, a new version of it is prepared: every unit of the input is
+        associated with it in the transaction that commits the unit (or, for units already
+        present, in one statement per slice).  Without *mirror* the new version keeps the
+        previous version's units; with it, it holds exactly the input's.  The version is
+        completed only when every unit succeeded and something changed; otherwise it is
+        discarded, while the committed units stay for reuse.
+
+        Returns a :class:`CreateReport`; failed units are listed there (not raised) unless
+        ``fail_fast`` is set.  Cancelling the run stops it promptly: a commit that started
+        finishes, nothing else is written, no temp file remains.
+        """
+        if mirror and repository is None:
+            raise InvalidInput("mirror=True needs a repository")
+        started = time.monotonic()
+        self.progress = CreatorProgress()
+        self._failures = []
+        previous = version = None
+        if repository is not None:
+            await self.store.create_repository(repository)
+            previous = await self.store.latest_version(repository)
+            version = await self.store.new_version(
+                repository, base=None if mirror else "latest", create_repository=True
+            )
+        self._version = version
+        created: int | None = None
+        try:
+            with collapse_single():
+                await self._run(units, version)
+            if version is not None:
+                created = await self._finish_version(version, previous, mirror)
+        except BaseException:
+            if version is not None:
+                with trio.CancelScope(shield=True):
+                    await self.store.discard_version(version)
+            raise
+        latest = await self.store.latest_version(repository) if repository else None
+        p = self.progress
+        return CreateReport(
+            repository=repository,
+            version=created,
+            latest_version=latest.number if latest else None,
+            units_total=p.units_committed + p.units_existing + p.units_failed,
+            units_new=p.units_committed,
+            units_existing=p.units_existing,
+            units_failed=p.units_failed,
+            artifacts_downloaded=p.artifacts_downloaded,
+            artifacts_reused=p.artifacts_reused,
+            bytes_downloaded=p.bytes_downloaded,
+            failures=list(self._failures),
+            seconds=time.monotonic() - started,
+        )
+
+    async def _finish_version(
+        self, version: VersionHandle, previous: VersionHandle | None, mirror: bool
+    ) -> int | None:
+        """Complete the version if the run succeeded and changed something, else discard it."""
+        changed = previous is None or not await self._same_units(version, previous, mirror)
+        if self._failures or not changed:
+            with trio.CancelScope(shield=True):
+                await self.store.discard_version(version)
+            return None
+        with trio.CancelScope(shield=True):
+            done = await self.store.complete_version(version)
+        return done.number
+
+    async def _same_units(
+        self, version: VersionHandle, previous: VersionHandle, mirror: bool
+    ) -> bool:
+        new_count = await self.store.count_units(version.repository, version.number)
+        old_count = await self.store.count_units(previous.repository, previous.number)
+        if new_count != old_count or not mirror:
+            # Without mirror the new version is the previous one plus additions, so the
+            # counts alone tell whether anything was added.
+            return new_count == old_count
+        new_ids = {u.id for u in await self.store.list_units(version.repository, version.number)}
+        old_ids = {u.id for u in await self.store.list_units(previous.repository, previous.number)}
+        return new_ids == old_ids
+
+    async def _run(
+        self,
+        units: Iterable[DeclarativeUnit] | AsyncIterable[DeclarativeUnit],
+        version: VersionHandle | None,
+    ) -> None:
+        send, receive = trio.open_memory_channel[tuple[DeclarativeUnit, NewUnit]](self.commit_batch)
+        unit_slots = trio.Semaphore(self.units_in_flight)
+        slice_slots = trio.Semaphore(self.slices_in_flight)
+        async with trio.open_nursery() as parent:
+            parent.start_soon(self._committer, receive, version)
+            async with send, trio.open_nursery() as slices:
+                async for chunk in _slices(aiter_units(units), self.slice_size):
+                    await slice_slots.acquire()
+                    slices.start_soon(
+                        self._slice, chunk, send.clone(), unit_slots, slice_slots, version
+                    )
+
+    async def _slice(
+        self,
+        chunk: list[DeclarativeUnit],
+        send: trio.MemorySendChannel[tuple[DeclarativeUnit, NewUnit]],
+        unit_slots: trio.Semaphore,
+        slice_slots: trio.Semaphore,
+        version: VersionHandle | None,
+    ) -> None:
+        try:
+            async with send:
+                await self._process_slice(chunk, send, unit_slots, version)
+        finally:
+            slice_slots.release()
+
+    async def _process_slice(
+        self,
+        chunk: list[DeclarativeUnit],
+        send: trio.MemorySendChannel[tuple[DeclarativeUnit, NewUnit]],
+        unit_slots: trio.Semaphore,
+        version: VersionHandle | None,
+    ) -> None:
+        progress = self.progress
+        unique: dict[tuple[str, tuple[str, ...]], DeclarativeUnit] = {}
+        for unit in chunk:
+            progress.units_seen += 1
+            self._event("seen", unit)
+            unique.setdefault(unit.key, unit)
+        existing = await self.store.find_units(UnitKey(*k) for k in unique)
+        immediate = self.policy is Policy.IMMEDIATE
+        wanted: set[str] = set()
+        for key, unit in unique.items():
+            info = existing.get(UnitKey(*key))
+            paths = None if info is None else set(info.missing)
+            for art in unit.artifacts:
+                if art.sha256 and (paths is None or art.relative_path in paths):
+                    wanted.add(art.sha256)
+        present = await self.store.find_artifacts(sorted(wanted)) if wanted else {}
+        reuse_ids: list[int] = []
+        async with trio.open_nursery() as nursery:
+            for key, unit in unique.items():
+                info = existing.get(UnitKey(*key))
+                if info is not None and (info.complete or not immediate):
+                    progress.units_existing += 1
+                    self._event("existing", unit)
+                    reuse_ids.append(info.id)
+                    continue
+                if info is None and not immediate:
+                    await send.send((unit, self._on_demand_unit(unit, present)))
+                    continue
+                await unit_slots.acquire()
+                nursery.start_soon(self._unit, unit, info, present, send, unit_slots)
+            if version is not None and reuse_ids:
+                await self.store.add_to_version(version, reuse_ids)
+
+    def _on_demand_unit(self, unit: DeclarativeUnit, present: dict[str, ArtifactRecord]) -> NewUnit:
+        return NewUnit(
+            unit.type,
+            unit.natural_key,
+            unit.fields,
+            tuple(
+                NewUnitArtifact(
+                    art.relative_path,
+                    present.get(art.sha256) if art.sha256 else None,
+                    _remote(art),
+                )
+                for art in unit.artifacts
+            ),
+        )
+
+    async def _unit(
+        self,
+        unit: DeclarativeUnit,
+        info: UnitInfo | None,
+        present: dict[str, ArtifactRecord],
+        send: trio.MemorySendChannel[tuple[DeclarativeUnit, NewUnit]],
+        unit_slots: trio.Semaphore,
+    ) -> None:
+        """One unit needing downloads: a nursery for its artifacts, then hand it over."""
+        progress = self.progress
+        progress.units_downloading += 1
+        self._event("downloading", unit)
+        try:
+            todo = (
+                unit.artifacts
+                if info is None
+                else tuple(a for a in unit.artifacts if a.relative_path in set(info.missing))
+            )
+            records: dict[str, ArtifactRecord] = {}
+            try:
+                async with trio.open_nursery() as nursery:
+                    for art in todo:
+                        nursery.start_soon(self._artifact, unit, art, present, records)
+            except BaseExceptionGroup as group:
+                errors, rest = group.split(TriofetchError)
+                if rest is not None or errors is None:
+                    raise
+                self._fail(unit, UnitFailed((unit.type, unit.natural_key), first_error(errors)))
+                return
+        finally:
+            progress.units_downloading -= 1
+            unit_slots.release()
+        if info is not None:
+            await self._fill(unit, info, records)
+            return
+        new = NewUnit(
+            unit.type,
+            unit.natural_key,
+            unit.fields,
+            tuple(
+                NewUnitArtifact(a.relative_path, records[a.relative_path], _remote(a))
+                for a in unit.artifacts
+            ),
+        )
+        await send.send((unit, new))
+
+    async def _fill(
+        self, unit: DeclarativeUnit, info: UnitInfo, records: dict[str, ArtifactRecord]
+    ) -> None:
+        """Give an on-demand unit the artifacts it lacked."""
+        try:
+            await self.store.fill_artifacts({info.id: records})
+        except StoreError as exc:
+            self._fail(unit, UnitFailed((unit.type, unit.natural_key), exc))
+            return
+        self.progress.units_existing += 1
+        self._event("existing", unit)
+        # membership: one statement for this unit (rare path: on-demand then immediate)
+        if self._version is not None:
+            await self.store.add_to_version(self._version, [info.id])
+
+    async def _artifact(
+        self,
+        unit: DeclarativeUnit,
+        art: DeclarativeArtifact,
+        present: dict[str, ArtifactRecord],
+        records: dict[str, ArtifactRecord],
+    ) -> None:
+        sha = art.sha256
+        if sha is not None:
+            known = present.get(sha) or self._recent.get(sha)
+            if known is not None:
+                records[art.relative_path] = known
+                self.progress.artifacts_reused += 1
+                self._event(
+                    "artifact_reused", unit, relative_path=art.relative_path, size=known.size
+                )
+                return
+            while (flight := self._flights.get(sha)) is not None:
+                await flight.done.wait()
+                if flight.record is not None:
+                    records[art.relative_path] = flight.record
+                    self.progress.artifacts_reused += 1
+                    self._event(
+                        "artifact_reused",
+                        unit,
+                        relative_path=art.relative_path,
+                        size=flight.record.size,
+                    )
+                    return
+                if flight.error is not None:
+                    raise flight.error
+            flight = self._flights[sha] = _Flight()
+            try:
+                record = await self._download(unit, art)
+                flight.record = record
+            except TriofetchError as exc:
+                flight.error = exc
+                raise
+            finally:
+                del self._flights[sha]
+                flight.done.set()
+        else:
+            record = await self._download(unit, art)
+        records[art.relative_path] = record
+
+    async def _download(self, unit: DeclarativeUnit, art: DeclarativeArtifact) -> ArtifactRecord:
+        if art.size is not None:
+            self.progress.bytes_planned += art.size
+        result = await self.downloader.fetch(
+            art.urls,
+            expected_digests=art.digests,
+            expected_size=art.size,
+            temp_dir=self.storage.temp_dir,
+        )
+        try:
+            stored = await self.storage.adopt_result(result)
+        finally:
+            result.path.unlink(missing_ok=True)  # adopted: already moved; failed: cleaned
+        record = ArtifactRecord(stored.sha256, stored.size, dict(stored.digests))
+        self._recent[record.sha256] = record
+        if len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+        self.progress.artifacts_downloaded += 1
+        self.progress.bytes_downloaded += result.size
+        self._event("artifact_downloaded", unit, relative_path=art.relative_path, size=result.size)
+        return record
+
+    async def _committer(
+        self,
+        receive: trio.MemoryReceiveChannel[tuple[DeclarativeUnit, NewUnit]],
+        version: VersionHandle | None,
+    ) -> None:
+        """Commit complete units in batches: whatever is waiting, up to commit_batch."""
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while len(batch) < self.commit_batch:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self._commit(batch, version)
+
+    async def _commit(
+        self, batch: list[tuple[DeclarativeUnit, NewUnit]], version: VersionHandle | None
+    ) -> None:
+        report = await self.store.commit_units([new for _, new in batch], version=version)
+        progress = self.progress
+        for (unit, _), outcome in zip(batch, report.outcomes, strict=True):
+            if outcome.status == "committed":
+                progress.units_committed += 1
+                self._event("committed", unit)
+            elif outcome.status == "existing":
+                progress.units_existing += 1
+                self._event("existing", unit)
+            else:
+                assert outcome.error is not None
+                self._fail(unit, UnitFailed((unit.type, unit.natural_key), outcome.error))
+
+
+def _remote(art: DeclarativeArtifact) -> RemoteArtifact:
+    return RemoteArtifact(tuple(dict.fromkeys(art.urls)), art.size, dict(art.digests))
+
+
+async def _slices(
+    units: AsyncIterator[DeclarativeUnit], size: int
+) -> AsyncIterator[list[DeclarativeUnit]]:
+    chunk: list[DeclarativeUnit] = []
+    async for unit in units:
+        chunk.append(unit)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
