@@ -458,3 +458,91 @@ async def test_environment_proxy_is_not_silently_ignored(
     finally:
         await transport.aclose()
         await direct.aclose()
+
+
+# -- TLS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 signed by itself: (cert+key PEM path, cert PEM path)."""
+    import datetime
+    import ipaddress
+
+    pytest.importorskip("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "triofetch test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    where = tmp_path_factory.mktemp("tls")
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (where / "server.pem").write_bytes(cert_pem + key_pem)
+    (where / "ca.pem").write_bytes(cert_pem)
+    return str(where / "server.pem"), str(where / "ca.pem")
+
+
+async def test_tls_verification(self_signed: tuple[str, str]) -> None:
+    import ssl
+
+    server_pem, ca_pem = self_signed
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(server_pem)
+    connections = 0
+
+    async def handler(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while await stream.receive_some(65536):
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(DATA)
+                await stream.send_all(head + DATA)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_ssl_over_tcp, handler, 0, server_context, host="127.0.0.1")
+        )
+        url = f"https://127.0.0.1:{listeners[0].transport_listener.socket.getsockname()[1]}/f"
+        options = [
+            TransportOptions(verify=ca_pem),
+            TransportOptions(verify=ssl.create_default_context(cafile=ca_pem)),
+            TransportOptions(verify=False),
+        ]
+        for option in options:
+            transport = AsksTransport(option)
+            try:
+                assert await get(transport, url) == DATA
+                assert await get(transport, url) == DATA
+            finally:
+                await transport.aclose()
+        assert connections == len(options)  # one kept-alive connection each
+        strict = AsksTransport(TransportOptions(verify=True, trust_env=False))
+        try:
+            with pytest.raises(ConnectionFailed, match="CERTIFICATE_VERIFY_FAILED"):
+                await get(strict, url)
+        finally:
+            await strict.aclose()
+        nursery.cancel_scope.cancel()
