@@ -11,7 +11,6 @@ cancellation once their thread has started, so they commit or roll back, never h
 from __future__ import annotations
 
 import functools
-import json
 import random
 import time
 from abc import ABC, abstractmethod
@@ -38,9 +37,10 @@ from ._types import (
     VersionNotWritable,
     check_unit_body,
     coerce_key,
-    dump_json,
+    encode_json,
     key_json,
     listed,
+    load_json,
 )
 
 __all__ = ["Backend", "Store"]
@@ -54,7 +54,7 @@ _MAX_NAME_BYTES = 255
 
 
 def _load(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
+    return load_json(value) if isinstance(value, str) else value
 
 
 def _check_repository_name(name: object) -> str:
@@ -222,23 +222,28 @@ class Backend(ABC):
     def find_units(self, keys: list[UnitKey]) -> dict[UnitKey, UnitInfo]:
         if not keys:
             return {}
-        wanted = sorted({(k.type, key_json(k.natural_key)) for k in keys})
+        known = {(k.type, key_json(k.natural_key)): k for k in keys}
+        wanted = sorted(known)
         rows = self.run_read(lambda conn: list(self.q_find_units(conn, wanted)))
-        return self._units_from_rows(rows)
+        return self._units_from_rows(rows, known)
 
     @staticmethod
-    def _units_from_rows(rows: Iterable[Sequence[Any]]) -> dict[UnitKey, UnitInfo]:
+    def _units_from_rows(
+        rows: Iterable[Sequence[Any]], known: Mapping[tuple[str, str], UnitKey] | None = None
+    ) -> dict[UnitKey, UnitInfo]:
         found: dict[UnitKey, UnitInfo] = {}
         by_id: dict[int, UnitInfo] = {}
         for uid, type_, nk, fields, path, sha, size, digests in rows:
             info = by_id.get(uid)
             if info is None:
-                key = UnitKey(type_, tuple(json.loads(nk)))
+                key = known.get((type_, nk)) if known else None
+                if key is None:
+                    key = UnitKey(type_, tuple(load_json(nk)))
                 info = UnitInfo(uid, key, _load(fields), {})
                 by_id[uid] = info
                 found[key] = info
             if path is not None:
-                record = None if sha is None else ArtifactRecord(sha, size, _load(digests))
+                record = None if sha is None else ArtifactRecord._from_db(sha, size, _load(digests))
                 info.artifacts[path] = record  # type: ignore[index]
         return found
 
@@ -247,7 +252,7 @@ class Backend(ABC):
             return {}
         wanted = sorted(set(shas))
         rows = self.run_read(lambda conn: list(self.q_find_artifacts(conn, wanted)))
-        return {sha: ArtifactRecord(sha, size, _load(d)) for sha, size, d in rows}
+        return {sha: ArtifactRecord._from_db(sha, size, _load(d)) for sha, size, d in rows}
 
     # -- committing ---------------------------------------------------------------------------
 
@@ -339,20 +344,16 @@ class Backend(ABC):
             for a in item.unit.artifacts:
                 if a.artifact is not None and a.artifact.sha256 not in art_rows:
                     rec = a.artifact
-                    art_rows[rec.sha256] = (rec.sha256, rec.size, dump_json(dict(rec.digests), ""))
+                    art_rows[rec.sha256] = (rec.sha256, rec.size, rec.digests_json())
         art_ids = self.q_artifact_ids(conn, sorted(art_rows.values())) if art_rows else {}
         live: list[_Prepared] = []
         for item in items:
-            conflict = next(
-                (
-                    ArtifactConflict(
-                        a.artifact.sha256, art_ids[a.artifact.sha256][1], a.artifact.size
-                    )
-                    for a in item.unit.artifacts
-                    if a.artifact is not None and art_ids[a.artifact.sha256][1] != a.artifact.size
-                ),
-                None,
-            )
+            conflict = None
+            for a in item.unit.artifacts:
+                got = a.artifact
+                if got is not None and art_ids[got.sha256][1] != got.size:
+                    conflict = ArtifactConflict(got.sha256, art_ids[got.sha256][1], got.size)
+                    break
             if conflict is None:
                 live.append(item)
             else:
@@ -390,7 +391,7 @@ class Backend(ABC):
             for a in item.unit.artifacts:
                 if a.remote is not None:
                     ua_id = ua_ids[(uid, a.relative_path)]
-                    digests = dump_json(dict(a.remote.digests), "")
+                    digests = encode_json(dict(a.remote.digests))
                     remote_rows.extend(
                         (ua_id, url, a.remote.size, digests) for url in sorted(a.remote.urls)
                     )
@@ -410,7 +411,7 @@ class Backend(ABC):
         return done
 
     def fill_artifacts(self, fills: list[tuple[int, str, ArtifactRecord]]) -> int:
-        rows = {r.sha256: (r.sha256, r.size, dump_json(dict(r.digests), "")) for _, _, r in fills}
+        rows = {r.sha256: (r.sha256, r.size, r.digests_json()) for _, _, r in fills}
 
         def work(conn: Any) -> int:
             ids = self.q_artifact_ids(conn, sorted(rows.values()))

@@ -9,7 +9,9 @@ SQLite and in PostgreSQL.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import json.encoder
+import json.scanner
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
@@ -101,10 +103,17 @@ def _size(value: object, what: str) -> int:
     return value
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+#: JSON text of a value known to be JSON (digests, keys): no checks.
+encode_json = _ENCODER.encode
+
+
 def dump_json(value: object, what: str) -> str:
     """Canonical JSON text of *value*, or InvalidUnit if it is not JSON."""
+    if not value and isinstance(value, dict):
+        return "{}"
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidUnit(f"{what} is not JSON: {exc}") from None
     if "\\u0000" in text:
@@ -129,8 +138,22 @@ def _check_json_keys(value: object, what: str) -> None:
             _check_json_keys(v, what)
 
 
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+    json.JSONDecoder()  # type: ignore[arg-type]
+)
+
+
 def key_json(natural_key: tuple[str, ...]) -> str:
-    return json.dumps(list(natural_key), ensure_ascii=False, separators=(",", ":"))
+    """The JSON array text of a natural key (the form stored in the database)."""
+    return "[" + ",".join(map(_quote, natural_key)) + "]"
+
+
+def load_json(text: str) -> Any:
+    """Parse JSON text written by this module (trusted: straight to the C scanner)."""
+    if text == "{}":
+        return {}
+    return _scan(text, 0)[0]
 
 
 def check_relative_path(value: object) -> str:
@@ -195,6 +218,19 @@ class ArtifactRecord:
 
     def __reduce__(self) -> tuple[Any, ...]:  # MappingProxyType does not pickle
         return (ArtifactRecord, (self.sha256, self.size, dict(self.digests)))
+
+    @classmethod
+    def _from_db(cls, sha256: str, size: int, digests: dict[str, str]) -> ArtifactRecord:
+        """A record read back from the database: valid already, so not checked again."""
+        record = object.__new__(cls)
+        object.__setattr__(record, "sha256", sha256)
+        object.__setattr__(record, "size", size)
+        object.__setattr__(record, "digests", MappingProxyType(digests))
+        return record
+
+    def digests_json(self) -> str:
+        # algorithm names and hex values need no escaping
+        return "{" + ",".join(f'"{k}":"{v}"' for k, v in self.digests.items()) + "}"
 
 
 @dataclass(frozen=True, slots=True)
