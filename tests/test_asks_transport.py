@@ -408,8 +408,11 @@ async def test_leaving_early_closes_the_connection(
 ) -> None:
     http_server.add_generated("/big", 10 * 1024 * 1024)
     http_server.add_file("/small", b"small")
-    async with transport.stream(http_server.url("/big"), {}) as response:
-        async for _ in response.iter_bytes():
+    async with (
+        transport.stream(http_server.url("/big"), {}) as response,
+        contextlib.aclosing(response.iter_bytes()) as chunks,  # type: ignore[type-var]
+    ):
+        async for _ in chunks:
             break
     assert await get(transport, http_server.url("/small")) == b"small"
     assert http_server.connections_accepted == 2
