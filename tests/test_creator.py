@@ -1,0 +1,362 @@
+"""The content unit creator against a real loopback server and a real store."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import triofetch
+from tests._invariants import check_invariants
+from tests.faultserver import FaultServer, Slow, Status, WrongBytes
+from triofetch import DeclarativeArtifact, DeclarativeUnit
+from triofetch._store import Store, UnitKey, open_store
+
+
+def content(name: str, size: int = 1500) -> bytes:
+    seed = hashlib.sha256(name.encode()).digest()
+    return (seed * (size // 32 + 1))[:size]
+
+
+def file_unit(
+    server: FaultServer,
+    name: str,
+    data: bytes | None = None,
+    faults: list[object] | None = None,
+    serve: bool = True,
+) -> DeclarativeUnit:
+    data = content(name) if data is None else data
+    sha = hashlib.sha256(data).hexdigest()
+    path = f"/repo/{name}"
+    if serve:
+        server.add_file(path, data, faults=faults or [])
+    art = DeclarativeArtifact(server.url(path), name, {"sha256": sha}, len(data))
+    return DeclarativeUnit("file", (name, sha), {"relative_path": name, "size": len(data)}, [art])
+
+
+def multi_unit(server: FaultServer, name: str, files: dict[str, bytes]) -> DeclarativeUnit:
+    arts = []
+    for rel, data in files.items():
+        path = f"/multi/{name}/{rel}"
+        server.add_file(path, data)
+        arts.append(
+            DeclarativeArtifact(
+                server.url(path), rel, {"sha256": hashlib.sha256(data).hexdigest()}, len(data)
+            )
+        )
+    return DeclarativeUnit("pkg", (name,), {}, arts)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with open_store(root=tmp_path / "root") as s:
+        yield s
+
+
+@pytest.fixture
+async def dl() -> AsyncIterator[triofetch.Downloader]:
+    async with triofetch.Downloader(connections=8, backoff=0.01, retries=1) as d:
+        yield d
+
+
+def file_requests(server: FaultServer) -> int:
+    return sum(1 for r in server.requests if r.path.startswith(("/repo/", "/multi/")))
+
+
+async def versions_units(store: Store, repo: str, number: int | None = None) -> set[str]:
+    return {u.key.natural_key[0] for u in await store.list_units(repo, number)}
+
+
+async def test_creates_units_then_noop_rerun(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    units = [file_unit(http_server, f"dir/f{i}.txt") for i in range(40)]
+    creator = triofetch.ContentUnitCreator(store, dl, slice_size=7)
+    report = await creator.run(units, repository="repo")
+    assert report.ok
+    assert (report.units_total, report.units_new, report.units_existing) == (40, 40, 0)
+    assert report.artifacts_downloaded == 40 and report.artifacts_reused == 0
+    assert report.bytes_downloaded == 40 * 1500
+    assert report.version == 1 and report.latest_version == 1
+    assert await store.count_units("repo") == 40
+    state = await check_invariants(store, units, on_demand_ok=False)
+    assert len(state) == 40 and all(state.values())
+
+    before = file_requests(http_server)
+    again = await creator.run(units, repository="repo")
+    assert file_requests(http_server) == before  # zero file requests
+    assert (again.units_new, again.units_existing, again.artifacts_downloaded) == (0, 40, 0)
+    assert again.version is None and again.latest_version == 1
+
+
+async def test_shared_artifacts_download_once(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    shared = content("shared", 5000)
+    units = [
+        multi_unit(http_server, f"p{i}", {"shared.bin": shared, "own.bin": content(f"own{i}")})
+        for i in range(10)
+    ]
+    report = await triofetch.ContentUnitCreator(store, dl, slice_size=4).run(units)
+    assert report.ok and report.units_new == 10
+    shared_requests = [r for r in http_server.requests if r.path.endswith("/shared.bin")]
+    assert len(shared_requests) == 1
+    assert report.artifacts_downloaded == 11
+    assert report.artifacts_reused == 9
+    await check_invariants(store, units, on_demand_ok=False)
+
+
+async def test_failed_units_reported_others_committed(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    good = [file_unit(http_server, f"g{i}") for i in range(10)]
+    missing = file_unit(http_server, "missing.txt", serve=False)
+    corrupt = file_unit(http_server, "corrupt.txt", faults=[WrongBytes()] * 2)
+    units = [*good[:5], missing, corrupt, *good[5:]]
+    report = await triofetch.ContentUnitCreator(store, dl).run(units, repository="r")
+    assert not report.ok
+    assert report.units_new == 10 and report.units_failed == 2
+    causes = {f.unit.natural_key[0]: f.error for f in report.failures}
+    assert isinstance(causes["missing.txt"], triofetch.UnitFailed)
+    assert isinstance(causes["missing.txt"].cause, triofetch.HTTPStatusError)
+    assert isinstance(causes["corrupt.txt"].cause, triofetch.DigestMismatch)
+    by_path = {f.relative_path: f.url for f in report.failures}
+    assert by_path["missing.txt"] == http_server.url("/repo/missing.txt")
+    # no new version for a failed run; the good units stay for reuse
+    assert report.version is None and report.latest_version is None
+    state = await check_invariants(store, units, on_demand_ok=False)
+    assert set(k.natural_key[0] for k in state) == {u.natural_key[0] for u in good}
+
+    # the file appears upstream: a re-run finishes what is left and makes the version
+    http_server.add_file("/repo/missing.txt", content("missing.txt"))
+    before = file_requests(http_server)
+    again = await triofetch.ContentUnitCreator(store, dl).run(units, repository="r")
+    assert again.ok and again.units_new == 2 and again.units_existing == 10
+    assert file_requests(http_server) - before == 2
+    assert again.version == 1
+    assert await store.count_units("r") == 12
+
+
+async def test_mirror_and_additive_versions(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    a, b, c, d, e = (file_unit(http_server, n) for n in "abcde")
+    creator = triofetch.ContentUnitCreator(store, dl)
+    assert (await creator.run([a, b, c], repository="r")).version == 1
+    r2 = await creator.run([b, c, d], repository="r", mirror=True)
+    assert r2.version == 2
+    assert await versions_units(store, "r") == {"b", "c", "d"}
+    r3 = await creator.run([e], repository="r")
+    assert r3.version == 3
+    assert await versions_units(store, "r") == {"b", "c", "d", "e"}
+    assert await versions_units(store, "r", 1) == {"a", "b", "c"}
+    # a mirror run with the same content changes nothing: no new version
+    r4 = await creator.run([b, c, d, e], repository="r", mirror=True)
+    assert r4.version is None and r4.latest_version == 3
+    # an additive run of units already in the version: no new version
+    r5 = await creator.run([b], repository="r")
+    assert r5.version is None
+
+
+async def test_on_demand_then_immediate(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    units = [file_unit(http_server, f"od{i}") for i in range(12)]
+    lazy = triofetch.ContentUnitCreator(store, dl, policy="on_demand", slice_size=5)
+    report = await lazy.run(units, repository="r")
+    assert report.ok and report.units_new == 12 and report.artifacts_downloaded == 0
+    assert file_requests(http_server) == 0
+    state = await check_invariants(store, units)
+    assert state and not any(state.values())  # recorded, nothing downloaded
+    assert report.version == 1
+
+    eager = triofetch.ContentUnitCreator(store, dl, policy="immediate", slice_size=5)
+    filled = await eager.run(units, repository="r")
+    assert filled.ok and filled.artifacts_downloaded == 12
+    assert filled.units_existing == 12 and filled.units_new == 0
+    state = await check_invariants(store, units, on_demand_ok=False)
+    assert all(state.values()) and len(state) == 12
+    assert filled.version is None  # same units: the version did not change
+
+
+async def test_on_demand_reuses_present_artifacts(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    data = content("same", 3000)
+    first = file_unit(http_server, "one.bin", data)
+    await triofetch.ContentUnitCreator(store, dl).run([first])
+    second = DeclarativeUnit(
+        "other",
+        ("k",),
+        {},
+        [
+            DeclarativeArtifact(
+                first.artifacts[0].urls, "copy.bin", first.artifacts[0].digests, 3000
+            )
+        ],
+    )
+    report = await triofetch.ContentUnitCreator(store, dl, policy="on_demand").run([second])
+    assert report.ok
+    state = await check_invariants(store, [first, second])
+    assert state[UnitKey("other", ("k",))] is True
+
+
+async def test_duplicates_in_input(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    units = [file_unit(http_server, f"d{i % 5}") for i in range(20)]
+    report = await triofetch.ContentUnitCreator(store, dl, slice_size=8).run(units)
+    assert report.ok
+    assert report.units_new == 5
+    assert report.units_new + report.units_existing == report.units_total
+    assert file_requests(http_server) == 5
+
+
+async def test_fail_fast(http_server: FaultServer, store: Store, dl: triofetch.Downloader) -> None:
+    units = [file_unit(http_server, f"ff{i}") for i in range(5)]
+    units.insert(2, file_unit(http_server, "gone", serve=False))
+    creator = triofetch.ContentUnitCreator(
+        store, dl, fail_fast=True, units_in_flight=1, slices_in_flight=1, slice_size=1
+    )
+    with pytest.raises(triofetch.UnitFailed) as info:
+        await creator.run(units, repository="r")
+    assert isinstance(info.value.cause, triofetch.HTTPStatusError)
+    assert await store.latest_version("r") is None
+    await check_invariants(store, units, on_demand_ok=False)
+
+
+async def test_cancel_mid_run_leaves_complete_or_absent(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    units = [
+        multi_unit(http_server, f"c{i}", {"a": content(f"a{i}", 4000), "b": content(f"b{i}", 4000)})
+        for i in range(30)
+    ]
+    for i in range(30):
+        http_server.add_faults(f"/multi/c{i}/b", [Slow(0.02, chunk=500)])
+    creator = triofetch.ContentUnitCreator(store, dl, slice_size=10)
+    with trio.move_on_after(0.25) as scope:
+        await creator.run(units, repository="r")
+    assert scope.cancelled_caught
+    state = await check_invariants(store, units, on_demand_ok=False)
+    assert all(state.values())
+    assert await store.latest_version("r") is None  # no version for a cancelled run
+    # a re-run finishes the rest
+    report = await triofetch.ContentUnitCreator(store, dl).run(units, repository="r")
+    assert report.ok and report.units_new + report.units_existing == 30
+    assert report.units_existing == len(state)
+    assert report.version == 1
+
+
+async def test_two_creators_race(http_server: FaultServer, store: Store) -> None:
+    units = [file_unit(http_server, f"race{i}") for i in range(30)]
+    reports = []
+    async with triofetch.Downloader(connections=4) as d1, triofetch.Downloader(connections=4) as d2:
+
+        async def go(d: triofetch.Downloader, part: list[DeclarativeUnit]) -> None:
+            reports.append(await triofetch.ContentUnitCreator(store, d, slice_size=5).run(part))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(go, d1, units)
+            nursery.start_soon(go, d2, list(reversed(units)))
+    assert all(r.ok for r in reports)
+    assert sum(r.units_new for r in reports) == 30
+    state = await check_invariants(store, units, on_demand_ok=False)
+    assert len(state) == 30
+
+
+async def test_progress_and_events(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    units = [file_unit(http_server, f"e{i}") for i in range(6)]
+    units.append(file_unit(http_server, "bad", serve=False))
+    events: list[triofetch.CreatorEvent] = []
+    creator = triofetch.ContentUnitCreator(store, dl, on_event=events.append)
+    report = await creator.run(units)
+    kinds = [e.kind for e in events]
+    assert kinds.count("seen") == 7
+    assert kinds.count("committed") == 6
+    assert kinds.count("failed") == 1
+    assert kinds.count("artifact_downloaded") == 6
+    p = creator.progress
+    assert (p.units_seen, p.units_committed, p.units_failed) == (7, 6, 1)
+    assert p.units_downloading == 0 and p.bytes_downloaded == report.bytes_downloaded
+
+
+async def test_lazy_input_bounded_read_ahead(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    data = content("x", 100)
+    http_server.add_file("/repo/x", data)
+    sha = hashlib.sha256(data).hexdigest()
+    pulled = 0
+    peak_ahead = 0
+    creator = triofetch.ContentUnitCreator(
+        store, dl, slice_size=50, slices_in_flight=2, policy="on_demand"
+    )
+
+    def source() -> Iterator[DeclarativeUnit]:
+        nonlocal pulled, peak_ahead
+        for i in range(2000):
+            pulled += 1
+            done = creator.progress.units_committed + creator.progress.units_existing
+            peak_ahead = max(peak_ahead, pulled - done)
+            yield DeclarativeUnit(
+                "file",
+                (f"n{i}", sha),
+                {},
+                [DeclarativeArtifact(http_server.url("/repo/x"), f"n{i}", {"sha256": sha}, 100)],
+            )
+
+    report = await creator.run(source())
+    assert report.units_new == 2000
+    # slices in flight + the slice being read + the commit queue
+    assert peak_ahead <= 50 * 3 + creator.commit_batch
+
+
+async def test_bad_arguments(store: Store, dl: triofetch.Downloader) -> None:
+    with pytest.raises(triofetch.InvalidInput, match="policy"):
+        triofetch.ContentUnitCreator(store, dl, policy="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(triofetch.InvalidInput, match="slice_size"):
+        triofetch.ContentUnitCreator(store, dl, slice_size=0)
+    creator = triofetch.ContentUnitCreator(store, dl)
+    with pytest.raises(triofetch.InvalidInput, match="mirror"):
+        await creator.run([], mirror=True)
+    with pytest.raises(triofetch.InvalidInput, match="DeclarativeUnit"):
+        await creator.run(["x"])  # type: ignore[list-item]
+
+
+async def test_empty_run_creates_no_version(store: Store, dl: triofetch.Downloader) -> None:
+    report = await triofetch.ContentUnitCreator(store, dl).run([], repository="r")
+    assert report.ok and report.units_total == 0
+    # a brand-new repository with nothing in it: an empty first version is still "no change"
+    assert report.version in (None, 1)
+
+
+def test_statuses_are_unit_keys() -> None:
+    assert UnitKey("file", ("a", "b")) == ("file", ("a", "b"))
+
+
+async def test_on_demand_without_sha256(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    http_server.add_file("/repo/nosha", b"abc")
+    unit = DeclarativeUnit(
+        "file", ("nosha",), {}, [DeclarativeArtifact(http_server.url("/repo/nosha"), "nosha")]
+    )
+    report = await triofetch.ContentUnitCreator(store, dl).run([unit])
+    assert report.ok and report.artifacts_downloaded == 1
+    info = (await store.find_units([unit.key]))[UnitKey(*unit.key)]
+    record = info.artifacts["nosha"]
+    assert record is not None and record.sha256 == hashlib.sha256(b"abc").hexdigest()
+
+
+async def test_status_500_retried_inside_creator(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    unit = file_unit(http_server, "flaky", faults=[Status(500)])
+    report = await triofetch.ContentUnitCreator(store, dl).run([unit])
+    assert report.ok and report.units_new == 1
