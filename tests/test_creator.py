@@ -51,8 +51,9 @@ def multi_unit(server: FaultServer, name: str, files: dict[str, bytes]) -> Decla
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with open_store(root=tmp_path / "root") as s:
+async def store(tmp_path: Path, store_url: str) -> AsyncIterator[Store]:
+    """A new store on each backend (SQLite, PostgreSQL) with its storage root."""
+    async with open_store(store_url, root=tmp_path / "root") as s:
         yield s
 
 
