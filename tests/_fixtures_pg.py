@@ -1,0 +1,62 @@
+"""PostgreSQL fixtures: a real server started for the session, a fresh database per test.
+
+- ``postgres_server``: session-scoped :class:`tests.pgserver.PostgresServer` (``initdb`` into
+  a temp dir, ``pg_ctl`` on a free loopback port, as an unprivileged user when root).
+- ``postgres_server_dsn``: its DSN (the ``postgres`` maintenance database).
+- ``postgres_dsn``: a DSN to a new, empty database for this test (dropped afterwards).
+- ``store_url``: parametrized over ``sqlite`` and ``postgresql``: one behavioural suite runs
+  on both backends.  The PostgreSQL case is marked ``postgres``.
+
+When the PostgreSQL binaries are missing these fixtures FAIL, they never skip: CI installs
+PostgreSQL with ``scripts/ensure-postgres.sh``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.pgserver import FAST_SETTINGS, PostgresServer, PostgresUnavailable
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer(settings=FAST_SETTINGS)
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        server.stop()
+        pytest.fail(f"PostgreSQL is required by these tests and could not start: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_dsn(postgres_server: PostgresServer) -> str:
+    return postgres_server.dsn()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    name = f"tf_test_{next(_counter)}"
+    dsn = postgres_server.create_database(name)
+    try:
+        yield dsn
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL for a new, empty store: SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    return dsn
