@@ -153,7 +153,7 @@ async def test_unreachable_postgres_is_a_store_error() -> None:
     from triofetch._store import _postgres
 
     url = f"postgresql://u:secret@127.0.0.1:{port}/x?connect_timeout=2"
-    backend = _postgres.PostgresBackend(url, 1, timeout=2)
+    backend = _postgres.PostgresBackend(url, 1, timeout=1)
     with pytest.raises(StoreError) as info:
         await trio.to_thread.run_sync(backend.open)
     assert "secret" not in str(info.value)
@@ -495,8 +495,7 @@ async def test_started_commit_is_shielded(store: Store) -> None:
 
             async def cancel_when_started() -> None:
                 await trio.to_thread.run_sync(started.wait, 10)
-                scope.cancel()
-                await trio.sleep(0.05)
+                scope.cancel()  # delivered while the commit's thread is blocked
                 go_on.set()
 
             nursery.start_soon(cancel_when_started)

@@ -1,0 +1,193 @@
+"""ArtifactStorage: content-addressed adoption, reading, verification, stale temp cleanup."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from triofetch import InvalidDigest, InvalidInput
+from triofetch._storage import ArtifactMismatch, ArtifactMissing, ArtifactStorage
+from triofetch._tempfiles import new_temp_path
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_temp(storage: ArtifactStorage, data: bytes) -> Path:
+    path = storage.new_temp_path()
+    path.write_bytes(data)
+    return path
+
+
+def temp_files(storage: ArtifactStorage) -> list[str]:
+    return sorted(os.listdir(storage.temp_dir))
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> ArtifactStorage:
+    return ArtifactStorage(tmp_path / "root")
+
+
+async def test_adopt_moves_into_place(storage: ArtifactStorage) -> None:
+    data = b"hello artifact"
+    tmp = write_temp(storage, data)
+    digests = {"sha256": sha(data), "md5": hashlib.md5(data).hexdigest()}
+    stored = await storage.adopt(tmp, sha256=sha(data).upper(), size=len(data), digests=digests)
+    assert stored.created and stored.sha256 == sha(data) and stored.digests == digests
+    expected = storage.root / "artifacts" / sha(data)[:2] / sha(data)[2:4] / sha(data)
+    assert stored.path == expected == storage.path_for(sha(data))
+    assert expected.read_bytes() == data
+    assert not stat.S_IMODE(expected.stat().st_mode) & 0o222  # read-only
+    assert not tmp.exists() and temp_files(storage) == []
+    assert await storage.exists(sha(data))
+    assert await storage.read_bytes(sha(data)) == data
+    async with await storage.open(sha(data)) as f:
+        assert await f.read() == data
+    with storage.open_sync(sha(data)) as f:
+        assert f.read() == data
+
+
+async def test_adopt_duplicate_removes_temp(storage: ArtifactStorage) -> None:
+    data = b"twice"
+    first = await storage.adopt(write_temp(storage, data), sha256=sha(data), size=len(data))
+    tmp = write_temp(storage, data)
+    second = await storage.adopt(tmp, sha256=sha(data), size=len(data))
+    assert first.created and not second.created
+    assert not tmp.exists() and temp_files(storage) == []
+
+
+async def test_many_adopters_at_once(storage: ArtifactStorage) -> None:
+    data = os.urandom(300_000)
+    created = []
+
+    async def adopt() -> None:
+        tmp = write_temp(storage, data)
+        created.append((await storage.adopt(tmp, sha256=sha(data), size=len(data))).created)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(adopt)
+    assert created.count(True) == 1
+    assert temp_files(storage) == []
+    files = [p for p in storage.artifacts_dir.rglob("*") if p.is_file()]
+    assert files == [storage.path_for(sha(data))]
+
+
+async def test_adopt_result(storage: ArtifactStorage) -> None:
+    @dataclass
+    class Result:  # the downloader's DownloadResult, as far as adopt_result cares
+        path: Path
+        size: int
+        digests: dict[str, str]
+        url: str = "http://example.invalid/x"
+
+    data = b"downloaded"
+    stored = await storage.adopt_result(
+        Result(write_temp(storage, data), len(data), {"sha256": sha(data)})
+    )
+    assert stored.sha256 == sha(data)
+    with pytest.raises(InvalidDigest):
+        await storage.adopt_result(Result(write_temp(storage, data), len(data), {}))
+
+
+async def test_adopt_refuses_lies(storage: ArtifactStorage) -> None:
+    data = b"the real content"
+    tmp = write_temp(storage, data)
+    with pytest.raises(ArtifactMismatch) as info:
+        await storage.adopt(tmp, sha256=sha(b"other"), size=len(data), digests={"sha256": sha(data)})
+    assert info.value.field == "sha256" and isinstance(info.value, InvalidInput)
+    with pytest.raises(ArtifactMismatch, match="size"):
+        await storage.adopt(tmp, sha256=sha(data), size=len(data) + 1)
+    with pytest.raises(InvalidDigest):
+        await storage.adopt(tmp, sha256="not-a-digest", size=len(data))
+    with pytest.raises(InvalidInput):
+        await storage.adopt(tmp, sha256=sha(data), size=-1)
+    with pytest.raises(InvalidInput, match="no such file"):
+        await storage.adopt(tmp.with_name("gone.part"), sha256=sha(data), size=1)
+    assert tmp.read_bytes() == data  # the caller's file is left as it was
+    assert not any(p.is_file() for p in storage.artifacts_dir.rglob("*"))
+
+
+async def test_damaged_copy_is_replaced(storage: ArtifactStorage) -> None:
+    data = b"good bytes"
+    final = storage.path_for(sha(data))
+    final.parent.mkdir(parents=True)
+    final.write_bytes(b"truncated")
+    stored = await storage.adopt(write_temp(storage, data), sha256=sha(data), size=len(data))
+    assert stored.created and final.read_bytes() == data
+
+
+async def test_missing_artifact(storage: ArtifactStorage) -> None:
+    with pytest.raises(ArtifactMissing):
+        await storage.open(sha(b"never"))
+    with pytest.raises(ArtifactMissing):
+        await storage.read_bytes(sha(b"never"))
+    with pytest.raises(ArtifactMissing):
+        storage.open_sync(sha(b"never"))
+    assert not await storage.exists(sha(b"never"))
+
+
+async def test_add_bytes(storage: ArtifactStorage) -> None:
+    stored = await storage.add_bytes(b"abc", algorithms=["sha512"])
+    assert stored.digests["sha512"] == hashlib.sha512(b"abc").hexdigest()
+    assert (await storage.add_bytes(b"abc")).created is False
+    assert temp_files(storage) == []
+
+
+async def test_verify_reports_corruption(storage: ArtifactStorage) -> None:
+    good = await storage.add_bytes(b"good")
+    bad = await storage.add_bytes(b"will rot")
+    os.chmod(bad.path, 0o644)
+    bad.path.write_bytes(b"rotten!!")
+    report = await storage.verify()
+    assert report.checked == 2 and not report.ok
+    assert [(c.sha256, c.path) for c in report.corrupted] == [(bad.sha256, bad.path)]
+    assert "sha256 is" in report.corrupted[0].reason
+
+    missing = sha(b"absent")
+    report = await storage.verify([good.sha256, missing], sizes={good.sha256: 99})
+    assert {c.sha256: c.reason for c in report.corrupted} == {
+        good.sha256: "size 4, expected 99",
+        missing: "missing",
+    }
+    assert (await storage.verify([good.sha256])).ok
+
+
+async def test_cleanup_spares_live_writers(storage: ArtifactStorage) -> None:
+    # a process that is alive while the cleanup runs, and one that is gone
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        mine = new_temp_path(storage.temp_dir)
+        theirs = storage.temp_dir / f"tf-{live.pid}-aaaa.part"
+        stale = storage.temp_dir / f"tf-{dead.pid}-bbbb.part"
+        foreign = storage.temp_dir / "notes.txt"
+        for p in (mine, theirs, stale, foreign):
+            p.write_bytes(b"x")
+        assert await storage.cleanup_temp(older_than=3600) == []  # too young
+        assert await storage.cleanup_temp() == [stale]
+        assert sorted(temp_files(storage)) == sorted(p.name for p in (mine, theirs, foreign))
+    finally:
+        live.kill()
+        live.wait()
+    assert await storage.cleanup_temp() == [theirs]
+
+
+def test_storage_root_errors(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    from triofetch import StoreError
+
+    with pytest.raises(StoreError):
+        ArtifactStorage(tmp_path / "file")
+    with pytest.raises(InvalidDigest):
+        ArtifactStorage(tmp_path / "ok").path_for("../../etc/passwd")
