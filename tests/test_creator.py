@@ -333,8 +333,8 @@ async def test_bad_arguments(store: Store, dl: triofetch.Downloader) -> None:
 async def test_empty_run_creates_no_version(store: Store, dl: triofetch.Downloader) -> None:
     report = await triofetch.ContentUnitCreator(store, dl).run([], repository="r")
     assert report.ok and report.units_total == 0
-    # a brand-new repository with nothing in it: an empty first version is still "no change"
-    assert report.version in (None, 1)
+    # a brand-new repository and nothing in the input: nothing changes, no version
+    assert report.version is None and report.latest_version is None
 
 
 def test_statuses_are_unit_keys() -> None:

@@ -315,7 +315,10 @@ class ContentUnitCreator:
         self, version: VersionHandle, previous: VersionHandle | None, mirror: bool
     ) -> int | None:
         """Complete the version if the run succeeded and changed something, else discard it."""
-        changed = previous is None or not await self._same_units(version, previous, mirror)
+        if previous is None:  # a repository without versions holds nothing yet
+            changed = await self.store.count_units(version.repository, version.number) > 0
+        else:
+            changed = not await self._same_units(version, previous, mirror)
         if self._failures or not changed:
             with trio.CancelScope(shield=True):
                 await self.store.discard_version(version)
