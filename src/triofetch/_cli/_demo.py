@@ -1,0 +1,180 @@
+"""``triofetch demo``: the whole thing, on one machine, with no network.
+
+A sample file repository is generated, served by a small threaded web server on
+127.0.0.1, synced into a temporary store (with the progress bars on a terminal), synced
+again (nothing to download), exported and verified; each step is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import filecmp
+import hashlib
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import trio
+from rich.console import Console
+
+from .._manifest import MANIFEST_NAME
+from .._store import open_store
+from ._common import EXIT_FAILED, EXIT_OK, human_bytes
+from ._export import export_files
+from ._inspect import file_rows
+from ._sync import print_failures, run_sync
+
+__all__ = ["demo_command", "generate_repository", "serve_directory"]
+
+_DIRS = ["docs", "images/2024", "packages/noarch", "packages/x86_64", "données"]
+_SPECIAL = ["docs/read me.txt", "données/été 2024 — résumé.txt", "docs/notes #1 (draft).txt"]
+
+
+def generate_repository(where: Path, count: int, seed: int = 2024) -> list[str]:
+    """Write *count* files and their PULP_MANIFEST under *where*; return the paths."""
+    rng = random.Random(seed)
+    paths = list(_SPECIAL[: min(len(_SPECIAL), count)])
+    i = 0
+    while len(paths) < count:
+        directory = _DIRS[i % len(_DIRS)]
+        paths.append(f"{directory}/file-{i:04}.bin")
+        i += 1
+    lines = []
+    for path in paths:
+        data = rng.randbytes(rng.randint(256, 64 * 1024))
+        target = where / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        lines.append(f"{path},{hashlib.sha256(data).hexdigest()},{len(data)}\n")
+    (where / MANIFEST_NAME).write_text("".join(lines), encoding="utf-8")
+    return paths
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    delay = 0.0
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        server: Any = self.server
+        with server.lock:
+            server.requests += 1
+        if self.delay and not self.path.endswith(MANIFEST_NAME):
+            time.sleep(self.delay)
+        super().do_GET()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, directory: Path, delay: float) -> None:
+        handler = partial(_Handler, directory=str(directory))
+        _Handler.delay = delay
+        super().__init__(("127.0.0.1", 0), handler)
+        self.lock = threading.Lock()
+        self.requests = 0
+
+
+@contextlib.contextmanager
+def serve_directory(directory: Path, delay: float = 0.0) -> Iterator[_Server]:
+    """Serve *directory* on 127.0.0.1 (an ephemeral port) from a background thread."""
+    server = _Server(directory, delay)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+async def demo_command(args: argparse.Namespace) -> int:
+    tty = sys.stdout.isatty()
+    console = Console(file=sys.stdout) if tty else None
+    say = print
+    if args.keep:
+        base = Path(tempfile.mkdtemp(prefix="triofetch-demo-"))
+    else:
+        holder = tempfile.TemporaryDirectory(prefix="triofetch-demo-")
+        base = Path(holder.name)
+    try:
+        site, root, dest = base / "site", base / "store", base / "export"
+        say("triofetch demo: a sample file repository, served on 127.0.0.1 and mirrored into")
+        say("a temporary store, every file complete or absent.\n")
+        paths = await trio.to_thread.run_sync(generate_repository, site, args.files)
+        size = sum((site / p).stat().st_size for p in paths)
+        dirs = len({p.rsplit("/", 1)[0] for p in paths if "/" in p})
+        examples = ", ".join(repr(p) for p in paths[:2])
+        say(f"1. generated {len(paths)} files ({human_bytes(size)}) in {dirs} directories,")
+        say(f"   e.g. {examples}, and a {MANIFEST_NAME} listing them")
+        with serve_directory(site, delay=0.03 if tty else 0.0) as server:
+            url = f"http://127.0.0.1:{server.server_address[1]}/{MANIFEST_NAME}"
+            say(f"2. serving them at {url} (a local web server: no network needed)")
+            say(f"3. triofetch sync {url} --root {root} --repository demo")
+            _index, report = await run_sync(
+                source=url, repository="demo", root=root, console=console
+            )
+            print_failures(report)
+            say(
+                f"   → version {report.version} created: {report.units_new} new files, "
+                f"{report.artifacts_downloaded} downloaded ({human_bytes(report.bytes_downloaded)})"
+                f" in {report.seconds:.2f} s, {server.requests} requests"
+            )
+            if not report.ok:
+                return EXIT_FAILED
+            before = server.requests
+            _index, again = await run_sync(source=url, repository="demo", root=root)
+            say(
+                f"4. the same sync again → {again.units_existing} files already present, "
+                f"{again.artifacts_downloaded} downloaded, no new version "
+                f"({server.requests - before} request: the manifest)"
+            )
+        async with open_store(root=root) as store:
+            storage = store.storage
+            assert storage is not None
+            rows = file_rows(await store.list_units("demo", None))
+            exported = await trio.to_thread.run_sync(export_files, storage, rows, dest)
+            same = await trio.to_thread.run_sync(_same_tree, site, dest, paths)
+            say(f"5. triofetch export --root {root} --repository demo {dest}")
+            say(
+                f"   → {exported.written} files ({exported.linked} hard links, "
+                f"{exported.copied} copies) and a {MANIFEST_NAME}; identical to the source: "
+                f"{'yes' if same else 'NO'}"
+            )
+            checked = await storage.verify()
+            verdict = "all intact" if checked.ok else f"{len(checked.corrupted)} corrupted"
+            say(f"6. triofetch verify --root {root} → {checked.checked} stored files: {verdict}")
+        if args.keep:
+            say(f"\nkept: {base} (store in store/, export in export/)")
+        else:
+            say(
+                "\ndone; the temporary directory is removed (keep it with 'triofetch demo --keep')."
+            )
+        return EXIT_OK if same and checked.ok and not exported.errors else EXIT_FAILED
+    finally:
+        if not args.keep:
+            await trio.to_thread.run_sync(
+                partial(shutil.rmtree, base, ignore_errors=True)  # read-only files: fine
+            )
+
+
+def _same_tree(site: Path, dest: Path, paths: list[str]) -> bool:
+    def lines(where: Path) -> list[str]:
+        return sorted((where / MANIFEST_NAME).read_text(encoding="utf-8").splitlines())
+
+    same_files = all(filecmp.cmp(site / p, dest / p, shallow=False) for p in paths)
+    return same_files and lines(site) == lines(dest)

@@ -1,0 +1,196 @@
+"""The command line grammar (argparse)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .._version import __version__
+
+__all__ = ["build_parser"]
+
+DESCRIPTION = """\
+Mirror file repositories (Pulp's PULP_MANIFEST) into a local store, every file complete or
+absent.  Run 'triofetch demo' to see it work, 'triofetch COMMAND --help' for a command."""
+
+EXIT_CODES = """\
+exit status: 0 done; 1 some files/units failed (listed on stderr), the rest is kept;
+2 usage error, unreachable or malformed manifest, store that cannot be opened;
+130 interrupted (Ctrl-C): what was committed stays, nothing half-written."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log to stderr (-vv: debug)",
+    )
+
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument(
+        "--root",
+        metavar="DIR",
+        help="the store: SQLite database and artifact storage "
+        "(default: $TRIOFETCH_ROOT, else ./triofetch-data)",
+    )
+    store.add_argument(
+        "--db",
+        metavar="URL",
+        help="database URL instead of the SQLite file under --root (postgresql://...)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="triofetch",
+        description=DESCRIPTION,
+        epilog=EXIT_CODES,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"triofetch {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sync = commands.add_parser(
+        "sync",
+        parents=[common, store],
+        help="mirror a repository into the store (a new repository version)",
+        description="Fetch the manifest at SOURCE, validate all of it, then download every "
+        "file that is not stored yet and record it; each file is complete or absent.  A new "
+        "repository version is made when every file succeeded and something changed.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sync.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="URL of the PULP_MANIFEST (http://, https://, file://, or a local path); "
+        "credentials in the URL are used as HTTP basic auth and never printed",
+    )
+    sync.add_argument("--repository", required=True, metavar="NAME", help="repository name")
+    sync.add_argument(
+        "--policy",
+        choices=["immediate", "on_demand"],
+        default="immediate",
+        help="immediate: download now (default); on_demand: record where files are, "
+        "download nothing",
+    )
+    sync.add_argument(
+        "--connections",
+        type=_positive,
+        default=16,
+        metavar="N",
+        help="at most N requests in flight (default 16)",
+    )
+    sync.add_argument(
+        "--per-host",
+        type=_positive,
+        metavar="N",
+        help="at most N requests in flight to one host (default: --connections)",
+    )
+    sync.add_argument(
+        "--retries",
+        type=_non_negative,
+        default=3,
+        metavar="N",
+        help="retries after the first attempt of each file (default 3)",
+    )
+    sync.add_argument(
+        "--slice-size",
+        type=_positive,
+        default=500,
+        metavar="N",
+        help="units looked up and processed together (default 500)",
+    )
+    sync.add_argument(
+        "--mirror",
+        action="store_true",
+        help="the new version holds exactly the manifest's files (default: it keeps the "
+        "previous version's files as well)",
+    )
+    sync.add_argument(
+        "--ca-cert",
+        metavar="FILE",
+        help="trust this CA bundle (PEM) for https instead of the system's; "
+        "SSL_CERT_FILE / SSL_CERT_DIR are honoured otherwise",
+    )
+    sync.add_argument("--json", action="store_true", help="print one JSON object at the end")
+
+    lister = commands.add_parser(
+        "list",
+        parents=[common, store],
+        help="list the files of a repository version",
+        description="List the files of a repository version (default: the latest).",
+    )
+    lister.add_argument("--repository", required=True, metavar="NAME")
+    lister.add_argument(
+        "--version", type=_positive, metavar="N", help="the version (default: the latest)"
+    )
+    lister.add_argument(
+        "--json",
+        action="store_true",
+        help='print a JSON array of {"relative_path", "sha256", "size", "downloaded"}',
+    )
+
+    export = commands.add_parser(
+        "export",
+        parents=[common, store],
+        help="write a repository version's files and a PULP_MANIFEST under DEST",
+        description="Write the files of a repository version (default: the latest) under "
+        "DEST at their relative paths (hard links when DEST is on the store's filesystem, "
+        "else copies; hard-linked files share the store's read-only permissions) and a "
+        "PULP_MANIFEST.  Nothing is written outside DEST: symbolic links inside DEST are "
+        "replaced, never followed.",
+    )
+    export.add_argument("--repository", required=True, metavar="NAME")
+    export.add_argument(
+        "--version", type=_positive, metavar="N", help="the version (default: the latest)"
+    )
+    export.add_argument("dest", metavar="DEST", help="the directory to write (created if needed)")
+
+    verify = commands.add_parser(
+        "verify",
+        parents=[common, store],
+        help="re-hash the stored files; list the corrupted ones",
+        description="Re-hash every stored file and check that every file the repositories' "
+        "latest versions refer to is there.  Exit 0 when all match, 1 listing the others.",
+    )
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="sync a generated sample repository from a local server, and show what happened",
+        description="Generate a sample file repository, serve it on 127.0.0.1, sync it into "
+        "a temporary store with progress bars, sync it again, export and verify it.  Needs no "
+        "network.",
+    )
+    demo.add_argument(
+        "--files", type=_positive, default=200, metavar="N", help="files to generate (200)"
+    )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory (store, export) and print where it is",
+    )
+    return parser

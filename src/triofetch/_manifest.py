@@ -1,0 +1,321 @@
+"""Repository formats: a reader turns a repository's index into declarative content units.
+
+A :class:`RepositoryReader` fetches and validates a repository's whole index *before*
+anything else happens, and returns a :class:`RepositoryIndex`: how many units there are,
+their total size, and the :class:`~triofetch.DeclarativeUnit` of each (produced lazily).
+Adding a format means writing one reader; the command line and the creator stay the same.
+
+:class:`PulpManifestReader` reads Pulp's file-repository manifest (``PULP_MANIFEST``)::
+
+    relative_path,sha256,size
+
+one line per file.  Every file becomes one unit of type ``file`` with the natural key
+``(relative_path, sha256)``, fetched from the manifest's URL with its last path segment
+replaced by the URL-encoded relative path.  Blank lines, lines starting with ``#`` and CRLF
+line endings are accepted; anything else that is wrong raises :class:`~triofetch.ManifestError`
+naming the line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol, runtime_checkable
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import trio
+
+from ._declarative import DeclarativeArtifact, DeclarativeUnit, check_relative_path
+from ._downloader import Downloader
+from ._errors import DownloadError, InvalidUnit, ManifestError, redact_url
+from ._store._types import MAX_KEY_BYTES, MAX_PATH_BYTES, MAX_URL_BYTES
+
+__all__ = [
+    "MANIFEST_NAME",
+    "ManifestEntry",
+    "PulpManifest",
+    "PulpManifestReader",
+    "RepositoryIndex",
+    "RepositoryReader",
+    "parse_pulp_manifest",
+    "read_manifest",
+]
+
+#: The file name of a Pulp file repository's manifest.
+MANIFEST_NAME = "PULP_MANIFEST"
+
+#: The unit type of a file of a file repository.
+FILE_TYPE = "file"
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_SIZE = re.compile(r"[+-]?[0-9]+")
+
+
+@runtime_checkable
+class RepositoryIndex(Protocol):
+    """What a :class:`RepositoryReader` found: a validated list of content units."""
+
+    #: where the index was read from (credentials redacted)
+    source: str
+
+    def __len__(self) -> int:
+        """The number of distinct units."""
+        ...
+
+    @property
+    def total_size(self) -> int | None:
+        """The bytes of every artifact of every unit, when known."""
+        ...
+
+    def unit_size(self, natural_key: tuple[str, ...]) -> int:
+        """The bytes of the artifacts of the unit with this natural key (0 if unknown)."""
+        ...
+
+    def units(self) -> Iterator[DeclarativeUnit]:
+        """The units, produced lazily (each call starts again from the first)."""
+        ...
+
+
+class RepositoryReader(ABC):
+    """Reads one repository format.
+
+    Subclasses set :attr:`format` and implement :meth:`read`, which must fetch and validate
+    the *whole* index before returning (so that a bad index stops a sync before anything is
+    downloaded or written) and raise :class:`~triofetch.ManifestError` for a bad one.
+    """
+
+    #: a short name of the format, e.g. ``"pulp-manifest"``
+    format: ClassVar[str]
+
+    @abstractmethod
+    async def read(self, source: str, downloader: Downloader) -> RepositoryIndex:
+        """Fetch the index at *source* with *downloader* and return its units.
+
+        Raises:
+            ManifestError: the index cannot be fetched, or is malformed.
+        """
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    """One file listed in a ``PULP_MANIFEST``."""
+
+    relative_path: str
+    sha256: str
+    size: int
+    #: the line it was read from (1-based)
+    line_number: int
+
+
+@dataclass(slots=True)
+class PulpManifest:
+    """A parsed, validated ``PULP_MANIFEST``: one entry per distinct file.
+
+    ``base_url`` is the URL the relative paths are resolved against (the manifest's URL
+    without its last path segment, ending with ``/``).
+    """
+
+    source: str
+    base_url: str
+    entries: list[ManifestEntry] = field(default_factory=list)
+    _by_path: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def total_size(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    def url_for(self, relative_path: str) -> str:
+        """The URL of the file at *relative_path* (URL-encoded, ``/`` kept)."""
+        return self.base_url + quote(relative_path, safe="/")
+
+    def unit_size(self, natural_key: tuple[str, ...]) -> int:
+        index = self._by_path.get(natural_key[0]) if natural_key else None
+        if index is None:
+            return 0
+        entry = self.entries[index]
+        return entry.size if natural_key[1:] == (entry.sha256,) else 0
+
+    def units(self) -> Iterator[DeclarativeUnit]:
+        for entry in self.entries:
+            yield file_unit(entry, self.url_for(entry.relative_path))
+
+
+def file_unit(entry: ManifestEntry, url: str) -> DeclarativeUnit:
+    """The ``file`` content unit of a manifest entry, fetched from *url*."""
+    return DeclarativeUnit(
+        FILE_TYPE,
+        (entry.relative_path, entry.sha256),
+        {"relative_path": entry.relative_path, "size": entry.size},
+        [DeclarativeArtifact(url, entry.relative_path, {"sha256": entry.sha256}, entry.size)],
+    )
+
+
+def manifest_base_url(url: str) -> str:
+    """*url* without its query, fragment and last path segment: ``.../dir/``."""
+    parts = urlsplit(url)
+    path = parts.path
+    base = path[: path.rfind("/") + 1] if "/" in path else "/"
+    return urlunsplit(parts._replace(path=base, query="", fragment=""))
+
+
+def _decode(raw: bytes, number: int, source: str | None) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+            line_number=number,
+            line=raw.decode("utf-8", "replace"),
+            source=source,
+        ) from None
+
+
+def parse_pulp_manifest(
+    lines: Iterable[str | bytes], *, base_url: str, source: str | None = None
+) -> PulpManifest:
+    """Parse and validate the lines of a ``PULP_MANIFEST``.
+
+    *base_url* is the URL the relative paths are resolved against (ending with ``/``);
+    *source* names the manifest in error messages.  Identical lines listed twice count
+    once; one relative path listed with two different contents is an error.
+
+    Raises:
+        ManifestError: the first bad line: not three comma-separated fields, a sha256 that
+            is not 64 hex digits, a size that is not an integer >= 0, an unsafe relative
+            path (absolute, ``..`` or empty segments, NUL, backslash, control characters),
+            a path listed twice with different contents, or a path that is also a directory
+            of another path.
+    """
+    manifest = PulpManifest(redact_url(source) if source else "", base_url)
+    by_path = manifest._by_path
+    entries = manifest.entries
+    for number, raw in enumerate(lines, 1):
+        text = _decode(raw, number, source) if isinstance(raw, bytes) else raw
+        text = text.rstrip("\r\n")
+        if not text.strip() or text.startswith("#"):
+            continue
+
+        def bad(message: str, text: str = text, number: int = number) -> ManifestError:
+            return ManifestError(message, line_number=number, line=text, source=source)
+
+        fields = text.rsplit(",", 2)
+        if len(fields) != 3:
+            raise bad("expected 'relative_path,sha256,size'")
+        path, sha, size_text = fields[0], fields[1].strip(), fields[2].strip()
+        if not _SHA256.fullmatch(sha):
+            raise bad(f"invalid sha256 {sha!r}: expected 64 hexadecimal digits")
+        if not _SIZE.fullmatch(size_text):
+            raise bad(f"invalid size {size_text!r}: expected an integer")
+        size = int(size_text)
+        if size < 0:
+            raise bad(f"invalid size {size}: must not be negative")
+        try:
+            check_relative_path(path)
+        except InvalidUnit as exc:
+            raise bad(str(exc)) from None
+        sha = sha.lower()
+        encoded = len(path.encode("utf-8", "surrogatepass"))
+        key_bytes = len(json.dumps([path, sha], ensure_ascii=False).encode("utf-8", "replace"))
+        if encoded > MAX_PATH_BYTES or key_bytes > MAX_KEY_BYTES:
+            raise bad(f"relative path too long ({encoded} bytes)")
+        if len(manifest.url_for(path).encode("utf-8")) > MAX_URL_BYTES:
+            raise bad(f"the file's URL would be longer than {MAX_URL_BYTES} bytes")
+        seen = by_path.get(path)
+        if seen is not None:
+            first = entries[seen]
+            if first.sha256 == sha and first.size == size:
+                continue  # the same file listed twice
+            raise bad(
+                f"{path!r} is listed twice with different contents "
+                f"(line {first.line_number}: sha256 {first.sha256}, size {first.size})"
+            )
+        by_path[path] = len(entries)
+        entries.append(ManifestEntry(path, sha, size, number))
+    _check_file_dir_clashes(manifest, source)
+    return manifest
+
+
+def _check_file_dir_clashes(manifest: PulpManifest, source: str | None) -> None:
+    """A path that is a file cannot also be a directory of another path."""
+    by_path = manifest._by_path
+    for entry in manifest.entries:
+        path = entry.relative_path
+        cut = path.rfind("/")
+        while cut > 0:
+            parent = path[:cut]
+            index = by_path.get(parent)
+            if index is not None:
+                other = manifest.entries[index]
+                raise ManifestError(
+                    f"{parent!r} is a file (line {other.line_number}) and also a directory "
+                    f"of {path!r}",
+                    line_number=entry.line_number,
+                    source=source,
+                )
+            cut = path.rfind("/", 0, cut)
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        yield from f
+
+
+def split_source(source: str) -> tuple[str, tuple[str, str] | None]:
+    """*source* without credentials, and the ``(user, password)`` it carried, if any."""
+    parts = urlsplit(source)
+    if "@" not in parts.netloc:
+        return source, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
+
+
+class PulpManifestReader(RepositoryReader):
+    """Reads a file repository from its ``PULP_MANIFEST`` (http, https or file URL).
+
+    A URL ending with ``/`` means the ``PULP_MANIFEST`` in that directory.  Credentials in
+    the URL are not handled here: give the downloader ``auth=`` and a URL without them
+    (:func:`split_source` separates them) so they never reach the units' URLs.
+    """
+
+    format = "pulp-manifest"
+
+    async def read(self, source: str, downloader: Downloader) -> PulpManifest:
+        url = source + MANIFEST_NAME if urlsplit(source).path.endswith("/") else source
+        with tempfile.TemporaryDirectory(prefix="triofetch-manifest-") as tmp:
+            try:
+                result = await downloader.fetch(url, temp_dir=tmp)
+            except DownloadError as exc:
+                raise ManifestError(f"cannot fetch the manifest: {exc}") from None
+            try:
+                return await trio.to_thread.run_sync(
+                    lambda: parse_pulp_manifest(
+                        _lines(result.path), base_url=manifest_base_url(url), source=url
+                    )
+                )
+            finally:
+                result.path.unlink(missing_ok=True)
+
+
+async def read_manifest(
+    source: str, downloader: Downloader, reader: RepositoryReader | None = None
+) -> RepositoryIndex:
+    """Read the repository index at *source* (default format: ``PULP_MANIFEST``)."""
+    return await (reader or PulpManifestReader()).read(source, downloader)
+
+
+def local_source(path: str | os.PathLike[str]) -> str:
+    """The ``file://`` URL of a local manifest (a directory means its ``PULP_MANIFEST``)."""
+    where = Path(path).absolute()
+    if where.is_dir():
+        where = where / MANIFEST_NAME
+    return where.as_uri()
