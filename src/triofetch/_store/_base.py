@@ -10,6 +10,7 @@ cancellation once their thread has started, so they commit or roll back, never h
 
 from __future__ import annotations
 
+import collections
 import functools
 import random
 import time
@@ -102,6 +103,8 @@ class Backend(ABC):
     def __init__(self, pool_size: int) -> None:
         self.pool_size = pool_size
         self.fault: FaultHook | None = None
+        #: transactions retried, by exception class name (for tests and monitoring)
+        self.retried: collections.Counter[str] = collections.Counter()
 
     # -- what each backend provides ---------------------------------------------------------
 
@@ -188,6 +191,7 @@ class Backend(ABC):
                     return fn(conn)
             except Exception as exc:
                 if self.is_retryable(exc) and attempt + 1 < self.max_attempts:
+                    self.retried[type(exc).__name__] += 1
                     self._backoff(attempt)
                     continue
                 if self.is_db_error(exc):
@@ -202,6 +206,7 @@ class Backend(ABC):
                     return fn(conn)
             except Exception as exc:
                 if self.is_retryable(exc) and attempt + 1 < self.max_attempts:
+                    self.retried[type(exc).__name__] += 1
                     self._backoff(attempt)
                     continue
                 if self.is_db_error(exc):
