@@ -15,7 +15,6 @@ import json
 import random
 import sys
 import time
-from pathlib import Path
 
 import trio
 
@@ -44,9 +43,9 @@ async def main(argv: list[str]) -> dict[str, int]:
     rng = random.Random(int(worker))
     storage = ArtifactStorage(root, durable=False)
     async with open_store(url, storage=storage) as store:
-        Path(f"{go}.ready.{worker}").touch()
+        await trio.Path(f"{go}.ready.{worker}").touch()
         deadline = time.monotonic() + 60
-        while not Path(go).exists():
+        while not await trio.Path(go).exists():
             if time.monotonic() > deadline:
                 raise TimeoutError("no go signal")
             await trio.sleep(0.01)

@@ -103,7 +103,9 @@ async def test_adopt_refuses_lies(storage: ArtifactStorage) -> None:
     data = b"the real content"
     tmp = write_temp(storage, data)
     with pytest.raises(ArtifactMismatch) as info:
-        await storage.adopt(tmp, sha256=sha(b"other"), size=len(data), digests={"sha256": sha(data)})
+        await storage.adopt(
+            tmp, sha256=sha(b"other"), size=len(data), digests={"sha256": sha(data)}
+        )
     assert info.value.field == "sha256" and isinstance(info.value, InvalidInput)
     with pytest.raises(ArtifactMismatch, match="size"):
         await storage.adopt(tmp, sha256=sha(data), size=len(data) + 1)
@@ -164,9 +166,8 @@ async def test_verify_reports_corruption(storage: ArtifactStorage) -> None:
 
 async def test_cleanup_spares_live_writers(storage: ArtifactStorage) -> None:
     # a process that is alive while the cleanup runs, and one that is gone
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # noqa: ASYNC220
+    dead = await trio.run_process([sys.executable, "-c", "pass"])
     try:
         mine = new_temp_path(storage.temp_dir)
         theirs = storage.temp_dir / f"tf-{live.pid}-aaaa.part"

@@ -122,7 +122,7 @@ async def test_newer_schema_is_refused(store_url: str) -> None:
             backend.run_write,
             lambda c: c.execute(backend.sql("UPDATE triofetch_schema SET version = ?"), (99,)),
         )
-    with pytest.raises(SchemaVersionError, match="99.*newer triofetch"):
+    with pytest.raises(SchemaVersionError, match=r"99.*newer triofetch"):
         await open_store(store_url)
 
 
@@ -397,7 +397,9 @@ SHA = "ab" * 32
         (lambda: NewUnitArtifact("nothing"), InvalidUnit),
         (
             lambda: NewUnitArtifact(
-                "x", ArtifactRecord(SHA, 1), RemoteArtifact("http://x", digests={"sha256": "cd" * 32})
+                "x",
+                ArtifactRecord(SHA, 1),
+                RemoteArtifact("http://x", digests={"sha256": "cd" * 32}),
             ),
             InvalidDigest,
         ),

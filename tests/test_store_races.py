@@ -50,7 +50,7 @@ def run_workers(
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for p, (out, err) in zip(procs, results, strict=True):
+    for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err
         assert "locked" not in err and "deadlock" not in err.lower()
     return [json.loads(out) for out, _ in results]

@@ -11,6 +11,7 @@ cancellation once their thread has started, so they commit or roll back, never h
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import random
 import time
@@ -29,6 +30,7 @@ from ._types import (
     ArtifactRecord,
     CommitReport,
     NewUnit,
+    NewUnitArtifact,
     RepositoryNotFound,
     UnitInfo,
     UnitKey,
@@ -83,6 +85,20 @@ class _Prepared:
     type: str
     nk: str
     fields: str
+    #: the artifacts to write: the unit's, plus downloads a duplicate in the batch brought
+    arts: tuple[NewUnitArtifact, ...]
+
+    def merge(self, other: NewUnit) -> None:
+        """Take from a duplicate of this unit the downloaded artifacts this one lacks."""
+        theirs = {a.relative_path: a.artifact for a in other.artifacts if a.artifact is not None}
+        merged = []
+        for a in self.arts:
+            got = theirs.get(a.relative_path)
+            if a.artifact is None and got is not None:
+                with contextlib.suppress(InvalidInput):  # unexpected: keep it on demand
+                    a = NewUnitArtifact(a.relative_path, got, a.remote)
+            merged.append(a)
+        self.arts = tuple(merged)
 
     @property
     def sort_key(self) -> tuple[str, str]:
@@ -273,10 +289,13 @@ class Backend(ABC):
             except InvalidInput as exc:
                 outcomes[index] = UnitOutcome(unit, "failed", None, exc)
                 continue
-            item = _Prepared(index, unit, unit.type, key_json(unit.natural_key), fields)
+            item = _Prepared(
+                index, unit, unit.type, key_json(unit.natural_key), fields, unit.artifacts
+            )
             first = primary.setdefault(item.sort_key, item)
             if first is not item:
                 duplicates.append((index, unit, first))
+                first.merge(unit)
         items = sorted(primary.values(), key=lambda p: p.sort_key)
         version_id = None if version is None else version.id
 
@@ -346,7 +365,7 @@ class Backend(ABC):
         self._step("artifacts", keys)
         art_rows: dict[str, tuple[str, int, str]] = {}
         for item in items:
-            for a in item.unit.artifacts:
+            for a in item.arts:
                 if a.artifact is not None and a.artifact.sha256 not in art_rows:
                     rec = a.artifact
                     art_rows[rec.sha256] = (rec.sha256, rec.size, rec.digests_json())
@@ -354,7 +373,7 @@ class Backend(ABC):
         live: list[_Prepared] = []
         for item in items:
             conflict = None
-            for a in item.unit.artifacts:
+            for a in item.arts:
                 got = a.artifact
                 if got is not None and art_ids[got.sha256][1] != got.size:
                     conflict = ArtifactConflict(got.sha256, art_ids[got.sha256][1], got.size)
@@ -379,21 +398,21 @@ class Backend(ABC):
                 done[item.index] = UnitOutcome(item.unit, "existing", uid)
                 fills.extend(
                     (uid, a.relative_path, art_ids[a.artifact.sha256][0])
-                    for a in item.unit.artifacts
+                    for a in item.arts
                     if a.artifact is not None
                 )
         # 3. the new units' artifacts and remote artifacts
         self._step("unit_artifacts", keys)
         ua_rows: list[tuple[int, str, int | None]] = []
         for uid, item in new:
-            for a in sorted(item.unit.artifacts, key=lambda a: a.relative_path):
+            for a in sorted(item.arts, key=lambda a: a.relative_path):
                 aid = None if a.artifact is None else art_ids[a.artifact.sha256][0]
                 ua_rows.append((uid, a.relative_path, aid))
         ua_ids = self.q_insert_unit_artifacts(conn, ua_rows) if ua_rows else {}
         self._step("remote_artifacts", keys)
         remote_rows: list[tuple[int, str, int | None, str]] = []
         for uid, item in new:
-            for a in item.unit.artifacts:
+            for a in item.arts:
                 if a.remote is not None:
                     ua_id = ua_ids[(uid, a.relative_path)]
                     digests = encode_json(dict(a.remote.digests))
