@@ -241,10 +241,10 @@ def execute_once(run: Run, ds: Dataset, srv: Nginx, out: Path) -> None:
         else:
             run.status = "failed"
             run.error = (m.stderr.strip() or m.stdout.strip())[-2000:]
-        print(f"   {run.label}: {run.status}: {run.error.splitlines()[-1] if run.error else ''}")
+        print(f"   {run.key}: {run.status}: {run.error.splitlines()[-1] if run.error else ''}")
     else:
         print(
-            f"   {run.label}: {record['seconds']:.2f} s, cpu {record['cpu']:.2f} s, "
+            f"   {run.key}: {record['seconds']:.2f} s, cpu {record['cpu']:.2f} s, "
             f"rss {record['peak_rss_mib']:.0f} MiB, nginx cpu {server_cpu:.2f} s, "
             f"other cpu {record['other_cpu']:.2f} s",
             flush=True,
