@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 
 from triofetch import InvalidDigest, InvalidInput
 from triofetch._storage import ArtifactMismatch, ArtifactMissing, ArtifactStorage
@@ -167,7 +168,8 @@ async def test_verify_reports_corruption(storage: ArtifactStorage) -> None:
 async def test_cleanup_spares_live_writers(storage: ArtifactStorage) -> None:
     # a process that is alive while the cleanup runs, and one that is gone
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # noqa: ASYNC220
-    dead = await trio.run_process([sys.executable, "-c", "pass"])
+    dead = await trio.lowlevel.open_process([sys.executable, "-c", "pass"])
+    await dead.wait()
     try:
         mine = new_temp_path(storage.temp_dir)
         theirs = storage.temp_dir / f"tf-{live.pid}-aaaa.part"
