@@ -355,7 +355,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--clients", default=",".join(CLIENTS))
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--connections", type=int, default=16)
-    args = parser.parse_args(argv)
+    # Options are passed to every benchmark module by ``python -m benchmarks``: ignore the
+    # ones meant for the others.
+    args, others = parser.parse_known_args(argv)
+    if others:
+        print(f"download: ignoring options {' '.join(others)}")
     args.reps = args.reps or (1 if args.quick else 3)
     args.clients = [c for c in args.clients.split(",") if c]
     args.workloads = [w for w in args.workloads.split(",") if w]
