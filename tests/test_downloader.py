@@ -29,7 +29,7 @@ DATA = os.urandom(200_000)
 SHA256 = hashlib.sha256(DATA).hexdigest()
 
 
-@pytest.fixture(params=["httpx", pytest.param("asks", marks=pytest.mark.asks)])
+@pytest.fixture(params=["httpx", "trio", pytest.param("asks", marks=pytest.mark.asks)])
 def transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -6,6 +6,7 @@ tell the files of a live process (never touched) from those a killed process lef
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 from pathlib import Path
@@ -16,9 +17,23 @@ TEMP_PREFIX = "tf-"
 TEMP_SUFFIX = ".part"
 
 
+# A random run id once per process, then a counter: no urandom() syscall per download.
+_RUN = secrets.token_hex(6)
+_COUNTER = itertools.count()
+_PID = os.getpid()
+
+
+def _after_fork() -> None:
+    global _RUN, _COUNTER, _PID
+    _RUN, _COUNTER, _PID = secrets.token_hex(6), itertools.count(), os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def new_temp_path(directory: Path) -> Path:
     """A fresh, unused name for a temp file in *directory* (the file is not created)."""
-    return directory / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    return directory / f"{TEMP_PREFIX}{_PID}-{_RUN}{next(_COUNTER):x}{TEMP_SUFFIX}"
 
 
 def temp_file_pid(name: str) -> int | None:

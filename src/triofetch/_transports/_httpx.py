@@ -43,7 +43,7 @@ class HttpxTransport:
 
     def __init__(self, options: TransportOptions) -> None:
         limits = httpx.Limits(
-            max_connections=None,  # the downloader's limiters bound requests in flight
+            max_connections=options.max_connections,
             max_keepalive_connections=options.max_connections,
             keepalive_expiry=30.0,
         )

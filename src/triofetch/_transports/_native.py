@@ -1,0 +1,295 @@
+"""The ``trio`` transport: HTTP/1.1 on Trio sockets, parsed by h11, with a lean pool.
+
+Why it exists: with the httpx transport, a small file costs several passes through httpcore's
+connection pool (every request re-checks every connection, each check a ``poll()``
+syscall) and through httpx's request and response models.  On thousands of small files that
+bookkeeping, not HTTP bytes, is what the CPU does.  Here a request takes an idle connection
+from a per-origin stack (one readability check), writes the request in one ``send``, and
+reads the response with h11 — the HTTP/1.1 state machine httpx itself is built on.
+
+What it does not do: proxies (use ``transport="httpx"``), HTTP/2, cookies.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from urllib.parse import quote, urljoin, urlsplit
+
+import h11
+import trio
+
+from .._errors import (
+    ConnectionFailed,
+    InvalidInput,
+    InvalidURL,
+    TooManyRedirects,
+    TruncatedBody,
+)
+from .base import Response, TransportOptions, make_ssl_context
+
+__all__ = ["TrioTransport"]
+
+_RECEIVE = 256 * 1024
+_KEEPALIVE = 30.0
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_SAFE = "/:@!$&'()*+,;=%~-._"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Origin = tuple[str, str, int]
+
+
+class _Connection:
+    """One HTTP/1.1 connection: a Trio stream and its h11 state machine."""
+
+    __slots__ = ("h11", "idle_since", "origin", "reused", "socket", "stream")
+
+    def __init__(
+        self, origin: Origin, stream: trio.abc.Stream, socket: trio.socket.SocketType
+    ) -> None:
+        self.origin = origin
+        self.stream = stream
+        self.socket = socket
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
+        self.idle_since = 0.0
+        self.reused = False
+
+    def close(self) -> None:
+        """Close at once (no await: safe under cancellation)."""
+        self.socket.close()
+
+    async def request(self, target: str, headers: list[tuple[str, str]]) -> h11.Response:
+        conn = self.h11
+        data = conn.send(h11.Request(method="GET", target=target, headers=headers)) or b""
+        data += conn.send(h11.EndOfMessage()) or b""
+        await self.stream.send_all(data)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(bytes(await self.stream.receive_some(_RECEIVE)))
+                continue
+            if isinstance(event, h11.Response):
+                return event
+            if isinstance(event, h11.ConnectionClosed):
+                raise _Closed
+            # InformationalResponse (1xx): keep reading
+
+
+class _Closed(Exception):
+    """The server closed the connection before answering."""
+
+
+class _NativeResponse:
+    __slots__ = ("_conn", "complete", "headers", "reason", "status_code", "url")
+
+    def __init__(self, conn: _Connection, url: str, event: h11.Response) -> None:
+        self._conn = conn
+        self.url = url
+        self.status_code = event.status_code
+        self.reason = event.reason.decode("latin-1")
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        self.headers: Mapping[str, str] = headers
+        self.complete = False
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        conn = self._conn.h11
+        receive = self._conn.stream.receive_some
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(bytes(await receive(_RECEIVE)))
+                    continue
+                if type(event) is h11.Data:
+                    yield bytes(event.data)
+                elif type(event) is h11.EndOfMessage:
+                    self.complete = True
+                    return
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+        except h11.RemoteProtocolError as exc:
+            raise TruncatedBody(f"body cut short: {exc}", url=self.url) from exc
+        except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+            raise ConnectionFailed(f"connection failed while reading: {exc}", url=self.url) from exc
+
+    async def drain(self, limit: int = 1 << 16) -> None:
+        """Read and drop a small body (a redirect's) so that the connection can be reused."""
+        seen = 0
+        async for chunk in self.iter_bytes():
+            seen += len(chunk)
+            if seen > limit:
+                break
+
+
+def _target(parts: object) -> str:
+    path = getattr(parts, "path", "") or "/"
+    query = getattr(parts, "query", "")
+    target = quote(path, safe=_SAFE)
+    if query:
+        target += "?" + quote(query, safe=_SAFE + "?")
+    return target
+
+
+class TrioTransport:
+    """HTTP/1.1 over Trio sockets with h11; one pool of keep-alive connections per origin."""
+
+    def __init__(self, options: TransportOptions) -> None:
+        if options.proxy is not None:
+            raise InvalidInput(
+                "the 'trio' transport does not support proxies; use transport='httpx'"
+            )
+        self._options = options
+        self._ssl: ssl.SSLContext | None = None
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._max_idle = max(1, options.max_connections)
+        self._closed = False
+
+    # -- the pool ----------------------------------------------------------------------
+
+    def _take_idle(self, origin: Origin) -> _Connection | None:
+        stack = self._idle.get(origin)
+        now = time.monotonic()
+        while stack:
+            conn = stack.pop()
+            # readable while idle means the server closed it (or sent garbage): drop it
+            if now - conn.idle_since > _KEEPALIVE or conn.socket.is_readable():
+                conn.close()
+                continue
+            conn.reused = True
+            return conn
+        return None
+
+    def _give_back(self, conn: _Connection) -> None:
+        if self._closed:
+            conn.close()
+            return
+        stack = self._idle.setdefault(conn.origin, [])
+        if len(stack) >= self._max_idle:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        stack.append(conn)
+
+    async def _connect(self, origin: Origin, url: str) -> _Connection:
+        scheme, host, port = origin
+        try:
+            tcp = await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            raise ConnectionFailed(f"connection failed: {exc}", url=url) from exc
+        tcp.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
+        stream: trio.abc.Stream = tcp
+        if scheme == "https":
+            if self._ssl is None:
+                self._ssl = make_ssl_context(self._options)
+            tls = trio.SSLStream(tcp, self._ssl, server_hostname=host, https_compatible=True)
+            try:
+                await tls.do_handshake()
+            except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+                tcp.socket.close()
+                cause = exc.__cause__ or exc
+                raise ConnectionFailed(f"TLS handshake failed: {cause}", url=url) from exc
+            except BaseException:
+                tcp.socket.close()
+                raise
+            stream = tls
+        return _Connection(origin, stream, tcp.socket)
+
+    # -- requests ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def stream(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Response]:
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        sent = [(k, v) for k, v in headers.items() if k.lower() != "host"]
+        for _ in range(self._options.max_redirects + 1):
+            origin, target, host_header = self._parse(url)
+            conn, event = await self._exchange(origin, url, target, [("host", host_header), *sent])
+            response = _NativeResponse(conn, url, event)
+            location = response.headers.get("location")
+            if response.status_code in _REDIRECTS and location:
+                try:
+                    await response.drain()
+                finally:
+                    self._release(conn, response)
+                new_url = urljoin(url, location)
+                if self._parse(new_url)[0] != origin:
+                    sent = [(k, v) for k, v in sent if k.lower() != "authorization"]
+                url = new_url
+                continue
+            try:
+                yield response
+            finally:
+                self._release(conn, response)
+            return
+        raise TooManyRedirects(f"more than {self._options.max_redirects} redirects", url=url)
+
+    def _release(self, conn: _Connection, response: _NativeResponse) -> None:
+        state = conn.h11
+        if response.complete and state.our_state is h11.DONE and state.their_state is h11.DONE:
+            try:
+                state.start_next_cycle()
+            except h11.LocalProtocolError:
+                conn.close()
+                return
+            self._give_back(conn)
+        else:
+            conn.close()
+
+    async def _exchange(
+        self, origin: Origin, url: str, target: str, headers: list[tuple[str, str]]
+    ) -> tuple[_Connection, h11.Response]:
+        for _ in range(2):
+            conn = self._take_idle(origin) or await self._connect(origin, url)
+            try:
+                return conn, await conn.request(target, headers)
+            except _Closed:
+                conn.close()
+                if conn.reused:  # a keep-alive connection the server had just closed
+                    continue
+                raise ConnectionFailed(
+                    "the server closed the connection without answering", url=url
+                ) from None
+            except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+                conn.close()
+                if conn.reused:
+                    continue
+                raise ConnectionFailed(f"connection failed: {exc}", url=url) from exc
+            except h11.RemoteProtocolError as exc:
+                conn.close()
+                raise ConnectionFailed(f"invalid HTTP response: {exc}", url=url) from exc
+            except BaseException:
+                conn.close()
+                raise
+        raise ConnectionFailed("the server keeps closing connections", url=url)
+
+    def _parse(self, url: str) -> tuple[Origin, str, str]:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise InvalidURL(f"malformed URL: {exc}", url=url) from None
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS:
+            raise InvalidURL(f"unsupported URL scheme {scheme!r}", url=url)
+        host = parts.hostname
+        if not host:
+            raise InvalidURL("the URL has no host", url=url)
+        default = _DEFAULT_PORTS[scheme]
+        port = port or default
+        shown = f"[{host}]" if ":" in host else host
+        host_header = shown if port == default else f"{shown}:{port}"
+        return (scheme, host, port), _target(parts), host_header
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for stack in self._idle.values():
+            for conn in stack:
+                conn.close()
+        self._idle.clear()
+        await trio.lowlevel.checkpoint()
