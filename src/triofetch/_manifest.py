@@ -43,6 +43,7 @@ __all__ = [
     "PulpManifestReader",
     "RepositoryIndex",
     "RepositoryReader",
+    "describe_error",
     "parse_pulp_manifest",
     "read_manifest",
 ]
@@ -264,6 +265,21 @@ def _check_file_dir_clashes(manifest: PulpManifest, source: str | None) -> None:
             cut = path.rfind("/", 0, cut)
 
 
+def describe_error(exc: BaseException) -> str:
+    """``str(exc)``, plus the root cause when it says more (e.g. a TLS verification failure
+    behind a bare "connection failed")."""
+    text = str(exc) or type(exc).__name__
+    root: BaseException = exc
+    seen = {id(exc)}
+    while (cause := root.__cause__ or root.__context__) is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        root = cause
+    detail = str(root)
+    if root is not exc and isinstance(root, OSError) and detail and detail not in text:
+        text += f" [{detail}]"
+    return text
+
+
 def _lines(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
         yield from f
@@ -295,7 +311,7 @@ class PulpManifestReader(RepositoryReader):
             try:
                 result = await downloader.fetch(url, temp_dir=tmp)
             except DownloadError as exc:
-                raise ManifestError(f"cannot fetch the manifest: {exc}") from None
+                raise ManifestError(f"cannot fetch the manifest: {describe_error(exc)}") from None
             try:
                 return await trio.to_thread.run_sync(
                     lambda: parse_pulp_manifest(

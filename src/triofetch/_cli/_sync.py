@@ -18,7 +18,13 @@ from rich.console import Console
 from .._creator import ContentUnitCreator, CreateReport
 from .._downloader import Downloader
 from .._errors import InvalidInput, ManifestError, StoreError, UnitFailed, redact_url
-from .._manifest import PulpManifestReader, RepositoryIndex, local_source, split_source
+from .._manifest import (
+    PulpManifestReader,
+    RepositoryIndex,
+    describe_error,
+    local_source,
+    split_source,
+)
 from .._store import open_store
 from .._tempfiles import temp_file_pid
 from ._common import (
@@ -94,8 +100,7 @@ def report_json(report: CreateReport) -> dict[str, Any]:
 
 
 def _reason(error: BaseException) -> str:
-    cause = error.cause if isinstance(error, UnitFailed) else error
-    return str(cause) or type(cause).__name__
+    return describe_error(error.cause if isinstance(error, UnitFailed) else error)
 
 
 def _remove_own_temp_files(temp_dir: Path) -> None:
