@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,7 +25,13 @@ from .._manifest import RepositoryIndex
 
 __all__ = ["SyncTracker", "progress_bars"]
 
+log = logging.getLogger("triofetch.cli.events")
+
 _REFRESH = 0.1
+
+
+def _debug() -> bool:
+    return log.isEnabledFor(logging.DEBUG)
 
 
 class SyncTracker:
@@ -52,6 +59,10 @@ class SyncTracker:
     def on_event(self, event: CreatorEvent) -> None:
         key = event.key.natural_key if event.key is not None else None
         kind = event.kind
+        if _debug():
+            what = event.relative_path or (key[0] if key else "")
+            error = f": {event.error}" if event.error is not None else ""
+            log.debug("%s %s%s", kind, what, error)
         if kind == "artifact_downloaded":
             self.bytes_done += event.size
         elif kind == "artifact_reused":
