@@ -85,6 +85,10 @@ class _Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests = 0
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # a client going away is no error
+            super().handle_error(request, client_address)
+
 
 @contextlib.contextmanager
 def serve_directory(directory: Path, delay: float = 0.0) -> Iterator[_Server]:
