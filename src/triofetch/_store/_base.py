@@ -40,7 +40,6 @@ from ._types import (
     VersionNotWritable,
     check_unit_body,
     coerce_key,
-    encode_json,
     key_json,
     listed,
     load_json,
@@ -284,14 +283,17 @@ class Backend(ABC):
         for index, unit in enumerate(units):
             if not isinstance(unit, NewUnit):
                 raise InvalidInput(f"commit_units takes NewUnit objects, got {unit!r}")
-            try:
-                fields = check_unit_body(unit)
-            except InvalidInput as exc:
-                outcomes[index] = UnitOutcome(unit, "failed", None, exc)
-                continue
-            item = _Prepared(
-                index, unit, unit.type, key_json(unit.natural_key), fields, unit.artifacts
-            )
+            fields = unit.fields_json
+            if not fields:  # made without __post_init__ (object.__new__, pickling...)
+                try:
+                    fields = check_unit_body(unit)
+                except InvalidInput as exc:
+                    outcomes[index] = UnitOutcome(unit, "failed", None, exc)
+                    continue
+            arts = unit.artifacts
+            if len(arts) > 1:
+                arts = tuple(sorted(arts, key=lambda a: a.relative_path))
+            item = _Prepared(index, unit, unit.type, key_json(unit.natural_key), fields, arts)
             first = primary.setdefault(item.sort_key, item)
             if first is not item:
                 duplicates.append((index, unit, first))
@@ -359,7 +361,7 @@ class Backend(ABC):
         self, conn: Any, items: list[_Prepared], version_id: int | None
     ) -> dict[int, UnitOutcome]:
         """Write *items* (sorted by key) in the current transaction."""
-        keys = [i.unit.key for i in items]
+        keys = [i.unit.key for i in items] if self.fault is not None else []
         done: dict[int, UnitOutcome] = {}
         # 1. artifacts, get-or-create, in sha256 order
         self._step("artifacts", keys)
@@ -405,7 +407,7 @@ class Backend(ABC):
         self._step("unit_artifacts", keys)
         ua_rows: list[tuple[int, str, int | None]] = []
         for uid, item in new:
-            for a in sorted(item.arts, key=lambda a: a.relative_path):
+            for a in item.arts:  # sorted by relative path
                 aid = None if a.artifact is None else art_ids[a.artifact.sha256][0]
                 ua_rows.append((uid, a.relative_path, aid))
         ua_ids = self.q_insert_unit_artifacts(conn, ua_rows) if ua_rows else {}
@@ -415,9 +417,9 @@ class Backend(ABC):
             for a in item.arts:
                 if a.remote is not None:
                     ua_id = ua_ids[(uid, a.relative_path)]
-                    digests = encode_json(dict(a.remote.digests))
+                    digests = a.remote.digests_json()
                     remote_rows.extend(
-                        (ua_id, url, a.remote.size, digests) for url in sorted(a.remote.urls)
+                        (ua_id, url, a.remote.size, digests) for url in a.remote.urls
                     )
         if remote_rows:
             self.q_insert_remotes(conn, remote_rows)

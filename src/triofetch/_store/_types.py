@@ -245,7 +245,7 @@ class RemoteArtifact:
         urls = (self.urls,) if isinstance(self.urls, str) else self.urls
         if not isinstance(urls, tuple | list) or not urls:
             raise InvalidUnit(f"a remote artifact needs at least one URL, got {self.urls!r}")
-        checked = tuple(_text(u, "URL", MAX_URL_BYTES) for u in urls)
+        checked = tuple(sorted(_text(u, "URL", MAX_URL_BYTES) for u in urls))
         if len(set(checked)) != len(checked):
             raise InvalidUnit(f"a remote artifact lists a URL twice: {checked!r}")
         if self.size is not None:
@@ -257,6 +257,9 @@ class RemoteArtifact:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RemoteArtifact, (self.urls, self.size, dict(self.digests)))
+
+    def digests_json(self) -> str:
+        return "{" + ",".join(f'"{k}":"{v}"' for k, v in self.digests.items()) + "}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,19 +295,24 @@ class NewUnitArtifact:
 
 @dataclass(frozen=True, slots=True)
 class NewUnit:
-    """A unit to commit: type, natural key, JSON fields, and its artifacts."""
+    """A unit to commit: type, natural key, JSON fields, and its artifacts.
+
+    Everything is checked here, when the unit is made; the fields are captured as JSON text
+    at that moment too (changing the ``fields`` dict afterwards changes nothing stored).
+    """
 
     type: str
     natural_key: tuple[str, ...]
     fields: Mapping[str, Any] = field(default_factory=dict)
     artifacts: tuple[NewUnitArtifact, ...] = ()
+    fields_json: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         key = make_key(self.type, self.natural_key)
         object.__setattr__(self, "natural_key", key.natural_key)
         arts = tuple(self.artifacts)
         object.__setattr__(self, "artifacts", arts)
-        check_unit_body(self)
+        object.__setattr__(self, "fields_json", check_unit_body(self))
 
     @property
     def key(self) -> UnitKey:
@@ -312,10 +320,7 @@ class NewUnit:
 
 
 def check_unit_body(unit: NewUnit) -> str:
-    """Check fields and artifacts (again: a fields dict may change after construction).
-
-    Returns the fields' JSON text.
-    """
+    """Check fields and artifacts; return the fields' JSON text."""
     if not isinstance(unit.fields, Mapping):
         raise InvalidUnit(f"fields must be a mapping, got {type(unit.fields).__name__}")
     _check_json_keys(unit.fields, "fields")

@@ -1,0 +1,188 @@
+"""Store benchmark: commit throughput and lookups, SQLite and PostgreSQL, side by side.
+
+    python -m benchmarks store [--quick] [--units=100000] [--slice=500] [--naive=5000]
+
+For each backend, in one run:
+
+- **batched**: ``--units`` units of one artifact each committed by ``commit_units`` in
+  slices of ``--slice`` units, each slice associated with a new repository version (the
+  content unit creator's path);
+- **naive**: the baseline, one transaction per unit (``commit_units([unit])``), on a
+  sample of ``--naive`` units (it is too slow to do all of them) — the rate is what counts;
+- **find**: ``find_units`` of every committed unit by key, in slices of ``--slice``.
+
+The PostgreSQL server is started here (``tests/pgserver.py``) with its default durability
+settings (fsync on, synchronous_commit on); SQLite runs in WAL mode with synchronous=NORMAL.
+No files are written: this measures the database layer.  Targets (issue 3): batched ≥ 10×
+naive on both backends, and ≥ 20,000 units/s committed on SQLite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from triofetch._store import ArtifactRecord, NewUnit, NewUnitArtifact, RemoteArtifact, open_store
+
+try:
+    from benchmarks._common import busy_cpu_seconds, print_table
+except ImportError:  # pragma: no cover - run as a plain script
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks._common import busy_cpu_seconds, print_table
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def make_units(count: int, offset: int = 0) -> list[NewUnit]:
+    """Units like the CLI's file units: key (relative_path, sha256), one artifact each."""
+    units = []
+    for i in range(offset, offset + count):
+        sha = hashlib.sha256(i.to_bytes(8, "big")).hexdigest()
+        path = f"pool/{i % 97:02d}/package-{i}.rpm"
+        rec = ArtifactRecord(sha, 1000 + i % 5000)
+        remote = RemoteArtifact(f"https://mirror.example.invalid/{path}", size=rec.size)
+        units.append(NewUnit("file", (path, sha), {"n": i}, (NewUnitArtifact(path, rec, remote),)))
+    return units
+
+
+def _cpu_self() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def _timed(fn: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of other processes meanwhile: PostgreSQL + noise)."""
+    busy, own = busy_cpu_seconds(), _cpu_self()
+    started = time.perf_counter()
+    await fn()
+    wall = time.perf_counter() - started
+    other = (busy_cpu_seconds() - busy) - (_cpu_self() - own)
+    return wall, max(0.0, other)
+
+
+async def bench_backend(url: str, naive_url: str, units: list[NewUnit], slice_size: int,
+                        naive_count: int) -> dict[str, float]:  # fmt: skip
+    result: dict[str, float] = {}
+    async with open_store(url) as store:
+        version = await store.new_version("bench")
+
+        async def batched() -> None:
+            for start in range(0, len(units), slice_size):
+                report = await store.commit_units(
+                    units[start : start + slice_size], version=version
+                )
+                assert not report.failed, report.failed[0].error
+
+        result["batched_s"], result["batched_other_cpu"] = await _timed(batched)
+        await store.complete_version(version)
+        assert await store.count_units("bench") == len(units)
+
+        keys = [u.key for u in units]
+
+        async def find() -> None:
+            for start in range(0, len(keys), slice_size):
+                found = await store.find_units(keys[start : start + slice_size])
+                assert len(found) == len(keys[start : start + slice_size])
+
+        result["find_s"], _ = await _timed(find)
+
+    sample = make_units(naive_count, offset=len(units))
+    async with open_store(naive_url) as store:
+        version = await store.new_version("bench")
+
+        async def naive() -> None:
+            for unit in sample:
+                report = await store.commit_units([unit], version=version)
+                assert not report.failed
+
+        result["naive_s"], result["naive_other_cpu"] = await _timed(naive)
+    result["batched_rate"] = len(units) / result["batched_s"]
+    result["naive_rate"] = naive_count / result["naive_s"]
+    result["find_rate"] = len(units) / result["find_s"]
+    return result
+
+
+def _option(argv: list[str], name: str, default: int) -> int:
+    for arg in argv:
+        if arg.startswith(f"--{name}="):
+            return int(arg.split("=", 1)[1])
+    return default
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    quick = "--quick" in argv
+    count = _option(argv, "units", 20_000 if quick else 100_000)
+    slice_size = _option(argv, "slice", 500)
+    naive = _option(argv, "naive", 1_000 if quick else 5_000)
+    backends = [b for b in ("sqlite", "postgresql") if f"--no-{b}" not in argv]
+
+    from tests.pgserver import running_postgres
+
+    print(f"store: {count:,} units of one artifact, slices of {slice_size}, naive sample {naive:,}")
+    units = make_units(count)
+    rows: list[list[str]] = []
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="triofetch-bench-store-") as tmp:
+        for backend in backends:
+            if backend == "sqlite":
+                url = f"sqlite:///{tmp}/batched.sqlite3"
+                naive_url = f"sqlite:///{tmp}/naive.sqlite3"
+                results[backend] = trio.run(bench_backend, url, naive_url, units, slice_size, naive)
+            else:
+                with running_postgres() as server:
+                    url = server.create_database("batched")
+                    naive_url = server.create_database("naive")
+                    results[backend] = trio.run(
+                        bench_backend, url, naive_url, units, slice_size, naive
+                    )
+            r = results[backend]
+            ratio = r["batched_rate"] / r["naive_rate"]
+            target = ratio >= 10 and (backend != "sqlite" or r["batched_rate"] >= 20_000)
+            rows.append(
+                [
+                    backend,
+                    f"{r['batched_rate']:,.0f}",
+                    f"{r['batched_s']:.1f}",
+                    f"{r['naive_rate']:,.0f}",
+                    f"{ratio:.1f}x",
+                    f"{r['find_s']:.2f}",
+                    f"{r['find_rate']:,.0f}",
+                    f"{r['batched_other_cpu']:.1f}",
+                    "yes" if target else "NO",
+                ]
+            )
+            print(f"  {backend}: done", flush=True)
+    print_table(
+        f"store: commit {count:,} units (slices of {slice_size}) vs one transaction per unit",
+        [
+            "backend",
+            "batched u/s",
+            "batched s",
+            "naive u/s",
+            "ratio",
+            f"find {count // 1000}k s",
+            "find u/s",
+            "other CPU s",
+            "target met",
+        ],
+        rows,
+    )
+    print(
+        "other CPU s: CPU seconds spent by other processes during the batched commits "
+        "(the PostgreSQL server, and anyone else on the machine)."
+    )
+
+
+if __name__ == "__main__":
+    main()
