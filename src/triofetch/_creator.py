@@ -395,6 +395,7 @@ class ContentUnitCreator:
                     wanted.add(art.sha256)
         present = await self.store.find_artifacts(sorted(wanted)) if wanted else {}
         reuse_ids: list[int] = []
+        records: list[tuple[DeclarativeUnit, NewUnit]] = []
         async with trio.open_nursery() as nursery:
             for key, unit in unique.items():
                 info = existing.get(UnitKey(*key))
@@ -404,10 +405,13 @@ class ContentUnitCreator:
                     reuse_ids.append(info.id)
                     continue
                 if info is None and not immediate:
-                    await send.send((unit, self._on_demand_unit(unit, present)))
+                    # nothing to download: the slice commits these itself, in one batch
+                    records.append((unit, self._on_demand_unit(unit, present)))
                     continue
                 await unit_slots.acquire()
                 nursery.start_soon(self._unit, unit, info, present, send, unit_slots)
+            for start in range(0, len(records), self.commit_batch):
+                await self._commit(records[start : start + self.commit_batch], version)
             if version is not None and reuse_ids:
                 await self.store.add_to_version(version, reuse_ids)
 

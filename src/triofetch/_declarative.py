@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from ._errors import InvalidUnit
 __all__ = ["DeclarativeArtifact", "DeclarativeUnit", "check_relative_path"]
 
 _MAX_KEY = 4096
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_relative_path(path: object) -> str:
@@ -29,7 +31,7 @@ def check_relative_path(path: object) -> str:
         raise InvalidUnit(f"unsafe relative path {path!r}: contains a backslash")
     if path.startswith("/"):
         raise InvalidUnit(f"unsafe relative path {path!r}: absolute")
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+    if _CONTROL.search(path):
         raise InvalidUnit(f"unsafe relative path {path!r}: contains a control character")
     for segment in path.split("/"):
         if segment == "..":

@@ -109,9 +109,12 @@ async def aiter_units(
         async for unit in units:
             yield _checked(unit)
     else:
-        for unit in units:
+        # A checkpoint now and then (not per item: a loop iteration per unit would cost more
+        # than the unit) keeps a long in-memory input cancellable.
+        for count, unit in enumerate(units, 1):
             yield _checked(unit)
-            await trio.lowlevel.checkpoint()
+            if not count % 256:
+                await trio.lowlevel.checkpoint()
 
 
 def _checked(unit: object) -> DeclarativeUnit:
