@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="trust this CA bundle (PEM) for https instead of the system's; "
         "SSL_CERT_FILE / SSL_CERT_DIR are honoured otherwise",
     )
+    sync.add_argument(
+        "--transport",
+        choices=["auto", "trio", "httpx"],
+        default="auto",
+        help="HTTP client: 'trio' (fastest), 'httpx' (honours proxies); 'auto' (default) "
+        "picks httpx when a proxy is configured in the environment, else trio",
+    )
     sync.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     lister = commands.add_parser(

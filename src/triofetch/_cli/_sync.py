@@ -6,10 +6,11 @@ import argparse
 import contextlib
 import os
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import trio
@@ -121,6 +122,18 @@ def _cleanup_on_exit(temp_dir: Path) -> Iterator[None]:
         _remove_own_temp_files(temp_dir)
 
 
+def pick_transport(choice: str, url: str) -> Literal["trio", "httpx"]:
+    """'auto': the trio transport, unless the environment routes *url* through a proxy."""
+    if choice in ("trio", "httpx"):
+        return choice  # type: ignore[return-value]
+    scheme = url.partition(":")[0].lower()
+    host = urlsplit(url).hostname or ""
+    proxies = urllib.request.getproxies()
+    if scheme in proxies and not urllib.request.proxy_bypass(host):
+        return "httpx"
+    return "trio"
+
+
 @asynccontextmanager
 async def _nothing() -> AsyncIterator[None]:
     yield
@@ -139,6 +152,7 @@ async def run_sync(
     slice_size: int = 500,
     mirror: bool = False,
     ca_cert: str | None = None,
+    transport: str = "auto",
     console: Console | None = None,
     announce: bool = False,
 ) -> tuple[RepositoryIndex, CreateReport]:
@@ -153,6 +167,7 @@ async def run_sync(
         retries=retries,
         verify=verify,
         auth=auth,
+        transport=pick_transport(transport, url),
     ) as downloader:
         log.info("reading the manifest at %s", url)
         index = await PulpManifestReader().read(url, downloader)
@@ -245,6 +260,7 @@ async def sync_command(args: argparse.Namespace) -> int:
             slice_size=args.slice_size,
             mirror=args.mirror,
             ca_cert=args.ca_cert,
+            transport=args.transport,
             console=console,
             announce=not tty and not args.json,
         )

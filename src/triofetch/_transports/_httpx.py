@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import httpx
 
 from .._errors import ConnectionFailed, InvalidURL, TooManyRedirects, TruncatedBody
-from .base import Response, TransportOptions, make_ssl_context
+from .base import Response, TransportOptions, describe_failure, make_ssl_context
 
 __all__ = ["HttpxTransport"]
 
@@ -30,12 +30,7 @@ class _HttpxResponse:
         except httpx.RemoteProtocolError as exc:
             raise TruncatedBody(f"body cut short: {exc}", url=self.url) from exc
         except httpx.TransportError as exc:
-            raise ConnectionFailed(_describe(exc), url=self.url) from exc
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"connection failed: {text}"
+            raise ConnectionFailed(describe_failure(exc), url=self.url) from exc
 
 
 class HttpxTransport:
@@ -70,7 +65,7 @@ class HttpxTransport:
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             raise InvalidURL(f"cannot fetch this URL: {exc}", url=url) from exc
         except httpx.TransportError as exc:
-            raise ConnectionFailed(_describe(exc), url=url) from exc
+            raise ConnectionFailed(describe_failure(exc), url=url) from exc
         try:
             yield _HttpxResponse(response)
         finally:

@@ -28,7 +28,7 @@ from .._errors import (
     TooManyRedirects,
     TruncatedBody,
 )
-from .base import Response, TransportOptions, make_ssl_context
+from .base import Response, TransportOptions, describe_failure, make_ssl_context
 
 __all__ = ["TrioTransport"]
 
@@ -181,7 +181,7 @@ class TrioTransport:
         try:
             tcp = await trio.open_tcp_stream(host, port)
         except OSError as exc:
-            raise ConnectionFailed(f"connection failed: {exc}", url=url) from exc
+            raise ConnectionFailed(describe_failure(exc), url=url) from exc
         tcp.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
         stream: trio.abc.Stream = tcp
         if scheme == "https":

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Response", "Transport", "TransportOptions", "make_ssl_context"]
+__all__ = ["Response", "Transport", "TransportOptions", "describe_failure", "make_ssl_context"]
 
 
 @dataclass(frozen=True)
@@ -109,3 +109,18 @@ def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
         else:
             context.load_cert_chain(str(options.cert))
     return context
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The most telling message in *exc*'s chain (httpx wraps TLS and socket errors)."""
+    texts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(texts) < 5:
+        if isinstance(seen, BaseExceptionGroup) and seen.exceptions:
+            seen = seen.exceptions[0]
+            continue
+        text = str(seen).strip()
+        if text and text not in texts:
+            texts.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return f"connection failed: {texts[-1] if texts else type(exc).__name__}"
