@@ -309,7 +309,7 @@ def table(title: str, rows: list[dict[str, Any]]) -> None:
             [
                 r["client"],
                 fmt(r["seconds"], ".2f"),
-                fmt(r["files_per_s"], ".0f"),
+                fmt(r["files_per_s"], ".0f" if r["files_per_s"] >= 100 else ".2f"),
                 fmt(r["mb_per_s"], ".0f"),
                 fmt(r["cpu"], ".2f"),
                 fmt(r["peak_rss_mib"], ".0f"),
