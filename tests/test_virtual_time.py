@@ -7,7 +7,7 @@ from a list, so that no socket wait lets the mock clock jump.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -26,7 +26,7 @@ class ScriptedResponse:
         self.headers = dict(headers)
         self._body = body
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         if self._body:
             yield self._body
 

@@ -23,6 +23,7 @@ import trio
 from ._declarative import DeclarativeArtifact, DeclarativeUnit
 from ._downloader import Downloader
 from ._errors import DownloadError, InvalidInput, StoreError, TriofetchError, UnitFailed
+from ._groups import collapse_single, first_error
 from ._store import (
     ArtifactRecord,
     NewUnit,
@@ -33,7 +34,7 @@ from ._store import (
     UnitKey,
     VersionHandle,
 )
-from ._units import aiter_units, collapse_single, first_error
+from ._units import aiter_units
 
 __all__ = [
     "ContentUnitCreator",

@@ -9,7 +9,7 @@ import math
 import os
 import random
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from ._errors import (
     InvalidURL,
     SizeMismatch,
 )
+from ._groups import collapse_single
 from ._tempfiles import new_temp_path
 from ._transports.base import Response, Transport, TransportOptions
 from ._version import __version__
@@ -606,18 +607,22 @@ class Downloader:
         pending: list[bytes] = []
         buffered = 0
         size = 0
-        threads = self._threads
-        async for chunk in response.iter_bytes():
-            size += len(chunk)
-            if expected_size is not None and size > expected_size:
-                raise SizeMismatch(expected_size, size, url=url, exceeded=True)
-            pending.append(chunk)
-            buffered += len(chunk)
-            if buffered >= _FLUSH_BYTES:
-                batch, pending, buffered = pending, [], 0
-                await trio.to_thread.run_sync(sink.write, batch, limiter=threads)
-            scope.deadline = min(hard, trio.current_time() + read_timeout)
-        digests = await trio.to_thread.run_sync(sink.finish, pending, limiter=threads)
+        large = False
+        async with contextlib.aclosing(response.iter_bytes()) as chunks:
+            async for chunk in chunks:
+                size += len(chunk)
+                if expected_size is not None and size > expected_size:
+                    raise SizeMismatch(expected_size, size, url=url, exceeded=True)
+                pending.append(chunk)
+                buffered += len(chunk)
+                scope.deadline = min(hard, trio.current_time() + read_timeout)
+                if buffered >= _FLUSH_BYTES:
+                    large = True
+                    break
+            if large:
+                size = await self._pipeline(chunks, pending, size, sink, plan, scope, hard, url)
+                pending = []
+        digests = await trio.to_thread.run_sync(sink.finish, pending, limiter=self._threads)
         if expected_size is not None and size != expected_size:
             raise SizeMismatch(expected_size, size, url=url)
         for algorithm, expected in plan.expected_digests.items():
@@ -626,6 +631,53 @@ class Downloader:
         return DownloadResult(
             url=url, path=sink.path, size=size, digests=digests, headers=dict(response.headers)
         )
+
+    async def _pipeline(
+        self,
+        chunks: AsyncIterator[bytes],
+        first: list[bytes],
+        size: int,
+        sink: _Sink,
+        plan: _Plan,
+        scope: trio.CancelScope,
+        hard: float,
+        url: str,
+    ) -> int:
+        """Receive the rest of a large body while a worker thread hashes and writes it.
+
+        One batch (~1 MiB) is hashed and written in a thread while the next one is received
+        on the loop, and at most one more waits between them: the bytes stream at the pace
+        of the slower of the two instead of the sum of both.  Returns the body's size.
+        """
+        expected_size = plan.expected_size
+        read_timeout = self._read_timeout or math.inf
+        send, receive = trio.open_memory_channel[list[bytes]](1)
+
+        async def writer() -> None:
+            async with receive:
+                async for batch in receive:
+                    await trio.to_thread.run_sync(sink.write, batch, limiter=self._threads)
+
+        with collapse_single():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                async with send:
+                    await send.send(first)
+                    pending: list[bytes] = []
+                    buffered = 0
+                    async for chunk in chunks:
+                        size += len(chunk)
+                        if expected_size is not None and size > expected_size:
+                            raise SizeMismatch(expected_size, size, url=url, exceeded=True)
+                        pending.append(chunk)
+                        buffered += len(chunk)
+                        if buffered >= _FLUSH_BYTES:
+                            await send.send(pending)
+                            pending, buffered = [], 0
+                        scope.deadline = min(hard, trio.current_time() + read_timeout)
+                    if pending:
+                        await send.send(pending)
+        return size
 
 
 def _with_attempts(result: DownloadResult, attempts: int) -> DownloadResult:

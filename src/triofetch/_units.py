@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -14,6 +14,7 @@ import trio
 from ._declarative import DeclarativeArtifact, DeclarativeUnit
 from ._downloader import Downloader, DownloadResult
 from ._errors import InvalidInput, TriofetchError, UnitFailed, WrongContext
+from ._groups import collapse_single, first_error
 
 __all__ = [
     "DownloadedUnit",
@@ -64,41 +65,6 @@ def _discard(results: Iterable[DownloadResult]) -> None:
     for result in results:
         with suppress(OSError):
             result.path.unlink(missing_ok=True)
-
-
-def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first leaf exception of a (nested) exception group."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-@contextmanager
-def collapse_single() -> Iterator[None]:
-    """Re-raise a group holding one exception as that exception.
-
-    A nursery inside a context manager wraps whatever the caller's ``async with`` body
-    raises in an ExceptionGroup; callers of our context managers get their own exception
-    back instead (or ours: UnitFailed, StoreError...).
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) == 1:
-            raise leaves[0] from None
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found.extend(_leaves(exc))
-        else:
-            found.append(exc)
-    return found
 
 
 async def aiter_units(

@@ -293,7 +293,8 @@ class Backend(ABC):
             arts = unit.artifacts
             if len(arts) > 1:
                 arts = tuple(sorted(arts, key=lambda a: a.relative_path))
-            item = _Prepared(index, unit, unit.type, key_json(unit.natural_key), fields, arts)
+            nk = unit.key_json or key_json(unit.natural_key)
+            item = _Prepared(index, unit, unit.type, nk, fields, arts)
             first = primary.setdefault(item.sort_key, item)
             if first is not item:
                 duplicates.append((index, unit, first))

@@ -6,6 +6,8 @@
   exclusive ``flock`` on ``<db>.lock`` (other processes) before ``BEGIN IMMEDIATE``; a
   ``busy_timeout`` and a bounded retry on SQLITE_BUSY cover what is left (checkpoints,
   readers racing with the WAL's recovery).
+- Checkpoints (copying the WAL back into the database, with their fsyncs) run in a
+  checkpointer thread after commits, not inside them.
 - ``synchronous=NORMAL``: a committed transaction survives the process crashing; a power
   loss may forget the last transactions, never corrupt the file.  Artifact files are fsynced
   before their rows are written, so rows never point at files that are not there.
@@ -41,9 +43,12 @@ _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _BUSY_TIMEOUT_MS = 60_000
 #: page cache per connection (KiB): the unique indexes of a big store stay in memory
 _CACHE_KIB = 64 * 1024
-#: checkpoint the WAL every this many pages (4 KiB) instead of 1000: fewer, larger
-#: checkpoints (their fsyncs are most of a commit's time otherwise)
-_CHECKPOINT_PAGES = 8000
+#: the writers checkpoint the WAL themselves only past this many pages (4 KiB), a safety
+#: valve: normally the checkpointer thread does it, so that commits do not wait for its
+#: writes and fsyncs (most of a commit's time otherwise)
+_CHECKPOINT_PAGES = 20_000
+#: the checkpointer thread checkpoints after this many commits
+_COMMITS_PER_CHECKPOINT = 8
 #: truncate the WAL file back to this size after a checkpoint
 _JOURNAL_LIMIT = 64 * 1024 * 1024
 
@@ -60,6 +65,53 @@ def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+class _Checkpointer:
+    """A thread that checkpoints the WAL after commits (PASSIVE: it blocks no one).
+
+    It lives exactly as long as its backend: started by ``open()``, joined by ``close()``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._wake = threading.Event()
+        self._stopping = False
+        self.checkpoints = 0
+        self._commits = 0
+        self._thread = threading.Thread(
+            target=self._run, name=f"triofetch-checkpoint {path.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error:  # pragma: no cover - the writers' autocheckpoint remains
+                    pass
+        finally:
+            conn.close()
+
+    def poke(self) -> None:
+        # Not after every commit: the same hot index pages would be copied over and over.
+        self._commits += 1
+        if self._commits >= _COMMITS_PER_CHECKPOINT:
+            self._commits = 0
+            self._wake.set()  # pokes made while a checkpoint runs coalesce into one more
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+
 class SQLiteBackend(Backend):
     dialect = "sqlite"
 
@@ -72,6 +124,7 @@ class SQLiteBackend(Backend):
         self._all: list[sqlite3.Connection] = []
         self._all_guard = threading.Lock()
         self._lockfile: int | None = None
+        self._checkpointer: _Checkpointer | None = None
 
     # -- connections ------------------------------------------------------------------------
 
@@ -141,6 +194,8 @@ class SQLiteBackend(Backend):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
 
     @contextmanager
     def savepoint(self, conn: Any) -> Iterator[None]:
@@ -176,6 +231,7 @@ class SQLiteBackend(Backend):
                 if mode != "wal":  # pragma: no cover - e.g. a filesystem without shared memory
                     raise StoreError(f"SQLite refused WAL mode for {self.path} (got {mode})")
                 self._migrate(conn)
+            self._checkpointer = _Checkpointer(self.path)
         except sqlite3.Error as exc:
             self.close()
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -212,6 +268,9 @@ class SQLiteBackend(Backend):
         conn.execute("COMMIT")
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         with self._all_guard:
             conns, self._all = self._all, []
         for conn in conns:

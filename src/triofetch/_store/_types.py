@@ -149,6 +149,11 @@ def key_json(natural_key: tuple[str, ...]) -> str:
     return "[" + ",".join(map(_quote, natural_key)) + "]"
 
 
+def _digests_json(digests: Mapping[str, str]) -> str:
+    # algorithm names and hex values need no escaping
+    return "{" + ",".join(f'"{k}":"{v}"' for k, v in digests.items()) + "}"
+
+
 def load_json(text: str) -> Any:
     """Parse JSON text written by this module (trusted: straight to the C scanner)."""
     if text == "{}":
@@ -203,6 +208,7 @@ class ArtifactRecord:
     sha256: str
     size: int
     digests: Mapping[str, str] = field(default_factory=dict)
+    _json: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         digests = normalize_digests(self.digests)
@@ -215,6 +221,7 @@ class ArtifactRecord:
             raise InvalidInput(f"artifact size must be a non-negative int, got {self.size!r}")
         object.__setattr__(self, "sha256", sha)
         object.__setattr__(self, "digests", MappingProxyType(dict(sorted(digests.items()))))
+        object.__setattr__(self, "_json", _digests_json(self.digests))
 
     def __reduce__(self) -> tuple[Any, ...]:  # MappingProxyType does not pickle
         return (ArtifactRecord, (self.sha256, self.size, dict(self.digests)))
@@ -226,11 +233,11 @@ class ArtifactRecord:
         object.__setattr__(record, "sha256", sha256)
         object.__setattr__(record, "size", size)
         object.__setattr__(record, "digests", MappingProxyType(digests))
+        object.__setattr__(record, "_json", "")
         return record
 
     def digests_json(self) -> str:
-        # algorithm names and hex values need no escaping
-        return "{" + ",".join(f'"{k}":"{v}"' for k, v in self.digests.items()) + "}"
+        return self._json or _digests_json(self.digests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +247,7 @@ class RemoteArtifact:
     urls: tuple[str, ...]
     size: int | None = None
     digests: Mapping[str, str] = field(default_factory=dict)
+    _json: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         urls = (self.urls,) if isinstance(self.urls, str) else self.urls
@@ -254,12 +262,13 @@ class RemoteArtifact:
         object.__setattr__(
             self, "digests", MappingProxyType(dict(sorted(normalize_digests(self.digests).items())))
         )
+        object.__setattr__(self, "_json", _digests_json(self.digests))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RemoteArtifact, (self.urls, self.size, dict(self.digests)))
 
     def digests_json(self) -> str:
-        return "{" + ",".join(f'"{k}":"{v}"' for k, v in self.digests.items()) + "}"
+        return self._json
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,10 +315,12 @@ class NewUnit:
     fields: Mapping[str, Any] = field(default_factory=dict)
     artifacts: tuple[NewUnitArtifact, ...] = ()
     fields_json: str = field(default="", init=False, repr=False, compare=False)
+    key_json: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         key = make_key(self.type, self.natural_key)
         object.__setattr__(self, "natural_key", key.natural_key)
+        object.__setattr__(self, "key_json", key_json(key.natural_key))
         arts = tuple(self.artifacts)
         object.__setattr__(self, "artifacts", arts)
         object.__setattr__(self, "fields_json", check_unit_body(self))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import select
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
@@ -199,7 +199,7 @@ class _AsksResponse:
         body = self._response.body
         return body if isinstance(body, asks.response_objects.StreamBody) else None
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         stream = self._stream
         if stream is None:
             # asks read a body-less response itself (and pooled its connection)

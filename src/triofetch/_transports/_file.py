@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -48,7 +48,7 @@ class _FileResponse:
         self._file = file
         self.headers: Mapping[str, str] = {"content-length": str(size)} if size is not None else {}
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         file = self._file
         if file is None:
             return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import httpx
@@ -23,7 +23,7 @@ class _HttpxResponse:
         self.url = str(response.url)
         self.headers: Mapping[str, str] = response.headers
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in self._response.aiter_raw():
                 yield chunk

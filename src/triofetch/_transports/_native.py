@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -97,7 +97,7 @@ class _NativeResponse:
         self.headers: Mapping[str, str] = headers
         self.complete = False
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         conn = self._conn.h11
         receive = self._conn.stream.receive_some
         try:

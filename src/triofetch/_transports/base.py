@@ -16,7 +16,7 @@ the transport's: a transport is given ready-made headers and never sleeps or ret
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +64,7 @@ class Response(Protocol):
     @property
     def headers(self) -> Mapping[str, str]: ...
 
-    def iter_bytes(self) -> AsyncIterator[bytes]:
+    def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         """The body's bytes as they arrive, undecoded (no content decoding)."""
         ...
 
