@@ -49,6 +49,12 @@ class ScriptedTransport:
         return None
 
 
+# Writing the temp file happens in a worker thread; while a thread runs, the autojumping
+# mock clock would jump to the next deadline, a timeout's included.  Timeouts are not what
+# these tests are about.
+NO_TIMEOUTS: dict[str, None] = {"connect_timeout": None, "read_timeout": None}
+
+
 @pytest.fixture
 def clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
@@ -73,7 +79,9 @@ async def test_retry_after_is_honoured_exactly(
     clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     transport = ScriptedTransport([(429, {"retry-after": "7"}), (503, {"retry-after": "2"})])
-    async with triofetch.Downloader(transport=transport, temp_dir=tmp_path, backoff=100.0) as dl:
+    async with triofetch.Downloader(
+        **NO_TIMEOUTS, transport=transport, temp_dir=tmp_path, backoff=100.0
+    ) as dl:
         await dl.fetch("http://example.invalid/x")
     gaps = [b - a for a, b in itertools.pairwise(transport.times)]
     assert gaps == pytest.approx([7.0, 2.0], abs=1e-6)
@@ -91,7 +99,9 @@ async def test_retry_after_is_capped(clock: trio.testing.MockClock, tmp_path: Pa
 async def test_rate_limit_spaces_requests(clock: trio.testing.MockClock, tmp_path: Path) -> None:
     transport = ScriptedTransport([])
     async with (
-        triofetch.Downloader(transport=transport, temp_dir=tmp_path, rate_limit=4.0) as dl,
+        triofetch.Downloader(
+            **NO_TIMEOUTS, transport=transport, temp_dir=tmp_path, rate_limit=4.0
+        ) as dl,
         trio.open_nursery() as nursery,
     ):
         for _ in range(9):
@@ -104,7 +114,9 @@ async def test_rate_limit_spaces_requests(clock: trio.testing.MockClock, tmp_pat
 
 async def test_no_retry_on_403(clock: trio.testing.MockClock, tmp_path: Path) -> None:
     transport = ScriptedTransport([(403, {})] * 3)
-    async with triofetch.Downloader(transport=transport, temp_dir=tmp_path, retries=5) as dl:
+    async with triofetch.Downloader(
+        **NO_TIMEOUTS, transport=transport, temp_dir=tmp_path, retries=5
+    ) as dl:
         with pytest.raises(triofetch.HTTPStatusError) as info:
             await dl.fetch("http://example.invalid/x")
     assert info.value.status_code == 403
