@@ -65,7 +65,12 @@ async def test_exponential_backoff_with_jitter(
 ) -> None:
     transport = ScriptedTransport([(503, {})] * 4)
     async with triofetch.Downloader(
-        transport=transport, temp_dir=tmp_path, retries=4, backoff=1.0, backoff_max=3.0
+        **NO_TIMEOUTS,
+        transport=transport,
+        temp_dir=tmp_path,
+        retries=4,
+        backoff=1.0,
+        backoff_max=3.0,
     ) as dl:
         result = await dl.fetch("http://example.invalid/x")
     assert result.attempts == 5
@@ -90,7 +95,7 @@ async def test_retry_after_is_honoured_exactly(
 async def test_retry_after_is_capped(clock: trio.testing.MockClock, tmp_path: Path) -> None:
     transport = ScriptedTransport([(429, {"retry-after": "86400"})])
     async with triofetch.Downloader(
-        transport=transport, temp_dir=tmp_path, max_retry_after=60.0
+        **NO_TIMEOUTS, transport=transport, temp_dir=tmp_path, max_retry_after=60.0
     ) as dl:
         await dl.fetch("http://example.invalid/x")
     assert transport.times[1] - transport.times[0] == pytest.approx(60.0)
