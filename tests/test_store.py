@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from triofetch import InvalidDigest, InvalidInput, InvalidUnit, SchemaVersionError, StoreError
 from triofetch._store import (
@@ -510,3 +511,15 @@ async def test_started_commit_is_shielded(store: Store) -> None:
     store._backend.fault = None
     rows = await unit_rows(store, unit.key)
     assert rows is not None and rows["links"] == {"a": (record(b"a").sha256, 1)}
+
+
+async def test_aclose_waits_for_running_operations(store_url: str) -> None:
+    store = await open_store(store_url)
+    units = [file_unit(f"c{i}", bytes([i])) for i in range(50)]
+    async with trio.open_nursery() as nursery:
+        for i in range(0, 50, 10):
+            nursery.start_soon(store.commit_units, units[i : i + 10])
+        await trio.testing.wait_all_tasks_blocked()  # all of them started
+        await store.aclose()  # while the commits run: they finish, then it closes
+    async with open_store(store_url) as again:
+        assert (await counts(again))["units"] == 50

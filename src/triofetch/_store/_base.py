@@ -668,10 +668,17 @@ class Store:
         """Close the connections (waits for running operations; idempotent)."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = True  # new operations are refused from now on
         with trio.CancelScope(shield=True):
-            async with self.limiter:
-                await trio.to_thread.run_sync(self._backend.close)
+            # every token: running operations finish first
+            tokens = [object() for _ in range(int(self.limiter.total_tokens))]
+            for token in tokens:
+                await self.limiter.acquire_on_behalf_of(token)
+            try:
+                await trio.to_thread.run_sync(self._backend.close, limiter=self._threads)
+            finally:
+                for token in tokens:
+                    self.limiter.release_on_behalf_of(token)
 
     def _check_open(self) -> None:
         if self._closed:
