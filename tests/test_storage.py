@@ -44,6 +44,7 @@ async def test_adopt_moves_into_place(storage: ArtifactStorage) -> None:
     digests = {"sha256": sha(data), "md5": hashlib.md5(data).hexdigest()}
     stored = await storage.adopt(tmp, sha256=sha(data).upper(), size=len(data), digests=digests)
     assert stored.created and stored.sha256 == sha(data) and stored.digests == digests
+    assert stored.record.sha256 == sha(data) and stored.record.digests == digests
     expected = storage.root / "artifacts" / sha(data)[:2] / sha(data)[2:4] / sha(data)
     assert stored.path == expected == storage.path_for(sha(data))
     assert expected.read_bytes() == data

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
     from trio._file_io import AsyncIOWrapper
 
+    from ._store._types import ArtifactRecord
+
 __all__ = [
     "ArtifactMismatch",
     "ArtifactMissing",
@@ -86,6 +88,13 @@ class StoredArtifact:
     path: Path
     #: False when the content was already stored and the temp file was removed instead.
     created: bool
+
+    @property
+    def record(self) -> ArtifactRecord:
+        """This artifact as the store records it."""
+        from ._store._types import ArtifactRecord
+
+        return ArtifactRecord(self.sha256, self.size, self.digests)
 
 
 @dataclass(frozen=True, slots=True)
