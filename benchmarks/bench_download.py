@@ -61,12 +61,13 @@ from ._common import (
     write_json,
 )
 
-CLIENTS = ("curl", "aria2c", "aiohttp", "triofetch")
+CLIENTS = ("curl", "aria2c", "aiohttp", "triofetch", "triofetch-httpx")
 LABELS = {
     "curl": "curl+sha256sum",
     "aria2c": "aria2c",
     "aiohttp": "aiohttp",
-    "triofetch": "triofetch",
+    "triofetch": "triofetch (trio transport)",
+    "triofetch-httpx": "triofetch (httpx transport)",
 }
 WORKLOADS = ("small", "large", "digests")
 PULP_DIGESTS = ("sha224", "sha256", "sha384", "sha512")
@@ -162,7 +163,10 @@ def python_run(
     out = OUT / f"{client}{tag}"
     tmp = OUT / f"{client}{tag}-tmp"
     job = write_job(f"{client}{tag}-{ds.dirname}", ds, srv, out, tmp=str(tmp))
-    cmd = [sys.executable, str(HERE / f"{client}_client.py"), str(job)]
+    script, _, transport = client.partition("-")
+    cmd = [sys.executable, str(HERE / f"{script}_client.py"), str(job)]
+    if transport:
+        cmd.append(f"--transport={transport}")
     cmd += [f"--connections={connections}"]
     if concurrency:
         cmd.append(f"--concurrency={concurrency}")

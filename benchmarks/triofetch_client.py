@@ -33,10 +33,12 @@ import trio  # noqa: E402
 import triofetch  # noqa: E402
 
 
-async def run(job: dict, connections: int, concurrency: int, digests: list[str] | None) -> int:
+async def run(
+    job: dict, connections: int, concurrency: int, digests: list[str] | None, transport: str
+) -> int:
     out = job["out"]
     done = 0
-    kwargs = {"connections": connections, "temp_dir": job["tmp"]}
+    kwargs = {"connections": connections, "temp_dir": job["tmp"], "transport": transport}
     if digests:
         kwargs["digests"] = tuple(digests)
 
@@ -74,6 +76,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=0)
     parser.add_argument("--digests", default="")
+    parser.add_argument("--transport", default="trio", choices=["trio", "httpx", "asks"])
     args = parser.parse_args()
     if not hasattr(triofetch, "Downloader"):
         print("triofetch.Downloader does not exist yet", file=sys.stderr)
@@ -84,7 +87,14 @@ def main() -> int:
     start_wall = time.perf_counter()
     times = os.times()
     start_cpu = times.user + times.system
-    done = trio.run(run, job, args.connections, args.concurrency or 2 * args.connections, digests)
+    done = trio.run(
+        run,
+        job,
+        args.connections,
+        args.concurrency or 2 * args.connections,
+        digests,
+        args.transport,
+    )
     times = os.times()
     print(
         json.dumps(

@@ -48,6 +48,8 @@ TokenProvider = Callable[[], Awaitable[str]]
 # which hashes them and writes them to the temp file in one go.  A small file therefore costs
 # exactly one thread round trip (create + write + hash + close), a large one one per MiB.
 _FLUSH_BYTES = 1 << 20
+# Bodies up to this size are finished in batches (see _SmallFiles).
+_SMALL_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,76 @@ class _Sink:
         self.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+class _Job:
+    __slots__ = ("abandoned", "chunks", "digests", "error", "finished", "sink")
+
+    def __init__(self, sink: _Sink, chunks: list[bytes]) -> None:
+        self.sink = sink
+        self.chunks = chunks
+        self.digests: dict[str, str] = {}
+        self.error: BaseException | None = None
+        self.finished = False
+        self.abandoned = False
+
+
+def _finish_all(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if not job.abandoned:
+            try:
+                job.digests = job.sink.finish(job.chunks)
+            except Exception as exc:  # reported to the job's own task
+                job.error = exc
+        job.finished = True
+
+
+class _SmallFiles:
+    """Creates, writes and hashes small files in batches: one thread round trip for many.
+
+    Creating a file can take a long time on a busy disk, so it never happens on the loop;
+    but one worker-thread round trip per small file costs more loop time than the file
+    itself.  So small files are finished in batches, without a background task: the first
+    task that needs a batch run leads it, the tasks that queue up meanwhile wait for that run
+    to end, and one of them leads the next run with everything queued by then.
+    """
+
+    def __init__(self, limiter: trio.CapacityLimiter) -> None:
+        self._limiter = limiter
+        self._queue: list[_Job] = []
+        self._busy = False
+        self._idle = trio.Event()
+
+    async def finish(self, sink: _Sink, chunks: list[bytes]) -> dict[str, str]:
+        job = _Job(sink, chunks)
+        self._queue.append(job)
+        try:
+            while not job.finished:
+                if self._busy:
+                    await self._idle.wait()
+                else:
+                    await self._lead()
+        except BaseException:
+            if job in self._queue:
+                self._queue.remove(job)
+            job.abandoned = True  # if a run has it, the run's leader removes the file
+            raise
+        if job.error is not None:
+            raise job.error
+        return job.digests
+
+    async def _lead(self) -> None:
+        self._busy = True
+        jobs, self._queue = self._queue, []
+        try:
+            await trio.to_thread.run_sync(_finish_all, jobs, limiter=self._limiter)
+        finally:
+            for job in jobs:
+                if job.abandoned:  # its task was cancelled while the run went on
+                    job.sink.discard()
+            self._busy = False
+            self._idle.set()
+            self._idle = trio.Event()
 
 
 def _split_credentials(url: str) -> tuple[str, str | None]:
@@ -317,6 +389,7 @@ class Downloader:
             self._threads = threads
         else:
             self._threads = trio.CapacityLimiter(threads or max(4, 2 * (os.cpu_count() or 1)))
+        self._small = _SmallFiles(self._threads)
         self._options = TransportOptions(
             max_connections=connections,
             verify=verify,  # type: ignore[arg-type]
@@ -622,7 +695,10 @@ class Downloader:
             if large:
                 size = await self._pipeline(chunks, pending, size, sink, plan, scope, hard, url)
                 pending = []
-        digests = await trio.to_thread.run_sync(sink.finish, pending, limiter=self._threads)
+        if large or size > _SMALL_BYTES:
+            digests = await trio.to_thread.run_sync(sink.finish, pending, limiter=self._threads)
+        else:
+            digests = await self._small.finish(sink, pending)
         if expected_size is not None and size != expected_size:
             raise SizeMismatch(expected_size, size, url=url)
         for algorithm, expected in plan.expected_digests.items():

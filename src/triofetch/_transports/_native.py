@@ -1,11 +1,12 @@
-"""The ``trio`` transport: HTTP/1.1 on Trio sockets, parsed by h11, with a lean pool.
+"""The ``trio`` transport: HTTP/1.1 on Trio sockets with a lean connection pool.
 
 Why it exists: with the httpx transport, a small file costs several passes through httpcore's
 connection pool (every request re-checks every connection, each check a ``poll()``
 syscall) and through httpx's request and response models.  On thousands of small files that
 bookkeeping, not HTTP bytes, is what the CPU does.  Here a request takes an idle connection
 from a per-origin stack (one readability check), writes the request in one ``send``, and
-reads the response with h11 — the HTTP/1.1 state machine httpx itself is built on.
+reads the response with a strict parser of the slice of HTTP/1.1 a downloader needs
+(``_wire.py``).
 
 What it does not do: proxies (use ``transport="httpx"``), HTTP/2, cookies.
 """
@@ -15,10 +16,9 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from urllib.parse import quote, urljoin, urlsplit
 
-import h11
 import trio
 
 from .._errors import (
@@ -28,12 +28,13 @@ from .._errors import (
     TooManyRedirects,
     TruncatedBody,
 )
+from ._wire import Head, ProtocolError, Truncated, Wire, encode_request
 from .base import Response, TransportOptions, describe_failure, make_ssl_context
 
 __all__ = ["TrioTransport"]
 
-_RECEIVE = 256 * 1024
 _KEEPALIVE = 30.0
+_CHECK_AFTER = 1.0
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SAFE = "/:@!$&'()*+,;=%~-._"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -42,17 +43,16 @@ Origin = tuple[str, str, int]
 
 
 class _Connection:
-    """One HTTP/1.1 connection: a Trio stream and its h11 state machine."""
+    """One keep-alive HTTP/1.1 connection."""
 
-    __slots__ = ("h11", "idle_since", "origin", "reused", "socket", "stream")
+    __slots__ = ("idle_since", "origin", "reused", "socket", "wire")
 
     def __init__(
         self, origin: Origin, stream: trio.abc.Stream, socket: trio.socket.SocketType
     ) -> None:
         self.origin = origin
-        self.stream = stream
+        self.wire = Wire(stream)
         self.socket = socket
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
         self.idle_since = 0.0
         self.reused = False
 
@@ -60,21 +60,12 @@ class _Connection:
         """Close at once (no await: safe under cancellation)."""
         self.socket.close()
 
-    async def request(self, target: str, headers: list[tuple[str, str]]) -> h11.Response:
-        conn = self.h11
-        data = conn.send(h11.Request(method="GET", target=target, headers=headers)) or b""
-        data += conn.send(h11.EndOfMessage()) or b""
-        await self.stream.send_all(data)
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(bytes(await self.stream.receive_some(_RECEIVE)))
-                continue
-            if isinstance(event, h11.Response):
-                return event
-            if isinstance(event, h11.ConnectionClosed):
-                raise _Closed
-            # InformationalResponse (1xx): keep reading
+    async def request(self, target: str, headers: list[tuple[str, str]]) -> Head:
+        await self.wire.send(encode_request(target, headers))
+        head = await self.wire.read_head()
+        if head is None:
+            raise _Closed
+        return head
 
 
 class _Closed(Exception):
@@ -82,49 +73,42 @@ class _Closed(Exception):
 
 
 class _NativeResponse:
-    __slots__ = ("_conn", "complete", "headers", "reason", "status_code", "url")
+    __slots__ = ("_conn", "_head", "complete", "headers", "reason", "status_code", "url")
 
-    def __init__(self, conn: _Connection, url: str, event: h11.Response) -> None:
+    def __init__(self, conn: _Connection, url: str, head: Head) -> None:
         self._conn = conn
+        self._head = head
         self.url = url
-        self.status_code = event.status_code
-        self.reason = event.reason.decode("latin-1")
-        headers: dict[str, str] = {}
-        for name, value in event.headers:
-            key = name.decode("latin-1")
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        self.headers: Mapping[str, str] = headers
+        self.status_code = head.status
+        self.reason = head.reason
+        self.headers: Mapping[str, str] = head.headers
         self.complete = False
 
+    @property
+    def reusable(self) -> bool:
+        return self.complete and self._head.keep_alive and not self._conn.wire.leftover
+
     async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
-        conn = self._conn.h11
-        receive = self._conn.stream.receive_some
         try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(bytes(await receive(_RECEIVE)))
-                    continue
-                if type(event) is h11.Data:
-                    yield bytes(event.data)
-                elif type(event) is h11.EndOfMessage:
-                    self.complete = True
-                    return
-                elif isinstance(event, h11.ConnectionClosed):
-                    return
-        except h11.RemoteProtocolError as exc:
+            async with aclosing(self._conn.wire.body(self._head)) as body:
+                async for chunk in body:
+                    yield chunk
+            self.complete = True
+        except Truncated as exc:
             raise TruncatedBody(f"body cut short: {exc}", url=self.url) from exc
+        except ProtocolError as exc:
+            raise ConnectionFailed(f"invalid HTTP response: {exc}", url=self.url) from exc
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
             raise ConnectionFailed(f"connection failed while reading: {exc}", url=self.url) from exc
 
     async def drain(self, limit: int = 1 << 16) -> None:
         """Read and drop a small body (a redirect's) so that the connection can be reused."""
         seen = 0
-        async for chunk in self.iter_bytes():
-            seen += len(chunk)
-            if seen > limit:
-                break
+        async with aclosing(self.iter_bytes()) as body:
+            async for chunk in body:
+                seen += len(chunk)
+                if seen > limit:
+                    break
 
 
 def _target(parts: object) -> str:
@@ -137,7 +121,7 @@ def _target(parts: object) -> str:
 
 
 class TrioTransport:
-    """HTTP/1.1 over Trio sockets with h11; one pool of keep-alive connections per origin."""
+    """HTTP/1.1 over Trio sockets; one pool of keep-alive connections per origin."""
 
     def __init__(self, options: TransportOptions) -> None:
         if options.proxy is not None:
@@ -158,7 +142,10 @@ class TrioTransport:
         while stack:
             conn = stack.pop()
             # readable while idle means the server closed it (or sent garbage): drop it
-            if now - conn.idle_since > _KEEPALIVE or conn.socket.is_readable():
+            idle = now - conn.idle_since
+            # A connection idle for a while may have been closed by the server: check it
+            # (a request on one closed since is retried once on a new connection anyway).
+            if idle > _KEEPALIVE or (idle > _CHECK_AFTER and conn.socket.is_readable()):
                 conn.close()
                 continue
             conn.reused = True
@@ -230,20 +217,14 @@ class TrioTransport:
         raise TooManyRedirects(f"more than {self._options.max_redirects} redirects", url=url)
 
     def _release(self, conn: _Connection, response: _NativeResponse) -> None:
-        state = conn.h11
-        if response.complete and state.our_state is h11.DONE and state.their_state is h11.DONE:
-            try:
-                state.start_next_cycle()
-            except h11.LocalProtocolError:
-                conn.close()
-                return
+        if response.reusable:
             self._give_back(conn)
         else:
             conn.close()
 
     async def _exchange(
         self, origin: Origin, url: str, target: str, headers: list[tuple[str, str]]
-    ) -> tuple[_Connection, h11.Response]:
+    ) -> tuple[_Connection, Head]:
         for _ in range(2):
             conn = self._take_idle(origin) or await self._connect(origin, url)
             try:
@@ -260,9 +241,12 @@ class TrioTransport:
                 if conn.reused:
                     continue
                 raise ConnectionFailed(f"connection failed: {exc}", url=url) from exc
-            except h11.RemoteProtocolError as exc:
+            except ProtocolError as exc:
                 conn.close()
                 raise ConnectionFailed(f"invalid HTTP response: {exc}", url=url) from exc
+            except ValueError as exc:  # a header that cannot be sent
+                conn.close()
+                raise InvalidURL(f"cannot send this request: {exc}", url=url) from exc
             except BaseException:
                 conn.close()
                 raise
