@@ -1,0 +1,197 @@
+"""The trio transport's HTTP/1.1 framing against a raw loopback server that says exactly
+what each test scripts (including what a polite server never would)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+import triofetch
+from triofetch._transports._wire import ProtocolError, _parse_head, encode_request
+
+Script = Callable[[bytes], list[bytes]]
+
+
+class RawServer:
+    """Answers every request on a connection with the next bytes the script gives."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.port = 0
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        buf = b""
+        async with stream:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buf += data
+                request, _, buf = buf.partition(b"\r\n\r\n")
+                self.requests.append(request)
+                for piece in self.script(request):
+                    if piece == b"<close>":
+                        return
+                    await stream.send_all(piece)
+
+
+@pytest.fixture
+async def raw(nursery: trio.Nursery) -> AsyncIterator[Callable[[Script], RawServer]]:
+    async def start(script: Script) -> RawServer:
+        server = RawServer(script)
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1")
+        )
+        server.port = listeners[0].socket.getsockname()[1]
+        return server
+
+    yield start  # type: ignore[misc]
+
+
+async def fetch(
+    port: int, tmp_path: Path, path: str = "/f", **kw: object
+) -> triofetch.DownloadResult:
+    async with triofetch.Downloader(
+        transport="trio", temp_dir=tmp_path, retries=0, read_timeout=2.0, connect_timeout=2.0
+    ) as dl:
+        return await dl.fetch(f"http://127.0.0.1:{port}{path}", **kw)  # type: ignore[arg-type]
+
+
+BODY = b"hello, world\n" * 100
+
+
+async def test_content_length_and_keep_alive(raw: Callable[..., object], tmp_path: Path) -> None:
+    server = await raw(
+        lambda r: [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY), BODY]
+    )  # type: ignore[operator]
+    async with triofetch.Downloader(transport="trio", temp_dir=tmp_path) as dl:
+        for _ in range(3):
+            result = await dl.fetch(f"http://127.0.0.1:{server.port}/f")
+            assert result.path.read_bytes() == BODY
+    assert server.connections == 1  # one keep-alive connection for all three
+    assert server.requests[0].startswith(b"GET /f HTTP/1.1\r\n")
+    assert b"\r\nhost: 127.0.0.1:" in server.requests[0].lower()
+
+
+async def test_chunked_with_extensions_and_trailers(
+    raw: Callable[..., object], tmp_path: Path
+) -> None:
+    server = await raw(
+        lambda r: [  # type: ignore[operator]
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"5;name=value\r\nhello\r\n",
+            b"7\r\n, world\r\n",
+            b"0\r\nX-Trailer: yes\r\n\r\n",
+        ]
+    )
+    result = await fetch(server.port, tmp_path)
+    assert result.path.read_bytes() == b"hello, world"
+
+
+async def test_informational_then_final(raw: Callable[..., object], tmp_path: Path) -> None:
+    server = await raw(
+        lambda r: [  # type: ignore[operator]
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ]
+    )
+    assert (await fetch(server.port, tmp_path)).path.read_bytes() == b"ok"
+
+
+async def test_http10_body_until_close(raw: Callable[..., object], tmp_path: Path) -> None:
+    server = await raw(lambda r: [b"HTTP/1.0 200 OK\r\n\r\n", BODY, b"<close>"])  # type: ignore[operator]
+    result = await fetch(
+        server.port, tmp_path, expected_digests={"sha256": hashlib.sha256(BODY).hexdigest()}
+    )
+    assert result.size == len(BODY)
+
+
+async def test_connection_close_is_not_reused(raw: Callable[..., object], tmp_path: Path) -> None:
+    server = await raw(
+        lambda r: [  # type: ignore[operator]
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            b"<close>",
+        ]
+    )
+    async with triofetch.Downloader(transport="trio", temp_dir=tmp_path) as dl:
+        for _ in range(2):
+            await dl.fetch(f"http://127.0.0.1:{server.port}/f")
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("response", "error", "text"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            triofetch.TruncatedBody,
+            "5 of 10 body bytes missing",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+            triofetch.TruncatedBody,
+            "chunked",
+        ),
+        (b"HTTP/2 200 OK\r\n\r\n", triofetch.ConnectionFailed, "status line"),
+        (b"HTTP/1.1 2000 OK\r\n\r\n", triofetch.ConnectionFailed, "status line"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
+            triofetch.ConnectionFailed,
+            "Content-Length",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            triofetch.ConnectionFailed,
+            "Content-Length",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n",
+            triofetch.ConnectionFailed,
+            "header line",
+        ),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", triofetch.ConnectionFailed, "header line"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            triofetch.ConnectionFailed,
+            "chunk size",
+        ),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000, triofetch.ConnectionFailed, "larger than"),
+        (b"HTTP/1.1 200 O", triofetch.ConnectionFailed, "middle of a response head"),
+        (b"", triofetch.ConnectionFailed, "without answering"),
+    ],
+)
+async def test_broken_responses(
+    raw: Callable[..., object], tmp_path: Path, response: bytes, error: type[Exception], text: str
+) -> None:
+    server = await raw(lambda r: [response, b"<close>"])  # type: ignore[operator]
+    with pytest.raises(error, match=text):
+        await fetch(server.port, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # noqa: ASYNC240
+
+
+async def test_no_body_statuses(raw: Callable[..., object], tmp_path: Path) -> None:
+    server = await raw(lambda r: [b"HTTP/1.1 204 No Content\r\n\r\n"])  # type: ignore[operator]
+    result = await fetch(server.port, tmp_path)
+    assert result.size == 0
+
+
+def test_parse_head_joins_repeated_headers() -> None:
+    head = _parse_head(b"HTTP/1.1 200 OK\r\nVary: a\r\nVary: b\r\nContent-Length: 0")
+    assert head.headers["vary"] == "a, b"
+    assert head.keep_alive and head.length == 0
+
+
+def test_encode_request_refuses_injection() -> None:
+    with pytest.raises(ValueError, match="invalid header"):
+        encode_request("/", [("x-a", "1\r\nx-evil: 1")])
+    assert encode_request("/p", [("host", "h")]) == b"GET /p HTTP/1.1\r\nhost: h\r\n\r\n"
+    assert ProtocolError is not None
