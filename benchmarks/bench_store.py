@@ -75,7 +75,7 @@ async def _timed(fn: Callable[[], Awaitable[Any]]) -> tuple[float, float, float]
 async def bench_backend(url: str, naive_url: str, units: list[NewUnit], slice_size: int,
                         naive_count: int) -> dict[str, float]:  # fmt: skip
     result: dict[str, float] = {}
-    async with open_store(url) as store:
+    async with open_store(url, cache_mib=64) as store:
         version = await store.new_version("bench")
 
         async def batched() -> None:
@@ -101,7 +101,7 @@ async def bench_backend(url: str, naive_url: str, units: list[NewUnit], slice_si
         result["find_s"], _, _ = await _timed(find)
 
     sample = make_units(naive_count, offset=len(units))
-    async with open_store(naive_url) as store:
+    async with open_store(naive_url, cache_mib=64) as store:
         version = await store.new_version("bench")
 
         async def naive() -> None:

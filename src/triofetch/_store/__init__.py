@@ -24,6 +24,7 @@ from .._errors import InvalidInput, StoreError, redact_url
 from .._storage import ArtifactStorage
 from ._base import Backend, Store
 from ._schema import SCHEMA_VERSION
+from ._sqlite import DEFAULT_CACHE_MIB
 from ._types import (
     ArtifactConflict,
     ArtifactRecord,
@@ -64,7 +65,9 @@ __all__ = [
 DEFAULT_DATABASE_NAME = "triofetch.sqlite3"
 
 
-def _backend_for(url: str | None, root: Path | None, pool_size: int | None) -> Backend:
+def _backend_for(
+    url: str | None, root: Path | None, pool_size: int | None, cache_mib: int | None = None
+) -> Backend:
     if url is None:
         if root is None:
             raise InvalidInput("open_store() needs a database URL or a root")
@@ -87,7 +90,7 @@ def _backend_for(url: str | None, root: Path | None, pool_size: int | None) -> B
         path = Path(rest)
         if not path.is_absolute():
             path = (root or Path.cwd()) / path
-        return SQLiteBackend(path, pool_size or 4)
+        return SQLiteBackend(path, pool_size or 4, cache_mib or DEFAULT_CACHE_MIB)
     if url.startswith(("postgresql://", "postgres://")):
         try:
             from ._postgres import PostgresBackend
@@ -107,9 +110,10 @@ async def _open(
     root: str | os.PathLike[str] | None,
     pool_size: int | None,
     storage: ArtifactStorage | None,
+    cache_mib: int | None = None,
 ) -> Store:
     root_path = None if root is None else Path(root)
-    backend = _backend_for(url, root_path, pool_size)
+    backend = _backend_for(url, root_path, pool_size, cache_mib)
     if storage is None and root_path is not None:
         storage = await trio.to_thread.run_sync(ArtifactStorage, root_path)
     with trio.CancelScope(shield=True):  # a half-opened pool must not leak
@@ -147,6 +151,7 @@ def open_store(
     root: str | os.PathLike[str] | None = None,
     pool_size: int | None = None,
     storage: ArtifactStorage | None = None,
+    cache_mib: int | None = None,
 ) -> _Opening:
     """Open (creating and migrating if needed) the store at *url*.
 
@@ -154,7 +159,9 @@ def open_store(
     ``postgresql://...`` (any libpq connection URL), or None for the SQLite file
     ``<root>/triofetch.sqlite3``.  With *root*, ``store.storage`` is the
     :class:`ArtifactStorage` there (or pass your own *storage*).  *pool_size* is the number
-    of connections, and of worker threads doing database work (default 4).
+    of connections, and of worker threads doing database work (default 4).  *cache_mib* is
+    SQLite's page cache per connection (default 2 MiB, as SQLite's own; PostgreSQL ignores
+    it): memory stays bounded by it however large the store grows.
 
     Use either ``store = await open_store(...)`` (then ``await store.aclose()``) or
     ``async with open_store(...) as store:``.
@@ -163,4 +170,8 @@ def open_store(
     triofetch, :class:`~triofetch.StoreError` when the database cannot be opened.
     """
     absolute = None if root is None else os.path.abspath(root)
-    return _Opening(url, absolute, pool_size, storage)
+    if cache_mib is not None and (
+        isinstance(cache_mib, bool) or not isinstance(cache_mib, int) or cache_mib < 1
+    ):
+        raise InvalidInput(f"cache_mib must be a positive int, got {cache_mib!r}")
+    return _Opening(url, absolute, pool_size, storage, cache_mib)

@@ -41,8 +41,10 @@ __all__ = ["SQLiteBackend"]
 
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _BUSY_TIMEOUT_MS = 60_000
-#: page cache per connection (KiB): the unique indexes of a big store stay in memory
-_CACHE_KIB = 64 * 1024
+#: default page cache per connection (MiB).  Memory stays bounded by this times the pool
+#: size whatever the store's size; a bigger cache (``open_store(cache_mib=...)``) speeds up
+#: bulk commits into a large store.
+DEFAULT_CACHE_MIB = 2
 #: the writers checkpoint the WAL themselves only past this many pages (4 KiB), a safety
 #: valve: normally the checkpointer thread does it, so that commits do not wait for its
 #: writes and fsyncs (most of a commit's time otherwise)
@@ -115,9 +117,10 @@ class _Checkpointer:
 class SQLiteBackend(Backend):
     dialect = "sqlite"
 
-    def __init__(self, path: Path, pool_size: int = 4) -> None:
+    def __init__(self, path: Path, pool_size: int = 4, cache_mib: int = DEFAULT_CACHE_MIB) -> None:
         super().__init__(pool_size)
         self.path = path
+        self._cache_kib = cache_mib * 1024
         self._key = os.path.realpath(path)
         self._lock = _process_lock(self._key)
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
@@ -137,7 +140,7 @@ class SQLiteBackend(Backend):
         )
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(f"PRAGMA cache_size = {-_CACHE_KIB}")
+        conn.execute(f"PRAGMA cache_size = {-self._cache_kib}")
         conn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_LIMIT}")
         conn.execute("PRAGMA foreign_keys = ON")
