@@ -361,3 +361,37 @@ async def test_status_500_retried_inside_creator(
     unit = file_unit(http_server, "flaky", faults=[Status(500)])
     report = await triofetch.ContentUnitCreator(store, dl).run([unit])
     assert report.ok and report.units_new == 1
+
+
+async def test_fill_missing_explicit_call(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    units = [file_unit(http_server, f"fm{i}") for i in range(9)]
+    shared = multi_unit(http_server, "both", {"x": content("fm0"), "y": content("extra")})
+    other = [file_unit(http_server, "elsewhere")]
+    lazy = triofetch.ContentUnitCreator(store, dl, policy="on_demand", slice_size=4)
+    assert (await lazy.run([*units, shared], repository="r")).ok
+    assert (await lazy.run(other, repository="other")).ok
+    assert file_requests(http_server) == 0
+    missing = await store.missing_artifacts("r")
+    assert {m.relative_path for m in missing} == {f"fm{i}" for i in range(9)} | {"x", "y"}
+    assert all(m.urls and m.size for m in missing)
+    http_server.remove("/repo/fm3")  # this one is gone upstream
+
+    creator = triofetch.ContentUnitCreator(store, dl, slice_size=4)
+    report = await creator.fill_missing("r")
+    assert report.units_failed == 1 and report.units_existing == 9
+    assert [f.unit.natural_key[0] for f in report.failures] == ["fm3"]
+    assert isinstance(report.failures[0].error, triofetch.UnitFailed)
+    # fm0's bytes serve two units: downloaded once, then reused
+    assert report.artifacts_downloaded + report.artifacts_reused == 10
+    state = await check_invariants(store, [*units, shared, *other])
+    assert state[UnitKey("file", units[3].natural_key)] is False
+    assert state[UnitKey("file", other[0].natural_key)] is False  # another repository
+    assert sum(state.values()) == 9
+    # the rest of the store, repository or not
+    http_server.add_file("/repo/fm3", content("fm3"))
+    again = await creator.fill_missing()
+    assert again.ok and again.units_existing == 2
+    assert all((await check_invariants(store, [*units, shared, *other])).values())
+    assert await store.missing_artifacts() == []

@@ -22,10 +22,18 @@ import trio
 
 from ._declarative import DeclarativeArtifact, DeclarativeUnit
 from ._downloader import Downloader
-from ._errors import DownloadError, InvalidInput, StoreError, TriofetchError, UnitFailed
+from ._errors import (
+    DownloadError,
+    InvalidInput,
+    InvalidUnit,
+    StoreError,
+    TriofetchError,
+    UnitFailed,
+)
 from ._groups import collapse_single, first_error
 from ._store import (
     ArtifactRecord,
+    MissingArtifact,
     NewUnit,
     NewUnitArtifact,
     RemoteArtifact,
@@ -312,6 +320,67 @@ class ContentUnitCreator:
             seconds=time.monotonic() - started,
         )
 
+    async def fill_missing(
+        self, repository: str | None = None, version_number: int | None = None
+    ) -> CreateReport:
+        """Download the files that units created ``on_demand`` still lack.
+
+        The files are fetched from the remote artifacts recorded with the units (no input
+        needed), adopted into the storage and attached to their units, a unit at a time and
+        all or nothing per unit; page by page of ``slice_size`` units.  With *repository*,
+        only the units of that version (default: the latest) are filled.  Files another unit
+        already brought are reused, not downloaded again.  Units whose files cannot be
+        fetched are listed in the report's ``failures`` and stay as they were.
+        """
+        started = time.monotonic()
+        self.progress = CreatorProgress()
+        self._failures = []
+        self._version = None
+        unit_slots = trio.Semaphore(self.units_in_flight)
+        after = 0
+        with collapse_single():
+            while True:
+                missing = await self.store.missing_artifacts(
+                    repository, version_number, after_id=after, limit=self.slice_size
+                )
+                if not missing:
+                    break
+                after = max(m.unit_id for m in missing)
+                by_unit: dict[int, list[MissingArtifact]] = {}
+                for item in missing:
+                    by_unit.setdefault(item.unit_id, []).append(item)
+                shas = sorted({m.digests["sha256"] for m in missing if "sha256" in m.digests})
+                present = await self.store.find_artifacts(shas) if shas else {}
+                async with trio.open_nursery() as nursery:
+                    for uid, items in by_unit.items():
+                        self.progress.units_seen += 1
+                        unit = _unit_of(items)
+                        if isinstance(unit, BaseException):
+                            self._fail(
+                                DeclarativeUnit(items[0].key.type, items[0].key.natural_key), unit
+                            )
+                            continue
+                        info = UnitInfo(
+                            uid, items[0].key, {}, {m.relative_path: None for m in items}
+                        )
+                        await unit_slots.acquire()
+                        nursery.start_soon(self._unit, unit, info, present, None, unit_slots)
+        p = self.progress
+        return CreateReport(
+            repository=repository,
+            version=None,
+            latest_version=None,
+            units_total=p.units_existing + p.units_failed,
+            units_new=0,
+            units_existing=p.units_existing,
+            units_failed=p.units_failed,
+            artifacts_downloaded=p.artifacts_downloaded,
+            artifacts_reused=p.artifacts_reused,
+            bytes_downloaded=p.bytes_downloaded,
+            failures=list(self._failures),
+            seconds=time.monotonic() - started,
+        )
+
     async def _finish_version(
         self, version: VersionHandle, previous: VersionHandle | None, mirror: bool
     ) -> int | None:
@@ -436,7 +505,7 @@ class ContentUnitCreator:
         unit: DeclarativeUnit,
         info: UnitInfo | None,
         present: dict[str, ArtifactRecord],
-        send: trio.MemorySendChannel[tuple[DeclarativeUnit, NewUnit]],
+        send: trio.MemorySendChannel[tuple[DeclarativeUnit, NewUnit]] | None,
         unit_slots: trio.Semaphore,
     ) -> None:
         """One unit needing downloads: a nursery for its artifacts, then hand it over."""
@@ -466,6 +535,7 @@ class ContentUnitCreator:
         if info is not None:
             await self._fill(unit, info, records)
             return
+        assert send is not None
         new = NewUnit(
             unit.type,
             unit.natural_key,
@@ -590,6 +660,19 @@ class ContentUnitCreator:
             else:
                 assert outcome.error is not None
                 self._fail(unit, UnitFailed((unit.type, unit.natural_key), outcome.error))
+
+
+def _unit_of(items: list[MissingArtifact]) -> DeclarativeUnit | BaseException:
+    """A declarative unit holding the missing files of one stored unit."""
+    try:
+        arts = []
+        for m in items:
+            if not m.urls:
+                raise InvalidUnit(f"{m.relative_path!r}: no remote artifact was recorded")
+            arts.append(DeclarativeArtifact(m.urls, m.relative_path, m.digests, m.size))
+        return DeclarativeUnit(items[0].key.type, items[0].key.natural_key, {}, arts)
+    except TriofetchError as exc:
+        return exc
 
 
 def _remote(art: DeclarativeArtifact) -> RemoteArtifact:

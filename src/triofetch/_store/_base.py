@@ -29,6 +29,7 @@ from ._types import (
     ArtifactConflict,
     ArtifactRecord,
     CommitReport,
+    MissingArtifact,
     NewUnit,
     NewUnitArtifact,
     RepositoryNotFound,
@@ -449,6 +450,59 @@ class Backend(ABC):
 
         return self.run_write(work) if fills else 0
 
+    def missing_artifacts(
+        self, repository: str | None, number: int | None, after_id: int, limit: int
+    ) -> list[MissingArtifact]:
+        def work(conn: Any) -> list[tuple[Any, ...]]:
+            scope, args = "", [after_id]
+            if repository is not None:
+                row = self._resolve(conn, repository, number)
+                if row is None:
+                    return []
+                scope = (
+                    " AND ua.unit_id IN (SELECT unit_id FROM version_units WHERE version_id = ?)"
+                )
+                args.append(row[0])
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    self.sql(
+                        "SELECT DISTINCT ua.unit_id FROM unit_artifacts ua"
+                        " WHERE ua.artifact_id IS NULL AND ua.unit_id > ?"
+                        + scope
+                        + " ORDER BY ua.unit_id LIMIT ?"
+                    ),
+                    (*args, limit),
+                ).fetchall()
+            ]
+            if not ids:
+                return []
+            marks = ", ".join("?" for _ in ids)
+            rows: list[tuple[Any, ...]] = conn.execute(
+                self.sql(
+                    "SELECT ua.unit_id, u.type, u.natural_key, ua.relative_path, ra.url, ra.size,"
+                    " ra.digests FROM unit_artifacts ua JOIN units u ON u.id = ua.unit_id"
+                    " LEFT JOIN remote_artifacts ra ON ra.unit_artifact_id = ua.id"
+                    f" WHERE ua.artifact_id IS NULL AND ua.unit_id IN ({marks})"
+                    " ORDER BY ua.unit_id, ua.relative_path, ra.id"
+                ),
+                ids,
+            ).fetchall()
+            return rows
+
+        rows = self.run_read(work)
+        found: dict[tuple[int, str], MissingArtifact] = {}
+        for uid, type_, nk, path, url, size, digests in rows:
+            item = found.get((uid, path))
+            if item is None:
+                key = UnitKey(type_, tuple(load_json(nk)))
+                item = found[(uid, path)] = MissingArtifact(uid, key, path, (), None, {})
+            if url is not None:
+                found[(uid, path)] = MissingArtifact(
+                    uid, item.key, path, (*item.urls, url), size, dict(_load(digests) or {})
+                )
+        return list(found.values())
+
     # -- repositories and versions ----------------------------------------------------------
 
     def _repository_id(self, conn: Any, name: str, *, create: bool) -> int:
@@ -752,6 +806,27 @@ class Store:
                     raise InvalidInput(f"expected an ArtifactRecord, got {record!r}")
                 rows.append((uid, path, record))
         return await self._write(self._backend.fill_artifacts, rows)
+
+    async def missing_artifacts(
+        self,
+        repository: str | None = None,
+        version_number: int | None = None,
+        *,
+        after_id: int = 0,
+        limit: int = 500,
+    ) -> list[MissingArtifact]:
+        """Files of on-demand units not downloaded yet, with where to fetch them (one query).
+
+        All units with missing files whose id is greater than *after_id*, at most *limit*
+        units, ordered by unit id (page with the last unit id seen); with *repository*, only
+        the units of that version (default: the latest).
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit must be a positive int, got {limit!r}")
+        name = None if repository is None else _check_repository_name(repository)
+        return await self._read(
+            self._backend.missing_artifacts, name, version_number, after_id, limit
+        )
 
     # -- repositories and versions ----------------------------------------------------------
 

@@ -27,6 +27,7 @@ __all__ = [
     "ArtifactConflict",
     "ArtifactRecord",
     "CommitReport",
+    "MissingArtifact",
     "NewUnit",
     "NewUnitArtifact",
     "RemoteArtifact",
@@ -367,6 +368,22 @@ class UnitInfo:
     @property
     def complete(self) -> bool:
         return all(a is not None for a in self.artifacts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class MissingArtifact:
+    """A file of a unit that has not been downloaded: where it goes, where to fetch it.
+
+    ``urls``, ``size`` and ``digests`` come from the unit's remote artifacts (``urls`` is
+    empty when none was recorded).
+    """
+
+    unit_id: int
+    key: UnitKey
+    relative_path: str
+    urls: tuple[str, ...]
+    size: int | None
+    digests: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
