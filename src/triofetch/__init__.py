@@ -43,11 +43,19 @@ from ._manifest import (
     parse_pulp_manifest,
     read_manifest,
 )
-from ._storage import ArtifactMismatch, ArtifactMissing, ArtifactStorage
+from ._storage import (
+    ArtifactMismatch,
+    ArtifactMissing,
+    ArtifactStorage,
+    CorruptArtifact,
+    StoredArtifact,
+    VerifyReport,
+)
 from ._store import (
     ArtifactConflict,
     ArtifactRecord,
     CommitReport,
+    MissingArtifact,
     NewUnit,
     NewUnitArtifact,
     RemoteArtifact,
@@ -81,6 +89,7 @@ __all__ = [
     "CommitReport",
     "ConnectionFailed",
     "ContentUnitCreator",
+    "CorruptArtifact",
     "CreateReport",
     "CreatorEvent",
     "CreatorProgress",
@@ -100,6 +109,7 @@ __all__ = [
     "InvalidUnit",
     "ManifestEntry",
     "ManifestError",
+    "MissingArtifact",
     "NewUnit",
     "NewUnitArtifact",
     "Policy",
@@ -114,6 +124,7 @@ __all__ = [
     "SizeMismatch",
     "Store",
     "StoreError",
+    "StoredArtifact",
     "TokenProvider",
     "TooManyRedirects",
     "Transport",
@@ -129,6 +140,7 @@ __all__ = [
     "UnitOutcome",
     "UnitStream",
     "UnsupportedAlgorithm",
+    "VerifyReport",
     "VersionHandle",
     "VersionNotFound",
     "VersionNotWritable",

@@ -10,10 +10,10 @@ from typing import Any
 
 from ._digests import normalize_digests
 from ._errors import InvalidUnit
+from ._store._types import MAX_PATH_BYTES, make_key
 
 __all__ = ["DeclarativeArtifact", "DeclarativeUnit", "check_relative_path"]
 
-_MAX_KEY = 4096
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -38,8 +38,11 @@ def check_relative_path(path: object) -> str:
             raise InvalidUnit(f"unsafe relative path {path!r}: '..' segment")
         if segment in ("", "."):
             raise InvalidUnit(f"unsafe relative path {path!r}: empty or '.' segment")
-    if len(path) > _MAX_KEY:
-        raise InvalidUnit(f"relative path longer than {_MAX_KEY} characters")
+    size = len(path.encode("utf-8", "surrogatepass"))
+    if size > MAX_PATH_BYTES:
+        raise InvalidUnit(
+            f"relative path too long: {size} bytes, at most {MAX_PATH_BYTES}: {path[:60]!r}..."
+        )
     return path
 
 
@@ -118,16 +121,13 @@ class DeclarativeUnit:
         fields: Mapping[str, Any] | None = None,
         artifacts: Iterable[DeclarativeArtifact] = (),
     ) -> None:
-        if not isinstance(type, str) or not type or len(type) > 255:
-            raise InvalidUnit(f"unit type must be a non-empty string (<= 255), got {type!r}")
-        key = (natural_key,) if isinstance(natural_key, str) else tuple(natural_key)
-        if not key:
-            raise InvalidUnit("a unit's natural key needs at least one part")
-        for part in key:
+        raw = (natural_key,) if isinstance(natural_key, str) else tuple(natural_key)
+        for part in raw:
             if not isinstance(part, str):
                 raise InvalidUnit(f"natural key parts must be strings, got {part!r}")
-            if len(part) > _MAX_KEY or "\x00" in part:
-                raise InvalidUnit(f"natural key part too long or containing NUL: {part[:80]!r}")
+        # the store's own rules (type and key lengths in bytes, no NUL): a unit valid here is
+        # one the store accepts
+        key = make_key(type, raw).natural_key
         fields = dict(fields or {})
         try:
             json.dumps(fields, allow_nan=False)

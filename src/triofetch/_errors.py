@@ -6,7 +6,8 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      ├── InvalidInput                  (also a ValueError: bad arguments, caught before any I/O)
      │    ├── UnsupportedAlgorithm     an unknown digest algorithm name
      │    ├── InvalidDigest            a digest of the wrong length or alphabet
-     │    └── InvalidUnit              a declarative unit/artifact that cannot be valid
+     │    ├── InvalidUnit              a declarative unit/artifact that cannot be valid
+     │    └── ArtifactMismatch         a file adopted under the wrong sha256 or size
      ├── DownloadError                 url, attempts
      │    ├── HTTPStatusError          status_code
      │    ├── DigestMismatch           algorithm, expected, actual
@@ -19,10 +20,17 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      │         └── TruncatedBody       the body ended before its Content-Length
      ├── ManifestError                 line, line_number
      ├── StoreError                    database or artifact storage
-     │    └── SchemaVersionError       a store written by a newer triofetch
+     │    ├── SchemaVersionError       a store written by a newer triofetch
+     │    ├── RepositoryNotFound       (also a LookupError)
+     │    ├── VersionNotFound          (also a LookupError)
+     │    ├── VersionNotWritable       a complete version is immutable
+     │    ├── ArtifactConflict         one sha256 recorded with two sizes
+     │    └── ArtifactMissing          reading an artifact that is not stored
      ├── UnitFailed                    unit_key, cause
      └── WrongContext                  fetch() called inside a Trio run
 
+The store and storage errors are defined beside the code that raises them
+(``_store/_types.py``, ``_storage.py``) and exported from :mod:`triofetch` like the rest.
 Messages say what was expected and what came.  Credentials in URLs never appear in a
 message: URLs are passed through :func:`redact_url` first.
 """
