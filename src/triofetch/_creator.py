@@ -476,7 +476,10 @@ class ContentUnitCreator:
                     continue
                 if info is None and not immediate:
                     # nothing to download: the slice commits these itself, in one batch
-                    records.append((unit, self._on_demand_unit(unit, present)))
+                    try:
+                        records.append((unit, self._on_demand_unit(unit, present)))
+                    except InvalidInput as exc:  # this unit only: the others go on
+                        self._fail(unit, UnitFailed((unit.type, unit.natural_key), exc))
                     continue
                 await unit_slots.acquire()
                 nursery.start_soon(self._unit, unit, info, present, send, unit_slots)
@@ -536,15 +539,19 @@ class ContentUnitCreator:
             await self._fill(unit, info, records)
             return
         assert send is not None
-        new = NewUnit(
-            unit.type,
-            unit.natural_key,
-            unit.fields,
-            tuple(
-                NewUnitArtifact(a.relative_path, records[a.relative_path], _remote(a))
-                for a in unit.artifacts
-            ),
-        )
+        try:
+            new = NewUnit(
+                unit.type,
+                unit.natural_key,
+                unit.fields,
+                tuple(
+                    NewUnitArtifact(a.relative_path, records[a.relative_path], _remote(a))
+                    for a in unit.artifacts
+                ),
+            )
+        except InvalidInput as exc:  # e.g. the bytes have another digest than the remote says
+            self._fail(unit, UnitFailed((unit.type, unit.natural_key), exc))
+            return
         await send.send((unit, new))
 
     async def _fill(
