@@ -304,11 +304,16 @@ class ContentUnitCreator:
                     await self.store.discard_version(version)
             raise
         latest = await self.store.latest_version(repository) if repository else None
+        return self._report(repository, created, latest.number if latest else None, started)
+
+    def _report(
+        self, repository: str | None, version: int | None, latest: int | None, started: float
+    ) -> CreateReport:
         p = self.progress
         return CreateReport(
             repository=repository,
-            version=created,
-            latest_version=latest.number if latest else None,
+            version=version,
+            latest_version=latest,
             units_total=p.units_committed + p.units_existing + p.units_failed,
             units_new=p.units_committed,
             units_existing=p.units_existing,
@@ -365,21 +370,7 @@ class ContentUnitCreator:
                         )
                         await unit_slots.acquire()
                         nursery.start_soon(self._unit, unit, info, present, None, unit_slots)
-        p = self.progress
-        return CreateReport(
-            repository=repository,
-            version=None,
-            latest_version=None,
-            units_total=p.units_existing + p.units_failed,
-            units_new=0,
-            units_existing=p.units_existing,
-            units_failed=p.units_failed,
-            artifacts_downloaded=p.artifacts_downloaded,
-            artifacts_reused=p.artifacts_reused,
-            bytes_downloaded=p.bytes_downloaded,
-            failures=list(self._failures),
-            seconds=time.monotonic() - started,
-        )
+        return self._report(repository, None, None, started)
 
     async def _finish_version(
         self, version: VersionHandle, previous: VersionHandle | None, mirror: bool
