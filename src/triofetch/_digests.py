@@ -17,6 +17,7 @@ __all__ = [
     "digest_size",
     "normalize_digests",
     "resolve_algorithms",
+    "update_all",
 ]
 
 DEFAULT_ALGORITHM = "sha256"
@@ -107,3 +108,40 @@ class MultiHasher:
 
     def hexdigests(self) -> dict[str, str]:
         return {name: h.hexdigest() for name, h in self._hashers}
+
+    def halves(self) -> tuple[list[Any], list[Any]] | None:
+        """The hash objects in two groups of about equal cost, or None for a single one.
+
+        Two worker threads can then hash the same bytes at once (hashlib releases the GIL),
+        so that a download computing several digests is not held to one core.
+        """
+        if len(self._hashers) < 2:
+            return None
+        groups: tuple[list[Any], list[Any]] = ([], [])
+        loads = [0, 0]
+        ranked = sorted(self._hashers, key=lambda item: -_COST.get(item[0], 3))
+        for name, h in ranked:
+            side = 0 if loads[0] <= loads[1] else 1
+            groups[side].append(h)
+            loads[side] += _COST.get(name, 3)
+        return groups
+
+
+# Relative cost per byte (sha1/sha224/sha256 have CPU instructions on current x86 and ARM).
+_COST = {
+    "sha1": 1,
+    "sha224": 1,
+    "sha256": 1,
+    "md5": 2,
+    "blake2s": 2,
+    "blake2b": 2,
+    "sha384": 3,
+    "sha512": 3,
+}
+
+
+def update_all(hashers: Iterable[Any], chunks: Iterable[bytes]) -> None:
+    """Feed *chunks* to each of *hashers* (run in a worker thread)."""
+    for chunk in chunks:
+        for h in hashers:
+            h.update(chunk)

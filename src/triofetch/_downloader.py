@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import trio
@@ -24,6 +24,7 @@ from ._digests import (
     MultiHasher,
     normalize_digests,
     resolve_algorithms,
+    update_all,
 )
 from ._errors import (
     DigestMismatch,
@@ -135,17 +136,25 @@ class _Sink:
         self._fd: int | None = None
 
     def write(self, chunks: list[bytes]) -> None:
-        fd = self._fd
-        if fd is None:
-            fd = self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         update = self.hasher.update
         for chunk in chunks:
             update(chunk)
+        self._write_raw(chunks)
+
+    def _write_raw(self, chunks: list[bytes]) -> None:
+        fd = self._fd
+        if fd is None:
+            fd = self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
             view = view[written:]
+
+    def write_hashing(self, hashers: list[Any], chunks: list[bytes]) -> None:
+        """Write *chunks*, feeding only *hashers* (another thread feeds the others)."""
+        update_all(hashers, chunks)
+        self._write_raw(chunks)
 
     def finish(self, chunks: list[bytes]) -> dict[str, str]:
         if chunks or self._fd is None:
@@ -729,10 +738,19 @@ class Downloader:
         read_timeout = self._read_timeout or math.inf
         send, receive = trio.open_memory_channel[list[bytes]](1)
 
+        halves = sink.hasher.halves()
+
         async def writer() -> None:
             async with receive:
                 async for batch in receive:
-                    await trio.to_thread.run_sync(sink.write, batch, limiter=self._threads)
+                    if halves is None:
+                        await trio.to_thread.run_sync(sink.write, batch, limiter=self._threads)
+                        continue
+                    # several digests: two threads hash the same batch, one of them also
+                    # writes it, so that one download can use two cores
+                    async with trio.open_nursery() as pair:
+                        pair.start_soon(self._in_thread, update_all, halves[1], batch)
+                        await self._in_thread(sink.write_hashing, halves[0], batch)
 
         with collapse_single():
             async with trio.open_nursery() as nursery:
@@ -754,6 +772,9 @@ class Downloader:
                     if pending:
                         await send.send(pending)
         return size
+
+    async def _in_thread(self, fn: Callable[..., object], *args: object) -> None:
+        await trio.to_thread.run_sync(fn, *args, limiter=self._threads)
 
 
 def _with_attempts(result: DownloadResult, attempts: int) -> DownloadResult:
