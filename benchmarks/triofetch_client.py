@@ -4,10 +4,10 @@
                                                    [--digests=sha256,...]
 
 JOB.json: ``{"out": DIR, "tmp": TEMP_DIR, "files": [[url, name, size, sha256], ...]}``.
-One ``Downloader(connections=..., temp_dir=TEMP_DIR)``; a producer starts one task per file in
-a nursery, bounded by a ``trio.Semaphore`` of *concurrency* (default: twice the connection
-count, so the Downloader's own limiter always has work queued but 5000 files never mean 5000
-tasks). Each task awaits ``dl.fetch(url, expected_digests={"sha256": ...}, expected_size=...)``
+One ``Downloader(connections=..., temp_dir=TEMP_DIR)``; *concurrency* worker tasks (default:
+twice the connection count, so the Downloader's own limiter always has work queued) take files
+from one shared iterator, as the aiohttp client's workers do. Each worker awaits
+``dl.fetch(url, expected_digests={"sha256": ...}, expected_size=...)``
 (which validates), checks ``result.digests["sha256"]`` and ``result.size`` once more against
 the job, and renames ``result.path`` (a temp file the caller owns, on the same filesystem) to
 ``DIR/name``. With ``--digests`` the Downloader computes those algorithms (Pulp's four:
@@ -42,22 +42,21 @@ async def run(
     if digests:
         kwargs["digests"] = tuple(digests)
 
-    async def one(dl: triofetch.Downloader, url: str, name: str, size: int, sha256: str) -> None:
+    files = iter(job["files"])
+
+    async def worker(dl: triofetch.Downloader) -> None:
+        # like the aiohttp client: *concurrency* workers take files from one iterator
         nonlocal done
-        try:
+        for url, name, size, sha256 in files:
             result = await dl.fetch(url, expected_digests={"sha256": sha256}, expected_size=size)
             if result.digests.get("sha256") != sha256 or result.size != size:
                 raise ValueError(f"{url}: wrong result {result.size} {result.digests}")
             os.replace(result.path, os.path.join(out, name))
             done += 1
-        finally:
-            slots.release()
 
-    slots = trio.Semaphore(concurrency)
     async with triofetch.Downloader(**kwargs) as dl, trio.open_nursery() as nursery:
-        for url, name, size, sha256 in job["files"]:
-            await slots.acquire()
-            nursery.start_soon(one, dl, url, name, size, sha256)
+        for _ in range(concurrency):
+            nursery.start_soon(worker, dl)
     return done
 
 

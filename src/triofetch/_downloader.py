@@ -246,6 +246,8 @@ class _SmallFiles:
 
 def _split_credentials(url: str) -> tuple[str, str | None]:
     """The URL without user info, and a Basic ``Authorization`` value when it had some."""
+    if "@" not in url:
+        return url, None
     try:
         parts = urlsplit(url)
     except ValueError as exc:
