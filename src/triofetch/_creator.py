@@ -550,6 +550,7 @@ class ContentUnitCreator:
     ) -> None:
         """Give an on-demand unit the artifacts it lacked."""
         try:
+            await self.storage.sync()
             await self.store.fill_artifacts({info.id: records})
         except StoreError as exc:
             self._fail(unit, UnitFailed((unit.type, unit.natural_key), exc))
@@ -615,7 +616,8 @@ class ContentUnitCreator:
             temp_dir=self.storage.temp_dir,
         )
         try:
-            stored = await self.storage.adopt_result(result)
+            # no fsync per file: the committer makes the batch durable with one sync
+            stored = await self.storage.adopt_result(result, sync=False)
         finally:
             result.path.unlink(missing_ok=True)  # adopted: already moved; failed: cleaned
         record = ArtifactRecord(stored.sha256, stored.size, dict(stored.digests))
@@ -646,6 +648,7 @@ class ContentUnitCreator:
     async def _commit(
         self, batch: list[tuple[DeclarativeUnit, NewUnit]], version: VersionHandle | None
     ) -> None:
+        await self.storage.sync()  # every file these units refer to is durable first
         report = await self.store.commit_units([new for _, new in batch], version=version)
         progress = self.progress
         for (unit, _), outcome in zip(batch, report.outcomes, strict=True):
