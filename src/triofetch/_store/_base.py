@@ -32,6 +32,7 @@ from ._types import (
     MissingArtifact,
     NewUnit,
     NewUnitArtifact,
+    RemoteArtifact,
     RepositoryNotFound,
     UnitInfo,
     UnitKey,
@@ -170,16 +171,14 @@ class Backend(ABC):
         """Get-or-create artifacts (sha256, size, digests JSON) → {sha256: (id, size)}."""
 
     @abstractmethod
-    def q_insert_units(
-        self, conn: Any, rows: list[tuple[str, str, str]]
-    ) -> dict[tuple[str, str], tuple[int, bool]]:
-        """Get-or-create units (type, natural_key, fields) → {(type, nk): (id, created)}."""
+    def q_insert_units(self, conn: Any, rows: list[tuple[str, str, str]]) -> list[tuple[int, bool]]:
+        """Get-or-create units (type, natural_key, fields) → (id, created) of each row."""
 
     @abstractmethod
     def q_insert_unit_artifacts(
         self, conn: Any, rows: list[tuple[int, str, int | None]]
-    ) -> dict[tuple[int, str], int]:
-        """Insert (unit_id, relative_path, artifact_id) → {(unit_id, path): id}."""
+    ) -> list[int]:
+        """Insert (unit_id, relative_path, artifact_id) → the id of each row."""
 
     @abstractmethod
     def q_insert_remotes(self, conn: Any, rows: list[tuple[int, str, int | None, str]]) -> None:
@@ -370,34 +369,46 @@ class Backend(ABC):
         art_rows: dict[str, tuple[str, int, str]] = {}
         for item in items:
             for a in item.arts:
-                if a.artifact is not None and a.artifact.sha256 not in art_rows:
-                    rec = a.artifact
+                rec = a.artifact
+                if rec is not None and rec.sha256 not in art_rows:
                     art_rows[rec.sha256] = (rec.sha256, rec.size, rec.digests_json())
-        art_ids = self.q_artifact_ids(conn, sorted(art_rows.values())) if art_rows else {}
-        live: list[_Prepared] = []
-        for item in items:
-            conflict = None
-            for a in item.arts:
-                got = a.artifact
-                if got is not None and art_ids[got.sha256][1] != got.size:
-                    conflict = ArtifactConflict(got.sha256, art_ids[got.sha256][1], got.size)
-                    break
-            if conflict is None:
-                live.append(item)
-            else:
-                done[item.index] = UnitOutcome(item.unit, "failed", None, conflict)
-        if not live:
-            return done
+        art_ids: dict[str, tuple[int, int]] = {}
+        live = items
+        if art_rows:
+            art_ids = self.q_artifact_ids(conn, [art_rows[sha] for sha in sorted(art_rows)])
+            # an artifact recorded with another size fails the units that bring it
+            clashes = {sha for sha, (_, size) in art_ids.items() if size != art_rows[sha][1]}
+            if clashes:
+                live = []
+                for item in items:
+                    for a in item.arts:
+                        got = a.artifact
+                        if got is not None and got.sha256 in clashes:
+                            recorded = art_ids[got.sha256][1]
+                            conflict = ArtifactConflict(got.sha256, recorded, got.size)
+                            done[item.index] = UnitOutcome(item.unit, "failed", None, conflict)
+                            break
+                    else:
+                        live.append(item)
+                if not live:
+                    return done
         # 2. units, get-or-create, in natural key order
         self._step("units", keys)
         unit_ids = self.q_insert_units(conn, [(i.type, i.nk, i.fields) for i in live])
-        new: list[tuple[int, _Prepared]] = []
+        ua_rows: list[tuple[int, str, int | None]] = []
+        ua_remotes: list[RemoteArtifact | None] = []
         fills: list[tuple[int, str, int]] = []
-        for item in live:
-            uid, created = unit_ids[item.sort_key]
+        member: list[int] = []
+        for item, (uid, created) in zip(live, unit_ids, strict=True):
+            member.append(uid)
             if created:
-                new.append((uid, item))
                 done[item.index] = UnitOutcome(item.unit, "committed", uid)
+                for a in item.arts:  # sorted by relative path
+                    rec = a.artifact
+                    ua_rows.append(
+                        (uid, a.relative_path, None if rec is None else art_ids[rec.sha256][0])
+                    )
+                    ua_remotes.append(a.remote)
             else:
                 done[item.index] = UnitOutcome(item.unit, "existing", uid)
                 fills.extend(
@@ -407,22 +418,14 @@ class Backend(ABC):
                 )
         # 3. the new units' artifacts and remote artifacts
         self._step("unit_artifacts", keys)
-        ua_rows: list[tuple[int, str, int | None]] = []
-        for uid, item in new:
-            for a in item.arts:  # sorted by relative path
-                aid = None if a.artifact is None else art_ids[a.artifact.sha256][0]
-                ua_rows.append((uid, a.relative_path, aid))
-        ua_ids = self.q_insert_unit_artifacts(conn, ua_rows) if ua_rows else {}
+        ua_ids = self.q_insert_unit_artifacts(conn, ua_rows) if ua_rows else []
         self._step("remote_artifacts", keys)
         remote_rows: list[tuple[int, str, int | None, str]] = []
-        for uid, item in new:
-            for a in item.arts:
-                if a.remote is not None:
-                    ua_id = ua_ids[(uid, a.relative_path)]
-                    digests = a.remote.digests_json()
-                    remote_rows.extend(
-                        (ua_id, url, a.remote.size, digests) for url in a.remote.urls
-                    )
+        for ua_id, remote in zip(ua_ids, ua_remotes, strict=True):
+            if remote is not None:
+                digests = remote.digests_json()
+                for url in remote.urls:
+                    remote_rows.append((ua_id, url, remote.size, digests))
         if remote_rows:
             self.q_insert_remotes(conn, remote_rows)
         # 4. existing units: attach downloaded artifacts they lack (on-demand units)
@@ -432,9 +435,8 @@ class Backend(ABC):
         # 5. the repository version
         if version_id is not None:
             self._step("version", keys)
-            self.q_add_version_units(
-                conn, version_id, sorted(o.unit_id for o in done.values() if o.unit_id is not None)
-            )
+            member.sort()
+            self.q_add_version_units(conn, version_id, member)
         self._step("commit", keys)
         return done
 

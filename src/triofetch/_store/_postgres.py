@@ -161,9 +161,7 @@ class PostgresBackend(Backend):
         )
         return {sha: (aid, size) for sha, aid, size in cur}
 
-    def q_insert_units(
-        self, conn: Any, rows: list[tuple[str, str, str]]
-    ) -> dict[tuple[str, str], tuple[int, bool]]:
+    def q_insert_units(self, conn: Any, rows: list[tuple[str, str, str]]) -> list[tuple[int, bool]]:
         types = [r[0] for r in rows]
         nks = [r[1] for r in rows]
         cur = conn.execute(
@@ -181,18 +179,19 @@ class PostgresBackend(Backend):
                 ([r[0] for r in rest], [r[1] for r in rest]),
             )
             found.update({(t, nk): (uid, False) for uid, t, nk in cur})
-        return found
+        return [found[(r[0], r[1])] for r in rows]
 
     def q_insert_unit_artifacts(
         self, conn: Any, rows: list[tuple[int, str, int | None]]
-    ) -> dict[tuple[int, str], int]:
+    ) -> list[int]:
         cur = conn.execute(
             "INSERT INTO unit_artifacts (unit_id, relative_path, artifact_id) "
             "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) "
             "RETURNING id, unit_id, relative_path",
             ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
         )
-        return {(uid, path): ua_id for ua_id, uid, path in cur}
+        ids = {(uid, path): ua_id for ua_id, uid, path in cur}
+        return [ids[(r[0], r[1])] for r in rows]
 
     def q_insert_remotes(self, conn: Any, rows: list[tuple[int, str, int | None, str]]) -> None:
         conn.execute(

@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import queue
@@ -61,6 +63,16 @@ _locks: dict[str, threading.Lock] = {}
 def _process_lock(path: str) -> threading.Lock:
     with _locks_guard:
         return _locks.setdefault(path, threading.Lock())
+
+
+#: rows per multi-row INSERT statement (fewer if the SQLite build binds fewer variables)
+_MAX_ROWS = 256
+
+
+@functools.lru_cache(maxsize=128)
+def _values_sql(head: str, width: int, count: int, tail: str) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return f"{head} VALUES {', '.join([row] * count)}{tail}"
 
 
 def _dumps(value: object) -> str:
@@ -127,6 +139,7 @@ class SQLiteBackend(Backend):
         self._all: list[sqlite3.Connection] = []
         self._all_guard = threading.Lock()
         self._lockfile: int | None = None
+        self._max_variables = 999
         self._checkpointer: _Checkpointer | None = None
 
     # -- connections ------------------------------------------------------------------------
@@ -144,6 +157,7 @@ class SQLiteBackend(Backend):
         conn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_LIMIT}")
         conn.execute("PRAGMA foreign_keys = ON")
+        self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         with self._all_guard:
             self._all.append(conn)
         return conn
@@ -302,6 +316,27 @@ class SQLiteBackend(Backend):
             (_dumps(shas),),
         ).fetchall()
 
+    def _insert(self, conn: Any, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> int:
+        """INSERT *rows* in their order with multi-row VALUES; how many rows went in.
+
+        Statements of 2**k rows (at most ``_MAX_ROWS``), so that few distinct texts are
+        compiled and the statement cache reuses them.
+        """
+        width = len(rows[0])
+        most = _MAX_ROWS
+        while most > 1 and most * width > self._max_variables:
+            most //= 2
+        changed, pos, total = 0, 0, len(rows)
+        while pos < total:
+            count = min(most, 1 << ((total - pos).bit_length() - 1))
+            chunk = rows[pos : pos + count]
+            cur = conn.execute(
+                _values_sql(head, width, count, tail), list(itertools.chain.from_iterable(chunk))
+            )
+            changed += cur.rowcount
+            pos += count
+        return changed
+
     @staticmethod
     def _next_id(conn: Any, table: str) -> int:
         return int(conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
@@ -309,7 +344,19 @@ class SQLiteBackend(Backend):
     def q_artifact_ids(
         self, conn: Any, rows: list[tuple[str, int, str]]
     ) -> dict[str, tuple[int, int]]:
-        found: dict[str, tuple[int, int]] = {
+        # Get-or-create: INSERT ... ON CONFLICT DO NOTHING, with ids picked here (writers are
+        # serialized, so max(id) + 1 ... are free).  When every row went in — the common
+        # case — the ids are known and nothing is read back; otherwise one SELECT tells the
+        # id and recorded size of each sha256.
+        start = self._next_id(conn, "artifacts")
+        cur = conn.executemany(
+            "INSERT INTO artifacts (id, sha256, size, digests) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (sha256) DO NOTHING",
+            [(start + i, *r) for i, r in enumerate(rows)],
+        )
+        if cur.rowcount == len(rows):
+            return {r[0]: (start + i, r[1]) for i, r in enumerate(rows)}
+        return {
             sha: (aid, size)
             for aid, sha, size in conn.execute(
                 "SELECT id, sha256, size FROM artifacts "
@@ -317,22 +364,19 @@ class SQLiteBackend(Backend):
                 (_dumps([r[0] for r in rows]),),
             )
         }
-        new = [r for r in rows if r[0] not in found]
-        if new:
-            start = self._next_id(conn, "artifacts")
-            conn.executemany(
-                "INSERT INTO artifacts (id, sha256, size, digests) VALUES (?, ?, ?, ?)",
-                [(start + i, *r) for i, r in enumerate(new)],
-            )
-            for i, (sha, size, _) in enumerate(new):
-                found[sha] = (start + i, size)
-        return found
 
-    def q_insert_units(
-        self, conn: Any, rows: list[tuple[str, str, str]]
-    ) -> dict[tuple[str, str], tuple[int, bool]]:
-        found: dict[tuple[str, str], tuple[int, bool]] = {
-            (t, nk): (uid, False)
+    def q_insert_units(self, conn: Any, rows: list[tuple[str, str, str]]) -> list[tuple[int, bool]]:
+        # As for artifacts: the rows that went in have ids from *start* on.
+        start = self._next_id(conn, "units")
+        cur = conn.executemany(
+            "INSERT INTO units (id, type, natural_key, fields) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (type, natural_key) DO NOTHING",
+            [(start + i, *r) for i, r in enumerate(rows)],
+        )
+        if cur.rowcount == len(rows):
+            return [(uid, True) for uid in range(start, start + len(rows))]
+        found = {
+            (t, nk): uid
             for uid, t, nk in conn.execute(
                 "WITH k(t, nk) AS (SELECT json_extract(value, '$[0]'), "
                 "json_extract(value, '$[1]') FROM json_each(?)) "
@@ -341,33 +385,22 @@ class SQLiteBackend(Backend):
                 (_dumps([r[:2] for r in rows]),),
             )
         }
-        new = [r for r in rows if (r[0], r[1]) not in found]
-        if new:
-            start = self._next_id(conn, "units")
-            conn.executemany(
-                "INSERT INTO units (id, type, natural_key, fields) VALUES (?, ?, ?, ?)",
-                [(start + i, *r) for i, r in enumerate(new)],
-            )
-            for i, (t, nk, _) in enumerate(new):
-                found[(t, nk)] = (start + i, True)
-        return found
+        return [(uid, uid >= start) for uid in (found[(r[0], r[1])] for r in rows)]
 
     def q_insert_unit_artifacts(
         self, conn: Any, rows: list[tuple[int, str, int | None]]
-    ) -> dict[tuple[int, str], int]:
+    ) -> list[int]:
         start = self._next_id(conn, "unit_artifacts")
-        conn.executemany(
-            "INSERT INTO unit_artifacts (id, unit_id, relative_path, artifact_id) "
-            "VALUES (?, ?, ?, ?)",
+        self._insert(
+            conn,
+            "INSERT INTO unit_artifacts (id, unit_id, relative_path, artifact_id)",
             [(start + i, *r) for i, r in enumerate(rows)],
         )
-        return {(r[0], r[1]): start + i for i, r in enumerate(rows)}
+        return list(range(start, start + len(rows)))
 
     def q_insert_remotes(self, conn: Any, rows: list[tuple[int, str, int | None, str]]) -> None:
-        conn.executemany(
-            "INSERT INTO remote_artifacts (unit_artifact_id, url, size, digests) "
-            "VALUES (?, ?, ?, ?)",
-            rows,
+        self._insert(
+            conn, "INSERT INTO remote_artifacts (unit_artifact_id, url, size, digests)", rows
         )
 
     def q_fill(self, conn: Any, rows: list[tuple[int, str, int]]) -> int:
@@ -379,11 +412,14 @@ class SQLiteBackend(Backend):
         return int(cur.rowcount)
 
     def q_add_version_units(self, conn: Any, version_id: int, unit_ids: list[int]) -> int:
-        cur = conn.executemany(
-            "INSERT INTO version_units (version_id, unit_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        if not unit_ids:
+            return 0
+        return self._insert(
+            conn,
+            "INSERT INTO version_units (version_id, unit_id)",
             [(version_id, u) for u in unit_ids],
+            " ON CONFLICT DO NOTHING",
         )
-        return int(cur.rowcount)
 
     def q_remove_version_units(self, conn: Any, version_id: int, unit_ids: list[int]) -> int:
         cur = conn.execute(
