@@ -86,6 +86,8 @@ class _Prepared:
     type: str
     nk: str
     fields: str
+    #: (type, natural key JSON): what the batch is sorted by
+    sort_key: tuple[str, str]
     #: the artifacts to write: the unit's, plus downloads a duplicate in the batch brought
     arts: tuple[NewUnitArtifact, ...]
 
@@ -100,10 +102,6 @@ class _Prepared:
                     a = NewUnitArtifact(a.relative_path, got, a.remote)
             merged.append(a)
         self.arts = tuple(merged)
-
-    @property
-    def sort_key(self) -> tuple[str, str]:
-        return (self.type, self.nk)
 
 
 class _Fallback(Exception):
@@ -294,12 +292,14 @@ class Backend(ABC):
             if len(arts) > 1:
                 arts = tuple(sorted(arts, key=lambda a: a.relative_path))
             nk = unit.key_json or key_json(unit.natural_key)
-            item = _Prepared(index, unit, unit.type, nk, fields, arts)
-            first = primary.setdefault(item.sort_key, item)
-            if first is not item:
+            key = (unit.type, nk)
+            first = primary.get(key)
+            if first is None:
+                primary[key] = _Prepared(index, unit, unit.type, nk, fields, key, arts)
+            else:
                 duplicates.append((index, unit, first))
                 first.merge(unit)
-        items = sorted(primary.values(), key=lambda p: p.sort_key)
+        items = [primary[key] for key in sorted(primary)]
         version_id = None if version is None else version.id
 
         def batch(conn: Any) -> dict[int, UnitOutcome]:

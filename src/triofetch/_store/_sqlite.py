@@ -11,9 +11,18 @@
 - ``synchronous=NORMAL``: a committed transaction survives the process crashing; a power
   loss may forget the last transactions, never corrupt the file.  Artifact files are fsynced
   before their rows are written, so rows never point at files that are not there.
-- Because writers are serialized, a write transaction can read which rows exist and then
-  insert the others with ids it picks itself (``max(id) + 1 ...``) by ``executemany`` —
-  the fastest way to insert many rows with SQLite.
+- Because writers are serialized, a write transaction picks the ids of the rows it inserts
+  itself (``max(id) + 1 ...``).  Get-or-create is ``INSERT ... ON CONFLICT DO NOTHING``:
+  when every row went in (the common case) the ids are known and nothing is read back;
+  otherwise one SELECT by key tells the ids, and which rows existed (id below the first
+  picked).
+- Rows go in with multi-row ``VALUES`` (statements of 2**k rows, so that the statement
+  cache reuses a few texts), as ``INSERT OR FAIL``: a refused row stops the statement with
+  an error, like ``ABORT``, but SQLite then needs no statement journal — a copy of every page
+  the statement touches, which for the random-order indexes (sha256, natural keys) costs
+  more than the statement itself.  The statement's partial effects never survive: any
+  error rolls back the whole transaction (or the unit's savepoint, when units are retried
+  one by one).
 """
 
 from __future__ import annotations
@@ -349,12 +358,13 @@ class SQLiteBackend(Backend):
         # case — the ids are known and nothing is read back; otherwise one SELECT tells the
         # id and recorded size of each sha256.
         start = self._next_id(conn, "artifacts")
-        cur = conn.executemany(
-            "INSERT INTO artifacts (id, sha256, size, digests) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (sha256) DO NOTHING",
+        added = self._insert(
+            conn,
+            "INSERT OR FAIL INTO artifacts (id, sha256, size, digests)",
             [(start + i, *r) for i, r in enumerate(rows)],
+            " ON CONFLICT (sha256) DO NOTHING",
         )
-        if cur.rowcount == len(rows):
+        if added == len(rows):
             return {r[0]: (start + i, r[1]) for i, r in enumerate(rows)}
         return {
             sha: (aid, size)
@@ -368,12 +378,13 @@ class SQLiteBackend(Backend):
     def q_insert_units(self, conn: Any, rows: list[tuple[str, str, str]]) -> list[tuple[int, bool]]:
         # As for artifacts: the rows that went in have ids from *start* on.
         start = self._next_id(conn, "units")
-        cur = conn.executemany(
-            "INSERT INTO units (id, type, natural_key, fields) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (type, natural_key) DO NOTHING",
+        added = self._insert(
+            conn,
+            "INSERT OR FAIL INTO units (id, type, natural_key, fields)",
             [(start + i, *r) for i, r in enumerate(rows)],
+            " ON CONFLICT (type, natural_key) DO NOTHING",
         )
-        if cur.rowcount == len(rows):
+        if added == len(rows):
             return [(uid, True) for uid in range(start, start + len(rows))]
         found = {
             (t, nk): uid
