@@ -1,12 +1,12 @@
 """Task entry points: CI and people run the same sessions.
 
-    nox -s tests       the whole test suite (installs PostgreSQL when missing, as root)
-    nox -s lint        ruff check + ruff format --check
-    nox -s typecheck   mypy --strict on src/
-    nox -s docs        Sphinx HTML docs into docs/_build/html
-    nox -s bench       benchmarks side by side with peers (curl, aria2c, aiohttp)
-    nox -s asks        the transport test suite on the asks transport
-    nox -s stress      the property-based tests with a large Hypothesis profile
+nox -s tests       the whole test suite (installs PostgreSQL when missing, as root)
+nox -s lint        ruff check + ruff format --check
+nox -s typecheck   mypy --strict on src/
+nox -s docs        Sphinx HTML docs into docs/_build/html
+nox -s bench       benchmarks side by side with peers (curl, aria2c, aiohttp)
+nox -s asks        the transport test suite on the asks transport
+nox -s stress      the property-based tests with a large Hypothesis profile
 """
 
 from __future__ import annotations
@@ -57,8 +57,7 @@ def stress(session: nox.Session) -> None:
     """Property-based tests with many more examples."""
     _ensure_postgres(session)
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "--hypothesis-profile=stress", "-m", "not asks",
-                *session.posargs)
+    session.run("pytest", "-q", "--hypothesis-profile=stress", "-m", "not asks", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -88,9 +87,11 @@ def bench(session: nox.Session) -> None:
     """Benchmarks, side by side with peers in the same run; prints tables of ratios."""
     _ensure_postgres(session)
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        missing = [p for p, b in (("nginx-light", "nginx"), ("aria2", "aria2c"),
-                                  ("curl", "curl")) if not shutil.which(b)
-                   and not os.path.exists(f"/usr/sbin/{b}")]
+        missing = [
+            p
+            for p, b in (("nginx-light", "nginx"), ("aria2", "aria2c"), ("curl", "curl"))
+            if not shutil.which(b) and not os.path.exists(f"/usr/sbin/{b}")
+        ]
         if missing:
             session.run("apt-get", "update", "-qq", external=True)
             session.run("apt-get", "install", "-y", "-qq", *missing, external=True)
