@@ -13,6 +13,7 @@ What it does not do: proxies (use ``transport="httpx"``), HTTP/2, cookies.
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -114,10 +115,14 @@ class _NativeResponse:
 def _target(parts: object) -> str:
     path = getattr(parts, "path", "") or "/"
     query = getattr(parts, "query", "")
-    target = quote(path, safe=_SAFE)
+    # most paths are already safe: quote() only those that are not
+    target = quote(path, safe=_SAFE) if _NEEDS_QUOTING.search(path) else path
     if query:
-        target += "?" + quote(query, safe=_SAFE + "?")
+        target += "?" + (quote(query, safe=_SAFE + "?") if _NEEDS_QUOTING.search(query) else query)
     return target
+
+
+_NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9/:@!$&'()*+,;=%~._?-]")
 
 
 class TrioTransport:
@@ -131,6 +136,8 @@ class TrioTransport:
         self._options = options
         self._ssl: ssl.SSLContext | None = None
         self._idle: dict[Origin, list[_Connection]] = {}
+        # (scheme, netloc) -> (origin, Host header): parsed once per server
+        self._origins: dict[tuple[str, str], tuple[Origin, str]] = {}
         self._max_idle = max(1, options.max_connections)
         self._closed = False
 
@@ -255,6 +262,12 @@ class TrioTransport:
     def _parse(self, url: str) -> tuple[Origin, str, str]:
         try:
             parts = urlsplit(url)
+        except ValueError as exc:
+            raise InvalidURL(f"malformed URL: {exc}", url=url) from None
+        known = self._origins.get((parts.scheme, parts.netloc))
+        if known is not None:
+            return known[0], _target(parts), known[1]
+        try:
             port = parts.port
         except ValueError as exc:
             raise InvalidURL(f"malformed URL: {exc}", url=url) from None
@@ -268,7 +281,10 @@ class TrioTransport:
         port = port or default
         shown = f"[{host}]" if ":" in host else host
         host_header = shown if port == default else f"{shown}:{port}"
-        return (scheme, host, port), _target(parts), host_header
+        origin = (scheme, host, port)
+        if len(self._origins) < 1024:
+            self._origins[(parts.scheme, parts.netloc)] = (origin, host_header)
+        return origin, _target(parts), host_header
 
     async def aclose(self) -> None:
         self._closed = True

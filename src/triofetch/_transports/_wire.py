@@ -66,21 +66,21 @@ def encode_request(target: str, headers: list[tuple[str, str]]) -> bytes:
 
 
 def _parse_head(raw: bytes) -> Head:
-    lines = raw.split(b"\r\n")
-    version, _, rest = lines[0].partition(b" ")
-    code, _, reason = rest.partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise ProtocolError(f"invalid status line {lines[0][:100]!r}")
+    lines = raw.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        raise ProtocolError(f"invalid status line {lines[0][:100].encode('latin-1')!r}")
     status = int(code)
     headers: dict[str, str] = {}
     for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name[-1:] in (b" ", b"\t") or line[:1] in (b" ", b"\t"):
-            raise ProtocolError(f"invalid header line {line[:100]!r}")
-        key = name.decode("latin-1").lower()
-        text = value.strip(b" \t").decode("latin-1")
+        name, sep, value = line.partition(":")
+        if not sep or not name or name[-1:] in (" ", "\t") or line[:1] in (" ", "\t"):
+            raise ProtocolError(f"invalid header line {line[:100].encode('latin-1')!r}")
+        key = name.lower()
+        text = value.strip(" \t")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    keep_alive = version == b"HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+    keep_alive = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
     chunked = False
     length: int | None
     if status < 200 or status in (204, 304):
@@ -101,7 +101,7 @@ def _parse_head(raw: bytes) -> Head:
         length = int(number)
     else:
         length, keep_alive = None, False
-    return Head(status, reason.decode("latin-1"), headers, keep_alive, chunked, length)
+    return Head(status, reason, headers, keep_alive, chunked, length)
 
 
 class Wire:
