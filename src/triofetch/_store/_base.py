@@ -198,24 +198,16 @@ class Backend(ABC):
         return StoreError(f"{self.dialect}: {type(exc).__name__}: {exc}".rstrip())
 
     def run_read(self, fn: Callable[[Any], T]) -> T:
-        for attempt in range(self.max_attempts):
-            try:
-                with self.reading() as conn:
-                    return fn(conn)
-            except Exception as exc:
-                if self.is_retryable(exc) and attempt + 1 < self.max_attempts:
-                    self.retried[type(exc).__name__] += 1
-                    self._backoff(attempt)
-                    continue
-                if self.is_db_error(exc):
-                    raise self._wrap(exc) from exc
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._run(self.reading, fn)
 
     def run_write(self, fn: Callable[[Any], T]) -> T:
+        return self._run(self.writing, fn)
+
+    def _run(self, connect: Callable[[], AbstractContextManager[Any]], fn: Callable[[Any], T]) -> T:
+        """*fn* on a connection from *connect*, retried on serialization failures/deadlocks."""
         for attempt in range(self.max_attempts):
             try:
-                with self.writing() as conn:
+                with connect() as conn:
                     return fn(conn)
             except Exception as exc:
                 if self.is_retryable(exc) and attempt + 1 < self.max_attempts:

@@ -23,9 +23,9 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool
 
-from .._errors import SchemaVersionError, StoreError, redact_url
+from .._errors import StoreError, redact_url
 from ._base import Backend
-from ._schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION
+from ._schema import POSTGRES_MIGRATIONS, migrate
 
 __all__ = ["PostgresBackend"]
 
@@ -72,26 +72,7 @@ class PostgresBackend(Backend):
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS triofetch_schema "
-            "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
-        )
-        row = conn.execute("SELECT version FROM triofetch_schema").fetchone()
-        version = 0 if row is None else int(row[0])
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"the database has schema version {version}, written by a newer triofetch; "
-                f"this one knows versions up to {SCHEMA_VERSION}: upgrade triofetch"
-            )
-        for number in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in POSTGRES_MIGRATIONS[number]:
-                conn.execute(statement)
-        if version < SCHEMA_VERSION:
-            conn.execute(
-                "INSERT INTO triofetch_schema (id, version) VALUES (1, %s) "
-                "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
-                (SCHEMA_VERSION,),
-            )
+        migrate(conn, POSTGRES_MIGRATIONS, "%s", "the database")
 
     def close(self) -> None:
         if self._pool is not None:

@@ -20,7 +20,11 @@ than :data:`SCHEMA_VERSION` was written by a newer triofetch and is refused.
 
 from __future__ import annotations
 
-__all__ = ["POSTGRES_MIGRATIONS", "SCHEMA_VERSION", "SQLITE_MIGRATIONS"]
+from typing import Any
+
+from .._errors import SchemaVersionError
+
+__all__ = ["POSTGRES_MIGRATIONS", "SCHEMA_VERSION", "SQLITE_MIGRATIONS", "migrate"]
 
 SCHEMA_VERSION = 1
 
@@ -121,3 +125,31 @@ POSTGRES_MIGRATIONS: dict[int, list[str]] = {
         )""",
     ],
 }
+
+
+def migrate(conn: Any, migrations: dict[int, list[str]], placeholder: str, where: str) -> None:
+    """Bring the schema of *conn* (inside a locked transaction) to :data:`SCHEMA_VERSION`.
+
+    *placeholder* is the driver's parameter mark (``?`` or ``%s``); *where* names the
+    database in the error raised when it was written by a newer triofetch.
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS triofetch_schema "
+        "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+    )
+    row = conn.execute("SELECT version FROM triofetch_schema").fetchone()
+    version = 0 if row is None else int(row[0])
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{where} has schema version {version}, written by a newer triofetch; "
+            f"this one knows versions up to {SCHEMA_VERSION}: upgrade triofetch"
+        )
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in migrations[number]:
+            conn.execute(statement)
+    if version < SCHEMA_VERSION:
+        conn.execute(
+            f"INSERT INTO triofetch_schema (id, version) VALUES (1, {placeholder}) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+            (SCHEMA_VERSION,),
+        )

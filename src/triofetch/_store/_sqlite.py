@@ -39,9 +39,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .._errors import SchemaVersionError, StoreError
+from .._errors import StoreError
 from ._base import Backend
-from ._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
+from ._schema import SQLITE_MIGRATIONS, migrate
 
 try:
     import fcntl
@@ -268,26 +268,7 @@ class SQLiteBackend(Backend):
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS triofetch_schema "
-                "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
-            )
-            row = conn.execute("SELECT version FROM triofetch_schema").fetchone()
-            version = 0 if row is None else int(row[0])
-            if version > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"{self.path} has schema version {version}, written by a newer triofetch; "
-                    f"this one knows versions up to {SCHEMA_VERSION}: upgrade triofetch"
-                )
-            for number in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in SQLITE_MIGRATIONS[number]:
-                    conn.execute(statement)
-            if version < SCHEMA_VERSION:
-                conn.execute(
-                    "INSERT INTO triofetch_schema (id, version) VALUES (1, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
-                    (SCHEMA_VERSION,),
-                )
+            migrate(conn, SQLITE_MIGRATIONS, "?", str(self.path))
         except BaseException:
             conn.execute("ROLLBACK")
             raise
