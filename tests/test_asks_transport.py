@@ -14,6 +14,7 @@ from functools import partial
 import pytest
 import trio
 
+from tests._cli_helpers import self_signed_cert
 from tests.faultserver import FaultServer, Hang, Redirect, Reset, Slow, Status, Truncate
 from triofetch._errors import (
     ConnectionFailed,
@@ -469,43 +470,8 @@ async def test_environment_proxy_is_not_silently_ignored(
 @pytest.fixture(scope="module")
 def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A certificate for 127.0.0.1 signed by itself: (cert+key PEM path, cert PEM path)."""
-    import datetime
-    import ipaddress
-
-    pytest.importorskip("cryptography")
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "triofetch test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    where = tmp_path_factory.mktemp("tls")
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (where / "server.pem").write_bytes(cert_pem + key_pem)
-    (where / "ca.pem").write_bytes(cert_pem)
-    return str(where / "server.pem"), str(where / "ca.pem")
+    server_pem, ca_pem = self_signed_cert(tmp_path_factory.mktemp("tls"))
+    return str(server_pem), str(ca_pem)
 
 
 async def test_tls_verification(self_signed: tuple[str, str]) -> None:
