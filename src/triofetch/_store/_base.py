@@ -391,16 +391,15 @@ class Backend(ABC):
         ua_remotes: list[RemoteArtifact | None] = []
         fills: list[tuple[int, str, int]] = []
         member: list[int] = []
+        add_ua, add_remote, add_member = ua_rows.append, ua_remotes.append, member.append
         for item, (uid, created) in zip(live, unit_ids, strict=True):
-            member.append(uid)
+            add_member(uid)
             if created:
                 done[item.index] = UnitOutcome(item.unit, "committed", uid)
                 for a in item.arts:  # sorted by relative path
                     rec = a.artifact
-                    ua_rows.append(
-                        (uid, a.relative_path, None if rec is None else art_ids[rec.sha256][0])
-                    )
-                    ua_remotes.append(a.remote)
+                    add_ua((uid, a.relative_path, None if rec is None else art_ids[rec.sha256][0]))
+                    add_remote(a.remote)
             else:
                 done[item.index] = UnitOutcome(item.unit, "existing", uid)
                 fills.extend(
@@ -415,9 +414,12 @@ class Backend(ABC):
         remote_rows: list[tuple[int, str, int | None, str]] = []
         for ua_id, remote in zip(ua_ids, ua_remotes, strict=True):
             if remote is not None:
-                digests = remote.digests_json()
-                for url in remote.urls:
-                    remote_rows.append((ua_id, url, remote.size, digests))
+                urls = remote.urls
+                if len(urls) == 1:
+                    remote_rows.append((ua_id, urls[0], remote.size, remote.digests_json()))
+                else:
+                    digests = remote.digests_json()
+                    remote_rows.extend((ua_id, url, remote.size, digests) for url in urls)
         if remote_rows:
             self.q_insert_remotes(conn, remote_rows)
         # 4. existing units: attach downloaded artifacts they lack (on-demand units)
