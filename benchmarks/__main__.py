@@ -4,6 +4,9 @@ Each name ``X`` imports ``benchmarks.bench_X`` and calls its ``main(argv)`` with
 (every argument starting with ``-``, passed through unchanged, so options with a value are
 written ``--name=value``). Without names, every known benchmark runs; a module that does not
 exist yet is skipped with a one-line notice.
+
+Outputs of earlier runs are moved aside during the run and deleted at its end (see
+``_common.fresh_dir``: deleting thousands of files slows down creating files for a minute).
 """
 
 from __future__ import annotations
@@ -27,8 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(KNOWN)}")
         return 2
+    from ._common import empty_trash
+
+    empty_trash(wait_if_deleted=True)
     status = 0
-    for name in names or KNOWN:
+    try:
+        status = _run(names or list(KNOWN), options)
+    finally:
+        empty_trash()
+    return status
+
+
+def _run(names: list[str], options: list[str]) -> int:
+    status = 0
+    for name in names:
         module_name = f"benchmarks.bench_{name}"
         try:
             module = importlib.import_module(module_name)

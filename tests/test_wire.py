@@ -3,6 +3,7 @@ what each test scripts (including what a polite server never would)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 from collections.abc import AsyncIterator, Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 import triofetch
 from triofetch._transports._wire import ProtocolError, _parse_head, encode_request
@@ -195,3 +197,109 @@ def test_encode_request_refuses_injection() -> None:
         encode_request("/", [("x-a", "1\r\nx-evil: 1")])
     assert encode_request("/p", [("host", "h")]) == b"GET /p HTTP/1.1\r\nhost: h\r\n\r\n"
     assert ProtocolError is not None
+
+
+# -- the plain socket and the whole-body fast path -----------------------------------------
+
+
+async def test_body_with_the_head_or_after_it(raw: Callable[..., object], tmp_path: Path) -> None:
+    """The same bytes whether the body comes in the head's segment (taken whole from the
+    buffer) or in pieces later (read by the streaming loop); both keep the connection."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY)
+    plans = iter([[head + BODY], [head, BODY[:7], BODY[7:]], [head + BODY[:10], BODY[10:]]])
+    server = await raw(lambda r: next(plans))  # type: ignore[operator]
+    digest = hashlib.sha256(BODY).hexdigest()
+    async with triofetch.Downloader(transport="trio", temp_dir=tmp_path) as dl:
+        for _ in range(3):
+            result = await dl.fetch(
+                f"http://127.0.0.1:{server.port}/f", expected_digests={"sha256": digest}
+            )
+            assert result.path.read_bytes() == BODY
+    assert server.connections == 1
+
+
+async def test_whole_body_larger_than_expected_fails(
+    raw: Callable[..., object], tmp_path: Path
+) -> None:
+    server = await raw(
+        lambda r: [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)]
+    )  # type: ignore[operator]
+    with pytest.raises(triofetch.SizeMismatch, match=r"expected 10"):
+        await fetch(server.port, tmp_path, expected_size=10)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_plain_socket_keeps_the_loop_fair() -> None:
+    """A socket that always has data must not keep its reader from yielding."""
+    import socket
+
+    from triofetch._transports._wire import PlainSocket
+
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    queued = 0
+    with contextlib.suppress(BlockingIOError):
+        while queued < 200_000:
+            queued += b.send(b"x" * 1000)
+    reads = queued // 1000
+    assert reads >= 64
+    reader = PlainSocket(a)
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        await trio.lowlevel.checkpoint()
+        ticks = 0
+        got = 0
+        for _ in range(reads):  # reads that never have to wait
+            got += len(await reader.receive_some(1000))
+        done = True
+    assert got == reads * 1000
+    assert ticks >= reads // 16 - 1  # the reader yielded every few reads
+    reader.close()
+    b.close()
+
+
+async def test_plain_socket_close_wakes_a_waiting_reader() -> None:
+    import socket
+
+    from triofetch._transports._wire import PlainSocket
+
+    a, b = socket.socketpair()
+    reader = PlainSocket(a)
+    assert not reader.is_readable()
+    raised: list[BaseException] = []
+
+    async def read() -> None:
+        try:
+            await reader.receive_some(10)
+        except trio.ClosedResourceError as exc:
+            raised.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()
+        reader.close()
+    assert len(raised) == 1
+    reader.close()  # twice is fine
+    b.close()
+
+
+async def test_plain_socket_readable_when_the_peer_closes() -> None:
+    import socket
+
+    from triofetch._transports._wire import PlainSocket
+
+    a, b = socket.socketpair()
+    sock = PlainSocket(a)
+    b.close()
+    assert sock.is_readable()
+    assert await sock.receive_some(10) == b""
+    sock.close()

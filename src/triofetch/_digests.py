@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._errors import InvalidDigest, UnsupportedAlgorithm
@@ -88,6 +89,15 @@ def resolve_algorithms(
     return tuple(names)
 
 
+@functools.cache
+def _constructor(name: str) -> Callable[[], Any]:
+    """hashlib's own constructor for *name* (``hashlib.sha256``...): cheaper than ``new()``."""
+    direct = getattr(hashlib, name, None)
+    if callable(direct) and name in hashlib.algorithms_guaranteed:
+        return direct  # type: ignore[no-any-return]
+    return functools.partial(hashlib.new, name)
+
+
 class MultiHasher:
     """Feeds the same bytes to several hashlib objects.
 
@@ -98,7 +108,7 @@ class MultiHasher:
     __slots__ = ("_hashers", "size")
 
     def __init__(self, algorithms: Iterable[str]) -> None:
-        self._hashers = [(name, hashlib.new(name)) for name in algorithms]
+        self._hashers = [(name, _constructor(name)()) for name in algorithms]
         self.size = 0
 
     def update(self, data: bytes | memoryview) -> None:

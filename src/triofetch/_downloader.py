@@ -36,7 +36,7 @@ from ._errors import (
     SizeMismatch,
 )
 from ._groups import collapse_single
-from ._tempfiles import new_temp_path
+from ._tempfiles import new_temp_name
 from ._transports.base import Response, Transport, TransportOptions
 from ._version import __version__
 
@@ -91,7 +91,8 @@ class _Plan:
     expected_size: int | None
     algorithms: tuple[str, ...]
     headers: dict[str, str]
-    temp_dir: Path
+    #: the temp directory, as a string ending with a separator (a file name is appended)
+    temp_dir: str
 
 
 class _Tokens:
@@ -130,7 +131,7 @@ class _Sink:
 
     __slots__ = ("_fd", "hasher", "path")
 
-    def __init__(self, path: Path, algorithms: Iterable[str]) -> None:
+    def __init__(self, path: str, algorithms: Iterable[str]) -> None:
         self.path = path
         self.hasher = MultiHasher(algorithms)
         self._fd: int | None = None
@@ -242,6 +243,12 @@ class _SmallFiles:
             self._busy = False
             self._idle.set()
             self._idle = trio.Event()
+
+
+def _directory(path: str | os.PathLike[str]) -> str:
+    """*path* as a string ending with a separator, to which a file name is appended."""
+    text = os.fspath(path)
+    return text if text.endswith(os.sep) else text + os.sep
 
 
 def _split_credentials(url: str) -> tuple[str, str | None]:
@@ -386,7 +393,7 @@ class Downloader:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._total_timeout = total_timeout
-        self._temp_dir = Path(temp_dir) if temp_dir is not None else Path(tempfile.gettempdir())
+        self._temp_dir = _directory(temp_dir if temp_dir is not None else tempfile.gettempdir())
         self._headers = {"user-agent": f"triofetch/{__version__}", "accept-encoding": "identity"}
         self._headers.update({k.lower(): v for k, v in (headers or {}).items()})
         self._basic = _basic(*auth) if auth is not None else None
@@ -487,9 +494,10 @@ class Downloader:
             or expected_size < 0
         ):
             raise InvalidInput(f"expected_size must be an integer >= 0, got {expected_size!r}")
-        merged = dict(self._headers)
-        merged.update({k.lower(): v for k, v in (headers or {}).items()})
-        directory = Path(temp_dir) if temp_dir is not None else self._temp_dir
+        merged = self._headers  # never changed in place: shared when nothing is added
+        if headers:
+            merged = {**merged, **{k.lower(): v for k, v in headers.items()}}
+        directory = _directory(temp_dir) if temp_dir is not None else self._temp_dir
         return _Plan(expected, expected_size, algorithms, merged, directory)
 
     async def fetch(
@@ -651,7 +659,7 @@ class Downloader:
                             retry_after=_retry_after(response.headers.get("retry-after")),
                         )
                     phase = "read"
-                    sink = _Sink(new_temp_path(plan.temp_dir), plan.algorithms)
+                    sink = _Sink(plan.temp_dir + new_temp_name(), plan.algorithms)
                     result = await self._receive(response, plan, sink, scope, hard)
                 # leaving the stream is a checkpoint: the file is only ours once past it
                 phase = "done"
@@ -687,25 +695,42 @@ class Downloader:
         ):
             raise SizeMismatch(expected_size, int(announced), url=url)
         read_timeout = self._read_timeout or math.inf
-        scope.deadline = min(hard, trio.current_time() + read_timeout)
+        # The read deadline moves with each chunk, but only when it would move by more than
+        # 1% of read_timeout: moving a deadline re-registers it with the run loop, and a
+        # small body's chunks arrive within microseconds of each other.
+        slack = read_timeout / 100
+        moved = trio.current_time()
+        scope.deadline = min(hard, moved + read_timeout)
         pending: list[bytes] = []
         buffered = 0
         size = 0
         large = False
-        async with contextlib.aclosing(response.iter_bytes()) as chunks:
-            async for chunk in chunks:
-                size += len(chunk)
-                if expected_size is not None and size > expected_size:
-                    raise SizeMismatch(expected_size, size, url=url, exceeded=True)
-                pending.append(chunk)
-                buffered += len(chunk)
-                scope.deadline = min(hard, trio.current_time() + read_timeout)
-                if buffered >= _FLUSH_BYTES:
-                    large = True
-                    break
-            if large:
-                size = await self._pipeline(chunks, pending, size, sink, plan, scope, hard, url)
-                pending = []
+        # a response may hand over a body it already holds whole (the trio transport's)
+        buffered_body: Callable[[], bytes | None] | None = getattr(response, "buffered_body", None)
+        whole = buffered_body() if buffered_body is not None else None
+        if whole is not None:  # the whole body came with the head: no reading loop
+            size = len(whole)
+            if expected_size is not None and size > expected_size:
+                raise SizeMismatch(expected_size, size, url=url, exceeded=True)
+            pending.append(whole)
+        else:
+            async with contextlib.aclosing(response.iter_bytes()) as chunks:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if expected_size is not None and size > expected_size:
+                        raise SizeMismatch(expected_size, size, url=url, exceeded=True)
+                    pending.append(chunk)
+                    buffered += len(chunk)
+                    now = trio.current_time()
+                    if now - moved > slack:
+                        moved = now
+                        scope.deadline = min(hard, now + read_timeout)
+                    if buffered >= _FLUSH_BYTES:
+                        large = True
+                        break
+                if large:
+                    size = await self._pipeline(chunks, pending, size, sink, plan, scope, hard, url)
+                    pending = []
         if large or size > _SMALL_BYTES:
             digests = await trio.to_thread.run_sync(sink.finish, pending, limiter=self._threads)
         else:
@@ -716,7 +741,11 @@ class Downloader:
             if digests[algorithm] != expected:
                 raise DigestMismatch(algorithm, expected, digests[algorithm], url=url)
         return DownloadResult(
-            url=url, path=sink.path, size=size, digests=digests, headers=dict(response.headers)
+            url=url,
+            path=Path(sink.path),
+            size=size,
+            digests=digests,
+            headers=dict(response.headers),
         )
 
     async def _pipeline(

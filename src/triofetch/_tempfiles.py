@@ -11,7 +11,13 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["TEMP_PREFIX", "TEMP_SUFFIX", "new_temp_path", "temp_file_pid"]
+__all__ = [
+    "TEMP_PREFIX",
+    "TEMP_SUFFIX",
+    "new_temp_name",
+    "new_temp_path",
+    "temp_file_pid",
+]
 
 TEMP_PREFIX = "tf-"
 TEMP_SUFFIX = ".part"
@@ -33,7 +39,12 @@ os.register_at_fork(after_in_child=_after_fork)
 
 def new_temp_path(directory: Path) -> Path:
     """A fresh, unused name for a temp file in *directory* (the file is not created)."""
-    return directory / f"{TEMP_PREFIX}{_PID}-{_RUN}{next(_COUNTER):x}{TEMP_SUFFIX}"
+    return directory / new_temp_name()
+
+
+def new_temp_name() -> str:
+    """A fresh file name for a temp file (no directory; cheaper than a Path per file)."""
+    return f"{TEMP_PREFIX}{_PID}-{_RUN}{next(_COUNTER):x}{TEMP_SUFFIX}"
 
 
 def temp_file_pid(name: str) -> int | None:

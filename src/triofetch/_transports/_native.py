@@ -14,6 +14,7 @@ What it does not do: proxies (use ``transport="httpx"``), HTTP/2, cookies.
 from __future__ import annotations
 
 import re
+import socket
 import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -29,7 +30,7 @@ from .._errors import (
     TooManyRedirects,
     TruncatedBody,
 )
-from ._wire import Head, ProtocolError, Truncated, Wire, encode_request
+from ._wire import Head, PlainSocket, ProtocolError, Truncated, Wire, encode_request
 from .base import Response, TransportOptions, describe_failure, make_ssl_context
 
 __all__ = ["TrioTransport"]
@@ -49,7 +50,10 @@ class _Connection:
     __slots__ = ("idle_since", "origin", "reused", "socket", "wire")
 
     def __init__(
-        self, origin: Origin, stream: trio.abc.Stream, socket: trio.socket.SocketType
+        self,
+        origin: Origin,
+        stream: trio.abc.Stream | PlainSocket,
+        socket: trio.socket.SocketType | PlainSocket,
     ) -> None:
         self.origin = origin
         self.wire = Wire(stream)
@@ -88,6 +92,18 @@ class _NativeResponse:
     @property
     def reusable(self) -> bool:
         return self.complete and self._head.keep_alive and not self._conn.wire.leftover
+
+    def buffered_body(self) -> bytes | None:
+        """The whole body, if it arrived with the head (a small file); else None.
+
+        Saves the small download the machinery of :meth:`iter_bytes`.
+        """
+        if self.complete:
+            return None
+        body = self._conn.wire.take_buffered(self._head)
+        if body is not None:
+            self.complete = True
+        return body
 
     async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         try:
@@ -177,6 +193,9 @@ class TrioTransport:
         except OSError as exc:
             raise ConnectionFailed(describe_failure(exc), url=url) from exc
         tcp.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
+        if scheme == "http":
+            plain = PlainSocket(socket.socket(fileno=tcp.socket.detach()))
+            return _Connection(origin, plain, plain)
         stream: trio.abc.Stream = tcp
         if scheme == "https":
             if self._ssl is None:
