@@ -7,10 +7,9 @@ JOB.json: ``{"out": DIR, "tmp": TEMP_DIR, "files": [[url, name, size, sha256], .
 One ``Downloader(connections=..., temp_dir=TEMP_DIR)``; *concurrency* worker tasks (default:
 twice the connection count, so the Downloader's own limiter always has work queued) take files
 from one shared iterator, as the aiohttp client's workers do. Each worker awaits
-``dl.fetch(url, expected_digests={"sha256": ...}, expected_size=...)``
-(which validates), checks ``result.digests["sha256"]`` and ``result.size`` once more against
-the job, and renames ``result.path`` (a temp file the caller owns, on the same filesystem) to
-``DIR/name``. With ``--digests`` the Downloader computes those algorithms (Pulp's four:
+``dl.fetch(url, expected_digests={"sha256": ...}, expected_size=..., destination=DIR/name)``
+(which validates, then moves the file to ``DIR/name`` in a worker thread) and checks
+``result.digests["sha256"]``, ``result.size`` and ``result.path`` once more against the job. With ``--digests`` the Downloader computes those algorithms (Pulp's four:
 ``sha224,sha256,sha384,sha512``).
 
 Exit status 3 means ``triofetch.Downloader`` does not exist (yet). Prints one JSON line with
@@ -48,10 +47,14 @@ async def run(
         # like the aiohttp client: *concurrency* workers take files from one iterator
         nonlocal done
         for url, name, size, sha256 in files:
-            result = await dl.fetch(url, expected_digests={"sha256": sha256}, expected_size=size)
+            target = os.path.join(out, name)
+            result = await dl.fetch(
+                url, expected_digests={"sha256": sha256}, expected_size=size, destination=target
+            )
             if result.digests.get("sha256") != sha256 or result.size != size:
                 raise ValueError(f"{url}: wrong result {result.size} {result.digests}")
-            os.replace(result.path, os.path.join(out, name))
+            if str(result.path) != target:
+                raise ValueError(f"{url}: landed at {result.path}, not {target}")
             done += 1
 
     async with triofetch.Downloader(**kwargs) as dl, trio.open_nursery() as nursery:

@@ -13,6 +13,7 @@ from ._digests import PULP_ALGORITHMS
 from ._downloader import Downloader, DownloadResult, TokenProvider
 from ._errors import (
     ConnectionFailed,
+    DestinationError,
     DigestMismatch,
     DownloadError,
     DownloadTimeout,
@@ -95,6 +96,7 @@ __all__ = [
     "CreatorProgress",
     "DeclarativeArtifact",
     "DeclarativeUnit",
+    "DestinationError",
     "DigestMismatch",
     "DownloadError",
     "DownloadResult",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
+import errno
 import math
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from ._digests import (
     update_all,
 )
 from ._errors import (
+    DestinationError,
     DigestMismatch,
     DownloadError,
     DownloadTimeout,
@@ -55,14 +58,14 @@ _SMALL_BYTES = 256 * 1024
 
 @dataclass(frozen=True, slots=True)
 class DownloadResult:
-    """A downloaded and validated file, waiting in the temp area.
+    """A downloaded and validated file, waiting in the temp area (or at its destination).
 
     The caller owns ``path``: move it where it belongs (see :class:`ArtifactStorage`) or
-    remove it.
+    remove it — unless the fetch was given a ``destination``, which ``path`` then is.
 
     Attributes:
         url: the final URL, after redirects (credentials redacted).
-        path: the temp file holding the bytes.
+        path: the temp file holding the bytes, or the fetch's ``destination``.
         size: the number of bytes.
         digests: hex digests by algorithm name; always has ``sha256``, every algorithm of
             ``expected_digests`` and every algorithm asked for.
@@ -93,6 +96,8 @@ class _Plan:
     headers: dict[str, str]
     #: the temp directory, as a string ending with a separator (a file name is appended)
     temp_dir: str
+    #: where the validated file goes, or None: the caller gets the temp file
+    destination: str | None = None
 
 
 class _Tokens:
@@ -126,15 +131,52 @@ class _Tokens:
             self.refreshes += 1
 
 
+def _verify(plan: _Plan, size: int, digests: Mapping[str, str], url: str) -> None:
+    """Raise if the body's size or digests are not the ones *plan* expects."""
+    expected_size = plan.expected_size
+    if expected_size is not None and size != expected_size:
+        raise SizeMismatch(expected_size, size, url=url)
+    for algorithm, expected in plan.expected_digests.items():
+        if digests[algorithm] != expected:
+            raise DigestMismatch(algorithm, expected, digests[algorithm], url=url)
+
+
+def _place(temp: str, destination: str, url: str) -> None:
+    """Move a validated temp file to *destination* (replacing it), atomically.
+
+    Across filesystems, the bytes are first copied next to the destination under a temp
+    name, then renamed over it: a reader of *destination* sees the old file or the new one.
+    """
+    try:
+        os.replace(temp, destination)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise DestinationError(destination, exc, url=url) from exc
+    staging = os.path.join(os.path.dirname(destination) or ".", new_temp_name())
+    try:
+        shutil.copyfile(temp, staging)
+        os.replace(staging, destination)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise DestinationError(destination, exc, url=url) from exc
+    os.unlink(temp)
+
+
 class _Sink:
     """The temp file of one attempt and its hashers.  Methods run in worker threads."""
 
-    __slots__ = ("_fd", "hasher", "path")
+    __slots__ = ("_fd", "hasher", "path", "placed", "plan", "url")
 
-    def __init__(self, path: str, algorithms: Iterable[str]) -> None:
+    def __init__(self, path: str, plan: _Plan, url: str) -> None:
         self.path = path
-        self.hasher = MultiHasher(algorithms)
+        self.plan = plan
+        self.url = url
+        self.hasher = MultiHasher(plan.algorithms)
         self._fd: int | None = None
+        #: the file is at the plan's destination (no longer ours to remove)
+        self.placed = False
 
     def write(self, chunks: list[bytes]) -> None:
         update = self.hasher.update
@@ -157,11 +199,23 @@ class _Sink:
         update_all(hashers, chunks)
         self._write_raw(chunks)
 
-    def finish(self, chunks: list[bytes]) -> dict[str, str]:
+    def finish(self, chunks: list[bytes], size: int) -> dict[str, str]:
+        """Write the last *chunks*, close, verify the whole body, and move it where it goes.
+
+        Raises the size or digest mismatch (the caller removes the temp file), or
+        :class:`DestinationError`.
+        """
         if chunks or self._fd is None:
             self.write(chunks or [b""])
         self.close()
-        return self.hasher.hexdigests()
+        digests = self.hasher.hexdigests()
+        _verify(self.plan, size, digests, self.url)
+        destination = self.plan.destination
+        if destination is not None:
+            _place(self.path, destination, self.url)
+            self.path = destination
+            self.placed = True
+        return digests
 
     def close(self) -> None:
         if self._fd is not None:
@@ -171,16 +225,18 @@ class _Sink:
     def discard(self) -> None:
         """Close and remove the temp file (safe to call from the Trio loop: two syscalls)."""
         self.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if not self.placed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
 
 class _Job:
-    __slots__ = ("abandoned", "chunks", "digests", "error", "finished", "sink")
+    __slots__ = ("abandoned", "chunks", "digests", "error", "finished", "sink", "size")
 
-    def __init__(self, sink: _Sink, chunks: list[bytes]) -> None:
+    def __init__(self, sink: _Sink, chunks: list[bytes], size: int) -> None:
         self.sink = sink
         self.chunks = chunks
+        self.size = size
         self.digests: dict[str, str] = {}
         self.error: BaseException | None = None
         self.finished = False
@@ -191,7 +247,7 @@ def _finish_all(jobs: list[_Job]) -> None:
     for job in jobs:
         if not job.abandoned:
             try:
-                job.digests = job.sink.finish(job.chunks)
+                job.digests = job.sink.finish(job.chunks, job.size)
             except Exception as exc:  # reported to the job's own task
                 job.error = exc
         job.finished = True
@@ -213,8 +269,8 @@ class _SmallFiles:
         self._busy = False
         self._idle = trio.Event()
 
-    async def finish(self, sink: _Sink, chunks: list[bytes]) -> dict[str, str]:
-        job = _Job(sink, chunks)
+    async def finish(self, sink: _Sink, chunks: list[bytes], size: int) -> dict[str, str]:
+        job = _Job(sink, chunks, size)
         self._queue.append(job)
         try:
             while not job.finished:
@@ -484,6 +540,7 @@ class Downloader:
         digests: Iterable[str] | None = None,
         headers: Mapping[str, str] | None = None,
         temp_dir: str | os.PathLike[str] | None = None,
+        destination: str | os.PathLike[str] | None = None,
     ) -> _Plan:
         """Validate the arguments of a fetch (raises :class:`InvalidInput` subclasses)."""
         expected = normalize_digests(expected_digests)
@@ -498,7 +555,14 @@ class Downloader:
         if headers:
             merged = {**merged, **{k.lower(): v for k, v in headers.items()}}
         directory = _directory(temp_dir) if temp_dir is not None else self._temp_dir
-        return _Plan(expected, expected_size, algorithms, merged, directory)
+        target: str | None = None
+        if destination is not None:
+            if not isinstance(destination, str | os.PathLike):
+                raise InvalidInput(f"destination must be a path, got {destination!r}")
+            target = os.fspath(destination)
+            if not target or target.endswith(os.sep):
+                raise InvalidInput(f"destination must name a file, got {target!r}")
+        return _Plan(expected, expected_size, algorithms, merged, directory, target)
 
     async def fetch(
         self,
@@ -509,6 +573,7 @@ class Downloader:
         digests: Iterable[str] | None = None,
         headers: Mapping[str, str] | None = None,
         temp_dir: str | os.PathLike[str] | None = None,
+        destination: str | os.PathLike[str] | None = None,
     ) -> DownloadResult:
         """Download one file (from *url*, or from the first of several mirror URLs that works).
 
@@ -521,16 +586,22 @@ class Downloader:
             digests: further algorithms to compute.
             headers: extra request headers for this fetch.
             temp_dir: where to write the temp file (default: the downloader's).
+            destination: where the file goes once validated: it is moved there (replacing
+                any file of that name) in a worker thread, atomically — a reader of
+                *destination* sees the old file or the complete new one, never a part —
+                and ``result.path`` is *destination*.  Its directory must exist.  On any
+                failure the destination is left as it was.
 
         Returns:
-            a :class:`DownloadResult`; the caller owns its temp file.
+            a :class:`DownloadResult`; the caller owns its file (the temp file, or
+            *destination*).
 
         Raises:
             InvalidInput: bad arguments (unknown algorithm, malformed digest...), before any
                 I/O.
             DownloadError: the last attempt's error (``HTTPStatusError``, ``DigestMismatch``,
-                ``SizeMismatch``, ``TransportError``...), with every attempt's error in
-                ``attempts``.
+                ``SizeMismatch``, ``TransportError``, ``DestinationError``...), with every
+                attempt's error in ``attempts``.
         """
         plan = self.plan(
             expected_digests=expected_digests,
@@ -538,6 +609,7 @@ class Downloader:
             digests=digests,
             headers=headers,
             temp_dir=temp_dir,
+            destination=destination,
         )
         return await self.fetch_planned(url, plan)
 
@@ -659,7 +731,7 @@ class Downloader:
                             retry_after=_retry_after(response.headers.get("retry-after")),
                         )
                     phase = "read"
-                    sink = _Sink(plan.temp_dir + new_temp_name(), plan.algorithms)
+                    sink = _Sink(plan.temp_dir + new_temp_name(), plan, response.url)
                     result = await self._receive(response, plan, sink, scope, hard)
                 # leaving the stream is a checkpoint: the file is only ours once past it
                 phase = "done"
@@ -731,15 +803,13 @@ class Downloader:
                 if large:
                     size = await self._pipeline(chunks, pending, size, sink, plan, scope, hard, url)
                     pending = []
+        # finishing verifies the size and digests, and moves the file to its destination
         if large or size > _SMALL_BYTES:
-            digests = await trio.to_thread.run_sync(sink.finish, pending, limiter=self._threads)
+            digests = await trio.to_thread.run_sync(
+                sink.finish, pending, size, limiter=self._threads
+            )
         else:
-            digests = await self._small.finish(sink, pending)
-        if expected_size is not None and size != expected_size:
-            raise SizeMismatch(expected_size, size, url=url)
-        for algorithm, expected in plan.expected_digests.items():
-            if digests[algorithm] != expected:
-                raise DigestMismatch(algorithm, expected, digests[algorithm], url=url)
+            digests = await self._small.finish(sink, pending, size)
         return DownloadResult(
             url=url,
             path=Path(sink.path),

@@ -14,6 +14,7 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      │    ├── SizeMismatch             expected, actual
      │    ├── InvalidURL               a URL no transport can fetch (not retried)
      │    ├── TooManyRedirects         (not retried)
+     │    ├── DestinationError         destination: the file could not be put there
      │    └── TransportError           the connection failed or broke off
      │         ├── ConnectionFailed
      │         ├── DownloadTimeout
@@ -42,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "ConnectionFailed",
+    "DestinationError",
     "DigestMismatch",
     "DownloadError",
     "DownloadTimeout",
@@ -191,6 +193,22 @@ class InvalidURL(DownloadError):
 
 class TooManyRedirects(DownloadError):
     """The server redirected more times than allowed."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class DestinationError(DownloadError):
+    """A downloaded and validated file could not be moved to the destination asked for.
+
+    Nothing is left behind: the temp file is removed and the destination is untouched.
+    """
+
+    def __init__(self, destination: str, error: OSError, *, url: str) -> None:
+        self.destination = destination
+        reason = error.strerror or str(error)
+        super().__init__(f"cannot write the file to {destination!r}: {reason}", url=url)
 
     @property
     def retryable(self) -> bool:

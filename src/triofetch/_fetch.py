@@ -30,6 +30,7 @@ def fetch(
     digests: Iterable[str] | None = None,
     headers: Mapping[str, str] | None = None,
     temp_dir: str | os.PathLike[str] | None = None,
+    destination: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> DownloadResult:
     """Download one file, blocking until it is downloaded and validated.
@@ -37,10 +38,12 @@ def fetch(
     For plain scripts and threads: it runs its own short Trio run, so it must not be called
     from inside one (use :class:`Downloader` there).  It shares its validation, digest and
     temp-file code with :meth:`Downloader.fetch`; *options* are :class:`Downloader` keyword
-    arguments (``retries``, ``read_timeout``, ``auth``, ``verify``...).
+    arguments (``retries``, ``read_timeout``, ``auth``, ``verify``...).  With *destination*
+    the validated file is moved there (see :meth:`Downloader.fetch`).
 
     Returns:
-        a :class:`DownloadResult`; the caller owns its temp file.
+        a :class:`DownloadResult`; the caller owns its file (the temp file, or
+        *destination*).
 
     Raises:
         WrongContext: called inside a running Trio task.
@@ -59,6 +62,7 @@ def fetch(
         expected_size=expected_size,
         digests=digests,
         headers=headers,
+        destination=destination,
     )
 
     async def main() -> DownloadResult:
