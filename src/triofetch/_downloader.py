@@ -23,6 +23,7 @@ import trio
 
 from ._digests import (
     DEFAULT_ALGORITHM,
+    WRITE_COST,
     MultiHasher,
     normalize_digests,
     resolve_algorithms,
@@ -52,6 +53,8 @@ TokenProvider = Callable[[], Awaitable[str]]
 # which hashes them and writes them to the temp file in one go.  A small file therefore costs
 # exactly one thread round trip (create + write + hash + close), a large one one per MiB.
 _FLUSH_BYTES = 1 << 20
+# Most buffers one writev() takes.
+_IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
 # Bodies up to this size are finished in batches (see _SmallFiles).
 _SMALL_BYTES = 256 * 1024
 
@@ -188,11 +191,20 @@ class _Sink:
         fd = self._fd
         if fd is None:
             fd = self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        if len(chunks) > _IOV_MAX:
+            chunks = [b"".join(chunks)]
+        if len(chunks) == 1:
+            view = memoryview(chunks[0])
+            while view:
+                view = view[os.write(fd, view) :]
+            return
+        # many chunks (a large body's batch): one writev, no joined copy of the batch
+        total = sum(map(len, chunks))
+        written = os.writev(fd, chunks)
+        if written < total:  # pragma: no cover - a short write (signal, full disk...)
+            rest = memoryview(b"".join(chunks))[written:]
+            while rest:
+                rest = rest[os.write(fd, rest) :]
 
     def write_hashing(self, hashers: list[Any], chunks: list[bytes]) -> None:
         """Write *chunks*, feeding only *hashers* (another thread feeds the others)."""
@@ -839,7 +851,8 @@ class Downloader:
         read_timeout = self._read_timeout or math.inf
         send, receive = trio.open_memory_channel[list[bytes]](1)
 
-        halves = sink.hasher.halves()
+        # the first half's thread also writes the batch to the file
+        halves = sink.hasher.halves(first_extra=WRITE_COST)
 
         async def writer() -> None:
             async with receive:
