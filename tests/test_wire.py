@@ -304,3 +304,31 @@ async def test_plain_socket_readable_when_the_peer_closes() -> None:
     assert sock.is_readable()
     assert await sock.receive_some(10) == b""
     sock.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/a/b.bin",
+        "http://h/p?x=1&y=2",
+        "http://h?x",
+        "http://h",
+        "http://h/",
+        "https://Example.com/a%20b",
+        "http://h/p?",
+        "http://h:80/x?q?r",
+        "http://h/a b",
+        "http://h/a#frag",
+        "http://[::1]:80/x",
+        "HTTP://h/x",
+    ],
+)
+def test_url_fast_path_agrees_with_urlsplit(url: str) -> None:
+    """The regex split of plain URLs gives what the urlsplit path gives."""
+    from triofetch._transports._native import TrioTransport
+    from triofetch._transports.base import TransportOptions
+
+    transport = TrioTransport(TransportOptions())
+    first = transport._parse(url)  # urlsplit (the origin is not known yet)
+    again = transport._parse(url)  # the fast path when the URL is plain
+    assert first == again

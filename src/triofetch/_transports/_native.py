@@ -17,8 +17,8 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing
 from urllib.parse import quote, urljoin, urlsplit
 
 import trio
@@ -139,6 +139,35 @@ def _target(parts: object) -> str:
 
 
 _NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9/:@!$&'()*+,;=%~._?-]")
+# A URL made only of characters that need no quoting, without user info, fragment or IPv6
+# literal: split with one regex match (groups: scheme, netloc, path, query).
+_SIMPLE_URL = re.compile(
+    r"(https?)://([A-Za-z0-9.\-_~%!$&'()*+,;=:]+)"
+    r"(/[A-Za-z0-9/:@!$&'()*+,;=%~._-]*)?"
+    r"(?:\?([A-Za-z0-9/:@!$&'()*+,;=%~._?-]*))?\Z"
+)
+
+
+class _Stream(AbstractAsyncContextManager[Response]):
+    """``async with transport.stream(url, headers) as response``: a class, not a generator
+    (``asynccontextmanager`` costs a generator and two extra frames per request)."""
+
+    __slots__ = ("_headers", "_response", "_transport", "_url")
+
+    def __init__(self, transport: TrioTransport, url: str, headers: Mapping[str, str]) -> None:
+        self._transport = transport
+        self._url = url
+        self._headers = headers
+        self._response: _NativeResponse | None = None
+
+    async def __aenter__(self) -> Response:
+        self._response = await self._transport._open(self._url, self._headers)
+        return self._response
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            self._transport._release(response._conn, response)
 
 
 class TrioTransport:
@@ -215,10 +244,13 @@ class TrioTransport:
 
     # -- requests ----------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def stream(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Response]:
+    def stream(self, url: str, headers: Mapping[str, str]) -> _Stream:
         if self._closed:
             raise RuntimeError("the transport is closed")
+        return _Stream(self, url, headers)
+
+    async def _open(self, url: str, headers: Mapping[str, str]) -> _NativeResponse:
+        """Send the request, follow redirects; the final response, its connection held."""
         sent = [(k, v) for k, v in headers.items() if k.lower() != "host"]
         for _ in range(self._options.max_redirects + 1):
             origin, target, host_header = self._parse(url)
@@ -235,11 +267,7 @@ class TrioTransport:
                     sent = [(k, v) for k, v in sent if k.lower() != "authorization"]
                 url = new_url
                 continue
-            try:
-                yield response
-            finally:
-                self._release(conn, response)
-            return
+            return response
         raise TooManyRedirects(f"more than {self._options.max_redirects} redirects", url=url)
 
     def _release(self, conn: _Connection, response: _NativeResponse) -> None:
@@ -279,6 +307,13 @@ class TrioTransport:
         raise ConnectionFailed("the server keeps closing connections", url=url)
 
     def _parse(self, url: str) -> tuple[Origin, str, str]:
+        simple = _SIMPLE_URL.match(url)
+        if simple is not None:  # nothing to quote or decode: skip urlsplit
+            scheme, netloc, path, query = simple.groups()
+            known = self._origins.get((scheme, netloc))
+            if known is not None:
+                target = path or "/"
+                return known[0], f"{target}?{query}" if query else target, known[1]
         try:
             parts = urlsplit(url)
         except ValueError as exc:
