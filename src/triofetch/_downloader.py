@@ -696,7 +696,14 @@ class Downloader:
     async def _attempt_limited(
         self, transport: Transport, url: str, basic: str | None, plan: _Plan
     ) -> DownloadResult:
-        async with self._limiter:
+        limiter = self._limiter
+        # A free token is taken without a schedule point (the request ahead has several);
+        # waiting, when there is no free token or others wait already, is as usual.
+        try:
+            limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await limiter.acquire()
+        try:
             headers = plan.headers
             if basic is not None or self._basic is not None:
                 headers = {**headers, "authorization": basic or self._basic or ""}
@@ -713,6 +720,8 @@ class Downloader:
                     return result
                 assert self._tokens is not None
                 await self._tokens.refresh(generation)
+        finally:
+            limiter.release()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _exchange(
