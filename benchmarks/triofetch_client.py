@@ -9,7 +9,8 @@ twice the connection count, so the Downloader's own limiter always has work queu
 from one shared iterator, as the aiohttp client's workers do. Each worker awaits
 ``dl.fetch(url, expected_digests={"sha256": ...}, expected_size=..., destination=DIR/name)``
 (which validates, then moves the file to ``DIR/name`` in a worker thread) and checks
-``result.digests["sha256"]``, ``result.size`` and ``result.path`` once more against the job. With ``--digests`` the Downloader computes those algorithms (Pulp's four:
+``result.digests["sha256"]``, ``result.size`` and ``result.path`` once more against the job.
+With ``--digests`` the Downloader computes those algorithms (Pulp's four:
 ``sha224,sha256,sha384,sha512``).
 
 Exit status 3 means ``triofetch.Downloader`` does not exist (yet). Prints one JSON line with
