@@ -53,7 +53,8 @@ Step: TypeAlias = "str | Callable[[Any], None]"
 
 def sha256_prefix(sha256: str) -> int:
     """The first 4 bytes of a hex sha256 as a signed integer (4 bytes in an SQLite record)."""
-    return int.from_bytes(bytes.fromhex(sha256[:8]), "big", signed=True)
+    value = int(sha256[:8], 16)
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def _register_sha256_prefix(conn: Any) -> None:

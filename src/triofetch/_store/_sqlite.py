@@ -93,6 +93,14 @@ def _values_sql(head: str, width: int, count: int, tail: str) -> str:
     return f"{head} VALUES {', '.join([row] * count)}{tail}"
 
 
+def _with_ids(start: int, rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """*rows*, each preceded by an id counting from *start*, as one flat list."""
+    if not rows:
+        return []
+    columns = zip(*rows, strict=True)
+    return list(itertools.chain.from_iterable(zip(itertools.count(start), *columns)))
+
+
 def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -329,21 +337,26 @@ class SQLiteBackend(Backend):
         ).fetchall()
 
     def _insert(self, conn: Any, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> int:
-        """INSERT *rows* in their order with multi-row VALUES; how many rows went in.
+        """INSERT *rows* in their order with multi-row VALUES; how many rows went in."""
+        width = len(rows[0])
+        return self._insert_flat(conn, head, width, list(itertools.chain.from_iterable(rows)), tail)
+
+    def _insert_flat(
+        self, conn: Any, head: str, width: int, flat: list[Any], tail: str = ""
+    ) -> int:
+        """INSERT rows of *width* values given one after another in *flat*.
 
         Statements of 2**k rows (at most ``_MAX_ROWS``), so that few distinct texts are
         compiled and the statement cache reuses them.
         """
-        width = len(rows[0])
         most = _MAX_ROWS
         while most > 1 and most * width > self._max_variables:
             most //= 2
-        changed, pos, total = 0, 0, len(rows)
+        changed, pos, total = 0, 0, len(flat) // width
         while pos < total:
             count = min(most, 1 << ((total - pos).bit_length() - 1))
-            chunk = rows[pos : pos + count]
             cur = conn.execute(
-                _values_sql(head, width, count, tail), list(itertools.chain.from_iterable(chunk))
+                _values_sql(head, width, count, tail), flat[pos * width : (pos + count) * width]
             )
             changed += cur.rowcount
             pos += count
@@ -370,27 +383,29 @@ class SQLiteBackend(Backend):
             )
             if sha in wanted
         }
-        new: list[tuple[int, str, int, int, str]] = []
+        new: list[Any] = []  # the rows to insert, flat
         if len(ids) < len(wanted):
             next_id = self._next_id(conn, "artifacts")
+            add = new.extend
             for (sha, size, digests), prefix in zip(rows, prefixes, strict=True):
                 if sha not in ids:
                     ids[sha] = (next_id, size)
-                    new.append((next_id, sha, prefix, size, digests))
+                    add((next_id, sha, prefix, size, digests))
                     next_id += 1
         if new:
-            self._insert(
-                conn, "INSERT INTO artifacts (id, sha256, sha256_prefix, size, digests)", new
+            self._insert_flat(
+                conn, "INSERT INTO artifacts (id, sha256, sha256_prefix, size, digests)", 5, new
             )
         return ids
 
     def q_insert_units(self, conn: Any, rows: list[tuple[str, str, str]]) -> list[tuple[int, bool]]:
         # As for artifacts: the rows that went in have ids from *start* on.
         start = self._next_id(conn, "units")
-        added = self._insert(
+        added = self._insert_flat(
             conn,
             "INSERT OR FAIL INTO units (id, type, natural_key, fields)",
-            [(start + i, *r) for i, r in enumerate(rows)],
+            4,
+            _with_ids(start, rows),
             " ON CONFLICT (type, natural_key) DO NOTHING",
         )
         if added == len(rows):
@@ -411,10 +426,11 @@ class SQLiteBackend(Backend):
         self, conn: Any, rows: list[tuple[int, str, int | None]]
     ) -> list[int]:
         start = self._next_id(conn, "unit_artifacts")
-        self._insert(
+        self._insert_flat(
             conn,
             "INSERT INTO unit_artifacts (id, unit_id, relative_path, artifact_id)",
-            [(start + i, *r) for i, r in enumerate(rows)],
+            4,
+            _with_ids(start, rows),
         )
         return list(range(start, start + len(rows)))
 
@@ -434,10 +450,11 @@ class SQLiteBackend(Backend):
     def q_add_version_units(self, conn: Any, version_id: int, unit_ids: list[int]) -> int:
         if not unit_ids:
             return 0
-        return self._insert(
+        return self._insert_flat(
             conn,
             "INSERT INTO version_units (version_id, unit_id)",
-            [(version_id, u) for u in unit_ids],
+            2,
+            list(itertools.chain.from_iterable(zip(itertools.repeat(version_id), unit_ids))),
             " ON CONFLICT DO NOTHING",
         )
 
