@@ -453,6 +453,39 @@ async def test_cancelled_fetch_leaves_nothing(
         assert dl.limiter.borrowed_tokens == 0
 
 
+async def test_cancellations_while_small_files_are_finished(
+    http_server: FaultServer, transport: str, temp_dir: Path, tmp_path: Path
+) -> None:
+    """Small files are created in batches by one task's worker thread; tasks cancelled while
+    their file is in such a batch must neither leave it behind nor touch it while the thread
+    writes it (the batch's leader removes it afterwards), and the others complete intact."""
+    small = {f"/s{i}": os.urandom(3000 + i) for i in range(60)}
+    for path, data in small.items():
+        http_server.add_file(path, data)
+    out = tmp_path / "out"
+    out.mkdir()
+    done: dict[str, bytes] = {}
+
+    async def one(dl: triofetch.Downloader, path: str, cancel_after: float) -> None:
+        with trio.move_on_after(cancel_after):
+            result = await dl.fetch(http_server.url(path), destination=out / path[1:])
+            done[path] = result.path.read_bytes()
+
+    async with downloader(transport, temp_dir, connections=8) as dl:
+        for round_ in range(3):
+            done.clear()
+            async with trio.open_nursery() as nursery:
+                for i, path in enumerate(small):
+                    # a spread of deadlines: some before, some during, some after finishing
+                    nursery.start_soon(one, dl, path, 0.0005 * ((i * 7 + round_) % 40))
+            assert leftovers(temp_dir) == []
+            for path, data in done.items():
+                assert data == small[path]
+            for name in os.listdir(out):  # a file at its destination is always whole
+                assert (out / name).read_bytes() == small["/" + name]
+        assert dl.limiter.borrowed_tokens == 0
+
+
 async def test_connection_limits(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
     for i in range(12):
         http_server.add_file(f"/s{i}", DATA[:8000], faults=[Slow(0.02, chunk=1000)])

@@ -170,7 +170,7 @@ def _place(temp: str, destination: str, url: str) -> None:
 class _Sink:
     """The temp file of one attempt and its hashers.  Methods run in worker threads."""
 
-    __slots__ = ("_fd", "hasher", "path", "placed", "plan", "url")
+    __slots__ = ("_fd", "hasher", "in_run", "path", "placed", "plan", "url")
 
     def __init__(self, path: str, plan: _Plan, url: str) -> None:
         self.path = path
@@ -180,6 +180,9 @@ class _Sink:
         self._fd: int | None = None
         #: the file is at the plan's destination (no longer ours to remove)
         self.placed = False
+        #: a batch run (another task's thread) may be writing it: only that run's leader
+        #: may remove it, once the run is over
+        self.in_run = False
 
     def write(self, chunks: list[bytes]) -> None:
         update = self.hasher.update
@@ -235,7 +238,12 @@ class _Sink:
             os.close(fd)
 
     def discard(self) -> None:
-        """Close and remove the temp file (safe to call from the Trio loop: two syscalls)."""
+        """Close and remove the temp file (safe to call from the Trio loop: two syscalls).
+
+        Does nothing while a batch run may still be writing the file (see ``in_run``).
+        """
+        if self.in_run:
+            return
         self.close()
         if not self.placed:
             with contextlib.suppress(FileNotFoundError):
@@ -291,9 +299,11 @@ class _SmallFiles:
                 else:
                     await self._lead()
         except BaseException:
-            if job in self._queue:
+            job.abandoned = True
+            if job in self._queue:  # never started: the caller removes what there is
                 self._queue.remove(job)
-            job.abandoned = True  # if a run has it, the run's leader removes the file
+            elif not job.finished:  # a run has it: its leader removes the file afterwards
+                sink.in_run = True
             raise
         if job.error is not None:
             raise job.error
@@ -307,6 +317,7 @@ class _SmallFiles:
         finally:
             for job in jobs:
                 if job.abandoned:  # its task was cancelled while the run went on
+                    job.sink.in_run = False
                     job.sink.discard()
             self._busy = False
             self._idle.set()
