@@ -138,7 +138,7 @@ async def test_migration_is_applied_once_by_racing_openers(tmp_path: Path) -> No
     assert _schema_of(db)[0] == SCHEMA_VERSION
 
 
-async def test_new_database_uses_the_prefix_index_and_8k_pages(tmp_path: Path) -> None:
+async def test_new_database_uses_the_prefix_index(tmp_path: Path) -> None:
     db = tmp_path / "new.sqlite3"
     async with open_store(f"sqlite:///{db}") as store:
         await store.commit_units([file_unit("a", b"a")])
@@ -147,7 +147,7 @@ async def test_new_database_uses_the_prefix_index_and_8k_pages(tmp_path: Path) -
             "EXPLAIN QUERY PLAN SELECT id FROM artifacts WHERE sha256_prefix IN (1, 2)",
         )
         assert any("artifacts_sha256_prefix" in str(row) for row in plan)
-        assert (await raw(store, "PRAGMA page_size"))[0][0] == 8192
+        assert (await raw(store, "PRAGMA page_size"))[0][0] == 4096
     version, indexes, _ = _schema_of(db)
     assert (version, indexes) == (SCHEMA_VERSION, ["artifacts_sha256_prefix"])
 

@@ -134,6 +134,14 @@ class _Tokens:
             self.refreshes += 1
 
 
+def _grown(size: int, chunk: bytes, expected_size: int | None, url: str) -> int:
+    """The body's size with *chunk*; raises as soon as it grows past *expected_size*."""
+    size += len(chunk)
+    if expected_size is not None and size > expected_size:
+        raise SizeMismatch(expected_size, size, url=url, exceeded=True)
+    return size
+
+
 def _verify(plan: _Plan, size: int, digests: Mapping[str, str], url: str) -> None:
     """Raise if the body's size or digests are not the ones *plan* expects."""
     expected_size = plan.expected_size
@@ -813,16 +821,12 @@ class Downloader:
         buffered_body: Callable[[], bytes | None] | None = getattr(response, "buffered_body", None)
         whole = buffered_body() if buffered_body is not None else None
         if whole is not None:  # the whole body came with the head: no reading loop
-            size = len(whole)
-            if expected_size is not None and size > expected_size:
-                raise SizeMismatch(expected_size, size, url=url, exceeded=True)
+            size = _grown(0, whole, expected_size, url)
             pending.append(whole)
         else:
             async with contextlib.aclosing(response.iter_bytes()) as chunks:
                 async for chunk in chunks:
-                    size += len(chunk)
-                    if expected_size is not None and size > expected_size:
-                        raise SizeMismatch(expected_size, size, url=url, exceeded=True)
+                    size = _grown(size, chunk, expected_size, url)
                     pending.append(chunk)
                     buffered += len(chunk)
                     now = trio.current_time()
@@ -894,9 +898,7 @@ class Downloader:
                     pending: list[bytes] = []
                     buffered = 0
                     async for chunk in chunks:
-                        size += len(chunk)
-                        if expected_size is not None and size > expected_size:
-                            raise SizeMismatch(expected_size, size, url=url, exceeded=True)
+                        size = _grown(size, chunk, expected_size, url)
                         pending.append(chunk)
                         buffered += len(chunk)
                         if buffered >= _FLUSH_BYTES:
