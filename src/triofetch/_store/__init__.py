@@ -162,8 +162,8 @@ def open_store(
     ``<root>/triofetch.sqlite3``.  With *root*, ``store.storage`` is the
     :class:`ArtifactStorage` there (or pass your own *storage*).  *pool_size* is the number
     of connections, and of worker threads doing database work (default 4).  *cache_mib* is
-    SQLite's page cache per connection (default 2 MiB, as SQLite's own; PostgreSQL ignores
-    it): memory stays bounded by it however large the store grows.
+    SQLite's page cache per connection (default 1 MiB; PostgreSQL ignores it): memory stays
+    bounded by it however large the store grows.
 
     Use either ``store = await open_store(...)`` (then ``await store.aclose()``) or
     ``async with open_store(...) as store:``.
