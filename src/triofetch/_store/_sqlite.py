@@ -338,11 +338,6 @@ class SQLiteBackend(Backend):
             (_dumps([sha256_prefix(s) for s in shas]), _dumps(shas)),
         ).fetchall()
 
-    def _insert(self, conn: Any, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> int:
-        """INSERT *rows* in their order with multi-row VALUES; how many rows went in."""
-        width = len(rows[0])
-        return self._insert_flat(conn, head, width, list(itertools.chain.from_iterable(rows)), tail)
-
     def _insert_flat(
         self, conn: Any, head: str, width: int, flat: list[Any], tail: str = ""
     ) -> int:
@@ -437,8 +432,11 @@ class SQLiteBackend(Backend):
         return list(range(start, start + len(rows)))
 
     def q_insert_remotes(self, conn: Any, rows: list[tuple[int, str, int | None, str]]) -> None:
-        self._insert(
-            conn, "INSERT INTO remote_artifacts (unit_artifact_id, url, size, digests)", rows
+        self._insert_flat(
+            conn,
+            "INSERT INTO remote_artifacts (unit_artifact_id, url, size, digests)",
+            4,
+            list(itertools.chain.from_iterable(rows)),
         )
 
     def q_fill(self, conn: Any, rows: list[tuple[int, str, int]]) -> int:
