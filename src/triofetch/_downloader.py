@@ -259,7 +259,17 @@ class _Sink:
 
 
 class _Job:
-    __slots__ = ("abandoned", "chunks", "digests", "error", "finished", "sink", "size")
+    __slots__ = (
+        "abandoned",
+        "chunks",
+        "digests",
+        "error",
+        "finished",
+        "running",
+        "sink",
+        "size",
+        "task",
+    )
 
     def __init__(self, sink: _Sink, chunks: list[bytes], size: int) -> None:
         self.sink = sink
@@ -268,7 +278,12 @@ class _Job:
         self.digests: dict[str, str] = {}
         self.error: BaseException | None = None
         self.finished = False
+        #: its task was cancelled: nobody waits for it any more
         self.abandoned = False
+        #: taken by a batch run that has not ended yet
+        self.running = False
+        #: the task parked until the run that takes this job ends (None: it leads)
+        self.task: trio.lowlevel.Task | None = None
 
 
 def _finish_all(jobs: list[_Job]) -> None:
@@ -287,49 +302,79 @@ class _SmallFiles:
     Creating a file can take a long time on a busy disk, so it never happens on the loop;
     but one worker-thread round trip per small file costs more loop time than the file
     itself.  So small files are finished in batches, without a background task: the first
-    task that needs a batch run leads it, the tasks that queue up meanwhile wait for that run
-    to end, and one of them leads the next run with everything queued by then.
+    task that needs a batch run leads it; the tasks that queue up meanwhile park, each
+    woken once — when the run that took its file has ended, or to lead the next run with
+    everything queued by then.  A run, once started, is shielded: it finishes every file
+    it took (a cancelled task's file is removed by the run's leader afterwards).
     """
 
     def __init__(self, limiter: trio.CapacityLimiter) -> None:
         self._limiter = limiter
         self._queue: list[_Job] = []
         self._busy = False
-        self._idle = trio.Event()
 
     async def finish(self, sink: _Sink, chunks: list[bytes], size: int) -> dict[str, str]:
         job = _Job(sink, chunks, size)
         self._queue.append(job)
-        try:
-            while not job.finished:
-                if self._busy:
-                    await self._idle.wait()
-                else:
-                    await self._lead()
-        except BaseException:
-            job.abandoned = True
-            if job in self._queue:  # never started: the caller removes what there is
-                self._queue.remove(job)
-            elif not job.finished:  # a run has it: its leader removes the file afterwards
-                sink.in_run = True
-            raise
+        if self._busy:
+            job.task = trio.lowlevel.current_task()
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                job.abandoned = True
+                if job.running:  # the run's leader removes the file once the run is over
+                    sink.in_run = True
+                else:  # never taken: the caller removes what there is
+                    self._queue.remove(job)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+            job.task = None
+        if not job.finished:  # not taken yet (woken to lead, or nothing was running)
+            await self._run()
         if job.error is not None:
             raise job.error
         return job.digests
 
-    async def _lead(self) -> None:
+    async def _run(self) -> None:
         self._busy = True
         jobs, self._queue = self._queue, []
+        for job in jobs:
+            job.running = True
         try:
-            await trio.to_thread.run_sync(_finish_all, jobs, limiter=self._limiter)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_finish_all, jobs, limiter=self._limiter)
         finally:
             for job in jobs:
+                job.running = False
+                if not job.finished:  # pragma: no cover - the thread could not run
+                    job.finished = True
+                    job.error = RuntimeError("the batch of small files did not run")
                 if job.abandoned:  # its task was cancelled while the run went on
                     job.sink.in_run = False
                     job.sink.discard()
-            self._busy = False
-            self._idle.set()
-            self._idle = trio.Event()
+                elif job.task is not None:
+                    trio.lowlevel.reschedule(job.task)
+            if self._queue:  # jobs queued meanwhile: the first one's task leads next
+                task = self._queue[0].task
+                assert task is not None
+                trio.lowlevel.reschedule(task)
+            else:
+                self._busy = False
+
+
+class _Received:
+    """A body received whole, in memory, to be written and verified after the request."""
+
+    __slots__ = ("chunks", "headers", "sink", "size", "url")
+
+    def __init__(
+        self, sink: _Sink, chunks: list[bytes], size: int, url: str, headers: dict[str, str]
+    ) -> None:
+        self.sink = sink
+        self.chunks = chunks
+        self.size = size
+        self.url = url
+        self.headers = headers
 
 
 def _directory(path: str | os.PathLike[str]) -> str:
@@ -722,6 +767,7 @@ class Downloader:
             limiter.acquire_nowait()
         except trio.WouldBlock:
             await limiter.acquire()
+        got: DownloadResult | _Received | None = None
         try:
             headers = plan.headers
             if basic is not None or self._basic is not None:
@@ -732,16 +778,38 @@ class Downloader:
                     token, generation = await self._tokens.current()
                     headers = {**headers, "authorization": f"Bearer {token}"}
                 await self._rate_wait()
-                result = await self._exchange(
+                got = await self._exchange(
                     transport, url, headers, plan, may_refresh=auth_round == 0 and generation >= 0
                 )
-                if result is not None:
-                    return result
+                if got is not None:
+                    break
                 assert self._tokens is not None
                 await self._tokens.refresh(generation)
         finally:
             limiter.release()
-        raise AssertionError("unreachable")  # pragma: no cover
+        if isinstance(got, _Received):
+            # the request is over (connection and token released): finish the file
+            return await self._finish(got, plan)
+        if got is None:  # pragma: no cover - the loop above ends with a result or raises
+            raise AssertionError("unreachable")
+        return got
+
+    async def _finish(self, got: _Received, plan: _Plan) -> DownloadResult:
+        """Write, verify and place a body received whole (a worker thread does the work)."""
+        sink = got.sink
+        try:
+            if got.size > _SMALL_BYTES:
+                digests = await trio.to_thread.run_sync(
+                    sink.finish, got.chunks, got.size, limiter=self._threads
+                )
+            else:
+                digests = await self._small.finish(sink, got.chunks, got.size)
+        except BaseException:
+            sink.discard()
+            raise
+        return DownloadResult(
+            url=got.url, path=Path(sink.path), size=got.size, digests=digests, headers=got.headers
+        )
 
     async def _exchange(
         self,
@@ -751,8 +819,9 @@ class Downloader:
         plan: _Plan,
         *,
         may_refresh: bool,
-    ) -> DownloadResult | None:
-        """One request.  Returns None when a 401 asks for a fresh bearer token."""
+    ) -> DownloadResult | _Received | None:
+        """One request.  Returns None when a 401 asks for a fresh bearer token, and a body
+        received whole (not yet written: see :meth:`_finish`) as :class:`_Received`."""
         start = trio.current_time()
         hard = start + self._total_timeout if self._total_timeout else math.inf
         phase = "connect"
@@ -794,18 +863,26 @@ class Downloader:
 
     async def _receive(
         self, response: Response, plan: _Plan, sink: _Sink, scope: trio.CancelScope, hard: float
-    ) -> DownloadResult:
+    ) -> DownloadResult | _Received:
         url = response.url
         expected_size = plan.expected_size
-        announced = response.headers.get("content-length")
+        headers = response.headers
+        announced = headers.get("content-length")
         if (
             expected_size is not None
             and announced is not None
             and announced.isdigit()
             and int(announced) != expected_size
-            and "content-encoding" not in response.headers
+            and "content-encoding" not in headers
         ):
             raise SizeMismatch(expected_size, int(announced), url=url)
+        # a response may hand over a body it already holds whole (the trio transport's):
+        # then there is nothing to read, and no read deadline to set
+        buffered_body: Callable[[], bytes | None] | None = getattr(response, "buffered_body", None)
+        whole = buffered_body() if buffered_body is not None else None
+        if whole is not None:
+            size = _grown(0, whole, expected_size, url)
+            return _Received(sink, [whole], size, url, dict(headers))
         read_timeout = self._read_timeout or math.inf
         # The read deadline moves with each chunk, but only when it would move by more than
         # 1% of read_timeout: moving a deadline re-registers it with the run loop, and a
@@ -816,42 +893,24 @@ class Downloader:
         pending: list[bytes] = []
         buffered = 0
         size = 0
-        large = False
-        # a response may hand over a body it already holds whole (the trio transport's)
-        buffered_body: Callable[[], bytes | None] | None = getattr(response, "buffered_body", None)
-        whole = buffered_body() if buffered_body is not None else None
-        if whole is not None:  # the whole body came with the head: no reading loop
-            size = _grown(0, whole, expected_size, url)
-            pending.append(whole)
-        else:
-            async with contextlib.aclosing(response.iter_bytes()) as chunks:
-                async for chunk in chunks:
-                    size = _grown(size, chunk, expected_size, url)
-                    pending.append(chunk)
-                    buffered += len(chunk)
-                    now = trio.current_time()
-                    if now - moved > slack:
-                        moved = now
-                        scope.deadline = min(hard, now + read_timeout)
-                    if buffered >= _FLUSH_BYTES:
-                        large = True
-                        break
-                if large:
-                    size = await self._pipeline(chunks, pending, size, sink, plan, scope, hard, url)
-                    pending = []
-        # finishing verifies the size and digests, and moves the file to its destination
-        if large or size > _SMALL_BYTES:
-            digests = await trio.to_thread.run_sync(
-                sink.finish, pending, size, limiter=self._threads
-            )
-        else:
-            digests = await self._small.finish(sink, pending, size)
+        async with contextlib.aclosing(response.iter_bytes()) as chunks:
+            async for chunk in chunks:
+                size = _grown(size, chunk, expected_size, url)
+                pending.append(chunk)
+                buffered += len(chunk)
+                now = trio.current_time()
+                if now - moved > slack:
+                    moved = now
+                    scope.deadline = min(hard, now + read_timeout)
+                if buffered >= _FLUSH_BYTES:
+                    break
+            else:  # the whole body, in memory: finished once the request is over
+                return _Received(sink, pending, size, url, dict(headers))
+            size = await self._pipeline(chunks, pending, size, sink, plan, scope, hard, url)
+        # a large body: its last batch is written, and the file verified and placed, here
+        digests = await trio.to_thread.run_sync(sink.finish, [], size, limiter=self._threads)
         return DownloadResult(
-            url=url,
-            path=Path(sink.path),
-            size=size,
-            digests=digests,
-            headers=dict(response.headers),
+            url=url, path=Path(sink.path), size=size, digests=digests, headers=dict(headers)
         )
 
     async def _pipeline(
