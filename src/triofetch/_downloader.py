@@ -456,7 +456,8 @@ class Downloader:
             instead, up to ``max_retry_after`` seconds.
         connect_timeout: seconds to get the response headers.
         read_timeout: seconds without any body byte before giving up.
-        total_timeout: seconds for a whole attempt, or None.
+        total_timeout: seconds for a whole exchange with the server (request to last body
+            byte), or None.
         temp_dir: where temp files are written (default: the system temp dir).
         digests: algorithms computed for every download (sha256 is always computed).
         headers: headers sent with every request.
