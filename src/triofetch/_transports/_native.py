@@ -30,7 +30,7 @@ from .._errors import (
     TooManyRedirects,
     TruncatedBody,
 )
-from ._wire import Head, PlainSocket, ProtocolError, Truncated, Wire, encode_request
+from ._wire import Head, PlainSocket, ProtocolError, Truncated, Wire, encode_headers, request_line
 from .base import Response, TransportOptions, describe_failure, make_ssl_context
 
 __all__ = ["TrioTransport"]
@@ -65,8 +65,9 @@ class _Connection:
         """Close at once (no await: safe under cancellation)."""
         self.socket.close()
 
-    async def request(self, target: str, headers: list[tuple[str, str]]) -> Head:
-        await self.wire.send(encode_request(target, headers))
+    async def request(self, request: bytes) -> Head:
+        """Send *request* (its bytes, head included) and read the response's head."""
+        await self.wire.send(request)
         head = await self.wire.read_head()
         if head is None:
             raise _Closed
@@ -185,6 +186,9 @@ class TrioTransport:
         self._origins: dict[tuple[str, str], tuple[Origin, str]] = {}
         self._max_idle = max(1, options.max_connections)
         self._closed = False
+        # (Host header, header items...) -> the encoded header lines: most requests of a
+        # downloader send the same few headers
+        self._blocks: dict[tuple[object, ...], bytes] = {}
 
     # -- the pool ----------------------------------------------------------------------
 
@@ -251,10 +255,14 @@ class TrioTransport:
 
     async def _open(self, url: str, headers: Mapping[str, str]) -> _NativeResponse:
         """Send the request, follow redirects; the final response, its connection held."""
-        sent = [(k, v) for k, v in headers.items() if k.lower() != "host"]
+        sent = headers
         for _ in range(self._options.max_redirects + 1):
             origin, target, host_header = self._parse(url)
-            conn, event = await self._exchange(origin, url, target, [("host", host_header), *sent])
+            try:
+                request = request_line(target) + self._header_block(host_header, sent)
+            except ValueError as exc:  # a header that cannot be sent
+                raise InvalidURL(f"cannot send this request: {exc}", url=url) from exc
+            conn, event = await self._exchange(origin, url, request)
             response = _NativeResponse(conn, url, event)
             location = response.headers.get("location")
             if response.status_code in _REDIRECTS and location:
@@ -264,11 +272,23 @@ class TrioTransport:
                     self._release(conn, response)
                 new_url = urljoin(url, location)
                 if self._parse(new_url)[0] != origin:
-                    sent = [(k, v) for k, v in sent if k.lower() != "authorization"]
+                    sent = {k: v for k, v in sent.items() if k.lower() != "authorization"}
                 url = new_url
                 continue
             return response
         raise TooManyRedirects(f"more than {self._options.max_redirects} redirects", url=url)
+
+    def _header_block(self, host_header: str, headers: Mapping[str, str]) -> bytes:
+        key = (host_header, *headers.items())
+        block = self._blocks.get(key)
+        if block is None:
+            lines = [("host", host_header)]
+            lines += [(k, v) for k, v in headers.items() if k.lower() != "host"]
+            block = encode_headers(lines)
+            if len(self._blocks) >= 256:
+                self._blocks.clear()
+            self._blocks[key] = block
+        return block
 
     def _release(self, conn: _Connection, response: _NativeResponse) -> None:
         if response.reusable:
@@ -276,13 +296,11 @@ class TrioTransport:
         else:
             conn.close()
 
-    async def _exchange(
-        self, origin: Origin, url: str, target: str, headers: list[tuple[str, str]]
-    ) -> tuple[_Connection, Head]:
+    async def _exchange(self, origin: Origin, url: str, request: bytes) -> tuple[_Connection, Head]:
         for _ in range(2):
             conn = self._take_idle(origin) or await self._connect(origin, url)
             try:
-                return conn, await conn.request(target, headers)
+                return conn, await conn.request(request)
             except _Closed:
                 conn.close()
                 if conn.reused:  # a keep-alive connection the server had just closed
@@ -298,9 +316,6 @@ class TrioTransport:
             except ProtocolError as exc:
                 conn.close()
                 raise ConnectionFailed(f"invalid HTTP response: {exc}", url=url) from exc
-            except ValueError as exc:  # a header that cannot be sent
-                conn.close()
-                raise InvalidURL(f"cannot send this request: {exc}", url=url) from exc
             except BaseException:
                 conn.close()
                 raise

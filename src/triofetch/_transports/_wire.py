@@ -12,11 +12,11 @@ an oversized head) is a :class:`ProtocolError` and the connection is dropped.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 
 import trio
 
-__all__ = ["Head", "PlainSocket", "ProtocolError", "Wire", "encode_request"]
+__all__ = ["Head", "PlainSocket", "ProtocolError", "Wire", "encode_headers", "encode_request"]
 
 _MAX_HEAD = 64 * 1024
 _RECEIVE = 256 * 1024
@@ -54,9 +54,10 @@ class Head:
         self.length = length
 
 
-def encode_request(target: str, headers: list[tuple[str, str]]) -> bytes:
-    """The bytes of ``GET target`` with *headers*; refuses CR/LF/NUL in names or values."""
-    lines = [f"GET {target} HTTP/1.1\r\n"]
+def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
+    """The header lines of a request and the empty line that ends them; refuses CR/LF/NUL
+    in names or values (header injection)."""
+    lines = []
     for name, value in headers:
         text = f"{name}{value}"
         if "\r" in text or "\n" in text or "\x00" in text or ":" in name or not name:
@@ -64,6 +65,18 @@ def encode_request(target: str, headers: list[tuple[str, str]]) -> bytes:
         lines.append(f"{name}: {value}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1")
+
+
+def encode_request(target: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """The bytes of ``GET target`` with *headers* (see :func:`encode_headers`)."""
+    return request_line(target) + encode_headers(headers)
+
+
+def request_line(target: str) -> bytes:
+    """``GET target HTTP/1.1``; *target* must be quoted already (ASCII, no spaces)."""
+    if not target.isascii() or " " in target or "\r" in target or "\n" in target:
+        raise ValueError(f"invalid request target {target!r}")
+    return b"GET " + target.encode("ascii") + b" HTTP/1.1\r\n"
 
 
 def _parse_head(raw: bytes) -> Head:
@@ -164,6 +177,18 @@ class PlainSocket:
             except BlockingIOError:  # pragma: no cover - a spurious wakeup
                 continue
 
+    async def receive_waiting(self, max_bytes: int) -> bytes:
+        """Like :meth:`receive_some`, for bytes that cannot be there yet (the response to a
+        request just sent): waits for readability first, sparing a failing system call."""
+        self._quick = 0
+        sock = self._sock
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                return sock.recv(max_bytes)
+            except BlockingIOError:  # pragma: no cover - a spurious wakeup
+                continue
+
     async def _quick_op(self) -> None:
         self._quick += 1
         if self._quick >= _QUICK_OPS:
@@ -190,11 +215,12 @@ class PlainSocket:
 class Wire:
     """One connection's byte stream with a receive buffer."""
 
-    __slots__ = ("_buf", "stream")
+    __slots__ = ("_buf", "_receive_waiting", "stream")
 
     def __init__(self, stream: trio.abc.Stream | PlainSocket) -> None:
         self.stream = stream
         self._buf = bytearray()
+        self._receive_waiting = getattr(stream, "receive_waiting", stream.receive_some)
 
     @property
     def leftover(self) -> bool:
@@ -203,6 +229,13 @@ class Wire:
 
     async def _fill(self) -> bool:
         data = await self.stream.receive_some(_RECEIVE)
+        if not data:
+            return False
+        self._buf += data
+        return True
+
+    async def _fill_waiting(self) -> bool:
+        data = await self._receive_waiting(_RECEIVE)
         if not data:
             return False
         self._buf += data
@@ -219,7 +252,8 @@ class Wire:
             if end < 0:
                 if len(buf) > _MAX_HEAD:
                     raise ProtocolError(f"response head larger than {_MAX_HEAD} bytes")
-                if not await self._fill():
+                # nothing yet: right after the request, wait before trying to receive
+                if not await (self._fill() if buf else self._fill_waiting()):
                     if not buf:
                         return None
                     raise ProtocolError("connection closed in the middle of a response head")
