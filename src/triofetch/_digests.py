@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import string
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -26,7 +26,7 @@ DEFAULT_ALGORITHM = "sha256"
 #: The digests Pulp computes for every artifact.
 PULP_ALGORITHMS = ("sha224", "sha256", "sha384", "sha512")
 
-_HEX = frozenset(string.hexdigits.lower())
+_HEX_DIGITS = re.compile("[0-9a-f]*")
 # Algorithms whose output length is not fixed cannot be compared against an expected value.
 _VARIABLE = {"shake_128", "shake_256"}
 _KNOWN = sorted(a.lower() for a in hashlib.algorithms_available if a.lower() not in _VARIABLE)
@@ -71,7 +71,7 @@ def normalize_digests(digests: Mapping[str, Any] | None) -> dict[str, str]:
             raise InvalidDigest(
                 algorithm, value, f"expected {want} hex digits, got {len(hexvalue)}"
             )
-        if not _HEX.issuperset(hexvalue):
+        if _HEX_DIGITS.fullmatch(hexvalue) is None:
             raise InvalidDigest(algorithm, value, "not a hexadecimal string")
         if algorithm in result and result[algorithm] != hexvalue:
             raise InvalidDigest(algorithm, value, "given twice with different values")

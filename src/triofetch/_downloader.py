@@ -89,18 +89,35 @@ class DownloadResult:
         return self.digests["sha256"]
 
 
-@dataclass(frozen=True, slots=True)
 class _Plan:
-    """What one fetch must check, validated before any I/O."""
+    """What one fetch must check, validated before any I/O (never changed afterwards)."""
 
-    expected_digests: dict[str, str]
-    expected_size: int | None
-    algorithms: tuple[str, ...]
-    headers: dict[str, str]
-    #: the temp directory, as a string ending with a separator (a file name is appended)
-    temp_dir: str
-    #: where the validated file goes, or None: the caller gets the temp file
-    destination: str | None = None
+    __slots__ = (
+        "algorithms",
+        "destination",
+        "expected_digests",
+        "expected_size",
+        "headers",
+        "temp_dir",
+    )
+
+    def __init__(
+        self,
+        expected_digests: dict[str, str],
+        expected_size: int | None,
+        algorithms: tuple[str, ...],
+        headers: dict[str, str],
+        temp_dir: str,
+        destination: str | None = None,
+    ) -> None:
+        self.expected_digests = expected_digests
+        self.expected_size = expected_size
+        self.algorithms = algorithms
+        self.headers = headers
+        #: the temp directory, as a string ending with a separator (a file name is appended)
+        self.temp_dir = temp_dir
+        #: where the validated file goes, or None: the caller gets the temp file
+        self.destination = destination
 
 
 class _Tokens:
@@ -178,19 +195,27 @@ def _place(temp: str, destination: str, url: str) -> None:
 class _Sink:
     """The temp file of one attempt and its hashers.  Methods run in worker threads."""
 
-    __slots__ = ("_fd", "hasher", "in_run", "path", "placed", "plan", "url")
+    __slots__ = ("_fd", "_hasher", "in_run", "path", "placed", "plan", "url")
 
     def __init__(self, path: str, plan: _Plan, url: str) -> None:
         self.path = path
         self.plan = plan
         self.url = url
-        self.hasher = MultiHasher(plan.algorithms)
+        self._hasher: MultiHasher | None = None
         self._fd: int | None = None
         #: the file is at the plan's destination (no longer ours to remove)
         self.placed = False
         #: a batch run (another task's thread) may be writing it: only that run's leader
         #: may remove it, once the run is over
         self.in_run = False
+
+    @property
+    def hasher(self) -> MultiHasher:
+        """The hashers, made on first use (for a small file: in the worker thread)."""
+        hasher = self._hasher
+        if hasher is None:
+            hasher = self._hasher = MultiHasher(self.plan.algorithms)
+        return hasher
 
     def write(self, chunks: list[bytes]) -> None:
         update = self.hasher.update
@@ -519,6 +544,8 @@ class Downloader:
         if auth is not None and token_provider is not None:
             raise InvalidInput("give either auth (basic) or token_provider (bearer), not both")
         self._algorithms = resolve_algorithms({}, digests, (DEFAULT_ALGORITHM,))
+        # expected algorithm names -> the algorithms a fetch computes (see plan())
+        self._algorithm_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._retries = retries
         self._backoff = backoff
         self._backoff_max = backoff_max
@@ -621,7 +648,15 @@ class Downloader:
     ) -> _Plan:
         """Validate the arguments of a fetch (raises :class:`InvalidInput` subclasses)."""
         expected = normalize_digests(expected_digests)
-        algorithms = resolve_algorithms(expected, digests, self._algorithms)
+        if digests is None:  # the common case: the same few algorithm sets over and over
+            names = tuple(expected)
+            algorithms = self._algorithm_sets.get(names)
+            if algorithms is None:
+                algorithms = resolve_algorithms(expected, None, self._algorithms)
+                if len(self._algorithm_sets) < 64:
+                    self._algorithm_sets[names] = algorithms
+        else:
+            algorithms = resolve_algorithms(expected, digests, self._algorithms)
         if expected_size is not None and (
             isinstance(expected_size, bool)
             or not isinstance(expected_size, int)
