@@ -6,6 +6,7 @@ import base64
 import contextlib
 import email.utils
 import errno
+import functools
 import math
 import os
 import random
@@ -53,6 +54,8 @@ TokenProvider = Callable[[], Awaitable[str]]
 # which hashes them and writes them to the temp file in one go.  A small file therefore costs
 # exactly one thread round trip (create + write + hash + close), a large one one per MiB.
 _FLUSH_BYTES = 1 << 20
+# Batches of a large body that may wait for the worker thread hashing and writing them.
+_PIPELINE_DEPTH = 2
 # Most buffers one writev() takes.
 _IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
 # Bodies up to this size are finished in batches (see _SmallFiles).
@@ -960,36 +963,52 @@ class Downloader:
         hard: float,
         url: str,
     ) -> int:
-        """Receive the rest of a large body while a worker thread hashes and writes it.
+        """Receive the rest of a large body while worker threads hash and write it.
 
-        One batch (~1 MiB) is hashed and written in a thread while the next one is received
-        on the loop, and at most one more waits between them: the bytes stream at the pace
-        of the slower of the two instead of the sum of both.  Returns the body's size.
+        The body goes in batches (~1 MiB) to a consumer task that hashes and writes each one
+        in a worker thread while the loop receives the next ones (at most
+        ``_PIPELINE_DEPTH`` batches wait between them): the bytes stream at the pace of the
+        slower of the two instead of the sum of both.  With several digests the hashers are
+        split in two groups of about equal cost, each with its own consumer and thread (the
+        first one also writes the file), so that one download can use two cores; the two
+        consumers go at their own pace, neither waits for the other's batch to end.
+        Returns the body's size.
         """
         expected_size = plan.expected_size
         read_timeout = self._read_timeout or math.inf
-        send, receive = trio.open_memory_channel[list[bytes]](1)
+        hasher = sink.hasher
+        halves = hasher.halves(first_extra=WRITE_COST)
+        jobs: list[Callable[[list[bytes]], object]]
+        if halves is None:
+            jobs = [sink.write]
+        else:
+            jobs = [
+                functools.partial(sink.write_hashing, halves[0]),
+                functools.partial(update_all, halves[1]),
+            ]
+        senders = []
 
-        # the first half's thread also writes the batch to the file
-        halves = sink.hasher.halves(first_extra=WRITE_COST)
-
-        async def writer() -> None:
+        async def consume(
+            receive: trio.MemoryReceiveChannel[list[bytes]],
+            fn: Callable[[list[bytes]], object],
+        ) -> None:
             async with receive:
                 async for batch in receive:
-                    if halves is None:
-                        await trio.to_thread.run_sync(sink.write, batch, limiter=self._threads)
-                        continue
-                    # several digests: two threads hash the same batch, one of them also
-                    # writes it, so that one download can use two cores
-                    async with trio.open_nursery() as pair:
-                        pair.start_soon(self._in_thread, update_all, halves[1], batch)
-                        await self._in_thread(sink.write_hashing, halves[0], batch)
+                    await trio.to_thread.run_sync(fn, batch, limiter=self._threads)
 
         with collapse_single():
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(writer)
-                async with send:
-                    await send.send(first)
+                for job in jobs:
+                    send, receive = trio.open_memory_channel[list[bytes]](_PIPELINE_DEPTH)
+                    senders.append(send)
+                    nursery.start_soon(consume, receive, job)
+
+                async def put(batch: list[bytes]) -> None:
+                    for send in senders:
+                        await send.send(batch)
+
+                try:
+                    await put(first)
                     pending: list[bytes] = []
                     buffered = 0
                     async for chunk in chunks:
@@ -997,15 +1016,15 @@ class Downloader:
                         pending.append(chunk)
                         buffered += len(chunk)
                         if buffered >= _FLUSH_BYTES:
-                            await send.send(pending)
+                            await put(pending)
                             pending, buffered = [], 0
                         scope.deadline = min(hard, trio.current_time() + read_timeout)
                     if pending:
-                        await send.send(pending)
+                        await put(pending)
+                finally:
+                    for send in senders:
+                        send.close()
         return size
-
-    async def _in_thread(self, fn: Callable[..., object], *args: object) -> None:
-        await trio.to_thread.run_sync(fn, *args, limiter=self._threads)
 
 
 def _with_attempts(result: DownloadResult, attempts: int) -> DownloadResult:
