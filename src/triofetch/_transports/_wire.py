@@ -89,11 +89,15 @@ def _parse_head(raw: bytes) -> Head:
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        if not sep or not name or name[-1:] in (" ", "\t") or line[:1] in (" ", "\t"):
+        # (a name, then ':', no whitespace before it nor at the line's start: no folding)
+        if not sep or not name or name[-1] in " \t" or line[0] in " \t":
             raise ProtocolError(f"invalid header line {line[:100].encode('latin-1')!r}")
         key = name.lower()
-        text = value.strip(" \t")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        value = value.strip(" \t")
+        if key in headers:
+            headers[key] = f"{headers[key]}, {value}"
+        else:
+            headers[key] = value
     keep_alive = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
     chunked = False
     length: int | None
@@ -269,8 +273,13 @@ class Wire:
         length = head.length
         if head.chunked or length is None or len(self._buf) < length:
             return None
-        body = bytes(self._buf[:length])
-        del self._buf[:length]
+        buf = self._buf
+        if len(buf) == length:  # the usual case: one copy, not two
+            body = bytes(buf)
+            buf.clear()
+        else:
+            body = bytes(buf[:length])
+            del buf[:length]
         return body
 
     async def body(self, head: Head) -> AsyncGenerator[bytes, None]:
