@@ -1,0 +1,171 @@
+"""The batch runner that finishes small files (``_SmallFiles``), driven directly.
+
+Real files and real worker threads; a gate (a ``threading.Event``) holds a batch run open in
+its thread so that the tests can queue files behind it and cancel their tasks at chosen
+moments: while queued (never taken) and while their file is in the running batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from triofetch import _downloader
+from triofetch._downloader import _Plan, _Sink, _SmallFiles
+
+
+def plan(tmp: Path, body: bytes, destination: Path | None = None) -> _Plan:
+    return _Plan(
+        {"sha256": hashlib.sha256(body).hexdigest()},
+        len(body),
+        ("sha256",),
+        {},
+        str(tmp) + "/",
+        None if destination is None else str(destination),
+    )
+
+
+class Gates:
+    """Holds every batch run in its thread until the test opens that run's gate.
+
+    ``after_work``: the run finishes its files first, then waits (the files exist, the run
+    has not ended); otherwise it waits before touching any file.
+    """
+
+    def __init__(self) -> None:
+        self.events = [threading.Event() for _ in range(16)]
+        self.runs: list[list[str]] = []
+        self.after_work = False
+
+    def open(self, run: int) -> None:
+        self.events[run].set()
+
+
+@pytest.fixture
+def gates(monkeypatch: pytest.MonkeyPatch) -> Gates:
+    g = Gates()
+    real = _downloader._finish_all
+
+    def gated(jobs: list[_downloader._Job]) -> None:
+        run = len(g.runs)
+        g.runs.append([Path(job.sink.path).name for job in jobs])
+        if g.after_work:
+            real(jobs)
+        assert g.events[run].wait(10), "the test never opened the gate"
+        if not g.after_work:
+            real(jobs)
+
+    monkeypatch.setattr(_downloader, "_finish_all", gated)
+    return g
+
+
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    with trio.fail_after(10):
+        while not predicate():  # noqa: ASYNC110 - state changed by worker threads too
+            await trio.sleep(0.002)
+
+
+async def finish(small: _SmallFiles, tmp: Path, name: str, body: bytes, **kw: Any) -> None:
+    sink = _Sink(str(tmp / name), plan(tmp, body, **kw), f"http://127.0.0.1/{name}")
+    digests = await small.finish(sink, [body], len(body))
+    assert digests == {"sha256": hashlib.sha256(body).hexdigest()}
+
+
+async def cancellable(
+    small: _SmallFiles, tmp: Path, name: str, body: bytes, scope: trio.CancelScope,
+    seen: list[str], **kw: Any,
+) -> None:  # fmt: skip
+    """Like the downloader: on cancellation, discard the sink (a no-op while a run has it)."""
+    sink = _Sink(str(tmp / name), plan(tmp, body, **kw), f"http://127.0.0.1/{name}")
+    with scope:
+        await small.finish(sink, [body], len(body))
+    if scope.cancelled_caught:
+        sink.discard()
+        seen.append(f"{name} cancelled")
+    else:
+        seen.append(f"{name} finished")
+
+
+def files(tmp: Path) -> list[str]:
+    return sorted(p.name for p in tmp.iterdir())
+
+
+async def test_files_queued_during_a_run_go_in_the_next_run_led_by_one_of_them(
+    tmp_path: Path, gates: Gates
+) -> None:
+    small = _SmallFiles(trio.CapacityLimiter(2))
+    bodies = {f"f{i}": f"body {i}".encode() * (i + 1) for i in range(6)}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(finish, small, tmp_path, "f0", bodies["f0"])
+        await wait_for(lambda: len(gates.runs) == 1)
+        for i in range(1, 6):
+            nursery.start_soon(finish, small, tmp_path, f"f{i}", bodies[f"f{i}"])
+        await wait_for(lambda: len(small._queue) == 5)
+        gates.open(0)
+        await wait_for(lambda: len(gates.runs) == 2)
+        gates.open(1)
+    assert gates.runs[0] == ["f0"]
+    assert sorted(gates.runs[1]) == ["f1", "f2", "f3", "f4", "f5"]
+    assert len(gates.runs) == 2
+    for name, body in bodies.items():
+        assert (tmp_path / name).read_bytes() == body
+    assert not small._busy and not small._queue
+
+
+async def test_cancelled_while_queued_is_never_written(tmp_path: Path, gates: Gates) -> None:
+    small = _SmallFiles(trio.CapacityLimiter(2))
+    body = b"x" * 1000
+    scope = trio.CancelScope()
+    seen: list[str] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(finish, small, tmp_path, "lead", body)
+        await wait_for(lambda: len(gates.runs) == 1)
+        nursery.start_soon(cancellable, small, tmp_path, "queued", body, scope, seen)
+        await wait_for(lambda: len(small._queue) == 1)
+        scope.cancel()
+        await wait_for(lambda: bool(seen))
+        assert small._queue == []  # out of the queue at once
+        gates.open(0)
+    assert seen == ["queued cancelled"]
+    assert gates.runs == [["lead"]]  # no run for it
+    assert files(tmp_path) == ["lead"]
+    assert not small._busy
+
+
+@pytest.mark.parametrize("after_work", [False, True], ids=["before-write", "after-write"])
+async def test_cancelled_while_its_file_is_in_a_running_batch(
+    tmp_path: Path, gates: Gates, after_work: bool
+) -> None:
+    """A waiter cancelled while the batch holding its file runs (led by another task): the
+    run goes on, the leader removes the file once the run is over, the rest is intact."""
+    gates.after_work = after_work
+    small = _SmallFiles(trio.CapacityLimiter(2))
+    body = b"z" * 3000
+    scope = trio.CancelScope()
+    seen: list[str] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(finish, small, tmp_path, "lead", body)
+        await wait_for(lambda: len(gates.runs) == 1)
+        nursery.start_soon(finish, small, tmp_path, "c", body)
+        await wait_for(lambda: len(small._queue) == 1)
+        nursery.start_soon(cancellable, small, tmp_path, "b", body, scope, seen)
+        await wait_for(lambda: len(small._queue) == 2)
+        gates.open(0)  # 'c', first in the queue, leads the next run: [c, b]
+        await wait_for(lambda: len(gates.runs) == 2)
+        assert gates.runs[1] == ["c", "b"]
+        if after_work:
+            await wait_for(lambda: (tmp_path / "b").exists())  # written, run not over
+        scope.cancel()
+        await wait_for(lambda: bool(seen))
+        assert seen == ["b cancelled"]
+        # the run still has the file: the cancelled task must not have touched it
+        assert (tmp_path / "b").exists() == after_work
+        gates.open(1)
+    assert files(tmp_path) == ["c", "lead"]
+    assert not small._busy and not small._queue
