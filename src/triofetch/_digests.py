@@ -13,7 +13,6 @@ from ._errors import InvalidDigest, UnsupportedAlgorithm
 __all__ = [
     "DEFAULT_ALGORITHM",
     "PULP_ALGORITHMS",
-    "WRITE_COST",
     "MultiHasher",
     "check_algorithm",
     "digest_size",
@@ -120,18 +119,16 @@ class MultiHasher:
     def hexdigests(self) -> dict[str, str]:
         return {name: h.hexdigest() for name, h in self._hashers}
 
-    def halves(self, first_extra: float = 0.0) -> tuple[list[Any], list[Any]] | None:
+    def halves(self) -> tuple[list[Any], list[Any]] | None:
         """The hash objects in two groups of about equal cost, or None for a single one.
 
         Two worker threads can then hash the same bytes at once (hashlib releases the GIL),
-        so that a download computing several digests is not held to one core.  The first
-        group's thread also does other work costing *first_extra* (in the units of
-        :data:`_COST`: writing the bytes to the file), which the split balances too.
+        so that a download computing several digests is not held to one core.
         """
         if len(self._hashers) < 2:
             return None
         groups: tuple[list[Any], list[Any]] = ([], [])
-        loads = [first_extra, 0.0]
+        loads = [0.0, 0.0]
         ranked = sorted(self._hashers, key=lambda item: -_COST.get(item[0], _UNKNOWN_COST))
         for name, h in ranked:
             side = 0 if loads[0] <= loads[1] else 1
@@ -154,8 +151,6 @@ _COST = {
     "sha512": 1.9,
 }
 _UNKNOWN_COST = 2.0
-#: writing a MiB to a file (the page cache), in the same units
-WRITE_COST = 2.0
 
 
 def update_all(hashers: Iterable[Any], chunks: Iterable[bytes]) -> None:

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Literal, Self
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import trio
 
 from ._digests import (
     DEFAULT_ALGORITHM,
-    WRITE_COST,
     MultiHasher,
     normalize_digests,
     resolve_algorithms,
@@ -245,9 +244,8 @@ class _Sink:
             while rest:
                 rest = rest[os.write(fd, rest) :]
 
-    def write_hashing(self, hashers: list[Any], chunks: list[bytes]) -> None:
-        """Write *chunks*, feeding only *hashers* (another thread feeds the others)."""
-        update_all(hashers, chunks)
+    def write_only(self, chunks: list[bytes]) -> None:
+        """Write *chunks* without hashing them (other threads feed the hashers)."""
         self._write_raw(chunks)
 
     def finish(self, chunks: list[bytes], size: int) -> dict[str, str]:
@@ -968,22 +966,22 @@ class Downloader:
         The body goes in batches (~1 MiB) to a consumer task that hashes and writes each one
         in a worker thread while the loop receives the next ones (at most
         ``_PIPELINE_DEPTH`` batches wait between them): the bytes stream at the pace of the
-        slower of the two instead of the sum of both.  With several digests the hashers are
-        split in two groups of about equal cost, each with its own consumer and thread (the
-        first one also writes the file), so that one download can use two cores; the two
-        consumers go at their own pace, neither waits for the other's batch to end.
-        Returns the body's size.
+        slower of the two instead of the sum of both.  With several digests, one consumer
+        writes and two hash, the hashers split in two groups of about equal cost, each
+        consumer with its own thread and at its own pace (none waits for another's batch to
+        end), so that one download can use two cores.  Returns the body's size.
         """
         expected_size = plan.expected_size
         read_timeout = self._read_timeout or math.inf
         hasher = sink.hasher
-        halves = hasher.halves(first_extra=WRITE_COST)
+        halves = hasher.halves()
         jobs: list[Callable[[list[bytes]], object]]
         if halves is None:
             jobs = [sink.write]
         else:
             jobs = [
-                functools.partial(sink.write_hashing, halves[0]),
+                sink.write_only,
+                functools.partial(update_all, halves[0]),
                 functools.partial(update_all, halves[1]),
             ]
         senders = []
