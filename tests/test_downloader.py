@@ -653,3 +653,72 @@ async def test_rate_limit(http_server: FaultServer, transport: str, temp_dir: Pa
     # 11 requests at 20/s: the last one starts 0.5 s after the first (exact spacing is
     # checked in virtual time in test_virtual_time.py)
     assert elapsed >= 0.5 - 0.01
+
+
+async def test_large_bodies_with_several_digests_on_one_thread_token(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    """Each large body with several digests keeps three worker threads busy (one writes,
+    two hash); with a single thread token for everything, three such downloads at once
+    must still all complete (a feeder gives its token back whenever it runs dry)."""
+    bodies = {f"/big{i}": os.urandom(1 << 20) * (3 + i) for i in range(3)}
+    for path, body in bodies.items():
+        http_server.add_file(path, body)
+    results: dict[str, triofetch.DownloadResult] = {}
+    async with downloader(transport, temp_dir, threads=1, digests=triofetch.PULP_ALGORITHMS) as dl:
+
+        async def one(path: str) -> None:
+            results[path] = await dl.fetch(http_server.url(path), expected_size=len(bodies[path]))
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for path in bodies:
+                    nursery.start_soon(one, path)
+    for path, body in bodies.items():
+        got = results[path]
+        assert got.path.read_bytes() == body
+        for algorithm in triofetch.PULP_ALGORITHMS:
+            assert got.digests[algorithm] == hashlib.new(algorithm, body).hexdigest()
+
+
+async def test_large_body_write_failure_is_reported_and_cleaned_up(
+    http_server: FaultServer, transport: str, temp_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails in the middle of a large body (several digests: the writing thread
+    is not a hashing one) fails the fetch with that error, promptly, and leaves nothing."""
+    from triofetch import _downloader
+
+    big = os.urandom(1 << 20) * 6
+    http_server.add_file("/big", big)
+    writes = 0
+    real = _downloader._Sink._write_raw
+
+    def failing(self: _downloader._Sink, chunks: list[bytes]) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 3:
+            raise OSError(28, "No space left on device (injected)")
+        real(self, chunks)
+
+    monkeypatch.setattr(_downloader._Sink, "_write_raw", failing)
+    async with downloader(transport, temp_dir, retries=0, digests=triofetch.PULP_ALGORITHMS) as dl:
+        with trio.fail_after(30), pytest.raises(OSError, match="injected"):
+            await dl.fetch(http_server.url("/big"))
+    assert leftovers(temp_dir) == []
+
+
+async def test_cancelled_in_the_middle_of_a_large_body_with_several_digests(
+    http_server: FaultServer, transport: str, temp_dir: Path
+) -> None:
+    big = os.urandom(1 << 20) * 8
+    http_server.add_file("/big", big, faults=[Slow(0.01, chunk=256 * 1024)])
+    http_server.add_file("/ok", big)
+    async with downloader(transport, temp_dir, digests=triofetch.PULP_ALGORITHMS) as dl:
+        with trio.move_on_after(0.1) as scope:
+            await dl.fetch(http_server.url("/big"))
+        assert scope.cancelled_caught
+        assert leftovers(temp_dir) == []
+        # the threads and tokens of the cancelled download are all back
+        result = await dl.fetch(http_server.url("/ok"), expected_size=len(big))
+        assert result.path.read_bytes() == big
+        assert dl.limiter.borrowed_tokens == 0
