@@ -18,7 +18,8 @@ run, and verifies the sha256 of every file against the known list:
 
 ``digests``: workload (b) with Pulp's four digests (sha224, sha256, sha384, sha512), one
 download at a time and two at a time, for triofetch and for the aiohttp client, reported in
-MB/s against the single-core speed of hashlib for those four digests, measured in-process.
+MB/s against the single-core speed of hashlib for those four digests, measured in-process
+before every round and after the last (the median is used; every measurement is printed).
 
 Every client run is repeated ``--reps`` times (3; 1 with ``--quick``), interleaved with the other
 clients; the best run is reported. Output directories are emptied between runs (and dirty pages
@@ -256,8 +257,12 @@ def execute_once(run: Run, ds: Dataset, srv: Nginx, out: Path) -> None:
     run.runs.append(record)
 
 
-def run_rounds(runs: list[Run], ds: Dataset, srv: Nginx, reps: int) -> None:
+def run_rounds(
+    runs: list[Run], ds: Dataset, srv: Nginx, reps: int, before: Callable[[], None] | None = None
+) -> None:
     for rep in range(reps):
+        if before is not None:
+            before()
         print(f"  round {rep + 1}/{reps}", flush=True)
         for run in runs:
             if run.status != "ok":
@@ -446,14 +451,14 @@ def main(argv: list[str] | None = None) -> int:
         if "digests" in args.workloads:
             py = [c for c in ("triofetch", "aiohttp") if c in clients]
             print(f"\nmeasuring one core's hashlib speed over {hash_bytes // MiB} MiB ...")
-            limit = measure_hash_speed(hash_bytes, PULP_DIGESTS)
+            # The speed of this machine drifts from minute to minute (by 20% and more): the
+            # limit is measured before every round and after the last, and the median used.
+            limits: list[float] = []
+
+            def measure_limit() -> None:
+                limits.append(measure_hash_speed(hash_bytes, PULP_DIGESTS))
+
             sha256_speed = measure_hash_speed(hash_bytes, ("sha256",))
-            title = (
-                f"(digests) {len(large.files)} files x {large.files[0].size // MiB} MiB with "
-                f"{'+'.join(PULP_DIGESTS)}; one core hashes them at {limit:.0f} MB/s "
-                f"(sha256 alone: {sha256_speed:.0f} MB/s)"
-            )
-            print(title, flush=True)
             runs = []
             for c in py:
                 for k in (1, 2):
@@ -467,7 +472,15 @@ def main(argv: list[str] | None = None) -> int:
                         tag=f"-4d-{k}",
                     )
                     runs.append(Run(f"{c}-4d-{k}", LABELS[c], execute))
-            run_rounds(runs, large, srv, args.reps)
+            run_rounds(runs, large, srv, args.reps, before=measure_limit)
+            measure_limit()
+            limit = statistics.median(limits)
+            title = (
+                f"(digests) {len(large.files)} files x {large.files[0].size // MiB} MiB with "
+                f"{'+'.join(PULP_DIGESTS)}; one core hashes them at {limit:.0f} MB/s (median "
+                f"of {len(limits)} measurements around the rounds: "
+                f"{', '.join(f'{x:.0f}' for x in limits)}; sha256 alone: {sha256_speed:.0f} MB/s)"
+            )
             rows = summarize(runs, large)
             for row, run in zip(rows, runs, strict=True):
                 row["at_a_time"] = int(run.key.rsplit("-", 1)[1])
@@ -479,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                 "files": len(large.files),
                 "bytes": large.total_bytes,
                 "hash_limit_mb_per_s": limit,
+                "hash_limit_measurements": limits,
                 "sha256_mb_per_s": sha256_speed,
                 "results": rows,
             }
