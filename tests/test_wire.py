@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 import triofetch
-from triofetch._transports._wire import ProtocolError, _parse_head, encode_request
+from triofetch._transports._wire import ProtocolError, _parse_head, encode_headers, request_line
 
 Script = Callable[[bytes], list[bytes]]
 
@@ -195,8 +195,11 @@ def test_parse_head_joins_repeated_headers() -> None:
 
 def test_encode_request_refuses_injection() -> None:
     with pytest.raises(ValueError, match="invalid header"):
-        encode_request("/", [("x-a", "1\r\nx-evil: 1")])
-    assert encode_request("/p", [("host", "h")]) == b"GET /p HTTP/1.1\r\nhost: h\r\n\r\n"
+        encode_headers([("x-a", "1\r\nx-evil: 1")])
+    request = request_line("/p") + encode_headers([("host", "h")])
+    assert request == b"GET /p HTTP/1.1\r\nhost: h\r\n\r\n"
+    with pytest.raises(ValueError, match="invalid request target"):
+        request_line("/a b\r\nx-evil: 1")
     assert ProtocolError is not None
 
 

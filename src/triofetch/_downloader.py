@@ -245,10 +245,6 @@ class _Sink:
             while rest:
                 rest = rest[os.write(fd, rest) :]
 
-    def write_only(self, chunks: list[bytes]) -> None:
-        """Write *chunks* without hashing them (other threads feed the hashers)."""
-        self._write_raw(chunks)
-
     def finish(self, chunks: list[bytes], size: int) -> dict[str, str]:
         """Write the last *chunks*, close, verify the whole body, and move it where it goes.
 
@@ -292,7 +288,6 @@ class _Job:
         "digests",
         "error",
         "finished",
-        "running",
         "sink",
         "size",
         "task",
@@ -307,8 +302,6 @@ class _Job:
         self.finished = False
         #: its task was cancelled: nobody waits for it any more
         self.abandoned = False
-        #: taken by a batch run that has not ended yet
-        self.running = False
         #: the task parked until the run that takes this job ends (None: it leads)
         self.task: trio.lowlevel.Task | None = None
 
@@ -348,10 +341,10 @@ class _SmallFiles:
 
             def abort(_: object) -> trio.lowlevel.Abort:
                 job.abandoned = True
-                if job.running:  # the run's leader removes the file once the run is over
-                    sink.in_run = True
-                else:  # never taken: the caller removes what there is
+                if job in self._queue:  # never taken: the caller removes what there is
                     self._queue.remove(job)
+                else:  # a run has it: its leader removes the file once the run is over
+                    sink.in_run = True
                 return trio.lowlevel.Abort.SUCCEEDED
 
             await trio.lowlevel.wait_task_rescheduled(abort)
@@ -365,14 +358,11 @@ class _SmallFiles:
     async def _run(self) -> None:
         self._busy = True
         jobs, self._queue = self._queue, []
-        for job in jobs:
-            job.running = True
         try:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(_finish_all, jobs, limiter=self._limiter)
         finally:
             for job in jobs:
-                job.running = False
                 if not job.finished:  # pragma: no cover - the thread could not run
                     job.finished = True
                     job.error = RuntimeError("the batch of small files did not run")
@@ -1030,7 +1020,7 @@ class Downloader:
             jobs = [sink.write]
         else:
             jobs = [
-                sink.write_only,
+                sink._write_raw,  # (other threads feed the hashers)
                 functools.partial(update_all, halves[0]),
                 functools.partial(update_all, halves[1]),
             ]

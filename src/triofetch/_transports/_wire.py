@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Iterable
 
 import trio
 
-__all__ = ["Head", "PlainSocket", "ProtocolError", "Wire", "encode_headers", "encode_request"]
+__all__ = ["Head", "PlainSocket", "ProtocolError", "Wire", "encode_headers", "request_line"]
 
 _MAX_HEAD = 64 * 1024
 _RECEIVE = 256 * 1024
@@ -65,11 +65,6 @@ def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
         lines.append(f"{name}: {value}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1")
-
-
-def encode_request(target: str, headers: Iterable[tuple[str, str]]) -> bytes:
-    """The bytes of ``GET target`` with *headers* (see :func:`encode_headers`)."""
-    return request_line(target) + encode_headers(headers)
 
 
 def request_line(target: str) -> bytes:
@@ -173,13 +168,7 @@ class PlainSocket:
         else:
             await self._quick_op()
             return data
-        self._quick = 0
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                return sock.recv(max_bytes)
-            except BlockingIOError:  # pragma: no cover - a spurious wakeup
-                continue
+        return await self.receive_waiting(max_bytes)
 
     async def receive_waiting(self, max_bytes: int) -> bytes:
         """Like :meth:`receive_some`, for bytes that cannot be there yet (the response to a
@@ -231,15 +220,11 @@ class Wire:
         """Bytes received beyond the last message (the connection must not be reused)."""
         return bool(self._buf)
 
-    async def _fill(self) -> bool:
-        data = await self.stream.receive_some(_RECEIVE)
-        if not data:
-            return False
-        self._buf += data
-        return True
-
-    async def _fill_waiting(self) -> bool:
-        data = await self._receive_waiting(_RECEIVE)
+    async def _fill(self, waiting: bool = False) -> bool:
+        """Receive more bytes into the buffer; False at the end of the stream.  *waiting*:
+        nothing can be there yet (see ``PlainSocket.receive_waiting``)."""
+        receive = self._receive_waiting if waiting else self.stream.receive_some
+        data = await receive(_RECEIVE)
         if not data:
             return False
         self._buf += data
@@ -257,7 +242,7 @@ class Wire:
                 if len(buf) > _MAX_HEAD:
                     raise ProtocolError(f"response head larger than {_MAX_HEAD} bytes")
                 # nothing yet: right after the request, wait before trying to receive
-                if not await (self._fill() if buf else self._fill_waiting()):
+                if not await self._fill(waiting=not buf):
                     if not buf:
                         return None
                     raise ProtocolError("connection closed in the middle of a response head")
