@@ -1,6 +1,7 @@
-"""Schema migrations of the SQLite store, and what schema version 2 changed.
+"""Schema migrations of the SQLite store, and what schema versions 2 and 3 changed.
 
-A database written by schema version 1 (the unique text index on ``artifacts.sha256``) is
+A database written by schema version 1 (the unique text indexes on ``artifacts.sha256`` and
+on the units' keys) is
 built here from version 1's own statements, filled, and opened by this code: it must come
 out at the current version with every row, id and foreign key intact, and keep working.
 """
@@ -12,6 +13,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 import trio
 
 from triofetch._store import (
@@ -20,9 +22,10 @@ from triofetch._store import (
     NewUnit,
     NewUnitArtifact,
     RemoteArtifact,
+    _sqlite,
     open_store,
 )
-from triofetch._store._schema import SQLITE_MIGRATIONS, sha256_prefix
+from triofetch._store._schema import SQLITE_MIGRATIONS, sha256_prefix, unit_key_hash
 
 from .test_store import file_unit, raw, record
 
@@ -71,13 +74,15 @@ def _version1_database(path: Path, count: int) -> list[str]:
 
 
 def _schema_of(path: Path) -> tuple[int, list[str], int]:
+    """(schema version, the indexes of artifacts and units, foreign_keys setting)."""
     conn = sqlite3.connect(path)
     try:
         version = conn.execute("SELECT version FROM triofetch_schema").fetchone()[0]
         indexes = [
             name
             for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'artifacts'"
+                "SELECT name FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name IN ('artifacts', 'units')"
             )
         ]
         fk_on = conn.execute("PRAGMA foreign_keys").fetchone()[0]
@@ -92,7 +97,11 @@ async def test_version1_database_is_migrated_with_its_rows(tmp_path: Path) -> No
     db = tmp_path / "old.sqlite3"
     shas = _version1_database(db, 50)
     async with open_store(f"sqlite:///{db}") as store:
-        assert SCHEMA_VERSION == 2
+        assert SCHEMA_VERSION == 3
+        # every unit kept its id, and got its key hash
+        rows = await raw(store, "SELECT id, type, natural_key, key_hash FROM units ORDER BY id")
+        assert [r[0] for r in rows] == [500 + 7 * i for i in range(50)]
+        assert all(r[3] == unit_key_hash(r[1], r[2]) for r in rows)
         # every artifact kept its id, and got its prefix
         rows = await raw(store, "SELECT id, sha256, sha256_prefix FROM artifacts ORDER BY id")
         assert [r[0] for r in rows] == [100 + 3 * i for i in range(50)]
@@ -119,7 +128,8 @@ async def test_version1_database_is_migrated_with_its_rows(tmp_path: Path) -> No
         assert [o.status for o in report] == ["committed"]
     version, indexes, _ = _schema_of(db)
     assert version == SCHEMA_VERSION
-    assert indexes == ["artifacts_sha256_prefix"]  # the unique text index is gone
+    # the unique text indexes are gone
+    assert indexes == ["artifacts_sha256_prefix", "units_key_hash"]
 
 
 async def test_migration_is_applied_once_by_racing_openers(tmp_path: Path) -> None:
@@ -149,7 +159,7 @@ async def test_new_database_uses_the_prefix_index(tmp_path: Path) -> None:
         assert any("artifacts_sha256_prefix" in str(row) for row in plan)
         assert (await raw(store, "PRAGMA page_size"))[0][0] == 4096
     version, indexes, _ = _schema_of(db)
-    assert (version, indexes) == (SCHEMA_VERSION, ["artifacts_sha256_prefix"])
+    assert (version, indexes) == (SCHEMA_VERSION, ["artifacts_sha256_prefix", "units_key_hash"])
 
 
 def _colliding(prefix: str, count: int) -> list[str]:
@@ -224,3 +234,40 @@ def test_prefix_is_a_signed_32_bit_integer() -> None:
     assert sha256_prefix(record(b"x").sha256) == int.from_bytes(
         hashlib.sha256(b"x").digest()[:4], "big", signed=True
     )
+
+
+def test_unit_key_hash_is_stable() -> None:
+    """The hash is stored: it must never change between processes or versions."""
+    assert unit_key_hash("file", '["a","b"]') == unit_key_hash("file", '["a","b"]')
+    # pinned values (a change here would need a migration rehashing every unit)
+    assert unit_key_hash("file", '["a"]') == int.from_bytes(
+        hashlib.blake2b(b'file\x00["a"]', digest_size=8).digest(), "big", signed=True
+    )
+    assert unit_key_hash("file", '["a","b"]') != unit_key_hash("file", '["a\\u0000b"]')
+    assert unit_key_hash("a", '["b"]') != unit_key_hash("b", '["a"]')
+    values = {unit_key_hash("t", f'["{i}"]') for i in range(10_000)}
+    assert len(values) == 10_000
+    assert all(-(1 << 63) <= v < 1 << 63 for v in values)
+
+
+async def test_unit_key_hash_collisions_keep_units_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every key hashed alike: lookups compare whole keys, so nothing merges or hides."""
+    monkeypatch.setattr(_sqlite, "unit_key_hash", lambda type_, natural_key: 7)
+    async with open_store(f"sqlite:///{tmp_path / 'c.sqlite3'}") as store:
+        first = await store.commit_units(
+            [file_unit(f"k{i}", f"body {i}".encode()) for i in range(3)]
+        )
+        assert [o.status for o in first] == ["committed"] * 3
+        again = await store.commit_units(
+            [file_unit(f"k{i}", f"body {i}".encode()) for i in range(5)]
+        )
+        assert [o.status for o in again] == ["existing"] * 3 + ["committed"] * 2
+        assert [o.unit_id for o in again][:3] == [o.unit_id for o in first]
+        assert len({o.unit_id for o in again}) == 5
+        keys = [u.key for u in (file_unit(f"k{i}", f"body {i}".encode()) for i in range(6))]
+        found = await store.find_units(keys)
+        assert sorted(k.natural_key[0] for k in found) == [f"k{i}" for i in range(5)]
+        rows = await raw(store, "SELECT natural_key, count(*), min(key_hash) FROM units GROUP BY 1")
+        assert len(rows) == 5 and all(r[1] == 1 and r[2] == 7 for r in rows)

@@ -12,10 +12,10 @@
   loss may forget the last transactions, never corrupt the file.  Artifact files are fsynced
   before their rows are written, so rows never point at files that are not there.
 - Because writers are serialized, a write transaction picks the ids of the rows it inserts
-  itself (``max(id) + 1 ...``).  Get-or-create is ``INSERT ... ON CONFLICT DO NOTHING``:
-  when every row went in (the common case) the ids are known and nothing is read back;
-  otherwise one SELECT by key tells the ids, and which rows existed (id below the first
-  picked).
+  itself (``max(id) + 1 ...``), and get-or-create is a lookup then an insert of the missing
+  rows, in the same write transaction: artifacts are found by ``sha256_prefix``, units by
+  ``key_hash`` (integer indexes: see ``_schema``), always comparing the whole digest or key.
+  Each sha256 and each unit key is so recorded once without a unique index on the text.
 - Rows go in with multi-row ``VALUES`` (statements of 2**k rows, so that the statement
   cache reuses a few texts), as ``INSERT OR FAIL``: a refused row stops the statement with
   an error, like ``ABORT``, but SQLite then needs no statement journal — a copy of every page
@@ -23,10 +23,6 @@
   more than the statement itself.  The statement's partial effects never survive: any
   error rolls back the whole transaction (or the unit's savepoint, when units are retried
   one by one).
-- Artifacts are found by ``sha256_prefix`` (an integer index: see ``_schema``), always
-  comparing the whole sha256; get-or-create of artifacts is a lookup then an insert of the
-  missing ones, in one write transaction (write transactions are serialized), so each
-  sha256 is recorded once without a unique index on the text.
 """
 
 from __future__ import annotations
@@ -45,7 +41,7 @@ from typing import Any
 
 from .._errors import StoreError
 from ._base import Backend
-from ._schema import SQLITE_MIGRATIONS, migrate, sha256_prefix
+from ._schema import SQLITE_MIGRATIONS, migrate, sha256_prefix, unit_key_hash
 
 try:
     import fcntl
@@ -321,13 +317,14 @@ class SQLiteBackend(Backend):
 
     def q_find_units(self, conn: Any, keys: list[tuple[str, str]]) -> Iterable[Sequence[Any]]:
         return conn.execute(  # type: ignore[no-any-return]
-            "WITH k(t, nk) AS (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
-            "FROM json_each(?)) "
+            "WITH k(h, t, nk) AS (SELECT json_extract(value, '$[0]'), "
+            "json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?)) "
             "SELECT u.id, u.type, u.natural_key, u.fields, ua.relative_path, a.sha256, a.size, "
-            "a.digests FROM k JOIN units u ON u.type = k.t AND u.natural_key = k.nk "
+            "a.digests FROM k JOIN units u "
+            "ON u.key_hash = k.h AND u.type = k.t AND u.natural_key = k.nk "
             "LEFT JOIN unit_artifacts ua ON ua.unit_id = u.id "
             "LEFT JOIN artifacts a ON a.id = ua.artifact_id",
-            (_dumps(keys),),
+            (_dumps([(unit_key_hash(t, nk), t, nk) for t, nk in keys]),),
         ).fetchall()
 
     def q_find_artifacts(self, conn: Any, shas: list[str]) -> Iterable[Sequence[Any]]:
@@ -396,28 +393,33 @@ class SQLiteBackend(Backend):
         return ids
 
     def q_insert_units(self, conn: Any, rows: list[tuple[str, str, str]]) -> list[tuple[int, bool]]:
-        # As for artifacts: the rows that went in have ids from *start* on.
-        start = self._next_id(conn, "units")
-        added = self._insert_flat(
-            conn,
-            "INSERT OR FAIL INTO units (id, type, natural_key, fields)",
-            4,
-            _with_ids(start, rows),
-            " ON CONFLICT (type, natural_key) DO NOTHING",
-        )
-        if added == len(rows):
-            return [(uid, True) for uid in range(start, start + len(rows))]
-        found = {
+        # As for artifacts (the rows come with distinct keys): one SELECT by key hash finds
+        # those recorded, the others go in with ids picked here.
+        hashes = [unit_key_hash(t, nk) for t, nk, _ in rows]
+        found: dict[tuple[str, str], int] = {
             (t, nk): uid
             for uid, t, nk in conn.execute(
-                "WITH k(t, nk) AS (SELECT json_extract(value, '$[0]'), "
-                "json_extract(value, '$[1]') FROM json_each(?)) "
-                "SELECT u.id, u.type, u.natural_key FROM k "
-                "JOIN units u ON u.type = k.t AND u.natural_key = k.nk",
-                (_dumps([r[:2] for r in rows]),),
+                "SELECT id, type, natural_key FROM units "
+                "WHERE key_hash IN (SELECT value FROM json_each(?))",
+                (_dumps(hashes),),
             )
         }
-        return [(uid, uid >= start) for uid in (found[(r[0], r[1])] for r in rows)]
+        result: list[tuple[int, bool]] = []
+        new: list[Any] = []
+        next_id = self._next_id(conn, "units")
+        for (t, nk, fields), h in zip(rows, hashes, strict=True):
+            uid = found.get((t, nk))
+            if uid is None:
+                result.append((next_id, True))
+                new.extend((next_id, t, nk, h, fields))
+                next_id += 1
+            else:
+                result.append((uid, False))
+        if new:
+            self._insert_flat(
+                conn, "INSERT OR FAIL INTO units (id, type, natural_key, key_hash, fields)", 5, new
+            )
+        return result
 
     def q_insert_unit_artifacts(
         self, conn: Any, rows: list[tuple[int, str, int | None]]
