@@ -90,7 +90,7 @@ def resolve_algorithms(
 
 
 @functools.cache
-def _constructor(name: str) -> Callable[[], Any]:
+def hash_constructor(name: str) -> Callable[..., Any]:
     """hashlib's own constructor for *name* (``hashlib.sha256``...): cheaper than ``new()``."""
     direct = getattr(hashlib, name, None)
     if callable(direct) and name in hashlib.algorithms_guaranteed:
@@ -108,7 +108,7 @@ class MultiHasher:
     __slots__ = ("_hashers", "size")
 
     def __init__(self, algorithms: Iterable[str]) -> None:
-        self._hashers = [(name, _constructor(name)()) for name in algorithms]
+        self._hashers = [(name, hash_constructor(name)()) for name in algorithms]
         self.size = 0
 
     def update(self, data: bytes | memoryview) -> None:

@@ -26,6 +26,7 @@ import trio
 from ._digests import (
     DEFAULT_ALGORITHM,
     MultiHasher,
+    hash_constructor,
     normalize_digests,
     resolve_algorithms,
     update_all,
@@ -251,10 +252,19 @@ class _Sink:
         Raises the size or digest mismatch (the caller removes the temp file), or
         :class:`DestinationError`.
         """
-        if chunks or self._fd is None:
-            self.write(chunks or [b""])
+        if self._fd is None and len(chunks) == 1 and self._hasher is None:
+            # a body received whole (the common small file): hashed in one call per
+            # algorithm and written in one call, without the streaming machinery
+            body = chunks[0]
+            digests = {
+                name: hash_constructor(name)(body).hexdigest() for name in self.plan.algorithms
+            }
+            self._write_raw(chunks)
+        else:
+            if chunks or self._fd is None:
+                self.write(chunks or [b""])
+            digests = self.hasher.hexdigests()
         self.close()
-        digests = self.hasher.hexdigests()
         _verify(self.plan, size, digests, self.url)
         destination = self.plan.destination
         if destination is not None:
