@@ -157,6 +157,10 @@ async def test_new_database_uses_the_prefix_index(tmp_path: Path) -> None:
             "EXPLAIN QUERY PLAN SELECT id FROM artifacts WHERE sha256_prefix IN (1, 2)",
         )
         assert any("artifacts_sha256_prefix" in str(row) for row in plan)
+        plan = await raw(
+            store, "EXPLAIN QUERY PLAN SELECT id, natural_key FROM units WHERE key_hash IN (1, 2)"
+        )
+        assert any("units_key_hash" in str(row) for row in plan)
         assert (await raw(store, "PRAGMA page_size"))[0][0] == 4096
     version, indexes, _ = _schema_of(db)
     assert (version, indexes) == (SCHEMA_VERSION, ["artifacts_sha256_prefix", "units_key_hash"])

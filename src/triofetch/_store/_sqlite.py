@@ -316,16 +316,17 @@ class SQLiteBackend(Backend):
     # -- primitives ---------------------------------------------------------------------------
 
     def q_find_units(self, conn: Any, keys: list[tuple[str, str]]) -> Iterable[Sequence[Any]]:
-        return conn.execute(  # type: ignore[no-any-return]
-            "WITH k(h, t, nk) AS (SELECT json_extract(value, '$[0]'), "
-            "json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?)) "
+        # rows by key hash, then only those of the keys asked for (a hash may collide)
+        wanted = set(keys)
+        rows = conn.execute(
             "SELECT u.id, u.type, u.natural_key, u.fields, ua.relative_path, a.sha256, a.size, "
-            "a.digests FROM k JOIN units u "
-            "ON u.key_hash = k.h AND u.type = k.t AND u.natural_key = k.nk "
+            "a.digests FROM units u "
             "LEFT JOIN unit_artifacts ua ON ua.unit_id = u.id "
-            "LEFT JOIN artifacts a ON a.id = ua.artifact_id",
-            (_dumps([(unit_key_hash(t, nk), t, nk) for t, nk in keys]),),
+            "LEFT JOIN artifacts a ON a.id = ua.artifact_id "
+            "WHERE u.key_hash IN (SELECT value FROM json_each(?))",
+            (_dumps([unit_key_hash(t, nk) for t, nk in keys]),),
         ).fetchall()
+        return [row for row in rows if (row[1], row[2]) in wanted]
 
     def q_find_artifacts(self, conn: Any, shas: list[str]) -> Iterable[Sequence[Any]]:
         return conn.execute(  # type: ignore[no-any-return]
