@@ -22,7 +22,9 @@ from triofetch._store import (
     NewUnit,
     NewUnitArtifact,
     RemoteArtifact,
+    _base,
     _sqlite,
+    _types,
     open_store,
 )
 from triofetch._store._schema import SQLITE_MIGRATIONS, sha256_prefix, unit_key_hash
@@ -258,7 +260,14 @@ async def test_unit_key_hash_collisions_keep_units_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every key hashed alike: lookups compare whole keys, so nothing merges or hides."""
-    monkeypatch.setattr(_sqlite, "unit_key_hash", lambda type_, natural_key: 7)
+
+    def constant(type_: str, natural_key: str) -> int:
+        return 7
+
+    # where a unit's hash is made (with the unit, or again by the writer) and where lookups
+    # make theirs
+    for module in (_types, _base, _sqlite):
+        monkeypatch.setattr(module, "unit_key_hash", constant)
     async with open_store(f"sqlite:///{tmp_path / 'c.sqlite3'}") as store:
         first = await store.commit_units(
             [file_unit(f"k{i}", f"body {i}".encode()) for i in range(3)]

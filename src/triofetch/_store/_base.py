@@ -25,6 +25,7 @@ import trio
 
 from .._errors import InvalidInput, InvalidUnit, StoreError
 from .._storage import ArtifactStorage
+from ._schema import unit_key_hash
 from ._types import (
     ArtifactConflict,
     ArtifactRecord,
@@ -88,6 +89,8 @@ class _Prepared:
     fields: str
     #: (type, natural key JSON): what the batch is sorted by
     sort_key: tuple[str, str]
+    #: ``_schema.unit_key_hash`` of the key
+    key_hash: int
     #: the artifacts to write: the unit's, plus downloads a duplicate in the batch brought
     arts: tuple[NewUnitArtifact, ...]
 
@@ -169,8 +172,11 @@ class Backend(ABC):
         """Get-or-create artifacts (sha256, size, digests JSON) → {sha256: (id, size)}."""
 
     @abstractmethod
-    def q_insert_units(self, conn: Any, rows: list[tuple[str, str, str]]) -> list[tuple[int, bool]]:
-        """Get-or-create units (type, natural_key, fields) → (id, created) of each row."""
+    def q_insert_units(
+        self, conn: Any, rows: list[tuple[str, str, str, int]]
+    ) -> list[tuple[int, bool]]:
+        """Get-or-create units (type, natural_key, fields, key_hash) → (id, created) of each
+        row (the key hash is ``_schema.unit_key_hash`` of the key, for backends that use it)."""
 
     @abstractmethod
     def q_insert_unit_artifacts(
@@ -287,7 +293,9 @@ class Backend(ABC):
             key = (unit.type, nk)
             first = primary.get(key)
             if first is None:
-                primary[key] = _Prepared(index, unit, unit.type, nk, fields, key, arts)
+                # (a key hash of 0 may be one never made: worked out again, the same either way)
+                key_hash = unit.key_hash or unit_key_hash(unit.type, nk)
+                primary[key] = _Prepared(index, unit, unit.type, nk, fields, key, key_hash, arts)
             else:
                 duplicates.append((index, unit, first))
                 first.merge(unit)
@@ -386,7 +394,7 @@ class Backend(ABC):
                     return done
         # 2. units, get-or-create, in natural key order
         self._step("units", keys)
-        unit_ids = self.q_insert_units(conn, [(i.type, i.nk, i.fields) for i in live])
+        unit_ids = self.q_insert_units(conn, [(i.type, i.nk, i.fields, i.key_hash) for i in live])
         ua_rows: list[tuple[int, str, int | None]] = []
         ua_remotes: list[RemoteArtifact | None] = []
         fills: list[tuple[int, str, int]] = []

@@ -142,7 +142,9 @@ class PostgresBackend(Backend):
         )
         return {sha: (aid, size) for sha, aid, size in cur}
 
-    def q_insert_units(self, conn: Any, rows: list[tuple[str, str, str]]) -> list[tuple[int, bool]]:
+    def q_insert_units(
+        self, conn: Any, rows: list[tuple[str, str, str, int]]
+    ) -> list[tuple[int, bool]]:
         types = [r[0] for r in rows]
         nks = [r[1] for r in rows]
         cur = conn.execute(

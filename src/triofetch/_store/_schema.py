@@ -43,6 +43,7 @@ pages against 693).
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -73,15 +74,22 @@ def _register_sha256_prefix(conn: Any) -> None:
     conn.create_function("triofetch_sha256_prefix", 1, sha256_prefix, deterministic=True)
 
 
-def unit_key_hash(type_: str, natural_key: str, _blake2b: Any = hashlib.blake2b) -> int:
+_INT64 = struct.Struct(">q")
+
+
+def unit_key_hash(
+    type_: str,
+    natural_key: str,
+    _blake2b: Any = hashlib.blake2b,
+    _unpack: Callable[[bytes], tuple[int]] = _INT64.unpack,
+) -> int:
     """A unit's key (type, natural key as JSON) hashed to a signed 64-bit integer.
 
     BLAKE2b: stable across processes and versions (unlike ``hash()``), and collisions cannot
     be made at will.  The hash only narrows a lookup; lookups compare the whole key, so a
     collision costs reading one more row.
     """
-    digest = _blake2b(f"{type_}\0{natural_key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return _unpack(_blake2b(f"{type_}\0{natural_key}".encode(), digest_size=8).digest())[0]
 
 
 def _register_unit_key_hash(conn: Any) -> None:

@@ -393,22 +393,23 @@ class SQLiteBackend(Backend):
             )
         return ids
 
-    def q_insert_units(self, conn: Any, rows: list[tuple[str, str, str]]) -> list[tuple[int, bool]]:
+    def q_insert_units(
+        self, conn: Any, rows: list[tuple[str, str, str, int]]
+    ) -> list[tuple[int, bool]]:
         # As for artifacts (the rows come with distinct keys): one SELECT by key hash finds
         # those recorded, the others go in with ids picked here.
-        hashes = [unit_key_hash(t, nk) for t, nk, _ in rows]
         found: dict[tuple[str, str], int] = {
             (t, nk): uid
             for uid, t, nk in conn.execute(
                 "SELECT id, type, natural_key FROM units "
                 "WHERE key_hash IN (SELECT value FROM json_each(?))",
-                (_dumps(hashes),),
+                (_dumps([r[3] for r in rows]),),
             )
         }
         result: list[tuple[int, bool]] = []
         new: list[Any] = []
         next_id = self._next_id(conn, "units")
-        for (t, nk, fields), h in zip(rows, hashes, strict=True):
+        for t, nk, fields, h in rows:
             uid = found.get((t, nk))
             if uid is None:
                 result.append((next_id, True))

@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 from .._digests import DEFAULT_ALGORITHM, normalize_digests
 from .._errors import InvalidDigest, InvalidInput, InvalidUnit, StoreError
+from ._schema import unit_key_hash
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -317,11 +318,15 @@ class NewUnit:
     artifacts: tuple[NewUnitArtifact, ...] = ()
     fields_json: str = field(default="", init=False, repr=False, compare=False)
     key_json: str = field(default="", init=False, repr=False, compare=False)
+    #: the key's hash (see ``_schema.unit_key_hash``), made here rather than by the writer
+    key_hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         key = make_key(self.type, self.natural_key)
         object.__setattr__(self, "natural_key", key.natural_key)
-        object.__setattr__(self, "key_json", key_json(key.natural_key))
+        text = key_json(key.natural_key)
+        object.__setattr__(self, "key_json", text)
+        object.__setattr__(self, "key_hash", unit_key_hash(self.type, text))
         arts = tuple(self.artifacts)
         object.__setattr__(self, "artifacts", arts)
         object.__setattr__(self, "fields_json", check_unit_body(self))
