@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -722,3 +723,52 @@ async def test_cancelled_in_the_middle_of_a_large_body_with_several_digests(
         result = await dl.fetch(http_server.url("/ok"), expected_size=len(big))
         assert result.path.read_bytes() == big
         assert dl.limiter.borrowed_tokens == 0
+
+
+@pytest.mark.parametrize(("cores", "splits"), [(2, 1), (4, 2)])
+async def test_several_digests_split_between_threads_only_with_cores_to_spare(
+    http_server: FaultServer,
+    transport: str,
+    temp_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cores: int,
+    splits: int,
+) -> None:
+    """A large download with several digests hashes in two threads; one that starts while
+    another hashes does so only if the machine has two more cores for it.  Either way every
+    digest is right."""
+    from triofetch import _digests, _downloader
+
+    monkeypatch.setattr(_downloader, "_CORES", cores)
+    split = trio.Event()
+    calls = 0
+    real = _digests.MultiHasher.halves
+
+    def halves(self: _digests.MultiHasher) -> tuple[list[Any], list[Any]] | None:
+        nonlocal calls
+        calls += 1
+        split.set()
+        return real(self)
+
+    monkeypatch.setattr(_digests.MultiHasher, "halves", halves)
+    first = os.urandom(1 << 20) * 3
+    second = os.urandom(1 << 20) * 2
+    # the first body trickles (0.3 s) so that it is still hashing when the second one starts
+    http_server.add_file("/first", first, faults=[Slow(0.02, chunk=1 << 18)])
+    http_server.add_file("/second", second)
+    results: dict[str, triofetch.DownloadResult] = {}
+    async with downloader(transport, temp_dir, digests=triofetch.PULP_ALGORITHMS) as dl:
+
+        async def one(path: str) -> None:
+            results[path] = await dl.fetch(http_server.url(path))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(one, "/first")
+                await split.wait()
+                await one("/second")
+                assert "/first" not in results  # the two overlapped
+    assert calls == splits
+    for path, body in (("/first", first), ("/second", second)):
+        for algorithm in triofetch.PULP_ALGORITHMS:
+            assert results[path].digests[algorithm] == hashlib.new(algorithm, body).hexdigest()

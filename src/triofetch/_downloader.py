@@ -61,6 +61,8 @@ _PIPELINE_DEPTH = 2
 _IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
 # Bodies up to this size are finished in batches (see _SmallFiles).
 _SMALL_BYTES = 256 * 1024
+#: a download's hashers are split between two threads only if two cores are free for them
+_CORES = os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,6 +621,8 @@ class Downloader:
         else:
             self._threads = trio.CapacityLimiter(threads or max(4, 2 * (os.cpu_count() or 1)))
         self._small = _SmallFiles(self._threads)
+        #: large bodies being hashed now (see _pipeline)
+        self._hashing = 0
         self._options = TransportOptions(
             max_connections=connections,
             verify=verify,  # type: ignore[arg-type]
@@ -1019,12 +1023,15 @@ class Downloader:
         slower of the two instead of the sum of both.  With several digests, one consumer
         writes and two hash, the hashers split in two groups of about equal cost, each
         consumer with its own thread and at its own pace (none waits for another's batch to
-        end), so that one download can use two cores.  Returns the body's size.
+        end), so that one download can use two cores — if there are two for it beside the
+        other large downloads hashing at the moment (more hashing threads than cores only
+        cost switches and CPU).  Returns the body's size.
         """
         expected_size = plan.expected_size
-        read_timeout = self._read_timeout or math.inf
         hasher = sink.hasher
-        halves = hasher.halves()
+        # Splitting the hashers between two threads lets one download use two cores, when
+        # there are two cores for it beside the other large downloads hashing now.
+        halves = hasher.halves() if 2 * (self._hashing + 1) <= _CORES else None
         jobs: list[Callable[[list[bytes]], object]]
         if halves is None:
             jobs = [sink.write]
@@ -1035,6 +1042,25 @@ class Downloader:
                 functools.partial(update_all, halves[1]),
             ]
         feeders = [_Feeder(job, _PIPELINE_DEPTH) for job in jobs]
+        self._hashing += 1
+        try:
+            return await self._feed(feeders, chunks, first, size, expected_size, scope, hard, url)
+        finally:
+            self._hashing -= 1
+
+    async def _feed(
+        self,
+        feeders: list[_Feeder],
+        chunks: AsyncIterator[bytes],
+        first: list[bytes],
+        size: int,
+        expected_size: int | None,
+        scope: trio.CancelScope,
+        hard: float,
+        url: str,
+    ) -> int:
+        """Start the *feeders* and give them the body's batches; returns the body's size."""
+        read_timeout = self._read_timeout or math.inf
         with collapse_single():
             async with trio.open_nursery() as nursery:
                 for feeder in feeders:
