@@ -62,7 +62,8 @@ _IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
 # Bodies up to this size are finished in batches (see _SmallFiles).
 _SMALL_BYTES = 256 * 1024
 #: a download's hashers are split between two threads only if two cores are free for them
-_CORES = os.cpu_count() or 1
+#: (the cores this process may run on, where the system says)
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)
