@@ -998,7 +998,11 @@ class Downloader:
                     break
             else:  # the whole body, in memory: finished once the request is over
                 return _Received(sink, pending, size, url, dict(headers))
-            size = await self._pipeline(chunks, pending, size, sink, plan, scope, hard, url)
+            self._hashing += 1
+            try:
+                size = await self._pipeline(chunks, pending, size, sink, plan, scope, hard, url)
+            finally:
+                self._hashing -= 1
         # a large body: its last batch is written, and the file verified and placed, here
         digests = await trio.to_thread.run_sync(sink.finish, [], size, limiter=self._threads)
         return DownloadResult(
@@ -1031,8 +1035,9 @@ class Downloader:
         expected_size = plan.expected_size
         hasher = sink.hasher
         # Splitting the hashers between two threads lets one download use two cores, when
-        # there are two cores for it beside the other large downloads hashing now.
-        halves = hasher.halves() if 2 * (self._hashing + 1) <= _CORES else None
+        # there are two cores for it beside the other large downloads hashing now (this
+        # one is counted in ``_hashing``).
+        halves = hasher.halves() if 2 * self._hashing <= _CORES else None
         jobs: list[Callable[[list[bytes]], object]]
         if halves is None:
             jobs = [sink.write]
@@ -1043,24 +1048,6 @@ class Downloader:
                 functools.partial(update_all, halves[1]),
             ]
         feeders = [_Feeder(job, _PIPELINE_DEPTH) for job in jobs]
-        self._hashing += 1
-        try:
-            return await self._feed(feeders, chunks, first, size, expected_size, scope, hard, url)
-        finally:
-            self._hashing -= 1
-
-    async def _feed(
-        self,
-        feeders: list[_Feeder],
-        chunks: AsyncIterator[bytes],
-        first: list[bytes],
-        size: int,
-        expected_size: int | None,
-        scope: trio.CancelScope,
-        hard: float,
-        url: str,
-    ) -> int:
-        """Start the *feeders* and give them the body's batches; returns the body's size."""
         read_timeout = self._read_timeout or math.inf
         with collapse_single():
             async with trio.open_nursery() as nursery:
