@@ -45,6 +45,7 @@ from ._groups import collapse_single
 from ._tempfiles import new_temp_name
 from ._transports.base import Response, Transport, TransportOptions
 from ._version import __version__
+from ._watch import Watch, Watchdog
 
 __all__ = ["DownloadResult", "Downloader", "TokenProvider"]
 
@@ -202,7 +203,7 @@ def _place(temp: str, destination: str, url: str) -> None:
 class _Sink:
     """The temp file of one attempt and its hashers.  Methods run in worker threads."""
 
-    __slots__ = ("_fd", "_hasher", "in_run", "path", "placed", "plan", "url")
+    __slots__ = ("_fd", "_hasher", "in_run", "path", "placed", "plan", "result_path", "url")
 
     def __init__(self, path: str, plan: _Plan, url: str) -> None:
         self.path = path
@@ -215,6 +216,9 @@ class _Sink:
         #: a batch run (another task's thread) may be writing it: only that run's leader
         #: may remove it, once the run is over
         self.in_run = False
+        #: the file's path as the result's ``Path``, made by :meth:`finish` (in the thread:
+        #: parsing a path is a few microseconds the loop need not spend)
+        self.result_path: Path | None = None
 
     @property
     def hasher(self) -> MultiHasher:
@@ -274,6 +278,8 @@ class _Sink:
             _place(self.path, destination, self.url)
             self.path = destination
             self.placed = True
+        path = self.result_path = Path(self.path)
+        str(path)  # (a Path makes its string on first use, and keeps it)
         return digests
 
     def close(self) -> None:
@@ -635,6 +641,8 @@ class Downloader:
         self._transport_choice = transport
         self._transport: Transport | None = None
         self._file_transport: Transport | None = None
+        #: times out the exchanges of a transport that takes watches (see _watch.py)
+        self._watchdog: Watchdog | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -663,6 +671,9 @@ class Downloader:
                 f"unknown transport {choice!r}: 'httpx', 'trio', 'asks' or a Transport"
             )
         self._file_transport = FileTransport()
+        if getattr(self._transport, "watchable", False):
+            self._watchdog = Watchdog()
+            self._watchdog.start()
         return self
 
     async def __aexit__(
@@ -676,8 +687,11 @@ class Downloader:
     async def aclose(self) -> None:
         """Close every connection.  Called by ``async with``."""
         transport, self._transport = self._transport, None
-        if transport is not None:
-            with trio.CancelScope(shield=True):
+        watchdog, self._watchdog = self._watchdog, None
+        with trio.CancelScope(shield=True):
+            if watchdog is not None:
+                await watchdog.aclose()
+            if transport is not None:
                 await transport.aclose()
 
     @property
@@ -900,7 +914,11 @@ class Downloader:
             sink.discard()
             raise
         return DownloadResult(
-            url=got.url, path=Path(sink.path), size=got.size, digests=digests, headers=got.headers
+            url=got.url,
+            path=sink.result_path or Path(sink.path),
+            size=got.size,
+            digests=digests,
+            headers=got.headers,
         )
 
     async def _exchange(
@@ -918,10 +936,19 @@ class Downloader:
         hard = start + self._total_timeout if self._total_timeout else math.inf
         phase = "connect"
         sink: _Sink | None = None
-        scope = trio.CancelScope(deadline=min(hard, start + (self._connect_timeout or math.inf)))
+        deadline = min(hard, start + (self._connect_timeout or math.inf))
+        scope: trio.CancelScope | Watch
+        watchdog = self._watchdog
+        if watchdog is not None and transport is self._transport:
+            # the transport takes a watch: no cancel scope per request (see _watch.py)
+            scope = watchdog.watch(deadline)
+            stream = transport.stream(url, headers, scope)  # type: ignore[call-arg]
+        else:
+            scope = trio.CancelScope(deadline=deadline)
+            stream = transport.stream(url, headers)
         try:
             with scope:
-                async with transport.stream(url, headers) as response:
+                async with stream as response:
                     if response.status_code == 401 and may_refresh:
                         return None
                     if not 200 <= response.status_code < 300:
@@ -954,7 +981,12 @@ class Downloader:
         return f"no data for read_timeout={self._read_timeout}s"
 
     async def _receive(
-        self, response: Response, plan: _Plan, sink: _Sink, scope: trio.CancelScope, hard: float
+        self,
+        response: Response,
+        plan: _Plan,
+        sink: _Sink,
+        scope: trio.CancelScope | Watch,
+        hard: float,
     ) -> DownloadResult | _Received:
         url = response.url
         expected_size = plan.expected_size
@@ -1006,7 +1038,11 @@ class Downloader:
         # a large body: its last batch is written, and the file verified and placed, here
         digests = await trio.to_thread.run_sync(sink.finish, [], size, limiter=self._threads)
         return DownloadResult(
-            url=url, path=Path(sink.path), size=size, digests=digests, headers=dict(headers)
+            url=url,
+            path=sink.result_path or Path(sink.path),
+            size=size,
+            digests=digests,
+            headers=dict(headers),
         )
 
     async def _pipeline(
@@ -1016,7 +1052,7 @@ class Downloader:
         size: int,
         sink: _Sink,
         plan: _Plan,
-        scope: trio.CancelScope,
+        scope: trio.CancelScope | Watch,
         hard: float,
         url: str,
     ) -> int:

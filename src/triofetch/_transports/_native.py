@@ -30,6 +30,7 @@ from .._errors import (
     TooManyRedirects,
     TruncatedBody,
 )
+from .._watch import Watch
 from ._wire import Head, PlainSocket, ProtocolError, Truncated, Wire, encode_headers, request_line
 from .base import Response, TransportOptions, describe_failure, make_ssl_context
 
@@ -47,7 +48,7 @@ Origin = tuple[str, str, int]
 class _Connection:
     """One keep-alive HTTP/1.1 connection."""
 
-    __slots__ = ("idle_since", "origin", "reused", "socket", "wire")
+    __slots__ = ("closed", "idle_since", "origin", "reused", "socket", "wire")
 
     def __init__(
         self,
@@ -60,9 +61,11 @@ class _Connection:
         self.socket = socket
         self.idle_since = 0.0
         self.reused = False
+        self.closed = False
 
     def close(self) -> None:
         """Close at once (no await: safe under cancellation)."""
+        self.closed = True
         self.socket.close()
 
     async def request(self, request: bytes) -> Head:
@@ -153,26 +156,41 @@ class _Stream(AbstractAsyncContextManager[Response]):
     """``async with transport.stream(url, headers) as response``: a class, not a generator
     (``asynccontextmanager`` costs a generator and two extra frames per request)."""
 
-    __slots__ = ("_headers", "_response", "_transport", "_url")
+    __slots__ = ("_headers", "_response", "_transport", "_url", "_watch")
 
-    def __init__(self, transport: TrioTransport, url: str, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        transport: TrioTransport,
+        url: str,
+        headers: Mapping[str, str],
+        watch: Watch | None,
+    ) -> None:
         self._transport = transport
         self._url = url
         self._headers = headers
+        self._watch = watch
         self._response: _NativeResponse | None = None
 
     async def __aenter__(self) -> Response:
-        self._response = await self._transport._open(self._url, self._headers)
+        self._response = await self._transport._open(self._url, self._headers, self._watch)
         return self._response
 
     async def __aexit__(self, *exc_info: object) -> None:
         response, self._response = self._response, None
+        if self._watch is not None:
+            self._watch.closer = None
         if response is not None:
             self._transport._release(response._conn, response)
 
 
 class TrioTransport:
-    """HTTP/1.1 over Trio sockets; one pool of keep-alive connections per origin."""
+    """HTTP/1.1 over Trio sockets; one pool of keep-alive connections per origin.
+
+    :meth:`stream` takes a :class:`~triofetch._watch.Watch` for its timeout (``watchable``):
+    the exchange's connection is closed if it runs past the watch's deadline.
+    """
+
+    watchable = True
 
     def __init__(self, options: TransportOptions) -> None:
         if options.proxy is not None:
@@ -209,7 +227,7 @@ class TrioTransport:
         return None
 
     def _give_back(self, conn: _Connection) -> None:
-        if self._closed:
+        if self._closed or conn.closed:
             conn.close()
             return
         stack = self._idle.setdefault(conn.origin, [])
@@ -248,12 +266,16 @@ class TrioTransport:
 
     # -- requests ----------------------------------------------------------------------
 
-    def stream(self, url: str, headers: Mapping[str, str]) -> _Stream:
+    def stream(self, url: str, headers: Mapping[str, str], watch: Watch | None = None) -> _Stream:
+        """``async with`` it for the response.  With a *watch*, the exchange (connecting
+        included) ends with an error once the watch's deadline has passed."""
         if self._closed:
             raise RuntimeError("the transport is closed")
-        return _Stream(self, url, headers)
+        return _Stream(self, url, headers, watch)
 
-    async def _open(self, url: str, headers: Mapping[str, str]) -> _NativeResponse:
+    async def _open(
+        self, url: str, headers: Mapping[str, str], watch: Watch | None
+    ) -> _NativeResponse:
         """Send the request, follow redirects; the final response, its connection held."""
         sent = headers
         for _ in range(self._options.max_redirects + 1):
@@ -262,7 +284,7 @@ class TrioTransport:
                 request = request_line(target) + self._header_block(host_header, sent)
             except ValueError as exc:  # a header that cannot be sent
                 raise InvalidURL(f"cannot send this request: {exc}", url=url) from exc
-            conn, event = await self._exchange(origin, url, request)
+            conn, event = await self._exchange(origin, url, request, watch)
             response = _NativeResponse(conn, url, event)
             location = response.headers.get("location")
             if response.status_code in _REDIRECTS and location:
@@ -296,21 +318,28 @@ class TrioTransport:
         else:
             conn.close()
 
-    async def _exchange(self, origin: Origin, url: str, request: bytes) -> tuple[_Connection, Head]:
+    async def _exchange(
+        self, origin: Origin, url: str, request: bytes, watch: Watch | None
+    ) -> tuple[_Connection, Head]:
         for _ in range(2):
-            conn = self._take_idle(origin) or await self._connect(origin, url)
+            conn = self._take_idle(origin)
+            if conn is None:
+                conn = await self._connect_watched(origin, url, watch)
+            if watch is not None:
+                watch.closer = conn.close
             try:
                 return conn, await conn.request(request)
             except _Closed:
                 conn.close()
-                if conn.reused:  # a keep-alive connection the server had just closed
+                if conn.reused and not (watch is not None and watch.expired):
+                    # a keep-alive connection the server had just closed
                     continue
                 raise ConnectionFailed(
                     "the server closed the connection without answering", url=url
                 ) from None
             except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
                 conn.close()
-                if conn.reused:
+                if conn.reused and not (watch is not None and watch.expired):
                     continue
                 raise ConnectionFailed(f"connection failed: {exc}", url=url) from exc
             except ProtocolError as exc:
@@ -320,6 +349,16 @@ class TrioTransport:
                 conn.close()
                 raise
         raise ConnectionFailed("the server keeps closing connections", url=url)
+
+    async def _connect_watched(self, origin: Origin, url: str, watch: Watch | None) -> _Connection:
+        """A new connection; with a *watch*, given up at its deadline (there is no
+        connection for the watchdog to close yet)."""
+        if watch is None:
+            return await self._connect(origin, url)
+        with trio.move_on_at(watch.deadline):
+            return await self._connect(origin, url)
+        watch.expired = True
+        raise ConnectionFailed("connecting timed out", url=url)
 
     def _parse(self, url: str) -> tuple[Origin, str, str]:
         simple = _SIMPLE_URL.match(url)
