@@ -799,8 +799,13 @@ class Downloader:
         """Like :meth:`fetch`, with arguments already validated by :meth:`plan`."""
         if self._transport is None:
             raise RuntimeError("use the Downloader inside 'async with' (it is not open)")
-        urls = [url] if isinstance(url, str) else list(url)
-        if not urls or not all(isinstance(u, str) and u for u in urls):
+        urls: tuple[str, ...]
+        if isinstance(url, str):  # (the usual case: no generator to check one URL)
+            urls, valid = (url,), bool(url)
+        else:
+            urls = tuple(url)
+            valid = bool(urls) and all(isinstance(u, str) and u for u in urls)
+        if not valid:
             raise InvalidInput(f"expected a URL or a non-empty sequence of URLs, got {url!r}")
         errors: list[DownloadError] = []
         for mirror in urls:
@@ -848,8 +853,11 @@ class Downloader:
             await trio.sleep_until(slot)
 
     async def _attempt(self, url: str, plan: _Plan) -> DownloadResult:
-        clean_url, basic = _split_credentials(url)
-        scheme = clean_url.partition(":")[0].lower()
+        """One attempt: the request under the limiters, then (a body received whole) the
+        file finished.  One coroutine for both, not two nested: a task's every resumption
+        passes through each coroutine it is awaiting in."""
+        url, basic = _split_credentials(url) if "@" in url else (url, None)
+        scheme = url.partition(":")[0].lower()
         if scheme == "file":
             transport = self._file_transport
         elif scheme in ("http", "https"):
@@ -857,47 +865,63 @@ class Downloader:
         else:
             raise InvalidURL(f"unsupported URL scheme {scheme!r} (http, https or file)", url=url)
         assert transport is not None
-        host_limiter = self._host_limiter(clean_url)
+        host_limiter = self._host_limiter(url) if self._per_host is not None else None
         if host_limiter is not None:
-            async with host_limiter:
-                return await self._attempt_limited(transport, clean_url, basic, plan)
-        return await self._attempt_limited(transport, clean_url, basic, plan)
-
-    async def _attempt_limited(
-        self, transport: Transport, url: str, basic: str | None, plan: _Plan
-    ) -> DownloadResult:
+            await host_limiter.acquire()
         limiter = self._limiter
-        # A free token is taken without a schedule point (the request ahead has several);
-        # waiting, when there is no free token or others wait already, is as usual.
-        try:
-            limiter.acquire_nowait()
-        except trio.WouldBlock:
-            await limiter.acquire()
         got: DownloadResult | _Received | None = None
         try:
-            headers = plan.headers
-            if basic is not None or self._basic is not None:
-                headers = {**headers, "authorization": basic or self._basic or ""}
-            for auth_round in (0, 1):
-                generation = -1
-                if self._tokens is not None:
-                    token, generation = await self._tokens.current()
-                    headers = {**headers, "authorization": f"Bearer {token}"}
-                await self._rate_wait()
-                got = await self._exchange(
-                    transport, url, headers, plan, may_refresh=auth_round == 0 and generation >= 0
-                )
-                if got is not None:
-                    break
-                assert self._tokens is not None
-                await self._tokens.refresh(generation)
+            # A free token is taken without a schedule point (the request ahead has
+            # several); waiting, when there is no free token or others wait already, is as
+            # usual.
+            try:
+                limiter.acquire_nowait()
+            except trio.WouldBlock:
+                await limiter.acquire()
+            try:
+                if basic is None and self._basic is None and self._tokens is None:
+                    # the usual case: no credentials (straight to the exchange)
+                    if self._interval:
+                        await self._rate_wait()
+                    got = await self._exchange(
+                        transport, url, plan.headers, plan, may_refresh=False
+                    )
+                else:
+                    got = await self._authorized_exchange(transport, url, basic, plan)
+            finally:
+                limiter.release()
         finally:
-            limiter.release()
+            if host_limiter is not None:
+                host_limiter.release()
         if isinstance(got, _Received):
             # the request is over (connection and token released): finish the file
             return await self._finish(got, plan)
-        if got is None:  # pragma: no cover - the loop above ends with a result or raises
+        if got is None:  # pragma: no cover - the exchange ends with a result or raises
             raise AssertionError("unreachable")
+        return got
+
+    async def _authorized_exchange(
+        self, transport: Transport, url: str, basic: str | None, plan: _Plan
+    ) -> DownloadResult | _Received | None:
+        """The exchange with credentials (basic, or a bearer token: once more with a fresh
+        token after a 401)."""
+        got: DownloadResult | _Received | None = None
+        headers = plan.headers
+        if basic is not None or self._basic is not None:
+            headers = {**headers, "authorization": basic or self._basic or ""}
+        for auth_round in (0, 1):
+            generation = -1
+            if self._tokens is not None:
+                token, generation = await self._tokens.current()
+                headers = {**headers, "authorization": f"Bearer {token}"}
+            await self._rate_wait()
+            got = await self._exchange(
+                transport, url, headers, plan, may_refresh=auth_round == 0 and generation >= 0
+            )
+            if got is not None:
+                break
+            assert self._tokens is not None
+            await self._tokens.refresh(generation)
         return got
 
     async def _finish(self, got: _Received, plan: _Plan) -> DownloadResult:
@@ -941,7 +965,7 @@ class Downloader:
         watchdog = self._watchdog
         if watchdog is not None and transport is self._transport:
             # the transport takes a watch: no cancel scope per request (see _watch.py)
-            scope = watchdog.watch(deadline)
+            scope = Watch(watchdog, deadline)
             stream = transport.stream(url, headers, scope)  # type: ignore[call-arg]
         else:
             scope = trio.CancelScope(deadline=deadline)
@@ -960,7 +984,9 @@ class Downloader:
                         )
                     phase = "read"
                     sink = _Sink(plan.temp_dir + new_temp_name(), plan, response.url)
-                    result = await self._receive(response, plan, sink, scope, hard)
+                    result = self._whole(response, plan, sink) or await self._receive(
+                        response, plan, sink, scope, hard
+                    )
                 # leaving the stream is a checkpoint: the file is only ours once past it
                 phase = "done"
             if scope.cancelled_caught and phase != "done":
@@ -980,6 +1006,28 @@ class Downloader:
             return f"no response within connect_timeout={self._connect_timeout}s"
         return f"no data for read_timeout={self._read_timeout}s"
 
+    def _whole(self, response: Response, plan: _Plan, sink: _Sink) -> _Received | None:
+        """The body, if the response holds it whole already (the trio transport's small
+        bodies): nothing to read, no read deadline to set, no coroutine to run.  Raises
+        :class:`SizeMismatch` early for an announced size that is not the expected one."""
+        expected_size = plan.expected_size
+        headers = response.headers
+        if expected_size is not None:
+            announced = headers.get("content-length")
+            if (
+                announced is not None
+                and announced.isdigit()
+                and int(announced) != expected_size
+                and "content-encoding" not in headers
+            ):
+                raise SizeMismatch(expected_size, int(announced), url=response.url)
+        buffered_body: Callable[[], bytes | None] | None = getattr(response, "buffered_body", None)
+        whole = buffered_body() if buffered_body is not None else None
+        if whole is None:
+            return None
+        size = _grown(0, whole, expected_size, response.url)
+        return _Received(sink, [whole], size, response.url, dict(headers))
+
     async def _receive(
         self,
         response: Response,
@@ -988,25 +1036,10 @@ class Downloader:
         scope: trio.CancelScope | Watch,
         hard: float,
     ) -> DownloadResult | _Received:
+        """Read a body that did not arrive whole with the response (see :meth:`_whole`)."""
         url = response.url
         expected_size = plan.expected_size
         headers = response.headers
-        announced = headers.get("content-length")
-        if (
-            expected_size is not None
-            and announced is not None
-            and announced.isdigit()
-            and int(announced) != expected_size
-            and "content-encoding" not in headers
-        ):
-            raise SizeMismatch(expected_size, int(announced), url=url)
-        # a response may hand over a body it already holds whole (the trio transport's):
-        # then there is nothing to read, and no read deadline to set
-        buffered_body: Callable[[], bytes | None] | None = getattr(response, "buffered_body", None)
-        whole = buffered_body() if buffered_body is not None else None
-        if whole is not None:
-            size = _grown(0, whole, expected_size, url)
-            return _Received(sink, [whole], size, url, dict(headers))
         read_timeout = self._read_timeout or math.inf
         # The read deadline moves with each chunk, but only when it would move by more than
         # 1% of read_timeout: moving a deadline re-registers it with the run loop, and a

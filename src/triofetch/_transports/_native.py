@@ -68,14 +68,6 @@ class _Connection:
         self.closed = True
         self.socket.close()
 
-    async def request(self, request: bytes) -> Head:
-        """Send *request* (its bytes, head included) and read the response's head."""
-        await self.wire.send(request)
-        head = await self.wire.read_head()
-        if head is None:
-            raise _Closed
-        return head
-
 
 class _Closed(Exception):
     """The server closed the connection before answering."""
@@ -328,7 +320,12 @@ class TrioTransport:
             if watch is not None:
                 watch.closer = conn.close
             try:
-                return conn, await conn.request(request)
+                wire = conn.wire
+                await wire.stream.send_all(request)
+                head = await wire.read_head()
+                if head is None:
+                    raise _Closed
+                return conn, head
             except _Closed:
                 conn.close()
                 if conn.reused and not (watch is not None and watch.expired):

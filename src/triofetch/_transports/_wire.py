@@ -107,10 +107,13 @@ def _parse_head(raw: bytes) -> Head:
         if "content-length" in headers:
             keep_alive = False  # both framings: trust chunked, never reuse the connection
     elif "content-length" in headers:
-        values = {v.strip() for v in headers["content-length"].split(",")}
+        announced = headers["content-length"]
+        if announced.isdigit():  # the usual case: one number
+            return Head(status, reason, headers, keep_alive, False, int(announced))
+        values = {v.strip() for v in announced.split(",")}
         number = values.pop()
         if values or not number.isdigit():
-            raise ProtocolError(f"invalid Content-Length {headers['content-length']!r}")
+            raise ProtocolError(f"invalid Content-Length {announced!r}")
         length = int(number)
     else:
         length, keep_alive = None, False
@@ -143,21 +146,28 @@ class PlainSocket:
         return self._sock.fileno()
 
     async def send_all(self, data: bytes) -> None:
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            await self._send_waiting(memoryview(data)[sent:])
+        else:  # all sent at once (a request): the count of _quick_op, inline
+            self._quick += 1
+            if self._quick >= _QUICK_OPS:
+                self._quick = 0
+                await trio.lowlevel.checkpoint()
+
+    async def _send_waiting(self, rest: memoryview) -> None:
+        """Send *rest*, waiting for the socket to take it."""
+        self._quick = 0
         sock = self._sock
-        view = memoryview(data)
-        sent = 0
-        total = len(data)
-        waited = False
-        while sent < total:
+        while rest:
+            await trio.lowlevel.wait_writable(sock)
             try:
-                sent += sock.send(view[sent:])
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
-                waited = True
-        if waited:
-            self._quick = 0
-        else:
-            await self._quick_op()
+                rest = rest[sock.send(rest) :]
+            except BlockingIOError:  # pragma: no cover - a spurious wakeup
+                continue
 
     async def receive_some(self, max_bytes: int) -> bytes:
         sock = self._sock
@@ -230,9 +240,6 @@ class Wire:
         self._buf += data
         return True
 
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
     async def read_head(self) -> Head | None:
         """The next final response's head; None if the peer closed before sending a byte."""
         buf = self._buf
@@ -242,10 +249,13 @@ class Wire:
                 if len(buf) > _MAX_HEAD:
                     raise ProtocolError(f"response head larger than {_MAX_HEAD} bytes")
                 # nothing yet: right after the request, wait before trying to receive
-                if not await self._fill(waiting=not buf):
+                # (what _fill does, inline: this runs for every response)
+                data = await (self.stream.receive_some if buf else self._receive_waiting)(_RECEIVE)
+                if not data:
                     if not buf:
                         return None
                     raise ProtocolError("connection closed in the middle of a response head")
+                buf += data
                 continue
             head = _parse_head(bytes(buf[:end]))
             del buf[: end + 4]
