@@ -222,6 +222,30 @@ async def test_body_with_the_head_or_after_it(raw: Callable[..., object], tmp_pa
     assert server.connections == 1
 
 
+async def test_one_segment_holding_more_than_a_plain_response(
+    raw: Callable[..., object], tmp_path: Path
+) -> None:
+    """Head and body in the segment the response starts with, in the cases the whole-body
+    path must leave to the buffer: an informational head before the final one, a redirect's
+    body (drained, the connection kept), and bytes after the body (the connection dropped)."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    answers = {
+        b"/info": [b"HTTP/1.1 100 Continue\r\n\r\n" + ok],
+        b"/moved": [b"HTTP/1.1 302 Found\r\nLocation: /info\r\nContent-Length: 5\r\n\r\nhello"],
+        b"/extra": [ok + b"HTTP/1.1 200 OK"],
+    }
+    server = await raw(lambda r: answers[r.split(b" ")[1]])  # type: ignore[operator]
+    base = f"http://127.0.0.1:{server.port}"
+    async with triofetch.Downloader(transport="trio", temp_dir=tmp_path, retries=0) as dl:
+        assert (await dl.fetch(base + "/info")).path.read_bytes() == b"ok"
+        moved = await dl.fetch(base + "/moved")
+        assert moved.path.read_bytes() == b"ok" and moved.url == base + "/info"
+        assert server.connections == 1  # the redirect's body was read off: reused
+        assert (await dl.fetch(base + "/extra")).path.read_bytes() == b"ok"
+        assert (await dl.fetch(base + "/info")).path.read_bytes() == b"ok"
+    assert server.connections == 2  # bytes after a body: that connection was not reused
+
+
 async def test_whole_body_larger_than_expected_fails(
     raw: Callable[..., object], tmp_path: Path
 ) -> None:

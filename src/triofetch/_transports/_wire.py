@@ -218,17 +218,20 @@ class PlainSocket:
 class Wire:
     """One connection's byte stream with a receive buffer."""
 
-    __slots__ = ("_buf", "_receive_waiting", "stream")
+    __slots__ = ("_buf", "_receive_waiting", "_whole", "stream")
 
     def __init__(self, stream: trio.abc.Stream | PlainSocket) -> None:
         self.stream = stream
         self._buf = bytearray()
+        #: the body of the last head read, when it came whole in the head's segment and
+        #: nothing after it (see read_head); otherwise the body is in _buf
+        self._whole: bytes | None = None
         self._receive_waiting = getattr(stream, "receive_waiting", stream.receive_some)
 
     @property
     def leftover(self) -> bool:
         """Bytes received beyond the last message (the connection must not be reused)."""
-        return bool(self._buf)
+        return bool(self._buf) or self._whole is not None
 
     async def _fill(self, waiting: bool = False) -> bool:
         """Receive more bytes into the buffer; False at the end of the stream.  *waiting*:
@@ -243,6 +246,27 @@ class Wire:
     async def read_head(self) -> Head | None:
         """The next final response's head; None if the peer closed before sending a byte."""
         buf = self._buf
+        if not buf and self._whole is None:
+            # The usual case: nothing buffered, and the response (a small one: head and
+            # body) arrives in one segment.  Parsed from the received bytes as they are:
+            # the body is copied once (not into the buffer, shifted, and out again).
+            data = await self._receive_waiting(_RECEIVE)
+            if not data:
+                return None
+            end = data.find(b"\r\n\r\n")
+            if end < 0:  # not the whole head yet: read on below
+                buf += data
+            else:
+                head = _parse_head(bytes(data[:end]))  # (bytes(b) is b itself)
+                start = end + 4
+                if 100 <= head.status < 200 and head.status != 101:
+                    buf += data[start:]  # informational: the final head follows
+                elif head.length is not None and len(data) - start == head.length > 0:
+                    self._whole = bytes(data[start:])
+                    return head
+                else:
+                    buf += data[start:]
+                    return head
         while True:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
@@ -265,6 +289,10 @@ class Wire:
 
     def take_buffered(self, head: Head) -> bytes | None:
         """The body of *head* if all of it is in the buffer already (Content-Length framing)."""
+        whole = self._whole
+        if whole is not None:
+            self._whole = None
+            return whole
         length = head.length
         if head.chunked or length is None or len(self._buf) < length:
             return None
@@ -279,6 +307,9 @@ class Wire:
 
     async def body(self, head: Head) -> AsyncGenerator[bytes, None]:
         """The body's bytes as they arrive.  Raises Truncated if the connection ends early."""
+        if self._whole is not None:  # (not taken with take_buffered: read it from the buffer)
+            self._buf += self._whole
+            self._whole = None
         if head.chunked:
             async for piece in self._chunked():
                 yield piece
