@@ -772,3 +772,26 @@ async def test_several_digests_split_between_threads_only_with_cores_to_spare(
     for path, body in (("/first", first), ("/second", second)):
         for algorithm in triofetch.PULP_ALGORITHMS:
             assert results[path].digests[algorithm] == hashlib.new(algorithm, body).hexdigest()
+
+
+def test_download_result_is_an_immutable_value_with_a_path() -> None:
+    """Its path is made on first use, from the text it was given (or is the Path given)."""
+    import dataclasses
+
+    given = Path("/srv/files/a.bin")
+    by_text = triofetch.DownloadResult("http://h/a", "/srv/files/a.bin", 3, {"sha256": "ab"})
+    by_path = triofetch.DownloadResult("http://h/a", given, 3, {"sha256": "ab"})
+    assert by_path.path is given
+    assert by_text.path == given and isinstance(by_text.path, Path)
+    assert by_text.path is by_text.path  # made once
+    assert by_text == by_path and by_text.headers == {} and by_text.attempts == 1
+    assert by_text != triofetch.DownloadResult("http://h/a", given, 3, {"sha256": "ab"}, {}, 2)
+    assert by_text.sha256 == "ab"
+    assert repr(by_text) == (
+        "DownloadResult(url='http://h/a', path=PosixPath('/srv/files/a.bin'), size=3, "
+        "digests={'sha256': 'ab'}, headers={}, attempts=1)"
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        by_text.size = 4  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        hash(by_text)

@@ -14,7 +14,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -67,16 +67,20 @@ _SMALL_BYTES = 256 * 1024
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-@dataclass(frozen=True, slots=True)
 class DownloadResult:
     """A downloaded and validated file, waiting in the temp area (or at its destination).
 
     The caller owns ``path``: move it where it belongs (see :class:`ArtifactStorage`) or
     remove it — unless the fetch was given a ``destination``, which ``path`` then is.
 
+    Immutable (assigning an attribute raises ``dataclasses.FrozenInstanceError``); equal to
+    another result with the same attributes.
+
     Attributes:
         url: the final URL, after redirects (credentials redacted).
-        path: the temp file holding the bytes, or the fetch's ``destination``.
+        path: the temp file holding the bytes, or the fetch's ``destination`` (a ``Path``,
+            made on first use: on Python 3.11 a ``Path`` costs several microseconds, which
+            a caller that never looks at it need not pay for every file).
         size: the number of bytes.
         digests: hex digests by algorithm name; always has ``sha256``, every algorithm of
             ``expected_digests`` and every algorithm asked for.
@@ -84,17 +88,70 @@ class DownloadResult:
         attempts: how many attempts it took (1 when the first one succeeded).
     """
 
+    __slots__ = ("_path", "_path_text", "attempts", "digests", "headers", "size", "url")
+
     url: str
-    path: Path
     size: int
     digests: Mapping[str, str]
-    headers: Mapping[str, str] = field(default_factory=dict)
-    attempts: int = 1
+    headers: Mapping[str, str]
+    attempts: int
+    _path: Path | None
+    _path_text: str
+
+    def __init__(
+        self,
+        url: str,
+        path: str | os.PathLike[str],
+        size: int,
+        digests: Mapping[str, str],
+        headers: Mapping[str, str] | None = None,
+        attempts: int = 1,
+    ) -> None:
+        setter = object.__setattr__
+        setter(self, "url", url)
+        setter(self, "_path", path if isinstance(path, Path) else None)
+        setter(self, "_path_text", os.fspath(path))
+        setter(self, "size", size)
+        setter(self, "digests", digests)
+        setter(self, "headers", {} if headers is None else headers)
+        setter(self, "attempts", attempts)
+
+    @property
+    def path(self) -> Path:
+        """The file: the temp file holding the bytes, or the fetch's ``destination``."""
+        path = self._path
+        if path is None:
+            path = Path(self._path_text)
+            object.__setattr__(self, "_path", path)
+        return path
 
     @property
     def sha256(self) -> str:
         """The sha256 hex digest of the bytes."""
         return self.digests["sha256"]
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.url, self._path_text, self.size, self.digests, self.headers, self.attempts)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, DownloadResult)
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # (its digests and headers are dicts)
+
+    def __repr__(self) -> str:
+        return (
+            f"DownloadResult(url={self.url!r}, path={self.path!r}, size={self.size!r}, "
+            f"digests={self.digests!r}, headers={self.headers!r}, attempts={self.attempts!r})"
+        )
 
 
 class _Plan:
@@ -203,7 +260,7 @@ def _place(temp: str, destination: str, url: str) -> None:
 class _Sink:
     """The temp file of one attempt and its hashers.  Methods run in worker threads."""
 
-    __slots__ = ("_fd", "_hasher", "in_run", "path", "placed", "plan", "result_path", "url")
+    __slots__ = ("_fd", "_hasher", "in_run", "path", "placed", "plan", "url")
 
     def __init__(self, path: str, plan: _Plan, url: str) -> None:
         self.path = path
@@ -216,9 +273,6 @@ class _Sink:
         #: a batch run (another task's thread) may be writing it: only that run's leader
         #: may remove it, once the run is over
         self.in_run = False
-        #: the file's path as the result's ``Path``, made by :meth:`finish` (in the thread:
-        #: parsing a path is a few microseconds the loop need not spend)
-        self.result_path: Path | None = None
 
     @property
     def hasher(self) -> MultiHasher:
@@ -278,8 +332,6 @@ class _Sink:
             _place(self.path, destination, self.url)
             self.path = destination
             self.placed = True
-        path = self.result_path = Path(self.path)
-        str(path)  # (a Path makes its string on first use, and keeps it)
         return digests
 
     def close(self) -> None:
@@ -939,7 +991,7 @@ class Downloader:
             raise
         return DownloadResult(
             url=got.url,
-            path=sink.result_path or Path(sink.path),
+            path=sink.path,
             size=got.size,
             digests=digests,
             headers=got.headers,
@@ -1072,7 +1124,7 @@ class Downloader:
         digests = await trio.to_thread.run_sync(sink.finish, [], size, limiter=self._threads)
         return DownloadResult(
             url=url,
-            path=sink.result_path or Path(sink.path),
+            path=sink.path,
             size=size,
             digests=digests,
             headers=dict(headers),
@@ -1150,7 +1202,7 @@ class Downloader:
 def _with_attempts(result: DownloadResult, attempts: int) -> DownloadResult:
     return DownloadResult(
         url=result.url,
-        path=result.path,
+        path=result._path_text,
         size=result.size,
         digests=result.digests,
         headers=result.headers,
