@@ -78,9 +78,6 @@ class DownloadResult:
 
     Attributes:
         url: the final URL, after redirects (credentials redacted).
-        path: the temp file holding the bytes, or the fetch's ``destination`` (a ``Path``,
-            made on first use: on Python 3.11 a ``Path`` costs several microseconds, which
-            a caller that never looks at it need not pay for every file).
         size: the number of bytes.
         digests: hex digests by algorithm name; always has ``sha256``, every algorithm of
             ``expected_digests`` and every algorithm asked for.
@@ -118,7 +115,11 @@ class DownloadResult:
 
     @property
     def path(self) -> Path:
-        """The file: the temp file holding the bytes, or the fetch's ``destination``."""
+        """The file: the temp file holding the bytes, or the fetch's ``destination``.
+
+        Made on first use: on Python 3.11 a ``Path`` costs several microseconds, which a
+        caller that never looks at it need not pay for every file.
+        """
         path = self._path
         if path is None:
             path = Path(self._path_text)
