@@ -1,8 +1,8 @@
-"""The batch runner that finishes small files (``_SmallFiles``), driven directly.
+"""The thread that finishes small files (``_SmallFiles``), driven directly.
 
-Real files and real worker threads; a gate (a ``threading.Event``) holds a batch run open in
-its thread so that the tests can queue files behind it and cancel their tasks at chosen
-moments: while queued (never taken) and while their file is in the running batch.
+Real files and real worker threads; a gate (a ``threading.Event``) holds a batch open in the
+thread so that the tests can queue files behind it and cancel their tasks at chosen
+moments: while queued (never taken) and while their file is in the batch being finished.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def plan(tmp: Path, body: bytes, destination: Path | None = None) -> _Plan:
 
 
 class Gates:
-    """Holds every batch run in its thread until the test opens that run's gate.
+    """Holds every batch in the thread until the test opens that batch's gate.
 
     ``after_work``: the run finishes its files first, then waits (the files exist, the run
     has not ended); otherwise it waits before touching any file.
@@ -41,6 +41,7 @@ class Gates:
     def __init__(self) -> None:
         self.events = [threading.Event() for _ in range(16)]
         self.runs: list[list[str]] = []
+        self.threads: list[int] = []
         self.after_work = False
 
     def open(self, run: int) -> None:
@@ -55,6 +56,7 @@ def gates(monkeypatch: pytest.MonkeyPatch) -> Gates:
     def gated(jobs: list[_downloader._Job]) -> None:
         run = len(g.runs)
         g.runs.append([Path(job.sink.path).name for job in jobs])
+        g.threads.append(threading.get_ident())
         if g.after_work:
             real(jobs)
         assert g.events[run].wait(10), "the test never opened the gate"
@@ -96,10 +98,11 @@ def files(tmp: Path) -> list[str]:
     return sorted(p.name for p in tmp.iterdir())
 
 
-async def test_files_queued_during_a_run_go_in_the_next_run_led_by_one_of_them(
+async def test_files_queued_during_a_batch_go_in_the_next_one_same_thread(
     tmp_path: Path, gates: Gates
 ) -> None:
-    small = _SmallFiles(trio.CapacityLimiter(2))
+    limiter = trio.CapacityLimiter(2)
+    small = _SmallFiles(limiter)
     bodies = {f"f{i}": f"body {i}".encode() * (i + 1) for i in range(6)}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(finish, small, tmp_path, "f0", bodies["f0"])
@@ -107,15 +110,18 @@ async def test_files_queued_during_a_run_go_in_the_next_run_led_by_one_of_them(
         for i in range(1, 6):
             nursery.start_soon(finish, small, tmp_path, f"f{i}", bodies[f"f{i}"])
         await wait_for(lambda: len(small._queue) == 5)
+        assert limiter.borrowed_tokens == 1  # one thread, holding one token
         gates.open(0)
         await wait_for(lambda: len(gates.runs) == 2)
         gates.open(1)
+    await small.wait_idle()
     assert gates.runs[0] == ["f0"]
     assert sorted(gates.runs[1]) == ["f1", "f2", "f3", "f4", "f5"]
     assert len(gates.runs) == 2
+    assert len(set(gates.threads)) == 1  # the second batch did not wait for a new thread
     for name, body in bodies.items():
         assert (tmp_path / name).read_bytes() == body
-    assert not small._busy and not small._queue
+    assert not small._running and not small._queue and limiter.borrowed_tokens == 0
 
 
 async def test_cancelled_while_queued_is_never_written(tmp_path: Path, gates: Gates) -> None:
@@ -130,20 +136,21 @@ async def test_cancelled_while_queued_is_never_written(tmp_path: Path, gates: Ga
         await wait_for(lambda: len(small._queue) == 1)
         scope.cancel()
         await wait_for(lambda: bool(seen))
-        assert small._queue == []  # out of the queue at once
+        assert not small._queue  # out of the queue at once
         gates.open(0)
+    await small.wait_idle()
     assert seen == ["queued cancelled"]
-    assert gates.runs == [["lead"]]  # no run for it
+    assert gates.runs == [["lead"]]  # no batch for it
     assert files(tmp_path) == ["lead"]
-    assert not small._busy
+    assert not small._running
 
 
 @pytest.mark.parametrize("after_work", [False, True], ids=["before-write", "after-write"])
 async def test_cancelled_while_its_file_is_in_a_running_batch(
     tmp_path: Path, gates: Gates, after_work: bool
 ) -> None:
-    """A waiter cancelled while the batch holding its file runs (led by another task): the
-    run goes on, the leader removes the file once the run is over, the rest is intact."""
+    """A waiter cancelled while the batch holding its file is being finished: the batch goes
+    on, the file is removed when the batch comes back to the loop, the rest is intact."""
     gates.after_work = after_work
     small = _SmallFiles(trio.CapacityLimiter(2))
     body = b"z" * 3000
@@ -156,7 +163,7 @@ async def test_cancelled_while_its_file_is_in_a_running_batch(
         await wait_for(lambda: len(small._queue) == 1)
         nursery.start_soon(cancellable, small, tmp_path, "b", body, scope, seen)
         await wait_for(lambda: len(small._queue) == 2)
-        gates.open(0)  # 'c', first in the queue, leads the next run: [c, b]
+        gates.open(0)  # the thread takes what was queued meanwhile: [c, b]
         await wait_for(lambda: len(gates.runs) == 2)
         assert gates.runs[1] == ["c", "b"]
         if after_work:
@@ -164,8 +171,63 @@ async def test_cancelled_while_its_file_is_in_a_running_batch(
         scope.cancel()
         await wait_for(lambda: bool(seen))
         assert seen == ["b cancelled"]
-        # the run still has the file: the cancelled task must not have touched it
+        # the thread still has the file: the cancelled task must not have touched it
         assert (tmp_path / "b").exists() == after_work
         gates.open(1)
+    await small.wait_idle()
     assert files(tmp_path) == ["c", "lead"]
-    assert not small._busy and not small._queue
+    assert not small._running and not small._queue
+
+
+async def test_a_file_queued_as_the_thread_ends_gets_a_new_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread found the queue empty and is ending; a file queued before the loop hears
+    of it is not left behind: its task is woken to start the next thread."""
+    small = _SmallFiles(trio.CapacityLimiter(2))
+    ending = threading.Event()
+    go_on = threading.Event()
+    real = _SmallFiles._drained
+
+    def drained(self: _SmallFiles, result: object) -> None:
+        ending.set()
+        assert go_on.wait(10)
+        real(self, result)
+
+    monkeypatch.setattr(_SmallFiles, "_drained", drained)
+    with trio.fail_after(10):
+        await _late_file(small, tmp_path, ending, go_on)
+    await small.wait_idle()
+    assert files(tmp_path) == ["first", "late"]
+    assert not small._running and not small._queue
+
+
+async def _late_file(
+    small: _SmallFiles, tmp_path: Path, ending: threading.Event, go_on: threading.Event
+) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(finish, small, tmp_path, "first", b"1" * 100)
+        await wait_for(ending.is_set)  # the thread has drained the queue, not yet ended
+        ending.clear()
+        nursery.start_soon(finish, small, tmp_path, "late", b"2" * 200)
+        await wait_for(lambda: len(small._queue) == 1 and small._queue[0].parked)
+        go_on.set()
+
+
+async def test_the_thread_waits_for_a_threads_token(tmp_path: Path, gates: Gates) -> None:
+    """The finishing thread holds one of the downloader's ``threads`` tokens; with none free
+    it starts once one is given back."""
+    limiter = trio.CapacityLimiter(1)
+    holder = object()
+    limiter.acquire_on_behalf_of_nowait(holder)
+    small = _SmallFiles(limiter)
+    gates.open(0)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(finish, small, tmp_path, "f", b"f" * 500)
+            await trio.sleep(0.05)
+            assert gates.runs == [] and small._running  # waiting for the token
+            limiter.release_on_behalf_of(holder)
+    await small.wait_idle()
+    assert gates.runs == [["f"]] and files(tmp_path) == ["f"]
+    assert limiter.borrowed_tokens == 0
