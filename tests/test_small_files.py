@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from triofetch import _downloader
 from triofetch._downloader import _Plan, _Sink, _SmallFiles
@@ -231,3 +234,58 @@ async def test_the_thread_waits_for_a_threads_token(tmp_path: Path, gates: Gates
     await small.wait_idle()
     assert gates.runs == [["f"]] and files(tmp_path) == ["f"]
     assert limiter.borrowed_tokens == 0
+
+
+@given(
+    cancels=st.lists(st.sampled_from([None, 0, 1, 2, 5]), min_size=1, max_size=40),
+    pause=st.sampled_from([0.0, 0.0005, 0.002]),
+)
+def test_random_cancellations_leave_every_file_right_or_gone(
+    tmp_path_factory: pytest.TempPathFactory, cancels: list[int | None], pause: float
+) -> None:
+    """Many files at once, some of their tasks cancelled after a random number of schedule
+    points (while queued, while their batch is in the thread, or after): every task that was
+    not cancelled gets its file whole; a cancelled one's temp file is gone once the thread
+    is idle (whether the thread had it or not); nothing is left queued."""
+    tmp = tmp_path_factory.mktemp("small")
+    real = _downloader._finish_all
+
+    def slow(jobs: list[_downloader._Job]) -> None:  # a slower disk: more overlap
+        real(jobs)
+        time.sleep(pause)
+
+    async def main() -> dict[str, str]:
+        small = _SmallFiles(trio.CapacityLimiter(2))
+        outcome: dict[str, str] = {}
+
+        async def one(i: int, cancel_after: int | None) -> None:
+            name = f"f{i}"
+            body = f"body {i} ".encode() * (50 + i)
+            sink = _Sink(str(tmp / name), plan(tmp, body), f"http://127.0.0.1/{name}")
+            with trio.CancelScope() as scope:
+                if cancel_after is not None:
+                    scope.deadline = trio.current_time() + cancel_after * 0.0005
+                try:
+                    digests = await small.finish(sink, [body], len(body))
+                except BaseException:
+                    sink.discard()
+                    raise
+                assert digests["sha256"] == hashlib.sha256(body).hexdigest()
+                assert (tmp / name).read_bytes() == body
+                outcome[name] = "finished"
+            if scope.cancelled_caught:
+                outcome[name] = "cancelled"
+
+        async with trio.open_nursery() as nursery:
+            for i, cancel_after in enumerate(cancels):
+                nursery.start_soon(one, i, cancel_after)
+        await small.wait_idle()
+        assert not small._queue and not small._running
+        return outcome
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_downloader, "_finish_all", slow)
+        outcome = trio.run(main)
+    assert len(outcome) == len(cancels)
+    on_disk = {p.name for p in tmp.iterdir()}
+    assert on_disk == {name for name, how in outcome.items() if how == "finished"}
