@@ -314,6 +314,10 @@ class TrioTransport:
         self, origin: Origin, url: str, request: bytes, watch: Watch | None
     ) -> tuple[_Connection, Head]:
         for _ in range(2):
+            if watch is not None:
+                # (a redirect's connection went back to the pool: while connecting, the
+                # watch must not close it under another exchange that took it)
+                watch.closer = None
             conn = self._take_idle(origin)
             if conn is None:
                 conn = await self._connect_watched(origin, url, watch)
