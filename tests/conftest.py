@@ -6,7 +6,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["tests._fixtures_http", "tests._fixtures_pg"]
+pytest_plugins = ["tests._fixtures_http", "tests._fixtures_pg", "tests.rawserver"]
 
 settings.register_profile(
     "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]

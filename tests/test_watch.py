@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -14,43 +14,17 @@ import trio
 import trio.testing
 
 import triofetch
+from tests.rawserver import RawServer, Script
 from triofetch._watch import Watchdog
 
 BODY = b"watched bytes\n" * 50
 
 
-class QuietServer:
+def quiet(request: bytes) -> list[bytes]:
     """Answers ``/ok`` at once and never answers anything else (the connection stays open)."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.connections = 0
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        buf = b""
-        async with stream:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    buf += data
-                request, _, buf = buf.partition(b"\r\n\r\n")
-                if not request.startswith(b"GET /ok "):
-                    await trio.sleep_forever()
-                head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY)
-                await stream.send_all(head + BODY)
-
-
-@pytest.fixture
-async def quiet(nursery: trio.Nursery) -> AsyncIterator[QuietServer]:
-    server = QuietServer()
-    listeners = await nursery.start(
-        functools.partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1")
-    )
-    server.port = listeners[0].socket.getsockname()[1]
-    yield server
+    if not request.startswith(b"GET /ok "):
+        return []
+    return [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY]
 
 
 def watchdog_tasks() -> list[trio.lowlevel.Task]:
@@ -67,28 +41,29 @@ def watchdog_tasks() -> list[trio.lowlevel.Task]:
 
 
 async def test_a_timed_out_exchange_loses_its_connection_and_the_next_one_works(
-    quiet: QuietServer, tmp_path: Path
+    raw: Callable[[Script], Awaitable[RawServer]], tmp_path: Path
 ) -> None:
+    server = await raw(quiet)
     async with triofetch.Downloader(
         transport="trio", temp_dir=tmp_path, retries=0, connect_timeout=0.3
     ) as dl:
         assert len(watchdog_tasks()) == 1
-        first = await dl.fetch(f"http://127.0.0.1:{quiet.port}/ok")
+        first = await dl.fetch(f"http://127.0.0.1:{server.port}/ok")
         start = trio.current_time()
         with (
             trio.fail_after(10),
             pytest.raises(triofetch.DownloadTimeout, match=r"connect_timeout=0\.3") as info,
         ):
-            await dl.fetch(f"http://127.0.0.1:{quiet.port}/never")
+            await dl.fetch(f"http://127.0.0.1:{server.port}/never")
         assert 0.25 < trio.current_time() - start < 3.0
         assert "/never" in str(info.value)
         idle = [conn for stack in dl._transport._idle.values() for conn in stack]  # type: ignore[union-attr]
         assert idle == []  # the one connection (reused for /never) is gone
         # the connection that timed out was closed, not put back in the pool: the next
         # fetch works (on a new connection)
-        again = await dl.fetch(f"http://127.0.0.1:{quiet.port}/ok")
+        again = await dl.fetch(f"http://127.0.0.1:{server.port}/ok")
     assert first.size == again.size == len(BODY)
-    assert quiet.connections == 2
+    assert server.connections == 2
     assert sorted(os.listdir(tmp_path)) == sorted([first.path.name, again.path.name])
     assert watchdog_tasks() == []
 

@@ -4,10 +4,9 @@ what each test scripts (including what a polite server never would)."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,48 +15,6 @@ import trio.testing
 
 import triofetch
 from triofetch._transports._wire import ProtocolError, _parse_head, encode_headers, request_line
-
-Script = Callable[[bytes], list[bytes]]
-
-
-class RawServer:
-    """Answers every request on a connection with the next bytes the script gives."""
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.port = 0
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        buf = b""
-        async with stream:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    buf += data
-                request, _, buf = buf.partition(b"\r\n\r\n")
-                self.requests.append(request)
-                for piece in self.script(request):
-                    if piece == b"<close>":
-                        return
-                    await stream.send_all(piece)
-
-
-@pytest.fixture
-async def raw(nursery: trio.Nursery) -> AsyncIterator[Callable[[Script], RawServer]]:
-    async def start(script: Script) -> RawServer:
-        server = RawServer(script)
-        listeners = await nursery.start(
-            functools.partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1")
-        )
-        server.port = listeners[0].socket.getsockname()[1]
-        return server
-
-    yield start  # type: ignore[misc]
 
 
 async def fetch(
