@@ -366,7 +366,9 @@ class _Job:
         "task",
     )
 
-    def __init__(self, sink: _Sink, chunks: list[bytes], size: int) -> None:
+    def __init__(
+        self, sink: _Sink, chunks: list[bytes], size: int, task: trio.lowlevel.Task
+    ) -> None:
         self.sink = sink
         self.chunks = chunks
         self.size = size
@@ -376,7 +378,7 @@ class _Job:
         #: its task was cancelled: nobody waits for it any more
         self.abandoned = False
         #: the task waiting for this job
-        self.task: trio.lowlevel.Task | None = None
+        self.task = task
         #: that task is parked (to be rescheduled once, by whoever wakes it)
         self.parked = False
 
@@ -423,8 +425,7 @@ class _SmallFiles:
         self._token: trio.lowlevel.TrioToken | None = None
 
     async def finish(self, sink: _Sink, chunks: list[bytes], size: int) -> dict[str, str]:
-        job = _Job(sink, chunks, size)
-        job.task = trio.lowlevel.current_task()
+        job = _Job(sink, chunks, size, trio.lowlevel.current_task())
         self._queue.append(job)
 
         def abort(_: object) -> trio.lowlevel.Abort:
@@ -489,7 +490,6 @@ class _SmallFiles:
                 job.sink.discard()
             elif job.parked:  # (else it is running already: it sees job.finished)
                 job.parked = False
-                assert job.task is not None
                 trio.lowlevel.reschedule(job.task)
 
     def _stopped(self) -> None:
@@ -500,7 +500,6 @@ class _SmallFiles:
         for job in self._queue:
             if job.parked:
                 job.parked = False
-                assert job.task is not None
                 trio.lowlevel.reschedule(job.task)
                 return
         if self._idle is not None and not self._queue:
