@@ -457,9 +457,9 @@ async def test_cancelled_fetch_leaves_nothing(
 async def test_cancellations_while_small_files_are_finished(
     http_server: FaultServer, transport: str, temp_dir: Path, tmp_path: Path
 ) -> None:
-    """Small files are created in batches by one task's worker thread; tasks cancelled while
-    their file is in such a batch must neither leave it behind nor touch it while the thread
-    writes it (the batch's leader removes it afterwards), and the others complete intact."""
+    """Small files are finished in batches by a worker thread; tasks cancelled while their
+    file is queued or in such a batch leave nothing behind once they have returned (a file
+    the thread took is finished and returned), and the others complete intact."""
     small = {f"/s{i}": os.urandom(3000 + i) for i in range(60)}
     for path, data in small.items():
         http_server.add_file(path, data)

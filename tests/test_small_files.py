@@ -152,8 +152,9 @@ async def test_cancelled_while_queued_is_never_written(tmp_path: Path, gates: Ga
 async def test_cancelled_while_its_file_is_in_a_running_batch(
     tmp_path: Path, gates: Gates, after_work: bool
 ) -> None:
-    """A waiter cancelled while the batch holding its file is being finished: the batch goes
-    on, the file is removed when the batch comes back to the loop, the rest is intact."""
+    """A waiter cancelled while the batch holding its file is being finished waits for that
+    batch, as ``trio.to_thread.run_sync`` waits for its thread, and gets its whole file: it
+    never returns while the thread may still write a file it would then leave behind."""
     gates.after_work = after_work
     small = _SmallFiles(trio.CapacityLimiter(2))
     body = b"z" * 3000
@@ -172,13 +173,14 @@ async def test_cancelled_while_its_file_is_in_a_running_batch(
         if after_work:
             await wait_for(lambda: (tmp_path / "b").exists())  # written, run not over
         scope.cancel()
-        await wait_for(lambda: bool(seen))
-        assert seen == ["b cancelled"]
-        # the thread still has the file: the cancelled task must not have touched it
+        await trio.sleep(0.05)
+        assert seen == []  # still waiting for the batch
         assert (tmp_path / "b").exists() == after_work
         gates.open(1)
+    assert seen == ["b finished"]
+    assert files(tmp_path) == ["b", "c", "lead"]
+    assert (tmp_path / "b").read_bytes() == body
     await small.wait_idle()
-    assert files(tmp_path) == ["c", "lead"]
     assert not small._running and not small._queue
 
 
@@ -245,8 +247,8 @@ def test_random_cancellations_leave_every_file_right_or_gone(
 ) -> None:
     """Many files at once, some of their tasks cancelled after a random number of schedule
     points (while queued, while their batch is in the thread, or after): every task that was
-    not cancelled gets its file whole; a cancelled one's temp file is gone once the thread
-    is idle (whether the thread had it or not); nothing is left queued."""
+    not cancelled gets its file whole; a task that raised Cancelled left no file, already
+    when it raised (whether the thread had taken its file or not); nothing is left queued."""
     tmp = tmp_path_factory.mktemp("small")
     real = _downloader._finish_all
 
@@ -279,6 +281,9 @@ def test_random_cancellations_leave_every_file_right_or_gone(
         async with trio.open_nursery() as nursery:
             for i, cancel_after in enumerate(cancels):
                 nursery.start_soon(one, i, cancel_after)
+        # every task has returned: no file may still be in the thread's hands
+        on_disk = {p.name for p in tmp.iterdir()}
+        assert on_disk == {name for name, how in outcome.items() if how == "finished"}
         await small.wait_idle()
         assert not small._queue and not small._running
         return outcome

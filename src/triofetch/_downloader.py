@@ -261,7 +261,7 @@ def _place(temp: str, destination: str, url: str) -> None:
 class _Sink:
     """The temp file of one attempt and its hashers.  Methods run in worker threads."""
 
-    __slots__ = ("_fd", "_hasher", "in_run", "path", "placed", "plan", "url")
+    __slots__ = ("_fd", "_hasher", "path", "placed", "plan", "url")
 
     def __init__(self, path: str, plan: _Plan, url: str) -> None:
         self.path = path
@@ -271,9 +271,6 @@ class _Sink:
         self._fd: int | None = None
         #: the file is at the plan's destination (no longer ours to remove)
         self.placed = False
-        #: the small-files thread may be writing it: it is removed when its batch comes
-        #: back to the loop (see _SmallFiles._done)
-        self.in_run = False
 
     @property
     def hasher(self) -> MultiHasher:
@@ -341,12 +338,7 @@ class _Sink:
             os.close(fd)
 
     def discard(self) -> None:
-        """Close and remove the temp file (safe to call from the Trio loop: two syscalls).
-
-        Does nothing while the small-files thread may still be writing it (``in_run``).
-        """
-        if self.in_run:
-            return
+        """Close and remove the temp file (safe to call from the Trio loop: two syscalls)."""
         self.close()
         if not self.placed:
             with contextlib.suppress(FileNotFoundError):
@@ -355,7 +347,6 @@ class _Sink:
 
 class _Job:
     __slots__ = (
-        "abandoned",
         "chunks",
         "digests",
         "error",
@@ -375,8 +366,6 @@ class _Job:
         self.digests: dict[str, str] = {}
         self.error: BaseException | None = None
         self.finished = False
-        #: its task was cancelled: nobody waits for it any more
-        self.abandoned = False
         #: the task waiting for this job
         self.task = task
         #: that task is parked (to be rescheduled once, by whoever wakes it)
@@ -385,11 +374,10 @@ class _Job:
 
 def _finish_all(jobs: list[_Job]) -> None:
     for job in jobs:
-        if not job.abandoned:
-            try:
-                job.digests = job.sink.finish(job.chunks, job.size)
-            except Exception as exc:  # reported to the job's own task
-                job.error = exc
+        try:
+            job.digests = job.sink.finish(job.chunks, job.size)
+        except Exception as exc:  # reported to the job's own task
+            job.error = exc
         job.finished = True
 
 
@@ -406,10 +394,13 @@ class _SmallFiles:
     1.1-1.6 ms per batch, and the next batch waited for its leading task's turn on the loop
     (0.7 ms) — time in which every task waited for the thread and the loop had nothing to do.
 
-    A batch, once taken, is finished whatever happens to the tasks waiting for it: a
-    cancelled task's file is removed when its batch comes back (``_Sink.in_run``); one
-    cancelled while still queued is taken out of the queue at once.  :meth:`wait_idle` waits
-    for the thread to end (the downloader's ``aclose``): no thread outlives the downloader.
+    Cancellation works as in :func:`trio.to_thread.run_sync`: a task cancelled while its
+    file is still queued takes it out of the queue and raises at once (nothing was written);
+    one cancelled after the thread took its file waits for that batch to come back (a few
+    milliseconds) and returns its result, so when :meth:`finish` returns or raises, the file
+    is whole or was never written, never in between or still in the thread's hands.
+    :meth:`wait_idle` waits for the thread to end (the downloader's ``aclose``): no thread
+    outlives the downloader.
     """
 
     #: most files the thread takes before handing a batch back
@@ -429,12 +420,11 @@ class _SmallFiles:
         self._queue.append(job)
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            job.abandoned = True
-            job.parked = False
-            try:  # never taken: the caller removes what there is
+            try:  # never taken: nothing was written, the task raises Cancelled
                 self._queue.remove(job)
-            except ValueError:  # the thread has it: removed when its batch comes back
-                sink.in_run = True
+            except ValueError:  # the thread has it: the task waits for its batch
+                return trio.lowlevel.Abort.FAILED
+            job.parked = False
             return trio.lowlevel.Abort.SUCCEEDED
 
         while not job.finished:
@@ -483,12 +473,9 @@ class _SmallFiles:
             self._token.run_sync_soon(self._stopped)
 
     def _done(self, jobs: list[_Job]) -> None:
-        """(On the loop.)  Wake the tasks of a finished batch; remove abandoned files."""
+        """(On the loop.)  Wake the tasks of a finished batch."""
         for job in jobs:
-            if job.abandoned:  # its task was cancelled while the thread had its file
-                job.sink.in_run = False
-                job.sink.discard()
-            elif job.parked:  # (else it is running already: it sees job.finished)
+            if job.parked:  # (else it is running already: it sees job.finished)
                 job.parked = False
                 trio.lowlevel.reschedule(job.task)
 
