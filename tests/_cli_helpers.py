@@ -73,11 +73,21 @@ def run_cli(
     return Result(proc)
 
 
+#: runs ``python -m triofetch`` with Python's own SIGINT handler, as in a terminal: a test
+#: run started in the background (``cmd &``, nohup, some CI runners) has SIGINT ignored,
+#: which its children inherit, and then Python installs no handler and Ctrl-C does nothing
+_AS_IN_A_TERMINAL = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('triofetch', run_name='__main__', alter_sys=True)"
+)
+
+
 def start_cli(
     *args: str | Path, cwd: Path | None = None, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[str]:
+    """Start ``python -m triofetch ARGS`` (SIGINT handled as in a terminal); not waited for."""
     return subprocess.Popen(
-        [sys.executable, "-m", "triofetch", *map(str, args)],
+        [sys.executable, "-c", _AS_IN_A_TERMINAL, *map(str, args)],
         cwd=cwd,
         env=cli_env(env),
         stdout=subprocess.PIPE,
