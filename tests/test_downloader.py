@@ -623,10 +623,23 @@ async def test_bad_arguments_rejected_before_io(
     assert leftovers(temp_dir) == []
 
 
-async def test_unsupported_scheme(temp_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("url", "text"),
+    [
+        ("ftp://127.0.0.1/x", "unsupported URL scheme 'ftp'"),
+        ("FTP://127.0.0.1/x", "unsupported URL scheme 'ftp'"),
+        ("127.0.0.1/x", "not an absolute URL"),
+        ("not a url", "not an absolute URL"),
+        ("/srv/repo/x", "not an absolute URL"),
+        ("c:/repo/x", "unsupported URL scheme 'c'"),
+    ],
+)
+async def test_unsupported_scheme(temp_dir: Path, url: str, text: str) -> None:
     async with downloader("httpx", temp_dir, retries=3) as dl:
-        with pytest.raises(triofetch.InvalidURL, match="ftp"):
-            await dl.fetch("ftp://127.0.0.1/x")
+        with pytest.raises(triofetch.InvalidURL, match=text) as info:
+            await dl.fetch(url)
+    assert info.value.url == url and info.value.attempts == [info.value]  # never retried
+    assert leftovers(temp_dir) == []
 
 
 def test_bad_downloader_options() -> None:

@@ -565,6 +565,16 @@ class _Received:
         self.headers = headers
 
 
+def _scheme_problem(url: str) -> str:
+    """Why *url* (neither http, https nor file) cannot be fetched."""
+    scheme, colon, _ = url.partition(":")
+    # RFC 3986: a letter, then letters, digits, "+", "-" or "."
+    valid = scheme.isascii() and scheme[:1].isalpha()
+    if colon and valid and all(c.isalnum() or c in "+-." for c in scheme):
+        return f"unsupported URL scheme {scheme.lower()!r} (http, https or file)"
+    return "not an absolute URL: it must start with http://, https:// or file://"
+
+
 def _directory(path: str | os.PathLike[str]) -> str:
     """*path* as a string ending with a separator, to which a file name is appended."""
     text = os.fspath(path)
@@ -967,7 +977,7 @@ class Downloader:
         elif scheme in ("http", "https"):
             transport = self._transport
         else:
-            raise InvalidURL(f"unsupported URL scheme {scheme!r} (http, https or file)", url=url)
+            raise InvalidURL(_scheme_problem(url), url=url)
         assert transport is not None
         host_limiter = self._host_limiter(url) if self._per_host is not None else None
         if host_limiter is not None:
