@@ -606,6 +606,9 @@ async def test_file_urls(tmp_path: Path, transport: str, temp_dir: Path) -> None
         ({"expected_digests": {"sha256": "abc"}}, triofetch.InvalidDigest, "64 hex digits"),
         ({"expected_digests": {"sha256": "g" * 64}}, triofetch.InvalidDigest, "hexadecimal"),
         ({"expected_size": -1}, triofetch.InvalidInput, "expected_size"),
+        ({"temp_dir": "/nonexistent/tmp"}, triofetch.InvalidInput, "'/nonexistent/tmp' is not"),
+        ({"temp_dir": __file__}, triofetch.InvalidInput, "is not an existing directory"),
+        ({"temp_dir": 3}, triofetch.InvalidInput, "temp_dir must be a path"),
     ],
 )
 async def test_bad_arguments_rejected_before_io(
@@ -642,9 +645,11 @@ async def test_unsupported_scheme(temp_dir: Path, url: str, text: str) -> None:
     assert leftovers(temp_dir) == []
 
 
-def test_bad_downloader_options() -> None:
+def test_bad_downloader_options(tmp_path: Path) -> None:
     with pytest.raises(triofetch.InvalidInput, match="connections"):
         triofetch.Downloader(connections=0)
+    with pytest.raises(triofetch.InvalidInput, match="is not an existing directory"):
+        triofetch.Downloader(temp_dir=tmp_path / "missing")
     with pytest.raises(triofetch.UnsupportedAlgorithm):
         triofetch.Downloader(digests=["whirlpool-ish"])
     with pytest.raises(triofetch.InvalidInput, match="not both"):

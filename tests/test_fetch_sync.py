@@ -66,6 +66,8 @@ def test_fetch_rejects_bad_arguments_before_io(http_server: FaultServer, tmp_pat
         triofetch.fetch(http_server.url("/a.bin"), digests=["md6"], temp_dir=tmp_path)
     with pytest.raises(triofetch.InvalidDigest):
         triofetch.fetch(http_server.url("/a.bin"), expected_digests={"md5": "x"}, temp_dir=tmp_path)
+    with pytest.raises(triofetch.InvalidInput, match="'/nonexistent/t' is not an existing dir"):
+        triofetch.fetch(http_server.url("/a.bin"), temp_dir="/nonexistent/t")
     assert http_server.count("/a.bin") == 0
 
 

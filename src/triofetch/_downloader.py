@@ -575,6 +575,15 @@ def _scheme_problem(url: str) -> str:
     return "not an absolute URL: it must start with http://, https:// or file://"
 
 
+def _temp_directory(path: str | os.PathLike[str]) -> str:
+    """A ``temp_dir`` argument, checked (one ``stat``), as :func:`_directory` gives it."""
+    if not isinstance(path, str | os.PathLike):
+        raise InvalidInput(f"temp_dir must be a path, got {path!r}")
+    if not os.path.isdir(path):
+        raise InvalidInput(f"temp_dir {os.fspath(path)!r} is not an existing directory")
+    return _directory(path)
+
+
 def _directory(path: str | os.PathLike[str]) -> str:
     """*path* as a string ending with a separator, to which a file name is appended."""
     text = os.fspath(path)
@@ -656,7 +665,8 @@ class Downloader:
         read_timeout: seconds without any body byte before giving up.
         total_timeout: seconds for a whole exchange with the server (request to last body
             byte), or None.
-        temp_dir: where temp files are written (default: the system temp dir).
+        temp_dir: an existing directory where temp files are written (default: the system
+            temp dir); :class:`InvalidInput` otherwise.
         digests: algorithms computed for every download (sha256 is always computed).
         headers: headers sent with every request.
         auth: ``(user, password)`` for HTTP basic auth on every request (credentials in a
@@ -726,7 +736,9 @@ class Downloader:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._total_timeout = total_timeout
-        self._temp_dir = _directory(temp_dir if temp_dir is not None else tempfile.gettempdir())
+        self._temp_dir = (
+            _temp_directory(temp_dir) if temp_dir is not None else _directory(tempfile.gettempdir())
+        )
         self._headers = {"user-agent": f"triofetch/{__version__}", "accept-encoding": "identity"}
         self._headers.update({k.lower(): v for k, v in (headers or {}).items()})
         self._basic = _basic(*auth) if auth is not None else None
@@ -850,7 +862,7 @@ class Downloader:
         merged = self._headers  # never changed in place: shared when nothing is added
         if headers:
             merged = {**merged, **{k.lower(): v for k, v in headers.items()}}
-        directory = _directory(temp_dir) if temp_dir is not None else self._temp_dir
+        directory = _temp_directory(temp_dir) if temp_dir is not None else self._temp_dir
         target: str | None = None
         if destination is not None:
             if not isinstance(destination, str | os.PathLike):
@@ -881,7 +893,7 @@ class Downloader:
                 body grows past it.
             digests: further algorithms to compute.
             headers: extra request headers for this fetch.
-            temp_dir: where to write the temp file (default: the downloader's).
+            temp_dir: an existing directory for the temp file (default: the downloader's).
             destination: where the file goes once validated: it is moved there (replacing
                 any file of that name) in a worker thread, atomically — a reader of
                 *destination* sees the old file or the complete new one, never a part —
