@@ -650,6 +650,8 @@ def test_bad_downloader_options(tmp_path: Path) -> None:
         triofetch.Downloader(connections=0)
     with pytest.raises(triofetch.InvalidInput, match="is not an existing directory"):
         triofetch.Downloader(temp_dir=tmp_path / "missing")
+    with pytest.raises(triofetch.InvalidInput, match="unknown transport 'curl'"):
+        triofetch.Downloader(transport="curl")  # type: ignore[arg-type]
     with pytest.raises(triofetch.UnsupportedAlgorithm):
         triofetch.Downloader(digests=["whirlpool-ish"])
     with pytest.raises(triofetch.InvalidInput, match="not both"):

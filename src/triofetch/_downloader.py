@@ -763,6 +763,10 @@ class Downloader:
             trust_env=trust_env,
             max_redirects=max_redirects,
         )
+        if transport not in ("httpx", "trio", "asks") and not isinstance(transport, Transport):
+            raise InvalidInput(
+                f"unknown transport {transport!r}: 'httpx', 'trio', 'asks' or a Transport"
+            )
         self._transport_choice = transport
         self._transport: Transport | None = None
         self._file_transport: Transport | None = None
@@ -789,12 +793,9 @@ class Downloader:
             from ._transports._asks import AsksTransport
 
             self._transport = AsksTransport(self._options)
-        elif isinstance(choice, Transport):
+        else:  # a Transport (checked in __init__)
+            assert isinstance(choice, Transport)
             self._transport = choice
-        else:
-            raise InvalidInput(
-                f"unknown transport {choice!r}: 'httpx', 'trio', 'asks' or a Transport"
-            )
         self._file_transport = FileTransport()
         if getattr(self._transport, "watchable", False):
             self._watchdog = Watchdog()
