@@ -662,6 +662,50 @@ def test_bad_downloader_options(tmp_path: Path) -> None:
         triofetch.Downloader(auth=("a", "b"), token_provider=provider)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "text"),
+    [
+        ({"retries": True}, "retries must be an integer >= 0, got True"),
+        ({"max_redirects": -1}, "max_redirects must be an integer >= 0, got -1"),
+        ({"threads": 0}, "threads must be an integer >= 1, got 0"),
+        ({"per_host": 2.5}, "per_host must be an integer >= 1"),
+        ({"backoff": "1"}, "backoff must be a number >= 0, got '1'"),
+        ({"backoff_max": -1}, "backoff_max must be a number >= 0"),
+        ({"rate_limit": True}, "rate_limit must be a positive number"),
+        ({"auth": ("user",)}, r"auth must be a \(user, password\) pair"),
+        ({"auth": ("user", 5)}, r"auth must be a \(user, password\) pair"),
+        ({"headers": [("x", "y")]}, "headers must be a mapping, got list"),
+        ({"verify": "/nonexistent/ca.pem"}, "verify: no such file or directory"),
+        ({"cert": ("/nonexistent/c.pem", "/nonexistent/k.pem")}, "cert: no such file"),
+    ],
+)
+def test_bad_downloader_options_named(kwargs: dict[str, Any], text: str) -> None:
+    with pytest.raises(triofetch.InvalidInput, match=text):
+        triofetch.Downloader(**kwargs)
+
+
+def test_header_values_stay_out_of_messages() -> None:
+    with pytest.raises(triofetch.InvalidInput) as info:
+        triofetch.Downloader(headers={"Authorization": b"Bearer s3cret"})  # type: ignore[dict-item]
+    assert "header 'Authorization' has a value of type bytes" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+async def test_digest_arguments_in_other_shapes(http_server: FaultServer, temp_dir: Path) -> None:
+    """One algorithm name as a string is that algorithm (not its letters); expected digests
+    that are not a mapping are refused before any request."""
+    http_server.add_file("/a.bin", DATA)
+    async with downloader("httpx", temp_dir, digests="sha512") as dl:
+        result = await dl.fetch(http_server.url("/a.bin"), digests="md5")
+        assert sorted(result.digests) == ["md5", "sha256", "sha512"]
+        assert result.digests["md5"] == hashlib.md5(DATA).hexdigest()
+        with pytest.raises(triofetch.InvalidInput, match="must be a mapping"):
+            await dl.fetch(http_server.url("/a.bin"), expected_digests=[("sha256", SHA256)])  # type: ignore[arg-type]
+        with pytest.raises(triofetch.InvalidInput, match="header 'x' has a value of type int"):
+            await dl.fetch(http_server.url("/a.bin"), headers={"x": 1})  # type: ignore[dict-item]
+    assert http_server.count("/a.bin") == 1
+
+
 async def test_rate_limit(http_server: FaultServer, transport: str, temp_dir: Path) -> None:
     http_server.add_file("/a.bin", DATA[:100])
     async with downloader(transport, temp_dir, rate_limit=20.0) as dl:

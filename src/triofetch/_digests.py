@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._errors import InvalidDigest, UnsupportedAlgorithm
+from ._errors import InvalidDigest, InvalidInput, UnsupportedAlgorithm
 
 __all__ = [
     "DEFAULT_ALGORITHM",
@@ -60,6 +60,10 @@ def normalize_digests(digests: Mapping[str, Any] | None) -> dict[str, str]:
     result: dict[str, str] = {}
     if not digests:
         return result
+    if not isinstance(digests, Mapping):
+        raise InvalidInput(
+            f"expected digests must be a mapping of algorithm to hex digest, got {digests!r}"
+        )
     for name, value in digests.items():
         algorithm = check_algorithm(name)
         if not isinstance(value, str):
@@ -81,7 +85,10 @@ def normalize_digests(digests: Mapping[str, Any] | None) -> dict[str, str]:
 def resolve_algorithms(
     expected: Mapping[str, str], extra: Iterable[str] | None, default: Iterable[str]
 ) -> tuple[str, ...]:
-    """The algorithms to compute: the defaults, every expected one and any extra ones."""
+    """The algorithms to compute: the defaults, every expected one and any extra ones
+    (*extra* may be one name as a string)."""
+    if isinstance(extra, str):
+        extra = (extra,)
     names: dict[str, None] = {}
     for group in (default, expected.keys(), extra or ()):
         for name in group:

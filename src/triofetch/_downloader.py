@@ -631,10 +631,34 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+def _check_count(name: str, value: object, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InvalidInput(f"{name} must be an integer >= {least}, got {value!r}")
+
+
+def _check_headers(headers: object) -> None:
+    if headers is None:
+        return
+    if not isinstance(headers, Mapping):
+        raise InvalidInput(f"headers must be a mapping, got {type(headers).__name__}")
+    for name, value in headers.items():  # (a value may be a secret: never in a message)
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise InvalidInput(
+                f"headers must map strings to strings, but header {name!r} has a value "
+                f"of type {type(value).__name__}"
+            )
+
+
 def _check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
-    if value is None or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+    if (
+        value is None
+        or isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not value > 0
+        or math.isinf(value)
+    ):
         raise InvalidInput(f"{name} must be a positive number, got {value!r}")
 
 
@@ -709,12 +733,13 @@ class Downloader:
         transport: Literal["httpx", "trio", "asks"] | Transport = "httpx",
         threads: int | trio.CapacityLimiter | None = None,
     ) -> None:
-        if not isinstance(connections, int) or connections < 1:
-            raise InvalidInput(f"connections must be an integer >= 1, got {connections!r}")
-        if per_host is not None and (not isinstance(per_host, int) or per_host < 1):
-            raise InvalidInput(f"per_host must be an integer >= 1, got {per_host!r}")
-        if not isinstance(retries, int) or retries < 0:
-            raise InvalidInput(f"retries must be an integer >= 0, got {retries!r}")
+        _check_count("connections", connections, 1)
+        if per_host is not None:
+            _check_count("per_host", per_host, 1)
+        _check_count("retries", retries, 0)
+        _check_count("max_redirects", max_redirects, 0)
+        if threads is not None and not isinstance(threads, trio.CapacityLimiter):
+            _check_count("threads", threads, 1)
         for name, value in (
             ("connect_timeout", connect_timeout),
             ("read_timeout", read_timeout),
@@ -722,10 +747,27 @@ class Downloader:
             ("rate_limit", rate_limit),
         ):
             _check_positive(name, value)
-        if backoff < 0 or backoff_max < 0 or max_retry_after < 0:
-            raise InvalidInput("backoff, backoff_max and max_retry_after must be >= 0")
+        for name, value in (
+            ("backoff", backoff),
+            ("backoff_max", backoff_max),
+            ("max_retry_after", max_retry_after),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise InvalidInput(f"{name} must be a number >= 0, got {value!r}")
         if auth is not None and token_provider is not None:
             raise InvalidInput("give either auth (basic) or token_provider (bearer), not both")
+        if auth is not None and not (
+            isinstance(auth, tuple | list)
+            and len(auth) == 2
+            and all(isinstance(part, str) for part in auth)
+        ):
+            raise InvalidInput("auth must be a (user, password) pair of strings")
+        _check_headers(headers)
+        for name, path in (("verify", verify), ("cert", cert)):
+            paths = path if isinstance(path, tuple) else (path,)
+            for one in paths:
+                if isinstance(one, str | os.PathLike) and not os.path.exists(one):
+                    raise InvalidInput(f"{name}: no such file or directory: {os.fspath(one)!r}")
         self._algorithms = resolve_algorithms({}, digests, (DEFAULT_ALGORITHM,))
         # expected algorithm names -> the algorithms a fetch computes (see plan())
         self._algorithm_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -862,6 +904,7 @@ class Downloader:
             raise InvalidInput(f"expected_size must be an integer >= 0, got {expected_size!r}")
         merged = self._headers  # never changed in place: shared when nothing is added
         if headers:
+            _check_headers(headers)
             merged = {**merged, **{k.lower(): v for k, v in headers.items()}}
         directory = _temp_directory(temp_dir) if temp_dir is not None else self._temp_dir
         target: str | None = None
