@@ -684,6 +684,19 @@ def test_bad_downloader_options_named(kwargs: dict[str, Any], text: str) -> None
         triofetch.Downloader(**kwargs)
 
 
+def test_tls_files_that_cannot_be_loaded(tmp_path: Path) -> None:
+    """A CA bundle or client certificate that exists but is no PEM is refused when the
+    Downloader is made, naming the option and the file, not at the first TLS connection."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    with pytest.raises(triofetch.InvalidInput, match=rf"verify: cannot load '{junk}'"):
+        triofetch.Downloader(verify=junk)
+    with pytest.raises(triofetch.InvalidInput, match=rf"cert: cannot load '{junk}', '{junk}'"):
+        triofetch.Downloader(cert=(str(junk), str(junk)))
+    with pytest.raises(triofetch.InvalidInput, match="cert: no such file or directory: '/nx'"):
+        triofetch.Downloader(cert=(str(junk), "/nx"))
+
+
 def test_header_values_stay_out_of_messages() -> None:
     with pytest.raises(triofetch.InvalidInput) as info:
         triofetch.Downloader(headers={"Authorization": b"Bearer s3cret"})  # type: ignore[dict-item]

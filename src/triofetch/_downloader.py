@@ -12,9 +12,10 @@ import math
 import os
 import random
 import shutil
+import ssl
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import FrozenInstanceError
+from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -43,7 +44,7 @@ from ._errors import (
 )
 from ._groups import collapse_single
 from ._tempfiles import new_temp_name
-from ._transports.base import Response, Transport, TransportOptions
+from ._transports.base import Response, Transport, TransportOptions, make_ssl_context
 from ._version import __version__
 from ._watch import Watch, Watchdog
 
@@ -763,11 +764,6 @@ class Downloader:
         ):
             raise InvalidInput("auth must be a (user, password) pair of strings")
         _check_headers(headers)
-        for name, path in (("verify", verify), ("cert", cert)):
-            paths = path if isinstance(path, tuple) else (path,)
-            for one in paths:
-                if isinstance(one, str | os.PathLike) and not os.path.exists(one):
-                    raise InvalidInput(f"{name}: no such file or directory: {os.fspath(one)!r}")
         self._algorithms = resolve_algorithms({}, digests, (DEFAULT_ALGORITHM,))
         # expected algorithm names -> the algorithms a fetch computes (see plan())
         self._algorithm_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -805,6 +801,11 @@ class Downloader:
             trust_env=trust_env,
             max_redirects=max_redirects,
         )
+        if cert is not None or not isinstance(verify, bool | ssl.SSLContext):
+            # CA and certificate files are loaded now: a bad one is a bad argument, not a
+            # failed download (the transports take the context as it is)
+            context = make_ssl_context(self._options)
+            self._options = replace(self._options, verify=context, cert=None)
         if transport not in ("httpx", "trio", "asks") and not isinstance(transport, Transport):
             raise InvalidInput(
                 f"unknown transport {transport!r}: 'httpx', 'trio', 'asks' or a Transport"

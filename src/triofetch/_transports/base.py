@@ -15,12 +15,15 @@ the transport's: a transport is given ready-made headers and never sleeps or ret
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from .._errors import InvalidInput
 
 __all__ = ["Response", "Transport", "TransportOptions", "describe_failure", "make_ssl_context"]
 
@@ -85,6 +88,9 @@ class Transport(Protocol):
 def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
     """The TLS context of *options*: verification on unless ``verify=False`` was given.
 
+    A ``verify`` or ``cert`` file that is missing or cannot be loaded raises
+    :class:`~triofetch.InvalidInput` naming the option and the file.
+
     ``verify=True`` trusts the system's CA store, which OpenSSL lets ``SSL_CERT_FILE`` and
     ``SSL_CERT_DIR`` override; a path trusts that CA bundle (file) or hashed directory.
     """
@@ -99,16 +105,29 @@ def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
         context.verify_mode = ssl.CERT_NONE
     else:
         where = Path(verify)
-        if where.is_dir():
-            context = ssl.create_default_context(capath=str(where))
-        else:
-            context = ssl.create_default_context(cafile=str(where))
+        try:
+            if where.is_dir():
+                context = ssl.create_default_context(capath=str(where))
+            else:
+                context = ssl.create_default_context(cafile=str(where))
+        except (OSError, ssl.SSLError) as exc:
+            raise _unusable("verify", (where,), exc) from None
     if options.cert is not None:
-        if isinstance(options.cert, tuple):
-            context.load_cert_chain(str(options.cert[0]), str(options.cert[1]))
-        else:
-            context.load_cert_chain(str(options.cert))
+        files = options.cert if isinstance(options.cert, tuple) else (options.cert,)
+        try:
+            context.load_cert_chain(*map(str, files))
+        except (OSError, ssl.SSLError) as exc:
+            raise _unusable("cert", files, exc) from None
     return context
+
+
+def _unusable(option: str, files: tuple[str | Path, ...], exc: BaseException) -> InvalidInput:
+    """The error for a ``verify`` or ``cert`` option whose files cannot be loaded."""
+    for path in files:
+        if not os.path.exists(path):
+            return InvalidInput(f"{option}: no such file or directory: {os.fspath(path)!r}")
+    names = ", ".join(repr(os.fspath(path)) for path in files)
+    return InvalidInput(f"{option}: cannot load {names}: {exc}")
 
 
 def describe_failure(exc: BaseException) -> str:
