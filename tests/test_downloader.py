@@ -697,6 +697,23 @@ def test_tls_files_that_cannot_be_loaded(tmp_path: Path) -> None:
         triofetch.Downloader(cert=(str(junk), "/nx"))
 
 
+async def test_a_fetch_temp_dir_is_checked_once(
+    http_server: FaultServer, temp_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fetch's temp_dir is checked (a stat, on the loop) the first time, not every time."""
+    http_server.add_file("/a.bin", DATA)
+    checked: list[str] = []
+    real = os.path.isdir
+    monkeypatch.setattr(os.path, "isdir", lambda p: checked.append(os.fspath(p)) or real(p))
+    other = tmp_path / "other"
+    other.mkdir()
+    async with downloader("httpx", temp_dir) as dl:
+        for where in (other, str(other), other):
+            result = await dl.fetch(http_server.url("/a.bin"), temp_dir=where)
+            assert result.path.parent == other
+    assert checked.count(str(other)) == 1
+
+
 def test_header_values_stay_out_of_messages() -> None:
     with pytest.raises(triofetch.InvalidInput) as info:
         triofetch.Downloader(headers={"Authorization": b"Bearer s3cret"})  # type: ignore[dict-item]

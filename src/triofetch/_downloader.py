@@ -777,6 +777,8 @@ class Downloader:
         self._temp_dir = (
             _temp_directory(temp_dir) if temp_dir is not None else _directory(tempfile.gettempdir())
         )
+        #: a fetch's temp_dir arguments already checked -> as _directory gives them
+        self._temp_dirs: dict[str, str] = {}
         self._headers = {"user-agent": f"triofetch/{__version__}", "accept-encoding": "identity"}
         self._headers.update({k.lower(): v for k, v in (headers or {}).items()})
         self._basic = _basic(*auth) if auth is not None else None
@@ -907,7 +909,7 @@ class Downloader:
         if headers:
             _check_headers(headers)
             merged = {**merged, **{k.lower(): v for k, v in headers.items()}}
-        directory = _temp_directory(temp_dir) if temp_dir is not None else self._temp_dir
+        directory = self._temp_dir if temp_dir is None else self._checked_temp_dir(temp_dir)
         target: str | None = None
         if destination is not None:
             if not isinstance(destination, str | os.PathLike):
@@ -916,6 +918,17 @@ class Downloader:
             if not target or target.endswith(os.sep):
                 raise InvalidInput(f"destination must name a file, got {target!r}")
         return _Plan(expected, expected_size, algorithms, merged, directory, target)
+
+    def _checked_temp_dir(self, temp_dir: str | os.PathLike[str]) -> str:
+        """A fetch's *temp_dir*, checked once per directory (a ``stat``), not per fetch."""
+        # ("" for no path at all: never stored, as _temp_directory refuses it)
+        key = os.fspath(temp_dir) if isinstance(temp_dir, str | os.PathLike) else ""
+        directory = self._temp_dirs.get(key)
+        if directory is None:
+            directory = _temp_directory(temp_dir)
+            if len(self._temp_dirs) < 64:
+                self._temp_dirs[key] = directory
+        return directory
 
     async def fetch(
         self,
