@@ -20,7 +20,7 @@ async def main(spec: dict[str, object]) -> dict[str, object]:
         triofetch.DeclarativeUnit(
             "file",
             (name, sha),
-            {},
+            {"relative_path": name},
             [triofetch.DeclarativeArtifact(url, name, {"sha256": sha}, size)],
         )
         for name, url, sha, size in spec["units"]  # type: ignore[attr-defined]

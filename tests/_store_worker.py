@@ -34,7 +34,7 @@ def unit_for(i: int) -> tuple[NewUnit, bytes]:
     rec = ArtifactRecord(hashlib.sha256(data).hexdigest(), len(data))
     path = f"pool/{i:05d}.bin"
     art = NewUnitArtifact(path, rec, RemoteArtifact(f"http://example.invalid/{path}"))
-    return NewUnit("file", (path, rec.sha256), {"i": i}, (art,)), data
+    return NewUnit("file", (path, rec.sha256), {"i": i, "relative_path": path}, (art,)), data
 
 
 async def main(argv: list[str]) -> dict[str, int]:

@@ -308,7 +308,7 @@ async def test_lazy_input_bounded_read_ahead(
             yield DeclarativeUnit(
                 "file",
                 (f"n{i}", sha),
-                {},
+                {"relative_path": f"n{i}"},
                 [DeclarativeArtifact(http_server.url("/repo/x"), f"n{i}", {"sha256": sha}, 100)],
             )
 
@@ -346,7 +346,7 @@ async def test_on_demand_without_sha256(
 ) -> None:
     http_server.add_file("/repo/nosha", b"abc")
     unit = DeclarativeUnit(
-        "file", ("nosha",), {}, [DeclarativeArtifact(http_server.url("/repo/nosha"), "nosha")]
+        "file", ("nosha",), {"relative_path": "nosha"}, [DeclarativeArtifact(http_server.url("/repo/nosha"), "nosha")]
     )
     report = await triofetch.ContentUnitCreator(store, dl).run([unit])
     assert report.ok and report.artifacts_downloaded == 1

@@ -51,7 +51,7 @@ def file_unit(name: str, data: bytes, *, on_demand: bool = False, **fields: Any)
     rec = record(data)
     remote = RemoteArtifact(f"http://example.invalid/{name}", size=len(data))
     art = NewUnitArtifact(name, None if on_demand else rec, remote)
-    return NewUnit("file", (name, rec.sha256), fields, (art,))
+    return NewUnit("file", (name, rec.sha256), {"relative_path": name, **fields}, (art,))
 
 
 async def raw(store: Store, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -175,7 +175,9 @@ async def test_commit_find_roundtrip(store: Store) -> None:
     assert set(found) == {a.key, b.key, c.key}
     info = found[a.key]
     assert info.id == report.unit_ids[a.key]
-    assert info.fields == {"arch": "x86_64", "tags": ["x", {"y": None}], "n": 1.5}
+    assert info.fields == {
+        "relative_path": "dir/a.txt", "arch": "x86_64", "tags": ["x", {"y": None}], "n": 1.5
+    }
     assert info.artifacts == {"dir/a.txt": record(b"alpha")}
     assert info.complete and info.missing == ()
     assert found[b.key].missing == ("b.txt",) and not found[b.key].complete
@@ -193,7 +195,7 @@ async def test_digests_roundtrip(store: Store) -> None:
     digests = {n: hashlib.new(n, data).hexdigest() for n in ("sha256", "sha512", "md5")}
     rec = ArtifactRecord(digests["sha256"].upper(), len(data), digests)
     assert rec.sha256 == digests["sha256"]
-    unit = NewUnit("file", ("d", rec.sha256), {}, (NewUnitArtifact("d", rec),))
+    unit = NewUnit("file", ("d", rec.sha256), {"relative_path": "d"}, (NewUnitArtifact("d", rec),))
     await store.commit_units([unit])
     assert (await store.find_artifacts([rec.sha256]))[rec.sha256].digests == digests
 
@@ -227,7 +229,7 @@ async def test_one_bad_unit_does_not_sink_the_batch(store: Store) -> None:
     liar = NewUnit(  # claims another size for a sha256 the database knows
         "file",
         ("liar", record(b"12345").sha256),
-        {},
+        {"relative_path": "liar"},
         (NewUnitArtifact("liar", ArtifactRecord(record(b"12345").sha256, 4)),),
     )
     report = await store.commit_units([mutated, good, liar])

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from tests.test_store import counts, file_unit, record, unit_rows
 from triofetch._store import NewUnit, Store, UnitKey, open_store
 
-STEPS = ["artifacts", "units", "unit_artifacts", "remote_artifacts", "fill", "version", "commit"]
+STEPS = ["artifacts", "units", "version", "unit_artifacts", "remote_artifacts", "fill", "commit"]
 _examples = itertools.count()
 
 

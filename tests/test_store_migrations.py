@@ -99,7 +99,7 @@ async def test_version1_database_is_migrated_with_its_rows(tmp_path: Path) -> No
     db = tmp_path / "old.sqlite3"
     shas = _version1_database(db, 50)
     async with open_store(f"sqlite:///{db}") as store:
-        assert SCHEMA_VERSION == 3
+        assert SCHEMA_VERSION == 4
         # every unit kept its id, and got its key hash
         rows = await raw(store, "SELECT id, type, natural_key, key_hash FROM units ORDER BY id")
         assert [r[0] for r in rows] == [500 + 7 * i for i in range(50)]
@@ -120,7 +120,14 @@ async def test_version1_database_is_migrated_with_its_rows(tmp_path: Path) -> No
         # and writing goes on: an existing artifact is reused, not recorded twice
         old = ArtifactRecord(shas[0], len(b"file 0"))
         report = await store.commit_units(
-            [NewUnit("file", ("again", shas[0]), {}, (NewUnitArtifact("again", old),))]
+            [
+                NewUnit(
+                    "file",
+                    ("again", shas[0]),
+                    {"relative_path": "again"},
+                    (NewUnitArtifact("again", old),),
+                )
+            ]
         )
         assert [o.status for o in report] == ["committed"]
         assert (await raw(store, "SELECT count(*) FROM artifacts WHERE sha256 = ?", (shas[0],)))[0][
@@ -131,7 +138,7 @@ async def test_version1_database_is_migrated_with_its_rows(tmp_path: Path) -> No
     version, indexes, _ = _schema_of(db)
     assert version == SCHEMA_VERSION
     # the unique text indexes are gone
-    assert indexes == ["artifacts_sha256_prefix", "units_key_hash"]
+    assert indexes == ["artifacts_sha256_prefix", "units_key_hash", "units_repo_key"]
 
 
 async def test_migration_is_applied_once_by_racing_openers(tmp_path: Path) -> None:
@@ -165,7 +172,7 @@ async def test_new_database_uses_the_prefix_index(tmp_path: Path) -> None:
         assert any("units_key_hash" in str(row) for row in plan)
         assert (await raw(store, "PRAGMA page_size"))[0][0] == 4096
     version, indexes, _ = _schema_of(db)
-    assert (version, indexes) == (SCHEMA_VERSION, ["artifacts_sha256_prefix", "units_key_hash"])
+    assert (version, indexes) == (SCHEMA_VERSION, ["artifacts_sha256_prefix", "units_key_hash", "units_repo_key"])
 
 
 def _colliding(prefix: str, count: int) -> list[str]:
@@ -184,7 +191,10 @@ async def test_sha256_prefix_collisions_keep_artifacts_apart(store_url: str) -> 
 
     def unit(i: int, sha: str, size: int) -> NewUnit:
         return NewUnit(
-            "file", (f"c{i}", sha), {}, (NewUnitArtifact(f"c{i}", ArtifactRecord(sha, size)),)
+            "file",
+            (f"c{i}", sha),
+            {"relative_path": f"c{i}"},
+            (NewUnitArtifact(f"c{i}", ArtifactRecord(sha, size)),),
         )
 
     async with open_store(store_url) as store:
@@ -217,7 +227,7 @@ async def test_fill_artifacts_with_colliding_prefixes(store_url: str) -> None:
                 NewUnit(
                     "file",
                     (f"d{i}", s),
-                    {},
+                    {"relative_path": f"d{i}"},
                     (NewUnitArtifact(f"d{i}", None, RemoteArtifact(f"http://x.invalid/d{i}")),),
                 )
                 for i, s in enumerate(shas)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import functools
 import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import trio
@@ -27,6 +28,7 @@ from .._errors import InvalidInput, InvalidUnit, StoreError
 from .._storage import ArtifactStorage
 from ._schema import unit_key_hash
 from ._types import (
+    DEFAULT_REPOSITORY_KEYS,
     ArtifactConflict,
     ArtifactRecord,
     CommitReport,
@@ -34,6 +36,9 @@ from ._types import (
     NewUnit,
     NewUnitArtifact,
     RemoteArtifact,
+    ReplacedUnit,
+    RepositoryKey,
+    RepositoryKeyConflict,
     RepositoryNotFound,
     UnitInfo,
     UnitKey,
@@ -48,7 +53,7 @@ from ._types import (
     load_json,
 )
 
-__all__ = ["Backend", "Store"]
+__all__ = ["Backend", "Placement", "Store"]
 
 T = TypeVar("T")
 
@@ -60,6 +65,11 @@ _MAX_NAME_BYTES = 255
 
 def _load(value: Any) -> Any:
     return load_json(value) if isinstance(value, str) else value
+
+
+def _now() -> str:
+    """The current time as stored in the database: ISO 8601, UTC, to the second."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _check_repository_name(name: object) -> str:
@@ -91,6 +101,8 @@ class _Prepared:
     sort_key: tuple[str, str]
     #: ``_schema.unit_key_hash`` of the key
     key_hash: int
+    #: the repository key (``RepositoryKey.of``), None for a type that declares none
+    repo_key: str | None
     #: the artifacts to write: the unit's, plus downloads a duplicate in the batch brought
     arts: tuple[NewUnitArtifact, ...]
 
@@ -107,6 +119,35 @@ class _Prepared:
         self.arts = tuple(merged)
 
 
+@dataclass(slots=True)
+class _Candidate:
+    """A unit to place in a version: its position in the call, id, key, repository key."""
+
+    index: int
+    unit_id: int
+    key: UnitKey
+    repo_key: str | None
+
+
+@dataclass(slots=True)
+class Placement:
+    """What placing units in a version did (see :meth:`Backend.place_units`)."""
+
+    #: units that were not in the version and now are
+    added: int = 0
+    replaced: list[ReplacedUnit] = field(default_factory=list)
+    #: the units refused, by unit id (:meth:`Store.place_units`)
+    refused: dict[int, RepositoryKeyConflict] = field(default_factory=dict)
+
+
+def _parents(path: str) -> Iterator[str]:
+    """The directories of a relative path, innermost last: a/b/c -> a, a/b."""
+    cut = path.find("/")
+    while cut > 0:
+        yield path[:cut]
+        cut = path.find("/", cut + 1)
+
+
 class _Fallback(Exception):
     """The batch hit a database error: redo it one unit per savepoint."""
 
@@ -121,6 +162,8 @@ class Backend(ABC):
     def __init__(self, pool_size: int) -> None:
         self.pool_size = pool_size
         self.fault: FaultHook | None = None
+        #: the repository key of each unit type that declares one
+        self.repository_keys: dict[str, RepositoryKey] = dict(DEFAULT_REPOSITORY_KEYS)
         #: transactions retried, by exception class name (for tests and monitoring)
         self.retried: collections.Counter[str] = collections.Counter()
 
@@ -173,10 +216,11 @@ class Backend(ABC):
 
     @abstractmethod
     def q_insert_units(
-        self, conn: Any, rows: list[tuple[str, str, str, int]]
+        self, conn: Any, rows: list[tuple[str, str, str, int, str | None]]
     ) -> list[tuple[int, bool]]:
-        """Get-or-create units (type, natural_key, fields, key_hash) → (id, created) of each
-        row (the key hash is ``_schema.unit_key_hash`` of the key, for backends that use it)."""
+        """Get-or-create units (type, natural_key, fields, key_hash, repo_key) → (id, created)
+        of each row (the key hash is ``_schema.unit_key_hash`` of the key, for backends that
+        use it)."""
 
     @abstractmethod
     def q_insert_unit_artifacts(
@@ -197,6 +241,21 @@ class Backend(ABC):
 
     @abstractmethod
     def q_remove_version_units(self, conn: Any, version_id: int, unit_ids: list[int]) -> int: ...
+
+    @abstractmethod
+    def in_list(self, column: str) -> str:
+        """SQL true when *column* is in the list given as one parameter (``list_param``)."""
+
+    @abstractmethod
+    def list_param(self, values: Sequence[Any]) -> Any:
+        """A list of values as the one parameter of ``in_list``."""
+
+    @abstractmethod
+    def q_members_under(
+        self, conn: Any, version_id: int, paths: list[str]
+    ) -> Iterable[Sequence[Any]]:
+        """Members of the version whose repository key lies below one of *paths* (``p/...``):
+        rows (unit_id, type, natural_key, repo_key, added)."""
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -293,19 +352,31 @@ class Backend(ABC):
             key = (unit.type, nk)
             first = primary.get(key)
             if first is None:
+                declared = self.repository_keys.get(unit.type)
+                repo_key = None
+                if declared is not None:
+                    try:
+                        repo_key = declared.of(unit.type, unit.fields)
+                    except InvalidInput as exc:
+                        outcomes[index] = UnitOutcome(unit, "failed", None, exc)
+                        continue
                 # (a key hash of 0 may be one never made: worked out again, the same either way)
                 key_hash = unit.key_hash or unit_key_hash(unit.type, nk)
-                primary[key] = _Prepared(index, unit, unit.type, nk, fields, key, key_hash, arts)
+                primary[key] = _Prepared(
+                    index, unit, unit.type, nk, fields, key, key_hash, repo_key, arts
+                )
             else:
                 duplicates.append((index, unit, first))
                 first.merge(unit)
         items = [primary[key] for key in sorted(primary)]
         version_id = None if version is None else version.id
+        replaced: list[ReplacedUnit] = []
 
         def batch(conn: Any) -> dict[int, UnitOutcome]:
             self._check_version(conn, version_id)
+            replaced.clear()
             try:
-                return self._commit_items(conn, items, version_id)
+                return self._commit_items(conn, items, version_id, replaced)
             except Exception as exc:
                 if self.is_db_error(exc) and not self.is_retryable(exc):
                     raise _Fallback from exc
@@ -313,17 +384,21 @@ class Backend(ABC):
 
         def one_by_one(conn: Any) -> dict[int, UnitOutcome]:
             self._check_version(conn, version_id)
+            replaced.clear()
             done: dict[int, UnitOutcome] = {}
             for item in items:
+                mine: list[ReplacedUnit] = []
                 try:
                     with self.savepoint(conn):
-                        done.update(self._commit_items(conn, [item], version_id))
+                        done.update(self._commit_items(conn, [item], version_id, mine))
                 except Exception as exc:
                     if not self.is_db_error(exc) or self.is_retryable(exc):
                         raise
                     error = self._wrap(exc)
                     error.__cause__ = exc
                     done[item.index] = UnitOutcome(item.unit, "failed", None, error)
+                    continue
+                replaced.extend(mine)
             return done
 
         if items:
@@ -341,7 +416,7 @@ class Backend(ABC):
             else:
                 outcomes[index] = UnitOutcome(unit, "existing", done.unit_id)
         assert all(o is not None for o in outcomes)
-        return CommitReport(tuple(o for o in outcomes if o is not None))
+        return CommitReport(tuple(o for o in outcomes if o is not None), tuple(replaced))
 
     def _check_version(self, conn: Any, version_id: int | None) -> None:
         if version_id is None:
@@ -359,7 +434,11 @@ class Backend(ABC):
             raise VersionNotWritable(f"repository version id {version_id} is complete")
 
     def _commit_items(
-        self, conn: Any, items: list[_Prepared], version_id: int | None
+        self,
+        conn: Any,
+        items: list[_Prepared],
+        version_id: int | None,
+        replaced: list[ReplacedUnit],
     ) -> dict[int, UnitOutcome]:
         """Write *items* (sorted by key) in the current transaction."""
         keys = [i.unit.key for i in items] if self.fault is not None else []
@@ -394,14 +473,50 @@ class Backend(ABC):
                     return done
         # 2. units, get-or-create, in natural key order
         self._step("units", keys)
-        unit_ids = self.q_insert_units(conn, [(i.type, i.nk, i.fields, i.key_hash) for i in live])
+        unit_ids = self.q_insert_units(
+            conn, [(i.type, i.nk, i.fields, i.key_hash, i.repo_key) for i in live]
+        )
+        # 3. their place in the version: what they replace there, what cannot go in
+        placement = None
+        if version_id is not None:
+            self._step("version", keys)
+            placement = self._place(
+                conn,
+                version_id,
+                [
+                    _Candidate(item.index, uid, item.unit.key, item.repo_key)
+                    for item, (uid, _) in zip(live, unit_ids, strict=True)
+                ],
+            )
+            if placement.refused:
+                # nothing of a refused unit is written: a new one is deleted again
+                gone = [
+                    uid
+                    for item, (uid, created) in zip(live, unit_ids, strict=True)
+                    if created and item.index in placement.refused
+                ]
+                if gone:
+                    conn.execute(
+                        self.sql("DELETE FROM units WHERE " + self.in_list("id")),
+                        (self.list_param(gone),),
+                    )
+                for item in live:
+                    error = placement.refused.get(item.index)
+                    if error is not None:
+                        done[item.index] = UnitOutcome(item.unit, "failed", None, error)
+                kept = [
+                    (item, ids)
+                    for item, ids in zip(live, unit_ids, strict=True)
+                    if item.index not in placement.refused
+                ]
+                live = [k[0] for k in kept]
+                unit_ids = [k[1] for k in kept]
+            replaced.extend(placement.replaced)
         ua_rows: list[tuple[int, str, int | None]] = []
         ua_remotes: list[RemoteArtifact | None] = []
         fills: list[tuple[int, str, int]] = []
-        member: list[int] = []
-        add_ua, add_remote, add_member = ua_rows.append, ua_remotes.append, member.append
+        add_ua, add_remote = ua_rows.append, ua_remotes.append
         for item, (uid, created) in zip(live, unit_ids, strict=True):
-            add_member(uid)
             if created:
                 done[item.index] = UnitOutcome(item.unit, "committed", uid)
                 for a in item.arts:  # sorted by relative path
@@ -434,13 +549,193 @@ class Backend(ABC):
         if fills:
             self._step("fill", keys)
             self.q_fill(conn, sorted(fills))
-        # 5. the repository version
-        if version_id is not None:
-            self._step("version", keys)
-            member.sort()
-            self.q_add_version_units(conn, version_id, member)
         self._step("commit", keys)
         return done
+
+    # -- a version's content: one unit per repository key --------------------------------------
+
+    def _place(self, conn: Any, version_id: int, candidates: list[_Candidate]) -> Placement:
+        """Put units in an incomplete version, keeping one unit per repository key.
+
+        A unit already in the version stays (and counts as added by this writer).  A unit
+        whose repository key (or, for paths, a parent or child path) is held by a unit the
+        version carried over from its base replaces it; one held by a unit this writer added
+        is refused, as is the later of two candidates that conflict with each other.
+        """
+        result = Placement()
+        ids = sorted({c.unit_id for c in candidates})
+        sql = self.sql
+        members = {
+            int(r[0])
+            for r in conn.execute(
+                sql("SELECT unit_id FROM version_units WHERE version_id = ? AND ")
+                + sql(self.in_list("unit_id")),
+                (version_id, self.list_param(ids)),
+            )
+        }
+        if members:
+            # re-added: this writer's now, so that new content at their keys is refused
+            conn.execute(
+                sql("UPDATE version_units SET added = ? WHERE version_id = ? AND NOT added AND ")
+                + sql(self.in_list("unit_id")),
+                (True, version_id, self.list_param(sorted(members))),
+            )
+        fresh: dict[int, _Candidate] = {}
+        for c in sorted(candidates, key=lambda c: c.index):
+            if c.unit_id not in members:
+                fresh.setdefault(c.unit_id, c)
+        keyed = [c for c in fresh.values() if c.repo_key is not None]
+        removed: set[int] = set()
+        if keyed:
+            self._resolve_keys(conn, version_id, keyed, result, removed)
+        if removed:
+            self.q_remove_version_units(conn, version_id, sorted(removed))
+        accepted = sorted(uid for uid, c in fresh.items() if c.index not in result.refused)
+        if accepted:
+            result.added = self.q_add_version_units(conn, version_id, accepted)
+        return result
+
+    def _resolve_keys(
+        self,
+        conn: Any,
+        version_id: int,
+        keyed: list[_Candidate],
+        result: Placement,
+        removed: set[int],
+    ) -> None:
+        exact: set[str] = set()
+        paths: list[str] = []
+        for c in keyed:
+            assert c.repo_key is not None
+            exact.add(c.repo_key)
+            if not c.repo_key.startswith("/"):
+                paths.append(c.repo_key)
+                exact.update(_parents(c.repo_key))
+        rows = list(
+            conn.execute(
+                self.sql(
+                    "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added FROM units u "
+                    "JOIN version_units vu ON vu.version_id = ? AND vu.unit_id = u.id WHERE "
+                )
+                + self.sql(self.in_list("u.repo_key")),
+                (version_id, self.list_param(sorted(exact))),
+            )
+        )
+        if paths:
+            rows.extend(self.q_members_under(conn, version_id, sorted(paths)))
+        # members by their key, and by each directory above them
+        at: dict[str, dict[int, Sequence[Any]]] = {}
+        below: dict[str, dict[int, Sequence[Any]]] = {}
+        for row in rows:
+            at.setdefault(row[3], {})[row[0]] = row
+            if not row[3].startswith("/"):
+                for parent in _parents(row[3]):
+                    below.setdefault(parent, {})[row[0]] = row
+        taken: dict[str, UnitKey] = {}  # keys of the candidates accepted so far
+        taken_dirs: dict[str, UnitKey] = {}  # directories above accepted paths
+        for c in keyed:
+            rk = c.repo_key
+            assert rk is not None
+            is_path = not rk.startswith("/")
+            found: list[tuple[Sequence[Any], str]] = [
+                (row, "has the same repository key as") for row in at.get(rk, {}).values()
+            ]
+            if is_path:
+                for parent in _parents(rk):
+                    found.extend(
+                        (row, f"needs a directory {parent!r} where there is a file of")
+                        for row in at.get(parent, {}).values()
+                    )
+                found.extend(
+                    (row, "is a file where there is a directory of")
+                    for row in below.get(rk, {}).values()
+                )
+            found = [(row, how) for row, how in found if row[0] not in removed]
+            clash: tuple[UnitKey, str] | None = None
+            for row, how in found:
+                if row[4]:  # added by this writer
+                    clash = (UnitKey(row[1], tuple(load_json(row[2]))), how)
+                    break
+            if clash is None:
+                if rk in taken:
+                    clash = (taken[rk], "has the same repository key as")
+                elif is_path and rk in taken_dirs:
+                    clash = (taken_dirs[rk], "is a file where there is a directory of")
+                elif is_path:
+                    for parent in _parents(rk):
+                        if parent in taken:
+                            clash = (
+                                taken[parent],
+                                f"needs a directory {parent!r} where there is a file of",
+                            )
+                            break
+            if clash is not None:
+                other, how = clash
+                result.refused[c.index] = RepositoryKeyConflict(c.key, rk, other, how=how)
+                continue
+            for row, _how in found:
+                removed.add(row[0])
+                result.replaced.append(
+                    ReplacedUnit(UnitKey(row[1], tuple(load_json(row[2]))), row[3], c.key)
+                )
+            taken[rk] = c.key
+            if is_path:
+                for parent in _parents(rk):
+                    taken_dirs.setdefault(parent, c.key)
+
+    def place_units(
+        self, version: VersionHandle, unit_ids: list[int], strict: bool = False
+    ) -> Placement:
+        """Add units (by id) to an incomplete version, one unit per repository key.
+
+        With *strict*, a refused unit raises its :class:`RepositoryKeyConflict` and nothing
+        is changed.
+        """
+
+        def work(conn: Any) -> Placement:
+            self._writable(conn, version)
+            if not unit_ids:
+                return Placement()
+            rows = conn.execute(
+                self.sql("SELECT id, type, natural_key, repo_key FROM units WHERE ")
+                + self.sql(self.in_list("id")),
+                (self.list_param(unit_ids),),
+            ).fetchall()
+            if len(rows) != len(unit_ids):
+                unknown = sorted(set(unit_ids) - {int(r[0]) for r in rows})
+                raise StoreError(f"no units with ids {unknown[:10]!r}")
+            order = {uid: i for i, uid in enumerate(unit_ids)}
+            placement = self._place(
+                conn,
+                version.id,
+                [
+                    _Candidate(
+                        order[int(r[0])], int(r[0]), UnitKey(r[1], tuple(load_json(r[2]))), r[3]
+                    )
+                    for r in rows
+                ],
+            )
+            if strict and placement.refused:
+                raise placement.refused[min(placement.refused)]
+            # refused by unit id (the candidates' indexes are positions in unit_ids)
+            placement.refused = {unit_ids[i]: e for i, e in placement.refused.items()}
+            return placement
+
+        return self.run_write(work)
+
+    def version_changes(self, version_id: int, base_id: int) -> tuple[int, int]:
+        """(units in *version_id* not in *base_id*, units in *base_id* not in *version_id*)."""
+        sql = self.sql(
+            "SELECT count(*) FROM version_units a WHERE a.version_id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM version_units b WHERE b.version_id = ? AND b.unit_id = a.unit_id)"
+        )
+
+        def work(conn: Any) -> tuple[int, int]:
+            added = conn.execute(sql, (version_id, base_id)).fetchone()[0]
+            removed = conn.execute(sql, (base_id, version_id)).fetchone()[0]
+            return int(added), int(removed)
+
+        return self.run_read(work)
 
     def fill_artifacts(self, fills: list[tuple[int, str, ArtifactRecord]]) -> int:
         rows = {r.sha256: (r.sha256, r.size, r.digests_json()) for _, _, r in fills}
@@ -574,10 +869,10 @@ class Backend(ABC):
             ).fetchone()[0]
             vid = conn.execute(
                 self.sql(
-                    "INSERT INTO repository_versions (repository_id, number, complete) "
-                    "VALUES (?, ?, ?) RETURNING id"
+                    "INSERT INTO repository_versions (repository_id, number, complete, created) "
+                    "VALUES (?, ?, ?, ?) RETURNING id"
                 ),
-                (rid, number, False),
+                (rid, number, False, _now()),
             ).fetchone()[0]
             if base_id is not None:
                 conn.execute(
@@ -594,12 +889,6 @@ class Backend(ABC):
     def _writable(self, conn: Any, version: VersionHandle) -> None:
         self._check_version(conn, version.id)
 
-    def add_to_version(self, version: VersionHandle, unit_ids: list[int]) -> int:
-        def work(conn: Any) -> int:
-            self._writable(conn, version)
-            return self.q_add_version_units(conn, version.id, unit_ids)
-
-        return self.run_write(work)
 
     def remove_from_version(self, version: VersionHandle, unit_ids: list[int]) -> int:
         def work(conn: Any) -> int:
@@ -865,8 +1154,25 @@ class Store:
         return await self._write(self._backend.new_version, name, base, create_repository)
 
     async def add_to_version(self, version: VersionHandle, unit_ids: Iterable[int]) -> int:
-        """Add units to an incomplete version; returns how many were not in it yet."""
-        return await self._write(self._backend.add_to_version, version, _check_ids(unit_ids))
+        """Add units to an incomplete version; returns how many were not in it yet.
+
+        A unit replaces the unit the version carried over from its base at the same
+        repository key (see :class:`RepositoryKey`).  When one of them cannot go in (its
+        key is taken by a unit added to this version), :class:`RepositoryKeyConflict` is
+        raised and nothing changes; :meth:`place_units` reports such units instead.
+        """
+        ids = _check_ids(unit_ids)
+        placement = await self._write(self._backend.place_units, version, ids, True)
+        return placement.added
+
+    async def place_units(self, version: VersionHandle, unit_ids: Iterable[int]) -> Placement:
+        """Add units to an incomplete version; report what they replaced and what was refused.
+
+        As :meth:`add_to_version`, but a unit that cannot go in is listed in the returned
+        :class:`Placement` (``refused``, by unit id) and the others go in.
+        """
+        ids = _check_ids(unit_ids)
+        return await self._write(self._backend.place_units, version, ids, False)
 
     async def remove_from_version(self, version: VersionHandle, unit_ids: Iterable[int]) -> int:
         """Remove units from an incomplete version; returns how many were removed."""

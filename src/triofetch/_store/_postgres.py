@@ -143,15 +143,15 @@ class PostgresBackend(Backend):
         return {sha: (aid, size) for sha, aid, size in cur}
 
     def q_insert_units(
-        self, conn: Any, rows: list[tuple[str, str, str, int]]
+        self, conn: Any, rows: list[tuple[str, str, str, int, str | None]]
     ) -> list[tuple[int, bool]]:
         types = [r[0] for r in rows]
         nks = [r[1] for r in rows]
         cur = conn.execute(
-            "INSERT INTO units (type, natural_key, fields) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::jsonb[]) "
+            "INSERT INTO units (type, natural_key, fields, repo_key) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::jsonb[], %s::text[]) "
             "ON CONFLICT (type, natural_key) DO NOTHING RETURNING id, type, natural_key",
-            (types, nks, [r[2] for r in rows]),
+            (types, nks, [r[2] for r in rows], [r[4] for r in rows]),
         )
         found = {(t, nk): (uid, True) for uid, t, nk in cur}
         if len(found) < len(rows):
@@ -194,8 +194,8 @@ class PostgresBackend(Backend):
 
     def q_add_version_units(self, conn: Any, version_id: int, unit_ids: list[int]) -> int:
         cur = conn.execute(
-            "INSERT INTO version_units (version_id, unit_id) "
-            "SELECT %s, u FROM unnest(%s::bigint[]) AS t(u) ON CONFLICT DO NOTHING",
+            "INSERT INTO version_units (version_id, unit_id, added) "
+            "SELECT %s, u, TRUE FROM unnest(%s::bigint[]) AS t(u) ON CONFLICT DO NOTHING",
             (version_id, unit_ids),
         )
         return int(cur.rowcount)
@@ -206,3 +206,22 @@ class PostgresBackend(Backend):
             (version_id, unit_ids),
         )
         return int(cur.rowcount)
+
+    def in_list(self, column: str) -> str:
+        return f"{column} = ANY(?)"
+
+    def list_param(self, values: Sequence[Any]) -> Any:
+        return list(values)
+
+    def q_members_under(
+        self, conn: Any, version_id: int, paths: list[str]
+    ) -> Iterable[Sequence[Any]]:
+        # byte order (COLLATE "C", as the index): the children of p sort between p/ and p0
+        return conn.execute(  # type: ignore[no-any-return]
+            "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added "
+            "FROM unnest(%s::text[]) AS p(x) JOIN units u "
+            'ON (u.repo_key COLLATE "C") >= (p.x || \'/\') COLLATE "C" '
+            'AND (u.repo_key COLLATE "C") < (p.x || \'0\') COLLATE "C" '
+            "JOIN version_units vu ON vu.version_id = %s AND vu.unit_id = u.id",
+            (paths, version_id),
+        ).fetchall()

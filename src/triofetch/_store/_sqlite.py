@@ -394,7 +394,7 @@ class SQLiteBackend(Backend):
         return ids
 
     def q_insert_units(
-        self, conn: Any, rows: list[tuple[str, str, str, int]]
+        self, conn: Any, rows: list[tuple[str, str, str, int, str | None]]
     ) -> list[tuple[int, bool]]:
         # As for artifacts (the rows come with distinct keys): one SELECT by key hash finds
         # those recorded, the others go in with ids picked here.
@@ -409,17 +409,20 @@ class SQLiteBackend(Backend):
         result: list[tuple[int, bool]] = []
         new: list[Any] = []
         next_id = self._next_id(conn, "units")
-        for t, nk, fields, h in rows:
+        for t, nk, fields, h, rk in rows:
             uid = found.get((t, nk))
             if uid is None:
                 result.append((next_id, True))
-                new.extend((next_id, t, nk, h, fields))
+                new.extend((next_id, t, nk, h, fields, rk))
                 next_id += 1
             else:
                 result.append((uid, False))
         if new:
             self._insert_flat(
-                conn, "INSERT OR FAIL INTO units (id, type, natural_key, key_hash, fields)", 5, new
+                conn,
+                "INSERT OR FAIL INTO units (id, type, natural_key, key_hash, fields, repo_key)",
+                6,
+                new,
             )
         return result
 
@@ -456,9 +459,13 @@ class SQLiteBackend(Backend):
             return 0
         return self._insert_flat(
             conn,
-            "INSERT INTO version_units (version_id, unit_id)",
-            2,
-            list(itertools.chain.from_iterable(zip(itertools.repeat(version_id), unit_ids))),
+            "INSERT INTO version_units (version_id, unit_id, added)",
+            3,
+            list(
+                itertools.chain.from_iterable(
+                    zip(itertools.repeat(version_id), unit_ids, itertools.repeat(1))
+                )
+            ),
             " ON CONFLICT DO NOTHING",
         )
 
@@ -469,3 +476,21 @@ class SQLiteBackend(Backend):
             (version_id, _dumps(unit_ids)),
         )
         return int(cur.rowcount)
+
+    def in_list(self, column: str) -> str:
+        return f"{column} IN (SELECT value FROM json_each(?))"
+
+    def list_param(self, values: Sequence[Any]) -> Any:
+        return _dumps(list(values))
+
+    def q_members_under(
+        self, conn: Any, version_id: int, paths: list[str]
+    ) -> Iterable[Sequence[Any]]:
+        # a range on the index for each path: its children sort between 'p/' and 'p0'
+        return conn.execute(  # type: ignore[no-any-return]
+            "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added "
+            "FROM json_each(?) AS p JOIN units u "
+            "ON u.repo_key >= p.value || '/' AND u.repo_key < p.value || '0' "
+            "JOIN version_units vu ON vu.version_id = ? AND vu.unit_id = u.id",
+            (_dumps(paths), version_id),
+        ).fetchall()

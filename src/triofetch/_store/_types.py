@@ -25,6 +25,7 @@ __all__ = [
     "MAX_PATH_BYTES",
     "MAX_TYPE_BYTES",
     "MAX_URL_BYTES",
+    "DEFAULT_REPOSITORY_KEYS",
     "ArtifactConflict",
     "ArtifactRecord",
     "CommitReport",
@@ -32,6 +33,9 @@ __all__ = [
     "NewUnit",
     "NewUnitArtifact",
     "RemoteArtifact",
+    "ReplacedUnit",
+    "RepositoryKey",
+    "RepositoryKeyConflict",
     "RepositoryNotFound",
     "UnitInfo",
     "UnitKey",
@@ -50,6 +54,13 @@ MAX_KEY_BYTES = 2048
 MAX_PATH_BYTES = 2048
 #: Longest URL of a remote artifact, in UTF-8 bytes.
 MAX_URL_BYTES = 8192
+
+
+class UnitKey(NamedTuple):
+    """What identifies a unit: its type and its natural key (a tuple of strings)."""
+
+    type: str
+    natural_key: tuple[str, ...]
 
 
 class RepositoryNotFound(StoreError, LookupError):
@@ -77,6 +88,24 @@ class ArtifactConflict(StoreError):
         self.given_size = given_size
         super().__init__(
             f"artifact {sha256} is recorded with size {recorded_size}, got size {given_size}"
+        )
+
+
+class RepositoryKeyConflict(StoreError):
+    """Two units added to one version have the same repository key (or, for path keys, one
+    is a file where the other needs a directory).
+
+    ``key`` is the unit refused, ``other`` the unit already added at ``repository_key``.
+    """
+
+    def __init__(self, key: UnitKey, repository_key: str, other: UnitKey, *, how: str) -> None:
+        self.key = key
+        self.repository_key = repository_key
+        self.other = other
+        super().__init__(
+            f"unit {key.type} {list(key.natural_key)!r} {how} unit {other.type} "
+            f"{list(other.natural_key)!r} (repository key {repository_key!r}), and both are "
+            "added to the same version: one input cannot hold both"
         )
 
 
@@ -173,13 +202,6 @@ def check_relative_path(value: object) -> str:
 # -- value types ------------------------------------------------------------------------
 
 
-class UnitKey(NamedTuple):
-    """What identifies a unit: its type and its natural key (a tuple of strings)."""
-
-    type: str
-    natural_key: tuple[str, ...]
-
-
 def make_key(type_: object, natural_key: object) -> UnitKey:
     """Validate and build a :class:`UnitKey` (lists are accepted for the natural key)."""
     t = _text(type_, "unit type", MAX_TYPE_BYTES)
@@ -201,6 +223,116 @@ def coerce_key(key: object) -> UnitKey:
     if isinstance(key, tuple | list) and len(key) == 2:
         return make_key(key[0], key[1])
     raise InvalidUnit(f"a unit key is (type, natural_key), got {key!r}")
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class RepositoryKey:
+    """The fields that give units of one type their place in a repository version.
+
+    A version holds at most one unit per repository key: adding a unit removes from the
+    version the unit carried over from the previous version at the same key (it is
+    *replaced*), and two units added at one key are refused.  With ``path=True`` the key is
+    one field holding a relative path, and a file and a directory cannot share a path either
+    (a unit at ``a`` and one at ``a/b``).  Declared per unit type with
+    ``open_store(repository_keys={type: RepositoryKey(...)})``; ``file`` units (what the
+    command line creates) are keyed by their ``relative_path`` field.
+
+    ::
+
+        RepositoryKey("relative_path", path=True)     # files
+        RepositoryKey("name", "arch")                 # one package per name and arch
+    """
+
+    fields: tuple[str, ...]
+    path: bool
+
+    def __init__(self, *fields: str, path: bool = False) -> None:
+        if not fields or not all(isinstance(f, str) and f for f in fields):
+            raise InvalidInput(f"a repository key needs field names (str), got {fields!r}")
+        if len(set(fields)) != len(fields):
+            raise InvalidInput(f"a repository key names a field twice: {fields!r}")
+        if not isinstance(path, bool):
+            raise InvalidInput(f"path must be a bool, got {path!r}")
+        if path and len(fields) != 1:
+            raise InvalidInput(f"a path key is one field, got {fields!r}")
+        object.__setattr__(self, "fields", fields)
+        object.__setattr__(self, "path", path)
+
+    def of(self, unit_type: str, fields: Mapping[str, Any]) -> str:
+        """The key of a unit with these *fields*, as stored (see ``_schema``, version 4).
+
+        Raises :class:`~triofetch.InvalidUnit` when a field is missing or unfit.
+        """
+        values = []
+        for name in self.fields:
+            if name not in fields:
+                raise InvalidUnit(
+                    f"a {unit_type!r} unit needs the field {name!r}: it is its repository key"
+                )
+            values.append(fields[name])
+        if self.path:
+            value = values[0]
+            if not isinstance(value, str):
+                raise InvalidUnit(
+                    f"the field {self.fields[0]!r} of a {unit_type!r} unit is a path, "
+                    f"got {value!r}"
+                )
+            try:
+                return check_relative_path(value)
+            except InvalidUnit as exc:
+                raise InvalidUnit(f"{self.fields[0]}: {exc}") from None
+        text = dump_json([unit_type, values], "repository key")
+        size = len(text.encode("utf-8"))
+        if size > MAX_KEY_BYTES:
+            raise InvalidUnit(
+                f"the repository key of a {unit_type!r} unit is {size} bytes long, at most "
+                f"{MAX_KEY_BYTES} allowed"
+            )
+        return "/" + text
+
+
+#: The repository keys every store knows unless told otherwise: ``file`` units (the
+#: manifest's, and the command line's) are placed by their relative path.
+DEFAULT_REPOSITORY_KEYS: Mapping[str, RepositoryKey] = MappingProxyType(
+    {"file": RepositoryKey("relative_path", path=True)}
+)
+
+
+def check_repository_keys(value: object) -> dict[str, RepositoryKey]:
+    """The declarations a store uses: the defaults, updated with *value* (None: none more)."""
+    keys = dict(DEFAULT_REPOSITORY_KEYS)
+    if value is None:
+        return keys
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"repository_keys must be a mapping of type to RepositoryKey, got {value!r}")
+    for type_, key in value.items():
+        _text(type_, "unit type", MAX_TYPE_BYTES)
+        if key is not None and not isinstance(key, RepositoryKey):
+            raise InvalidInput(
+                f"repository_keys[{type_!r}] must be a RepositoryKey or None, got {key!r}"
+            )
+        if key is None:
+            keys.pop(type_, None)
+        else:
+            keys[type_] = key
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class ReplacedUnit:
+    """A unit carried over from the previous version that new content replaced."""
+
+    #: the unit dropped from the new version (it stays in the store and in older versions)
+    key: UnitKey
+    #: the repository key at which it was replaced (a relative path for files)
+    repository_key: str
+    #: the unit that replaced it
+    by: UnitKey
+
+    @property
+    def relative_path(self) -> str | None:
+        """The path of a path-keyed unit (files), else None."""
+        return None if self.repository_key.startswith("/") else self.repository_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,9 +557,11 @@ class UnitOutcome:
 
 @dataclass(frozen=True, slots=True)
 class CommitReport:
-    """One :class:`UnitOutcome` per unit given, in the same order."""
+    """One :class:`UnitOutcome` per unit given, in the same order; with a version, the
+    units it replaced there (see :class:`RepositoryKey`)."""
 
     outcomes: tuple[UnitOutcome, ...]
+    replaced: tuple[ReplacedUnit, ...] = ()
 
     def __iter__(self) -> Iterator[UnitOutcome]:
         return iter(self.outcomes)
