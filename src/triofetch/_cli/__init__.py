@@ -1,4 +1,4 @@
-"""The ``triofetch`` command: sync, list, export, verify, demo.
+"""The ``triofetch`` command: sync, list, versions, export, verify, repair, prune, gc, demo.
 
 Every expected error ends as one message on stderr and an exit status (see
 :mod:`._common`); Ctrl-C ends with status 130 after the library has rolled back what was in
@@ -40,6 +40,18 @@ def _command(name: str) -> Command:
         from ._export import export_command
 
         return export_command
+    if name in ("versions", "prune", "gc"):
+        from . import _maintenance
+
+        return {
+            "versions": _maintenance.versions_command,
+            "prune": _maintenance.prune_command,
+            "gc": _maintenance.gc_command,
+        }[name]
+    if name == "repair":
+        from ._repair import repair_command
+
+        return repair_command
     from ._demo import demo_command
 
     return demo_command

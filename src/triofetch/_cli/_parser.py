@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP client: 'trio' (fastest), 'httpx' (honours proxies); 'auto' (default) "
         "picks httpx when a proxy is configured in the environment, else trio",
     )
+    sync.add_argument(
+        "--retain",
+        type=_positive,
+        metavar="N",
+        help="after the sync, keep only the N latest complete versions of the repository "
+        "(older ones are deleted; their files stay until 'triofetch gc')",
+    )
     sync.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     lister = commands.add_parser(
@@ -173,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--version", type=_positive, metavar="N", help="the version (default: the latest)"
     )
+    export.add_argument(
+        "--no-fetch",
+        action="store_true",
+        help="do not download the files of on-demand units: list them and exit 1",
+    )
     export.add_argument("dest", metavar="DEST", help="the directory to write (created if needed)")
 
     verify = commands.add_parser(
@@ -183,6 +195,84 @@ def build_parser() -> argparse.ArgumentParser:
         "latest versions refer to is there.  Exit 0 when all match, 1 listing the others.",
     )
     verify.add_argument("--json", action="store_true", help="print one JSON object")
+
+    versions = commands.add_parser(
+        "versions",
+        parents=[common, store],
+        help="list the versions of a repository",
+        description="List the versions of a repository: number, when it was created, how "
+        "many units it holds, and whether it is complete.",
+    )
+    versions.add_argument("--repository", required=True, metavar="NAME")
+    versions.add_argument(
+        "--json",
+        action="store_true",
+        help='print a JSON array of {"number", "created", "units", "complete"}',
+    )
+
+    prune = commands.add_parser(
+        "prune",
+        parents=[common, store],
+        help="delete all but the N latest complete versions of a repository",
+        description="Delete the complete versions of a repository older than its N latest "
+        "ones.  Units and files stay in the store until 'triofetch gc' removes what no "
+        "version holds.",
+    )
+    prune.add_argument("--repository", required=True, metavar="NAME")
+    prune.add_argument(
+        "--keep", type=_positive, required=True, metavar="N", help="complete versions to keep"
+    )
+    prune.add_argument("--json", action="store_true", help="print one JSON object")
+
+    gc = commands.add_parser(
+        "gc",
+        parents=[common, store],
+        help="remove what no version holds: units, artifacts, files, abandoned versions",
+        description="Remove the incomplete versions whose writer is gone (a sync killed "
+        "with kill -9), the units no version holds, the artifacts no unit holds and their "
+        "files, files of the storage without a record, and temp files of processes that are "
+        "gone; report what was freed.  Waits for running syncs to finish first: what a sync "
+        "is about to commit is never removed.",
+    )
+    gc.add_argument(
+        "--wait",
+        type=_non_negative,
+        default=600,
+        metavar="SECONDS",
+        help="how long to wait for running syncs before giving up (default 600; exit 1)",
+    )
+    gc.add_argument("--json", action="store_true", help="print one JSON object")
+
+    repair = commands.add_parser(
+        "repair",
+        parents=[common, store],
+        help="re-hash stored files; re-download the missing or corrupted ones",
+        description="Hash every stored file (or those of one repository's versions), and "
+        "download again the missing or corrupted ones from the URLs they came from, "
+        "replacing each file atomically.  Exit 0 when everything is intact or repaired, 1 "
+        "listing the files that could not be repaired.",
+    )
+    repair.add_argument(
+        "--repository", metavar="NAME", help="only the files of this repository's versions"
+    )
+    repair.add_argument(
+        "--connections",
+        type=_positive,
+        default=16,
+        metavar="N",
+        help="at most N requests in flight (default 16)",
+    )
+    repair.add_argument(
+        "--retries",
+        type=_non_negative,
+        default=3,
+        metavar="N",
+        help="retries after the first attempt of each file (default 3)",
+    )
+    repair.add_argument(
+        "--ca-cert", metavar="FILE", help="trust this CA bundle (PEM) for https"
+    )
+    repair.add_argument("--json", action="store_true", help="print one JSON object")
 
     demo = commands.add_parser(
         "demo",
