@@ -56,7 +56,14 @@ def make_units(count: int, offset: int = 0) -> list[NewUnit]:
         path = f"pool/{i % 97:02d}/package-{i}.rpm"
         rec = ArtifactRecord(sha, 1000 + i % 5000)
         remote = RemoteArtifact(f"https://mirror.example.invalid/{path}", size=rec.size)
-        units.append(NewUnit("file", (path, sha), {"n": i, "relative_path": path}, (NewUnitArtifact(path, rec, remote),)))
+        units.append(
+            NewUnit(
+                "file",
+                (path, sha),
+                {"n": i, "relative_path": path},
+                (NewUnitArtifact(path, rec, remote),),
+            )
+        )
     return units
 
 

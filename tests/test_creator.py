@@ -346,7 +346,10 @@ async def test_on_demand_without_sha256(
 ) -> None:
     http_server.add_file("/repo/nosha", b"abc")
     unit = DeclarativeUnit(
-        "file", ("nosha",), {"relative_path": "nosha"}, [DeclarativeArtifact(http_server.url("/repo/nosha"), "nosha")]
+        "file",
+        ("nosha",),
+        {"relative_path": "nosha"},
+        [DeclarativeArtifact(http_server.url("/repo/nosha"), "nosha")],
     )
     report = await triofetch.ContentUnitCreator(store, dl).run([unit])
     assert report.ok and report.artifacts_downloaded == 1

@@ -70,7 +70,9 @@ def test_processes_race_on_postgresql(
     assert len(files) == 60
 
     units = [
-        DeclarativeUnit("file", (n, s), {"relative_path": n}, [DeclarativeArtifact(u, n, {"sha256": s}, z)])
+        DeclarativeUnit(
+            "file", (n, s), {"relative_path": n}, [DeclarativeArtifact(u, n, {"sha256": s}, z)]
+        )
         for n, u, s, z in rows
     ]
 

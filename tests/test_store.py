@@ -176,7 +176,10 @@ async def test_commit_find_roundtrip(store: Store) -> None:
     info = found[a.key]
     assert info.id == report.unit_ids[a.key]
     assert info.fields == {
-        "relative_path": "dir/a.txt", "arch": "x86_64", "tags": ["x", {"y": None}], "n": 1.5
+        "relative_path": "dir/a.txt",
+        "arch": "x86_64",
+        "tags": ["x", {"y": None}],
+        "n": 1.5,
     }
     assert info.artifacts == {"dir/a.txt": record(b"alpha")}
     assert info.complete and info.missing == ()

@@ -172,7 +172,10 @@ async def test_new_database_uses_the_prefix_index(tmp_path: Path) -> None:
         assert any("units_key_hash" in str(row) for row in plan)
         assert (await raw(store, "PRAGMA page_size"))[0][0] == 4096
     version, indexes, _ = _schema_of(db)
-    assert (version, indexes) == (SCHEMA_VERSION, ["artifacts_sha256_prefix", "units_key_hash", "units_repo_key"])
+    assert (version, indexes) == (
+        SCHEMA_VERSION,
+        ["artifacts_sha256_prefix", "units_key_hash", "units_repo_key"],
+    )
 
 
 def _colliding(prefix: str, count: int) -> list[str]:

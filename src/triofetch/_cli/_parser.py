@@ -269,9 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="retries after the first attempt of each file (default 3)",
     )
-    repair.add_argument(
-        "--ca-cert", metavar="FILE", help="trust this CA bundle (PEM) for https"
-    )
+    repair.add_argument("--ca-cert", metavar="FILE", help="trust this CA bundle (PEM) for https")
     repair.add_argument("--json", action="store_true", help="print one JSON object")
 
     demo = commands.add_parser(

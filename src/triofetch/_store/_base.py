@@ -889,7 +889,6 @@ class Backend(ABC):
     def _writable(self, conn: Any, version: VersionHandle) -> None:
         self._check_version(conn, version.id)
 
-
     def remove_from_version(self, version: VersionHandle, unit_ids: list[int]) -> int:
         def work(conn: Any) -> int:
             self._writable(conn, version)

@@ -257,8 +257,7 @@ POSTGRES_MIGRATIONS: dict[int, list[Step]] = {
         "ALTER TABLE units ADD COLUMN repo_key TEXT",
         "UPDATE units SET repo_key = fields->>'relative_path' "
         "WHERE type = 'file' AND jsonb_typeof(fields->'relative_path') = 'string'",
-        'CREATE INDEX units_repo_key ON units ((repo_key COLLATE "C")) '
-        "WHERE repo_key IS NOT NULL",
+        'CREATE INDEX units_repo_key ON units ((repo_key COLLATE "C")) WHERE repo_key IS NOT NULL',
         "ALTER TABLE version_units ADD COLUMN added BOOLEAN NOT NULL DEFAULT FALSE",
         "ALTER TABLE repository_versions ADD COLUMN created TEXT",
     ],

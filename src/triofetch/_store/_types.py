@@ -21,11 +21,11 @@ from .._errors import InvalidDigest, InvalidInput, InvalidUnit, StoreError
 from ._schema import unit_key_hash
 
 __all__ = [
+    "DEFAULT_REPOSITORY_KEYS",
     "MAX_KEY_BYTES",
     "MAX_PATH_BYTES",
     "MAX_TYPE_BYTES",
     "MAX_URL_BYTES",
-    "DEFAULT_REPOSITORY_KEYS",
     "ArtifactConflict",
     "ArtifactRecord",
     "CommitReport",
@@ -274,8 +274,7 @@ class RepositoryKey:
             value = values[0]
             if not isinstance(value, str):
                 raise InvalidUnit(
-                    f"the field {self.fields[0]!r} of a {unit_type!r} unit is a path, "
-                    f"got {value!r}"
+                    f"the field {self.fields[0]!r} of a {unit_type!r} unit is a path, got {value!r}"
                 )
             try:
                 return check_relative_path(value)
@@ -304,7 +303,9 @@ def check_repository_keys(value: object) -> dict[str, RepositoryKey]:
     if value is None:
         return keys
     if not isinstance(value, Mapping):
-        raise InvalidInput(f"repository_keys must be a mapping of type to RepositoryKey, got {value!r}")
+        raise InvalidInput(
+            f"repository_keys must be a mapping of type to RepositoryKey, got {value!r}"
+        )
     for type_, key in value.items():
         _text(type_, "unit type", MAX_TYPE_BYTES)
         if key is not None and not isinstance(key, RepositoryKey):
