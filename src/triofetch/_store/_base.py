@@ -17,7 +17,7 @@ import functools
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -1042,6 +1042,18 @@ class Store:
                     functools.partial(fn, *args), limiter=self._threads
                 )
         return result
+
+    # -- writers and the collector ----------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[None]:
+        """Hold a writer's lease: while it is held, ``gc`` removes nothing (it waits).
+
+        Every writer that may refer to existing units, artifacts or stored files before it
+        commits (a creator run, a repair, an export that fetches) holds one for its whole
+        run.  Leases are shared: any number of writers hold one at once.
+        """
+        yield
 
     # -- units and artifacts ------------------------------------------------------------------
 
