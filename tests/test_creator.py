@@ -81,7 +81,7 @@ async def test_creates_units_then_noop_rerun(
     assert (report.units_total, report.units_new, report.units_existing) == (40, 40, 0)
     assert report.artifacts_downloaded == 40 and report.artifacts_reused == 0
     assert report.bytes_downloaded == 40 * 1500
-    assert report.version == 1 and report.latest_version == 1
+    assert report.version == 1 and report.latest_version == 1 and report.created
     assert await store.count_units("repo") == 40
     state = await check_invariants(store, units, on_demand_ok=False)
     assert len(state) == 40 and all(state.values())
@@ -90,7 +90,8 @@ async def test_creates_units_then_noop_rerun(
     again = await creator.run(units, repository="repo")
     assert file_requests(http_server) == before  # zero file requests
     assert (again.units_new, again.units_existing, again.artifacts_downloaded) == (0, 40, 0)
-    assert again.version is None and again.latest_version == 1
+    # nothing changed: the content is in version 1, no version was made
+    assert again.version == 1 and again.latest_version == 1 and not again.created
 
 
 async def test_shared_artifacts_download_once(
@@ -127,7 +128,7 @@ async def test_failed_units_reported_others_committed(
     by_path = {f.relative_path: f.url for f in report.failures}
     assert by_path["missing.txt"] == http_server.url("/repo/missing.txt")
     # no new version for a failed run; the good units stay for reuse
-    assert report.version is None and report.latest_version is None
+    assert report.version is None and report.latest_version is None and not report.created
     state = await check_invariants(store, units, on_demand_ok=False)
     assert set(k.natural_key[0] for k in state) == {u.natural_key[0] for u in good}
 
@@ -137,7 +138,7 @@ async def test_failed_units_reported_others_committed(
     again = await triofetch.ContentUnitCreator(store, dl).run(units, repository="r")
     assert again.ok and again.units_new == 2 and again.units_existing == 10
     assert file_requests(http_server) - before == 2
-    assert again.version == 1
+    assert again.version == 1 and again.created
     assert await store.count_units("r") == 12
 
 
@@ -156,10 +157,10 @@ async def test_mirror_and_additive_versions(
     assert await versions_units(store, "r", 1) == {"a", "b", "c"}
     # a mirror run with the same content changes nothing: no new version
     r4 = await creator.run([b, c, d, e], repository="r", mirror=True)
-    assert r4.version is None and r4.latest_version == 3
+    assert r4.version == 3 and r4.latest_version == 3 and not r4.created
     # an additive run of units already in the version: no new version
     r5 = await creator.run([b], repository="r")
-    assert r5.version is None
+    assert r5.version == 3 and not r5.created
 
 
 async def test_on_demand_then_immediate(
@@ -180,7 +181,7 @@ async def test_on_demand_then_immediate(
     assert filled.units_existing == 12 and filled.units_new == 0
     state = await check_invariants(store, units, on_demand_ok=False)
     assert all(state.values()) and len(state) == 12
-    assert filled.version is None  # same units: the version did not change
+    assert filled.version == 1 and not filled.created  # same units: the version did not change
 
 
 async def test_on_demand_reuses_present_artifacts(
@@ -330,11 +331,18 @@ async def test_bad_arguments(store: Store, dl: triofetch.Downloader) -> None:
         await creator.run(["x"])  # type: ignore[list-item]
 
 
-async def test_empty_run_creates_no_version(store: Store, dl: triofetch.Downloader) -> None:
+async def test_empty_first_run_creates_an_empty_version(
+    store: Store, dl: triofetch.Downloader
+) -> None:
     report = await triofetch.ContentUnitCreator(store, dl).run([], repository="r")
     assert report.ok and report.units_total == 0
-    # a brand-new repository and nothing in the input: nothing changes, no version
-    assert report.version is None and report.latest_version is None
+    # a brand-new repository and nothing in the input: version 1 holds that (empty) content
+    assert report.version == 1 and report.latest_version == 1 and report.created
+    again = await triofetch.ContentUnitCreator(store, dl).run([], repository="r")
+    assert again.version == 1 and not again.created
+    # without a repository there is no version at all
+    bare = await triofetch.ContentUnitCreator(store, dl).run([])
+    assert bare.version is None and not bare.created
 
 
 def test_statuses_are_unit_keys() -> None:

@@ -37,6 +37,7 @@ from ._store import (
     NewUnit,
     NewUnitArtifact,
     RemoteArtifact,
+    ReplacedUnit,
     Store,
     UnitInfo,
     UnitKey,
@@ -74,6 +75,10 @@ class CreatorProgress:
     units_failed: int = 0
     artifacts_downloaded: int = 0
     artifacts_reused: int = 0
+    #: stored files found missing or of the wrong size, downloaded again
+    artifacts_repaired: int = 0
+    #: units the new version no longer holds because new content took their place
+    units_replaced: int = 0
     bytes_downloaded: int = 0
     #: expected bytes of the artifacts the run decided to download (when sizes are known)
     bytes_planned: int = 0
@@ -125,9 +130,17 @@ class UnitFailure:
 class CreateReport:
     """The result of :meth:`ContentUnitCreator.run`.
 
-    ``version`` is the number of the repository version created by this run, or None when
-    none was (no repository given, nothing changed, or some units failed); ``latest_version``
-    is the repository's latest complete version after the run.
+    ``version`` is the number of the repository version that holds the input's content after
+    the run: the version this run created (``created`` is True), or, when nothing changed,
+    the latest version the run started from (``created`` False).  It is None when some units
+    failed (no version holds the input then: check ``ok``) and without a repository.
+    ``latest_version`` is the repository's latest complete version after the run (another
+    worker's may be newer than ``version``).
+
+    ``replaced`` lists the units of the previous version that new content took the place of
+    (same repository key: a file at the same relative path), which the new version no longer
+    holds; ``artifacts_repaired`` counts stored files found missing or damaged and downloaded
+    again.
     """
 
     repository: str | None
@@ -142,6 +155,10 @@ class CreateReport:
     bytes_downloaded: int
     failures: list[UnitFailure] = field(default_factory=list)
     seconds: float = 0.0
+    created: bool = False
+    units_replaced: int = 0
+    replaced: list[ReplacedUnit] = field(default_factory=list)
+    artifacts_repaired: int = 0
 
     @property
     def ok(self) -> bool:
@@ -230,6 +247,7 @@ class ContentUnitCreator:
         self._flights: dict[str, _Flight] = {}
         self._recent: OrderedDict[str, ArtifactRecord] = OrderedDict()
         self._failures: list[UnitFailure] = []
+        self._replaced: list[ReplacedUnit] = []
         self._version: VersionHandle | None = None
 
     # -- events ------------------------------------------------------------------------
@@ -285,30 +303,45 @@ class ContentUnitCreator:
         started = time.monotonic()
         self.progress = CreatorProgress()
         self._failures = []
-        previous = version = None
-        if repository is not None:
-            await self.store.create_repository(repository)
-            previous = await self.store.latest_version(repository)
-            version = await self.store.new_version(
-                repository, base=None if mirror else "latest", create_repository=True
-            )
-        self._version = version
-        created: int | None = None
-        try:
-            with collapse_single():
-                await self._run(units, version)
-            if version is not None:
-                created = await self._finish_version(version, previous, mirror)
-        except BaseException:
-            if version is not None:
-                with trio.CancelScope(shield=True):
-                    await self.store.discard_version(version)
-            raise
+        self._replaced = []
+        # the lease keeps gc away from what this run finds and is about to commit
+        async with self.store.lease():
+            previous = version = None
+            if repository is not None:
+                await self.store.create_repository(repository)
+                previous = await self.store.latest_version(repository)
+                version = await self.store.new_version(
+                    repository, base=None if mirror else "latest", create_repository=True
+                )
+            self._version = version
+            created = False
+            holding: int | None = None
+            try:
+                with collapse_single():
+                    await self._run(units, version)
+                if version is not None:
+                    created = await self._finish_version(version, previous)
+                    if created:
+                        holding = version.number
+                    elif not self._failures and previous is not None:
+                        holding = previous.number  # the same content: it is there
+            except BaseException:
+                if version is not None:
+                    with trio.CancelScope(shield=True):
+                        await self.store.discard_version(version)
+                raise
         latest = await self.store.latest_version(repository) if repository else None
-        return self._report(repository, created, latest.number if latest else None, started)
+        number = latest.number if latest else None
+        return self._report(repository, holding, number, started, created=created)
 
     def _report(
-        self, repository: str | None, version: int | None, latest: int | None, started: float
+        self,
+        repository: str | None,
+        version: int | None,
+        latest: int | None,
+        started: float,
+        *,
+        created: bool = False,
     ) -> CreateReport:
         p = self.progress
         return CreateReport(
@@ -324,6 +357,10 @@ class ContentUnitCreator:
             bytes_downloaded=p.bytes_downloaded,
             failures=list(self._failures),
             seconds=time.monotonic() - started,
+            created=created,
+            units_replaced=p.units_replaced,
+            replaced=list(self._replaced),
+            artifacts_repaired=p.artifacts_repaired,
         )
 
     async def fill_missing(
@@ -341,9 +378,21 @@ class ContentUnitCreator:
         started = time.monotonic()
         self.progress = CreatorProgress()
         self._failures = []
+        self._replaced = []
         self._version = None
         unit_slots = trio.Semaphore(self.units_in_flight)
         after = 0
+        async with self.store.lease():
+            await self._fill_pages(repository, version_number, unit_slots, after)
+        return self._report(repository, None, None, started)
+
+    async def _fill_pages(
+        self,
+        repository: str | None,
+        version_number: int | None,
+        unit_slots: trio.Semaphore,
+        after: int,
+    ) -> None:
         with collapse_single():
             while True:
                 missing = await self.store.missing_artifacts(
@@ -371,36 +420,25 @@ class ContentUnitCreator:
                         )
                         await unit_slots.acquire()
                         nursery.start_soon(self._unit, unit, info, present, None, unit_slots)
-        return self._report(repository, None, None, started)
 
-    async def _finish_version(
-        self, version: VersionHandle, previous: VersionHandle | None, mirror: bool
-    ) -> int | None:
-        """Complete the version if the run succeeded and changed something, else discard it."""
-        if previous is None:  # a repository without versions holds nothing yet
-            changed = await self.store.count_units(version.repository, version.number) > 0
+    async def _finish_version(self, version: VersionHandle, previous: VersionHandle | None) -> bool:
+        """Complete the version if the run succeeded and changed something, else discard it.
+
+        The first version of a repository is completed even when empty: it is where the
+        (empty) content is.
+        """
+        if previous is None:
+            changed = True
         else:
-            changed = not await self._same_units(version, previous, mirror)
+            added, removed = await self.store.version_changes(version, previous)
+            changed = bool(added or removed)
         if self._failures or not changed:
             with trio.CancelScope(shield=True):
                 await self.store.discard_version(version)
-            return None
+            return False
         with trio.CancelScope(shield=True):
-            done = await self.store.complete_version(version)
-        return done.number
-
-    async def _same_units(
-        self, version: VersionHandle, previous: VersionHandle, mirror: bool
-    ) -> bool:
-        new_count = await self.store.count_units(version.repository, version.number)
-        old_count = await self.store.count_units(previous.repository, previous.number)
-        if new_count != old_count or not mirror:
-            # Without mirror the new version is the previous one plus additions, so the
-            # counts alone tell whether anything was added.
-            return new_count == old_count
-        new_ids = {u.id for u in await self.store.list_units(version.repository, version.number)}
-        old_ids = {u.id for u in await self.store.list_units(previous.repository, previous.number)}
-        return new_ids == old_ids
+            await self.store.complete_version(version)
+        return True
 
     async def _run(
         self,
@@ -456,15 +494,31 @@ class ContentUnitCreator:
                 if art.sha256 and (paths is None or art.relative_path in paths):
                     wanted.add(art.sha256)
         present = await self.store.find_artifacts(sorted(wanted)) if wanted else {}
-        reuse_ids: list[int] = []
+        damaged: set[str] = set()
+        if immediate and existing:
+            # units found complete must really have their files: one stat each (no hashing)
+            damaged = await self.storage.damaged(
+                {
+                    rec.sha256: rec.size
+                    for info in existing.values()
+                    for rec in info.artifacts.values()
+                    if rec is not None
+                }
+            )
+        reuse: list[tuple[DeclarativeUnit, int]] = []
         records: list[tuple[DeclarativeUnit, NewUnit]] = []
         async with trio.open_nursery() as nursery:
             for key, unit in unique.items():
                 info = existing.get(UnitKey(*key))
-                if info is not None and (info.complete or not immediate):
-                    progress.units_existing += 1
-                    self._event("existing", unit)
-                    reuse_ids.append(info.id)
+                repair: frozenset[str] = frozenset()
+                if info is not None and damaged:
+                    repair = frozenset(
+                        path
+                        for path, rec in info.artifacts.items()
+                        if rec is not None and rec.sha256 in damaged
+                    )
+                if info is not None and not repair and (info.complete or not immediate):
+                    reuse.append((unit, info.id))
                     continue
                 if info is None and not immediate:
                     # nothing to download: the slice commits these itself, in one batch
@@ -474,11 +528,32 @@ class ContentUnitCreator:
                         self._fail(unit, UnitFailed((unit.type, unit.natural_key), exc))
                     continue
                 await unit_slots.acquire()
-                nursery.start_soon(self._unit, unit, info, present, send, unit_slots)
+                nursery.start_soon(self._unit, unit, info, present, send, unit_slots, repair)
             for start in range(0, len(records), self.commit_batch):
                 await self._commit(records[start : start + self.commit_batch], version)
-            if version is not None and reuse_ids:
-                await self.store.add_to_version(version, reuse_ids)
+            await self._reuse(reuse, version)
+
+    async def _reuse(
+        self, reuse: list[tuple[DeclarativeUnit, int]], version: VersionHandle | None
+    ) -> None:
+        """Units already in the store: into the version (one statement), counted existing."""
+        refused: dict[int, BaseException] = {}
+        if version is not None and reuse:
+            placement = await self.store.place_units(version, [uid for _, uid in reuse])
+            refused = dict(placement.refused)
+            self._took_places(placement.replaced)
+        for unit, uid in reuse:
+            error = refused.get(uid)
+            if error is not None:
+                self._fail(unit, UnitFailed((unit.type, unit.natural_key), error))
+                continue
+            self.progress.units_existing += 1
+            self._event("existing", unit)
+
+    def _took_places(self, replaced: Iterable[ReplacedUnit]) -> None:
+        for item in replaced:
+            self._replaced.append(item)
+            self.progress.units_replaced += 1
 
     def _on_demand_unit(self, unit: DeclarativeUnit, present: dict[str, ArtifactRecord]) -> NewUnit:
         return NewUnit(
@@ -502,22 +577,33 @@ class ContentUnitCreator:
         present: dict[str, ArtifactRecord],
         send: trio.MemorySendChannel[tuple[DeclarativeUnit, NewUnit]] | None,
         unit_slots: trio.Semaphore,
+        repair: frozenset[str] = frozenset(),
     ) -> None:
-        """One unit needing downloads: a nursery for its artifacts, then hand it over."""
+        """One unit needing downloads: a nursery for its artifacts, then hand it over.
+
+        For a unit already stored, the files it lacks (on-demand) and the paths in *repair*
+        (stored files found missing or damaged, downloaded again whatever is recorded).
+        """
         progress = self.progress
         progress.units_downloading += 1
         self._event("downloading", unit)
         try:
-            todo = (
-                unit.artifacts
-                if info is None
-                else tuple(a for a in unit.artifacts if a.relative_path in set(info.missing))
-            )
+            if info is None:
+                todo = unit.artifacts
+            else:
+                wanted = set(info.missing) | repair
+                todo = tuple(a for a in unit.artifacts if a.relative_path in wanted)
             records: dict[str, ArtifactRecord] = {}
             try:
                 async with trio.open_nursery() as nursery:
                     for art in todo:
-                        nursery.start_soon(self._artifact, unit, art, present, records)
+                        nursery.start_soon(
+                            self._artifact,
+                            unit,
+                            art,
+                            {} if art.relative_path in repair else present,
+                            records,
+                        )
             except BaseExceptionGroup as group:
                 errors, rest = group.split(TriofetchError)
                 if rest is not None or errors is None:
@@ -528,6 +614,7 @@ class ContentUnitCreator:
             progress.units_downloading -= 1
             unit_slots.release()
         if info is not None:
+            progress.artifacts_repaired += sum(p in repair for p in records)
             await self._fill(unit, info, records)
             return
         assert send is not None
@@ -556,11 +643,9 @@ class ContentUnitCreator:
         except StoreError as exc:
             self._fail(unit, UnitFailed((unit.type, unit.natural_key), exc))
             return
-        self.progress.units_existing += 1
-        self._event("existing", unit)
-        # membership: one statement for this unit (rare path: on-demand then immediate)
-        if self._version is not None:
-            await self.store.add_to_version(self._version, [info.id])
+        # membership: one statement for this unit (rare path: on-demand then immediate, or
+        # a repaired file)
+        await self._reuse([(unit, info.id)], self._version)
 
     async def _artifact(
         self,
@@ -654,6 +739,7 @@ class ContentUnitCreator:
     ) -> None:
         await self.storage.sync()  # every file these units refer to is durable first
         report = await self.store.commit_units([new for _, new in batch], version=version)
+        self._took_places(report.replaced)
         progress = self.progress
         for (unit, _), outcome in zip(batch, report.outcomes, strict=True):
             if outcome.status == "committed":
