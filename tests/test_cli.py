@@ -64,16 +64,19 @@ def test_sync_list_export_verify(http_server: FaultServer, tmp_path: Path) -> No
     assert set(report) == {
         "repository",
         "version",
+        "created",
         "units",
         "artifacts",
+        "replaced",
         "failures",
         "seconds",
     }
     assert report["repository"] == "r"
-    assert report["version"] == 1
-    assert report["units"] == {"total": 5, "new": 5, "existing": 0, "failed": 0}
+    assert report["version"] == 1 and report["created"] is True
+    assert report["units"] == {"total": 5, "new": 5, "existing": 0, "failed": 0, "replaced": 0}
     total = sum(len(d) for d in FILES.values())
-    assert report["artifacts"] == {"downloaded": 5, "reused": 0, "bytes": total}
+    assert report["artifacts"] == {"downloaded": 5, "reused": 0, "repaired": 0, "bytes": total}
+    assert report["replaced"] == []
     assert report["failures"] == []
     assert isinstance(report["seconds"], float)
     # relative paths were URL-encoded on the wire
@@ -87,8 +90,15 @@ def test_sync_list_export_verify(http_server: FaultServer, tmp_path: Path) -> No
     http_server.reset_counters()
     again = run_cli("sync", url, "--root", root, "--repository", "r", "--json")
     assert again.code == 0, again
-    assert again.json()["version"] is None
-    assert again.json()["units"] == {"total": 5, "new": 0, "existing": 5, "failed": 0}
+    # ... and says where the content is: the unchanged version 1
+    assert again.json()["version"] == 1 and again.json()["created"] is False
+    assert again.json()["units"] == {
+        "total": 5,
+        "new": 0,
+        "existing": 5,
+        "failed": 0,
+        "replaced": 0,
+    }
     assert again.json()["artifacts"]["downloaded"] == 0
     assert file_requests(http_server) == []
     assert http_server.count("/repo/PULP_MANIFEST") == 1
@@ -186,8 +196,8 @@ def test_failed_files_exit_1_and_the_rest_stays(http_server: FaultServer, tmp_pa
     result = run_cli(*args)
     assert result.code == 1, result
     report = result.json()
-    assert report["version"] is None
-    assert report["units"] == {"total": 7, "new": 4, "existing": 0, "failed": 3}
+    assert report["version"] is None and report["created"] is False
+    assert report["units"] == {"total": 7, "new": 4, "existing": 0, "failed": 3, "replaced": 0}
     failures = {f["relative_path"]: f for f in report["failures"]}
     assert set(failures) == {"missing.txt", "corrupt.txt", "short.txt"}
     assert "404" in failures["missing.txt"]["error"]
@@ -211,7 +221,7 @@ def test_failed_files_exit_1_and_the_rest_stays(http_server: FaultServer, tmp_pa
     assert result.code == 0, result
     report = result.json()
     assert report["version"] == 1
-    assert report["units"] == {"total": 7, "new": 3, "existing": 4, "failed": 0}
+    assert report["units"] == {"total": 7, "new": 3, "existing": 4, "failed": 0, "replaced": 0}
     refetched = ["/repo/corrupt.txt", "/repo/missing.txt", "/repo/short.txt"]
     assert sorted(file_requests(http_server)) == refetched
 

@@ -193,6 +193,11 @@ class ArtifactStorage:
             at a time on the reference machine).
         durable: fsync files and directories before an adoption returns (default True;
             tests and benchmarks may turn it off).
+        readonly: open the storage for reading only: no directory is created (a root
+            without ``artifacts/`` is a storage holding no file), and every method that
+            would write (:meth:`adopt`, :meth:`adopt_result`, :meth:`add_bytes`,
+            :meth:`cleanup_temp`) raises :class:`~triofetch.StoreError`.  For a root on a
+            read-only filesystem, or one the process may not write.
     """
 
     def __init__(
@@ -201,6 +206,7 @@ class ArtifactStorage:
         *,
         limiter: trio.CapacityLimiter | None = None,
         durable: bool = True,
+        readonly: bool = False,
     ) -> None:
         self.root = Path(root).absolute()
         self.artifacts_dir = self.root / "artifacts"
@@ -211,6 +217,9 @@ class ArtifactStorage:
         # files and directories adopted with sync=False, until the next sync()
         self._pending: set[Path] = set()
         self._pending_lock = threading.Lock()
+        self.readonly = readonly
+        if readonly:
+            return
         try:
             self.artifacts_dir.mkdir(parents=True, exist_ok=True)
             self.temp_dir.mkdir(parents=True, exist_ok=True)
@@ -218,7 +227,12 @@ class ArtifactStorage:
             raise StoreError(f"cannot create the artifact storage at {self.root}: {exc}") from exc
 
     def __repr__(self) -> str:
-        return f"ArtifactStorage({str(self.root)!r})"
+        flag = ", readonly=True" if self.readonly else ""
+        return f"ArtifactStorage({str(self.root)!r}{flag})"
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"the artifact storage at {self.root} was opened read-only")
 
     # -- paths -------------------------------------------------------------------------
 
@@ -254,6 +268,7 @@ class ArtifactStorage:
         :meth:`sync` before the database may refer to it (one ``syncfs`` for a whole batch of
         files instead of several fsyncs for each).
         """
+        self._check_writable()
         digest = _check_sha256(sha256)
         known = normalize_digests(digests)
         src = Path(path)
@@ -312,6 +327,7 @@ class ArtifactStorage:
 
     async def add_bytes(self, data: bytes, *, algorithms: Iterable[str] = ()) -> StoredArtifact:
         """Store *data* (hashed here with sha256 and *algorithms*): for small files and tests."""
+        self._check_writable()
         names = dict.fromkeys([DEFAULT_ALGORITHM, *algorithms])
 
         def write() -> tuple[Path, dict[str, str]]:
@@ -428,6 +444,26 @@ class ArtifactStorage:
         path = self.path_for(sha256)
         return await trio.to_thread.run_sync(path.is_file, limiter=self.limiter)
 
+    async def damaged(self, sizes: Mapping[str, int]) -> set[str]:
+        """The sha256s among *sizes* (``{sha256: recorded size}``) whose file is missing or
+        has another size: one ``stat`` each, in one worker thread, no hashing."""
+        if not sizes:
+            return set()
+        return await trio.to_thread.run_sync(self._damaged_sync, sizes, limiter=self.limiter)
+
+    def _damaged_sync(self, sizes: Mapping[str, int]) -> set[str]:
+        bad: set[str] = set()
+        stat = os.stat
+        base = str(self.artifacts_dir)
+        for sha, size in sizes.items():
+            try:
+                if stat(f"{base}/{sha[:2]}/{sha[2:4]}/{sha}").st_size == size:
+                    continue
+            except OSError:
+                pass
+            bad.add(sha)
+        return bad
+
     async def open(self, sha256: str) -> AsyncIOWrapper[BufferedReader]:
         """Open the stored file of *sha256* for reading (a Trio async file object, binary).
 
@@ -491,6 +527,14 @@ class ArtifactStorage:
         corrupted.sort(key=lambda c: c.sha256)
         return VerifyReport(len(todo), tuple(corrupted))
 
+    async def check(self, sha256: str, *, size: int | None = None) -> str | None:
+        """Hash the stored file of *sha256* (in a worker thread): None when it is intact,
+        else what is wrong (``missing``, ``size 3, expected 5``, ``sha256 is ...``)."""
+        digest = _check_sha256(sha256)
+        return await trio.to_thread.run_sync(
+            self._check_file, digest, self.path_for(digest), size, limiter=self.limiter
+        )
+
     def _walk(self) -> list[Path]:
         found: list[Path] = []
         for dirpath, _dirs, files in os.walk(self.artifacts_dir):
@@ -527,6 +571,7 @@ class ArtifactStorage:
         means nothing on another machine: pass an *older_than* longer than any download.
         Files with other names are never touched.
         """
+        self._check_writable()
         return await trio.to_thread.run_sync(self._cleanup_sync, older_than, limiter=self.limiter)
 
     def _cleanup_sync(self, older_than: float) -> list[Path]:

@@ -26,7 +26,7 @@ from .._manifest import (
     local_source,
     split_source,
 )
-from .._store import open_store
+from .._store import ReplacedUnit, open_store
 from .._tempfiles import temp_file_pid
 from ._common import (
     EXIT_FAILED,
@@ -81,23 +81,39 @@ def report_json(report: CreateReport) -> dict[str, Any]:
     return {
         "repository": report.repository,
         "version": report.version,
+        "created": report.created,
         "units": {
             "total": report.units_total,
             "new": report.units_new,
             "existing": report.units_existing,
             "failed": report.units_failed,
+            "replaced": report.units_replaced,
         },
         "artifacts": {
             "downloaded": report.artifacts_downloaded,
             "reused": report.artifacts_reused,
+            "repaired": report.artifacts_repaired,
             "bytes": report.bytes_downloaded,
         },
+        "replaced": [_replaced_json(r) for r in report.replaced],
         "failures": [
             {"relative_path": f.relative_path, "url": f.url, "error": _reason(f.error)}
             for f in report.failures
         ],
         "seconds": round(report.seconds, 3),
     }
+
+
+def _replaced_json(item: ReplacedUnit) -> dict[str, Any]:
+    """A replaced file unit: its path and the content it had; another unit: its key."""
+    key = item.key.natural_key
+    if item.key.type == "file" and item.relative_path is not None and len(key) == 2:
+        return {
+            "relative_path": item.relative_path,
+            "sha256": key[1],
+            "by": item.by.natural_key[-1],
+        }
+    return {"type": item.key.type, "key": list(key), "by": list(item.by.natural_key)}
 
 
 def _reason(error: BaseException) -> str:
@@ -217,31 +233,43 @@ def print_failures(report: CreateReport) -> None:
 
 def print_summary(report: CreateReport, *, file: Any = None) -> None:
     out = file or sys.stdout
-    if report.version is not None:
-        head = f"repository {report.repository!r}: version {report.version} created"
+    name = repr(report.repository)
+    if report.created:
+        head = f"repository {name}: version {report.version} created"
     elif report.failures:
+        latest = (
+            "no version yet"
+            if report.latest_version is None
+            else f"latest: version {report.latest_version}"
+        )
         head = (
-            f"repository {report.repository!r}: {report.units_failed} of {report.units_total} "
-            f"files failed, no new version (latest: {report.latest_version})"
+            f"repository {name}: {report.units_failed} of {report.units_total} "
+            f"files failed, no new version ({latest})"
         )
     else:
-        head = (
-            f"repository {report.repository!r}: up to date, no new version "
-            f"(latest: {report.latest_version})"
-        )
+        head = f"repository {name}: up to date at version {report.version}"
     print(head, file=out)
+    replaced = f", {report.units_replaced} replaced" if report.units_replaced else ""
     print(
         f"files: {report.units_total} total, {report.units_new} new, "
-        f"{report.units_existing} already present, {report.units_failed} failed",
+        f"{report.units_existing} already present, {report.units_failed} failed{replaced}",
         file=out,
     )
+    repaired = f"; repaired: {report.artifacts_repaired}" if report.artifacts_repaired else ""
     print(
         f"downloaded: {report.artifacts_downloaded} files, "
-        f"{human_bytes(report.bytes_downloaded)}; reused: {report.artifacts_reused}; "
+        f"{human_bytes(report.bytes_downloaded)}; reused: {report.artifacts_reused}{repaired}; "
         f"time: {report.seconds:.2f} s",
         file=out,
         flush=True,
     )
+
+
+def print_replaced(report: CreateReport) -> None:
+    for item in report.replaced:
+        what = item.relative_path or repr(list(item.key.natural_key))
+        log.info("replaced: %s (%s)", what, " ".join(item.key.natural_key))
+        warn(f"replaced: {what}: new content took its place in the new version")
 
 
 async def sync_command(args: argparse.Namespace) -> int:
@@ -271,6 +299,8 @@ async def sync_command(args: argparse.Namespace) -> int:
     except StoreError as exc:
         raise CLIError(f"store: {exc}", EXIT_FAILED) from None
     print_failures(report)
+    if not args.json:
+        print_replaced(report)
     if args.json:
         emit_json(report_json(report))
     else:
