@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,10 +22,13 @@ import trio
 
 from .._errors import InvalidInput, StoreError, redact_url
 from .._storage import ArtifactStorage
-from ._base import Backend, Store
+from ._base import Backend, Placement, Store
+from ._retention import GCReport, PruneReport, StoreBusy, VersionInfo
 from ._schema import SCHEMA_VERSION
 from ._sqlite import DEFAULT_CACHE_MIB
 from ._types import (
+    DEFAULT_REPOSITORY_KEYS,
+    check_repository_keys,
     ArtifactConflict,
     ArtifactRecord,
     CommitReport,
@@ -33,6 +36,9 @@ from ._types import (
     NewUnit,
     NewUnitArtifact,
     RemoteArtifact,
+    ReplacedUnit,
+    RepositoryKey,
+    RepositoryKeyConflict,
     RepositoryNotFound,
     UnitInfo,
     UnitKey,
@@ -44,20 +50,29 @@ from ._types import (
 
 __all__ = [
     "DEFAULT_DATABASE_NAME",
+    "DEFAULT_REPOSITORY_KEYS",
     "SCHEMA_VERSION",
     "ArtifactConflict",
     "ArtifactRecord",
     "CommitReport",
+    "GCReport",
     "MissingArtifact",
     "NewUnit",
     "NewUnitArtifact",
+    "Placement",
+    "PruneReport",
     "RemoteArtifact",
+    "ReplacedUnit",
+    "RepositoryKey",
+    "RepositoryKeyConflict",
     "RepositoryNotFound",
     "Store",
+    "StoreBusy",
     "UnitInfo",
     "UnitKey",
     "UnitOutcome",
     "VersionHandle",
+    "VersionInfo",
     "VersionNotFound",
     "VersionNotWritable",
     "open_store",
@@ -113,9 +128,12 @@ async def _open(
     pool_size: int | None,
     storage: ArtifactStorage | None,
     cache_mib: int | None = None,
+    repository_keys: dict[str, RepositoryKey] | None = None,
 ) -> Store:
     root_path = None if root is None else Path(root)
     backend = _backend_for(url, root_path, pool_size, cache_mib)
+    if repository_keys is not None:
+        backend.repository_keys = repository_keys
     if storage is None and root_path is not None:
         storage = await trio.to_thread.run_sync(ArtifactStorage, root_path)
     with trio.CancelScope(shield=True):  # a half-opened pool must not leak
@@ -154,6 +172,7 @@ def open_store(
     pool_size: int | None = None,
     storage: ArtifactStorage | None = None,
     cache_mib: int | None = None,
+    repository_keys: Mapping[str, RepositoryKey | None] | None = None,
 ) -> _Opening:
     """Open (creating and migrating if needed) the store at *url*.
 
@@ -163,7 +182,10 @@ def open_store(
     :class:`ArtifactStorage` there (or pass your own *storage*).  *pool_size* is the number
     of connections, and of worker threads doing database work (default 4).  *cache_mib* is
     SQLite's page cache per connection (default 1 MiB; PostgreSQL ignores it): memory stays
-    bounded by it however large the store grows.
+    bounded by it however large the store grows.  *repository_keys* declares the
+    :class:`RepositoryKey` of unit types (``{type: RepositoryKey(...)}``, None to drop a
+    default): a version holds one unit per key; ``file`` units are keyed by their
+    ``relative_path`` unless told otherwise (:data:`DEFAULT_REPOSITORY_KEYS`).
 
     Use either ``store = await open_store(...)`` (then ``await store.aclose()``) or
     ``async with open_store(...) as store:``.
@@ -176,4 +198,5 @@ def open_store(
         isinstance(cache_mib, bool) or not isinstance(cache_mib, int) or cache_mib < 1
     ):
         raise InvalidInput(f"cache_mib must be a positive int, got {cache_mib!r}")
-    return _Opening(url, absolute, pool_size, storage, cache_mib)
+    keys = check_repository_keys(repository_keys)
+    return _Opening(url, absolute, pool_size, storage, cache_mib, keys)
