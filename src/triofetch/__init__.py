@@ -44,6 +44,7 @@ from ._manifest import (
     parse_pulp_manifest,
     read_manifest,
 )
+from ._repair import RepairedFile, RepairReport, UnrepairableFile, repair
 from ._storage import (
     ArtifactMismatch,
     ArtifactMissing,
@@ -118,6 +119,8 @@ __all__ = [
     "PulpManifest",
     "PulpManifestReader",
     "RemoteArtifact",
+    "RepairReport",
+    "RepairedFile",
     "RepositoryIndex",
     "RepositoryNotFound",
     "RepositoryReader",
@@ -141,6 +144,7 @@ __all__ = [
     "UnitKey",
     "UnitOutcome",
     "UnitStream",
+    "UnrepairableFile",
     "UnsupportedAlgorithm",
     "VerifyReport",
     "VersionHandle",
@@ -153,4 +157,5 @@ __all__ = [
     "open_store",
     "parse_pulp_manifest",
     "read_manifest",
+    "repair",
 ]

@@ -969,6 +969,67 @@ class Backend(ABC):
 
         return list(self._units_from_rows(self.run_read(work)).values())
 
+    # -- repair ---------------------------------------------------------------------------------
+
+    def stored_artifacts(
+        self, repository: str | None, after_id: int, limit: int
+    ) -> list[tuple[int, str, int]]:
+        """A page of artifacts (id, sha256, size) with ids above *after_id*, by id; with
+        *repository*, only those of the units of any of its versions."""
+
+        def work(conn: Any) -> list[tuple[int, str, int]]:
+            if repository is None:
+                rows = conn.execute(
+                    self.sql(
+                        "SELECT id, sha256, size FROM artifacts WHERE id > ? ORDER BY id LIMIT ?"
+                    ),
+                    (after_id, limit),
+                ).fetchall()
+            else:
+                found = conn.execute(
+                    self.sql("SELECT id FROM repositories WHERE name = ?"), (repository,)
+                ).fetchone()
+                if found is None:
+                    raise RepositoryNotFound(repository)
+                # one semi-join a page: the page's ids are read off the artifacts' primary key
+                rows = conn.execute(
+                    self.sql(
+                        "SELECT a.id, a.sha256, a.size FROM artifacts a WHERE a.id > ? AND a.id IN "
+                        "(SELECT ua.artifact_id FROM repository_versions rv "
+                        "JOIN version_units vu ON vu.version_id = rv.id "
+                        "JOIN unit_artifacts ua ON ua.unit_id = vu.unit_id "
+                        "WHERE rv.repository_id = ? AND ua.artifact_id > ?) ORDER BY a.id LIMIT ?"
+                    ),
+                    (after_id, found[0], after_id, limit),
+                ).fetchall()
+            return [(int(i), str(s), int(n)) for i, s, n in rows]
+
+        return self.run_read(work)
+
+    def artifact_urls(self, artifact_ids: list[int]) -> dict[int, list[str]]:
+        """The URLs recorded for the units' files of each artifact, in the order they were
+        recorded, each once; an artifact no unit refers to is left out."""
+
+        def work(conn: Any) -> list[Sequence[Any]]:
+            return list(
+                conn.execute(
+                    self.sql(
+                        "SELECT ua.artifact_id, ra.url FROM unit_artifacts ua "
+                        "LEFT JOIN remote_artifacts ra ON ra.unit_artifact_id = ua.id WHERE "
+                    )
+                    + self.sql(self.in_list("ua.artifact_id"))
+                    + " ORDER BY ua.artifact_id, ua.id, ra.id",
+                    (self.list_param(sorted(set(artifact_ids))),),
+                ).fetchall()
+            )
+
+        urls: dict[int, list[str]] = {}
+        for artifact_id, url in self.run_read(work) if artifact_ids else []:
+            known = urls.setdefault(int(artifact_id), [])
+            if url is not None and url not in known:
+                known.append(url)
+        return urls
+
 
 class Store:
     """A database of units, artifacts and repository versions (SQLite or PostgreSQL).
@@ -1218,6 +1279,33 @@ class Store:
         """How many units a version (default: the latest complete one) holds."""
         name = _check_repository_name(repository)
         return await self._read(self._backend.count_units, name, version_number)
+
+    # -- repair -----------------------------------------------------------------------------
+
+    async def stored_artifacts(
+        self, repository: str | None = None, *, after_id: int = 0, limit: int = 500
+    ) -> list[tuple[int, str, int]]:
+        """A page of the recorded artifacts: ``(id, sha256, size)`` rows, by id (one query).
+
+        At most *limit* rows whose id is greater than *after_id* (page with the last id
+        seen); with *repository*, only the artifacts of the units of any of its versions
+        (:class:`RepositoryNotFound` when there is no such repository).
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit must be a positive int, got {limit!r}")
+        if isinstance(after_id, bool) or not isinstance(after_id, int):
+            raise InvalidInput(f"after_id must be an int, got {after_id!r}")
+        name = None if repository is None else _check_repository_name(repository)
+        return await self._read(self._backend.stored_artifacts, name, after_id, limit)
+
+    async def artifact_urls(self, artifact_ids: Iterable[int]) -> dict[int, list[str]]:
+        """Where the files of these artifacts came from: the URLs recorded for every unit's
+        file that is the artifact, each once, in the order recorded (one query).
+
+        Keyed by artifact id; an artifact no unit refers to is absent, one with no URL
+        recorded maps to an empty list.
+        """
+        return await self._read(self._backend.artifact_urls, _check_ids(artifact_ids))
 
 
 def iter_chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
