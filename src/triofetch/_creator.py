@@ -601,8 +601,9 @@ class ContentUnitCreator:
                             self._artifact,
                             unit,
                             art,
-                            {} if art.relative_path in repair else present,
+                            present,
                             records,
+                            art.relative_path in repair,
                         )
             except BaseExceptionGroup as group:
                 errors, rest = group.split(TriofetchError)
@@ -653,10 +654,12 @@ class ContentUnitCreator:
         art: DeclarativeArtifact,
         present: dict[str, ArtifactRecord],
         records: dict[str, ArtifactRecord],
+        repair: bool = False,
     ) -> None:
         sha = art.sha256
         if sha is not None:
-            known = present.get(sha) or self._recent.get(sha)
+            # a file to repair is downloaded whatever the records say is there
+            known = None if repair else present.get(sha) or self._recent.get(sha)
             if known is not None:
                 records[art.relative_path] = known
                 self.progress.artifacts_reused += 1
