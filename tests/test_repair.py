@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
 
 import triofetch
 from tests._cli_helpers import publish, run_cli
-from tests.faultserver import FaultServer
+from tests.faultserver import FaultServer, Slow, WrongBytes
 from triofetch import DeclarativeArtifact, DeclarativeUnit
 from triofetch._store import (
     ArtifactRecord,
@@ -191,6 +192,42 @@ async def test_file_the_server_lost_is_reported_and_left_alone(
     # not made worse: the same ten bytes; nothing half-written beside it, no temp file
     assert damaged.read_bytes() == content("lost")[:10]
     assert not stored(store, "lost2").exists()
+    assert store.storage is not None
+    assert temp_files(store.storage.root) == []
+
+
+async def test_wrong_bytes_from_the_server_are_not_adopted(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    await synced(store, dl, [file_unit(http_server, "w")])
+    damaged = writable(stored(store, "w"))
+    os.truncate(damaged, 7)
+    http_server.add_faults("/repo/w", [WrongBytes(), WrongBytes()])  # every attempt
+    report = await triofetch.repair(store, dl)
+    assert not report.ok and report.repaired == []
+    [failed] = report.failed
+    assert "sha256" in failed.reason and failed.urls == (http_server.url("/repo/w"),)
+    assert damaged.read_bytes() == content("w")[:7]
+    assert store.storage is not None
+    assert temp_files(store.storage.root) == []
+    # the server is right again: the next repair mends it
+    again = await triofetch.repair(store, dl)
+    assert again.ok and [r.path for r in again.repaired] == [damaged]
+    assert damaged.read_bytes() == content("w")
+
+
+async def test_cancelled_repair_leaves_the_file_and_no_temp_file(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    await synced(store, dl, [file_unit(http_server, "slow")])
+    damaged = writable(stored(store, "slow"))
+    damaged.write_bytes(b"Z" * len(content("slow")))
+    http_server.add_faults("/repo/slow", [Slow(0.2, chunk=100)])
+    with trio.move_on_after(0.5) as scope:
+        await triofetch.repair(store, dl)
+    assert scope.cancelled_caught
+    assert http_server.count("/repo/slow") == 2  # the download had started
+    assert damaged.read_bytes() == b"Z" * len(content("slow"))
     assert store.storage is not None
     assert temp_files(store.storage.root) == []
 
