@@ -26,6 +26,20 @@ import trio
 
 from .._errors import InvalidInput, InvalidUnit, StoreError
 from .._storage import ArtifactStorage
+from ._retention import (
+    GCReport,
+    LeaseHandle,
+    PruneReport,
+    VersionInfo,
+    acquire_lease,
+    check_wait,
+    delete_garbage,
+    release_lease,
+    remove_files,
+    sweep_unrecorded,
+)
+from ._retention import prune as _prune
+from ._retention import versions as _versions
 from ._schema import unit_key_hash
 from ._types import (
     DEFAULT_REPOSITORY_KEYS,
@@ -158,6 +172,11 @@ class Backend(ABC):
     dialect: str
     #: bounded retries of a whole transaction after a serialization failure / deadlock / busy
     max_attempts = 8
+    #: set by open_store() before open(): open without writing anything (no migration),
+    #: and refuse every write
+    readonly = False
+    #: set by open_store() before open(): create the store when there is none
+    create = True
 
     def __init__(self, pool_size: int) -> None:
         self.pool_size = pool_size
@@ -196,6 +215,10 @@ class Backend(ABC):
     @abstractmethod
     def sql(self, text: str) -> str:
         """Translate shared SQL written with ``?`` placeholders."""
+
+    @abstractmethod
+    def lease_handle(self) -> LeaseHandle:
+        """A new holder's handle on the writers' lease (see ``_retention``); blocks briefly."""
 
     #: appended to a SELECT that must lock the rows it reads (PostgreSQL: FOR UPDATE)
     lock_rows = ""
@@ -249,6 +272,11 @@ class Backend(ABC):
     @abstractmethod
     def list_param(self, values: Sequence[Any]) -> Any:
         """A list of values as the one parameter of ``in_list``."""
+
+    @abstractmethod
+    def q_members_at(self, conn: Any, version_id: int, keys: list[str]) -> Iterable[Sequence[Any]]:
+        """Members of the version whose repository key is one of *keys*: rows (unit_id, type,
+        natural_key, repo_key, added)."""
 
     @abstractmethod
     def q_members_under(
@@ -611,16 +639,7 @@ class Backend(ABC):
             if not c.repo_key.startswith("/"):
                 paths.append(c.repo_key)
                 exact.update(_parents(c.repo_key))
-        rows = list(
-            conn.execute(
-                self.sql(
-                    "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added FROM units u "
-                    "JOIN version_units vu ON vu.version_id = ? AND vu.unit_id = u.id WHERE "
-                )
-                + self.sql(self.in_list("u.repo_key")),
-                (version_id, self.list_param(sorted(exact))),
-            )
-        )
+        rows = list(self.q_members_at(conn, version_id, sorted(exact)))
         if paths:
             rows.extend(self.q_members_under(conn, version_id, sorted(paths)))
         # members by their key, and by each directory above them
@@ -1044,6 +1063,8 @@ class Store:
         storage: the :class:`ArtifactStorage` of the ``root`` given to :func:`open_store`,
             or None.
         limiter: bounds the worker threads, sized to the connection pool.
+        readonly: opened with ``open_store(readonly=True)``: every method that writes
+            raises :class:`StoreError`.
     """
 
     def __init__(
@@ -1055,6 +1076,7 @@ class Store:
     ) -> None:
         self._backend = backend
         self.dialect = backend.dialect
+        self.readonly = backend.readonly
         self.storage = storage
         self.limiter = limiter if limiter is not None else trio.CapacityLimiter(backend.pool_size)
         # The limiter above is acquired (cancellably) before a write starts; the thread itself
@@ -1097,6 +1119,8 @@ class Store:
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         self._check_open()
+        if self.readonly:
+            raise StoreError("the store was opened read-only")
         async with self.limiter:  # waiting here is cancellable: nothing has started
             with trio.CancelScope(shield=True):
                 result = await trio.to_thread.run_sync(
@@ -1112,9 +1136,52 @@ class Store:
 
         Every writer that may refer to existing units, artifacts or stored files before it
         commits (a creator run, a repair, an export that fetches) holds one for its whole
-        run.  Leases are shared: any number of writers hold one at once.
+        run.  Leases are shared: any number of writers hold one at once.  Entering waits
+        (cancellably, polling) while :meth:`collect_garbage` runs.  The lease of a process
+        that dies is released by the operating system (SQLite: ``flock`` on ``<db>.lease``)
+        or the server (PostgreSQL: an advisory lock on a connection of its own).
         """
-        yield
+        self._check_open()
+        handle = await acquire_lease(self._backend, exclusive=False, wait=None)
+        try:
+            yield
+        finally:
+            await release_lease(handle)
+
+    async def collect_garbage(self, *, wait: float = 600.0) -> GCReport:
+        """Remove what no version holds, once no writer is running; report what went.
+
+        Takes the writers' lease exclusively (waiting up to *wait* seconds for running
+        writers to finish, then raising :class:`StoreBusy` having removed nothing).  With no
+        writer alive every incomplete version was abandoned by a writer that died, and every
+        stored file without a record is garbage.  Then, in one write transaction: the
+        incomplete versions, the units no version holds (with their artifact links and
+        remote artifacts), the artifacts no unit refers to; after that transaction committed,
+        the files of those artifacts; then the files of the storage that have no artifact
+        row, and the temp files of processes that are gone.  Without a storage (a store
+        opened without ``root``) only the database is cleaned.
+        """
+        seconds = check_wait(wait)
+        self._check_open()
+        handle = await acquire_lease(self._backend, exclusive=True, wait=seconds)
+        try:
+            versions, units, gone = await self._write(delete_garbage, self._backend)
+            report = GCReport(versions, units, len(gone))
+            storage = self.storage
+            if storage is None:
+                return report
+            files, freed = await trio.to_thread.run_sync(
+                remove_files, storage, [sha for sha, _ in gone], limiter=storage.limiter
+            )
+            more, more_freed = await self._read(
+                sweep_unrecorded, self._backend, storage, trio.from_thread.check_cancelled
+            )
+            temp = await storage.cleanup_temp()
+            return GCReport(
+                versions, units, len(gone), files + more, freed + more_freed, len(temp)
+            )
+        finally:
+            await release_lease(handle)
 
     # -- units and artifacts ------------------------------------------------------------------
 
@@ -1251,6 +1318,11 @@ class Store:
         ids = _check_ids(unit_ids)
         return await self._write(self._backend.remove_from_version, version, ids)
 
+    async def version_changes(self, version: VersionHandle, other: VersionHandle) -> tuple[int, int]:
+        """How *version* differs from *other*: (units only in *version*, units only in
+        *other*), counted by two queries."""
+        return await self._read(self._backend.version_changes, version.id, other.id)
+
     async def complete_version(self, version: VersionHandle) -> VersionHandle:
         """Mark *version* complete: it becomes the latest version and immutable."""
         return await self._write(self._backend.complete_version, version)
@@ -1279,6 +1351,27 @@ class Store:
         """How many units a version (default: the latest complete one) holds."""
         name = _check_repository_name(repository)
         return await self._read(self._backend.count_units, name, version_number)
+
+    async def versions(self, repository: str) -> list[VersionInfo]:
+        """Every version of *repository*, complete or not, by ascending number (one query).
+
+        Raises :class:`RepositoryNotFound` for an unknown repository.
+        """
+        name = _check_repository_name(repository)
+        return await self._read(_versions, self._backend, name)
+
+    async def prune(self, repository: str, keep: int) -> PruneReport:
+        """Delete the complete versions of *repository* older than its *keep* latest ones.
+
+        Incomplete versions (a sync in progress) are never deleted, nor the latest complete
+        version (*keep* is at least 1).  One transaction.  The units and files the deleted
+        versions held stay in the store until :meth:`collect_garbage` finds nothing holds
+        them.  Raises :class:`RepositoryNotFound` for an unknown repository.
+        """
+        name = _check_repository_name(repository)
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise InvalidInput(f"keep must be an int >= 1, got {keep!r}")
+        return await self._write(_prune, self._backend, name, keep)
 
     # -- repair -----------------------------------------------------------------------------
 

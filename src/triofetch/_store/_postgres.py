@@ -23,15 +23,63 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool
 
-from .._errors import StoreError, redact_url
+from .._errors import NotAStore, StoreError, StoreNotFound, redact_url
 from ._base import Backend
-from ._schema import POSTGRES_MIGRATIONS, migrate
+from ._retention import LeaseHandle
+from ._schema import POSTGRES_MIGRATIONS, check_readable, migrate
 
 __all__ = ["PostgresBackend"]
 
 #: pg_advisory_xact_lock key taken while migrating ("triofetch" in ASCII, truncated)
 _MIGRATION_LOCK = 0x7472696F6665
 _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+#: the session advisory lock that is the writers' lease: shared by writers, exclusive for gc
+_LEASE_LOCK = 0x74666C65617365  # "tflease"
+
+
+class AdvisoryLease(LeaseHandle):
+    """The lease of a PostgreSQL store: an advisory lock held by a connection of its own.
+
+    Not a pooled connection: the lock lives as long as its session, and the server drops it
+    when the connection closes — also when the holder's process is killed.
+    """
+
+    def __init__(self, conninfo: str, timeout: float) -> None:
+        try:
+            self._conn: psycopg.Connection[tuple[Any, ...]] | None = psycopg.connect(
+                conninfo, autocommit=True, connect_timeout=max(1, round(timeout))
+            )
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to {redact_url(conninfo)} for the writers' lease: {exc}"
+            ) from exc
+
+    def try_acquire(self, exclusive: bool) -> bool:
+        if self._conn is None:
+            raise StoreError("the lease handle is closed")
+        fn = "pg_try_advisory_lock" if exclusive else "pg_try_advisory_lock_shared"
+        try:
+            row = self._conn.execute(f"SELECT {fn}(%s)", (_LEASE_LOCK,)).fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot take the writers' lease: {exc}") from exc
+        return bool(row and row[0])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                # unlocked before the close returns: the server ends a closed session a
+                # moment later, and a gc started right after must find the lease free
+                conn.execute("SELECT pg_advisory_unlock_all()")
+            except psycopg.Error:
+                pass  # a broken session: the server ends it, and its locks with it
+            finally:
+                conn.close()
+
+
+def _read_only_session(conn: psycopg.Connection[Any]) -> None:
+    """The pool's configure hook for a store opened read-only: every transaction reads."""
+    conn.execute("SET default_transaction_read_only = on")
 
 
 class PostgresBackend(Backend):
@@ -53,12 +101,19 @@ class PostgresBackend(Backend):
             open=False,
             timeout=self.timeout,
             name="triofetch",
+            configure=_read_only_session if self.readonly else None,
         )
         try:
             pool.open(wait=True, timeout=self.timeout)
             self._pool = pool
             with pool.connection() as conn, conn.transaction():
-                self._migrate(conn)
+                if self.readonly:
+                    version = self._schema_version(conn)
+                    if version is None:
+                        raise self._not_found()
+                    check_readable(version, "the database")
+                else:
+                    self._migrate(conn)
         except psycopg.Error as exc:  # includes PoolTimeout
             pool.close()
             self._pool = None
@@ -72,7 +127,37 @@ class PostgresBackend(Backend):
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        if self._schema_version(conn) is None:
+            # A new store is made in an empty database (an empty schema), never beside
+            # another application's tables.
+            if not self.create:
+                raise self._not_found()
+            tables = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                    "ORDER BY tablename LIMIT 4"
+                )
+            ]
+            if tables:
+                shown = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
+                raise NotAStore(
+                    redact_url(self.conninfo), f"it holds other tables ({shown}), none of ours"
+                )
         migrate(conn, POSTGRES_MIGRATIONS, "%s", "the database")
+
+    @staticmethod
+    def _schema_version(conn: psycopg.Connection[Any]) -> int | None:
+        """The store's schema version; None when the database holds no triofetch schema."""
+        row = conn.execute("SELECT to_regclass('triofetch_schema') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return None
+        row = conn.execute("SELECT version FROM triofetch_schema").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _not_found(self) -> StoreNotFound:
+        where = redact_url(self.conninfo)
+        return StoreNotFound(where, f"no triofetch store in database {where}")
 
     def close(self) -> None:
         if self._pool is not None:
@@ -109,6 +194,9 @@ class PostgresBackend(Backend):
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
+
+    def lease_handle(self) -> AdvisoryLease:
+        return AdvisoryLease(self.conninfo, self.timeout)
 
     # -- primitives ---------------------------------------------------------------------------
 
@@ -224,4 +312,15 @@ class PostgresBackend(Backend):
             'AND (u.repo_key COLLATE "C") < (p.x || \'0\') COLLATE "C" '
             "JOIN version_units vu ON vu.version_id = %s AND vu.unit_id = u.id",
             (paths, version_id),
+        ).fetchall()
+
+    def q_members_at(
+        self, conn: Any, version_id: int, keys: list[str]
+    ) -> Iterable[Sequence[Any]]:
+        return conn.execute(  # type: ignore[no-any-return]
+            "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added "
+            "FROM unnest(%s::text[]) AS k(x) JOIN units u "
+            'ON (u.repo_key COLLATE "C") = (k.x COLLATE "C") '
+            "JOIN version_units vu ON vu.version_id = %s AND vu.unit_id = u.id",
+            (keys, version_id),
         ).fetchall()

@@ -39,9 +39,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .._errors import StoreError
+from .._errors import NotAStore, StoreError, StoreNotFound
 from ._base import Backend
-from ._schema import SQLITE_MIGRATIONS, migrate, sha256_prefix, unit_key_hash
+from ._retention import FileLease
+from ._schema import SQLITE_MIGRATIONS, check_readable, migrate, sha256_prefix, unit_key_hash
 
 try:
     import fcntl
@@ -165,16 +166,22 @@ class SQLiteBackend(Backend):
         self._lockfile: int | None = None
         self._max_variables = 999
         self._checkpointer: _Checkpointer | None = None
+        #: read-only: the ``file:`` URI (mode=ro) every connection opens, set by open()
+        self._readonly_uri: str | None = None
 
     # -- connections ------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        uri = self._readonly_uri
         conn = sqlite3.connect(
-            self.path,
+            uri or self.path,
             timeout=_BUSY_TIMEOUT_MS / 1000,
             isolation_level=None,
             check_same_thread=False,
+            uri=uri is not None,
         )
+        if uri is not None:
+            conn.execute("PRAGMA query_only = ON")
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA cache_size = {-self._cache_kib}")
@@ -261,26 +268,101 @@ class SQLiteBackend(Backend):
     def sql(self, text: str) -> str:
         return text
 
+    def lease_handle(self) -> FileLease:
+        return FileLease(Path(f"{self.path}.lease"))
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lockfile = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            with self._writer_lock(), self._connection() as conn:
+            if self.readonly:
+                self._open_readonly()
+            else:
+                self._open_writable()
+        except sqlite3.Error as exc:
+            self.close()
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+                raise NotAStore(str(self.path), "not an SQLite database") from exc
+            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_writable(self) -> None:
+        if not self.create and not self.path.exists():
+            raise StoreNotFound(str(self.path))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lockfile = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        # Under the writers' lock: the process that creates the database writes its schema
+        # before any other looks at it, so a file found here that is not a store (empty,
+        # foreign) is refused, never made into one.
+        with self._writer_lock():
+            existed = self.path.exists()
+            if not existed and not self.create:
+                raise StoreNotFound(str(self.path))
+            with self._connection() as conn:
+                if existed:
+                    self._schema_version(conn)
                 # effective only for a new (empty) database: an existing one keeps its size
                 conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode != "wal":  # pragma: no cover - e.g. a filesystem without shared memory
                     raise StoreError(f"SQLite refused WAL mode for {self.path} (got {mode})")
                 self._migrate(conn)
-            self._checkpointer = _Checkpointer(self.path)
-        except sqlite3.Error as exc:
-            self.close()
-            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
-        except BaseException:
-            self.close()
-            raise
+        self._checkpointer = _Checkpointer(self.path)
+
+    def _open_readonly(self) -> None:
+        # No lock file, no checkpointer, no migration: nothing is written.
+        if not self.path.exists():
+            raise StoreNotFound(str(self.path))
+        self._readonly_uri = uri = self._make_readonly_uri()
+        try:
+            with self._connection() as conn:
+                version = self._schema_version(conn)
+        except sqlite3.OperationalError as exc:
+            if "immutable=1" in uri or exc.sqlite_errorcode != sqlite3.SQLITE_CANTOPEN:
+                raise
+            raise StoreError(
+                f"cannot read {self.path} read-only: its directory may not be written and "
+                f"its write-ahead log ({self.path}-wal) holds commits SQLite can read only "
+                "with its -shm file; open the store once with write access to fold them in"
+            ) from exc
+        check_readable(version, str(self.path))
+
+    def _make_readonly_uri(self) -> str:
+        """``mode=ro``; with ``immutable=1`` too when the directory may not be written.
+
+        SQLite reads a WAL database through its ``-shm`` file, which a read-only connection
+        creates when it is missing (after a clean close it is): in a directory that may not
+        be written (a read-only mount) it cannot, and the database opens only as immutable.
+        A non-empty ``-wal`` there was left by a writer that did not close: immutable would
+        ignore its commits, so the plain read-only open (which reads it when its ``-shm``
+        is there too) is tried instead.
+        """
+        base = self.path.absolute().as_uri() + "?mode=ro"
+        if os.access(self.path.parent, os.W_OK):
+            return base
+        try:
+            pending = os.stat(f"{self.path}-wal").st_size > 0
+        except FileNotFoundError:
+            pending = False
+        return base if pending else base + "&immutable=1"
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        """The schema version of an existing database; NotAStore when it is no store."""
+        if not self.path.is_file():
+            raise NotAStore(str(self.path), "not a file")
+        found = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'triofetch_schema'"
+        ).fetchone()[0]
+        if not found:
+            empty = self.path.stat().st_size == 0
+            raise NotAStore(
+                str(self.path),
+                "an empty file" if empty else "an SQLite database without triofetch's tables",
+            )
+        row = conn.execute("SELECT version FROM triofetch_schema").fetchone()
+        return 0 if row is None else int(row[0])
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         # Foreign keys off while migrating (a no-op inside a transaction, hence here): a
@@ -486,11 +568,23 @@ class SQLiteBackend(Backend):
     def q_members_under(
         self, conn: Any, version_id: int, paths: list[str]
     ) -> Iterable[Sequence[Any]]:
-        # a range on the index for each path: its children sort between 'p/' and 'p0'
+        # a range on the index for each path: its children sort between 'p/' and 'p0'.
+        # CROSS JOIN fixes the order (paths, then the index, then membership): left to
+        # itself the planner scans the whole version once per path.
         return conn.execute(  # type: ignore[no-any-return]
             "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added "
-            "FROM json_each(?) AS p JOIN units u "
+            "FROM json_each(?) AS p CROSS JOIN units u "
             "ON u.repo_key >= p.value || '/' AND u.repo_key < p.value || '0' "
-            "JOIN version_units vu ON vu.version_id = ? AND vu.unit_id = u.id",
+            "CROSS JOIN version_units vu ON vu.version_id = ? AND vu.unit_id = u.id",
             (_dumps(paths), version_id),
+        ).fetchall()
+
+    def q_members_at(
+        self, conn: Any, version_id: int, keys: list[str]
+    ) -> Iterable[Sequence[Any]]:
+        return conn.execute(  # type: ignore[no-any-return]
+            "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added "
+            "FROM json_each(?) AS k CROSS JOIN units u ON u.repo_key = k.value "
+            "CROSS JOIN version_units vu ON vu.version_id = ? AND vu.unit_id = u.id",
+            (_dumps(keys), version_id),
         ).fetchall()
