@@ -167,6 +167,7 @@ async def run_sync(
     retries: int = 3,
     slice_size: int = 500,
     mirror: bool = False,
+    retain: int | None = None,
     ca_cert: str | None = None,
     transport: str = "auto",
     console: Console | None = None,
@@ -222,6 +223,11 @@ async def run_sync(
             with _cleanup_on_exit(storage.temp_dir):
                 async with bars:
                     report = await creator.run(index.units(), repository=repository, mirror=mirror)
+            if retain is not None:
+                # also after a sync that changed nothing: the option states a policy
+                pruned = await store.prune(repository, retain)
+                if pruned.deleted:
+                    log.info("pruned versions %s of %r", list(pruned.deleted), repository)
     return index, report
 
 
@@ -287,6 +293,7 @@ async def sync_command(args: argparse.Namespace) -> int:
             retries=args.retries,
             slice_size=args.slice_size,
             mirror=args.mirror,
+            retain=args.retain,
             ca_cert=args.ca_cert,
             transport=args.transport,
             console=console,

@@ -1,0 +1,171 @@
+"""``triofetch versions``, ``prune``, ``gc`` and ``sync --retain``, end to end (subprocesses)."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+from pathlib import Path
+
+from tests._cli_helpers import cli_env, publish, run_cli
+from tests.faultserver import FaultServer
+
+FILES = {"a.txt": b"alpha\n", "dir/b.bin": b"b" * 3000, "c.txt": b"gamma\n"}
+
+
+def content(generation: int) -> dict[str, bytes]:
+    """FILES with a.txt changed in each generation (and dir/b.bin from the third on)."""
+    files = dict(FILES)
+    files["a.txt"] = f"alpha {generation}\n".encode()
+    if generation >= 3:
+        files["dir/b.bin"] = b"B" * (3000 + generation)
+    return files
+
+
+def sync(server: FaultServer, root: Path, generation: int, *more: str) -> dict[str, object]:
+    url = publish(server, content(generation), prefix=f"/gen{generation}")
+    result = run_cli("sync", url, "--root", root, "--repository", "r", "--json", *more)
+    assert result.code == 0, result
+    report: dict[str, object] = result.json()
+    return report
+
+
+def versions(root: Path, repository: str = "r") -> list[dict[str, object]]:
+    result = run_cli("versions", "--root", root, "--repository", repository, "--json")
+    assert result.code == 0, result
+    rows: list[dict[str, object]] = result.json()
+    return rows
+
+
+def stored(root: Path) -> int:
+    return sum(1 for p in (root / "artifacts").rglob("*") if p.is_file())
+
+
+def test_versions_prune_gc(http_server: FaultServer, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for generation in (1, 2, 3):
+        assert sync(http_server, root, generation)["version"] == generation
+    rows = versions(root)
+    assert [(r["number"], r["units"], r["complete"]) for r in rows] == [
+        (1, 3, True),
+        (2, 3, True),
+        (3, 3, True),
+    ]
+    for r in rows:
+        created = datetime.datetime.fromisoformat(str(r["created"]))
+        assert created.tzinfo is not None
+        assert abs(datetime.datetime.now(datetime.UTC) - created).total_seconds() < 120
+    human = run_cli("versions", "--root", root, "--repository", "r")
+    assert human.code == 0, human
+    lines = human.out.splitlines()
+    assert lines[0].split() == ["version", "created", "(UTC)", "units", "state"]
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3"]
+    assert all(line.split()[-2:] == ["3", "complete"] for line in lines[1:])
+    # 3 + 1 (a.txt v2) + 2 (a.txt, b.bin v3) files
+    assert stored(root) == 6
+
+    gc = run_cli("gc", "--root", root, "--json")
+    assert gc.code == 0, gc
+    assert gc.json() == {
+        "versions": 0,
+        "units": 0,
+        "artifacts": 0,
+        "files": 0,
+        "bytes": 0,
+        "temp_files": 0,
+    }
+    pruned = run_cli("prune", "--root", root, "--repository", "r", "--keep", "1", "--json")
+    assert pruned.code == 0, pruned
+    assert pruned.json() == {"repository": "r", "kept": [3], "deleted": [1, 2]}
+    assert [r["number"] for r in versions(root)] == [3]
+    assert stored(root) == 6  # prune removes versions, not files
+
+    gc = run_cli("gc", "--root", root)
+    assert gc.code == 0, gc
+    # gone: a.txt of v1 and v2, b.bin of v1/v2 (units and files)
+    assert gc.out.startswith("removed 0 incomplete versions, 3 units, 3 artifacts, 3 files ("), gc
+    assert stored(root) == 3
+    verify = run_cli("verify", "--root", root)
+    assert verify.code == 0, verify
+    listed = run_cli("list", "--root", root, "--repository", "r", "--json")
+    assert sorted(row["relative_path"] for row in listed.json()) == sorted(FILES)
+    assert run_cli("gc", "--root", root).out.strip() == "nothing to remove"
+
+    again = run_cli("prune", "--root", root, "--repository", "r", "--keep", "2")
+    assert again.code == 0, again
+    assert again.out.strip() == "repository 'r': nothing to delete; kept 3"
+
+
+def test_sync_retain(http_server: FaultServer, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for generation in (1, 2, 3):
+        sync(http_server, root, generation, "--retain", "2")
+    assert [r["number"] for r in versions(root)] == [2, 3]
+    # a sync that changes nothing prunes too
+    report = sync(http_server, root, 3, "--retain", "1")
+    assert report["created"] is False and report["version"] == 3
+    assert [r["number"] for r in versions(root)] == [3]
+    bad = run_cli("sync", "file:///nowhere", "--root", root, "--repository", "r", "--retain", "0")
+    assert bad.code == 2 and "--retain" in bad.err
+
+
+def test_unknown_repository_and_missing_store_exit_2(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for command in (["versions"], ["prune", "--keep", "1"]):
+        result = run_cli(*command, "--root", root, "--repository", "nope")
+        assert result.code == 2, result
+        assert "no triofetch store at" in result.err
+    result = run_cli("gc", "--root", root)
+    assert result.code == 2 and "no triofetch store at" in result.err, result
+    assert not root.exists()  # nothing was made
+
+    empty = tmp_path / "empty"
+    url = (tmp_path / "PULP_MANIFEST").as_uri()
+    (tmp_path / "PULP_MANIFEST").write_text("")
+    assert run_cli("sync", url, "--root", empty, "--repository", "r").code == 0
+    for command in (["versions"], ["prune", "--keep", "1"]):
+        result = run_cli(*command, "--root", empty, "--repository", "nope")
+        assert result.code == 2, result
+        assert result.err.strip() == "triofetch: error: no repository named 'nope'"
+    (only,) = versions(empty)  # an empty first version: where the (empty) content is
+    assert (only["number"], only["units"], only["complete"]) == (1, 0, True)
+
+
+_HOLDER = """
+import sys, trio
+from triofetch._store import open_store
+
+async def main():
+    async with open_store(root=sys.argv[1]) as store, store.lease():
+        print("held", flush=True)
+        await trio.sleep(600)
+
+trio.run(main)
+"""
+
+
+def test_gc_gives_up_while_a_writer_runs(http_server: FaultServer, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    sync(http_server, root, 1)
+    sync(http_server, root, 2)
+    run_cli("prune", "--root", root, "--repository", "r", "--keep", "1")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(root)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        result = run_cli("gc", "--root", root, "--wait", "1", "--json")
+        assert result.code == 1, result
+        assert result.out == ""
+        assert "a sync (or another writer) is still running" in result.err
+        assert "removed nothing" in result.err
+        assert stored(root) == 4
+    finally:
+        holder.kill()
+        holder.wait()
+    result = run_cli("gc", "--root", root, "--wait", "5", "--json")
+    assert result.code == 0, result
+    assert result.json()["units"] == 1 and stored(root) == 3
