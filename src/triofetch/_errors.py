@@ -22,6 +22,8 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      ├── ManifestError                 line, line_number
      ├── StoreError                    database or artifact storage
      │    ├── SchemaVersionError       a store written by a newer triofetch
+     │    ├── StoreNotFound            no store there (also a LookupError): location
+     │    ├── NotAStore                a database that is not a triofetch store: location
      │    ├── RepositoryNotFound       (also a LookupError)
      │    ├── VersionNotFound          (also a LookupError)
      │    ├── VersionNotWritable       a complete version is immutable
@@ -53,9 +55,11 @@ __all__ = [
     "InvalidURL",
     "InvalidUnit",
     "ManifestError",
+    "NotAStore",
     "SchemaVersionError",
     "SizeMismatch",
     "StoreError",
+    "StoreNotFound",
     "TooManyRedirects",
     "TransportError",
     "TriofetchError",
@@ -262,6 +266,36 @@ class StoreError(TriofetchError):
 
 class SchemaVersionError(StoreError):
     """The store was created by a newer version of triofetch than this one."""
+
+
+class StoreNotFound(StoreError, LookupError):
+    """There is no store where one must already exist.
+
+    Raised by ``open_store(create=False)`` or ``open_store(readonly=True)`` when the SQLite
+    file does not exist, or the PostgreSQL database holds no triofetch schema.  ``location``
+    is the SQLite file's path or the database URL (credentials redacted).
+    """
+
+    def __init__(self, location: str, message: str | None = None) -> None:
+        self.location = location
+        super().__init__(message or f"no triofetch store at {location}")
+
+
+class NotAStore(StoreError):
+    """A database is there, but it is not a triofetch store, and is never made into one.
+
+    An empty (zero-byte) file, a file that is not SQLite, an SQLite database without
+    triofetch's ``triofetch_schema`` table, a PostgreSQL database holding tables of its own
+    and no triofetch schema.  ``location`` is the file's path or the database URL
+    (credentials redacted); ``reason`` says what was found.
+    """
+
+    def __init__(self, location: str, reason: str = "") -> None:
+        self.location = location
+        self.reason = reason
+        super().__init__(
+            f"{location} is not a triofetch database" + (f" ({reason})" if reason else "")
+        )
 
 
 class UnitFailed(TriofetchError):

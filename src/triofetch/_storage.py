@@ -111,13 +111,20 @@ class CorruptArtifact:
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
-    """What :meth:`ArtifactStorage.verify` found."""
+    """What :meth:`ArtifactStorage.verify` found.
+
+    ``checked`` files were checked; ``corrupted`` are those missing or damaged.  ``orphans``
+    (only with ``verify(expected=...)``) are the files under ``artifacts/`` that no record
+    expects: not errors (``ok`` ignores them), the collector removes them.
+    """
 
     checked: int
     corrupted: tuple[CorruptArtifact, ...]
+    orphans: tuple[Path, ...] = ()
 
     @property
     def ok(self) -> bool:
+        """No file is missing or damaged (orphans do not count)."""
         return not self.corrupted
 
 
@@ -494,15 +501,34 @@ class ArtifactStorage:
     # -- maintenance -----------------------------------------------------------------------
 
     async def verify(
-        self, sha256s: Iterable[str] | None = None, *, sizes: Mapping[str, int] | None = None
+        self,
+        sha256s: Iterable[str] | None = None,
+        *,
+        sizes: Mapping[str, int] | None = None,
+        expected: Mapping[str, int] | None = None,
     ) -> VerifyReport:
         """Re-hash stored files and report those whose content is not their sha256.
 
         With *sha256s*, those artifacts are checked (a missing file is reported as corrupt);
         otherwise every file under ``artifacts/``.  *sizes* optionally gives the size each
         sha256 should have (as recorded in the database).
+
+        With *expected* (``{sha256: size}``: every artifact the database records) the check
+        goes both ways: each expected file must be there with that size and content (a
+        missing one is reported as corrupt, reason ``missing``), and the files under
+        ``artifacts/`` that are not expected are listed in ``orphans`` without being read.
+        ``checked`` is then the number of expected files.
         """
-        if sha256s is None:
+        orphans: list[Path] = []
+        if expected is not None:
+            if sha256s is not None:
+                raise InvalidInput("verify() takes sha256s or expected, not both")
+            want = {_check_sha256(s): size for s, size in expected.items()}
+            paths = await trio.to_thread.run_sync(self._walk, limiter=self.limiter)
+            orphans = [p for p in paths if not (p.name in want and p == self.path_for(p.name))]
+            todo = [(d, self.path_for(d)) for d in sorted(want)]
+            sizes = want
+        elif sha256s is None:
             paths = await trio.to_thread.run_sync(self._walk, limiter=self.limiter)
             todo = [(p.name, p) for p in paths]
         else:
@@ -525,7 +551,7 @@ class ArtifactStorage:
                 for name, path in todo[start : start + batch]:
                     nursery.start_soon(check, name, path)
         corrupted.sort(key=lambda c: c.sha256)
-        return VerifyReport(len(todo), tuple(corrupted))
+        return VerifyReport(len(todo), tuple(corrupted), tuple(orphans))
 
     async def check(self, sha256: str, *, size: int | None = None) -> str | None:
         """Hash the stored file of *sha256* (in a worker thread): None when it is intact,

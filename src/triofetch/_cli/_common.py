@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from .._errors import redact_url
+from .._errors import InvalidInput, NotAStore, StoreError, StoreNotFound, redact_url
 from .._store import DEFAULT_DATABASE_NAME, Store, open_store
 
 __all__ = [
@@ -21,11 +22,13 @@ __all__ = [
     "EXIT_USAGE",
     "CLIError",
     "absolute_path",
+    "check_new_root",
     "emit_json",
     "existing_store",
     "human_bytes",
     "log",
     "resolve_root",
+    "store_error",
     "warn",
 ]
 
@@ -83,14 +86,78 @@ def describe_db(db: str | None, root: Path) -> str:
     return redact_url(db) if db else str(root / DEFAULT_DATABASE_NAME)
 
 
+#: what a root may hold before its database exists: the lock files of a store being made
+_LOCK_FILES = frozenset({f"{DEFAULT_DATABASE_NAME}.lock", f"{DEFAULT_DATABASE_NAME}.lease"})
+
+
+def check_new_root(root: Path, db: str | None) -> None:
+    """``sync`` makes a new SQLite store only in an empty or absent root.
+
+    A root that holds files but no database is someone else's directory, or a store whose
+    database was lost: a database is not silently made beside them (exit status 2).  The
+    database is made before the storage's directories, so a sync running at the same time
+    that is making this root's store leaves only its lock files here until the database
+    exists.
+    """
+    if db is not None or os.path.lexists(root / DEFAULT_DATABASE_NAME):
+        return
+    try:
+        entries = [name for name in os.listdir(root) if name not in _LOCK_FILES]
+    except (FileNotFoundError, NotADirectoryError):
+        return  # made by the sync (or refused when it cannot be)
+    if entries:
+        raise CLIError(f"no triofetch store at {root}")
+
+
+def store_error(exc: StoreNotFound | NotAStore, root: Path, db: str | None) -> CLIError:
+    """The one line (exit status 2) for a store that is not there or is not a store."""
+    if isinstance(exc, StoreNotFound):
+        if db is None:
+            return CLIError(f"no triofetch store at {root}")
+        if db.startswith(("postgresql:", "postgres:")):
+            return CLIError(f"no triofetch store in database {redact_url(db)}")
+        return CLIError(f"no triofetch store at {exc.location}")
+    return CLIError(f"{exc.location} is not a triofetch database")
+
+
+def _damaged_database(exc: BaseException) -> bool:
+    """Whether *exc* (a StoreError) comes from SQLite finding its file damaged."""
+    cause = exc.__cause__
+    code = getattr(cause, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 @asynccontextmanager
 async def existing_store(
-    root: Path, db: str | None, *, storage: bool = True
+    root: Path, db: str | None, *, storage: bool = True, readonly: bool = True
 ) -> AsyncIterator[Store]:
-    """Open a store that must exist already (the read-only commands never create one)."""
-    if db is None and not (root / DEFAULT_DATABASE_NAME).is_file():
-        raise CLIError(f"no triofetch store at {root} (give --root, or run 'triofetch sync')")
-    if storage and not (root / "artifacts").is_dir():
-        raise CLIError(f"no artifact storage at {root} (give --root, or run 'triofetch sync')")
-    async with open_store(db, root=root if storage or db is None else None) as store:
-        yield store
+    """Open a store that must exist already: every command but ``sync`` (never creating one).
+
+    Read-only by default (list, versions, verify, export): the database is opened
+    read-only and the artifact storage too, so that they work on a read-only root; the
+    commands that change the store (prune, gc, repair) pass ``readonly=False``.  A missing,
+    empty or foreign database, or one SQLite finds damaged, is a :class:`CLIError` of exit
+    status 2.  *storage*: open the artifact storage of *root* too (with ``--db``, the root
+    is not needed otherwise).
+    """
+    where = describe_db(db, root)
+    try:
+        opened = await open_store(
+            db,
+            root=root if storage or db is None else None,
+            create=False,
+            readonly=readonly,
+        )
+    except (StoreNotFound, NotAStore) as exc:
+        raise store_error(exc, root, db) from None
+    except InvalidInput as exc:
+        raise CLIError(str(exc)) from None
+    except StoreError as exc:
+        raise CLIError(f"cannot open the store {where}: {exc}") from None
+    try:
+        async with opened as store:
+            yield store
+    except StoreError as exc:
+        if not _damaged_database(exc):
+            raise
+        raise CLIError(f"the store {where} is damaged: {exc}") from None

@@ -10,7 +10,14 @@ from typing import Any
 from .._store import RepositoryNotFound, Store, UnitInfo, VersionNotFound
 from ._common import EXIT_FAILED, EXIT_OK, CLIError, emit_json, existing_store, resolve_root, warn
 
-__all__ = ["FileRow", "file_rows", "list_command", "select_version", "verify_command"]
+__all__ = [
+    "FileRow",
+    "file_rows",
+    "list_command",
+    "recorded_artifacts",
+    "select_version",
+    "verify_command",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,33 +105,44 @@ async def list_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def recorded_artifacts(store: Store) -> dict[str, int]:
+    """Every artifact the database records: ``{sha256: size}``, read page by page."""
+    recorded: dict[str, int] = {}
+    after = 0
+    while page := await store.stored_artifacts(after_id=after, limit=_PAGE):
+        recorded.update((sha, size) for _id, sha, size in page)
+        after = page[-1][0]
+    return recorded
+
+
+#: artifact rows read per query by verify
+_PAGE = 5000
+
+
 async def verify_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
     async with existing_store(root, args.db) as store:
         storage = store.storage
         assert storage is not None
-        report = await storage.verify()
-        problems = [
-            {"sha256": c.sha256, "path": str(c.path), "reason": c.reason} for c in report.corrupted
-        ]
-        # every file the repositories' latest versions refer to must be there
-        seen = {c.sha256 for c in report.corrupted}
-        referenced: dict[str, int] = {}
-        for name in await store.repositories():
-            for unit in await store.list_units(name, None):
-                for record in unit.artifacts.values():
-                    if record is not None:
-                        referenced[record.sha256] = record.size
-        for sha in sorted(referenced):
-            if sha not in seen and not await storage.exists(sha):
-                problems.append(
-                    {"sha256": sha, "path": str(storage.path_for(sha)), "reason": "missing"}
-                )
+        # Both ways: every recorded artifact must have its file, of its size and content
+        # (all of them, not only the latest versions'); a file without a record is an
+        # orphan, which gc removes: reported, not an error.
+        report = await storage.verify(expected=await recorded_artifacts(store))
+    problems = [
+        {"sha256": c.sha256, "path": str(c.path), "reason": c.reason} for c in report.corrupted
+    ]
+    orphans = [{"sha256": p.name, "path": str(p)} for p in report.orphans]
     if args.json:
-        emit_json({"checked": report.checked, "ok": not problems, "corrupted": problems})
-    for p in problems:
-        warn(f"corrupted: {p['sha256']}: {p['reason']} ({p['path']})")
+        emit_json(
+            {"checked": report.checked, "ok": report.ok, "corrupted": problems, "orphans": orphans}
+        )
+    for c in problems:
+        warn(f"corrupted: {c['sha256']}: {c['reason']} ({c['path']})")
+    for o in orphans:
+        warn(f"orphan: {o['sha256']} ({o['path']}) — no record; 'triofetch gc' removes it")
     if not args.json:
-        verdict = "all intact" if not problems else f"{len(problems)} corrupted or missing"
+        verdict = "all intact" if report.ok else f"{len(problems)} corrupted or missing"
+        if orphans:
+            verdict += f", {len(orphans)} orphan{'s' if len(orphans) != 1 else ''}"
         print(f"verified {report.checked} stored files: {verdict}")
-    return EXIT_OK if not problems else EXIT_FAILED
+    return EXIT_OK if report.ok else EXIT_FAILED

@@ -47,7 +47,7 @@ def _transport() -> Literal["trio", "httpx"]:
 async def repair_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
     verify = _verify_option(args.ca_cert)
-    async with existing_store(root, args.db) as store:
+    async with existing_store(root, args.db, readonly=False) as store:
         storage = store.storage
         assert storage is not None
         removed = await storage.cleanup_temp()

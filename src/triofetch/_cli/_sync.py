@@ -18,7 +18,15 @@ from rich.console import Console
 
 from .._creator import ContentUnitCreator, CreateReport
 from .._downloader import Downloader
-from .._errors import InvalidInput, ManifestError, StoreError, UnitFailed, redact_url
+from .._errors import (
+    InvalidInput,
+    ManifestError,
+    NotAStore,
+    StoreError,
+    StoreNotFound,
+    UnitFailed,
+    redact_url,
+)
 from .._manifest import (
     PulpManifestReader,
     RepositoryIndex,
@@ -32,11 +40,13 @@ from ._common import (
     EXIT_FAILED,
     EXIT_OK,
     CLIError,
+    check_new_root,
     describe_db,
     emit_json,
     human_bytes,
     log,
     resolve_root,
+    store_error,
     warn,
 )
 from ._progress import SyncTracker, progress_bars
@@ -196,6 +206,7 @@ async def run_sync(
                 flush=True,
             )
         # The manifest is valid: from here on things are written.
+        await trio.to_thread.run_sync(check_new_root, root, db)
         try:
             await trio.Path(root).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -203,6 +214,8 @@ async def run_sync(
         log.info("opening the store %s", describe_db(db, root))
         try:
             opened = await open_store(db, root=root)
+        except (StoreNotFound, NotAStore) as exc:
+            raise store_error(exc, root, db) from None
         except (StoreError, InvalidInput) as exc:
             raise CLIError(f"cannot open the store {describe_db(db, root)}: {exc}") from None
         async with opened as store:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Generator, Mapping
 from pathlib import Path
@@ -28,7 +29,6 @@ from ._schema import SCHEMA_VERSION
 from ._sqlite import DEFAULT_CACHE_MIB
 from ._types import (
     DEFAULT_REPOSITORY_KEYS,
-    check_repository_keys,
     ArtifactConflict,
     ArtifactRecord,
     CommitReport,
@@ -46,6 +46,7 @@ from ._types import (
     VersionHandle,
     VersionNotFound,
     VersionNotWritable,
+    check_repository_keys,
 )
 
 __all__ = [
@@ -83,7 +84,22 @@ DEFAULT_DATABASE_NAME = "triofetch.sqlite3"
 
 
 def _backend_for(
-    url: str | None, root: Path | None, pool_size: int | None, cache_mib: int | None = None
+    url: str | None,
+    root: Path | None,
+    pool_size: int | None,
+    cache_mib: int | None = None,
+    *,
+    create: bool = True,
+    readonly: bool = False,
+) -> Backend:
+    backend = _new_backend(url, root, pool_size, cache_mib)
+    backend.readonly = readonly
+    backend.create = create and not readonly
+    return backend
+
+
+def _new_backend(
+    url: str | None, root: Path | None, pool_size: int | None, cache_mib: int | None
 ) -> Backend:
     if url is None:
         if root is None:
@@ -104,7 +120,8 @@ def _backend_for(
                 "an SQLite store needs a file (sqlite:///path/to/db): several connections "
                 "must share it"
             )
-        path = Path(rest)
+        # sqlite:////abs/path (SQLAlchemy's spelling) is /abs/path too, not //abs/path
+        path = Path("/" + rest.lstrip("/") if rest.startswith("/") else rest)
         if not path.is_absolute():
             path = (root or Path.cwd()) / path
         return SQLiteBackend(path, pool_size or 4, cache_mib or DEFAULT_CACHE_MIB)
@@ -129,15 +146,25 @@ async def _open(
     storage: ArtifactStorage | None,
     cache_mib: int | None = None,
     repository_keys: dict[str, RepositoryKey] | None = None,
+    create: bool = True,
+    readonly: bool = False,
 ) -> Store:
     root_path = None if root is None else Path(root)
-    backend = _backend_for(url, root_path, pool_size, cache_mib)
+    backend = _backend_for(url, root_path, pool_size, cache_mib, create=create, readonly=readonly)
     if repository_keys is not None:
         backend.repository_keys = repository_keys
-    if storage is None and root_path is not None:
-        storage = await trio.to_thread.run_sync(ArtifactStorage, root_path)
     with trio.CancelScope(shield=True):  # a half-opened pool must not leak
         await trio.to_thread.run_sync(backend.open)
+        # The storage's directories are made once the database is there, never before: a
+        # root holding only them would be a store whose records are gone.
+        if storage is None and root_path is not None:
+            try:
+                storage = await trio.to_thread.run_sync(
+                    functools.partial(ArtifactStorage, root_path, readonly=readonly)
+                )
+            except BaseException:
+                await trio.to_thread.run_sync(backend.close)
+                raise
     return Store(backend, storage=storage)
 
 
@@ -173,6 +200,8 @@ def open_store(
     storage: ArtifactStorage | None = None,
     cache_mib: int | None = None,
     repository_keys: Mapping[str, RepositoryKey | None] | None = None,
+    create: bool = True,
+    readonly: bool = False,
 ) -> _Opening:
     """Open (creating and migrating if needed) the store at *url*.
 
@@ -187,11 +216,29 @@ def open_store(
     default): a version holds one unit per key; ``file`` units are keyed by their
     ``relative_path`` unless told otherwise (:data:`DEFAULT_REPOSITORY_KEYS`).
 
+    *create* (default True) makes a new store when there is none: a new SQLite file, or
+    triofetch's tables in a PostgreSQL database that holds no tables of its own.  With
+    ``create=False`` a missing store raises :class:`~triofetch.StoreNotFound`.  An existing
+    file or database that is not a store (an empty file, a file that is not SQLite, a
+    database without triofetch's ``triofetch_schema`` table or, for PostgreSQL, holding other
+    tables) raises :class:`~triofetch.NotAStore` whatever *create* says: it is never made
+    into one.
+
+    *readonly* opens the store for reading only, and never creates one: nothing is written
+    (SQLite: a ``mode=ro`` connection, ``immutable`` when the directory may not be written,
+    no lock file, no checkpoints; PostgreSQL: every session has
+    ``default_transaction_read_only``), the schema is not migrated (a store of an older
+    schema raises :class:`~triofetch.StoreError` saying to run a writing command once), the
+    artifact storage of *root* is opened read-only (no directory is created), and every
+    method that writes raises :class:`~triofetch.StoreError`.  For reading a store on a
+    read-only filesystem, or one other processes write.
+
     Use either ``store = await open_store(...)`` (then ``await store.aclose()``) or
     ``async with open_store(...) as store:``.
 
     Raises :class:`~triofetch.SchemaVersionError` for a database written by a newer
-    triofetch, :class:`~triofetch.StoreError` when the database cannot be opened.
+    triofetch, :class:`~triofetch.StoreNotFound` and :class:`~triofetch.NotAStore` as said
+    above, :class:`~triofetch.StoreError` when the database cannot be opened.
     """
     absolute = None if root is None else os.path.abspath(root)
     if cache_mib is not None and (
@@ -199,4 +246,6 @@ def open_store(
     ):
         raise InvalidInput(f"cache_mib must be a positive int, got {cache_mib!r}")
     keys = check_repository_keys(repository_keys)
-    return _Opening(url, absolute, pool_size, storage, cache_mib, keys)
+    return _Opening(
+        url, absolute, pool_size, storage, cache_mib, keys, bool(create), bool(readonly)
+    )

@@ -62,12 +62,13 @@ import struct
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-from .._errors import SchemaVersionError
+from .._errors import SchemaVersionError, StoreError
 
 __all__ = [
     "POSTGRES_MIGRATIONS",
     "SCHEMA_VERSION",
     "SQLITE_MIGRATIONS",
+    "check_readable",
     "migrate",
     "sha256_prefix",
     "unit_key_hash",
@@ -276,11 +277,7 @@ def migrate(conn: Any, migrations: dict[int, list[Step]], placeholder: str, wher
     )
     row = conn.execute("SELECT version FROM triofetch_schema").fetchone()
     version = 0 if row is None else int(row[0])
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{where} has schema version {version}, written by a newer triofetch; "
-            f"this one knows versions up to {SCHEMA_VERSION}: upgrade triofetch"
-        )
+    _check_not_newer(version, where)
     for number in range(version + 1, SCHEMA_VERSION + 1):
         for step in migrations[number]:
             if callable(step):
@@ -292,4 +289,27 @@ def migrate(conn: Any, migrations: dict[int, list[Step]], placeholder: str, wher
             f"INSERT INTO triofetch_schema (id, version) VALUES (1, {placeholder}) "
             "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
             (SCHEMA_VERSION,),
+        )
+
+
+def _check_not_newer(version: int, where: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{where} has schema version {version}, written by a newer triofetch; "
+            f"this one knows versions up to {SCHEMA_VERSION}: upgrade triofetch"
+        )
+
+
+def check_readable(version: int, where: str) -> None:
+    """A store opened read-only is never migrated: its schema must be the current one.
+
+    Raises :class:`SchemaVersionError` for a newer schema, a :class:`StoreError` saying how
+    to upgrade an older one.
+    """
+    _check_not_newer(version, where)
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"{where} has schema version {version}, older than this triofetch's "
+            f"{SCHEMA_VERSION}, and a store opened read-only is not upgraded: run a command "
+            "that writes (such as 'triofetch sync') on it once to upgrade it"
         )

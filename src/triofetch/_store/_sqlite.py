@@ -284,6 +284,9 @@ class SQLiteBackend(Backend):
             if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
                 raise NotAStore(str(self.path), "not an SQLite database") from exc
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        except OSError as exc:  # the lock file, the directory: e.g. a read-only filesystem
+            self.close()
+            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
         except BaseException:
             self.close()
             raise
