@@ -1,10 +1,18 @@
 """``triofetch export``: a repository version's files under DEST, plus a PULP_MANIFEST.
 
+The export is exactly the version: one file per relative path, and a ``PULP_MANIFEST``
+listing the files written and nothing else, which syncs back to the same paths, digests and
+sizes.  Everything is checked before anything is written: a version that cannot be
+exported that way (two units at one path, or a file and a directory at one path, which
+versions made before schema 4 may hold; a path that a manifest line cannot carry) is
+refused whole.  The files of on-demand units are fetched first, and stored, all or nothing
+per unit; the store is opened for writing only then.
+
 Nothing is written outside DEST.  Every directory below DEST is opened relative to its
-parent with ``O_NOFOLLOW``; a symbolic link (or a file) where a directory must be is
-replaced by a directory, and a file is put in place by ``rename`` over the name (which
-replaces a symbolic link, never writes through it).  Files are hard links to the store's
-files when DEST is on the same filesystem, else copies.
+parent with ``O_NOFOLLOW``; a symbolic link (or a file left by an earlier export) where a
+directory must be is replaced by a directory, and a file is put in place by ``rename`` over
+the name (which replaces a symbolic link, never writes through it).  Files are hard links to
+the store's files when DEST is on the same filesystem, else copies.
 """
 
 from __future__ import annotations
@@ -16,14 +24,18 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import trio
 
-from .._manifest import MANIFEST_NAME
+from .._creator import ContentUnitCreator
+from .._downloader import Downloader
+from .._errors import InvalidInput, ManifestError, StoreError
+from .._manifest import MANIFEST_NAME, manifest_base_url, parse_pulp_manifest
 from .._storage import ArtifactStorage
+from .._store import open_store
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -34,8 +46,9 @@ from ._common import (
     warn,
 )
 from ._inspect import FileRow, file_rows, select_version
+from ._sync import _cleanup_on_exit, _reason, pick_transport
 
-__all__ = ["ExportReport", "export_command", "export_files"]
+__all__ = ["ExportReport", "Unexportable", "export_command", "export_files", "unexportable"]
 
 _LINK_FALLBACK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -162,8 +175,119 @@ def _write_manifest(dest: int, rows: list[FileRow]) -> None:
             os.unlink(temp, dir_fd=dest)
 
 
-def export_files(storage: ArtifactStorage, rows: list[FileRow], dest: Path) -> ExportReport:
-    """Write *rows* (downloaded files, distinct paths) and their PULP_MANIFEST under *dest*."""
+class Unexportable(ValueError):
+    """Rows that cannot be exported as one directory tree and one true manifest."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _describe(row: FileRow) -> str:
+    what = f"sha256 {row.sha256}" if row.sha256 else "content unknown"
+    return f"{what}, unit {row.unit_id}"
+
+
+def _clashes(rows: list[FileRow]) -> list[str]:
+    """Two units at one path, or a file at a path that is a directory of another."""
+    problems: list[str] = []
+    by_path: dict[str, list[FileRow]] = {}
+    for row in rows:
+        by_path.setdefault(row.relative_path, []).append(row)
+    for path, same in by_path.items():
+        if len(same) > 1:
+            times = "twice" if len(same) == 2 else f"{len(same)} times"
+            problems.append(
+                f"{path!r} is in the version {times}: "
+                + " and ".join(f"({_describe(r)})" for r in same)
+            )
+    children: dict[str, list[str]] = {}
+    for path in by_path:
+        cut = path.rfind("/")
+        while cut > 0:
+            parent = path[:cut]
+            if parent in by_path:
+                children.setdefault(parent, []).append(path)
+            cut = path.rfind("/", 0, cut)
+    for parent, under in sorted(children.items()):
+        first = min(under)
+        more = f" (and {len(under) - 1} more files under it)" if len(under) > 1 else ""
+        problems.append(
+            f"{parent!r} ({_describe(by_path[parent][0])}) is a file and also a directory of "
+            f"{first!r} ({_describe(by_path[first][0])}){more}"
+        )
+    return problems
+
+
+def _manifest_line(row: FileRow) -> str:
+    # a file not downloaded yet may not know its content: its path is what is checked
+    sha = row.sha256 or "0" * 64
+    size = 0 if row.size is None else row.size
+    return f"{row.relative_path},{sha},{size}\n"
+
+
+def _unmanifestable(rows: list[FileRow], dest: Path) -> list[str]:
+    """The paths a PULP_MANIFEST at *dest* cannot carry back to themselves.
+
+    Each line is read back by the very parser ``sync`` uses, with the base URL a sync of
+    ``DEST/PULP_MANIFEST`` has: a path it refuses, reads differently, or skips (a line
+    starting with ``#`` is a comment) cannot round-trip.
+    """
+    base_url = manifest_base_url((dest / MANIFEST_NAME).as_uri())
+    lines: list[bytes] = []
+    problems: list[str] = []
+    for row in rows:
+        try:
+            lines.append(_manifest_line(row).encode("utf-8"))
+        except UnicodeEncodeError:
+            problems.append(f"{row.relative_path!r} cannot be written as UTF-8")
+            return problems  # rare enough to stop at; the path check below needs the lines
+    try:
+        parsed = parse_pulp_manifest(lines, base_url=base_url).entries
+    except ManifestError:
+        parsed = []
+    if len(parsed) == len(rows) and all(
+        e.relative_path == r.relative_path for e, r in zip(parsed, rows, strict=True)
+    ):
+        return problems
+    for row, line in zip(rows, lines, strict=True):
+        why = "it would be read as another path"
+        try:
+            entries = parse_pulp_manifest([line], base_url=base_url).entries
+        except ManifestError as exc:
+            why = exc.message
+        else:
+            if not entries:
+                why = "a line starting with '#' is a comment"
+            elif entries[0].relative_path == row.relative_path:
+                continue
+        problems.append(f"{row.relative_path!r} cannot be listed in a {MANIFEST_NAME}: {why}")
+    return problems
+
+
+def unexportable(rows: list[FileRow], dest: Path) -> list[str]:
+    """Why *rows* cannot be written under *dest* as one tree and one true manifest (the
+    rows the manifest skips, named like it, are not checked against it)."""
+    listed = [r for r in rows if not _is_manifest(r.relative_path)]
+    return _clashes(rows) or _unmanifestable(listed, dest)
+
+
+def _is_manifest(path: str) -> bool:
+    return path == MANIFEST_NAME or path.startswith(MANIFEST_NAME + "/")
+
+
+def export_files(
+    storage: ArtifactStorage, rows: list[FileRow], dest: Path, *, checked: bool = False
+) -> ExportReport:
+    """Write *rows* (downloaded files) and their PULP_MANIFEST under *dest*.
+
+    Raises :class:`Unexportable`, having written nothing, when the rows are not one file per
+    path or a manifest cannot list them (:func:`unexportable`; *checked*: the caller did).
+    """
+    if not checked:
+        problems = unexportable(rows, dest)
+        if problems:
+            raise Unexportable(problems)
     report = ExportReport()
     dest.mkdir(parents=True, exist_ok=True)
     dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
@@ -188,15 +312,47 @@ def export_files(storage: ArtifactStorage, rows: list[FileRow], dest: Path) -> E
     return report
 
 
-def _pick(rows: list[FileRow]) -> Iterator[tuple[FileRow, list[FileRow]]]:
-    """One row per relative path (the newest unit), with the rows it shadows."""
-    i = 0
-    while i < len(rows):
-        j = i
-        while j + 1 < len(rows) and rows[j + 1].relative_path == rows[i].relative_path:
-            j += 1
-        yield rows[j], rows[i:j]
-        i = j + 1
+#: why a file of an on-demand unit is not exported with --no-fetch
+NOT_FETCHED = "not downloaded (on-demand; run without --no-fetch to fetch it)"
+
+
+@dataclass
+class _Fetched:
+    rows: list[FileRow]
+    #: unit id -> why its files are still not downloaded
+    failed: dict[int, str]
+    units: int = 0
+
+
+async def _fetch(
+    root: Path, db: str | None, repository: str, number: int, rows: list[FileRow]
+) -> _Fetched:
+    """Fetch and store the files of the version's on-demand units, all or nothing per unit;
+    the rows again, as the store has them now.  The only time export writes to the store."""
+    try:
+        async with open_store(db, root=root, create=False) as store:
+            storage = store.storage
+            assert storage is not None
+            async with store.lease():
+                first = await store.missing_artifacts(repository, number, limit=1)
+                url = next((u for m in first for u in m.urls), "")
+                with _cleanup_on_exit(storage.temp_dir):
+                    async with Downloader(transport=pick_transport("auto", url)) as downloader:
+                        report = await ContentUnitCreator(store, downloader).fill_missing(
+                            repository, number
+                        )
+                units = await store.list_units(repository, number)
+    except (StoreError, InvalidInput, OSError) as exc:
+        # a store that cannot be written (a read-only root): the rest is still exported
+        why = f"not downloaded (cannot write the store to fetch it: {exc})"
+        return _Fetched(rows, {r.unit_id: why for r in rows if not r.downloaded})
+    reasons = {f.key: f"fetch failed: {_reason(f.error)}" for f in report.failures}
+    failed = {
+        u.id: f"not downloaded ({reasons.get(u.key, 'still missing after the fetch')})"
+        for u in units
+        if not u.complete
+    }
+    return _Fetched(file_rows(units), failed, report.units_new)
 
 
 async def export_command(args: argparse.Namespace) -> int:
@@ -208,23 +364,38 @@ async def export_command(args: argparse.Namespace) -> int:
         number = await select_version(store, args.repository, args.version)
         if number is None:
             raise CLIError(f"repository {args.repository!r} has no version yet")
-        units = await store.list_units(args.repository, number)
+        rows = file_rows(await store.list_units(args.repository, number))
+    # all checked before anything is fetched or written
+    problems = await trio.to_thread.run_sync(unexportable, rows, dest)
+    if problems:
+        for problem in problems:
+            warn(f"cannot export: {problem}")
+        raise CLIError(
+            f"nothing written to {dest}: {args.repository!r} version {number} is not one file "
+            f"per path that a {MANIFEST_NAME} can list",
+            EXIT_FAILED,
+        )
+    fetched = 0
+    failed: dict[int, str] = {}
+    if any(not r.downloaded for r in rows):
+        if args.no_fetch:
+            failed = {r.unit_id: NOT_FETCHED for r in rows if not r.downloaded}
+        else:
+            result = await _fetch(root, args.db, args.repository, number, rows)
+            rows, failed, fetched = result.rows, result.failed, result.units
     errors: list[str] = []
     todo: list[FileRow] = []
-    for row, shadowed in _pick(file_rows(units)):
-        for other in shadowed:
-            warn(
-                f"warning: {row.relative_path!r} is in the version twice; exporting sha256 "
-                f"{row.sha256}, not {other.sha256}"
-            )
-        if row.relative_path == MANIFEST_NAME:
+    for row in rows:
+        if _is_manifest(row.relative_path):
             errors.append(f"{row.relative_path}: the name of the manifest itself")
         elif not row.downloaded or row.sha256 is None:
-            errors.append(f"{row.relative_path}: not downloaded (synced with --policy on_demand)")
+            errors.append(f"{row.relative_path}: {failed.get(row.unit_id, 'not downloaded')}")
         else:
             todo.append(row)
     try:
-        report = await trio.to_thread.run_sync(export_files, storage, todo, dest)
+        report = await trio.to_thread.run_sync(
+            partial(export_files, storage, todo, dest, checked=True)
+        )
     except OSError as exc:
         raise CLIError(f"cannot export to {dest}: {exc.strerror or exc}") from None
     errors.extend(report.errors)
@@ -237,6 +408,8 @@ async def export_command(args: argparse.Namespace) -> int:
         how.append(f"{report.copied} copies")
     if report.unchanged:
         how.append(f"{report.unchanged} unchanged")
+    if fetched:
+        how.append(f"{fetched} on-demand units fetched and stored")
     print(
         f"exported {report.written} files of {args.repository!r} version {number} to {dest}"
         + (f" ({', '.join(how)})" if how else "")

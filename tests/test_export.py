@@ -1,0 +1,307 @@
+"""``triofetch export``: exactly a version's content, one file per path, a PULP_MANIFEST that
+round-trips, on-demand files fetched (and stored) or listed.  The command runs as a
+subprocess against real stores (SQLite and PostgreSQL) and a real loopback HTTP server.
+
+Versions made before schema 4 could hold two units at one path, or a file and a directory at
+one path; such versions are made here by adding rows to ``version_units`` directly, as the
+old code did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests._cli_helpers import Result, file_requests, publish, run_cli
+from tests.faultserver import FaultServer, Status
+from triofetch import (
+    ContentUnitCreator,
+    DeclarativeArtifact,
+    DeclarativeUnit,
+    Downloader,
+    open_store,
+)
+
+#: paths that are awkward for a manifest line, a URL and a file system
+AWKWARD = {
+    "plain.txt": b"plain\n",
+    "with space/a b.txt": b"spaces\n",
+    " leading and trailing .txt ": b"edge spaces\n",
+    "comma,in,name.txt": b"commas\n",
+    "a,b/c,d,e": b"commas in a directory\n",
+    "données/été.txt": b"latin\n",
+    "日本語/ファイル.txt": b"cjk\n",
+    "emoji 😀.txt": b"four bytes\n",
+    "deep/1/2/3/4/5/6/7/8/9/10/f.bin": os.urandom(5000),
+    "hash#tag.txt": b"hash\n",
+    "dir#/#first-in-segment": b"hash at a segment start\n",
+    "100%.txt": b"percent\n",
+    "%41%2F.txt": b"a literal percent escape, not to be decoded\n",
+    "what?.txt": b"question\n",
+    "q?x=1&y=2;z+w~": b"query-like\n",
+    "quote'and\"double.txt": b"quotes\n",
+    "empty.txt": b"",
+}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest) -> str | None:
+    """The ``--db`` of the store: None (SQLite under --root), or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    return dsn
+
+
+def store_args(root: Path, db: str | None) -> tuple[str | Path, ...]:
+    return ("--root", root) if db is None else ("--root", root, "--db", db)
+
+
+def sync(url: str | Path, root: Path, db: str | None, repository: str, *more: str) -> Result:
+    result = run_cli("sync", url, *store_args(root, db), "--repository", repository, *more)
+    assert result.code == 0, result
+    return result
+
+
+def export(root: Path, db: str | None, dest: Path, *more: str, repository: str = "r") -> Result:
+    return run_cli("export", *store_args(root, db), "--repository", repository, *more, dest)
+
+
+def listing(root: Path, db: str | None, repository: str = "r") -> list[dict[str, object]]:
+    result = run_cli("list", *store_args(root, db), "--repository", repository, "--json")
+    assert result.code == 0, result
+    rows: list[dict[str, object]] = result.json()
+    return rows
+
+
+def files_under(dest: Path) -> dict[str, bytes]:
+    """Every file under *dest* (the manifest excluded), by relative path."""
+    found = {}
+    for path in dest.rglob("*"):
+        if path.is_file() and path.name != "PULP_MANIFEST":
+            found[path.relative_to(dest).as_posix()] = path.read_bytes()
+    return found
+
+
+def expected_rows(files: Mapping[str, bytes]) -> list[dict[str, object]]:
+    return [
+        {"relative_path": p, "sha256": sha(d), "size": len(d), "downloaded": True}
+        for p, d in sorted(files.items())
+    ]
+
+
+def add_to_version(root: Path, db: str | None, target: str, source: str) -> None:
+    """Add every unit of *source*'s version 1 to *target*'s version 1, as stores made before
+    schema 4 could (no repository key checked)."""
+    sql = f"""INSERT INTO version_units (version_id, unit_id)
+        SELECT tv.id, vu.unit_id
+        FROM version_units vu
+        JOIN repository_versions sv ON sv.id = vu.version_id
+        JOIN repositories s ON s.id = sv.repository_id,
+        repository_versions tv JOIN repositories t ON t.id = tv.repository_id
+        WHERE s.name = '{source}' AND sv.number = 1 AND t.name = '{target}' AND tv.number = 1"""
+    if db is None:
+        with sqlite3.connect(root / "triofetch.sqlite3") as conn:
+            assert conn.execute(sql).rowcount > 0
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as pg:
+            assert pg.execute(sql).rowcount > 0
+
+
+# -- round trip ----------------------------------------------------------------------------
+
+
+def test_export_round_trips_awkward_paths(
+    http_server: FaultServer, tmp_path: Path, db: str | None
+) -> None:
+    url = publish(http_server, AWKWARD)
+    root = tmp_path / "root"
+    sync(url, root, db, "r")
+    assert listing(root, db) == expected_rows(AWKWARD)
+    dest = tmp_path / "export dir, with #?%"
+    exported = export(root, db, dest)
+    assert exported.code == 0, exported
+    assert exported.err == ""
+    assert files_under(dest) == AWKWARD
+    # syncing the export reproduces the version: same paths, digests and sizes
+    other = tmp_path / "other"
+    sync(dest / "PULP_MANIFEST", other, None, "copy")
+    assert listing(other, None, "copy") == expected_rows(AWKWARD)
+    # exporting again over the first export changes nothing
+    again = export(root, db, dest)
+    assert again.code == 0 and f"{len(AWKWARD)} unchanged" in again.out, again
+    assert files_under(dest) == AWKWARD
+
+
+def test_a_path_the_manifest_cannot_hold_is_refused(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """A manifest line starting with '#' is a comment: such a path cannot round-trip."""
+    files = {"#notes.txt": b"a comment?\n", "ok.txt": b"fine\n"}
+    for path, data in files.items():
+        http_server.add_file(f"/lib/{path.replace('#', '%23')}", data)
+    root = tmp_path / "root"
+
+    async def create() -> None:
+        async with open_store(root=root) as store, Downloader() as downloader:
+            units = [
+                DeclarativeUnit(
+                    "file",
+                    (path, sha(data)),
+                    {"relative_path": path, "size": len(data)},
+                    [
+                        DeclarativeArtifact(
+                            http_server.url(f"/lib/{path.replace('#', '%23')}"),
+                            path,
+                            {"sha256": sha(data)},
+                            len(data),
+                        )
+                    ],
+                )
+                for path, data in files.items()
+            ]
+            report = await ContentUnitCreator(store, downloader).run(units, repository="r")
+            assert report.ok, report.failures
+
+    trio.run(create)
+    assert [r["relative_path"] for r in listing(root, None)] == ["#notes.txt", "ok.txt"]
+    dest = tmp_path / "export"
+    result = export(root, None, dest)
+    assert result.code == 1, result
+    assert "'#notes.txt'" in result.err and "cannot be listed in a PULP_MANIFEST" in result.err
+    assert not dest.exists()
+
+
+# -- versions made before repository keys --------------------------------------------------
+
+
+def test_a_file_and_a_directory_at_one_path_are_refused(
+    http_server: FaultServer, tmp_path: Path, db: str | None
+) -> None:
+    root = tmp_path / "root"
+    sync(publish(http_server, {"a": b"file a\n", "z.txt": b"z\n"}, prefix="/r"), root, db, "r")
+    sync(publish(http_server, {"a/b": b"file a/b\n"}, prefix="/s"), root, db, "s")
+    add_to_version(root, db, "r", "s")
+    assert [r["relative_path"] for r in listing(root, db)] == ["a", "a/b", "z.txt"]
+    dest = tmp_path / "export"
+    result = export(root, db, dest)
+    assert result.code == 1, result
+    assert "nothing written" in result.err
+    line = next(x for x in result.err.splitlines() if "'a/b'" in x)
+    assert line.startswith("triofetch: ") and "'a'" in line
+    assert sha(b"file a\n") in line and sha(b"file a/b\n") in line
+    assert not dest.exists()
+    # a DEST that exists is left as it was
+    dest.mkdir()
+    (dest / "mine").write_bytes(b"mine")
+    assert export(root, db, dest).code == 1
+    assert sorted(p.name for p in dest.iterdir()) == ["mine"]
+
+
+def test_two_units_at_one_path_are_refused(
+    http_server: FaultServer, tmp_path: Path, db: str | None
+) -> None:
+    root = tmp_path / "root"
+    sync(publish(http_server, {"a": b"old\n", "z": b"z\n"}, prefix="/r"), root, db, "r")
+    sync(publish(http_server, {"a": b"new\n"}, prefix="/s"), root, db, "s")
+    add_to_version(root, db, "r", "s")
+    assert [r["relative_path"] for r in listing(root, db)] == ["a", "a", "z"]
+    dest = tmp_path / "export"
+    result = export(root, db, dest)
+    assert result.code == 1, result
+    line = next(x for x in result.err.splitlines() if "twice" in x)
+    assert "'a'" in line and sha(b"old\n") in line and sha(b"new\n") in line
+    assert "nothing written" in result.err
+    assert not dest.exists()
+
+
+# -- on-demand units -----------------------------------------------------------------------
+
+
+def test_on_demand_files_are_fetched_and_stored(
+    http_server: FaultServer, tmp_path: Path, db: str | None
+) -> None:
+    files = {"a.txt": b"alpha\n", "dir/b c.bin": os.urandom(2000), "x#1?.txt": b"odd\n"}
+    url = publish(http_server, files)
+    root = tmp_path / "root"
+    sync(url, root, db, "r", "--policy", "on_demand")
+    assert [r["downloaded"] for r in listing(root, db)] == [False] * 3
+    dest = tmp_path / "export"
+    result = export(root, db, dest)
+    assert result.code == 0, result
+    assert files_under(dest) == files
+    assert sorted(file_requests(http_server)) == sorted(f"/repo/{p}" for p in files)
+    # stored too: the next export fetches nothing, even with the remote gone
+    assert listing(root, db) == expected_rows(files)
+    assert run_cli("verify", *store_args(root, db)).code == 0
+    http_server.reset_counters()
+    for path in files:
+        http_server.remove(f"/repo/{path}")
+    second = tmp_path / "second"
+    assert export(root, db, second).code == 0
+    assert files_under(second) == files
+    assert file_requests(http_server) == []
+    # and the export round-trips
+    other = tmp_path / "other"
+    sync(second / "PULP_MANIFEST", other, None, "copy")
+    assert listing(other, None, "copy") == expected_rows(files)
+
+
+def test_no_fetch_lists_on_demand_files(http_server: FaultServer, tmp_path: Path) -> None:
+    eager = {"a.txt": b"alpha\n", "b.txt": b"beta\n"}
+    lazy = {"c.txt": b"gamma\n", "d/e.txt": b"delta\n"}
+    root = tmp_path / "root"
+    sync(publish(http_server, eager | lazy), root, None, "r", "--policy", "on_demand")
+    sync(publish(http_server, eager, prefix="/eager"), root, None, "r")
+    http_server.reset_counters()
+    dest = tmp_path / "export"
+    result = export(root, None, dest, "--no-fetch")
+    assert result.code == 1, result
+    assert result.err.splitlines() == [
+        f"triofetch: not exported: {p}: not downloaded (on-demand; run without --no-fetch to "
+        "fetch it)"
+        for p in sorted(lazy)
+    ]
+    assert http_server.requests == []
+    assert files_under(dest) == eager
+    # the manifest lists what was exported, and only that
+    other = tmp_path / "other"
+    sync(dest / "PULP_MANIFEST", other, None, "copy")
+    assert listing(other, None, "copy") == expected_rows(eager)
+    assert [r["downloaded"] for r in listing(root, None)] == [True, True, False, False]
+
+
+def test_a_fetch_failure_is_listed_and_the_rest_exported(
+    http_server: FaultServer, tmp_path: Path, db: str | None
+) -> None:
+    files = {"good.txt": b"good\n", "bad.txt": b"bad\n", "sub/ok.txt": b"ok\n"}
+    url = publish(http_server, files)
+    root = tmp_path / "root"
+    sync(url, root, db, "r", "--policy", "on_demand")
+    http_server.remove("/repo/bad.txt")
+    http_server.add_file("/repo/bad.txt", b"bad\n", faults=[Status(404)] * 10)
+    dest = tmp_path / "export"
+    result = export(root, db, dest)
+    assert result.code == 1, result
+    lines = [x for x in result.err.splitlines() if "not exported" in x]
+    assert len(lines) == 1 and lines[0].startswith("triofetch: not exported: bad.txt: "), result
+    assert "404" in lines[0]
+    assert files_under(dest) == {"good.txt": b"good\n", "sub/ok.txt": b"ok\n"}
+    rows = {r["relative_path"]: r["downloaded"] for r in listing(root, db)}
+    assert rows == {"bad.txt": False, "good.txt": True, "sub/ok.txt": True}
+    other = tmp_path / "other"
+    sync(dest / "PULP_MANIFEST", other, None, "copy")
+    assert [r["relative_path"] for r in listing(other, None, "copy")] == ["good.txt", "sub/ok.txt"]
