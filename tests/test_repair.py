@@ -90,7 +90,7 @@ async def test_urls_recorded_for_immediate_downloads(
 ) -> None:
     units = [file_unit(http_server, f"f{i}.txt") for i in range(5)]
     await synced(store, dl, units)
-    page = await store.stored_artifacts()
+    page, _ = await store.stored_artifacts()
     assert sorted(s for _, s, _ in page) == sorted(sha(content(f"f{i}.txt")) for i in range(5))
     urls = await store.artifact_urls([i for i, _, _ in page])
     by_sha = {s: urls[i] for i, s, _ in page}
@@ -104,15 +104,24 @@ async def test_stored_artifacts_pages_and_scope(
 ) -> None:
     await synced(store, dl, [file_unit(http_server, f"a{i}") for i in range(7)], "one")
     await synced(store, dl, [file_unit(http_server, f"b{i}") for i in range(3)], "two")
-    seen: list[int] = []
-    after = 0
-    while page := await store.stored_artifacts(after_id=after, limit=3):
-        assert len(page) <= 3
-        seen.extend(i for i, _, _ in page)
-        after = page[-1][0]
-    assert len(seen) == 10 and seen == sorted(set(seen))
-    two = await store.stored_artifacts("two", limit=100)
-    assert sorted(s for _, s, _ in two) == sorted(sha(content(f"b{i}")) for i in range(3))
+    # a second version of "two": one unit more, one unit in both
+    await synced(store, dl, [file_unit(http_server, n) for n in ("b0", "b9", "a0")], "two")
+
+    async def pages(repository: str | None) -> list[list[tuple[int, str, int]]]:
+        found = []
+        cursor: int | None = 0
+        while cursor is not None:
+            page, cursor = await store.stored_artifacts(repository, after=cursor, limit=3)
+            found.append(page)
+        return found
+
+    everything = await pages(None)
+    assert all(len(p) <= 3 for p in everything)
+    ids = [i for p in everything for i, _, _ in p]
+    assert len(ids) == 11 and ids == sorted(set(ids))
+    two = [s for p in await pages("two") for _, s, _ in p]
+    want = {sha(content(n)) for n in ("b0", "b1", "b2", "b9", "a0")}
+    assert len(two) == len(want) and set(two) == want
     with pytest.raises(RepositoryNotFound):
         await store.stored_artifacts("nope")
 

@@ -108,12 +108,9 @@ async def repair(
         raise InvalidInput("repair needs a store opened with a root (its artifact storage)")
     started = time.monotonic()
     report = RepairReport()
-    after = 0
-    while True:
-        page = await store.stored_artifacts(repository, after_id=after, limit=_PAGE)
-        if not page:
-            break
-        after = page[-1][0]
+    cursor: int | None = 0
+    while cursor is not None:
+        page, cursor = await store.stored_artifacts(repository, after=cursor, limit=_PAGE)
         report.checked += len(page)
         damaged = await _check_page(storage, page)
         if damaged:

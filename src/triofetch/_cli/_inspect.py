@@ -108,10 +108,10 @@ async def list_command(args: argparse.Namespace) -> int:
 async def recorded_artifacts(store: Store) -> dict[str, int]:
     """Every artifact the database records: ``{sha256: size}``, read page by page."""
     recorded: dict[str, int] = {}
-    after = 0
-    while page := await store.stored_artifacts(after_id=after, limit=_PAGE):
+    cursor: int | None = 0
+    while cursor is not None:
+        page, cursor = await store.stored_artifacts(after=cursor, limit=_PAGE)
         recorded.update((sha, size) for _id, sha, size in page)
-        after = page[-1][0]
     return recorded
 
 

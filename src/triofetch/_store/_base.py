@@ -991,39 +991,61 @@ class Backend(ABC):
     # -- repair ---------------------------------------------------------------------------------
 
     def stored_artifacts(
-        self, repository: str | None, after_id: int, limit: int
-    ) -> list[tuple[int, str, int]]:
-        """A page of artifacts (id, sha256, size) with ids above *after_id*, by id; with
-        *repository*, only those of the units of any of its versions."""
+        self, repository: str | None, after: int, limit: int
+    ) -> tuple[list[tuple[int, str, int]], int | None]:
+        """A page of artifacts (id, sha256, size) by id, and the cursor of the next page
+        (None: no more).  The whole store pages by artifact id; a repository pages by unit
+        id over the units of all its versions, each version read off its primary key."""
 
-        def work(conn: Any) -> list[tuple[int, str, int]]:
-            if repository is None:
-                rows = conn.execute(
-                    self.sql(
-                        "SELECT id, sha256, size FROM artifacts WHERE id > ? ORDER BY id LIMIT ?"
-                    ),
-                    (after_id, limit),
-                ).fetchall()
-            else:
-                found = conn.execute(
-                    self.sql("SELECT id FROM repositories WHERE name = ?"), (repository,)
-                ).fetchone()
-                if found is None:
-                    raise RepositoryNotFound(repository)
-                # one semi-join a page: the page's ids are read off the artifacts' primary key
-                rows = conn.execute(
-                    self.sql(
-                        "SELECT a.id, a.sha256, a.size FROM artifacts a WHERE a.id > ? AND a.id IN "
-                        "(SELECT ua.artifact_id FROM repository_versions rv "
-                        "JOIN version_units vu ON vu.version_id = rv.id "
-                        "JOIN unit_artifacts ua ON ua.unit_id = vu.unit_id "
-                        "WHERE rv.repository_id = ? AND ua.artifact_id > ?) ORDER BY a.id LIMIT ?"
-                    ),
-                    (after_id, found[0], after_id, limit),
-                ).fetchall()
-            return [(int(i), str(s), int(n)) for i, s, n in rows]
+        def whole(conn: Any) -> tuple[list[tuple[int, str, int]], int | None]:
+            rows = conn.execute(
+                self.sql("SELECT id, sha256, size FROM artifacts WHERE id > ? ORDER BY id LIMIT ?"),
+                (after, limit),
+            ).fetchall()
+            more = len(rows) == limit
+            return [(int(i), str(h), int(n)) for i, h, n in rows], rows[-1][0] if more else None
 
-        return self.run_read(work)
+        def scoped(conn: Any) -> tuple[list[tuple[int, str, int]], int | None]:
+            found = conn.execute(
+                self.sql("SELECT id FROM repositories WHERE name = ?"), (repository,)
+            ).fetchone()
+            if found is None:
+                raise RepositoryNotFound(str(repository))
+            versions = conn.execute(
+                self.sql("SELECT id FROM repository_versions WHERE repository_id = ?"),
+                (found[0],),
+            ).fetchall()
+            # the smallest *limit* unit ids above the cursor are among each version's
+            # smallest *limit*: one range of its primary key each
+            ids: set[int] = set()
+            more = False
+            for (version_id,) in versions:
+                batch = conn.execute(
+                    self.sql(
+                        "SELECT unit_id FROM version_units WHERE version_id = ? "
+                        "AND unit_id > ? ORDER BY unit_id LIMIT ?"
+                    ),
+                    (version_id, after, limit),
+                ).fetchall()
+                more = more or len(batch) == limit
+                ids.update(int(r[0]) for r in batch)
+            units = sorted(ids)
+            more = more or len(units) > limit
+            units = units[:limit]
+            if not units:
+                return [], None
+            rows = conn.execute(
+                self.sql(
+                    "SELECT DISTINCT a.id, a.sha256, a.size FROM unit_artifacts ua "
+                    "JOIN artifacts a ON a.id = ua.artifact_id WHERE "
+                )
+                + self.sql(self.in_list("ua.unit_id"))
+                + " ORDER BY a.id",
+                (self.list_param(units),),
+            ).fetchall()
+            return [(int(i), str(h), int(n)) for i, h, n in rows], units[-1] if more else None
+
+        return self.run_read(whole if repository is None else scoped)
 
     def artifact_urls(self, artifact_ids: list[int]) -> dict[int, list[str]]:
         """The URLs recorded for the units' files of each artifact, in the order they were
@@ -1376,20 +1398,24 @@ class Store:
     # -- repair -----------------------------------------------------------------------------
 
     async def stored_artifacts(
-        self, repository: str | None = None, *, after_id: int = 0, limit: int = 500
-    ) -> list[tuple[int, str, int]]:
-        """A page of the recorded artifacts: ``(id, sha256, size)`` rows, by id (one query).
+        self, repository: str | None = None, *, after: int = 0, limit: int = 500
+    ) -> tuple[list[tuple[int, str, int]], int | None]:
+        """A page of the recorded artifacts: ``(id, sha256, size)`` rows, and the cursor of
+        the next page (None once there is no more).
 
-        At most *limit* rows whose id is greater than *after_id* (page with the last id
-        seen); with *repository*, only the artifacts of the units of any of its versions
-        (:class:`RepositoryNotFound` when there is no such repository).
+        Start with ``after=0`` and pass back the cursor returned.  The whole store is read
+        by artifact id, at most *limit* artifacts a page.  With *repository*, the artifacts
+        of the units of any of its versions are read by unit id, *limit* units a page: a
+        page may then be empty (units with no stored file) though more follow, and a file
+        shared by units of two pages comes in both (:class:`RepositoryNotFound` when there
+        is no such repository).  Memory and each query's work are bounded by *limit*.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInput(f"limit must be a positive int, got {limit!r}")
-        if isinstance(after_id, bool) or not isinstance(after_id, int):
-            raise InvalidInput(f"after_id must be an int, got {after_id!r}")
+        if isinstance(after, bool) or not isinstance(after, int):
+            raise InvalidInput(f"after must be an int, got {after!r}")
         name = None if repository is None else _check_repository_name(repository)
-        return await self._read(self._backend.stored_artifacts, name, after_id, limit)
+        return await self._read(self._backend.stored_artifacts, name, after, limit)
 
     async def artifact_urls(self, artifact_ids: Iterable[int]) -> dict[int, list[str]]:
         """Where the files of these artifacts came from: the URLs recorded for every unit's
