@@ -27,6 +27,9 @@ from triofetch import (
     Downloader,
     open_store,
 )
+from triofetch._cli._export import Unexportable, export_files, unexportable
+from triofetch._cli._inspect import FileRow
+from triofetch._storage import ArtifactStorage
 
 #: paths that are awkward for a manifest line, a URL and a file system
 AWKWARD = {
@@ -305,3 +308,58 @@ def test_a_fetch_failure_is_listed_and_the_rest_exported(
     other = tmp_path / "other"
     sync(dest / "PULP_MANIFEST", other, None, "copy")
     assert [r["relative_path"] for r in listing(other, None, "copy")] == ["good.txt", "sub/ok.txt"]
+
+
+# -- the check itself, in process ----------------------------------------------------------
+
+
+def row(path: str, content: bytes, unit: int, downloaded: bool = True) -> FileRow:
+    return FileRow(path, sha(content), len(content), downloaded, unit)
+
+
+def test_every_conflict_is_named(tmp_path: Path) -> None:
+    rows = sorted(
+        [
+            row("a", b"1", 1),
+            row("a/b", b"2", 2),
+            row("a/c/d", b"3", 3),
+            row("x", b"4", 4),
+            row("x", b"5", 5),
+            row("x", b"6", 6, downloaded=False),
+            row("fine/y", b"7", 7),
+        ],
+        key=lambda r: r.relative_path,
+    )
+    problems = unexportable(rows, tmp_path)
+    assert problems == [
+        f"'x' is in the version 3 times: (sha256 {sha(b'4')}, unit 4) and "
+        f"(sha256 {sha(b'5')}, unit 5) and (sha256 {sha(b'6')}, unit 6)",
+        f"'a' (sha256 {sha(b'1')}, unit 1) is a file and also a directory of 'a/b' "
+        f"(sha256 {sha(b'2')}, unit 2) (and 1 more files under it)",
+    ]
+    dest = tmp_path / "dest"
+    storage = ArtifactStorage(tmp_path / "root")
+    with pytest.raises(Unexportable) as caught:
+        export_files(storage, rows, dest)
+    assert caught.value.problems == problems
+    assert not dest.exists()
+
+
+def test_paths_a_manifest_cannot_carry(tmp_path: Path) -> None:
+    long_name = "é" * 900  # 1,800 bytes; 5,400 once URL-quoted
+    rows = [
+        row("#comment", b"1", 1),
+        row("a#b", b"2", 2),
+        row("bad\udcff", b"3", 3),
+        row(long_name, b"4", 4),
+        row("ok", b"5", 5),
+    ]
+    deep = tmp_path.joinpath(*["é" * 100] * 5)  # 3,000 bytes of URL
+    problems = unexportable(rows, deep)
+    assert problems[0] == "'bad\\udcff' cannot be written as UTF-8"
+    assert problems[1].startswith("'#comment' cannot be listed in a PULP_MANIFEST: a line")
+    assert problems[2].startswith(f"{long_name!r} cannot be listed in a PULP_MANIFEST: the")
+    assert "URL would be longer than 8192 bytes" in problems[2]
+    assert len(problems) == 3
+    # the same long path is fine below a short DEST
+    assert unexportable([row(long_name, b"4", 4)], tmp_path) == []

@@ -236,12 +236,15 @@ def _unmanifestable(rows: list[FileRow], dest: Path) -> list[str]:
     base_url = manifest_base_url((dest / MANIFEST_NAME).as_uri())
     lines: list[bytes] = []
     problems: list[str] = []
+    encoded: list[FileRow] = []
     for row in rows:
         try:
             lines.append(_manifest_line(row).encode("utf-8"))
         except UnicodeEncodeError:
             problems.append(f"{row.relative_path!r} cannot be written as UTF-8")
-            return problems  # rare enough to stop at; the path check below needs the lines
+        else:
+            encoded.append(row)
+    rows = encoded
     try:
         parsed = parse_pulp_manifest(lines, base_url=base_url).entries
     except ManifestError:
