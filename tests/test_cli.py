@@ -378,7 +378,8 @@ def test_on_demand_then_immediate_then_export(http_server: FaultServer, tmp_path
         "downloaded": False,
     }
     dest = tmp_path / "export"
-    partial = run_cli("export", "--root", root, "--repository", "r", dest)
+    # without --no-fetch export would fetch them (tests/test_export.py)
+    partial = run_cli("export", "--root", root, "--repository", "r", "--no-fetch", dest)
     assert partial.code == 1 and "not downloaded" in partial.err
 
     eager = run_cli("sync", url, "--root", root, "--repository", "r", "--json")
