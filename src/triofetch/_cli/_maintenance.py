@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-from .._store import (
-    DEFAULT_DATABASE_NAME,
-    GCReport,
-    PruneReport,
-    RepositoryNotFound,
-    Store,
-    VersionInfo,
-    open_store,
-)
+from .._store import GCReport, PruneReport, RepositoryNotFound, VersionInfo
 from ._common import EXIT_OK, CLIError, emit_json, existing_store, human_bytes, resolve_root, warn
 
 __all__ = ["gc_command", "prune_command", "versions_command"]
-
-
-@asynccontextmanager
-async def writable_store(root: Path, db: str | None) -> AsyncIterator[Store]:
-    """Open an existing store to change it (prune, gc); never create one."""
-    if db is None and not (root / DEFAULT_DATABASE_NAME).is_file():
-        raise CLIError(f"no triofetch store at {root} (give --root, or run 'triofetch sync')")
-    if not (root / "artifacts").is_dir():
-        raise CLIError(f"no artifact storage at {root} (give --root, or run 'triofetch sync')")
-    async with open_store(db, root=root) as store:
-        yield store
 
 
 def versions_json(versions: Sequence[VersionInfo]) -> list[dict[str, Any]]:
@@ -81,7 +60,7 @@ def prune_json(report: PruneReport) -> dict[str, Any]:
 
 async def prune_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
-    async with writable_store(root, args.db) as store:
+    async with existing_store(root, args.db, readonly=False) as store:
         try:
             report = await store.prune(args.repository, args.keep)
         except RepositoryNotFound:
@@ -116,7 +95,7 @@ def _count(n: int, what: str) -> str:
 
 async def gc_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
-    async with writable_store(root, args.db) as store:
+    async with existing_store(root, args.db, readonly=False) as store:
         report = await store.collect_garbage(wait=args.wait)
     if args.json:
         emit_json(gc_json(report))
