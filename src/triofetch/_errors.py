@@ -28,6 +28,7 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      │    ├── VersionNotFound          (also a LookupError)
      │    ├── VersionNotWritable       a complete version is immutable
      │    ├── ArtifactConflict         one sha256 recorded with two sizes
+     │    ├── StoreBusy                gc gave up waiting for running writers: waited
      │    └── ArtifactMissing          reading an artifact that is not stored
      ├── UnitFailed                    unit_key, cause
      └── WrongContext                  fetch() called inside a Trio run
