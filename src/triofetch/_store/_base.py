@@ -141,6 +141,8 @@ class _Candidate:
     unit_id: int
     key: UnitKey
     repo_key: str | None
+    #: made by this transaction: it cannot be in the version yet
+    new: bool = False
 
 
 @dataclass(slots=True)
@@ -152,6 +154,10 @@ class Placement:
     replaced: list[ReplacedUnit] = field(default_factory=list)
     #: the units refused, by unit id (:meth:`Store.place_units`)
     refused: dict[int, RepositoryKeyConflict] = field(default_factory=dict)
+
+
+def _by_index(c: _Candidate) -> int:
+    return c.index
 
 
 def _parents(path: str) -> Iterator[str]:
@@ -512,8 +518,8 @@ class Backend(ABC):
                 conn,
                 version_id,
                 [
-                    _Candidate(item.index, uid, item.unit.key, item.repo_key)
-                    for item, (uid, _) in zip(live, unit_ids, strict=True)
+                    _Candidate(item.index, uid, item.unit.key, item.repo_key, created)
+                    for item, (uid, created) in zip(live, unit_ids, strict=True)
                 ],
             )
             if placement.refused:
@@ -591,16 +597,18 @@ class Backend(ABC):
         is refused, as is the later of two candidates that conflict with each other.
         """
         result = Placement()
-        ids = sorted({c.unit_id for c in candidates})
+        ids = sorted({c.unit_id for c in candidates if not c.new})
         sql = self.sql
-        members = {
-            int(r[0])
-            for r in conn.execute(
-                sql("SELECT unit_id FROM version_units WHERE version_id = ? AND ")
-                + sql(self.in_list("unit_id")),
-                (version_id, self.list_param(ids)),
-            )
-        }
+        members: set[int] = set()
+        if ids:
+            members = {
+                int(r[0])
+                for r in conn.execute(
+                    sql("SELECT unit_id FROM version_units WHERE version_id = ? AND ")
+                    + sql(self.in_list("unit_id")),
+                    (version_id, self.list_param(ids)),
+                )
+            }
         if members:
             # re-added: this writer's now, so that new content at their keys is refused
             conn.execute(
@@ -609,7 +617,7 @@ class Backend(ABC):
                 (True, version_id, self.list_param(sorted(members))),
             )
         fresh: dict[int, _Candidate] = {}
-        for c in sorted(candidates, key=lambda c: c.index):
+        for c in sorted(candidates, key=_by_index):
             if c.unit_id not in members:
                 fresh.setdefault(c.unit_id, c)
         keyed = [c for c in fresh.values() if c.repo_key is not None]
@@ -633,12 +641,16 @@ class Backend(ABC):
     ) -> None:
         exact: set[str] = set()
         paths: list[str] = []
+        parents_of: dict[str, tuple[str, ...]] = {}
         for c in keyed:
-            assert c.repo_key is not None
-            exact.add(c.repo_key)
-            if not c.repo_key.startswith("/"):
-                paths.append(c.repo_key)
-                exact.update(_parents(c.repo_key))
+            rk = c.repo_key
+            assert rk is not None
+            exact.add(rk)
+            if rk[0] != "/":
+                paths.append(rk)
+                if "/" in rk:
+                    parents = parents_of[rk] = tuple(_parents(rk))
+                    exact.update(parents)
         rows = list(self.q_members_at(conn, version_id, sorted(exact)))
         if paths:
             rows.extend(self.q_members_under(conn, version_id, sorted(paths)))
@@ -647,7 +659,7 @@ class Backend(ABC):
         below: dict[str, dict[int, Sequence[Any]]] = {}
         for row in rows:
             at.setdefault(row[3], {})[row[0]] = row
-            if not row[3].startswith("/"):
+            if row[3][0] != "/":
                 for parent in _parents(row[3]):
                     below.setdefault(parent, {})[row[0]] = row
         taken: dict[str, UnitKey] = {}  # keys of the candidates accepted so far
@@ -655,21 +667,24 @@ class Backend(ABC):
         for c in keyed:
             rk = c.repo_key
             assert rk is not None
-            is_path = not rk.startswith("/")
-            found: list[tuple[Sequence[Any], str]] = [
-                (row, "has the same repository key as") for row in at.get(rk, {}).values()
-            ]
-            if is_path:
-                for parent in _parents(rk):
+            is_path = rk[0] != "/"
+            parents = parents_of.get(rk, ())
+            found: list[tuple[Sequence[Any], str]] = []
+            if rows:  # the common case has no member in the way: skip the lookups
+                found.extend(
+                    (row, "has the same repository key as") for row in at.get(rk, {}).values()
+                )
+                for parent in parents:
                     found.extend(
                         (row, f"needs a directory {parent!r} where there is a file of")
                         for row in at.get(parent, {}).values()
                     )
-                found.extend(
-                    (row, "is a file where there is a directory of")
-                    for row in below.get(rk, {}).values()
-                )
-            found = [(row, how) for row, how in found if row[0] not in removed]
+                if is_path:
+                    found.extend(
+                        (row, "is a file where there is a directory of")
+                        for row in below.get(rk, {}).values()
+                    )
+                found = [(row, how) for row, how in found if row[0] not in removed]
             clash: tuple[UnitKey, str] | None = None
             for row, how in found:
                 if row[4]:  # added by this writer
@@ -680,8 +695,8 @@ class Backend(ABC):
                     clash = (taken[rk], "has the same repository key as")
                 elif is_path and rk in taken_dirs:
                     clash = (taken_dirs[rk], "is a file where there is a directory of")
-                elif is_path:
-                    for parent in _parents(rk):
+                else:
+                    for parent in parents:
                         if parent in taken:
                             clash = (
                                 taken[parent],
@@ -698,9 +713,8 @@ class Backend(ABC):
                     ReplacedUnit(UnitKey(row[1], tuple(load_json(row[2]))), row[3], c.key)
                 )
             taken[rk] = c.key
-            if is_path:
-                for parent in _parents(rk):
-                    taken_dirs.setdefault(parent, c.key)
+            for parent in parents:
+                taken_dirs.setdefault(parent, c.key)
 
     def place_units(
         self, version: VersionHandle, unit_ids: list[int], strict: bool = False
@@ -823,7 +837,7 @@ class Backend(ABC):
 
     # -- repositories and versions ----------------------------------------------------------
 
-    def _repository_id(self, conn: Any, name: str, *, create: bool) -> int:
+    def _repository_id(self, conn: Any, name: str, *, create: bool, lock: bool = True) -> int:
         if create:
             conn.execute(
                 self.sql(
@@ -831,8 +845,10 @@ class Backend(ABC):
                 ),
                 (name,),
             )
+        # a reader locks nothing (a read-only PostgreSQL transaction may not)
+        lock_rows = self.lock_rows if lock else ""
         row = conn.execute(
-            self.sql("SELECT id FROM repositories WHERE name = ?" + self.lock_rows), (name,)
+            self.sql("SELECT id FROM repositories WHERE name = ?" + lock_rows), (name,)
         ).fetchone()
         if row is None:
             raise RepositoryNotFound(name)
@@ -947,7 +963,7 @@ class Backend(ABC):
         self.run_write(work)
 
     def _resolve(self, conn: Any, name: str, number: int | None) -> tuple[int, int, bool] | None:
-        rid = self._repository_id(conn, name, create=False)
+        rid = self._repository_id(conn, name, create=False, lock=False)
         row = self._version_row(conn, rid, "latest" if number is None else number)
         if row is None and number is not None:
             raise VersionNotFound(f"repository {name!r} has no version {number}")

@@ -292,10 +292,21 @@ class SQLiteBackend(Backend):
             raise
 
     def _open_writable(self) -> None:
-        if not self.create and not self.path.exists():
-            raise StoreNotFound(str(self.path))
+        lockfile = f"{self.path}.lock"
+        if not self.path.exists():
+            if not self.create:
+                raise StoreNotFound(str(self.path))
+        elif not os.path.exists(lockfile):
+            # No lock file: no store is being made here (its maker creates the lock file
+            # before the database), so a file that is not a store is refused before anything
+            # is made beside it.
+            conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True)
+            try:
+                self._schema_version(conn)
+            finally:
+                conn.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lockfile = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._lockfile = os.open(lockfile, os.O_RDWR | os.O_CREAT, 0o644)
         # Under the writers' lock: the process that creates the database writes its schema
         # before any other looks at it, so a file found here that is not a store (empty,
         # foreign) is refused, never made into one.
