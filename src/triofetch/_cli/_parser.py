@@ -190,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser(
         "verify",
         parents=[common, store],
-        help="re-hash the stored files; list the corrupted ones",
-        description="Re-hash every stored file and check that every file the repositories' "
-        "latest versions refer to is there.  Exit 0 when all match, 1 listing the others.",
+        help="re-hash the stored files; list the corrupted and missing ones, and orphans",
+        description="Check the store both ways, reading only: every file the database "
+        "records (of any version) must be there with its size and sha256, each one re-hashed "
+        "(an error otherwise); a file no record expects is an orphan, listed but no error "
+        "('triofetch gc' removes it).  Exit 0 when there is no error, 1 listing the errors.",
     )
     verify.add_argument("--json", action="store_true", help="print one JSON object")
 
