@@ -461,9 +461,13 @@ async def test_readonly_store_reads_and_refuses_every_write(store_url: str, tmp_
             store.new_version("r"),
             store.commit_units([file_unit("b", b"b")]),
             store.remove_from_version(latest, []),
+            store.collect_garbage(),
         ):
             with pytest.raises(StoreError, match="the store was opened read-only"):
                 await write
+        with pytest.raises(StoreError, match="the store was opened read-only"):
+            async with store.lease():
+                pass
         backend = store._backend
         if store.dialect == "postgresql":
             setting = await trio.to_thread.run_sync(

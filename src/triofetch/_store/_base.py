@@ -1151,14 +1151,17 @@ class Store:
         if self._closed:
             raise StoreError("the store is closed")
 
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.readonly:
+            raise StoreError("the store was opened read-only")
+
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         self._check_open()
         return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=self.limiter)
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        self._check_open()
-        if self.readonly:
-            raise StoreError("the store was opened read-only")
+        self._check_writable()
         async with self.limiter:  # waiting here is cancellable: nothing has started
             with trio.CancelScope(shield=True):
                 result = await trio.to_thread.run_sync(
@@ -1179,7 +1182,7 @@ class Store:
         that dies is released by the operating system (SQLite: ``flock`` on ``<db>.lease``)
         or the server (PostgreSQL: an advisory lock on a connection of its own).
         """
-        self._check_open()
+        self._check_writable()  # a reader takes no lease (it would make a lease file)
         handle = await acquire_lease(self._backend, exclusive=False, wait=None)
         try:
             yield
@@ -1200,7 +1203,7 @@ class Store:
         opened without ``root``) only the database is cleaned.
         """
         seconds = check_wait(wait)
-        self._check_open()
+        self._check_writable()
         handle = await acquire_lease(self._backend, exclusive=True, wait=seconds)
         try:
             versions, units, gone = await self._write(delete_garbage, self._backend)
