@@ -12,14 +12,20 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
+from tests import test_readonly
 from tests._cli_helpers import Result, file_requests, publish, run_cli
 from tests.faultserver import FaultServer, Status
+from tests.test_readonly import run_on_read_only_root
 from triofetch import (
     ContentUnitCreator,
     DeclarativeArtifact,
@@ -27,8 +33,9 @@ from triofetch import (
     Downloader,
     open_store,
 )
-from triofetch._cli._export import Unexportable, export_files, unexportable
+from triofetch._cli._export import NOT_FETCHED, Unexportable, export_files, unexportable
 from triofetch._cli._inspect import FileRow
+from triofetch._manifest import local_source, manifest_base_url, parse_pulp_manifest
 from triofetch._storage import ArtifactStorage
 
 #: paths that are awkward for a manifest line, a URL and a file system
@@ -51,6 +58,10 @@ AWKWARD = {
     "quote'and\"double.txt": b"quotes\n",
     "empty.txt": b"",
 }
+
+
+#: a temp dir every user may enter (a read-only root may be run as nobody)
+world_readable_tmp = test_readonly.world_readable_tmp
 
 
 def sha(data: bytes) -> str:
@@ -363,3 +374,79 @@ def test_paths_a_manifest_cannot_carry(tmp_path: Path) -> None:
     assert len(problems) == 3
     # the same long path is fine below a short DEST
     assert unexportable([row(long_name, b"4", 4)], tmp_path) == []
+
+
+def test_on_demand_files_on_a_read_only_root_are_listed(
+    http_server: FaultServer, world_readable_tmp: Path
+) -> None:
+    """Fetching needs a writable store: on a read-only root the rest is still exported."""
+    eager = {"a.txt": b"alpha\n"}
+    lazy = {"b.txt": b"beta\n", "c/d.txt": b"delta\n"}
+    root = world_readable_tmp / "root"
+    sync(publish(http_server, eager | lazy), root, None, "r", "--policy", "on_demand")
+    sync(publish(http_server, eager, prefix="/eager"), root, None, "r")
+    http_server.reset_counters()
+    for flags, reason in (
+        ((), "not downloaded (cannot write the store to fetch it: "),
+        (("--no-fetch",), NOT_FETCHED),
+    ):
+        dest = world_readable_tmp / f"out{len(flags)}"
+        dest.mkdir()
+        os.chmod(dest, 0o777)
+        result = run_on_read_only_root(
+            root, "export", "--root", "{root}", "--repository", "r", *flags, dest
+        )
+        assert result.code == 1, result
+        lines = result.err.splitlines()
+        assert len(lines) == 2 and "Traceback" not in result.err, result
+        for line, path in zip(lines, sorted(lazy), strict=True):
+            assert line.startswith(f"triofetch: not exported: {path}: {reason}"), result
+        assert files_under(dest) == eager
+    assert http_server.requests == []
+
+
+_SEGMENT = st.text(alphabet="ab #,%?&+=;~'\"é😀", min_size=1, max_size=4).filter(
+    lambda s: s not in (".", "..")
+)
+_PATH = st.lists(_SEGMENT, min_size=1, max_size=3).map("/".join)
+_CONTENTS = [b"", b"one\n", b"two\n", b"three\n"]
+
+
+def _expected_refusal(paths: list[str]) -> bool:
+    known = set(paths)
+    if len(known) < len(paths) or any(p.startswith("#") for p in known):
+        return True
+    return any(p[:i] in known for p in known for i, c in enumerate(p) if c == "/")
+
+
+@given(files=st.lists(st.tuples(_PATH, st.sampled_from(_CONTENTS)), min_size=1, max_size=8))
+def test_what_export_writes_reads_back(files: list[tuple[str, bytes]]) -> None:
+    """Any set of paths: refused exactly when it holds a conflict or a '#' line; otherwise the
+    files on disk, the manifest as sync parses it, and the file URLs it gives all match."""
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = ArtifactStorage(Path(tmp, "root"))
+        for data in _CONTENTS:
+            stored = storage.path_for(sha(data))
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            stored.write_bytes(data)
+        rows = sorted(
+            (row(path, data, unit) for unit, (path, data) in enumerate(files, 1)),
+            key=lambda r: (r.relative_path, r.unit_id),
+        )
+        dest = Path(tmp, "out #?%")
+        problems = unexportable(rows, dest)
+        assert bool(problems) == _expected_refusal([p for p, _ in files]), problems
+        if problems:
+            return
+        report = export_files(storage, rows, dest, checked=True)
+        assert report.errors == [] and report.written == len(rows)
+        assert files_under(dest) == dict(files)
+        source = local_source(dest)
+        with open(dest / "PULP_MANIFEST", "rb") as lines:
+            manifest = parse_pulp_manifest(lines, base_url=manifest_base_url(source))
+        assert sorted((e.relative_path, e.sha256, e.size) for e in manifest.entries) == sorted(
+            (p, sha(d), len(d)) for p, d in files
+        )
+        for entry in manifest.entries:
+            url = urlsplit(manifest.url_for(entry.relative_path))
+            assert Path(unquote(url.path)) == dest / entry.relative_path
