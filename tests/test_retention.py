@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.test_store import counts, file_unit
+from tests.test_store import counts, file_unit, raw
 from triofetch import GCReport, InvalidInput, PruneReport, StoreBusy, VersionInfo
 from triofetch._store import NewUnit, RepositoryNotFound, Store, VersionHandle, open_store
 from triofetch._store._retention import acquire_lease, release_lease
@@ -350,3 +350,22 @@ async def test_the_lease_of_a_killed_process_is_released(store: Store, store_url
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_gc_leaves_the_schema_as_it_was(store: Store) -> None:
+    """The indexes the collector makes for its deletes are gone once it committed."""
+    backend = store._backend
+    query = (
+        "SELECT name FROM sqlite_master WHERE type = 'index'"
+        if backend.dialect == "sqlite"
+        else "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    )
+
+    async def indexes() -> set[str]:
+        return {str(r[0]) for r in await raw(store, query)}
+
+    before = await indexes()
+    await make_version(store, "r", [await stored_unit(store, "a")], complete=False)
+    assert (await store.collect_garbage(wait=1)).units == 1
+    assert await indexes() == before
+    assert not any(name.startswith("triofetch_gc") for name in before)
