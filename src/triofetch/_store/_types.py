@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import json.encoder
+import re
 import json.scanner
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -276,6 +277,8 @@ class RepositoryKey:
                 raise InvalidUnit(
                     f"the field {self.fields[0]!r} of a {unit_type!r} unit is a path, got {value!r}"
                 )
+            if _PLAIN_PATH(value) and len(value) <= MAX_PATH_BYTES // 4:
+                return value  # the common case, checked by one regular expression
             try:
                 return check_relative_path(value)
             except InvalidUnit as exc:
@@ -289,6 +292,12 @@ class RepositoryKey:
             )
         return "/" + text
 
+
+#: a relative path of plain segments (no empty, '.' or '..' segment, no NUL, nothing
+#: outside printable ASCII but '/' separators): such a path needs no further check
+_PLAIN_PATH = re.compile(
+    r"(?!\.\.?(?:/|$))[\x20-\x2e\x30-\x7e]+(?:/(?!\.\.?(?:/|$))[\x20-\x2e\x30-\x7e]+)*"
+).fullmatch
 
 #: The repository keys every store knows unless told otherwise: ``file`` units (the
 #: manifest's, and the command line's) are placed by their relative path.
