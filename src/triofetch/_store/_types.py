@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import json.encoder
-import re
 import json.scanner
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
