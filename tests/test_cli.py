@@ -169,7 +169,13 @@ def test_file_url_and_local_path_sources(tmp_path: Path) -> None:
     assert result.code == 0, result
     result = run_cli("sync", site, "--root", root, "--repository", "s", "--json")
     assert result.code == 0, result
-    assert result.json()["units"] == {"total": 2, "new": 0, "existing": 2, "failed": 0}
+    assert result.json()["units"] == {
+        "total": 2,
+        "new": 0,
+        "existing": 2,
+        "failed": 0,
+        "replaced": 0,
+    }
 
 
 # -- failures: exit 1 -----------------------------------------------------------------------
