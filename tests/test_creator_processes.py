@@ -124,3 +124,49 @@ def test_two_processes_on_sqlite_one_repository(http_server: FaultServer, tmp_pa
             assert await store.count_units("shared") == 30
 
     trio.run(check)
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_processes_replacing_content_at_the_same_paths(
+    http_server: FaultServer, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Three processes sync, at once and additively, different contents at the same paths
+    (and a file where another needs a directory) into one repository: every version each
+    makes holds one unit per path and no file-and-directory, and the last one holds one of
+    the inputs' contents at each path."""
+    db = (
+        f"sqlite:///{tmp_path / 'db.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_dsn")
+    )
+    paths = [f"p{i}" for i in range(12)] + ["d"]
+    specs = []
+    for w in range(3):
+        rows = []
+        for path in paths if w != 2 else [*paths[:-1], "d/x"]:
+            data = f"{path} from worker {w}".encode() * 50
+            url_path = f"/swap{w}/{path}"
+            http_server.add_file(url_path, data, faults=[Slow(0.002, chunk=1024)])
+            rows.append(
+                [path, http_server.url(url_path), hashlib.sha256(data).hexdigest(), len(data)]
+            )
+        specs.append({"db": db, "root": str(tmp_path / "root"), "repository": "r", "units": rows})
+    procs = [spawn(spec, tmp_path, w) for w, spec in enumerate(specs)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert json.loads(out)["failed"] == []
+
+    async def check() -> None:
+        async with open_store(db, root=tmp_path / "root") as store:
+            for info in await store.versions("r"):
+                if not info.complete:
+                    continue
+                held = [u.key.natural_key[0] for u in await store.list_units("r", info.number)]
+                assert len(held) == len(set(held)), (info.number, sorted(held))
+                assert not ("d" in held and "d/x" in held), info.number
+                assert len(held) == len(paths)
+
+    trio.run(check)
