@@ -45,6 +45,7 @@ def make_machine(server: FaultServer, new_url: Callable[[Path], str | None]) -> 
             self.tmp = Path(tempfile.mkdtemp(prefix="tf-sm-"))
             self.url = new_url(self.tmp)
             self.model: set[UnitKey] | None = None  # None: no version yet
+            self.latest = 0
             self.units = []
             for index, blobs in enumerate(LAYOUT):
                 arts = [
@@ -110,16 +111,19 @@ def make_machine(server: FaultServer, new_url: Callable[[Path], str | None]) -> 
             assert report.ok, report.failures
             new_model = keys if mirror else (self.model or set()) | keys
             if self.model is None:
-                # the first successful run with a repository makes version 1 (when not empty)
-                if new_model:
-                    assert report.version == 1
-                    self.model = new_model
+                # the first successful run with a repository makes version 1 (even empty)
+                assert report.version == 1 and report.created
+                self.model = new_model
+                self.latest = 1
                 return
             if new_model == self.model:
-                assert report.version is None
+                # nothing changed: the content is in the latest version, none was made
+                assert report.version == self.latest and not report.created
             else:
-                assert report.version is not None
+                assert report.created and report.version is not None
+                assert report.version > self.latest
                 self.model = new_model
+                self.latest = report.version
 
         @initialize()
         def start(self) -> None:
@@ -154,7 +158,7 @@ def make_machine(server: FaultServer, new_url: Callable[[Path], str | None]) -> 
             needs = any(broken in LAYOUT[i] for i in subset)
             if report.failures:
                 assert needs
-                assert report.version is None
+                assert report.version is None and not report.created
             else:
                 self.expect_success(subset, False, report)
 
@@ -165,7 +169,7 @@ def make_machine(server: FaultServer, new_url: Callable[[Path], str | None]) -> 
             self.expect_success(subset, False, lazy)
             eager = self.run(subset)
             assert eager is not None
-            assert eager.version is None  # same units: nothing changes in the version
+            assert not eager.created  # same units: nothing changes in the version
             self.expect_success(subset, False, eager)
 
         @invariant()
