@@ -1218,9 +1218,7 @@ class Store:
                 sweep_unrecorded, self._backend, storage, trio.from_thread.check_cancelled
             )
             temp = await storage.cleanup_temp()
-            return GCReport(
-                versions, units, len(gone), files + more, freed + more_freed, len(temp)
-            )
+            return GCReport(versions, units, len(gone), files + more, freed + more_freed, len(temp))
         finally:
             await release_lease(handle)
 
@@ -1359,7 +1357,9 @@ class Store:
         ids = _check_ids(unit_ids)
         return await self._write(self._backend.remove_from_version, version, ids)
 
-    async def version_changes(self, version: VersionHandle, other: VersionHandle) -> tuple[int, int]:
+    async def version_changes(
+        self, version: VersionHandle, other: VersionHandle
+    ) -> tuple[int, int]:
         """How *version* differs from *other*: (units only in *version*, units only in
         *other*), counted by two queries."""
         return await self._read(self._backend.version_changes, version.id, other.id)

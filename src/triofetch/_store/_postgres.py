@@ -314,9 +314,7 @@ class PostgresBackend(Backend):
             (paths, version_id),
         ).fetchall()
 
-    def q_members_at(
-        self, conn: Any, version_id: int, keys: list[str]
-    ) -> Iterable[Sequence[Any]]:
+    def q_members_at(self, conn: Any, version_id: int, keys: list[str]) -> Iterable[Sequence[Any]]:
         return conn.execute(  # type: ignore[no-any-return]
             "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added "
             "FROM unnest(%s::text[]) AS k(x) JOIN units u "

@@ -593,9 +593,7 @@ class SQLiteBackend(Backend):
             (_dumps(paths), version_id),
         ).fetchall()
 
-    def q_members_at(
-        self, conn: Any, version_id: int, keys: list[str]
-    ) -> Iterable[Sequence[Any]]:
+    def q_members_at(self, conn: Any, version_id: int, keys: list[str]) -> Iterable[Sequence[Any]]:
         return conn.execute(  # type: ignore[no-any-return]
             "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added "
             "FROM json_each(?) AS k CROSS JOIN units u ON u.repo_key = k.value "
