@@ -288,8 +288,9 @@ class Backend(ABC):
     def q_members_under(
         self, conn: Any, version_id: int, paths: list[str]
     ) -> Iterable[Sequence[Any]]:
-        """Members of the version whose repository key lies below one of *paths* (``p/...``):
-        rows (unit_id, type, natural_key, repo_key, added)."""
+        """Members of the version whose repository key is one of *paths* or lies below it
+        (``p/...``) — and those sorting between the two (``p.txt``): the callers filter.
+        Rows (unit_id, type, natural_key, repo_key, added)."""
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -639,21 +640,30 @@ class Backend(ABC):
         result: Placement,
         removed: set[int],
     ) -> None:
+        # one index range per path finds the unit at it and those below it; keys that are
+        # not paths, and the directories above the paths, are looked up exactly
         exact: set[str] = set()
         paths: list[str] = []
         parents_of: dict[str, tuple[str, ...]] = {}
+        dirs: dict[str, tuple[str, ...]] = {}  # a directory -> it and the ones above it
         for c in keyed:
             rk = c.repo_key
             assert rk is not None
-            exact.add(rk)
             if rk[0] != "/":
                 paths.append(rk)
-                if "/" in rk:
-                    parents = parents_of[rk] = tuple(_parents(rk))
-                    exact.update(parents)
-        rows = list(self.q_members_at(conn, version_id, sorted(exact)))
+                cut = rk.rfind("/")
+                if cut > 0:
+                    parent = rk[:cut]
+                    chain = dirs.get(parent)
+                    if chain is None:
+                        chain = dirs[parent] = (*_parents(parent), parent)
+                        exact.update(chain)
+                    parents_of[rk] = chain
+            else:
+                exact.add(rk)
+        rows = list(self.q_members_at(conn, version_id, list(exact))) if exact else []
         if paths:
-            rows.extend(self.q_members_under(conn, version_id, sorted(paths)))
+            rows.extend(self.q_members_under(conn, version_id, paths))
         # members by their key, and by each directory above them
         at: dict[str, dict[int, Sequence[Any]]] = {}
         below: dict[str, dict[int, Sequence[Any]]] = {}
@@ -664,11 +674,24 @@ class Backend(ABC):
                     below.setdefault(parent, {})[row[0]] = row
         taken: dict[str, UnitKey] = {}  # keys of the candidates accepted so far
         taken_dirs: dict[str, UnitKey] = {}  # directories above accepted paths
+        no_parents: tuple[str, ...] = ()
         for c in keyed:
             rk = c.repo_key
             assert rk is not None
+            parents = parents_of.get(rk, no_parents)
+            if not rows and rk not in taken and rk not in taken_dirs:
+                # the common case: nothing in the way in the version; only earlier
+                # candidates can be, as a file where this one needs a directory
+                for parent in parents:
+                    if parent in taken:
+                        break
+                else:
+                    taken[rk] = c.key
+                    for parent in parents:
+                        if parent not in taken_dirs:
+                            taken_dirs[parent] = c.key
+                    continue
             is_path = rk[0] != "/"
-            parents = parents_of.get(rk, ())
             found: list[tuple[Sequence[Any], str]] = []
             if rows:  # the common case has no member in the way: skip the lookups
                 found.extend(

@@ -304,11 +304,11 @@ class PostgresBackend(Backend):
     def q_members_under(
         self, conn: Any, version_id: int, paths: list[str]
     ) -> Iterable[Sequence[Any]]:
-        # byte order (COLLATE "C", as the index): the children of p sort between p/ and p0
+        # byte order (COLLATE "C", as the index): p, then its children between p/ and p0
         return conn.execute(  # type: ignore[no-any-return]
             "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added "
             "FROM unnest(%s::text[]) AS p(x) JOIN units u "
-            'ON (u.repo_key COLLATE "C") >= (p.x || \'/\') COLLATE "C" '
+            'ON (u.repo_key COLLATE "C") >= (p.x COLLATE "C") '
             'AND (u.repo_key COLLATE "C") < (p.x || \'0\') COLLATE "C" '
             "JOIN version_units vu ON vu.version_id = %s AND vu.unit_id = u.id",
             (paths, version_id),

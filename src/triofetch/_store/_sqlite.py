@@ -582,13 +582,14 @@ class SQLiteBackend(Backend):
     def q_members_under(
         self, conn: Any, version_id: int, paths: list[str]
     ) -> Iterable[Sequence[Any]]:
-        # a range on the index for each path: its children sort between 'p/' and 'p0'.
+        # a range on the index for each path: p itself, and its children, which sort
+        # between 'p/' and 'p0'.
         # CROSS JOIN fixes the order (paths, then the index, then membership): left to
         # itself the planner scans the whole version once per path.
         return conn.execute(  # type: ignore[no-any-return]
             "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added "
             "FROM json_each(?) AS p CROSS JOIN units u "
-            "ON u.repo_key >= p.value || '/' AND u.repo_key < p.value || '0' "
+            "ON u.repo_key >= p.value AND u.repo_key < p.value || '0' "
             "CROSS JOIN version_units vu ON vu.version_id = ? AND vu.unit_id = u.id",
             (_dumps(paths), version_id),
         ).fetchall()
