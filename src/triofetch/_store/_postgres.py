@@ -304,21 +304,28 @@ class PostgresBackend(Backend):
     def q_members_under(
         self, conn: Any, version_id: int, paths: list[str]
     ) -> Iterable[Sequence[Any]]:
-        # byte order (COLLATE "C", as the index): p, then its children between p/ and p0
+        # byte order (COLLATE "C", as the index): p, then its children between p/ and p0.
+        # LATERAL subqueries kept apart (OFFSET 0) make every step a probe, of the index and
+        # then of the membership key: joined freely, the planner hashed the whole version
+        # on every call (13,800 units/s committed fell to 600).
         return conn.execute(  # type: ignore[no-any-return]
             "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added "
-            "FROM unnest(%s::text[]) AS p(x) JOIN units u "
-            'ON (u.repo_key COLLATE "C") >= (p.x COLLATE "C") '
-            'AND (u.repo_key COLLATE "C") < (p.x || \'0\') COLLATE "C" '
-            "JOIN version_units vu ON vu.version_id = %s AND vu.unit_id = u.id",
+            "FROM unnest(%s::text[]) AS p(x) CROSS JOIN LATERAL ("
+            "SELECT id, type, natural_key, repo_key FROM units "
+            'WHERE (repo_key COLLATE "C") >= (p.x COLLATE "C") '
+            'AND (repo_key COLLATE "C") < ((p.x || \'0\') COLLATE "C") OFFSET 0) AS u '
+            "CROSS JOIN LATERAL (SELECT added FROM version_units "
+            "WHERE version_id = %s AND unit_id = u.id OFFSET 0) AS vu",
             (paths, version_id),
         ).fetchall()
 
     def q_members_at(self, conn: Any, version_id: int, keys: list[str]) -> Iterable[Sequence[Any]]:
         return conn.execute(  # type: ignore[no-any-return]
             "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added "
-            "FROM unnest(%s::text[]) AS k(x) JOIN units u "
-            'ON (u.repo_key COLLATE "C") = (k.x COLLATE "C") '
-            "JOIN version_units vu ON vu.version_id = %s AND vu.unit_id = u.id",
+            "FROM unnest(%s::text[]) AS k(x) CROSS JOIN LATERAL ("
+            "SELECT id, type, natural_key, repo_key FROM units "
+            'WHERE (repo_key COLLATE "C") = (k.x COLLATE "C") OFFSET 0) AS u '
+            "CROSS JOIN LATERAL (SELECT added FROM version_units "
+            "WHERE version_id = %s AND unit_id = u.id OFFSET 0) AS vu",
             (keys, version_id),
         ).fetchall()
