@@ -61,6 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="database URL instead of the SQLite file under --root (postgresql://...)",
     )
 
+    # the options of the commands that download (sync, repair)
+    fetching = argparse.ArgumentParser(add_help=False)
+    fetching.add_argument(
+        "--connections",
+        type=_positive,
+        default=16,
+        metavar="N",
+        help="at most N requests in flight (default 16)",
+    )
+    fetching.add_argument(
+        "--retries",
+        type=_non_negative,
+        default=3,
+        metavar="N",
+        help="retries after the first attempt of each file (default 3)",
+    )
+    fetching.add_argument(
+        "--ca-cert",
+        metavar="FILE",
+        help="trust this CA bundle (PEM) for https instead of the system's; "
+        "SSL_CERT_FILE / SSL_CERT_DIR are honoured otherwise",
+    )
+
     parser = argparse.ArgumentParser(
         prog="triofetch",
         description=DESCRIPTION,
@@ -73,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = commands.add_parser(
         "sync",
-        parents=[common, store],
+        parents=[common, store, fetching],
         help="mirror a repository into the store (a new repository version)",
         description="Fetch the manifest at SOURCE, validate all of it, then download every "
         "file that is not stored yet and record it; each file is complete or absent.  A new "
@@ -96,24 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         "download nothing",
     )
     sync.add_argument(
-        "--connections",
-        type=_positive,
-        default=16,
-        metavar="N",
-        help="at most N requests in flight (default 16)",
-    )
-    sync.add_argument(
         "--per-host",
         type=_positive,
         metavar="N",
         help="at most N requests in flight to one host (default: --connections)",
-    )
-    sync.add_argument(
-        "--retries",
-        type=_non_negative,
-        default=3,
-        metavar="N",
-        help="retries after the first attempt of each file (default 3)",
     )
     sync.add_argument(
         "--slice-size",
@@ -127,12 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the new version holds exactly the manifest's files (default: it keeps the "
         "previous version's files as well)",
-    )
-    sync.add_argument(
-        "--ca-cert",
-        metavar="FILE",
-        help="trust this CA bundle (PEM) for https instead of the system's; "
-        "SSL_CERT_FILE / SSL_CERT_DIR are honoured otherwise",
     )
     sync.add_argument(
         "--transport",
@@ -247,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     repair = commands.add_parser(
         "repair",
-        parents=[common, store],
+        parents=[common, store, fetching],
         help="re-hash stored files; re-download the missing or corrupted ones",
         description="Hash every stored file (or those of one repository's versions), and "
         "download again the missing or corrupted ones from the URLs they came from, "
@@ -257,21 +260,6 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument(
         "--repository", metavar="NAME", help="only the files of this repository's versions"
     )
-    repair.add_argument(
-        "--connections",
-        type=_positive,
-        default=16,
-        metavar="N",
-        help="at most N requests in flight (default 16)",
-    )
-    repair.add_argument(
-        "--retries",
-        type=_non_negative,
-        default=3,
-        metavar="N",
-        help="retries after the first attempt of each file (default 3)",
-    )
-    repair.add_argument("--ca-cert", metavar="FILE", help="trust this CA bundle (PEM) for https")
     repair.add_argument("--json", action="store_true", help="print one JSON object")
 
     demo = commands.add_parser(
