@@ -1198,9 +1198,11 @@ class Store:
     async def lease(self) -> AsyncIterator[None]:
         """Hold a writer's lease: while it is held, ``gc`` removes nothing (it waits).
 
-        Every writer that may refer to existing units, artifacts or stored files before it
-        commits (a creator run, a repair, an export that fetches) holds one for its whole
-        run.  Leases are shared: any number of writers hold one at once.  Entering waits
+        Every writer holds one from the moment it refers to existing units, artifacts or
+        stored files until it has committed what refers to them: a creator run (and an
+        export that fetches, through it) for its whole run, including its incomplete
+        version; a repair for each page of files it fetches and puts back.  Leases are
+        shared: any number of writers hold one at once.  Entering waits
         (cancellably, polling) while :meth:`collect_garbage` runs.  The lease of a process
         that dies is released by the operating system (SQLite: ``flock`` on ``<db>.lease``)
         or the server (PostgreSQL: an advisory lock on a connection of its own).
