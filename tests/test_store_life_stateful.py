@@ -318,7 +318,13 @@ def make_machine(server: FaultServer, new_url: Callable[[Path], str]) -> type:
     return StoreLife
 
 
-LIFE = settings(max_examples=6, stateful_step_count=8, deadline=None)
+#: a few examples in the default run (each step syncs, exports...); the stress profile
+#: (``nox -s stress``) runs a quarter of its examples here
+LIFE = settings(
+    max_examples=max(6, settings.default.max_examples // 4),
+    stateful_step_count=8,
+    deadline=None,
+)
 
 
 def test_store_life_sqlite(http_server_module: FaultServer) -> None:
