@@ -29,6 +29,8 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      │    ├── VersionNotWritable       a complete version is immutable
      │    ├── ArtifactConflict         one sha256 recorded with two sizes
      │    ├── StoreBusy                gc gave up waiting for running writers: waited
+     │    ├── StorageWriteError        a full disk, a quota, a read-only or failing file system
+     │    │                            under the root: errno, path, report (OSError as cause)
      │    └── ArtifactMissing          reading an artifact that is not stored
      ├── UnitFailed                    unit_key, cause
      └── WrongContext                  fetch() called inside a Trio run
@@ -41,8 +43,14 @@ message: URLs are passed through :func:`redact_url` first.
 
 from __future__ import annotations
 
+import errno as _errno
+import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from ._creator import CreateReport
 
 __all__ = [
     "ConnectionFailed",
@@ -59,6 +67,7 @@ __all__ = [
     "NotAStore",
     "SchemaVersionError",
     "SizeMismatch",
+    "StorageWriteError",
     "StoreError",
     "StoreNotFound",
     "TooManyRedirects",
@@ -263,6 +272,54 @@ class ManifestError(TriofetchError):
 
 class StoreError(TriofetchError):
     """The database or the artifact storage refused an operation."""
+
+
+class StorageWriteError(StoreError):
+    """Writing under the storage root failed for a reason no retry fixes: the run stopped.
+
+    The disk is full (``ENOSPC``), a quota is exhausted (``EDQUOT``), the file system is
+    read-only (``EROFS``) or failing (``EIO``).  :meth:`ContentUnitCreator.run
+    <triofetch.ContentUnitCreator.run>` raises it (never inside an exception group) after
+    it stopped starting downloads, committed every unit already complete and removed its
+    temp files: the store is consistent, and a run started once space is freed goes on
+    where this one stopped.
+
+    Attributes:
+        errno: the OS error number (compare with :data:`errno.ENOSPC`...).
+        path: the directory the write went to: the storage's temp area (a download's temp
+            file) or its ``artifacts`` directory (adopting a file).
+        full: True for a full disk or quota (``ENOSPC``, ``EDQUOT``): freeing space helps.
+        report: the run's :class:`~triofetch.CreateReport` so far (units committed, files
+            stored), set by ``ContentUnitCreator.run``; None elsewhere.
+        database_error: when the database could not record the complete units either (it
+            may be on the same full disk): that error.  Its transaction was rolled back;
+            the units it held are absent, their files unreferenced until ``gc``.
+
+    ``__cause__`` is the :class:`OSError`.
+    """
+
+    #: the error numbers that stop a run: every later write would fail the same way
+    ERRNOS = frozenset({_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS, _errno.EIO})
+
+    def __init__(self, error: OSError, path: str | os.PathLike[str]) -> None:
+        self.errno = error.errno if error.errno is not None else _errno.EIO
+        self.path = os.fspath(path)
+        self.report: CreateReport | None = None
+        self.database_error: StoreError | None = None
+        reason = os.strerror(self.errno)
+        self.reason = reason[:1].lower() + reason[1:]
+        super().__init__(f"{self.reason} under {self.path}")
+        self.__cause__ = error
+
+    @property
+    def full(self) -> bool:
+        """A full disk or an exhausted quota: freeing space lets the next run go on."""
+        return self.errno in (_errno.ENOSPC, _errno.EDQUOT)
+
+    @classmethod
+    def matches(cls, error: BaseException) -> bool:
+        """Whether *error* is an OSError that stops a run (a full or failing file system)."""
+        return isinstance(error, OSError) and error.errno in cls.ERRNOS
 
 
 class SchemaVersionError(StoreError):

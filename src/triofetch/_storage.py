@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 import trio
 
 from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests
-from ._errors import InvalidDigest, InvalidInput, StoreError
+from ._errors import InvalidDigest, InvalidInput, StorageWriteError, StoreError
 from ._tempfiles import new_temp_path, temp_file_pid
 
 if TYPE_CHECKING:
@@ -386,7 +386,12 @@ class ArtifactStorage:
             return True
         directory = final.parent
         if not directory.is_dir():
-            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                if StorageWriteError.matches(exc):
+                    raise StorageWriteError(exc, self.artifacts_dir) from exc
+                raise
             if durable:
                 _fsync_dir(directory.parent)
                 _fsync_dir(directory.parent.parent)
@@ -423,6 +428,8 @@ class ArtifactStorage:
         except ArtifactMismatch:
             raise
         except OSError as exc:
+            if StorageWriteError.matches(exc):  # a full disk...: the caller stops its run
+                raise StorageWriteError(exc, self.artifacts_dir) from exc
             raise StoreError(f"cannot adopt {src} as {final}: {exc}") from exc
         return True
 
