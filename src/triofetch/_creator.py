@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -178,6 +179,9 @@ class _Flight:
 
 
 _RECENT = 16384  # adopted artifacts remembered across slices (sha256 → record)
+#: unit keys a run remembers to find duplicates, in two generations of this many each (a
+#: 64-bit hash of the key → one of the content: about 120 bytes each, 16 MiB at most)
+_KEYS_REMEMBERED = 65536
 _COMMIT_GATHER = 0.05  # seconds the committer waits for more complete units
 
 
@@ -440,11 +444,45 @@ class ContentUnitCreator:
             await self.store.complete_version(version)
         return True
 
+    def _distinct(
+        self, chunk: list[DeclarativeUnit], seen: tuple[dict[int, int], dict[int, int]]
+    ) -> list[DeclarativeUnit]:
+        """*chunk* without the units whose key came earlier in the run: the same content
+        again counts once (seen, not reported); other content under a key already given is
+        a failure (:class:`InvalidUnit`), never silently dropped.  *seen* remembers the keys
+        (hashes of key → content) of at least the last ``_KEYS_REMEMBERED`` units."""
+        recent, older = seen
+        kept: list[DeclarativeUnit] = []
+        for unit in chunk:
+            key = hash(unit.key)
+            content = _content_hash(unit)
+            first = recent.get(key)
+            if first is None:
+                first = older.get(key)
+            if first is None:
+                if len(recent) >= _KEYS_REMEMBERED:
+                    older.clear()
+                    older.update(recent)
+                    recent.clear()
+                recent[key] = content
+                kept.append(unit)
+                continue
+            self.progress.units_seen += 1
+            self._event("seen", unit)
+            if first != content:
+                error = InvalidUnit(
+                    f"unit {unit.type} {list(unit.natural_key)!r} is given twice in one run "
+                    "with different artifacts or fields: the first is kept"
+                )
+                self._fail(unit, UnitFailed((unit.type, unit.natural_key), error))
+        return kept
+
     async def _run(
         self,
         units: Iterable[DeclarativeUnit] | AsyncIterable[DeclarativeUnit],
         version: VersionHandle | None,
     ) -> None:
+        seen: tuple[dict[int, int], dict[int, int]] = ({}, {})
         send, receive = trio.open_memory_channel[tuple[DeclarativeUnit, NewUnit]](self.commit_batch)
         unit_slots = trio.Semaphore(self.units_in_flight)
         slice_slots = trio.Semaphore(self.slices_in_flight)
@@ -452,6 +490,9 @@ class ContentUnitCreator:
             parent.start_soon(self._committer, receive, version)
             async with send, trio.open_nursery() as slices:
                 async for chunk in _slices(aiter_units(units), self.slice_size):
+                    chunk = self._distinct(chunk, seen)
+                    if not chunk:
+                        continue
                     await slice_slots.acquire()
                     slices.start_soon(
                         self._slice, chunk, send.clone(), unit_slots, slice_slots, version
@@ -767,6 +808,17 @@ def _unit_of(items: list[MissingArtifact]) -> DeclarativeUnit | BaseException:
         return DeclarativeUnit(items[0].key.type, items[0].key.natural_key, {}, arts)
     except TriofetchError as exc:
         return exc
+
+
+def _content_hash(unit: DeclarativeUnit) -> int:
+    """A hash of what a unit holds besides its key: its fields, and each artifact's path,
+    size and digests (not its URLs: the same file from elsewhere is the same content)."""
+    try:
+        fields = hash(tuple(sorted(unit.fields.items())))
+    except TypeError:  # a list or a dict among the values
+        fields = hash(json.dumps(unit.fields, sort_keys=True))
+    arts = sorted((a.relative_path, a.size, *sorted(a.digests.items())) for a in unit.artifacts)
+    return hash((fields, *arts))
 
 
 def _remote(art: DeclarativeArtifact) -> RemoteArtifact:

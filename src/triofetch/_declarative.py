@@ -10,7 +10,7 @@ from typing import Any
 
 from ._digests import normalize_digests
 from ._errors import InvalidUnit
-from ._store._types import MAX_PATH_BYTES, make_key
+from ._store._types import MAX_PATH_BYTES, MAX_SEGMENT_BYTES, check_size, make_key
 
 __all__ = ["DeclarativeArtifact", "DeclarativeUnit", "check_relative_path"]
 
@@ -21,7 +21,9 @@ def check_relative_path(path: object) -> str:
     """Return *path* if it is a safe relative path, else raise :class:`InvalidUnit`.
 
     Safe: a non-empty str, relative (no leading ``/``), no ``..`` or ``.`` or empty
-    segment, no NUL, no backslash, no control characters.
+    segment, no NUL, no backslash, no control characters, at most ``MAX_PATH_BYTES`` (2048)
+    bytes of UTF-8 in all and ``MAX_SEGMENT_BYTES`` (255, the file systems' limit on a name)
+    in each segment.
     """
     if not isinstance(path, str) or not path:
         raise InvalidUnit(f"relative path must be a non-empty string, got {path!r}")
@@ -33,16 +35,23 @@ def check_relative_path(path: object) -> str:
         raise InvalidUnit(f"unsafe relative path {path!r}: absolute")
     if _CONTROL.search(path):
         raise InvalidUnit(f"unsafe relative path {path!r}: contains a control character")
-    for segment in path.split("/"):
-        if segment == "..":
-            raise InvalidUnit(f"unsafe relative path {path!r}: '..' segment")
-        if segment in ("", "."):
-            raise InvalidUnit(f"unsafe relative path {path!r}: empty or '.' segment")
     size = len(path.encode("utf-8", "surrogatepass"))
     if size > MAX_PATH_BYTES:
         raise InvalidUnit(
             f"relative path too long: {size} bytes, at most {MAX_PATH_BYTES}: {path[:60]!r}..."
         )
+    for segment in path.split("/"):
+        if segment == "..":
+            raise InvalidUnit(f"unsafe relative path {path!r}: '..' segment")
+        if segment in ("", "."):
+            raise InvalidUnit(f"unsafe relative path {path!r}: empty or '.' segment")
+        if len(segment) * 4 > MAX_SEGMENT_BYTES:  # (else short enough in any encoding)
+            length = len(segment.encode("utf-8", "surrogatepass"))
+            if length > MAX_SEGMENT_BYTES:
+                raise InvalidUnit(
+                    f"relative path segment too long: {length} bytes, at most "
+                    f"{MAX_SEGMENT_BYTES} (a file system's limit on a name): {segment[:60]!r}..."
+                )
     return path
 
 
@@ -55,7 +64,7 @@ class DeclarativeArtifact:
         relative_path: where the file sits inside its unit (safe relative path).
         digests: expected ``{algorithm: hexdigest}``; with a ``sha256`` the artifact can be
             recognised as already stored without downloading it.
-        size: the expected size in bytes, or None.
+        size: the expected size in bytes (0 to 2**63-1, the database's range), or None.
 
     Raises:
         InvalidUnit, UnsupportedAlgorithm, InvalidDigest: at construction.
@@ -76,8 +85,8 @@ class DeclarativeArtifact:
         url_tuple = (urls,) if isinstance(urls, str) else tuple(urls)
         if not url_tuple or not all(isinstance(u, str) and u for u in url_tuple):
             raise InvalidUnit(f"an artifact needs at least one URL, got {urls!r}")
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-            raise InvalidUnit(f"artifact size must be an integer >= 0, got {size!r}")
+        if size is not None:
+            check_size(size, "artifact size")
         object.__setattr__(self, "urls", url_tuple)
         object.__setattr__(self, "relative_path", check_relative_path(relative_path))
         object.__setattr__(self, "digests", normalize_digests(digests))

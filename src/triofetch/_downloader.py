@@ -19,7 +19,7 @@ from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Protocol, Self, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import trio
@@ -48,10 +48,25 @@ from ._transports.base import Response, Transport, TransportOptions, make_ssl_co
 from ._version import __version__
 from ._watch import Watch, Watchdog
 
-__all__ = ["DownloadResult", "Downloader", "TokenProvider"]
+__all__ = ["BodyConsumer", "DownloadResult", "Downloader", "TokenProvider"]
 
 #: An async callable returning a fresh bearer token.
 TokenProvider = Callable[[], Awaitable[str]]
+
+_T_co = TypeVar("_T_co", covariant=True)
+
+
+class BodyConsumer(Protocol[_T_co]):
+    """Takes a body as it arrives (see :meth:`Downloader.stream`)."""
+
+    async def feed(self, chunk: bytes) -> None:
+        """The next bytes of the body (raise to stop reading: the error propagates)."""
+        ...
+
+    async def finish(self) -> _T_co:
+        """The body ended whole: the result of :meth:`Downloader.stream`."""
+        ...
+
 
 # Bodies are buffered in memory up to this many bytes and then handed to a worker thread,
 # which hashes them and writes them to the temp file in one go.  A small file is finished by
@@ -1009,6 +1024,117 @@ class Downloader:
         last = errors[-1]
         last.attempts = errors
         raise last
+
+    # -- a body streamed to a consumer ---------------------------------------------------
+
+    async def stream(
+        self,
+        url: str,
+        consumer: Callable[[], BodyConsumer[_T_co]],
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> _T_co:
+        """Fetch *url* and hand its body to a consumer as it arrives; nothing is written.
+
+        For an index parsed while it streams (a repository's manifest): the bytes are
+        neither kept nor written to disk, so the memory used is the consumer's.  Each
+        attempt makes a fresh :class:`BodyConsumer` with ``consumer()``; its ``feed`` gets
+        every chunk, its ``finish`` the end of a whole body, and what ``finish`` returns is
+        returned.  The limiters, credentials, timeouts and retries of :meth:`fetch` apply
+        (a failed attempt's consumer is dropped); an error the consumer raises (a body too
+        large, a malformed index) is not retried: it propagates as it is.
+
+        Raises:
+            InvalidInput: bad headers.
+            DownloadError: the last attempt's error, as for :meth:`fetch`.
+        """
+        if self._transport is None:
+            raise RuntimeError("use the Downloader inside 'async with' (it is not open)")
+        merged = self._headers
+        if headers:
+            _check_headers(headers)
+            merged = {**merged, **{k.lower(): v for k, v in headers.items()}}
+        errors: list[DownloadError] = []
+        for attempt in range(self._retries + 1):
+            if attempt:
+                await trio.sleep(self._delay(attempt, errors[-1]))
+            try:
+                return await self._stream_attempt(url, merged, consumer())
+            except DownloadError as exc:
+                errors.append(exc)
+                if not exc.retryable:
+                    break
+        last = errors[-1]
+        last.attempts = errors
+        raise last
+
+    async def _stream_attempt(
+        self, url: str, headers: Mapping[str, str], consumer: BodyConsumer[_T_co]
+    ) -> _T_co:
+        """One attempt of :meth:`stream`: the request under the limiters, with credentials
+        (a bearer token: once more with a fresh one after a 401)."""
+        url, basic = _split_credentials(url) if "@" in url else (url, None)
+        scheme = url.partition(":")[0].lower()
+        if scheme not in ("file", "http", "https"):
+            raise InvalidURL(_scheme_problem(url), url=url)
+        transport = self._file_transport if scheme == "file" else self._transport
+        assert transport is not None
+        if basic is not None or self._basic is not None:
+            headers = {**headers, "authorization": basic or self._basic or ""}
+        host_limiter = self._host_limiter(url)
+        async with contextlib.AsyncExitStack() as held:
+            if host_limiter is not None:
+                await held.enter_async_context(host_limiter)
+            await held.enter_async_context(self._limiter)
+            for auth_round in (0, 1):
+                generation = -1
+                if self._tokens is not None:
+                    token, generation = await self._tokens.current()
+                    headers = {**headers, "authorization": f"Bearer {token}"}
+                await self._rate_wait()
+                refresh = auth_round == 0 and generation >= 0
+                if await self._stream_exchange(transport, url, headers, consumer, refresh):
+                    break
+                assert self._tokens is not None
+                await self._tokens.refresh(generation)
+        return await consumer.finish()
+
+    async def _stream_exchange(
+        self,
+        transport: Transport,
+        url: str,
+        headers: Mapping[str, str],
+        consumer: BodyConsumer[object],
+        may_refresh: bool,
+    ) -> bool:
+        """One request of :meth:`stream`, its body fed to *consumer*; False when a 401 asks
+        for a fresh bearer token."""
+        start = trio.current_time()
+        hard = start + self._total_timeout if self._total_timeout else math.inf
+        read_timeout = self._read_timeout or math.inf
+        phase = "connect"
+        deadline = min(hard, start + (self._connect_timeout or math.inf))
+        with trio.CancelScope(deadline=deadline) as scope:
+            async with transport.stream(url, headers) as response:
+                if response.status_code == 401 and may_refresh:
+                    return False
+                if not 200 <= response.status_code < 300:
+                    raise HTTPStatusError(
+                        response.status_code,
+                        url=response.url,
+                        reason=response.reason,
+                        retry_after=_retry_after(response.headers.get("retry-after")),
+                    )
+                phase = "read"
+                scope.deadline = min(hard, trio.current_time() + read_timeout)
+                async with contextlib.aclosing(response.iter_bytes()) as chunks:
+                    async for chunk in chunks:
+                        await consumer.feed(chunk)
+                        scope.deadline = min(hard, trio.current_time() + read_timeout)
+            phase = "done"
+        if phase != "done":  # the scope's deadline passed
+            raise DownloadTimeout(self._timeout_message(phase, start, hard), url=url)
+        return True
 
     # -- one attempt -------------------------------------------------------------------
 

@@ -11,9 +11,14 @@ Adding a format means writing one reader; the command line and the creator stay 
 
 one line per file.  Every file becomes one unit of type ``file`` with the natural key
 ``(relative_path, sha256)``, fetched from the manifest's URL with its last path segment
-replaced by the URL-encoded relative path.  Blank lines, lines starting with ``#`` and CRLF
-line endings are accepted; anything else that is wrong raises :class:`~triofetch.ManifestError`
-naming the line.
+replaced by the URL-encoded relative path.  Blank lines, lines starting with ``#``, CRLF
+line endings and a UTF-8 byte order mark at the very start are accepted; anything else that
+is wrong raises :class:`~triofetch.ManifestError` naming the line.
+
+The manifest is parsed as it arrives (:meth:`~triofetch.Downloader.stream`): it is never
+written to disk, and it may be at most ``max_size`` bytes long
+(:data:`DEFAULT_MAX_MANIFEST_SIZE` by default), so that a server sending an endless body
+costs a bounded amount of memory and time.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,10 +37,11 @@ import trio
 
 from ._declarative import DeclarativeArtifact, DeclarativeUnit, check_relative_path
 from ._downloader import Downloader
-from ._errors import DownloadError, InvalidUnit, ManifestError, redact_url
-from ._store._types import MAX_KEY_BYTES, MAX_PATH_BYTES, MAX_URL_BYTES
+from ._errors import DownloadError, InvalidInput, InvalidUnit, ManifestError, redact_url
+from ._store._types import MAX_KEY_BYTES, MAX_PATH_BYTES, MAX_URL_BYTES, check_size
 
 __all__ = [
+    "DEFAULT_MAX_MANIFEST_SIZE",
     "MANIFEST_NAME",
     "ManifestEntry",
     "PulpManifest",
@@ -54,8 +59,18 @@ MANIFEST_NAME = "PULP_MANIFEST"
 #: The unit type of a file of a file repository.
 FILE_TYPE = "file"
 
+#: The most bytes a manifest may have unless told otherwise: 256 MiB, about two million
+#: files at the ~130 bytes a line of a typical path takes, ten times the largest
+#: repositories we know of; the parsed entries of a manifest that size take about 1.5 GiB
+#: of memory at the worst (the shortest lines), which a machine mirroring such a
+#: repository has.  (See docs/cli.rst, ``--max-manifest-size``.)
+DEFAULT_MAX_MANIFEST_SIZE = 256 * 1024 * 1024
+
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _SIZE = re.compile(r"[+-]?[0-9]+")
+_BOM = "\ufeff"
+#: lines parsed between two checkpoints (a cancel or Ctrl-C is noticed within a few ms)
+_LINES_PER_CHECKPOINT = 1000
 
 
 @runtime_checkable
@@ -181,33 +196,71 @@ def _decode(raw: bytes, number: int, source: str | None) -> str:
 
 
 def parse_pulp_manifest(
-    lines: Iterable[str | bytes], *, base_url: str, source: str | None = None
+    lines: Iterable[str | bytes],
+    *,
+    base_url: str,
+    source: str | None = None,
+    max_size: int | None = None,
 ) -> PulpManifest:
     """Parse and validate the lines of a ``PULP_MANIFEST``.
 
     *base_url* is the URL the relative paths are resolved against (ending with ``/``);
-    *source* names the manifest in error messages.  Identical lines listed twice count
-    once; one relative path listed with two different contents is an error.
+    *source* names the manifest in error messages; *max_size* bounds the bytes of all the
+    lines (None: no bound).  Identical lines listed twice count once; one relative path
+    listed with two different contents is an error.  A UTF-8 byte order mark at the start
+    of the first line is skipped.
 
     Raises:
         ManifestError: the first bad line: not three comma-separated fields, a sha256 that
-            is not 64 hex digits, a size that is not an integer >= 0, an unsafe relative
-            path (absolute, ``..`` or empty segments, NUL, backslash, control characters),
-            a path listed twice with different contents, or a path that is also a directory
-            of another path.
+            is not 64 hex digits, a size that is not an integer from 0 to 2**63-1 (what the
+            database holds), an unsafe relative path (absolute, ``..`` or empty segments,
+            NUL, backslash, control characters, a segment over 255 bytes), a path listed
+            twice with different contents, or a path that is also a directory of another
+            path; or more than *max_size* bytes.
     """
-    manifest = PulpManifest(redact_url(source) if source else "", base_url)
-    by_path = manifest._by_path
-    entries = manifest.entries
-    for number, raw in enumerate(lines, 1):
+    parser = _ManifestParser(base_url, source)
+    size = 0
+    for raw in lines:
+        if max_size is not None:
+            size += len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "replace"))
+            if size > max_size:
+                raise parser.too_large(max_size)
+        parser.line(raw)
+    parser.check_clashes(0, len(parser.manifest.entries))
+    return parser.manifest
+
+
+class _ManifestParser:
+    """Validates the lines of a manifest one at a time into a :class:`PulpManifest`."""
+
+    def __init__(self, base_url: str, source: str | None) -> None:
+        self.source = source
+        self.manifest = PulpManifest(redact_url(source) if source else "", base_url)
+        #: the number of the last line parsed
+        self.number = 0
+
+    def too_large(self, max_size: int) -> ManifestError:
+        return ManifestError(
+            f"the manifest is larger than the limit of {max_size} bytes "
+            f"({max_size / (1 << 20):g} MiB): not read",
+            source=self.source,
+        )
+
+    def line(self, raw: str | bytes) -> None:
+        """Parse the next line (its line ending included or not)."""
+        self.number = number = self.number + 1
+        source = self.source
         text = _decode(raw, number, source) if isinstance(raw, bytes) else raw
+        if number == 1 and text.startswith(_BOM):
+            text = text[1:]
         text = text.rstrip("\r\n")
         if not text.strip() or text.startswith("#"):
-            continue
+            return
 
-        def bad(message: str, text: str = text, number: int = number) -> ManifestError:
+        def bad(message: str) -> ManifestError:
             return ManifestError(message, line_number=number, line=text, source=source)
 
+        manifest = self.manifest
         fields = text.rsplit(",", 2)
         if len(fields) != 3:
             raise bad("expected 'relative_path,sha256,size'")
@@ -220,6 +273,7 @@ def parse_pulp_manifest(
         if size < 0:
             raise bad(f"invalid size {size}: must not be negative")
         try:
+            check_size(size, "size")
             check_relative_path(path)
         except InvalidUnit as exc:
             raise bad(str(exc)) from None
@@ -230,39 +284,80 @@ def parse_pulp_manifest(
             raise bad(f"relative path too long ({encoded} bytes)")
         if len(manifest.url_for(path).encode("utf-8")) > MAX_URL_BYTES:
             raise bad(f"the file's URL would be longer than {MAX_URL_BYTES} bytes")
-        seen = by_path.get(path)
+        entries = manifest.entries
+        seen = manifest._by_path.get(path)
         if seen is not None:
             first = entries[seen]
             if first.sha256 == sha and first.size == size:
-                continue  # the same file listed twice
+                return  # the same file listed twice
             raise bad(
                 f"{path!r} is listed twice with different contents "
                 f"(line {first.line_number}: sha256 {first.sha256}, size {first.size})"
             )
-        by_path[path] = len(entries)
+        manifest._by_path[path] = len(entries)
         entries.append(ManifestEntry(path, sha, size, number))
-    _check_file_dir_clashes(manifest, source)
-    return manifest
+
+    def check_clashes(self, start: int, stop: int) -> None:
+        """Entries *start* to *stop*: a path that is a file cannot also be a directory of
+        another path."""
+        manifest = self.manifest
+        by_path = manifest._by_path
+        for entry in manifest.entries[start:stop]:
+            path = entry.relative_path
+            cut = path.rfind("/")
+            while cut > 0:
+                parent = path[:cut]
+                index = by_path.get(parent)
+                if index is not None:
+                    other = manifest.entries[index]
+                    raise ManifestError(
+                        f"{parent!r} is a file (line {other.line_number}) and also a "
+                        f"directory of {path!r}",
+                        line_number=entry.line_number,
+                        source=self.source,
+                    )
+                cut = path.rfind("/", 0, cut)
 
 
-def _check_file_dir_clashes(manifest: PulpManifest, source: str | None) -> None:
-    """A path that is a file cannot also be a directory of another path."""
-    by_path = manifest._by_path
-    for entry in manifest.entries:
-        path = entry.relative_path
-        cut = path.rfind("/")
-        while cut > 0:
-            parent = path[:cut]
-            index = by_path.get(parent)
-            if index is not None:
-                other = manifest.entries[index]
-                raise ManifestError(
-                    f"{parent!r} is a file (line {other.line_number}) and also a directory "
-                    f"of {path!r}",
-                    line_number=entry.line_number,
-                    source=source,
-                )
-            cut = path.rfind("/", 0, cut)
+class _ManifestStream:
+    """A :class:`~triofetch._downloader.BodyConsumer`: the body cut into lines and parsed as
+    it arrives, at most *max_size* bytes of it, a checkpoint every
+    ``_LINES_PER_CHECKPOINT`` lines (so a cancel scope or Ctrl-C stops it at once)."""
+
+    def __init__(self, base_url: str, source: str, max_size: int) -> None:
+        self._parser = _ManifestParser(base_url, source)
+        self._max_size = max_size
+        self._size = 0
+        #: the pieces of a line not ended yet
+        self._partial: list[bytes] = []
+
+    async def feed(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self._max_size:
+            raise self._parser.too_large(self._max_size)
+        *ended, rest = chunk.split(b"\n")
+        if ended and self._partial:
+            self._partial.append(ended[0])
+            ended[0] = b"".join(self._partial)
+            self._partial = []
+        line = self._parser.line
+        for count, raw in enumerate(ended, 1):
+            line(raw)
+            if not count % _LINES_PER_CHECKPOINT:
+                await trio.lowlevel.checkpoint()
+        if rest:
+            self._partial.append(rest)
+
+    async def finish(self) -> PulpManifest:
+        parser = self._parser
+        if self._partial:  # a last line without a line ending
+            parser.line(b"".join(self._partial))
+            self._partial = []
+        total = len(parser.manifest.entries)
+        for start in range(0, total, _LINES_PER_CHECKPOINT):
+            parser.check_clashes(start, start + _LINES_PER_CHECKPOINT)
+            await trio.lowlevel.checkpoint()
+        return parser.manifest
 
 
 def describe_error(exc: BaseException) -> str:
@@ -278,11 +373,6 @@ def describe_error(exc: BaseException) -> str:
     if root is not exc and isinstance(root, OSError) and detail and detail not in text:
         text += f" [{detail}]"
     return text
-
-
-def _lines(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        yield from f
 
 
 def split_source(source: str) -> tuple[str, tuple[str, str] | None]:
@@ -301,25 +391,31 @@ class PulpManifestReader(RepositoryReader):
     A URL ending with ``/`` means the ``PULP_MANIFEST`` in that directory.  Credentials in
     the URL are not handled here: give the downloader ``auth=`` and a URL without them
     (:func:`split_source` separates them) so they never reach the units' URLs.
+
+    The manifest is parsed as it streams in, never written to disk; *max_size* bounds its
+    bytes (:data:`DEFAULT_MAX_MANIFEST_SIZE` by default): a longer one is a
+    :class:`~triofetch.ManifestError` naming the URL and the limit.
+
+    Raises:
+        InvalidInput: *max_size* is not an integer >= 1.
     """
 
     format = "pulp-manifest"
 
+    def __init__(self, *, max_size: int = DEFAULT_MAX_MANIFEST_SIZE) -> None:
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+            raise InvalidInput(f"max_size must be an integer >= 1, got {max_size!r}")
+        self.max_size = max_size
+
     async def read(self, source: str, downloader: Downloader) -> PulpManifest:
         url = source + MANIFEST_NAME if urlsplit(source).path.endswith("/") else source
-        with tempfile.TemporaryDirectory(prefix="triofetch-manifest-") as tmp:
-            try:
-                result = await downloader.fetch(url, temp_dir=tmp)
-            except DownloadError as exc:
-                raise ManifestError(f"cannot fetch the manifest: {describe_error(exc)}") from None
-            try:
-                return await trio.to_thread.run_sync(
-                    lambda: parse_pulp_manifest(
-                        _lines(result.path), base_url=manifest_base_url(url), source=url
-                    )
-                )
-            finally:
-                result.path.unlink(missing_ok=True)
+        base_url = manifest_base_url(url)
+        try:
+            return await downloader.stream(
+                url, lambda: _ManifestStream(base_url, url, self.max_size)
+            )
+        except DownloadError as exc:
+            raise ManifestError(f"cannot fetch the manifest: {describe_error(exc)}") from None
 
 
 async def read_manifest(

@@ -38,6 +38,25 @@ def _non_negative(text: str) -> int:
     return value
 
 
+_BYTE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """A number of bytes >= 1: digits, optionally followed by K, M, G or T (powers of 1024,
+    case-insensitive, an optional trailing 'B' or 'iB': 64M, 64MiB, 1g)."""
+    raw = text.strip().upper().removesuffix("IB").removesuffix("B")
+    digits = raw.rstrip("KMGT")
+    suffix = raw[len(digits) :]
+    if not digits.isdigit() or suffix not in _BYTE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of bytes (e.g. 1048576, 64M, 1G), got {text!r}"
+        )
+    value = int(digits) * _BYTE_SUFFIXES[suffix]
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of bytes >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -152,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(older ones are deleted; their files stay until 'triofetch gc')",
     )
     sync.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    sync.add_argument(
+        "--max-manifest-size",
+        type=byte_size,
+        metavar="BYTES",
+        help="refuse a manifest longer than BYTES (suffixes K, M, G, T: powers of 1024; "
+        "default 256M: triofetch.DEFAULT_MAX_MANIFEST_SIZE)",
+    )
 
     lister = commands.add_parser(
         "list",

@@ -28,6 +28,7 @@ from .._errors import (
     redact_url,
 )
 from .._manifest import (
+    DEFAULT_MAX_MANIFEST_SIZE,
     PulpManifestReader,
     RepositoryIndex,
     describe_error,
@@ -182,6 +183,7 @@ async def run_sync(
     transport: str = "auto",
     console: Console | None = None,
     announce: bool = False,
+    max_manifest_size: int | None = None,
 ) -> tuple[RepositoryIndex, CreateReport]:
     """One sync, with bars on *console* when given; the CLI's and the demo's."""
     url, auth = resolve_source(source)
@@ -197,7 +199,9 @@ async def run_sync(
         transport=pick_transport(transport, url),
     ) as downloader:
         log.info("reading the manifest at %s", url)
-        index = await PulpManifestReader().read(url, downloader)
+        # (parsed as it streams, into memory: nothing is written before it is valid)
+        reader = PulpManifestReader(max_size=max_manifest_size or DEFAULT_MAX_MANIFEST_SIZE)
+        index = await reader.read(url, downloader)
         log.info("%d files, %s, in the manifest", len(index), human_bytes(index.total_size or 0))
         if announce:
             print(
@@ -311,6 +315,7 @@ async def sync_command(args: argparse.Namespace) -> int:
             transport=args.transport,
             console=console,
             announce=not tty and not args.json,
+            max_manifest_size=args.max_manifest_size,
         )
     except ManifestError as exc:
         raise CLIError(str(exc)) from None

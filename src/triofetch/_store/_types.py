@@ -25,6 +25,8 @@ __all__ = [
     "DEFAULT_REPOSITORY_KEYS",
     "MAX_KEY_BYTES",
     "MAX_PATH_BYTES",
+    "MAX_SEGMENT_BYTES",
+    "MAX_SIZE",
     "MAX_TYPE_BYTES",
     "MAX_URL_BYTES",
     "ArtifactConflict",
@@ -55,6 +57,13 @@ MAX_KEY_BYTES = 2048
 MAX_PATH_BYTES = 2048
 #: Longest URL of a remote artifact, in UTF-8 bytes.
 MAX_URL_BYTES = 8192
+#: Longest segment (file or directory name) of a relative path, in UTF-8 bytes: the limit
+#: of the common file systems (ext4, XFS, btrfs, ZFS, APFS, NTFS), so that every stored path
+#: can be exported.
+MAX_SEGMENT_BYTES = 255
+#: Largest artifact size: sizes are BIGINT columns (SQLite INTEGER and PostgreSQL BIGINT,
+#: both signed 64-bit).
+MAX_SIZE = 2**63 - 1
 
 
 class UnitKey(NamedTuple):
@@ -129,9 +138,15 @@ def _text(value: object, what: str, max_bytes: int, *, empty: bool = False) -> s
     return value
 
 
-def _size(value: object, what: str) -> int:
+def check_size(value: object, what: str) -> int:
+    """*value* if it is an int (not a bool) from 0 to :data:`MAX_SIZE`, else
+    :class:`~triofetch.InvalidUnit` naming *what*."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidUnit(f"{what} must be a non-negative int, got {value!r}")
+    if value > MAX_SIZE:
+        raise InvalidUnit(
+            f"{what} {value} is larger than the database can hold (at most 2**63-1 = {MAX_SIZE})"
+        )
     return value
 
 
@@ -361,8 +376,7 @@ class ArtifactRecord:
             raise InvalidDigest(
                 DEFAULT_ALGORITHM, digests[DEFAULT_ALGORITHM], f"differs from sha256 {sha}"
             )
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
-            raise InvalidInput(f"artifact size must be a non-negative int, got {self.size!r}")
+        check_size(self.size, "artifact size")
         object.__setattr__(self, "sha256", sha)
         object.__setattr__(self, "digests", MappingProxyType(dict(sorted(digests.items()))))
         object.__setattr__(self, "_json", _digests_json(self.digests))
@@ -401,7 +415,7 @@ class RemoteArtifact:
         if len(set(checked)) != len(checked):
             raise InvalidUnit(f"a remote artifact lists a URL twice: {checked!r}")
         if self.size is not None:
-            _size(self.size, "expected size")
+            check_size(self.size, "expected size")
         object.__setattr__(self, "urls", checked)
         object.__setattr__(
             self, "digests", MappingProxyType(dict(sorted(normalize_digests(self.digests).items())))
