@@ -78,6 +78,13 @@ _PIPELINE_DEPTH = 2
 _IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
 # Bodies up to this size are finished by the small-files thread (see _SmallFiles).
 _SMALL_BYTES = 256 * 1024
+
+#: the lowest-speed rule's default: a body slower than this many bytes/s on average over
+#: DEFAULT_SPEED_TIME seconds fails (see docs/downloader.rst, "Time bounds")
+DEFAULT_SPEED_LIMIT = 1000
+DEFAULT_SPEED_TIME = 30.0
+#: the longest ``Retry-After`` honoured by default (seconds)
+DEFAULT_MAX_RETRY_AFTER = 60.0
 #: a download's hashers are split between two threads only if two cores are free for them
 #: (the cores this process may run on, where the system says)
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -566,6 +573,30 @@ class _Feeder:
             release()
 
 
+class _FileClock:
+    """The deadline of one file under ``max_time``, set when its first request starts (a
+    file waiting for a connection has not started yet)."""
+
+    __slots__ = ("at", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        #: when the file's time is up (inf until its first request)
+        self.at = math.inf
+
+    def start(self, now: float) -> float:
+        """The deadline, starting the clock at *now* if this is the first request."""
+        if self.at == math.inf:
+            self.at = now + self.seconds
+        return self.at
+
+    def over(self) -> bool:
+        return trio.current_time() >= self.at
+
+    def error(self, url: str) -> DownloadTimeout:
+        return DownloadTimeout(f"took longer than {self.seconds:g} s (max_time)", url=url)
+
+
 class _Received:
     """A body received whole, in memory, to be written and verified after the request."""
 
@@ -700,11 +731,18 @@ class Downloader:
             errors, timeouts, 429, 5xx, truncated bodies, size or digest mismatches).
         backoff: the first retry waits about this many seconds, each next one twice as long
             (with jitter), capped at ``backoff_max``.  A ``Retry-After`` header is honoured
-            instead, up to ``max_retry_after`` seconds.
+            instead; a longer one than ``max_retry_after`` seconds waits ``max_retry_after``
+            (0: ``Retry-After`` is not honoured, the usual backoff applies).
         connect_timeout: seconds to get the response headers.
         read_timeout: seconds without any body byte before giving up.
         total_timeout: seconds for a whole exchange with the server (request to last body
             byte), or None.
+        speed_limit, speed_time: the lowest-speed rule: an attempt whose body arrives at
+            fewer than ``speed_limit`` bytes/s on average over ``speed_time`` seconds fails
+            with :class:`DownloadTimeout` (retried).  0 or None turns the rule off.
+        max_time: seconds for one file, from its first request to its last body byte,
+            retries and their waits included, or None (no limit):
+            :class:`DownloadTimeout`, not retried.
         temp_dir: an existing directory where temp files are written (default: the system
             temp dir); :class:`InvalidInput` otherwise.
         digests: algorithms computed for every download (sha256 is always computed).
@@ -731,10 +769,13 @@ class Downloader:
         retries: int = 3,
         backoff: float = 0.25,
         backoff_max: float = 30.0,
-        max_retry_after: float = 300.0,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         connect_timeout: float | None = 30.0,
         read_timeout: float | None = 60.0,
         total_timeout: float | None = None,
+        speed_limit: int | None = DEFAULT_SPEED_LIMIT,
+        speed_time: float = DEFAULT_SPEED_TIME,
+        max_time: float | None = None,
         temp_dir: str | os.PathLike[str] | None = None,
         digests: Iterable[str] = (DEFAULT_ALGORITHM,),
         headers: Mapping[str, str] | None = None,
@@ -761,8 +802,12 @@ class Downloader:
             ("read_timeout", read_timeout),
             ("total_timeout", total_timeout),
             ("rate_limit", rate_limit),
+            ("max_time", max_time),
         ):
             _check_positive(name, value)
+        if speed_limit is not None:
+            _check_count("speed_limit", speed_limit, 0)
+        _check_positive("speed_time", speed_time, allow_none=False)
         for name, value in (
             ("backoff", backoff),
             ("backoff_max", backoff_max),
@@ -789,6 +834,10 @@ class Downloader:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._total_timeout = total_timeout
+        #: bytes per second below which a body fails (0: no lowest-speed rule)
+        self._speed_limit = speed_limit or 0
+        self._speed_time = float(speed_time)
+        self._max_time = max_time
         self._temp_dir = (
             _temp_directory(temp_dir) if temp_dir is not None else _directory(tempfile.gettempdir())
         )
@@ -1007,20 +1056,23 @@ class Downloader:
         if not valid:
             raise InvalidInput(f"expected a URL or a non-empty sequence of URLs, got {url!r}")
         errors: list[DownloadError] = []
+        clock = _FileClock(self._max_time) if self._max_time is not None else None
         for mirror in urls:
             for attempt in range(self._retries + 1):
-                if attempt:
-                    await trio.sleep(self._delay(attempt, errors[-1]))
+                if attempt and not await self._wait_to_retry(attempt, errors, clock, mirror):
+                    break
                 try:
-                    result = await self._attempt(mirror, plan)
+                    result = await self._attempt(mirror, plan, clock)
                 except DownloadError as exc:
                     errors.append(exc)
-                    if not exc.retryable:
+                    if not exc.retryable or (clock is not None and clock.over()):
                         break
                 else:
                     if errors:
                         result = _with_attempts(result, len(errors) + 1)
                     return result
+            if clock is not None and clock.over():
+                break  # (no time left for another mirror either)
         last = errors[-1]
         last.attempts = errors
         raise last
@@ -1055,21 +1107,26 @@ class Downloader:
             _check_headers(headers)
             merged = {**merged, **{k.lower(): v for k, v in headers.items()}}
         errors: list[DownloadError] = []
+        clock = _FileClock(self._max_time) if self._max_time is not None else None
         for attempt in range(self._retries + 1):
-            if attempt:
-                await trio.sleep(self._delay(attempt, errors[-1]))
+            if attempt and not await self._wait_to_retry(attempt, errors, clock, url):
+                break
             try:
-                return await self._stream_attempt(url, merged, consumer())
+                return await self._stream_attempt(url, merged, consumer(), clock)
             except DownloadError as exc:
                 errors.append(exc)
-                if not exc.retryable:
+                if not exc.retryable or (clock is not None and clock.over()):
                     break
         last = errors[-1]
         last.attempts = errors
         raise last
 
     async def _stream_attempt(
-        self, url: str, headers: Mapping[str, str], consumer: BodyConsumer[_T_co]
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        consumer: BodyConsumer[_T_co],
+        clock: _FileClock | None,
     ) -> _T_co:
         """One attempt of :meth:`stream`: the request under the limiters, with credentials
         (a bearer token: once more with a fresh one after a 401)."""
@@ -1093,7 +1150,7 @@ class Downloader:
                     headers = {**headers, "authorization": f"Bearer {token}"}
                 await self._rate_wait()
                 refresh = auth_round == 0 and generation >= 0
-                if await self._stream_exchange(transport, url, headers, consumer, refresh):
+                if await self._stream_exchange(transport, url, headers, consumer, refresh, clock):
                     break
                 assert self._tokens is not None
                 await self._tokens.refresh(generation)
@@ -1106,11 +1163,15 @@ class Downloader:
         headers: Mapping[str, str],
         consumer: BodyConsumer[object],
         may_refresh: bool,
+        clock: _FileClock | None,
     ) -> bool:
         """One request of :meth:`stream`, its body fed to *consumer*; False when a 401 asks
-        for a fresh bearer token."""
+        for a fresh bearer token.  The time bounds are :meth:`fetch`'s (see
+        :meth:`_receive` for the lowest-speed rule)."""
         start = trio.current_time()
         hard = start + self._total_timeout if self._total_timeout else math.inf
+        if clock is not None:
+            hard = min(hard, clock.start(start))
         read_timeout = self._read_timeout or math.inf
         phase = "connect"
         deadline = min(hard, start + (self._connect_timeout or math.inf))
@@ -1126,20 +1187,51 @@ class Downloader:
                         retry_after=_retry_after(response.headers.get("retry-after")),
                     )
                 phase = "read"
-                scope.deadline = min(hard, trio.current_time() + read_timeout)
+                since = trio.current_time()
+                scope.deadline = min(hard, since + read_timeout)
+                speed_at = since + self._speed_time if self._speed_limit else math.inf
+                counted = size = 0
                 async with contextlib.aclosing(response.iter_bytes()) as chunks:
                     async for chunk in chunks:
                         await consumer.feed(chunk)
-                        scope.deadline = min(hard, trio.current_time() + read_timeout)
+                        size += len(chunk)
+                        now = trio.current_time()
+                        scope.deadline = min(hard, now + read_timeout)
+                        if now >= speed_at:
+                            speed_at, since, counted = self._next_window(
+                                size, counted, now, since, url
+                            )
             phase = "done"
         if phase != "done":  # the scope's deadline passed
+            if clock is not None and clock.over():
+                raise clock.error(url)
             raise DownloadTimeout(self._timeout_message(phase, start, hard), url=url)
         return True
 
     # -- one attempt -------------------------------------------------------------------
 
+    async def _wait_to_retry(
+        self, retry: int, errors: list[DownloadError], clock: _FileClock | None, url: str
+    ) -> bool:
+        """Wait before retry number *retry*; False (a timeout appended to *errors*) when
+        the file's ``max_time`` ran out meanwhile (the wait ends then)."""
+        delay = self._delay(retry, errors[-1])
+        if clock is None:
+            await trio.sleep(delay)
+            return True
+        await trio.sleep_until(min(trio.current_time() + delay, clock.at))
+        if clock.over():
+            errors.append(clock.error(url))
+            return False
+        return True
+
     def _delay(self, retry: int, error: DownloadError) -> float:
-        if isinstance(error, HTTPStatusError) and error.retry_after is not None:
+        if (
+            isinstance(error, HTTPStatusError)
+            and error.retry_after is not None
+            and self._max_retry_after
+        ):
+            # a longer wait than max_retry_after waits max_retry_after (see the docs)
             return min(error.retry_after, self._max_retry_after)
         ceiling = min(self._backoff_max, self._backoff * 2.0 ** (retry - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
@@ -1162,7 +1254,9 @@ class Downloader:
         if slot > now:
             await trio.sleep_until(slot)
 
-    async def _attempt(self, url: str, plan: _Plan) -> DownloadResult:
+    async def _attempt(
+        self, url: str, plan: _Plan, clock: _FileClock | None = None
+    ) -> DownloadResult:
         """One attempt: the request under the limiters, then (a body received whole) the
         file finished.  One coroutine for both, not two nested: a task's every resumption
         passes through each coroutine it is awaiting in."""
@@ -1194,10 +1288,10 @@ class Downloader:
                     if self._interval:
                         await self._rate_wait()
                     got = await self._exchange(
-                        transport, url, plan.headers, plan, may_refresh=False
+                        transport, url, plan.headers, plan, may_refresh=False, clock=clock
                     )
                 else:
-                    got = await self._authorized_exchange(transport, url, basic, plan)
+                    got = await self._authorized_exchange(transport, url, basic, plan, clock)
             finally:
                 limiter.release()
         finally:
@@ -1211,7 +1305,12 @@ class Downloader:
         return got
 
     async def _authorized_exchange(
-        self, transport: Transport, url: str, basic: str | None, plan: _Plan
+        self,
+        transport: Transport,
+        url: str,
+        basic: str | None,
+        plan: _Plan,
+        clock: _FileClock | None,
     ) -> DownloadResult | _Received | None:
         """The exchange with credentials (basic, or a bearer token: once more with a fresh
         token after a 401)."""
@@ -1226,7 +1325,12 @@ class Downloader:
                 headers = {**headers, "authorization": f"Bearer {token}"}
             await self._rate_wait()
             got = await self._exchange(
-                transport, url, headers, plan, may_refresh=auth_round == 0 and generation >= 0
+                transport,
+                url,
+                headers,
+                plan,
+                may_refresh=auth_round == 0 and generation >= 0,
+                clock=clock,
             )
             if got is not None:
                 break
@@ -1263,11 +1367,14 @@ class Downloader:
         plan: _Plan,
         *,
         may_refresh: bool,
+        clock: _FileClock | None = None,
     ) -> DownloadResult | _Received | None:
         """One request.  Returns None when a 401 asks for a fresh bearer token, and a body
         received whole (not yet written: see :meth:`_finish`) as :class:`_Received`."""
         start = trio.current_time()
         hard = start + self._total_timeout if self._total_timeout else math.inf
+        if clock is not None:  # max_time: the file's deadline (set by its first request)
+            hard = min(hard, clock.start(start))
         phase = "connect"
         sink: _Sink | None = None
         deadline = min(hard, start + (self._connect_timeout or math.inf))
@@ -1300,6 +1407,8 @@ class Downloader:
                 # leaving the stream is a checkpoint: the file is only ours once past it
                 phase = "done"
             if scope.cancelled_caught and phase != "done":
+                if clock is not None and clock.over():
+                    raise clock.error(url)
                 raise DownloadTimeout(self._timeout_message(phase, start, hard), url=url)
             if phase != "done":  # pragma: no cover - the scope only ends these ways
                 raise AssertionError("download ended without a result")
@@ -1315,6 +1424,22 @@ class Downloader:
         if phase == "connect":
             return f"no response within connect_timeout={self._connect_timeout}s"
         return f"no data for read_timeout={self._read_timeout}s"
+
+    def _next_window(
+        self, size: int, counted: int, now: float, since: float, url: str
+    ) -> tuple[float, float, int]:
+        """The lowest-speed rule, at the first chunk past the end of a window: the body had
+        *counted* bytes at *since*, and has *size* now.  Raises :class:`DownloadTimeout`
+        when fewer than ``speed_limit`` bytes/s came on average; else the next window
+        (when it ends, when it began, the bytes received then) begins now."""
+        elapsed = now - since
+        if size - counted < self._speed_limit * elapsed:
+            raise DownloadTimeout(
+                f"slower than {self._speed_limit} bytes/s for {self._speed_time:g} s "
+                f"(speed_limit, speed_time): {size - counted} bytes in {elapsed:.1f} s",
+                url=url,
+            )
+        return now + self._speed_time, now, size
 
     def _whole(self, response: Response, plan: _Plan, sink: _Sink) -> _Received | None:
         """The body, if the response holds it whole already (the trio transport's small
@@ -1357,6 +1482,13 @@ class Downloader:
         slack = read_timeout / 100
         moved = trio.current_time()
         scope.deadline = min(hard, moved + read_timeout)
+        # The lowest-speed rule: when a chunk arrives past the end of the current window
+        # (speed_time seconds or more since it began at `since`, with `counted` bytes
+        # received then), the window's bytes are checked (see _next_window).  Per chunk it
+        # costs one comparison with the time read already.
+        since = moved
+        speed_at = since + self._speed_time if self._speed_limit else math.inf
+        counted = 0
         pending: list[bytes] = []
         buffered = 0
         size = 0
@@ -1369,13 +1501,17 @@ class Downloader:
                 if now - moved > slack:
                     moved = now
                     scope.deadline = min(hard, now + read_timeout)
+                if now >= speed_at:
+                    speed_at, since, counted = self._next_window(size, counted, now, since, url)
                 if buffered >= _FLUSH_BYTES:
                     break
             else:  # the whole body, in memory: finished once the request is over
                 return _Received(sink, pending, size, url, dict(headers))
             self._hashing += 1
             try:
-                size = await self._pipeline(chunks, pending, size, sink, plan, scope, hard, url)
+                size = await self._pipeline(
+                    chunks, pending, size, sink, plan, scope, hard, url, (speed_at, since, counted)
+                )
             finally:
                 self._hashing -= 1
         # a large body: its last batch is written, and the file verified and placed, here
@@ -1398,6 +1534,7 @@ class Downloader:
         scope: trio.CancelScope | Watch,
         hard: float,
         url: str,
+        window: tuple[float, float, int],
     ) -> int:
         """Receive the rest of a large body while worker threads hash and write it.
 
@@ -1409,7 +1546,8 @@ class Downloader:
         consumer with its own thread and at its own pace (none waits for another's batch to
         end), so that one download can use two cores — if there are two for it beside the
         other large downloads hashing at the moment (more hashing threads than cores only
-        cost switches and CPU).  Returns the body's size.
+        cost switches and CPU).  *window* is the lowest-speed rule's current window (see
+        :meth:`_receive`).  Returns the body's size.
         """
         expected_size = plan.expected_size
         hasher = sink.hasher
@@ -1428,6 +1566,7 @@ class Downloader:
             ]
         feeders = [_Feeder(job, _PIPELINE_DEPTH) for job in jobs]
         read_timeout = self._read_timeout or math.inf
+        speed_at, since, counted = window
         with collapse_single():
             async with trio.open_nursery() as nursery:
                 for feeder in feeders:
@@ -1448,7 +1587,12 @@ class Downloader:
                         if buffered >= _FLUSH_BYTES:
                             await put(pending)
                             pending, buffered = [], 0
-                        scope.deadline = min(hard, trio.current_time() + read_timeout)
+                        now = trio.current_time()
+                        scope.deadline = min(hard, now + read_timeout)
+                        if now >= speed_at:
+                            speed_at, since, counted = self._next_window(
+                                size, counted, now, since, url
+                            )
                     if pending:
                         await put(pending)
                 finally:
