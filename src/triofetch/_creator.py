@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -27,6 +28,7 @@ from ._errors import (
     DownloadError,
     InvalidInput,
     InvalidUnit,
+    StorageWriteError,
     StoreError,
     TriofetchError,
     UnitFailed,
@@ -253,6 +255,10 @@ class ContentUnitCreator:
         self._failures: list[UnitFailure] = []
         self._replaced: list[ReplacedUnit] = []
         self._version: VersionHandle | None = None
+        # A full (or failing) disk stops the whole run, not one unit: the first such error,
+        # and the cancel scopes of the units downloading (cancelled then; see _stop).
+        self._stopped: StorageWriteError | None = None
+        self._unit_scopes: set[trio.CancelScope] = set()
 
     # -- events ------------------------------------------------------------------------
 
@@ -280,6 +286,14 @@ class ContentUnitCreator:
                 else UnitFailed((unit.type, unit.natural_key), error)
             )
 
+    def _stop(self, error: StorageWriteError) -> None:
+        """Stop the run: no download starts, those running are cancelled (their temp files
+        removed), the units already complete are still committed; _run raises *error*."""
+        if self._stopped is None:
+            self._stopped = error
+        for scope in self._unit_scopes:
+            scope.cancel()
+
     # -- the run -----------------------------------------------------------------------
 
     async def run(
@@ -301,6 +315,12 @@ class ContentUnitCreator:
         Returns a :class:`CreateReport`; failed units are listed there (not raised) unless
         ``fail_fast`` is set.  Cancelling the run stops it promptly: a commit that started
         finishes, nothing else is written, no temp file remains.
+
+        Raises:
+            StorageWriteError: a write under the storage root failed with a full disk, a
+                quota, a read-only or failing file system.  No download started after it,
+                the units complete by then were committed, no temp file remains, and no
+                version was made; the error's ``report`` counts what was done.
         """
         if mirror and repository is None:
             raise InvalidInput("mirror=True needs a repository")
@@ -308,6 +328,7 @@ class ContentUnitCreator:
         self.progress = CreatorProgress()
         self._failures = []
         self._replaced = []
+        self._stopped = None
         # the lease keeps gc away from what this run finds and is about to commit
         async with self.store.lease():
             previous = version = None
@@ -329,14 +350,28 @@ class ContentUnitCreator:
                         holding = version.number
                     elif not self._failures and previous is not None:
                         holding = previous.number  # the same content: it is there
-            except BaseException:
+            except BaseException as exc:
                 if version is not None:
                     with trio.CancelScope(shield=True):
-                        await self.store.discard_version(version)
+                        await self._discard(version, exc)
+                if isinstance(exc, StorageWriteError):
+                    # what was done before the disk filled: the caller says so
+                    exc.report = self._report(repository, None, None, started)
                 raise
         latest = await self.store.latest_version(repository) if repository else None
         number = latest.number if latest else None
         return self._report(repository, holding, number, started, created=created)
+
+    async def _discard(self, version: VersionHandle, error: BaseException) -> None:
+        try:
+            await self.store.discard_version(version)
+        except StoreError as exc:
+            if not isinstance(error, StorageWriteError):
+                raise
+            # the database is on the full disk too: the version stays incomplete (no reader
+            # sees it; gc removes it), and the disk error is the one to report
+            if error.database_error is None:
+                error.database_error = exc
 
     def _report(
         self,
@@ -377,7 +412,8 @@ class ContentUnitCreator:
         all or nothing per unit; page by page of ``slice_size`` units.  With *repository*,
         only the units of that version (default: the latest) are filled.  Files another unit
         already brought are reused, not downloaded again.  Units whose files cannot be
-        fetched are listed in the report's ``failures`` and stay as they were.
+        fetched are listed in the report's ``failures`` and stay as they were.  A full
+        disk stops it as it stops :meth:`run` (:class:`StorageWriteError`).
         """
         started = time.monotonic()
         self.progress = CreatorProgress()
@@ -386,8 +422,13 @@ class ContentUnitCreator:
         self._version = None
         unit_slots = trio.Semaphore(self.units_in_flight)
         after = 0
+        self._stopped = None
         async with self.store.lease():
-            await self._fill_pages(repository, version_number, unit_slots, after)
+            try:
+                await self._fill_pages(repository, version_number, unit_slots, after)
+            except StorageWriteError as exc:  # a full disk: as in run()
+                exc.report = self._report(repository, None, None, started)
+                raise
         return self._report(repository, None, None, started)
 
     async def _fill_pages(
@@ -423,7 +464,12 @@ class ContentUnitCreator:
                             uid, items[0].key, {}, {m.relative_path: None for m in items}
                         )
                         await unit_slots.acquire()
+                        if self._stopped is not None:  # a full disk: no new download
+                            unit_slots.release()
+                            break
                         nursery.start_soon(self._unit, unit, info, present, None, unit_slots)
+                if self._stopped is not None:
+                    raise self._stopped
 
     async def _finish_version(self, version: VersionHandle, previous: VersionHandle | None) -> bool:
         """Complete the version if the run succeeded and changed something, else discard it.
@@ -488,15 +534,24 @@ class ContentUnitCreator:
         slice_slots = trio.Semaphore(self.slices_in_flight)
         async with trio.open_nursery() as parent:
             parent.start_soon(self._committer, receive, version)
-            async with send, trio.open_nursery() as slices:
-                async for chunk in _slices(aiter_units(units), self.slice_size):
+            async with (
+                send,
+                trio.open_nursery() as slices,
+                aclosing(_slices(aiter_units(units), self.slice_size)) as chunks,
+            ):
+                async for chunk in chunks:
                     chunk = self._distinct(chunk, seen)
                     if not chunk:
                         continue
                     await slice_slots.acquire()
+                    if self._stopped is not None:  # a full disk: read no further
+                        break
                     slices.start_soon(
                         self._slice, chunk, send.clone(), unit_slots, slice_slots, version
                     )
+        # raised here, after the committer committed every unit that was complete
+        if self._stopped is not None:
+            raise self._stopped
 
     async def _slice(
         self,
@@ -569,7 +624,12 @@ class ContentUnitCreator:
                         self._fail(unit, UnitFailed((unit.type, unit.natural_key), exc))
                     continue
                 await unit_slots.acquire()
+                if self._stopped is not None:  # a full disk: no new download
+                    unit_slots.release()
+                    break
                 nursery.start_soon(self._unit, unit, info, present, send, unit_slots, repair)
+            if self._stopped is not None:
+                return  # no version will be made: placing the units present is moot
             for start in range(0, len(records), self.commit_batch):
                 await self._commit(records[start : start + self.commit_batch], version)
             await self._reuse(reuse, version)
@@ -635,23 +695,39 @@ class ContentUnitCreator:
                 wanted = set(info.missing) | repair
                 todo = tuple(a for a in unit.artifacts if a.relative_path in wanted)
             records: dict[str, ArtifactRecord] = {}
+            scope = trio.CancelScope()  # cancelled by _stop
+            self._unit_scopes.add(scope)
             try:
-                async with trio.open_nursery() as nursery:
-                    for art in todo:
-                        nursery.start_soon(
-                            self._artifact,
-                            unit,
-                            art,
-                            present,
-                            records,
-                            art.relative_path in repair,
-                        )
+                with scope:
+                    async with trio.open_nursery() as nursery:
+                        for art in todo:
+                            nursery.start_soon(
+                                self._artifact,
+                                unit,
+                                art,
+                                present,
+                                records,
+                                art.relative_path in repair,
+                            )
             except BaseExceptionGroup as group:
+                full, others = group.split(StorageWriteError)
+                if full is not None:
+                    # not this unit's fault: every write under the root fails now
+                    stop = first_error(full)
+                    assert isinstance(stop, StorageWriteError)
+                    self._stop(stop)
+                    if others is None or others.split(TriofetchError)[1] is None:
+                        return  # the unit is absent, and not a failure of its own
+                    raise others from None
                 errors, rest = group.split(TriofetchError)
                 if rest is not None or errors is None:
                     raise
                 self._fail(unit, UnitFailed((unit.type, unit.natural_key), first_error(errors)))
                 return
+            finally:
+                self._unit_scopes.discard(scope)
+            if scope.cancelled_caught and any(a.relative_path not in records for a in todo):
+                return  # stopped by a full disk while downloading: the unit is absent
         finally:
             progress.units_downloading -= 1
             unit_slots.release()
@@ -739,12 +815,19 @@ class ContentUnitCreator:
     async def _download(self, unit: DeclarativeUnit, art: DeclarativeArtifact) -> ArtifactRecord:
         if art.size is not None:
             self.progress.bytes_planned += art.size
-        result = await self.downloader.fetch(
-            art.urls,
-            expected_digests=art.digests,
-            expected_size=art.size,
-            temp_dir=self.storage.temp_dir,
-        )
+        try:
+            result = await self.downloader.fetch(
+                art.urls,
+                expected_digests=art.digests,
+                expected_size=art.size,
+                temp_dir=self.storage.temp_dir,
+            )
+        except OSError as exc:
+            # writing the temp file failed (the downloader removed it): a full disk stops
+            # the run (see _unit); any other OSError is a bug, raised as it is
+            if StorageWriteError.matches(exc):
+                raise StorageWriteError(exc, self.storage.temp_dir) from exc
+            raise
         try:
             # no fsync per file: the committer makes the batch durable with one sync
             stored = await self.storage.adopt_result(result, sync=False)
@@ -776,12 +859,30 @@ class ContentUnitCreator:
                             batch.append(await receive.receive())
                         except trio.EndOfChannel:
                             break
-                await self._commit(batch, version)
+                try:
+                    await self._commit(batch, version)
+                except StoreError as exc:
+                    # A run stopping on a full disk still commits the units complete; the
+                    # database may be on that disk too: then its transaction rolled back
+                    # (these units are absent) and the disk error, raised by _run, says so.
+                    stopped = self._stopped
+                    if stopped is None:
+                        raise
+                    if exc is not stopped and stopped.database_error is None:
+                        stopped.database_error = exc
 
     async def _commit(
         self, batch: list[tuple[DeclarativeUnit, NewUnit]], version: VersionHandle | None
     ) -> None:
-        await self.storage.sync()  # every file these units refer to is durable first
+        try:
+            await self.storage.sync()  # every file these units refer to is durable first
+        except OSError as exc:
+            if not StorageWriteError.matches(exc):
+                raise
+            # the files cannot be made durable (EIO...): nothing may refer to them
+            error = StorageWriteError(exc, self.storage.artifacts_dir)
+            self._stop(error)
+            raise error from exc
         report = await self.store.commit_units([new for _, new in batch], version=version)
         self._took_places(report.replaced)
         progress = self.progress
@@ -827,7 +928,7 @@ def _remote(art: DeclarativeArtifact) -> RemoteArtifact:
 
 async def _slices(
     units: AsyncIterator[DeclarativeUnit], size: int
-) -> AsyncIterator[list[DeclarativeUnit]]:
+) -> AsyncGenerator[list[DeclarativeUnit]]:
     chunk: list[DeclarativeUnit] = []
     async for unit in units:
         chunk.append(unit)
