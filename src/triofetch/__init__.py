@@ -1,92 +1,20 @@
-"""triofetch: download content units with Trio; every unit complete or absent."""
+"""triofetch: download content units with Trio; every unit complete or absent.
 
-from ._creator import (
-    ContentUnitCreator,
-    CreateReport,
-    CreatorEvent,
-    CreatorProgress,
-    Policy,
-    UnitFailure,
-)
-from ._declarative import DeclarativeArtifact, DeclarativeUnit
-from ._digests import PULP_ALGORITHMS
-from ._downloader import Downloader, DownloadResult, TokenProvider
-from ._errors import (
-    ConnectionFailed,
-    DestinationError,
-    DigestMismatch,
-    DownloadError,
-    DownloadTimeout,
-    HTTPStatusError,
-    InvalidDigest,
-    InvalidInput,
-    InvalidUnit,
-    InvalidURL,
-    ManifestError,
-    NotAStore,
-    SchemaVersionError,
-    SizeMismatch,
-    StorageWriteError,
-    StoreError,
-    StoreNotFound,
-    TooManyRedirects,
-    TransportError,
-    TriofetchError,
-    TruncatedBody,
-    UnitFailed,
-    UnsupportedAlgorithm,
-    WrongContext,
-)
-from ._fetch import fetch
-from ._manifest import (
-    ManifestEntry,
-    PulpManifest,
-    PulpManifestReader,
-    RepositoryIndex,
-    RepositoryReader,
-    parse_pulp_manifest,
-    read_manifest,
-)
-from ._repair import RepairedFile, RepairReport, UnrepairableFile, repair
-from ._storage import (
-    ArtifactMismatch,
-    ArtifactMissing,
-    ArtifactStorage,
-    CorruptArtifact,
-    StoredArtifact,
-    VerifyReport,
-)
-from ._store import (
-    ArtifactConflict,
-    ArtifactRecord,
-    CommitReport,
-    GCReport,
-    MissingArtifact,
-    NewUnit,
-    NewUnitArtifact,
-    PruneReport,
-    RemoteArtifact,
-    RepositoryNotFound,
-    Store,
-    StoreBusy,
-    UnitInfo,
-    UnitKey,
-    VersionHandle,
-    VersionInfo,
-    VersionNotFound,
-    VersionNotWritable,
-    open_store,
-)
-from ._transports import Response, Transport, TransportOptions
-from ._units import (
-    DownloadedUnit,
-    FailedUnit,
-    UnitDownloader,
-    UnitOutcome,
-    UnitStream,
-    download_units,
-)
+The public names are loaded on first use (:pep:`562`): ``import triofetch`` imports none of
+Trio, the store or the downloader until one of its names is asked for.  That keeps the
+command line's start-up short and lets ``python -m triofetch`` take Ctrl-C and SIGTERM
+before the heavy imports (see ``triofetch._startup``).
+"""
+
+# ruff: noqa: F405  (the names of __all__ come from the star import, or __getattr__)
+
 from ._version import __version__
+
+#: typing.TYPE_CHECKING, without importing typing (a few milliseconds of start-up)
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:  # for type checkers, every name of __all__ (from triofetch._api)
+    from ._api import *  # noqa: F403
 
 __all__ = [
     "PULP_ALGORITHMS",
@@ -173,3 +101,18 @@ __all__ = [
     "read_manifest",
     "repair",
 ]
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        """A public name, imported with all the others on first use (then kept here)."""
+        if name in __all__:
+            from . import _api
+
+            value = getattr(_api, name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))

@@ -29,7 +29,8 @@ def collapse_single() -> Iterator[None]:
     except BaseExceptionGroup as group:
         leaves = _leaves(group)
         if len(leaves) == 1:
-            raise leaves[0] from None
+            # its own cause kept (the database error behind a StoreError), the group dropped
+            raise leaves[0] from leaves[0].__cause__
         raise
 
 

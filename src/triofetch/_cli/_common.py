@@ -12,17 +12,23 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from .. import _startup
 from .._errors import InvalidInput, NotAStore, StoreError, StoreNotFound, redact_url
 from .._store import DEFAULT_DATABASE_NAME, Store, open_store
 
 __all__ = [
     "EXIT_FAILED",
+    "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_PIPE",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "CLIError",
+    "Interrupted",
     "absolute_path",
     "check_new_root",
+    "damaged_database",
     "emit_json",
     "existing_store",
     "human_bytes",
@@ -37,8 +43,14 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 #: bad usage, an unreachable or malformed manifest, a store that cannot be opened
 EXIT_USAGE = 2
-#: interrupted (Ctrl-C / SIGINT)
+#: interrupted (Ctrl-C / SIGINT); 143 for SIGTERM
 EXIT_INTERRUPTED = 130
+#: terminated (SIGTERM)
+EXIT_TERMINATED = 143
+#: stdout closed by its reader (``| head``): 128 + SIGPIPE
+EXIT_PIPE = _startup.EXIT_PIPE
+#: an unexpected exception, a bug (EX_SOFTWARE)
+EXIT_INTERNAL = _startup.EXIT_INTERNAL
 
 #: the environment variable giving the default ``--root``
 ROOT_ENV = "TRIOFETCH_ROOT"
@@ -54,6 +66,15 @@ class CLIError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+class Interrupted(Exception):
+    """A command stopped by a signal, saying what it had done (``after 12 files ...``);
+    the status is the signal's (130, 143)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
 def warn(message: str, file: TextIO | None = None) -> None:
@@ -120,16 +141,34 @@ def store_error(exc: StoreNotFound | NotAStore, root: Path, db: str | None) -> C
     return CLIError(f"{exc.location} is not a triofetch database")
 
 
-def _damaged_database(exc: BaseException) -> bool:
-    """Whether *exc* (a StoreError) comes from SQLite finding its file damaged."""
-    cause = exc.__cause__
-    code = getattr(cause, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+def damaged_database(exc: BaseException) -> bool:
+    """Whether *exc* (a StoreError) comes from SQLite finding its file damaged: the SQLite
+    error is its cause, or found among the causes, contexts and groups behind it (a store
+    error raised again out of a nursery)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc.__cause__, exc.__context__]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        code = getattr(current, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        todo += [current.__cause__, current.__context__]
+    return False
 
 
 @asynccontextmanager
 async def existing_store(
-    root: Path, db: str | None, *, storage: bool = True, readonly: bool = True
+    root: Path,
+    db: str | None,
+    *,
+    storage: bool = True,
+    readonly: bool = True,
+    connect_timeout: float | None = None,
 ) -> AsyncIterator[Store]:
     """Open a store that must exist already: every command but ``sync`` (never creating one).
 
@@ -138,7 +177,7 @@ async def existing_store(
     commands that change the store (prune, gc, repair) pass ``readonly=False``.  A missing,
     empty or foreign database, or one SQLite finds damaged, is a :class:`CLIError` of exit
     status 2.  *storage*: open the artifact storage of *root* too (with ``--db``, the root
-    is not needed otherwise).
+    is not needed otherwise).  *connect_timeout*: ``--db-connect-timeout``.
     """
     where = describe_db(db, root)
     try:
@@ -147,6 +186,7 @@ async def existing_store(
             root=root if storage or db is None else None,
             create=False,
             readonly=readonly,
+            connect_timeout=connect_timeout,
         )
     except (StoreNotFound, NotAStore) as exc:
         raise store_error(exc, root, db) from None
@@ -158,6 +198,6 @@ async def existing_store(
         async with opened as store:
             yield store
     except StoreError as exc:
-        if not _damaged_database(exc):
+        if not damaged_database(exc):
             raise
         raise CLIError(f"the store {where} is damaged: {exc}") from None

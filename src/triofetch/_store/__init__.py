@@ -50,6 +50,7 @@ from ._types import (
 )
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_DATABASE_NAME",
     "DEFAULT_REPOSITORY_KEYS",
     "SCHEMA_VERSION",
@@ -81,6 +82,8 @@ __all__ = [
 
 #: The SQLite file used when open_store() is given a root and no URL.
 DEFAULT_DATABASE_NAME = "triofetch.sqlite3"
+#: seconds :func:`open_store` waits for a PostgreSQL server by default
+DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 def _backend_for(
@@ -91,15 +94,20 @@ def _backend_for(
     *,
     create: bool = True,
     readonly: bool = False,
+    connect_timeout: float = 10.0,
 ) -> Backend:
-    backend = _new_backend(url, root, pool_size, cache_mib)
+    backend = _new_backend(url, root, pool_size, cache_mib, connect_timeout)
     backend.readonly = readonly
     backend.create = create and not readonly
     return backend
 
 
 def _new_backend(
-    url: str | None, root: Path | None, pool_size: int | None, cache_mib: int | None
+    url: str | None,
+    root: Path | None,
+    pool_size: int | None,
+    cache_mib: int | None,
+    connect_timeout: float = 10.0,
 ) -> Backend:
     if url is None:
         if root is None:
@@ -133,7 +141,7 @@ def _new_backend(
                 f"PostgreSQL needs psycopg 3 and psycopg-pool: pip install 'triofetch[postgres]' "
                 f"({exc})"
             ) from exc
-        return PostgresBackend(url, pool_size or 4)
+        return PostgresBackend(url, pool_size or 4, connect_timeout=connect_timeout)
     raise InvalidInput(
         f"unsupported database URL {redact_url(url)!r}: use sqlite:///path or postgresql://..."
     )
@@ -148,9 +156,18 @@ async def _open(
     repository_keys: dict[str, RepositoryKey] | None = None,
     create: bool = True,
     readonly: bool = False,
+    connect_timeout: float = 10.0,
 ) -> Store:
     root_path = None if root is None else Path(root)
-    backend = _backend_for(url, root_path, pool_size, cache_mib, create=create, readonly=readonly)
+    backend = _backend_for(
+        url,
+        root_path,
+        pool_size,
+        cache_mib,
+        create=create,
+        readonly=readonly,
+        connect_timeout=connect_timeout,
+    )
     if repository_keys is not None:
         backend.repository_keys = repository_keys
     with trio.CancelScope(shield=True):  # a half-opened pool must not leak
@@ -202,6 +219,7 @@ def open_store(
     repository_keys: Mapping[str, RepositoryKey | None] | None = None,
     create: bool = True,
     readonly: bool = False,
+    connect_timeout: float | None = None,
 ) -> _Opening:
     """Open (creating and migrating if needed) the store at *url*.
 
@@ -233,6 +251,11 @@ def open_store(
     method that writes raises :class:`~triofetch.StoreError`.  For reading a store on a
     read-only filesystem, or one other processes write.
 
+    *connect_timeout* bounds, in seconds, the wait for a PostgreSQL server (default
+    :data:`DEFAULT_CONNECT_TIMEOUT`, 10): a server that refuses connections fails at once, one
+    that does not answer within about that time raises :class:`~triofetch.StoreError` saying
+    why, the URL's password redacted.  SQLite ignores it.
+
     Use either ``store = await open_store(...)`` (then ``await store.aclose()``) or
     ``async with open_store(...) as store:``.
 
@@ -246,6 +269,24 @@ def open_store(
     ):
         raise InvalidInput(f"cache_mib must be a positive int, got {cache_mib!r}")
     keys = check_repository_keys(repository_keys)
+    if connect_timeout is None:
+        connect_timeout = DEFAULT_CONNECT_TIMEOUT
+    elif (
+        isinstance(connect_timeout, bool)
+        or not isinstance(connect_timeout, int | float)
+        or not 0 < connect_timeout < float("inf")
+    ):
+        raise InvalidInput(
+            f"connect_timeout must be a number of seconds > 0, got {connect_timeout!r}"
+        )
     return _Opening(
-        url, absolute, pool_size, storage, cache_mib, keys, bool(create), bool(readonly)
+        url,
+        absolute,
+        pool_size,
+        storage,
+        cache_mib,
+        keys,
+        bool(create),
+        bool(readonly),
+        float(connect_timeout),
     )

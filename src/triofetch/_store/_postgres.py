@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -86,25 +87,51 @@ class PostgresBackend(Backend):
     dialect = "postgresql"
     lock_rows = " FOR UPDATE"
 
-    def __init__(self, conninfo: str, pool_size: int = 4, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        pool_size: int = 4,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
         super().__init__(pool_size)
         self.conninfo = conninfo
+        #: the wait for a free connection of the pool
         self.timeout = timeout
+        #: the wait for the server when opening (each connection, and the pool's first)
+        self.connect_timeout = connect_timeout
         self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] | None = None
 
+    def _probe(self, libpq_timeout: int) -> None:
+        """Connect once, directly: a server that cannot be reached fails here, at once when
+        it refuses and within the timeout otherwise, with libpq's reason (the pool would
+        retry until its timeout and only say that it timed out)."""
+        try:
+            psycopg.connect(self.conninfo, connect_timeout=libpq_timeout).close()
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {redact_url(self.conninfo)} within "
+                f"{self.connect_timeout:g} s: {reason}"
+            ) from exc
+
     def open(self) -> None:
+        # libpq counts whole seconds (and at least 2); the pool's own wait is the option
+        libpq_timeout = max(2, math.ceil(self.connect_timeout))
+        self._probe(libpq_timeout)
         pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
             self.conninfo,
             min_size=1,
             max_size=self.pool_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "connect_timeout": libpq_timeout},
             open=False,
             timeout=self.timeout,
             name="triofetch",
             configure=_read_only_session if self.readonly else None,
         )
         try:
-            pool.open(wait=True, timeout=self.timeout)
+            pool.open(wait=True, timeout=self.connect_timeout)
             self._pool = pool
             with pool.connection() as conn, conn.transaction():
                 if self.readonly:
