@@ -1,0 +1,557 @@
+"""Issue 14, items 4 and 5: signals, pipes, faults of the command line and its smaller ones.
+
+Real parts only: real signals to a real ``triofetch`` process, a real pipe whose reader goes
+away, a real HTTP server on 127.0.0.1 whose Slow faults keep a sync busy, a real SQLite file
+damaged page by page, a closed loopback port and a silent listener for PostgreSQL.  Each
+case asserts the exit status, the single line on stderr, no traceback, no temp file, and
+for the interrupted sync a store the project's own invariants find whole, then a re-sync
+that completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests._cli_helpers import cli_env, file_requests, manifest_of, publish, run_cli, start_cli
+from tests._invariants import check_invariants
+from tests.faultserver import FaultServer, Slow
+from triofetch import InvalidInput, StoreError, open_store, parse_pulp_manifest
+from triofetch.__main__ import main
+from triofetch._startup import EXIT_INTERNAL, internal_error_line, stop_message
+
+
+def temp_files(root: Path) -> list[str]:
+    tmp = root / "tmp"
+    return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def wait_for(condition: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def file_manifest(where: Path, count: int, size: int = 24) -> Path:
+    """*count* small files under *where* and their PULP_MANIFEST (a file:// source)."""
+    lines = []
+    for i in range(count):
+        path = f"d{i % 20}/f{i:05}.txt"
+        data = f"file {i:05}\n".encode() * (size // 11 + 1)
+        (where / path).parent.mkdir(parents=True, exist_ok=True)
+        (where / path).write_bytes(data)
+        lines.append(f"{path},{hashlib.sha256(data).hexdigest()},{len(data)}\n")
+    (where / "PULP_MANIFEST").write_text("".join(lines))
+    return where / "PULP_MANIFEST"
+
+
+# -- SIGTERM is handled as SIGINT is ----------------------------------------------------------
+
+
+async def test_sigterm_mid_sync_then_a_completing_resync(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    files = {f"d{i % 7}/f{i:03}.bin": os.urandom(4096) for i in range(160)}
+    url = publish(http_server, files, faults={p: [Slow(0.02, 512)] for p in files})
+    root = tmp_path / "root"
+    args = ("sync", url, "--root", root, "--repository", "r", "--connections", "4")
+    proc = start_cli(*args)
+    try:
+        while len(file_requests(http_server)) < 30:
+            assert proc.poll() is None, proc.communicate()
+            await trio.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await trio.to_thread.run_sync(finish, proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, (out, err)
+    assert one_line(err) == f"triofetch: {stop_message(signal.SIGTERM)}"
+    assert temp_files(root) == []
+
+    # consistent: every unit complete or absent, the files intact, no version half-made
+    universe = list(
+        parse_pulp_manifest(manifest_of(files).splitlines(keepends=True), base_url=url).units()
+    )
+    async with open_store(root=root) as store:
+        state = await check_invariants(store, universe, on_demand_ok=False)
+        assert state and all(state.values())  # some committed before the signal, all whole
+        assert len(state) < len(files)
+        assert await store.latest_version("r") is None
+        assert all(v.complete for v in await store.versions("r"))
+
+    for path, data in files.items():  # no more slow answers
+        http_server.add_file(f"/repo/{path}", data)
+    result = await trio.to_thread.run_sync(lambda: run_cli(*args, "--json"))
+    assert result.code == 0, result
+    report = result.json()
+    assert report["version"] == 1 and report["units"]["failed"] == 0
+    assert report["units"]["existing"] == len(state)
+    assert report["units"]["existing"] + report["units"]["new"] == len(files)
+
+
+def test_sigterm_while_reading_the_store_ends_like_sigint(tmp_path: Path) -> None:
+    """Every command honours SIGTERM: a gc waiting for a lease is cancelled, 143."""
+    source = tmp_path / "src"
+    manifest = file_manifest(source, 5)
+    root = tmp_path / "root"
+    assert run_cli("sync", manifest, "--root", root, "--repository", "r").code == 0
+    # a writer's lease held by this test keeps gc waiting
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_SH); print('held', flush=True); time.sleep(60)",
+            str(root / "triofetch.sqlite3.lease"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        for signum, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+            proc = start_cli("gc", "--root", root, "--wait", "30")
+            time.sleep(1.0)  # well past start-up: gc is waiting for the lease
+            assert proc.poll() is None
+            proc.send_signal(signum)
+            out, err = finish(proc)
+            assert proc.returncode == status, (out, err)
+            assert one_line(err) == f"triofetch: {stop_message(signum)}"
+            assert out == ""
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_cli("gc", "--root", root).code == 0
+
+
+# -- a signal during start-up -----------------------------------------------------------------
+
+
+def _entry_points() -> list[list[str]]:
+    script = Path(sys.executable).parent / "triofetch"
+    found = [[sys.executable, "-m", "triofetch"]]
+    if script.exists():
+        found.append([str(script)])
+    return found
+
+
+def _as_in_a_terminal() -> None:  # pragma: no cover - runs in the child
+    # a test run in the background has SIGINT ignored, inherited by children: restore the
+    # default so that Python installs its handler, as it does in a terminal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _before_our_first_line(err: str) -> bool:
+    """A traceback of Python's start-up, before the first statement of ``triofetch.__main__``
+    (``site``, runpy finding the module, the package's ``__init__`` that ``python -m``
+    imports first, the console script's own imports): no program can take a signal there,
+    a few milliseconds in all."""
+    ours = [
+        line
+        for line in err.splitlines()
+        if f"{os.sep}triofetch{os.sep}" in line and line.lstrip().startswith("File ")
+    ]
+    return "Traceback" in err and all(
+        line.split('"')[1].endswith((f"triofetch{os.sep}__init__.py", "_version.py"))
+        for line in ours
+    )
+
+
+@pytest.mark.slow
+def test_signals_during_start_up_never_print_a_traceback(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    files = {"a.bin": b"a" * 4096}
+    url = publish(http_server, files, faults={"a.bin": [Slow(1.0, 1)] * 100})
+    rng = random.Random(14)
+    outcomes: dict[str, int] = {}
+    for attempt in range(30):
+        signum = (signal.SIGINT, signal.SIGTERM)[attempt % 2]
+        command = _entry_points()[attempt % len(_entry_points())]
+        root = tmp_path / f"root{attempt}"
+        proc = subprocess.Popen(
+            [*command, "sync", url, "--root", str(root), "--repository", "r"],
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_as_in_a_terminal,
+        )
+        time.sleep(rng.uniform(0, 0.2))
+        proc.send_signal(signum)
+        out, err = finish(proc)
+        if proc.returncode == -signum and not err:
+            kind = "killed before Python ran"  # the default action: no message, no traceback
+        elif _before_our_first_line(err):
+            kind = "in Python's own start-up"
+        else:
+            assert proc.returncode == 128 + signum, (attempt, proc.returncode, out, err)
+            assert one_line(err) == f"triofetch: {stop_message(signum)}", err
+            kind = "handled"
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+        assert temp_files(root) == []
+    assert outcomes.get("handled", 0) >= 20, outcomes
+
+
+# -- a closed stdout ------------------------------------------------------------------------
+
+
+LIST = [sys.executable, "-m", "triofetch", "list"]
+
+
+@pytest.fixture
+def listed_store(tmp_path: Path) -> Iterator[Path]:
+    """A store whose version 1 lists 3,000 files (on demand: nothing downloaded)."""
+    lines = [f"f{i:05}.txt,{'ab' * 32},{i}\n" for i in range(3000)]
+    manifest = tmp_path / "PULP_MANIFEST"
+    manifest.write_text("".join(lines))
+    root = tmp_path / "root"
+    result = run_cli("sync", manifest, "--root", root, "--repository", "r", "--policy", "on_demand")
+    assert result.code == 0, result
+    yield root
+
+
+@pytest.mark.parametrize("json", [False, True])
+def test_closed_stdout_ends_quietly(listed_store: Path, json: bool) -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run(
+            [*LIST, "--root", str(listed_store), "--repository", "r", *(["--json"] * json)],
+            env=cli_env(),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert proc.stderr == ""
+    assert proc.returncode == 141
+
+
+def test_list_into_head(listed_store: Path) -> None:
+    shell = (
+        f"{sys.executable} -m triofetch list --root {listed_store} --repository r | head -1; "
+        'echo "status ${PIPESTATUS[0]}" >&2'
+    )
+    proc = subprocess.run(
+        ["bash", "-c", shell], env=cli_env(), capture_output=True, text=True, timeout=60
+    )
+    assert len(proc.stdout.splitlines()) == 1 and proc.stdout.endswith(
+        "f00000.txt  (not downloaded)\n"
+    )
+    assert proc.stderr == "status 141\n"
+
+
+def test_help_into_a_closed_pipe(tmp_path: Path) -> None:
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "triofetch", "sync", "--help"],
+            env=cli_env(),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, "")
+
+
+# -- an unexpected exception ----------------------------------------------------------------
+
+
+def test_internal_error_line() -> None:
+    assert internal_error_line(ValueError("bad thing")) == (
+        "error: internal error: ValueError: bad thing (run with -vv for the traceback)"
+    )
+    assert internal_error_line(KeyError()) == (
+        "error: internal error: KeyError (run with -vv for the traceback)"
+    )
+    group = ExceptionGroup("nursery", [RuntimeError("first line\nsecond line")])
+    assert internal_error_line(group) == (
+        "error: internal error: RuntimeError: first line ... (run with -vv for the traceback)"
+    )
+
+
+def test_internal_error_on_a_real_path(tmp_path: Path) -> None:
+    """A record no triofetch writes (a version's creation time edited by hand) is a bug's
+    path: one line and status 70; the traceback only with -vv."""
+    import sqlite3
+
+    manifest = file_manifest(tmp_path / "src", 3)
+    root = tmp_path / "root"
+    assert run_cli("sync", manifest, "--root", root, "--repository", "r").code == 0
+    with sqlite3.connect(root / "triofetch.sqlite3") as db:
+        db.execute("UPDATE repository_versions SET created = 'yesterday-ish'")
+    db.close()
+    result = run_cli("versions", "--root", root, "--repository", "r")
+    assert result.code == EXIT_INTERNAL == 70, result
+    assert one_line(result.err) == (
+        "triofetch: error: internal error: ValueError: Invalid isoformat string: "
+        "'yesterday-ish' (run with -vv for the traceback)"
+    )
+    verbose = run_cli("versions", "--root", root, "--repository", "r", "-vv")
+    assert verbose.code == 70
+    assert "Traceback" in verbose.err
+    assert verbose.err.strip().splitlines()[-1] == one_line(result.err)
+
+
+# -- a damaged database: status 2 for every command -------------------------------------------
+
+
+_PAGE = 4096
+
+
+def _commands(root: Path, manifest: Path, dest: Path) -> dict[str, list[str]]:
+    base = ["--root", str(root)]
+    return {
+        "list": ["list", *base, "--repository", "r"],
+        "versions": ["versions", *base, "--repository", "r"],
+        "verify": ["verify", *base],
+        "export": ["export", *base, "--repository", "r", str(dest)],
+        "prune": ["prune", *base, "--repository", "r", "--keep", "1"],
+        "gc": ["gc", *base],
+        "repair": ["repair", *base],
+        "sync": ["sync", str(manifest), *base, "--repository", "r"],
+    }
+
+
+def test_damaged_database_is_status_2_for_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each page of the database in turn overwritten: every command either does not read
+    that page (0) or ends with one line and status 2, never 1 or a traceback."""
+    manifest = file_manifest(tmp_path / "src", 60)
+    root = tmp_path / "root"
+    assert main(["sync", str(manifest), "--root", str(root), "--repository", "r"]) == 0
+    database = root / "triofetch.sqlite3"
+    good = database.read_bytes()
+    assert len(good) % _PAGE == 0
+    refused: dict[str, int] = {}
+    for page in range(len(good) // _PAGE):
+        damaged = bytearray(good)
+        damaged[page * _PAGE : (page + 1) * _PAGE] = bytes([0x5A]) * _PAGE
+        for name, argv in _commands(root, manifest, tmp_path / f"out{page}").items():
+            database.write_bytes(damaged)
+            capsys.readouterr()
+            status = main(argv)
+            err = capsys.readouterr().err
+            assert status in (0, 2), (page, name, status, err)
+            if status == 2:
+                line = one_line(err)
+                assert line.startswith("triofetch: error: "), line
+                assert "damaged" in line or "malformed" in line or "not a triofetch" in line
+                refused[name] = refused.get(name, 0) + 1
+    assert set(refused) == set(_commands(root, manifest, tmp_path)), refused
+
+
+def test_damaged_database_through_the_command(tmp_path: Path) -> None:
+    manifest = file_manifest(tmp_path / "src", 10)
+    root = tmp_path / "root"
+    assert run_cli("sync", manifest, "--root", root, "--repository", "r").code == 0
+    database = root / "triofetch.sqlite3"
+    data = bytearray(database.read_bytes())
+    data[_PAGE:] = bytes([0x5A]) * (len(data) - _PAGE)
+    database.write_bytes(data)
+    for name, argv in _commands(root, manifest, tmp_path / "out").items():
+        result = run_cli(*argv)
+        assert result.code == 2, (name, result)
+        assert one_line(result.err).startswith("triofetch: error: "), (name, result)
+
+
+# -- PostgreSQL that cannot be reached ------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", ["list", "versions", "verify", "gc", "sync"])
+def test_unreachable_postgresql_fails_at_once_with_one_line(tmp_path: Path, command: str) -> None:
+    url = f"postgresql://someone:s3cret-pw@127.0.0.1:{_closed_port()}/store"
+    argv = {
+        "list": ["list", "--repository", "r"],
+        "versions": ["versions", "--repository", "r"],
+        "verify": ["verify"],
+        "gc": ["gc"],
+        "sync": ["sync", str(file_manifest(tmp_path / "src", 2)), "--repository", "r"],
+    }[command]
+    started = time.monotonic()
+    result = run_cli(*argv, "--root", tmp_path / "root", "--db", url, timeout=20)
+    elapsed = time.monotonic() - started
+    assert result.code == 2, result
+    line = one_line(result.err)
+    assert "s3cret-pw" not in result.err and "someone" not in result.err
+    assert "postgresql://***@127.0.0.1" in line and "Connection refused" in line
+    assert elapsed < 8, elapsed  # refused: no waiting for the pool's timeout
+    assert not (tmp_path / "root" / "triofetch.sqlite3").exists()
+
+
+def test_silent_postgresql_fails_within_the_connect_timeout(tmp_path: Path) -> None:
+    """A server that accepts the connection and never answers: given up after about
+    --db-connect-timeout seconds, one line, no pool warnings, no password."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)  # the kernel completes the handshake; nobody ever answers
+        port = listener.getsockname()[1]
+        url = f"postgresql://someone:s3cret-pw@127.0.0.1:{port}/store?sslmode=disable"
+        started = time.monotonic()
+        result = run_cli(
+            "list", "--db", url, "--repository", "r", "--db-connect-timeout", "2", timeout=30
+        )
+        elapsed = time.monotonic() - started
+    assert result.code == 2, result
+    line = one_line(result.err)
+    assert "s3cret-pw" not in result.err
+    assert "within 2 s" in line, line
+    assert elapsed < 8, elapsed
+
+
+def test_connect_timeout_is_checked(tmp_path: Path) -> None:
+    for bad in ("0", "-1", "soon", "inf"):
+        result = run_cli("list", "--repository", "r", "--db-connect-timeout", bad)
+        assert result.code == 2, result
+        assert "argument --db-connect-timeout: expected a number of seconds" in result.err
+
+
+async def test_open_store_connect_timeout() -> None:
+    for bad in (0, -1, float("inf"), float("nan"), True, "10"):
+        with pytest.raises(InvalidInput, match="connect_timeout"):
+            open_store("postgresql://127.0.0.1/x", connect_timeout=bad)  # type: ignore[arg-type]
+    url = f"postgresql://someone:s3cret-pw@127.0.0.1:{_closed_port()}/store"
+    started = trio.current_time()
+    with pytest.raises(StoreError) as caught:
+        await open_store(url, connect_timeout=1.5)
+    assert trio.current_time() - started < 5
+    assert "s3cret-pw" not in str(caught.value) and "within 1.5 s" in str(caught.value)
+
+
+@pytest.mark.postgres
+async def test_open_store_connect_timeout_on_a_real_server(postgres_dsn: str) -> None:
+    async with open_store(postgres_dsn, connect_timeout=2) as store:
+        await store.create_repository("r")
+        assert await store.latest_version("r") is None
+
+
+# -- sync --mirror of an empty manifest -----------------------------------------------------
+
+
+def test_mirror_of_an_empty_manifest_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    manifest = file_manifest(source, 3)
+    root = tmp_path / "root"
+    args = ("--root", root, "--repository", "r")
+    assert run_cli("sync", manifest, *args).code == 0
+    empty = tmp_path / "empty" / "PULP_MANIFEST"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    refused = run_cli("sync", empty, *args, "--mirror")
+    assert refused.code == 2, refused
+    assert "lists no file" in one_line(refused.err) and "--allow-empty" in refused.err
+    versions = run_cli("versions", *args, "--json").json()
+    assert [v["number"] for v in versions] == [1]  # nothing made, nothing written
+    # without --mirror an empty manifest changes nothing: accepted as before
+    assert run_cli("sync", empty, *args).code == 0
+    allowed = run_cli("sync", empty, *args, "--mirror", "--allow-empty", "--json")
+    assert allowed.code == 0, allowed
+    assert allowed.json()["created"] and allowed.json()["version"] == 2
+    assert run_cli("list", *args, "--json").json() == []
+
+
+# -- export interrupted ---------------------------------------------------------------------
+
+
+def test_export_interrupted_says_how_far_it_got(tmp_path: Path) -> None:
+    manifest = file_manifest(tmp_path / "src", 2000)
+    root = tmp_path / "root"
+    assert run_cli("sync", manifest, "--root", root, "--repository", "r").code == 0
+    for attempt in range(5):
+        dest = tmp_path / f"export{attempt}"
+        proc = start_cli("export", "--root", root, "--repository", "r", dest)
+        wait_for(lambda: dest.exists() and any(dest.iterdir()))  # noqa: B023
+        proc.send_signal(signal.SIGSTOP)  # frozen mid-export, to be sure
+        if (dest / "PULP_MANIFEST").exists():  # pragma: no cover - finished before
+            proc.send_signal(signal.SIGCONT)
+            finish(proc)
+            continue
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGCONT)
+        out, err = finish(proc)
+        break
+    else:  # pragma: no cover
+        pytest.fail("the export always finished before it could be interrupted")
+    assert proc.returncode == 130, (out, err)
+    assert out == ""
+    line = one_line(err)
+    written = sum(1 for p in dest.rglob("*") if p.is_file())
+    assert line == (
+        f"triofetch: interrupted after {written} files of 'r' version 1 written to {dest}, "
+        "no PULP_MANIFEST yet: run the export again to finish"
+    )
+    assert 0 < written < 2000
+    assert not (dest / "PULP_MANIFEST").exists()
+    assert not [p for p in dest.rglob(".tf-export-*")]
+    again = run_cli("export", "--root", root, "--repository", "r", dest)
+    assert again.code == 0, again
+    assert again.out.startswith("exported 2000 files")
+    assert len((dest / "PULP_MANIFEST").read_text().splitlines()) == 2000
+
+
+# -- the lazy public API that makes a short start-up possible ---------------------------------
+
+
+def test_public_names_load_lazily() -> None:
+    """``triofetch/__init__`` imports its public names (from ``triofetch._api``) only when
+    one is first used: each is then the very object of its module, and the package alone
+    imports none of Trio, the store or the downloader."""
+    import triofetch
+    from triofetch import _api
+
+    public = {name for name in vars(_api) if not name.startswith("_")}
+    assert public == set(triofetch.__all__) - {"__version__"}
+    for name in triofetch.__all__:
+        assert getattr(triofetch, name) is getattr(_api, name, triofetch.__version__), name
+    with pytest.raises(AttributeError):
+        triofetch.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
+    probe = (
+        "import sys, triofetch; "
+        "print(sorted(set(sys.modules) & {'trio', 'triofetch._api', 'triofetch._store'}))"
+    )
+    bare = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert bare.stdout == "[]\n"
