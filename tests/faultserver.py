@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 _PIECE = 64 * 1024
+#: the size of a generated resource (``add_generator``): never reached
+_ENDLESS = 1 << 62
 _XOR_TABLE = bytes(b ^ 0xFF for b in range(256))
 
 
@@ -163,9 +165,22 @@ class _Resource:
     headers: dict[str, str]
     content_length: bool
     faults: deque[Fault] = field(default_factory=deque)
+    #: makes the content's pieces for each request (``add_generator``), or None
+    make: Callable[[], Iterable[bytes]] | None = None
 
     def pieces(self, limit: int, piece: int) -> Iterator[bytes | memoryview]:
         """The first ``limit`` bytes of the content, in pieces of at most ``piece`` bytes."""
+        if self.make is not None:
+            left = limit
+            for made in self.make():
+                view = memoryview(made)
+                for start in range(0, len(view), piece):
+                    if left <= 0:
+                        return
+                    part = view[start : start + min(piece, left)]
+                    left -= len(part)
+                    yield part
+            return
         if self.data is not None:
             view = memoryview(self.data)
             for start in range(0, limit, piece):
@@ -604,6 +619,25 @@ class FaultServer:
         self._add(
             path,
             _Resource(size, None, bytes(byte), dict(headers or {}), content_length, deque(faults)),
+        )
+
+    def add_generator(
+        self,
+        path: str,
+        make: Callable[[], Iterable[bytes]],
+        *,
+        faults: Iterable[Fault] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Serve what ``make()`` yields, made anew for each request while sending, with no
+        ``Content-Length`` (chunked): an endless iterable makes an endless body, which the
+        server sends until the client goes away or ``stop()`` is called.  ``bytes_sent``
+        counts it as for any resource."""
+        self._add(
+            path,
+            _Resource(
+                _ENDLESS, None, b"", dict(headers or {}), False, deque(faults), make=make
+            ),
         )
 
     def add_faults(self, path: str, faults: Iterable[Fault]) -> None:
