@@ -295,7 +295,7 @@ async def test_reader_limit_and_its_argument(http_server: FaultServer) -> None:
         assert len(await PulpManifestReader(max_size=exact).read(url, dl)) == 2
         with pytest.raises(triofetch.ManifestError):
             await PulpManifestReader(max_size=exact - 1).read(url, dl)
-    assert DEFAULT_MAX_MANIFEST_SIZE == 256 << 20
+    assert DEFAULT_MAX_MANIFEST_SIZE == triofetch.DEFAULT_MAX_MANIFEST_SIZE == 256 << 20
     assert PulpManifestReader().max_size == DEFAULT_MAX_MANIFEST_SIZE
     for bad in (0, -1, True, 1.5, "1M"):
         with pytest.raises(triofetch.InvalidInput):

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # for type checkers, every name of __all__ (from triofetch._a
     from ._api import *  # noqa: F403
 
 __all__ = [
+    "DEFAULT_MAX_MANIFEST_SIZE",
     "PULP_ALGORITHMS",
     "ArtifactConflict",
     "ArtifactMismatch",

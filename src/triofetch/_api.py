@@ -46,6 +46,7 @@ from ._errors import (
 )
 from ._fetch import fetch
 from ._manifest import (
+    DEFAULT_MAX_MANIFEST_SIZE,
     ManifestEntry,
     PulpManifest,
     PulpManifestReader,
