@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -78,41 +77,60 @@ class Run:
 
 class Process:
     """``python -m triofetch ARGS`` started as in a terminal (SIGINT handled), its output in
-    files; :meth:`finish` waits (bounded: killed after *timeout*) with ``wait4`` for its own
-    resource usage."""
+    files; :meth:`finish` waits for it (bounded: killed after *timeout*), reading its peak
+    memory (``VmHWM``) meanwhile: ``ru_maxrss`` would not do, as a child's starts at the
+    peak of the test process that forked it."""
 
     def __init__(self, where: Path, *args: str | Path, env: Mapping[str, str]) -> None:
         where.mkdir(parents=True, exist_ok=True)
         self._out = open(where / "stdout", "w+", encoding="utf-8")  # noqa: SIM115
         self._err = open(where / "stderr", "w+", encoding="utf-8")  # noqa: SIM115
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
+        self.pid = os.posix_spawn(
+            sys.executable,
             [sys.executable, "-c", _AS_IN_A_TERMINAL, *map(str, args)],
-            env=cli_env(env),
-            stdout=self._out,
-            stderr=self._err,
+            cli_env(env),
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, self._out.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, self._err.fileno(), 2),
+            ],
         )
+        self.code: int | None = None
+        #: the highest VmHWM read so far (KiB)
+        self.peak_kib = 0
+
+    def _read_peak(self) -> None:
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
 
     def finish(self, timeout: float) -> Run:
         deadline = time.monotonic() + timeout
         while True:
-            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            self._read_peak()
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() > deadline:
-                self.proc.kill()
-                pid, status, usage = os.wait4(self.proc.pid, 0)
+                os.kill(self.pid, signal.SIGKILL)
+                pid, status = os.waitpid(self.pid, 0)
                 break
-            time.sleep(0.01)
+            time.sleep(0.005)
         seconds = time.monotonic() - self.started
-        code = os.waitstatus_to_exitcode(status)
-        self.proc.returncode = code
+        self.code = code = os.waitstatus_to_exitcode(status)
         outputs = []
         for stream in (self._out, self._err):
             stream.seek(0)
             outputs.append(stream.read())
             stream.close()
-        return Run(code, outputs[0], outputs[1], usage.ru_maxrss, seconds)
+        return Run(code, outputs[0], outputs[1], self.peak_kib, seconds)
 
 
 def exited(pid: int) -> bool:
@@ -241,15 +259,15 @@ def test_ctrl_c_while_the_manifest_is_read_stops_within_a_second(
     deadline = time.monotonic() + 30
     wanted = {"trickled": 20, "endless": 4 << 20, "arrived whole": 800_000 * LINE_BYTES}[how]
     while http_server.bytes_sent(path) < wanted and time.monotonic() < deadline:
-        assert not exited(proc.proc.pid), proc.finish(0)
+        assert not exited(proc.pid), proc.finish(0)
         time.sleep(0.005)
     assert http_server.bytes_sent(path) >= wanted
     if how == "arrived whole":
         assert http_server.wait_idle(10)
         time.sleep(0.3)  # the old code is parsing now; this one parsed as it read
-        assert not exited(proc.proc.pid), proc.finish(0)
+        assert not exited(proc.pid), proc.finish(0)
     signalled = time.monotonic()
-    proc.proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
     run = proc.finish(timeout=30)
     stopped = time.monotonic() - signalled
     assert run.code == 130, run
