@@ -1,0 +1,315 @@
+"""A full disk (issue 14, item 3): refused up front, or stopped cleanly mid-run.
+
+Real parts only: a real 2 MiB tmpfs as the storage root (or the export's destination),
+mounted for each test and unmounted at teardown (root only: the tests skip elsewhere; CI
+runs them as root); a real HTTP server on 127.0.0.1; SQLite and PostgreSQL; the command as
+a subprocess.  Each case checks the exit status, the single error line, no traceback, no temp
+file left, and a store the project's own checks find whole; then that a run with room
+completes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import triofetch
+from tests._cli_helpers import file_requests, manifest_of, publish, run_cli
+from tests._invariants import check_invariants
+from tests.faultserver import FaultServer
+from triofetch import DeclarativeArtifact, DeclarativeUnit, StorageWriteError
+from triofetch._store import UnitKey, open_store
+
+KB = 1000
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def content(name: str, size: int) -> bytes:
+    """Bytes that do not compress or repeat across files (tmpfs stores them as they are)."""
+    seed = hashlib.sha256(name.encode()).digest()
+    return (seed * (size // 32 + 1))[:size]
+
+
+# -- a real small file system -----------------------------------------------------------------
+
+
+def _mount_tmpfs(where: Path, size: str) -> None:
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def remount(where: Path, size: str) -> None:
+    """Make room: the same tmpfs, bigger (its files stay)."""
+    subprocess.run(
+        ["mount", "-o", f"remount,size={size}", str(where)], check=True, capture_output=True
+    )
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a real 2 MiB tmpfs of its own, unmounted at teardown."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs these tests as root)")
+    where = tmp_path / "disk"
+    where.mkdir()
+    _mount_tmpfs(where, "2m")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False, capture_output=True)
+        if os.path.ismount(where):  # pragma: no cover - busy: detach it
+            subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def temp_files(root: Path) -> list[str]:
+    tmp = root / "tmp"
+    return sorted(os.listdir(tmp)) if tmp.exists() else []
+
+
+def stored_files(root: Path) -> list[Path]:
+    return [p for p in (root / "artifacts").rglob("*") if p.is_file()]
+
+
+def declared(files: dict[str, bytes], server: FaultServer) -> list[DeclarativeUnit]:
+    """The manifest's files as the sync declares them (to check the store against)."""
+    units = []
+    for path, data in files.items():
+        art = DeclarativeArtifact(
+            server.url(f"/repo/{path}"), path, {"sha256": sha(data)}, len(data)
+        )
+        units.append(DeclarativeUnit("file", (path, sha(data)), {"relative_path": path}, [art]))
+    return units
+
+
+async def complete_units(
+    root: Path, db: str | None, units: list[DeclarativeUnit]
+) -> dict[UnitKey, bool]:
+    """The store's units of *units* (complete or not), after checking every invariant."""
+    async with open_store(db, root=root, create=False) as store:
+        return await check_invariants(store, units, on_demand_ok=False)
+
+
+def one_error_line(err: str) -> str:
+    """The message of the one ``triofetch: error:`` line that stderr must be."""
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("triofetch: error: "), err
+    return lines[0].removeprefix("triofetch: error: ")
+
+
+# 40 files of 100 kB: 4 MB, twice the disk
+FILES = {f"d/f{i:02d}.bin": content(f"f{i}", 100 * KB) for i in range(40)}
+
+# -- refused before downloading ---------------------------------------------------------------
+
+
+def test_sync_needing_more_than_the_free_space_is_refused_up_front(
+    http_server: FaultServer, small_disk: Path
+) -> None:
+    url = publish(http_server, FILES)
+    root = small_disk / "root"
+    result = run_cli("sync", url, "--root", root, "--repository", "r")
+    assert result.code == 2, result
+    message = one_error_line(result.err)
+    match = re.fullmatch(
+        r"the manifest's files not stored yet need 4\.0 MB, only (\d\.\d) MB is free under "
+        + re.escape(str(root))
+        + r" \(--ignore-free-space to try anyway\)",
+        message,
+    )
+    assert match, message
+    assert float(match[1]) <= 2.1
+    assert file_requests(http_server) == []  # nothing downloaded
+    assert stored_files(root) == []
+    assert temp_files(root) == []
+
+
+def test_a_manifest_declaring_a_petabyte_file_is_refused_without_a_request(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """Any disk: a manifest's declared sizes are believed before a byte is fetched."""
+    data = b"small"
+    http_server.add_file("/repo/huge.iso", data)
+    manifest = f"huge.iso,{sha(data)},{10**15}\n".encode()
+    url = publish(http_server, {}, manifest=manifest)
+    result = run_cli("sync", url, "--root", tmp_path / "root", "--repository", "r")
+    assert result.code == 2, result
+    message = one_error_line(result.err)
+    assert message.startswith("the manifest's files not stored yet need 1000.0 TB, only "), message
+    assert file_requests(http_server) == []
+
+
+def test_what_is_stored_already_is_not_counted(http_server: FaultServer, small_disk: Path) -> None:
+    """A re-sync of a store nearly filling its disk is not refused: only new files count."""
+    remount(small_disk, "6m")
+    root = small_disk / "root"
+    url = publish(http_server, FILES)
+    assert run_cli("sync", url, "--root", root, "--repository", "r").code == 0
+    remount(small_disk, f"{4 * 1024 + 1024}k")  # 1 MiB free or so, 4 MB stored
+    more = {**FILES, "new.bin": content("new", 300 * KB)}
+    url = publish(http_server, more, prefix="/more")
+    result = run_cli("sync", url, "--root", root, "--repository", "r")
+    assert result.code == 0, result
+    big = {**FILES, "big.bin": content("big", 3000 * KB)}
+    url = publish(http_server, big, prefix="/big")
+    result = run_cli("sync", url, "--root", root, "--repository", "r")
+    assert result.code == 2, result
+    assert "files not stored yet need 3.0 MB, only" in one_error_line(result.err), result
+
+
+# -- stopped mid-run --------------------------------------------------------------------------
+
+_STOPPED = re.compile(
+    r"no space left on device under (?P<dir>\S+): (?P<stored>\d+) files stored, "
+    r"(?P<committed>\d+) committed(?P<db>; committing failed too \(.+\), rolled back: the store "
+    r"is consistent)?; free some space and run the command again"
+)
+
+
+@pytest.mark.parametrize("database", ["on the full disk", "elsewhere"])
+def test_sync_on_a_full_disk_stops_with_one_line_then_a_resync_completes(
+    http_server: FaultServer, small_disk: Path, tmp_path: Path, database: str
+) -> None:
+    url = publish(http_server, FILES)
+    root = small_disk / "root"
+    db = None if database == "on the full disk" else f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    where = ("--db", db) if db else ()
+    args = ("sync", url, "--root", root, "--repository", "r", *where)
+    result = run_cli(*args, "--ignore-free-space", "--connections", "2")
+    assert result.code == 1, result
+    message = one_error_line(result.err)
+    match = _STOPPED.fullmatch(message)
+    assert match, message
+    assert match["dir"] in (str(root / "tmp"), str(root / "artifacts"))
+    stored, committed = int(match["stored"]), int(match["committed"])
+    assert 0 < stored < len(FILES)
+    # no download started once the disk was full: those running (at most 2 connections,
+    # 4 units) were cancelled, nothing else was asked for
+    assert len(file_requests(http_server)) <= stored + 4 + 1
+    assert temp_files(root) == []
+    units = declared(FILES, http_server)
+    found = trio.run(complete_units, root, db, units)
+    assert all(found.values())  # every unit in the store is complete
+    assert len(found) == committed
+    if db is not None:  # the database had room: every complete unit was committed
+        assert match["db"] is None
+        assert committed == stored
+    verify = run_cli("verify", "--root", root, *where)
+    assert verify.code == 0, verify
+
+    remount(small_disk, "16m")
+    http_server.reset_counters()
+    again = run_cli("sync", url, "--root", root, "--repository", "r", *where)
+    assert again.code == 0, again
+    assert again.err == "", again
+    assert "version 1 created" in again.out
+    # what the stopped run committed was not fetched again
+    assert len(file_requests(http_server)) <= len(FILES) - committed
+    found = trio.run(complete_units, root, db, units)
+    assert len(found) == len(FILES) and all(found.values())
+    assert run_cli("verify", "--root", root, *where).code == 0
+
+
+async def test_creator_run_raises_storage_write_error_itself_after_committing(
+    http_server: FaultServer, small_disk: Path, store_url: str
+) -> None:
+    """The library: the typed error (not a group), raised after the complete units were
+    committed; nothing after the fault was requested; a run with room completes."""
+
+    def unit(name: str, size: int) -> DeclarativeUnit:
+        data = content(name, size)
+        http_server.add_file(f"/lib/{name}", data)
+        art = DeclarativeArtifact(
+            http_server.url(f"/lib/{name}"), name, {"sha256": sha(data)}, len(data)
+        )
+        return DeclarativeUnit("file", (name, sha(data)), {"relative_path": name}, [art])
+
+    before = [unit(f"before{i}", 50 * KB) for i in range(5)]
+    big = unit("big", 3000 * KB)
+    after = [unit(f"after{i}", 50 * KB) for i in range(5)]
+    units = [*before, big, *after]
+    async with (
+        open_store(store_url, root=small_disk / "root") as store,
+        triofetch.Downloader(connections=1, retries=0) as dl,
+    ):
+        assert store.storage is not None
+        # one unit at a time: the order of events is the input's
+        creator = triofetch.ContentUnitCreator(store, dl, units_in_flight=1)
+        with pytest.raises(StorageWriteError) as caught:
+            await creator.run(units, repository="r")
+        error = caught.value
+        assert type(error) is StorageWriteError
+        assert error.errno == errno.ENOSPC and error.full
+        assert error.path == str(store.storage.temp_dir)
+        assert isinstance(error.__cause__, OSError)
+        assert error.__cause__.errno == errno.ENOSPC
+        assert str(error) == f"no space left on device under {store.storage.temp_dir}"
+        assert error.database_error is None
+        report = error.report
+        assert report is not None
+        assert (report.units_new, report.artifacts_downloaded, report.version) == (5, 5, None)
+        requested = {r.path for r in http_server.requests}
+        assert not any(p.startswith("/lib/after") for p in requested), requested
+        found = await check_invariants(store, units, on_demand_ok=False)
+        assert set(found) == {UnitKey(u.type, u.natural_key) for u in before}
+        assert await store.latest_version("r") is None  # no version: the run did not finish
+
+        remount(small_disk, "16m")
+        report = await triofetch.ContentUnitCreator(store, dl).run(units, repository="r")
+        assert report.ok and report.created
+        assert (report.units_existing, report.units_new) == (5, 6)
+        found = await check_invariants(store, units, on_demand_ok=False)
+        assert len(found) == len(units) and all(found.values())
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def test_export_on_a_full_disk_says_what_it_wrote_and_leaves_no_temp_file(
+    http_server: FaultServer, small_disk: Path, tmp_path: Path
+) -> None:
+    files = {f"d/f{i}.bin": content(f"e{i}", 300 * KB) for i in range(10)}
+    url = publish(http_server, files)
+    root = tmp_path / "root"
+    assert run_cli("sync", url, "--root", root, "--repository", "r").code == 0
+    dest = small_disk / "dest"
+    result = run_cli("export", "--root", root, "--repository", "r", dest)
+    assert result.code == 1, result
+    message = one_error_line(result.err)
+    match = re.fullmatch(
+        r"wrote (\d+) of 10 files to "
+        + re.escape(str(dest))
+        + r" before the disk filled \(no space left on device\); no PULP_MANIFEST written: "
+        r"free some space and run the export again",
+        message,
+    )
+    assert match, message
+    written = int(match[1])
+    assert 0 < written < 10
+    on_disk = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert len(on_disk) == written, sorted(on_disk)  # no temp file, no manifest
+    for path, data in on_disk.items():
+        assert files[path] == data
+
+    remount(small_disk, "16m")
+    again = run_cli("export", "--root", root, "--repository", "r", dest)
+    assert again.code == 0, again
+    lines = (dest / "PULP_MANIFEST").read_text().splitlines()
+    assert sorted(lines) == sorted(manifest_of(files).decode().splitlines())
+    on_disk = {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
+    assert on_disk == {*files, "PULP_MANIFEST"}
