@@ -182,8 +182,9 @@ class _Flight:
 
 _RECENT = 16384  # adopted artifacts remembered across slices (sha256 → record)
 #: unit keys a run remembers to find duplicates, in two generations of this many each (a
-#: 64-bit hash of the key → one of the content: about 120 bytes each, 16 MiB at most)
-_KEYS_REMEMBERED = 65536
+#: 64-bit hash of the key → one of the content: about 120 bytes each, 2 MiB at most, so that
+#: memory stays bounded by the slices: see benchmarks/README.md, "stream")
+_KEYS_REMEMBERED = 8192
 _COMMIT_GATHER = 0.05  # seconds the committer waits for more complete units
 
 
