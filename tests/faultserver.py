@@ -635,9 +635,7 @@ class FaultServer:
         counts it as for any resource."""
         self._add(
             path,
-            _Resource(
-                _ENDLESS, None, b"", dict(headers or {}), False, deque(faults), make=make
-            ),
+            _Resource(_ENDLESS, None, b"", dict(headers or {}), False, deque(faults), make=make),
         )
 
     def add_faults(self, path: str, faults: Iterable[Fault]) -> None:
