@@ -31,7 +31,9 @@ def synthetic(n: int) -> Iterator[triofetch.DeclarativeUnit]:
         art = triofetch.DeclarativeArtifact(
             f"http://127.0.0.1:9/{name}", name, {"sha256": sha}, 1024
         )
-        yield triofetch.DeclarativeUnit("file", (name, sha), {"size": 1024}, [art])
+        yield triofetch.DeclarativeUnit(
+            "file", (name, sha), {"relative_path": name, "size": 1024}, [art]
+        )
 
 
 def from_job(path: str) -> Iterator[triofetch.DeclarativeUnit]:
@@ -39,7 +41,9 @@ def from_job(path: str) -> Iterator[triofetch.DeclarativeUnit]:
         job = json.load(fh)
     for url, name, size, sha in job["files"]:
         art = triofetch.DeclarativeArtifact(url, name, {"sha256": sha}, size)
-        yield triofetch.DeclarativeUnit("file", (name, sha), {"size": size}, [art])
+        yield triofetch.DeclarativeUnit(
+            "file", (name, sha), {"relative_path": name, "size": size}, [art]
+        )
 
 
 def vm_hwm_kib() -> int:
