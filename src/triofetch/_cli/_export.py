@@ -24,6 +24,7 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,7 +33,7 @@ import trio
 
 from .._creator import ContentUnitCreator
 from .._downloader import Downloader
-from .._errors import InvalidInput, ManifestError, StoreError
+from .._errors import InvalidInput, ManifestError, StorageWriteError, StoreError
 from .._manifest import MANIFEST_NAME, manifest_base_url, parse_pulp_manifest
 from .._storage import ArtifactStorage
 from .._store import open_store
@@ -40,6 +41,7 @@ from ._common import (
     EXIT_FAILED,
     EXIT_OK,
     CLIError,
+    Interrupted,
     absolute_path,
     existing_store,
     resolve_root,
@@ -60,6 +62,11 @@ class ExportReport:
     copied: int = 0
     unchanged: int = 0
     errors: list[str] = field(default_factory=list)
+    #: stopped by a signal before the last file; no PULP_MANIFEST was written
+    interrupted: bool = False
+    #: stopped by a full (or read-only, or failing) disk: the files before it were
+    #: written, no PULP_MANIFEST
+    disk_error: OSError | None = None
 
     @property
     def written(self) -> int:
@@ -144,13 +151,13 @@ def _place(src: Path, name: str, dir_fd: int, report: ExportReport) -> None:
     temp = _temp_name()
     linked = True
     try:
-        os.link(src, temp, dst_dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno not in _LINK_FALLBACK:
-            raise
-        linked = False
-        _copy(src, temp, dir_fd)
-    try:
+        try:
+            os.link(src, temp, dst_dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno not in _LINK_FALLBACK:
+                raise
+            linked = False
+            _copy(src, temp, dir_fd)  # a full disk: the part copied is removed below
         os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -280,12 +287,19 @@ def _is_manifest(path: str) -> bool:
 
 
 def export_files(
-    storage: ArtifactStorage, rows: list[FileRow], dest: Path, *, checked: bool = False
+    storage: ArtifactStorage,
+    rows: list[FileRow],
+    dest: Path,
+    *,
+    checked: bool = False,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> ExportReport:
     """Write *rows* (downloaded files) and their PULP_MANIFEST under *dest*.
 
     Raises :class:`Unexportable`, having written nothing, when the rows are not one file per
     path or a manifest cannot list them (:func:`unexportable`; *checked*: the caller did).
+    *stopped* is asked before each file: once it says so, the export ends there, without a
+    manifest (``report.interrupted``).
     """
     if not checked:
         problems = unexportable(rows, dest)
@@ -298,6 +312,9 @@ def export_files(
     done: list[FileRow] = []
     try:
         for row in rows:
+            if stopped():
+                report.interrupted = True
+                break
             assert row.sha256 is not None
             *parents, name = row.relative_path.split("/")
             try:
@@ -305,14 +322,32 @@ def export_files(
                 _place(storage.path_for(row.sha256), name, fd, report)
             except OSError as exc:
                 dirs.close()
+                if StorageWriteError.matches(exc):  # a full disk: every next file fails too
+                    report.disk_error = exc
+                    break
                 report.errors.append(f"{row.relative_path}: {exc.strerror or exc}")
                 continue
             done.append(row)
         dirs.close()
-        _write_manifest(dest_fd, done)
+        if not report.interrupted and report.disk_error is None:
+            try:
+                _write_manifest(dest_fd, done)
+            except OSError as exc:
+                if not StorageWriteError.matches(exc):
+                    raise
+                report.disk_error = exc
     finally:
         os.close(dest_fd)
     return report
+
+
+def _cancel_requested() -> bool:
+    """In a worker thread: whether the task waiting for it was cancelled (Ctrl-C, SIGTERM)."""
+    try:
+        trio.from_thread.check_cancelled()
+    except trio.Cancelled:
+        return True
+    return False
 
 
 #: why a file of an on-demand unit is not exported with --no-fetch
@@ -328,12 +363,19 @@ class _Fetched:
 
 
 async def _fetch(
-    root: Path, db: str | None, repository: str, number: int, rows: list[FileRow]
+    root: Path,
+    db: str | None,
+    repository: str,
+    number: int,
+    rows: list[FileRow],
+    connect_timeout: float | None = None,
 ) -> _Fetched:
     """Fetch and store the files of the version's on-demand units, all or nothing per unit;
     the rows again, as the store has them now.  The only time export writes to the store."""
     try:
-        async with open_store(db, root=root, create=False) as store:
+        async with open_store(
+            db, root=root, create=False, connect_timeout=connect_timeout
+        ) as store:
             storage = store.storage
             assert storage is not None
             async with store.lease():
@@ -358,10 +400,27 @@ async def _fetch(
     return _Fetched(file_rows(units), failed, report.units_new)
 
 
+def _stopped_by_disk(report: ExportReport, total: int, dest: Path) -> str:
+    """The one line for an export a full (read-only, failing) disk stopped: what it wrote."""
+    assert report.disk_error is not None
+    error = StorageWriteError(report.disk_error, dest)
+    what = "the disk filled" if error.full else "a write failed"
+    if error.full:
+        hint = "free some space and run the export again"
+    elif error.errno == errno.EROFS:
+        hint = "make it writable and run the export again"
+    else:
+        hint = "check the disk, then run the export again"
+    return (
+        f"wrote {report.written} of {total} files to {dest} before {what} ({error.reason}); "
+        f"no {MANIFEST_NAME} written: {hint}"
+    )
+
+
 async def export_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
     dest = absolute_path(args.dest)
-    async with existing_store(root, args.db) as store:
+    async with existing_store(root, args.db, connect_timeout=args.db_connect_timeout) as store:
         storage = store.storage
         assert storage is not None
         number = await select_version(store, args.repository, args.version)
@@ -384,7 +443,9 @@ async def export_command(args: argparse.Namespace) -> int:
         if args.no_fetch:
             failed = {r.unit_id: NOT_FETCHED for r in rows if not r.downloaded}
         else:
-            result = await _fetch(root, args.db, args.repository, number, rows)
+            result = await _fetch(
+                root, args.db, args.repository, number, rows, args.db_connect_timeout
+            )
             rows, failed, fetched = result.rows, result.failed, result.units
     errors: list[str] = []
     todo: list[FileRow] = []
@@ -397,13 +458,20 @@ async def export_command(args: argparse.Namespace) -> int:
             todo.append(row)
     try:
         report = await trio.to_thread.run_sync(
-            partial(export_files, storage, todo, dest, checked=True)
+            partial(export_files, storage, todo, dest, checked=True, stopped=_cancel_requested)
         )
     except OSError as exc:
         raise CLIError(f"cannot export to {dest}: {exc.strerror or exc}") from None
+    if report.interrupted:
+        raise Interrupted(
+            f"after {report.written} files of {args.repository!r} version {number} written "
+            f"to {dest}, no {MANIFEST_NAME} yet: run the export again to finish"
+        )
     errors.extend(report.errors)
     for error in errors:
         warn(f"not exported: {error}")
+    if report.disk_error is not None:
+        raise CLIError(_stopped_by_disk(report, len(todo), dest), EXIT_FAILED)
     how = []
     if report.linked:
         how.append(f"{report.linked} hard links")

@@ -82,7 +82,9 @@ async def select_version(store: Store, repository: str, version: int | None) -> 
 
 async def list_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
-    async with existing_store(root, args.db, storage=False) as store:
+    async with existing_store(
+        root, args.db, storage=False, connect_timeout=args.db_connect_timeout
+    ) as store:
         number = await select_version(store, args.repository, args.version)
         units = [] if number is None else await store.list_units(args.repository, number)
     rows = file_rows(units)
@@ -121,7 +123,7 @@ _PAGE = 5000
 
 async def verify_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
-    async with existing_store(root, args.db) as store:
+    async with existing_store(root, args.db, connect_timeout=args.db_connect_timeout) as store:
         storage = store.storage
         assert storage is not None
         # Both ways: every recorded artifact must have its file, of its size and content

@@ -31,7 +31,9 @@ def _numbers(numbers: Sequence[int]) -> str:
 
 async def versions_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
-    async with existing_store(root, args.db, storage=False) as store:
+    async with existing_store(
+        root, args.db, storage=False, connect_timeout=args.db_connect_timeout
+    ) as store:
         try:
             found = await store.versions(args.repository)
         except RepositoryNotFound:
@@ -60,7 +62,9 @@ def prune_json(report: PruneReport) -> dict[str, Any]:
 
 async def prune_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
-    async with existing_store(root, args.db, readonly=False) as store:
+    async with existing_store(
+        root, args.db, readonly=False, connect_timeout=args.db_connect_timeout
+    ) as store:
         try:
             report = await store.prune(args.repository, args.keep)
         except RepositoryNotFound:
@@ -95,7 +99,9 @@ def _count(n: int, what: str) -> str:
 
 async def gc_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
-    async with existing_store(root, args.db, readonly=False) as store:
+    async with existing_store(
+        root, args.db, readonly=False, connect_timeout=args.db_connect_timeout
+    ) as store:
         report = await store.collect_garbage(wait=args.wait)
     if args.json:
         emit_json(gc_json(report))

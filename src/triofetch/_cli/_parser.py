@@ -15,7 +15,8 @@ absent.  Run 'triofetch demo' to see it work, 'triofetch COMMAND --help' for a c
 EXIT_CODES = """\
 exit status: 0 done; 1 some files/units failed (listed on stderr), the rest is kept;
 2 usage error, unreachable or malformed manifest, store that cannot be opened;
-130 interrupted (Ctrl-C): what was committed stays, nothing half-written."""
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM): what was committed stays, nothing
+half-written; 141 stdout closed by its reader (| head); 70 internal error (a bug)."""
 
 
 def _positive(text: str) -> int:
@@ -35,6 +36,24 @@ def _non_negative(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds >= 0 (finite)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
     return value
 
 
@@ -79,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="database URL instead of the SQLite file under --root (postgresql://...)",
     )
+    store.add_argument(
+        "--db-connect-timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="give up on a PostgreSQL server that does not answer within about SECONDS "
+        "(default 10; a refused connection fails at once)",
+    )
 
     # the options of the commands that download (sync, repair)
     fetching = argparse.ArgumentParser(add_help=False)
@@ -101,6 +127,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="trust this CA bundle (PEM) for https instead of the system's; "
         "SSL_CERT_FILE / SSL_CERT_DIR are honoured otherwise",
+    )
+    # time bounds (see docs/downloader.rst, "Time bounds"); not given: the Downloader's
+    # defaults, which the help texts name
+    fetching.add_argument(
+        "--speed-limit",
+        type=_non_negative,
+        metavar="BYTES",
+        help="a file arriving slower than BYTES/s on average over --speed-time fails "
+        "(retried); 0: no lowest speed (default 1000)",
+    )
+    fetching.add_argument(
+        "--speed-time",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="the window of --speed-limit (default 30)",
+    )
+    fetching.add_argument(
+        "--max-time",
+        type=_seconds,
+        metavar="SECONDS",
+        help="each file may take at most SECONDS, retries included; 0: no limit (default 0)",
+    )
+    fetching.add_argument(
+        "--max-retry-after",
+        type=_seconds,
+        metavar="SECONDS",
+        help="wait at most SECONDS when a server asks to retry later (Retry-After); 0: "
+        "ignore Retry-After and back off as usual (default 60)",
     )
 
     parser = argparse.ArgumentParser(
@@ -154,7 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--mirror",
         action="store_true",
         help="the new version holds exactly the manifest's files (default: it keeps the "
-        "previous version's files as well)",
+        "previous version's files as well); an empty manifest is refused",
+    )
+    sync.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="with --mirror, accept a manifest listing no file (an empty version)",
     )
     sync.add_argument(
         "--transport",
@@ -169,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="after the sync, keep only the N latest complete versions of the repository "
         "(older ones are deleted; their files stay until 'triofetch gc')",
+    )
+    sync.add_argument(
+        "--ignore-free-space",
+        action="store_true",
+        help="download even when the files not stored yet need more than the free space "
+        "under --root (by default such a sync is refused before downloading, exit 2)",
     )
     sync.add_argument("--json", action="store_true", help="print one JSON object at the end")
     sync.add_argument(

@@ -20,7 +20,7 @@ from ._common import (
     resolve_root,
     warn,
 )
-from ._sync import _cleanup_on_exit, _verify_option
+from ._sync import _cleanup_on_exit, _verify_option, time_bounds
 
 __all__ = ["repair_command", "report_json"]
 
@@ -47,7 +47,9 @@ def _transport() -> Literal["trio", "httpx"]:
 async def repair_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
     verify = _verify_option(args.ca_cert)
-    async with existing_store(root, args.db, readonly=False) as store:
+    async with existing_store(
+        root, args.db, readonly=False, connect_timeout=args.db_connect_timeout
+    ) as store:
         storage = store.storage
         assert storage is not None
         removed = await storage.cleanup_temp()
@@ -58,6 +60,7 @@ async def repair_command(args: argparse.Namespace) -> int:
             retries=args.retries,
             verify=verify,
             transport=_transport(),
+            **time_bounds(args),
         ) as downloader:
             with _cleanup_on_exit(storage.temp_dir):
                 try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
+import shutil
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +24,7 @@ from .._errors import (
     InvalidInput,
     ManifestError,
     NotAStore,
+    StorageWriteError,
     StoreError,
     StoreNotFound,
     UnitFailed,
@@ -35,13 +38,14 @@ from .._manifest import (
     local_source,
     split_source,
 )
-from .._store import ReplacedUnit, open_store
+from .._store import ReplacedUnit, Store, open_store
 from .._tempfiles import temp_file_pid
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
     CLIError,
     check_new_root,
+    damaged_database,
     describe_db,
     emit_json,
     human_bytes,
@@ -85,6 +89,20 @@ def _verify_option(ca_cert: str | None) -> bool | str:
     if not path.exists():
         raise CLIError(f"--ca-cert {ca_cert}: no such file or directory")
     return str(path.absolute())
+
+
+def time_bounds(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``Downloader`` options of the time-bound flags given (``--max-time 0``: none)."""
+    given = {
+        "speed_limit": args.speed_limit,
+        "speed_time": args.speed_time,
+        "max_time": args.max_time,
+        "max_retry_after": args.max_retry_after,
+    }
+    options = {name: value for name, value in given.items() if value is not None}
+    if options.get("max_time") == 0:
+        options["max_time"] = None
+    return options
 
 
 def report_json(report: CreateReport) -> dict[str, Any]:
@@ -166,6 +184,61 @@ async def _nothing() -> AsyncIterator[None]:
     yield
 
 
+#: sha256s looked up in the store at once when counting what is not stored yet
+_LOOKUP = 1000
+
+
+async def _bytes_not_stored(index: RepositoryIndex, store: Store) -> int:
+    """The bytes of the manifest's distinct contents the store does not hold yet."""
+    # Keys of 8 bytes of the sha256: a set of a million is some 60 MB, not the 200 MB of
+    # the hex strings; a collision (2^-64) would only count one file less.
+    counted: set[int] = set()
+    total = 0
+    batch: dict[str, int] = {}
+
+    async def flush() -> int:
+        found = await store.find_artifacts(sorted(batch))
+        missing = 0
+        for sha, size in batch.items():
+            if sha not in found:
+                missing += size
+                counted.add(int(sha[:16], 16))
+        batch.clear()
+        return missing
+
+    for unit in index.units():
+        for art in unit.artifacts:
+            if art.size is None:
+                continue  # unknown: nothing to count (a PULP_MANIFEST gives every size)
+            if art.sha256 is None:
+                total += art.size
+            elif int(art.sha256[:16], 16) not in counted and art.sha256 not in batch:
+                batch[art.sha256] = art.size
+                if len(batch) >= _LOOKUP:
+                    total += await flush()
+    if batch:
+        total += await flush()
+    return total
+
+
+async def check_free_space(index: RepositoryIndex, store: Store, root: Path) -> None:
+    """Refuse (exit 2) a sync whose files not stored yet need more than the free space.
+
+    The manifest's total is compared first (no query when it fits); only when it does not
+    are the contents the store already holds looked up and left out.
+    """
+    free = (await trio.to_thread.run_sync(shutil.disk_usage, root)).free
+    if (index.total_size or 0) <= free:
+        return
+    needed = await _bytes_not_stored(index, store)
+    log.info("%s not stored yet, %s free under %s", human_bytes(needed), human_bytes(free), root)
+    if needed > free:
+        raise CLIError(
+            f"the manifest's files not stored yet need {human_bytes(needed)}, only "
+            f"{human_bytes(free)} is free under {root} (--ignore-free-space to try anyway)"
+        )
+
+
 async def run_sync(
     *,
     source: str,
@@ -183,9 +256,16 @@ async def run_sync(
     transport: str = "auto",
     console: Console | None = None,
     announce: bool = False,
+    db_connect_timeout: float | None = None,
+    allow_empty: bool = False,
+    ignore_free_space: bool = False,
+    bounds: Mapping[str, Any] | None = None,
     max_manifest_size: int | None = None,
 ) -> tuple[RepositoryIndex, CreateReport]:
-    """One sync, with bars on *console* when given; the CLI's and the demo's."""
+    """One sync, with bars on *console* when given; the CLI's and the demo's.
+
+    *bounds* are more ``Downloader`` options: the time bounds (see :func:`time_bounds`).
+    """
     url, auth = resolve_source(source)
     verify = _verify_option(ca_cert)
     if not repository:
@@ -197,12 +277,20 @@ async def run_sync(
         verify=verify,
         auth=auth,
         transport=pick_transport(transport, url),
+        **(bounds or {}),
     ) as downloader:
         log.info("reading the manifest at %s", url)
         # (parsed as it streams, into memory: nothing is written before it is valid)
         reader = PulpManifestReader(max_size=max_manifest_size or DEFAULT_MAX_MANIFEST_SIZE)
         index = await reader.read(url, downloader)
         log.info("%d files, %s, in the manifest", len(index), human_bytes(index.total_size or 0))
+        if mirror and not len(index) and not allow_empty:
+            # most likely a publisher's mistake or a truncated file: mirroring it would make
+            # a version without a single file
+            raise CLIError(
+                f"the manifest at {redact_url(url)} lists no file: with --mirror the new "
+                "version would be empty (--allow-empty to make it anyway)"
+            )
         if announce:
             print(
                 f"syncing {len(index)} files ({human_bytes(index.total_size or 0)}) "
@@ -217,7 +305,7 @@ async def run_sync(
             raise CLIError(f"cannot create --root {root}: {exc.strerror}") from None
         log.info("opening the store %s", describe_db(db, root))
         try:
-            opened = await open_store(db, root=root)
+            opened = await open_store(db, root=root, connect_timeout=db_connect_timeout)
         except (StoreNotFound, NotAStore) as exc:
             raise store_error(exc, root, db) from None
         except (StoreError, InvalidInput) as exc:
@@ -228,6 +316,8 @@ async def run_sync(
             removed = await storage.cleanup_temp()
             if removed:
                 log.info("removed %d temp files left by stopped processes", len(removed))
+            if policy != "on_demand" and not ignore_free_space:
+                await check_free_space(index, store, storage.root)
             tracker = SyncTracker(index)
             creator = ContentUnitCreator(
                 store,
@@ -246,6 +336,26 @@ async def run_sync(
                 if pruned.deleted:
                     log.info("pruned versions %s of %r", list(pruned.deleted), repository)
     return index, report
+
+
+def storage_write_message(exc: StorageWriteError) -> str:
+    """The one line for a sync stopped by a full (or read-only, or failing) disk."""
+    text = str(exc)
+    if exc.report is not None:
+        report = exc.report
+        text += f": {report.artifacts_downloaded} files stored, {report.units_new} committed"
+    if exc.database_error is not None:
+        # (the database is on the full disk too)
+        text += (
+            f"; committing failed too ({exc.database_error}), rolled back: the store is consistent"
+        )
+    if exc.full:
+        hint = "free some space and run the command again"
+    elif exc.errno == errno.EROFS:
+        hint = "make it writable and run the command again"
+    else:
+        hint = "check the disk, then run the command again"
+    return f"{text}; {hint}"
 
 
 def print_failures(report: CreateReport) -> None:
@@ -315,13 +425,22 @@ async def sync_command(args: argparse.Namespace) -> int:
             transport=args.transport,
             console=console,
             announce=not tty and not args.json,
+            db_connect_timeout=args.db_connect_timeout,
+            allow_empty=args.allow_empty,
+            ignore_free_space=args.ignore_free_space,
+            bounds=time_bounds(args),
             max_manifest_size=args.max_manifest_size,
         )
     except ManifestError as exc:
         raise CLIError(str(exc)) from None
     except InvalidInput as exc:
         raise CLIError(str(exc)) from None
+    except StorageWriteError as exc:
+        raise CLIError(storage_write_message(exc), EXIT_FAILED) from None
     except StoreError as exc:
+        if damaged_database(exc):
+            where = describe_db(args.db, resolve_root(args.root))
+            raise CLIError(f"the store {where} is damaged: {exc}") from None
         raise CLIError(f"store: {exc}", EXIT_FAILED) from None
     print_failures(report)
     if not args.json:
