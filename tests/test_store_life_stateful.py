@@ -175,7 +175,7 @@ def make_machine(server: FaultServer, new_url: Callable[[Path], str]) -> type:
                 if how == "truncate":
                     stored.write_bytes(body[: len(body) // 2])
                 else:
-                    stored.write_bytes(bytes(b ^ 0xFF for b in body))
+                    stored.write_bytes(b"\xff" * len(body))  # same size, never the content
             if how == "flip" and self.damaged.get(sha) != "size":
                 self.damaged[sha] = "bytes"
             else:
