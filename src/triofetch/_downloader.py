@@ -657,6 +657,17 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
+def _raise_for_status(response: Response) -> None:
+    """HTTPStatusError for an answer other than 2xx (with its Retry-After, if any)."""
+    if not 200 <= response.status_code < 300:
+        raise HTTPStatusError(
+            response.status_code,
+            url=response.url,
+            reason=response.reason,
+            retry_after=_retry_after(response.headers.get("retry-after")),
+        )
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     if not value:
@@ -1179,13 +1190,7 @@ class Downloader:
             async with transport.stream(url, headers) as response:
                 if response.status_code == 401 and may_refresh:
                     return False
-                if not 200 <= response.status_code < 300:
-                    raise HTTPStatusError(
-                        response.status_code,
-                        url=response.url,
-                        reason=response.reason,
-                        retry_after=_retry_after(response.headers.get("retry-after")),
-                    )
+                _raise_for_status(response)
                 phase = "read"
                 since = trio.current_time()
                 scope.deadline = min(hard, since + read_timeout)
@@ -1392,13 +1397,7 @@ class Downloader:
                 async with stream as response:
                     if response.status_code == 401 and may_refresh:
                         return None
-                    if not 200 <= response.status_code < 300:
-                        raise HTTPStatusError(
-                            response.status_code,
-                            url=response.url,
-                            reason=response.reason,
-                            retry_after=_retry_after(response.headers.get("retry-after")),
-                        )
+                    _raise_for_status(response)
                     phase = "read"
                     sink = _Sink(plan.temp_dir + new_temp_name(), plan, response.url)
                     result = self._whole(response, plan, sink) or await self._receive(
