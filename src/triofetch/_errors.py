@@ -288,7 +288,6 @@ class StorageWriteError(StoreError):
         errno: the OS error number (compare with :data:`errno.ENOSPC`...).
         path: the directory the write went to: the storage's temp area (a download's temp
             file) or its ``artifacts`` directory (adopting a file).
-        full: True for a full disk or quota (``ENOSPC``, ``EDQUOT``): freeing space helps.
         report: the run's :class:`~triofetch.CreateReport` so far (units committed, files
             stored), set by ``ContentUnitCreator.run``; None elsewhere.
         database_error: when the database could not record the complete units either (it
