@@ -259,3 +259,17 @@ def test_noop_sync_reports_the_version_holding_the_content(
     assert "None" not in again.out + again.err
     data = json.loads(run_cli("sync", url, "--root", root, "--repository", "r", "--json").out)
     assert (data["version"], data["created"]) == (1, False)
+
+
+def test_repository_key_names_are_public() -> None:
+    for name in (
+        "RepositoryKey",
+        "RepositoryKeyConflict",
+        "ReplacedUnit",
+        "Placement",
+        "DEFAULT_REPOSITORY_KEYS",
+    ):
+        assert name in triofetch.__all__
+        assert getattr(triofetch, name) is not None
+    assert triofetch.DEFAULT_REPOSITORY_KEYS["file"] == RepositoryKey("relative_path", path=True)
+    assert issubclass(triofetch.RepositoryKeyConflict, triofetch.StoreError)

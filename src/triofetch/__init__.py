@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # for type checkers, every name of __all__ (from triofetch._a
 
 __all__ = [
     "DEFAULT_MAX_MANIFEST_SIZE",
+    "DEFAULT_REPOSITORY_KEYS",
     "PULP_ALGORITHMS",
     "ArtifactConflict",
     "ArtifactMismatch",
@@ -53,6 +54,7 @@ __all__ = [
     "NewUnit",
     "NewUnitArtifact",
     "NotAStore",
+    "Placement",
     "Policy",
     "PruneReport",
     "PulpManifest",
@@ -60,7 +62,10 @@ __all__ = [
     "RemoteArtifact",
     "RepairReport",
     "RepairedFile",
+    "ReplacedUnit",
     "RepositoryIndex",
+    "RepositoryKey",
+    "RepositoryKeyConflict",
     "RepositoryNotFound",
     "RepositoryReader",
     "Response",

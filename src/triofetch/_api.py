@@ -65,6 +65,7 @@ from ._storage import (
     VerifyReport,
 )
 from ._store import (
+    DEFAULT_REPOSITORY_KEYS,
     ArtifactConflict,
     ArtifactRecord,
     CommitReport,
@@ -72,8 +73,12 @@ from ._store import (
     MissingArtifact,
     NewUnit,
     NewUnitArtifact,
+    Placement,
     PruneReport,
     RemoteArtifact,
+    ReplacedUnit,
+    RepositoryKey,
+    RepositoryKeyConflict,
     RepositoryNotFound,
     Store,
     StoreBusy,
