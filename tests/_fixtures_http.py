@@ -1,12 +1,14 @@
 """HTTP fixtures: a real loopback server with fault injection (see tests/faultserver.py).
 
 Plain synchronous fixtures: the server runs in its own threads, so they serve synchronous
-tests and Trio tests alike.
+tests and Trio tests alike.  ``transport`` parametrizes a test over the HTTP transports
+(asks marked ``asks``); ``temp_dir`` is a fresh directory for downloads' temp files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +31,17 @@ def http_server_module() -> Iterator[FaultServer]:
     """
     with FaultServer() as server:
         yield server
+
+
+@pytest.fixture(params=["httpx", "trio", pytest.param("asks", marks=pytest.mark.asks)])
+def transport(request: pytest.FixtureRequest) -> str:
+    """The name of each HTTP transport in turn."""
+    return str(request.param)
+
+
+@pytest.fixture
+def temp_dir(tmp_path: Path) -> Path:
+    """An empty directory for the temp files of downloads."""
+    d = tmp_path / "tmp"
+    d.mkdir()
+    return d

@@ -27,11 +27,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture(params=["httpx", "trio", pytest.param("asks", marks=pytest.mark.asks)])
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def dirs(tmp_path: Path) -> tuple[Path, Path]:
     temp, out = tmp_path / "tmp", tmp_path / "out"

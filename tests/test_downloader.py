@@ -30,18 +30,6 @@ DATA = os.urandom(200_000)
 SHA256 = hashlib.sha256(DATA).hexdigest()
 
 
-@pytest.fixture(params=["httpx", "trio", pytest.param("asks", marks=pytest.mark.asks)])
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def temp_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "tmp"
-    d.mkdir()
-    return d
-
-
 def leftovers(temp_dir: Path) -> list[str]:
     return sorted(p.name for p in temp_dir.iterdir())
 

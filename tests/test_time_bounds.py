@@ -36,18 +36,6 @@ TRICKLE = Slow(delay=0.05, chunk=1)
 RULE: dict[str, Any] = {"speed_limit": 1000, "speed_time": 1.0}
 
 
-@pytest.fixture(params=["httpx", "trio", pytest.param("asks", marks=pytest.mark.asks)])
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def temp_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "tmp"
-    d.mkdir()
-    return d
-
-
 def leftovers(directory: Path) -> list[Path]:
     return sorted(directory.iterdir())
 

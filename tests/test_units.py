@@ -45,13 +45,6 @@ def make_units(
     return units
 
 
-@pytest.fixture
-def temp_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "tmp"
-    d.mkdir()
-    return d
-
-
 def names(d: Path) -> set[str]:
     return {p.name for p in d.iterdir()}
 
