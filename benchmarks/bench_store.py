@@ -35,7 +35,7 @@ from typing import Any
 
 import trio
 
-from triofetch._store import ArtifactRecord, NewUnit, NewUnitArtifact, RemoteArtifact, open_store
+from triofetch.store import ArtifactRecord, NewUnit, NewUnitArtifact, RemoteArtifact, open_store
 
 try:
     from benchmarks._common import busy_cpu_seconds, print_table

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import trio
 
 import triofetch
-from triofetch._store import open_store
+from triofetch.store import open_store
 
 
 def synthetic(n: int) -> Iterator[triofetch.DeclarativeUnit]:

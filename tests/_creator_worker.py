@@ -12,7 +12,7 @@ import sys
 import trio
 
 import triofetch
-from triofetch._store import open_store
+from triofetch.store import open_store
 
 
 async def main(spec: dict[str, object]) -> dict[str, object]:

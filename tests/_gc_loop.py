@@ -15,7 +15,7 @@ import time
 import trio
 
 from triofetch import StoreBusy
-from triofetch._store import open_store
+from triofetch.store import open_store
 
 
 async def main(db: str, root: str, stop: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 import triofetch
-from triofetch._store import Store, open_store
+from triofetch.store import Store, open_store
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import trio
 
 from triofetch import DeclarativeUnit
-from triofetch._store import Store, UnitKey
+from triofetch.store import Store, UnitKey
 
 
 async def check_invariants(

@@ -18,8 +18,8 @@ import time
 
 import trio
 
-from triofetch._storage import ArtifactStorage
-from triofetch._store import ArtifactRecord, NewUnit, NewUnitArtifact, RemoteArtifact, open_store
+from triofetch.storage import ArtifactStorage
+from triofetch.store import ArtifactRecord, NewUnit, NewUnitArtifact, RemoteArtifact, open_store
 
 #: Distinct contents: units i and i + CONTENTS share their artifact.
 CONTENTS = 700

@@ -16,19 +16,19 @@ import trio
 
 from tests._cli_helpers import self_signed_cert
 from tests.faultserver import FaultServer, Hang, Redirect, Reset, Slow, Status, Truncate
-from triofetch._errors import (
+from triofetch.errors import (
     ConnectionFailed,
     InvalidInput,
     InvalidURL,
     TooManyRedirects,
     TruncatedBody,
 )
-from triofetch._transports import Transport, TransportOptions
+from triofetch.transports import Transport, TransportOptions
 
 pytest.importorskip("asks")
 
-from triofetch._transports import _asks
-from triofetch._transports._asks import AsksTransport
+from triofetch.transports import _asks
+from triofetch.transports._asks import AsksTransport
 
 pytestmark = pytest.mark.asks
 

@@ -27,9 +27,9 @@ from tests._cli_helpers import _AS_IN_A_TERMINAL, cli_env, manifest_of, publish,
 from tests._invariants import check_invariants
 from tests.faultserver import FaultServer, Slow
 from triofetch import DeclarativeArtifact, DeclarativeUnit, Downloader, PulpManifestReader
-from triofetch._declarative import check_relative_path
-from triofetch._manifest import manifest_base_url, parse_pulp_manifest
-from triofetch._store import ArtifactRecord, RemoteArtifact, open_store
+from triofetch.declarative import check_relative_path
+from triofetch.manifest import manifest_base_url, parse_pulp_manifest
+from triofetch.store import ArtifactRecord, RemoteArtifact, open_store
 
 FILES = {"a.txt": b"alpha\n", "dir/b.txt": b"bravo\n"}
 MAX_SIZE = 2**63 - 1
@@ -300,7 +300,7 @@ async def test_a_cancel_scope_stops_an_endless_manifest(
 
 
 async def test_reader_limit_and_its_argument(http_server: FaultServer) -> None:
-    from triofetch._manifest import DEFAULT_MAX_MANIFEST_SIZE
+    from triofetch.manifest import DEFAULT_MAX_MANIFEST_SIZE
 
     http_server.add_generator("/e/PULP_MANIFEST", endless_lines)
     url = publish(http_server, FILES)

@@ -133,7 +133,7 @@ def test_unknown_repository_and_missing_store_exit_2(tmp_path: Path) -> None:
 
 _HOLDER = """
 import sys, trio
-from triofetch._store import open_store
+from triofetch.store import open_store
 
 async def main():
     async with open_store(root=sys.argv[1]) as store, store.lease():

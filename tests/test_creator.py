@@ -13,7 +13,7 @@ import triofetch
 from tests._invariants import check_invariants
 from tests.faultserver import FaultServer, Slow, Status, WrongBytes
 from triofetch import DeclarativeArtifact, DeclarativeUnit
-from triofetch._store import Store, UnitKey, open_store
+from triofetch.store import Store, UnitKey, open_store
 
 
 def content(name: str, size: int = 1500) -> bytes:

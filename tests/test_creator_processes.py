@@ -14,7 +14,7 @@ import trio
 from tests._invariants import check_invariants
 from tests.faultserver import FaultServer, Slow
 from triofetch import DeclarativeArtifact, DeclarativeUnit
-from triofetch._store import open_store
+from triofetch.store import open_store
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 

@@ -24,7 +24,7 @@ import triofetch
 from tests._invariants import check_invariants
 from tests.faultserver import FaultServer, Status, WrongBytes
 from triofetch import DeclarativeArtifact, DeclarativeUnit
-from triofetch._store import UnitKey, open_store
+from triofetch.store import UnitKey, open_store
 
 POOL = [hashlib.sha256(str(i).encode()).digest() * (20 + 13 * i) for i in range(8)]
 _run_ids = itertools.count()

@@ -26,7 +26,7 @@ from tests._cli_helpers import file_requests, manifest_of, publish, run_cli
 from tests._invariants import check_invariants
 from tests.faultserver import FaultServer
 from triofetch import DeclarativeArtifact, DeclarativeUnit, StorageWriteError
-from triofetch._store import UnitKey, open_store
+from triofetch.store import UnitKey, open_store
 
 KB = 1000
 

@@ -35,8 +35,8 @@ from triofetch import (
 )
 from triofetch._cli._export import NOT_FETCHED, Unexportable, export_files, unexportable
 from triofetch._cli._inspect import FileRow
-from triofetch._manifest import local_source, manifest_base_url, parse_pulp_manifest
-from triofetch._storage import ArtifactStorage
+from triofetch.manifest import local_source, manifest_base_url, parse_pulp_manifest
+from triofetch.storage import ArtifactStorage
 
 #: paths that are awkward for a manifest line, a URL and a file system
 AWKWARD = {

@@ -28,7 +28,7 @@ import triofetch
 from tests.faultserver import FaultServer, Slow
 from tests.pgserver import PostgresServer
 from triofetch import DeclarativeArtifact, DeclarativeUnit, StoreBusy
-from triofetch._store import Store, open_store
+from triofetch.store import Store, open_store
 
 PATHS = [f"p{i}.bin" for i in range(6)]
 #: content 0..2 per path; content 3 is "new" (never in v1/v2), served slowly

@@ -9,7 +9,7 @@ import pytest
 
 import triofetch
 from tests.faultserver import FaultServer, Status
-from triofetch._manifest import (
+from triofetch.manifest import (
     PulpManifestReader,
     RepositoryIndex,
     RepositoryReader,
@@ -25,7 +25,7 @@ SHA_B = hashlib.sha256(b"b").hexdigest()
 BASE = "http://example.invalid/repo/"
 
 
-def parse(text: str | bytes) -> triofetch._manifest.PulpManifest:
+def parse(text: str | bytes) -> triofetch.manifest.PulpManifest:
     data = text.encode() if isinstance(text, str) else text
     return parse_pulp_manifest(data.splitlines(keepends=True), base_url=BASE, source="M")
 

@@ -34,8 +34,8 @@ from triofetch import (
     StoreError,
     StoreNotFound,
 )
-from triofetch._errors import redact_url
-from triofetch._store import SCHEMA_VERSION, ArtifactRecord, NewUnit, NewUnitArtifact, open_store
+from triofetch.errors import redact_url
+from triofetch.store import SCHEMA_VERSION, ArtifactRecord, NewUnit, NewUnitArtifact, open_store
 
 FILES = {"a.txt": b"alpha\n", "dir/b.bin": b"b" * 3000, "c.txt": b"gamma\n"}
 DB = "triofetch.sqlite3"

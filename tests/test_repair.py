@@ -19,7 +19,7 @@ import triofetch
 from tests._cli_helpers import publish, run_cli
 from tests.faultserver import FaultServer, Slow, WrongBytes
 from triofetch import DeclarativeArtifact, DeclarativeUnit
-from triofetch._store import (
+from triofetch.store import (
     ArtifactRecord,
     NewUnit,
     NewUnitArtifact,

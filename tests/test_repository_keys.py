@@ -18,7 +18,7 @@ from tests._cli_helpers import publish, run_cli
 from tests.faultserver import FaultServer
 from tests.test_creator import content, file_unit
 from tests.test_store import record
-from triofetch._store import (
+from triofetch.store import (
     NewUnit,
     NewUnitArtifact,
     RemoteArtifact,

@@ -16,8 +16,8 @@ import trio.testing
 
 from tests.test_store import counts, file_unit, raw
 from triofetch import GCReport, InvalidInput, PruneReport, StoreBusy, VersionInfo
-from triofetch._store import NewUnit, RepositoryNotFound, Store, VersionHandle, open_store
-from triofetch._store._retention import acquire_lease, release_lease
+from triofetch.store import NewUnit, RepositoryNotFound, Store, VersionHandle, open_store
+from triofetch.store._retention import acquire_lease, release_lease
 
 
 @pytest.fixture
@@ -321,7 +321,7 @@ async def test_a_lease_ends_with_its_block_even_on_error(store: Store) -> None:
 
 _HOLDER = """
 import sys, trio
-from triofetch._store import open_store
+from triofetch.store import open_store
 
 async def main():
     async with open_store(sys.argv[1]) as store, store.lease():

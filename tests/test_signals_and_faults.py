@@ -551,7 +551,7 @@ def test_public_names_load_lazily() -> None:
         triofetch.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
     probe = (
         "import sys, triofetch; "
-        "print(sorted(set(sys.modules) & {'trio', 'triofetch._api', 'triofetch._store'}))"
+        "print(sorted(set(sys.modules) & {'trio', 'triofetch._api', 'triofetch.store'}))"
     )
     bare = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert bare.stdout == "[]\n"

@@ -19,8 +19,8 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from triofetch import _downloader
-from triofetch._downloader import _Plan, _Sink, _SmallFiles
+from triofetch.downloader import _core as _downloader
+from triofetch.downloader._core import _Plan, _Sink, _SmallFiles
 
 
 def plan(tmp: Path, body: bytes, destination: Path | None = None) -> _Plan:

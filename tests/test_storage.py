@@ -15,8 +15,8 @@ import trio
 import trio.lowlevel
 
 from triofetch import InvalidDigest, InvalidInput
-from triofetch._storage import ArtifactMismatch, ArtifactMissing, ArtifactStorage
 from triofetch._tempfiles import new_temp_path
+from triofetch.storage import ArtifactMismatch, ArtifactMissing, ArtifactStorage
 
 
 def sha(data: bytes) -> str:

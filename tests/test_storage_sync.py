@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import triofetch
-from triofetch import _storage
+from triofetch import storage as _storage
 
 
 def temp_file(storage: triofetch.ArtifactStorage, data: bytes) -> Path:

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from triofetch import InvalidDigest, InvalidInput, InvalidUnit, SchemaVersionError, StoreError
-from triofetch._store import (
+from triofetch.store import (
     SCHEMA_VERSION,
     ArtifactConflict,
     ArtifactRecord,
@@ -151,7 +151,7 @@ async def test_unreachable_postgres_is_a_store_error() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    from triofetch._store import _postgres
+    from triofetch.store import _postgres
 
     url = f"postgresql://u:secret@127.0.0.1:{port}/x?connect_timeout=2"
     backend = _postgres.PostgresBackend(url, 1, timeout=1)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_store import counts, file_unit, record, unit_rows
-from triofetch._store import NewUnit, Store, UnitKey, open_store
+from triofetch.store import NewUnit, Store, UnitKey, open_store
 
 STEPS = ["artifacts", "units", "version", "unit_artifacts", "remote_artifacts", "fill", "commit"]
 _examples = itertools.count()

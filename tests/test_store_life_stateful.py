@@ -34,7 +34,7 @@ from tests._cli_helpers import run_cli
 from tests.faultserver import FaultServer
 from tests.pgserver import PostgresServer
 from triofetch import DeclarativeArtifact, DeclarativeUnit
-from triofetch._store import Store, open_store
+from triofetch.store import Store, open_store
 
 PATHS = ["a", "b", "d", "d/x", "d/y"]
 _ids = itertools.count()

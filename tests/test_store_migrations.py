@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from triofetch._store import (
+from triofetch.store import (
     SCHEMA_VERSION,
     ArtifactRecord,
     NewUnit,
@@ -27,7 +27,7 @@ from triofetch._store import (
     _types,
     open_store,
 )
-from triofetch._store._schema import SQLITE_MIGRATIONS, sha256_prefix, unit_key_hash
+from triofetch.store._schema import SQLITE_MIGRATIONS, sha256_prefix, unit_key_hash
 
 from .test_store import file_unit, raw, record
 

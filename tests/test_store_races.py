@@ -17,8 +17,8 @@ import trio
 
 from tests._store_worker import CONTENTS, content
 from tests.test_store import counts, raw
-from triofetch._storage import ArtifactStorage
-from triofetch._store import open_store
+from triofetch.storage import ArtifactStorage
+from triofetch.store import open_store
 
 WORKER = Path(__file__).with_name("_store_worker.py")
 

@@ -17,7 +17,7 @@ import triofetch
 from tests._cli_helpers import file_requests, publish, run_cli
 from tests.faultserver import FaultServer
 from tests.test_creator import file_unit
-from triofetch._store import open_store
+from triofetch.store import open_store
 
 FILES = {"a.txt": b"alpha" * 100, "dir/b.txt": b"beta" * 50, "c.txt": b"gamma"}
 

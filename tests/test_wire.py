@@ -14,7 +14,12 @@ import trio
 import trio.testing
 
 import triofetch
-from triofetch._transports._wire import ProtocolError, _parse_head, encode_headers, request_line
+from triofetch.transports._trio._wire import (
+    ProtocolError,
+    _parse_head,
+    encode_headers,
+    request_line,
+)
 
 
 async def fetch(
@@ -218,7 +223,7 @@ async def test_plain_socket_keeps_the_loop_fair() -> None:
     """A socket that always has data must not keep its reader from yielding."""
     import socket
 
-    from triofetch._transports._wire import PlainSocket
+    from triofetch.transports._trio._wire import PlainSocket
 
     a, b = socket.socketpair()
     b.setblocking(False)
@@ -255,7 +260,7 @@ async def test_plain_socket_keeps_the_loop_fair() -> None:
 async def test_plain_socket_close_wakes_a_waiting_reader() -> None:
     import socket
 
-    from triofetch._transports._wire import PlainSocket
+    from triofetch.transports._trio._wire import PlainSocket
 
     a, b = socket.socketpair()
     reader = PlainSocket(a)
@@ -280,7 +285,7 @@ async def test_plain_socket_close_wakes_a_waiting_reader() -> None:
 async def test_plain_socket_readable_when_the_peer_closes() -> None:
     import socket
 
-    from triofetch._transports._wire import PlainSocket
+    from triofetch.transports._trio._wire import PlainSocket
 
     a, b = socket.socketpair()
     sock = PlainSocket(a)
@@ -309,8 +314,8 @@ async def test_plain_socket_readable_when_the_peer_closes() -> None:
 )
 def test_url_fast_path_agrees_with_urlsplit(url: str) -> None:
     """The regex split of plain URLs gives what the urlsplit path gives."""
-    from triofetch._transports._native import TrioTransport
-    from triofetch._transports.base import TransportOptions
+    from triofetch.transports._base import TransportOptions
+    from triofetch.transports._trio._transport import TrioTransport
 
     transport = TrioTransport(TransportOptions())
     first = transport._parse(url)  # urlsplit (the origin is not known yet)

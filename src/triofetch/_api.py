@@ -7,7 +7,9 @@ name is imported here and listed in ``__all__`` there.
 
 # ruff: noqa: F401
 
-from ._creator import (
+from ._digests import PULP_ALGORITHMS
+from .blocking import fetch
+from .creator import (
     ContentUnitCreator,
     CreateReport,
     CreatorEvent,
@@ -15,10 +17,9 @@ from ._creator import (
     Policy,
     UnitFailure,
 )
-from ._declarative import DeclarativeArtifact, DeclarativeUnit
-from ._digests import PULP_ALGORITHMS
-from ._downloader import Downloader, DownloadResult, TokenProvider
-from ._errors import (
+from .declarative import DeclarativeArtifact, DeclarativeUnit
+from .downloader import Downloader, DownloadResult, TokenProvider
+from .errors import (
     ConnectionFailed,
     DestinationError,
     DigestMismatch,
@@ -44,8 +45,7 @@ from ._errors import (
     UnsupportedAlgorithm,
     WrongContext,
 )
-from ._fetch import fetch
-from ._manifest import (
+from .manifest import (
     DEFAULT_MAX_MANIFEST_SIZE,
     ManifestEntry,
     PulpManifest,
@@ -55,8 +55,8 @@ from ._manifest import (
     parse_pulp_manifest,
     read_manifest,
 )
-from ._repair import RepairedFile, RepairReport, UnrepairableFile, repair
-from ._storage import (
+from .repairing import RepairedFile, RepairReport, UnrepairableFile, repair
+from .storage import (
     ArtifactMismatch,
     ArtifactMissing,
     ArtifactStorage,
@@ -64,7 +64,7 @@ from ._storage import (
     StoredArtifact,
     VerifyReport,
 )
-from ._store import (
+from .store import (
     DEFAULT_REPOSITORY_KEYS,
     ArtifactConflict,
     ArtifactRecord,
@@ -90,8 +90,8 @@ from ._store import (
     VersionNotWritable,
     open_store,
 )
-from ._transports import Response, Transport, TransportOptions
-from ._units import (
+from .transports import Response, Transport, TransportOptions
+from .units import (
     DownloadedUnit,
     FailedUnit,
     UnitDownloader,

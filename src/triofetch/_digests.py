@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._errors import InvalidDigest, InvalidInput, UnsupportedAlgorithm
+from .errors import InvalidDigest, InvalidInput, UnsupportedAlgorithm
 
 __all__ = [
     "DEFAULT_ALGORITHM",

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from .. import _startup
-from .._errors import TriofetchError
+from ..errors import TriofetchError
 from ._common import EXIT_FAILED, EXIT_USAGE, CLIError, Interrupted, warn
 from ._parser import build_parser
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import _startup
-from .._errors import InvalidInput, NotAStore, StoreError, StoreNotFound, redact_url
-from .._store import DEFAULT_DATABASE_NAME, Store, open_store
+from ..errors import InvalidInput, NotAStore, StoreError, StoreNotFound, redact_url
+from ..store import DEFAULT_DATABASE_NAME, Store, open_store
 
 __all__ = [
     "EXIT_FAILED",

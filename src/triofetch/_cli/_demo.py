@@ -26,8 +26,8 @@ from typing import Any
 import trio
 from rich.console import Console
 
-from .._manifest import MANIFEST_NAME
-from .._store import open_store
+from ..manifest import MANIFEST_NAME
+from ..store import open_store
 from ._common import EXIT_FAILED, EXIT_OK, human_bytes
 from ._export import export_files
 from ._inspect import file_rows

@@ -31,12 +31,12 @@ from pathlib import Path
 
 import trio
 
-from .._creator import ContentUnitCreator
-from .._downloader import Downloader
-from .._errors import InvalidInput, ManifestError, StorageWriteError, StoreError
-from .._manifest import MANIFEST_NAME, manifest_base_url, parse_pulp_manifest
-from .._storage import ArtifactStorage
-from .._store import open_store
+from ..creator import ContentUnitCreator
+from ..downloader import Downloader
+from ..errors import InvalidInput, ManifestError, StorageWriteError, StoreError
+from ..manifest import MANIFEST_NAME, manifest_base_url, parse_pulp_manifest
+from ..storage import ArtifactStorage
+from ..store import open_store
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from .._store import RepositoryNotFound, Store, UnitInfo, VersionNotFound
+from ..store import RepositoryNotFound, Store, UnitInfo, VersionNotFound
 from ._common import EXIT_FAILED, EXIT_OK, CLIError, emit_json, existing_store, resolve_root, warn
 
 __all__ = [

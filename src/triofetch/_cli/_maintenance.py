@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .._store import GCReport, PruneReport, RepositoryNotFound, VersionInfo
+from ..store import GCReport, PruneReport, RepositoryNotFound, VersionInfo
 from ._common import EXIT_OK, CLIError, emit_json, existing_store, human_bytes, resolve_root, warn
 
 __all__ = ["gc_command", "prune_command", "versions_command"]

@@ -20,8 +20,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from .._creator import ContentUnitCreator, CreatorEvent
-from .._manifest import RepositoryIndex
+from ..creator import ContentUnitCreator, CreatorEvent
+from ..manifest import RepositoryIndex
 
 __all__ = ["SyncTracker", "progress_bars"]
 

@@ -6,10 +6,10 @@ import argparse
 import urllib.request
 from typing import Any, Literal
 
-from .._downloader import Downloader
-from .._errors import InvalidInput
-from .._repair import RepairReport, repair
-from .._store import RepositoryNotFound
+from ..downloader import Downloader
+from ..errors import InvalidInput
+from ..repairing import RepairReport, repair
+from ..store import RepositoryNotFound
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,

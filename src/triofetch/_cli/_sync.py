@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 import trio
 from rich.console import Console
 
-from .._creator import ContentUnitCreator, CreateReport
-from .._downloader import Downloader
-from .._errors import (
+from .._tempfiles import temp_file_pid
+from ..creator import ContentUnitCreator, CreateReport
+from ..downloader import Downloader
+from ..errors import (
     InvalidInput,
     ManifestError,
     NotAStore,
@@ -30,7 +31,7 @@ from .._errors import (
     UnitFailed,
     redact_url,
 )
-from .._manifest import (
+from ..manifest import (
     DEFAULT_MAX_MANIFEST_SIZE,
     PulpManifestReader,
     RepositoryIndex,
@@ -38,8 +39,7 @@ from .._manifest import (
     local_source,
     split_source,
 )
-from .._store import ReplacedUnit, Store, open_store
-from .._tempfiles import temp_file_pid
+from ..store import ReplacedUnit, Store, open_store
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,

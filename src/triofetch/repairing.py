@@ -18,11 +18,11 @@ from pathlib import Path
 
 import trio
 
-from ._downloader import Downloader
-from ._errors import InvalidInput, TriofetchError
-from ._manifest import describe_error
-from ._storage import ArtifactStorage
-from ._store import Store
+from .downloader import Downloader
+from .errors import InvalidInput, TriofetchError
+from .manifest import describe_error
+from .storage import ArtifactStorage
+from .store import Store
 
 __all__ = ["RepairReport", "RepairedFile", "UnrepairableFile", "repair"]
 

@@ -35,10 +35,10 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import trio
 
-from ._declarative import DeclarativeArtifact, DeclarativeUnit, check_relative_path
-from ._downloader import Downloader
-from ._errors import DownloadError, InvalidInput, InvalidUnit, ManifestError, redact_url
-from ._store._types import MAX_KEY_BYTES, MAX_PATH_BYTES, MAX_URL_BYTES, check_size
+from .declarative import DeclarativeArtifact, DeclarativeUnit, check_relative_path
+from .downloader import Downloader
+from .errors import DownloadError, InvalidInput, InvalidUnit, ManifestError, redact_url
+from .store._types import MAX_KEY_BYTES, MAX_PATH_BYTES, MAX_URL_BYTES, check_size
 
 __all__ = [
     "DEFAULT_MAX_MANIFEST_SIZE",
@@ -320,7 +320,7 @@ class _ManifestParser:
 
 
 class _ManifestStream:
-    """A :class:`~triofetch._downloader.BodyConsumer`: the body cut into lines and parsed as
+    """A :class:`~triofetch.downloader._core.BodyConsumer`: the body cut into lines and parsed as
     it arrives, at most *max_size* bytes of it, a checkpoint every
     ``_LINES_PER_CHECKPOINT`` lines (so a cancel scope or Ctrl-C stops it at once)."""
 

@@ -24,7 +24,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool
 
-from .._errors import NotAStore, StoreError, StoreNotFound, redact_url
+from ..errors import NotAStore, StoreError, StoreNotFound, redact_url
 from ._base import Backend
 from ._retention import LeaseHandle
 from ._schema import POSTGRES_MIGRATIONS, check_readable, migrate

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from .._errors import InvalidInput
+from ..errors import InvalidInput
 
 __all__ = ["Response", "Transport", "TransportOptions", "describe_failure", "make_ssl_context"]
 

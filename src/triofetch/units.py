@@ -11,10 +11,10 @@ from typing import Any, Self
 
 import trio
 
-from ._declarative import DeclarativeArtifact, DeclarativeUnit
-from ._downloader import Downloader, DownloadResult
-from ._errors import InvalidInput, TriofetchError, UnitFailed, WrongContext
 from ._groups import collapse_single, first_error
+from .declarative import DeclarativeArtifact, DeclarativeUnit
+from .downloader import Downloader, DownloadResult
+from .errors import InvalidInput, TriofetchError, UnitFailed, WrongContext
 
 __all__ = [
     "DownloadedUnit",

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import trio
 
-from ._digests import (
+from .._digests import (
     DEFAULT_ALGORITHM,
     MultiHasher,
     hash_constructor,
@@ -32,7 +32,11 @@ from ._digests import (
     resolve_algorithms,
     update_all,
 )
-from ._errors import (
+from .._groups import collapse_single
+from .._tempfiles import new_temp_name
+from .._version import __version__
+from .._watch import Watch, Watchdog
+from ..errors import (
     DestinationError,
     DigestMismatch,
     DownloadError,
@@ -42,11 +46,7 @@ from ._errors import (
     InvalidURL,
     SizeMismatch,
 )
-from ._groups import collapse_single
-from ._tempfiles import new_temp_name
-from ._transports.base import Response, Transport, TransportOptions, make_ssl_context
-from ._version import __version__
-from ._watch import Watch, Watchdog
+from ..transports._base import Response, Transport, TransportOptions, make_ssl_context
 
 __all__ = ["BodyConsumer", "DownloadResult", "Downloader", "TokenProvider"]
 
@@ -898,19 +898,19 @@ class Downloader:
     async def __aenter__(self) -> Self:
         if self._transport is not None:
             raise RuntimeError("this Downloader is already open")
-        from ._transports._file import FileTransport
+        from ..transports._file import FileTransport
 
         choice = self._transport_choice
         if choice == "httpx":
-            from ._transports._httpx import HttpxTransport
+            from ..transports._httpx import HttpxTransport
 
             self._transport = HttpxTransport(self._options)
         elif choice == "trio":
-            from ._transports._native import TrioTransport
+            from ..transports._trio import TrioTransport
 
             self._transport = TrioTransport(self._options)
         elif choice == "asks":
-            from ._transports._asks import AsksTransport
+            from ..transports._asks import AsksTransport
 
             self._transport = AsksTransport(self._options)
         else:  # a Transport (checked in __init__)

@@ -34,7 +34,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import trio
 
-from .._errors import (
+from ..errors import (
     ConnectionFailed,
     InvalidInput,
     InvalidURL,
@@ -42,7 +42,7 @@ from .._errors import (
     TruncatedBody,
     redact_url,
 )
-from .base import Response, TransportOptions, make_ssl_context
+from ._base import Response, TransportOptions, make_ssl_context
 
 __all__ = ["AsksTransport"]
 

@@ -1,5 +1,5 @@
 """Transports: how bytes are fetched.  The downloader knows only :class:`Transport`."""
 
-from .base import Response, Transport, TransportOptions, make_ssl_context
+from ._base import Response, Transport, TransportOptions, make_ssl_context
 
 __all__ = ["Response", "Transport", "TransportOptions", "make_ssl_context"]

@@ -22,9 +22,10 @@ from typing import Literal
 
 import trio
 
-from ._declarative import DeclarativeArtifact, DeclarativeUnit
-from ._downloader import Downloader
-from ._errors import (
+from .._groups import collapse_single, first_error
+from ..declarative import DeclarativeArtifact, DeclarativeUnit
+from ..downloader import Downloader
+from ..errors import (
     DownloadError,
     InvalidInput,
     InvalidUnit,
@@ -33,8 +34,7 @@ from ._errors import (
     TriofetchError,
     UnitFailed,
 )
-from ._groups import collapse_single, first_error
-from ._store import (
+from ..store import (
     ArtifactRecord,
     MissingArtifact,
     NewUnit,
@@ -46,7 +46,7 @@ from ._store import (
     UnitKey,
     VersionHandle,
 )
-from ._units import aiter_units
+from ..units import aiter_units
 
 __all__ = [
     "ContentUnitCreator",

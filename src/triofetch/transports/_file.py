@@ -13,8 +13,8 @@ from urllib.parse import unquote, urlsplit
 
 import trio
 
-from .._errors import ConnectionFailed, InvalidURL
-from .base import Response
+from ..errors import ConnectionFailed, InvalidURL
+from ._base import Response
 
 __all__ = ["FileTransport", "file_url_path"]
 

@@ -24,8 +24,8 @@ from typing import Any, Literal, TypeVar
 
 import trio
 
-from .._errors import InvalidInput, InvalidUnit, StoreError
-from .._storage import ArtifactStorage
+from ..errors import InvalidInput, InvalidUnit, StoreError
+from ..storage import ArtifactStorage
 from ._retention import (
     GCReport,
     LeaseHandle,

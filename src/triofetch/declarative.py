@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._digests import normalize_digests
-from ._errors import InvalidUnit
-from ._store._types import MAX_PATH_BYTES, MAX_SEGMENT_BYTES, check_size, make_key
+from .errors import InvalidUnit
+from .store._types import MAX_PATH_BYTES, MAX_SEGMENT_BYTES, check_size, make_key
 
 __all__ = ["DeclarativeArtifact", "DeclarativeUnit", "check_relative_path"]
 

@@ -34,15 +34,15 @@ from typing import IO, TYPE_CHECKING, Protocol
 import trio
 
 from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests
-from ._errors import InvalidDigest, InvalidInput, StorageWriteError, StoreError
 from ._tempfiles import new_temp_path, temp_file_pid
+from .errors import InvalidDigest, InvalidInput, StorageWriteError, StoreError
 
 if TYPE_CHECKING:
     from io import BufferedReader
 
     from trio._file_io import AsyncIOWrapper
 
-    from ._store._types import ArtifactRecord
+    from .store._types import ArtifactRecord
 
 __all__ = [
     "ArtifactMismatch",
@@ -95,7 +95,7 @@ class StoredArtifact:
     @property
     def record(self) -> ArtifactRecord:
         """This artifact as the store records it."""
-        from ._store._types import ArtifactRecord
+        from .store._types import ArtifactRecord
 
         return ArtifactRecord(self.sha256, self.size, self.digests)
 

@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._errors import InvalidInput, StoreError
+from ..errors import InvalidInput, StoreError
 from ._types import RepositoryNotFound
 
 if TYPE_CHECKING:
-    from .._storage import ArtifactStorage
+    from ..storage import ArtifactStorage
     from ._base import Backend
 
 try:

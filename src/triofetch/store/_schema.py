@@ -62,7 +62,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-from .._errors import SchemaVersionError, StoreError
+from ..errors import SchemaVersionError, StoreError
 
 __all__ = [
     "POSTGRES_MIGRATIONS",

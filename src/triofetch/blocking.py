@@ -8,8 +8,8 @@ from typing import Any
 
 import trio
 
-from ._downloader import Downloader, DownloadResult
-from ._errors import WrongContext
+from .downloader import Downloader, DownloadResult
+from .errors import WrongContext
 
 __all__ = ["fetch"]
 

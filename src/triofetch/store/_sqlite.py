@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .._errors import NotAStore, StoreError, StoreNotFound
+from ..errors import NotAStore, StoreError, StoreNotFound
 from ._base import Backend
 from ._retention import FileLease
 from ._schema import SQLITE_MIGRATIONS, check_readable, migrate, sha256_prefix, unit_key_hash

@@ -21,8 +21,8 @@ from typing import Any
 
 import trio
 
-from .._errors import InvalidInput, StoreError, redact_url
-from .._storage import ArtifactStorage
+from ..errors import InvalidInput, StoreError, redact_url
+from ..storage import ArtifactStorage
 from ._base import Backend, Placement, Store
 from ._retention import GCReport, PruneReport, StoreBusy, VersionInfo
 from ._schema import SCHEMA_VERSION

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 from .._digests import DEFAULT_ALGORITHM, normalize_digests
-from .._errors import InvalidDigest, InvalidInput, InvalidUnit, StoreError
+from ..errors import InvalidDigest, InvalidInput, InvalidUnit, StoreError
 from ._schema import unit_key_hash
 
 __all__ = [

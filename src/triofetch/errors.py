@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
-    from ._creator import CreateReport
+    from .creator._creator import CreateReport
 
 __all__ = [
     "ConnectionFailed",

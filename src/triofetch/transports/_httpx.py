@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from .._errors import ConnectionFailed, InvalidURL, TooManyRedirects, TruncatedBody
-from .base import Response, TransportOptions, describe_failure, make_ssl_context
+from ..errors import ConnectionFailed, InvalidURL, TooManyRedirects, TruncatedBody
+from ._base import Response, TransportOptions, describe_failure, make_ssl_context
 
 __all__ = ["HttpxTransport"]
 

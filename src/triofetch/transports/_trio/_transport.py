@@ -23,16 +23,16 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import trio
 
-from .._errors import (
+from ..._watch import Watch
+from ...errors import (
     ConnectionFailed,
     InvalidInput,
     InvalidURL,
     TooManyRedirects,
     TruncatedBody,
 )
-from .._watch import Watch
+from .._base import Response, TransportOptions, describe_failure, make_ssl_context
 from ._wire import Head, PlainSocket, ProtocolError, Truncated, Wire, encode_headers, request_line
-from .base import Response, TransportOptions, describe_failure, make_ssl_context
 
 __all__ = ["TrioTransport"]
 
