@@ -9,50 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._digests import normalize_digests
+from ._model import check_relative_path, check_size, make_key
 from .errors import InvalidUnit
-from .store._types import MAX_PATH_BYTES, MAX_SEGMENT_BYTES, check_size, make_key
 
 __all__ = ["DeclarativeArtifact", "DeclarativeUnit", "check_relative_path"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def check_relative_path(path: object) -> str:
-    """Return *path* if it is a safe relative path, else raise :class:`InvalidUnit`.
-
-    Safe: a non-empty str, relative (no leading ``/``), no ``..`` or ``.`` or empty
-    segment, no NUL, no backslash, no control characters, at most ``MAX_PATH_BYTES`` (2048)
-    bytes of UTF-8 in all and ``MAX_SEGMENT_BYTES`` (255, the file systems' limit on a name)
-    in each segment.
-    """
-    if not isinstance(path, str) or not path:
-        raise InvalidUnit(f"relative path must be a non-empty string, got {path!r}")
-    if "\x00" in path:
-        raise InvalidUnit(f"unsafe relative path {path!r}: contains NUL")
-    if "\\" in path:
-        raise InvalidUnit(f"unsafe relative path {path!r}: contains a backslash")
-    if path.startswith("/"):
-        raise InvalidUnit(f"unsafe relative path {path!r}: absolute")
-    if _CONTROL.search(path):
-        raise InvalidUnit(f"unsafe relative path {path!r}: contains a control character")
-    size = len(path.encode("utf-8", "surrogatepass"))
-    if size > MAX_PATH_BYTES:
-        raise InvalidUnit(
-            f"relative path too long: {size} bytes, at most {MAX_PATH_BYTES}: {path[:60]!r}..."
-        )
-    for segment in path.split("/"):
-        if segment == "..":
-            raise InvalidUnit(f"unsafe relative path {path!r}: '..' segment")
-        if segment in ("", "."):
-            raise InvalidUnit(f"unsafe relative path {path!r}: empty or '.' segment")
-        if len(segment) * 4 > MAX_SEGMENT_BYTES:  # (else short enough in any encoding)
-            length = len(segment.encode("utf-8", "surrogatepass"))
-            if length > MAX_SEGMENT_BYTES:
-                raise InvalidUnit(
-                    f"relative path segment too long: {length} bytes, at most "
-                    f"{MAX_SEGMENT_BYTES} (a file system's limit on a name): {segment[:60]!r}..."
-                )
-    return path
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      │    ├── VersionNotFound          (also a LookupError)
      │    ├── VersionNotWritable       a complete version is immutable
      │    ├── ArtifactConflict         one sha256 recorded with two sizes
+     │    ├── RepositoryKeyConflict    two units added at one repository key
      │    ├── StoreBusy                gc gave up waiting for running writers: waited
      │    ├── StorageWriteError        a full disk, a quota, a read-only or failing file system
      │    │                            under the root: errno, path, report (OSError as cause)
@@ -35,8 +36,8 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      ├── UnitFailed                    unit_key, cause
      └── WrongContext                  fetch() called inside a Trio run
 
-The store and storage errors are defined beside the code that raises them
-(``_store/_types.py``, ``_storage.py``) and exported from :mod:`triofetch` like the rest.
+Every one of them is defined here (and exported from :mod:`triofetch` as well); this module
+imports nothing of triofetch but the URL helpers, so every layer can raise them.
 Messages say what was expected and what came.  Credentials in URLs never appear in a
 message: URLs are passed through :func:`redact_url` first.
 """
@@ -46,13 +47,26 @@ from __future__ import annotations
 import errno as _errno
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .creator._creator import CreateReport
+from ._urls import redact_url
+
+
+class _Keyed(Protocol):
+    """What an error needs of a unit key (:class:`triofetch.UnitKey`, defined above this)."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def natural_key(self) -> tuple[str, ...]: ...
+
 
 __all__ = [
+    "ArtifactConflict",
+    "ArtifactMismatch",
+    "ArtifactMissing",
     "ConnectionFailed",
     "DestinationError",
     "DigestMismatch",
@@ -65,9 +79,12 @@ __all__ = [
     "InvalidUnit",
     "ManifestError",
     "NotAStore",
+    "RepositoryKeyConflict",
+    "RepositoryNotFound",
     "SchemaVersionError",
     "SizeMismatch",
     "StorageWriteError",
+    "StoreBusy",
     "StoreError",
     "StoreNotFound",
     "TooManyRedirects",
@@ -76,21 +93,40 @@ __all__ = [
     "TruncatedBody",
     "UnitFailed",
     "UnsupportedAlgorithm",
+    "VersionNotFound",
+    "VersionNotWritable",
     "WrongContext",
+    "describe_error",
+    "error_chain",
     "redact_url",
 ]
 
 
-def redact_url(url: str) -> str:
-    """Return *url* with any user name and password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """*exc* and the errors behind it, nearest first: each one's ``__cause__`` (or else its
+    ``__context__``), stepping into the first error of an exception group; no error twice."""
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, BaseExceptionGroup) and current.exceptions:
+            current = current.exceptions[0]
+            continue
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def describe_error(exc: BaseException) -> str:
+    """``str(exc)``, plus the root cause when it says more (e.g. a TLS verification failure
+    behind a bare "connection failed")."""
+    text = str(exc) or type(exc).__name__
+    root = error_chain(exc)[-1] if not isinstance(exc, BaseExceptionGroup) else exc
+    detail = str(root)
+    if root is not exc and isinstance(root, OSError) and detail and detail not in text:
+        text += f" [{detail}]"
+    return text
 
 
 class TriofetchError(Exception):
@@ -303,7 +339,8 @@ class StorageWriteError(StoreError):
     def __init__(self, error: OSError, path: str | os.PathLike[str]) -> None:
         self.errno = error.errno if error.errno is not None else _errno.EIO
         self.path = os.fspath(path)
-        self.report: CreateReport | None = None
+        #: a :class:`~triofetch.CreateReport` (typed Any: the creator sits above this module)
+        self.report: Any = None
         self.database_error: StoreError | None = None
         reason = os.strerror(self.errno)
         self.reason = reason[:1].lower() + reason[1:]
@@ -353,6 +390,95 @@ class NotAStore(StoreError):
         super().__init__(
             f"{location} is not a triofetch database" + (f" ({reason})" if reason else "")
         )
+
+
+class RepositoryNotFound(StoreError, LookupError):
+    """No repository of that name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no repository named {name!r}")
+
+
+class VersionNotFound(StoreError, LookupError):
+    """No such repository version (never created, or discarded)."""
+
+
+class VersionNotWritable(StoreError):
+    """The repository version is complete: complete versions are immutable."""
+
+
+class ArtifactConflict(StoreError):
+    """The database already holds this sha256 with another size: one of them is wrong."""
+
+    def __init__(self, sha256: str, recorded_size: int, given_size: int) -> None:
+        self.sha256 = sha256
+        self.recorded_size = recorded_size
+        self.given_size = given_size
+        super().__init__(
+            f"artifact {sha256} is recorded with size {recorded_size}, got size {given_size}"
+        )
+
+
+class RepositoryKeyConflict(StoreError):
+    """Two units added to one version have the same repository key (or, for path keys, one
+    is a file where the other needs a directory).
+
+    ``key`` is the unit refused, ``other`` the unit already added at ``repository_key``.
+    """
+
+    def __init__(self, key: _Keyed, repository_key: str, other: _Keyed, *, how: str) -> None:
+        self.key = key
+        self.repository_key = repository_key
+        self.other = other
+        super().__init__(
+            f"unit {key.type} {list(key.natural_key)!r} {how} unit {other.type} "
+            f"{list(other.natural_key)!r} (repository key {repository_key!r}), and both are "
+            "added to the same version: one input cannot hold both"
+        )
+
+
+class ArtifactMismatch(InvalidInput):
+    """What the caller said about a file to adopt is not what the file is.
+
+    ``field`` is ``"sha256"`` or ``"size"``; ``expected`` is what the caller passed and
+    ``actual`` what the download computed (or the size on disk).  The temp file is left in
+    place: it still belongs to the caller.
+    """
+
+    def __init__(self, field: str, expected: object, actual: object, *, path: Path) -> None:
+        self.field = field
+        self.expected = expected
+        self.actual = actual
+        self.path = path
+        super().__init__(f"cannot adopt {path}: {field} expected {expected}, got {actual}")
+
+
+class ArtifactMissing(StoreError, LookupError):
+    """No stored file for this sha256."""
+
+    def __init__(self, sha256: str, path: Path) -> None:
+        self.sha256 = sha256
+        self.path = path
+        super().__init__(f"artifact {sha256} is not in the storage (no file {path})")
+
+
+class StoreBusy(StoreError):
+    """A writer held its lease for longer than the collector would wait: nothing removed.
+
+    ``waited`` is how long the collector waited, in seconds.
+    """
+
+    def __init__(self, waited: float) -> None:
+        self.waited = waited
+        super().__init__(
+            f"a sync (or another writer) is still running after waiting {waited:g} s: "
+            "garbage collection gave up and removed nothing; run it again later, or with a "
+            "longer wait"
+        )
+
+
+# -- the lease ------------------------------------------------------------------------------
 
 
 class UnitFailed(TriofetchError):

@@ -31,14 +31,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import trio
 
+from ._model import MAX_KEY_BYTES, MAX_PATH_BYTES, MAX_URL_BYTES, check_size
+from ._urls import redact_url, split_userinfo
 from .declarative import DeclarativeArtifact, DeclarativeUnit, check_relative_path
 from .downloader import Downloader
-from .errors import DownloadError, InvalidInput, InvalidUnit, ManifestError, redact_url
-from .store._types import MAX_KEY_BYTES, MAX_PATH_BYTES, MAX_URL_BYTES, check_size
+from .errors import DownloadError, InvalidInput, InvalidUnit, ManifestError, describe_error
 
 __all__ = [
     "DEFAULT_MAX_MANIFEST_SIZE",
@@ -48,7 +49,6 @@ __all__ = [
     "PulpManifestReader",
     "RepositoryIndex",
     "RepositoryReader",
-    "describe_error",
     "parse_pulp_manifest",
     "read_manifest",
 ]
@@ -367,29 +367,9 @@ class _ManifestStream:
         return parser.manifest
 
 
-def describe_error(exc: BaseException) -> str:
-    """``str(exc)``, plus the root cause when it says more (e.g. a TLS verification failure
-    behind a bare "connection failed")."""
-    text = str(exc) or type(exc).__name__
-    root: BaseException = exc
-    seen = {id(exc)}
-    while (cause := root.__cause__ or root.__context__) is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        root = cause
-    detail = str(root)
-    if root is not exc and isinstance(root, OSError) and detail and detail not in text:
-        text += f" [{detail}]"
-    return text
-
-
 def split_source(source: str) -> tuple[str, tuple[str, str] | None]:
     """*source* without credentials, and the ``(user, password)`` it carried, if any."""
-    parts = urlsplit(source)
-    if "@" not in parts.netloc:
-        return source, None
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user, _, password = userinfo.partition(":")
-    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
+    return split_userinfo(source)
 
 
 class PulpManifestReader(RepositoryReader):

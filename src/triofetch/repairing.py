@@ -19,8 +19,7 @@ from pathlib import Path
 import trio
 
 from .downloader import Downloader
-from .errors import InvalidInput, TriofetchError
-from .manifest import describe_error
+from .errors import InvalidInput, TriofetchError, describe_error
 from .storage import ArtifactStorage
 from .store import Store
 

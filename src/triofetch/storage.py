@@ -34,15 +34,22 @@ from typing import IO, TYPE_CHECKING, Protocol
 import trio
 
 from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests
+from ._model import ArtifactRecord
 from ._tempfiles import new_temp_path, temp_file_pid
-from .errors import InvalidDigest, InvalidInput, StorageWriteError, StoreError
+from .errors import (
+    ArtifactMismatch,
+    ArtifactMissing,
+    InvalidDigest,
+    InvalidInput,
+    StorageWriteError,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from io import BufferedReader
 
     from trio._file_io import AsyncIOWrapper
 
-    from .store._types import ArtifactRecord
 
 __all__ = [
     "ArtifactMismatch",
@@ -54,31 +61,6 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
-
-
-class ArtifactMismatch(InvalidInput):
-    """What the caller said about a file to adopt is not what the file is.
-
-    ``field`` is ``"sha256"`` or ``"size"``; ``expected`` is what the caller passed and
-    ``actual`` what the download computed (or the size on disk).  The temp file is left in
-    place: it still belongs to the caller.
-    """
-
-    def __init__(self, field: str, expected: object, actual: object, *, path: Path) -> None:
-        self.field = field
-        self.expected = expected
-        self.actual = actual
-        self.path = path
-        super().__init__(f"cannot adopt {path}: {field} expected {expected}, got {actual}")
-
-
-class ArtifactMissing(StoreError, LookupError):
-    """No stored file for this sha256."""
-
-    def __init__(self, sha256: str, path: Path) -> None:
-        self.sha256 = sha256
-        self.path = path
-        super().__init__(f"artifact {sha256} is not in the storage (no file {path})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +77,6 @@ class StoredArtifact:
     @property
     def record(self) -> ArtifactRecord:
         """This artifact as the store records it."""
-        from .store._types import ArtifactRecord
-
         return ArtifactRecord(self.sha256, self.size, self.digests)
 
 

@@ -29,13 +29,13 @@ from ..errors import (
     StoreError,
     StoreNotFound,
     UnitFailed,
+    describe_error,
     redact_url,
 )
 from ..manifest import (
     DEFAULT_MAX_MANIFEST_SIZE,
     PulpManifestReader,
     RepositoryIndex,
-    describe_error,
     local_source,
     split_source,
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import email.utils
@@ -20,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, Self, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import trio
 
@@ -34,6 +33,7 @@ from .._digests import (
 )
 from .._groups import collapse_single
 from .._tempfiles import new_temp_name
+from .._urls import basic_authorization, split_userinfo
 from .._version import __version__
 from .._watch import Watch, Watchdog
 from ..errors import (
@@ -639,22 +639,11 @@ def _directory(path: str | os.PathLike[str]) -> str:
 
 def _split_credentials(url: str) -> tuple[str, str | None]:
     """The URL without user info, and a Basic ``Authorization`` value when it had some."""
-    if "@" not in url:
-        return url, None
     try:
-        parts = urlsplit(url)
+        bare, userinfo = split_userinfo(url)
     except ValueError as exc:
         raise InvalidURL(f"malformed URL: {exc}", url=url) from None
-    if "@" not in parts.netloc:
-        return url, None
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user, _, password = userinfo.partition(":")
-    return urlunsplit(parts._replace(netloc=host)), _basic(unquote(user), unquote(password))
-
-
-def _basic(user: str, password: str) -> str:
-    raw = f"{user}:{password}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
+    return bare, (basic_authorization(*userinfo) if userinfo else None)
 
 
 def _raise_for_status(response: Response) -> None:
@@ -856,7 +845,7 @@ class Downloader:
         self._temp_dirs: dict[str, str] = {}
         self._headers = {"user-agent": f"triofetch/{__version__}", "accept-encoding": "identity"}
         self._headers.update({k.lower(): v for k, v in (headers or {}).items()})
-        self._basic = _basic(*auth) if auth is not None else None
+        self._basic = basic_authorization(*auth) if auth is not None else None
         self._tokens = _Tokens(token_provider) if token_provider is not None else None
         self._interval = 1.0 / rate_limit if rate_limit else 0.0
         self._next_slot = -math.inf

@@ -21,7 +21,9 @@ from typing import Any
 
 import trio
 
-from ..errors import InvalidInput, StoreError, redact_url
+from .._public import publish
+from .._urls import redact_url
+from ..errors import InvalidInput, StoreError
 from ..storage import ArtifactStorage
 from ._base import Backend, Placement, Store
 from ._retention import GCReport, PruneReport, StoreBusy, VersionInfo
@@ -290,3 +292,6 @@ def open_store(
         bool(readonly),
         float(connect_timeout),
     )
+
+
+publish(__name__, globals())

@@ -24,7 +24,17 @@ from typing import Any, Literal, TypeVar
 
 import trio
 
-from ..errors import InvalidInput, InvalidUnit, StoreError
+from .._model import ArtifactRecord, UnitKey, coerce_key, key_json
+from ..errors import (
+    ArtifactConflict,
+    InvalidInput,
+    InvalidUnit,
+    RepositoryKeyConflict,
+    RepositoryNotFound,
+    StoreError,
+    VersionNotFound,
+    VersionNotWritable,
+)
 from ..storage import ArtifactStorage
 from ._retention import (
     GCReport,
@@ -43,8 +53,6 @@ from ._retention import versions as _versions
 from ._schema import unit_key_hash
 from ._types import (
     DEFAULT_REPOSITORY_KEYS,
-    ArtifactConflict,
-    ArtifactRecord,
     CommitReport,
     MissingArtifact,
     NewUnit,
@@ -52,17 +60,10 @@ from ._types import (
     RemoteArtifact,
     ReplacedUnit,
     RepositoryKey,
-    RepositoryKeyConflict,
-    RepositoryNotFound,
     UnitInfo,
-    UnitKey,
     UnitOutcome,
     VersionHandle,
-    VersionNotFound,
-    VersionNotWritable,
     check_unit_body,
-    coerce_key,
-    key_json,
     listed,
     load_json,
 )

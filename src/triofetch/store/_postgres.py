@@ -24,7 +24,8 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool
 
-from ..errors import NotAStore, StoreError, StoreNotFound, redact_url
+from .._urls import redact_url
+from ..errors import NotAStore, StoreError, StoreNotFound
 from ._base import Backend
 from ._retention import LeaseHandle
 from ._schema import POSTGRES_MIGRATIONS, check_readable, migrate

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..errors import InvalidInput, StoreError
+from ..errors import InvalidInput, StoreBusy, StoreError
 from ._types import RepositoryNotFound
 
 if TYPE_CHECKING:
@@ -119,24 +119,6 @@ class GCReport:
     files: int = 0
     bytes: int = 0
     temp_files: int = 0
-
-
-class StoreBusy(StoreError):
-    """A writer held its lease for longer than the collector would wait: nothing removed.
-
-    ``waited`` is how long the collector waited, in seconds.
-    """
-
-    def __init__(self, waited: float) -> None:
-        self.waited = waited
-        super().__init__(
-            f"a sync (or another writer) is still running after waiting {waited:g} s: "
-            "garbage collection gave up and removed nothing; run it again later, or with a "
-            "longer wait"
-        )
-
-
-# -- the lease ------------------------------------------------------------------------------
 
 
 class LeaseHandle(ABC):

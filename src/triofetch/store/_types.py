@@ -15,10 +15,35 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
-from .._digests import DEFAULT_ALGORITHM, normalize_digests
-from ..errors import InvalidDigest, InvalidInput, InvalidUnit, StoreError
+from .._digests import normalize_digests
+from .._model import (
+    MAX_KEY_BYTES,
+    MAX_PATH_BYTES,
+    MAX_SEGMENT_BYTES,
+    MAX_SIZE,
+    MAX_TYPE_BYTES,
+    MAX_URL_BYTES,
+    ArtifactRecord,
+    UnitKey,
+    check_relative_path,
+    check_size,
+    check_text,
+    digests_json,
+    key_json,
+    make_key,
+)
+from ..errors import (
+    ArtifactConflict,
+    InvalidDigest,
+    InvalidInput,
+    InvalidUnit,
+    RepositoryKeyConflict,
+    RepositoryNotFound,
+    VersionNotFound,
+    VersionNotWritable,
+)
 from ._schema import unit_key_hash
 
 __all__ = [
@@ -48,106 +73,7 @@ __all__ = [
     "VersionNotWritable",
 ]
 
-#: Longest unit type, in UTF-8 bytes.
-MAX_TYPE_BYTES = 128
-#: Longest natural key, in UTF-8 bytes of its JSON form (a PostgreSQL b-tree entry is at most
-#: ~2700 bytes, and the same limit applies to SQLite so both backends accept the same units).
-MAX_KEY_BYTES = 2048
-#: Longest relative path of an artifact in a unit, in UTF-8 bytes.
-MAX_PATH_BYTES = 2048
-#: Longest URL of a remote artifact, in UTF-8 bytes.
-MAX_URL_BYTES = 8192
-#: Longest segment (file or directory name) of a relative path, in UTF-8 bytes: the limit
-#: of the common file systems (ext4, XFS, btrfs, ZFS, APFS, NTFS), so that every stored path
-#: can be exported.
-MAX_SEGMENT_BYTES = 255
-#: Largest artifact size: sizes are BIGINT columns (SQLite INTEGER and PostgreSQL BIGINT,
-#: both signed 64-bit).
-MAX_SIZE = 2**63 - 1
-
-
-class UnitKey(NamedTuple):
-    """What identifies a unit: its type and its natural key (a tuple of strings)."""
-
-    type: str
-    natural_key: tuple[str, ...]
-
-
-class RepositoryNotFound(StoreError, LookupError):
-    """No repository of that name."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"no repository named {name!r}")
-
-
-class VersionNotFound(StoreError, LookupError):
-    """No such repository version (never created, or discarded)."""
-
-
-class VersionNotWritable(StoreError):
-    """The repository version is complete: complete versions are immutable."""
-
-
-class ArtifactConflict(StoreError):
-    """The database already holds this sha256 with another size: one of them is wrong."""
-
-    def __init__(self, sha256: str, recorded_size: int, given_size: int) -> None:
-        self.sha256 = sha256
-        self.recorded_size = recorded_size
-        self.given_size = given_size
-        super().__init__(
-            f"artifact {sha256} is recorded with size {recorded_size}, got size {given_size}"
-        )
-
-
-class RepositoryKeyConflict(StoreError):
-    """Two units added to one version have the same repository key (or, for path keys, one
-    is a file where the other needs a directory).
-
-    ``key`` is the unit refused, ``other`` the unit already added at ``repository_key``.
-    """
-
-    def __init__(self, key: UnitKey, repository_key: str, other: UnitKey, *, how: str) -> None:
-        self.key = key
-        self.repository_key = repository_key
-        self.other = other
-        super().__init__(
-            f"unit {key.type} {list(key.natural_key)!r} {how} unit {other.type} "
-            f"{list(other.natural_key)!r} (repository key {repository_key!r}), and both are "
-            "added to the same version: one input cannot hold both"
-        )
-
-
 # -- checks -----------------------------------------------------------------------------
-
-
-def _text(value: object, what: str, max_bytes: int, *, empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise InvalidUnit(f"{what} must be a str, got {type(value).__name__}: {value!r}")
-    if not value and not empty:
-        raise InvalidUnit(f"{what} must not be empty")
-    if "\x00" in value:
-        raise InvalidUnit(f"{what} must not contain NUL characters: {value!r}")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidUnit(f"{what} is not valid Unicode text: {value!r}") from None
-    if size > max_bytes:
-        raise InvalidUnit(f"{what} is {size} bytes long, at most {max_bytes} allowed")
-    return value
-
-
-def check_size(value: object, what: str) -> int:
-    """*value* if it is an int (not a bool) from 0 to :data:`MAX_SIZE`, else
-    :class:`~triofetch.InvalidUnit` naming *what*."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidUnit(f"{what} must be a non-negative int, got {value!r}")
-    if value > MAX_SIZE:
-        raise InvalidUnit(
-            f"{what} {value} is larger than the database can hold (at most 2**63-1 = {MAX_SIZE})"
-        )
-    return value
 
 
 _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
@@ -191,16 +117,6 @@ _scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
 )
 
 
-def key_json(natural_key: tuple[str, ...]) -> str:
-    """The JSON array text of a natural key (the form stored in the database)."""
-    return "[" + ",".join(map(_quote, natural_key)) + "]"
-
-
-def _digests_json(digests: Mapping[str, str]) -> str:
-    # algorithm names and hex values need no escaping
-    return "{" + ",".join(f'"{k}":"{v}"' for k, v in digests.items()) + "}"
-
-
 def load_json(text: str) -> Any:
     """Parse JSON text written by this module (trusted: straight to the C scanner)."""
     if text == "{}":
@@ -208,37 +124,7 @@ def load_json(text: str) -> Any:
     return _scan(text, 0)[0]
 
 
-def check_relative_path(value: object) -> str:
-    path = _text(value, "relative_path", MAX_PATH_BYTES)
-    if path.startswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
-        raise InvalidUnit(f"relative_path must be a normalized relative path, got {path!r}")
-    return path
-
-
 # -- value types ------------------------------------------------------------------------
-
-
-def make_key(type_: object, natural_key: object) -> UnitKey:
-    """Validate and build a :class:`UnitKey` (lists are accepted for the natural key)."""
-    t = _text(type_, "unit type", MAX_TYPE_BYTES)
-    if not isinstance(natural_key, tuple | list) or not natural_key:
-        raise InvalidUnit(f"natural key must be a non-empty tuple of str, got {natural_key!r}")
-    parts = tuple(
-        _text(p, f"natural key part {i}", MAX_KEY_BYTES, empty=True)
-        for i, p in enumerate(natural_key)
-    )
-    size = len(key_json(parts).encode("utf-8"))
-    if size > MAX_KEY_BYTES:
-        raise InvalidUnit(f"natural key is {size} bytes long, at most {MAX_KEY_BYTES} allowed")
-    return UnitKey(t, parts)
-
-
-def coerce_key(key: object) -> UnitKey:
-    if isinstance(key, UnitKey):
-        return make_key(key.type, key.natural_key)
-    if isinstance(key, tuple | list) and len(key) == 2:
-        return make_key(key[0], key[1])
-    raise InvalidUnit(f"a unit key is (type, natural_key), got {key!r}")
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -331,7 +217,7 @@ def check_repository_keys(value: object) -> dict[str, RepositoryKey]:
             f"repository_keys must be a mapping of type to RepositoryKey, got {value!r}"
         )
     for type_, key in value.items():
-        _text(type_, "unit type", MAX_TYPE_BYTES)
+        check_text(type_, "unit type", MAX_TYPE_BYTES)
         if key is not None and not isinstance(key, RepositoryKey):
             raise InvalidInput(
                 f"repository_keys[{type_!r}] must be a RepositoryKey or None, got {key!r}"
@@ -361,44 +247,6 @@ class ReplacedUnit:
 
 
 @dataclass(frozen=True, slots=True)
-class ArtifactRecord:
-    """An artifact: its sha256, size and every digest known for it (``sha256`` included)."""
-
-    sha256: str
-    size: int
-    digests: Mapping[str, str] = field(default_factory=dict)
-    _json: str = field(default="", init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        digests = normalize_digests(self.digests)
-        sha = normalize_digests({DEFAULT_ALGORITHM: self.sha256})[DEFAULT_ALGORITHM]
-        if digests.setdefault(DEFAULT_ALGORITHM, sha) != sha:
-            raise InvalidDigest(
-                DEFAULT_ALGORITHM, digests[DEFAULT_ALGORITHM], f"differs from sha256 {sha}"
-            )
-        check_size(self.size, "artifact size")
-        object.__setattr__(self, "sha256", sha)
-        object.__setattr__(self, "digests", MappingProxyType(dict(sorted(digests.items()))))
-        object.__setattr__(self, "_json", _digests_json(self.digests))
-
-    def __reduce__(self) -> tuple[Any, ...]:  # MappingProxyType does not pickle
-        return (ArtifactRecord, (self.sha256, self.size, dict(self.digests)))
-
-    @classmethod
-    def _from_db(cls, sha256: str, size: int, digests: dict[str, str]) -> ArtifactRecord:
-        """A record read back from the database: valid already, so not checked again."""
-        record = object.__new__(cls)
-        object.__setattr__(record, "sha256", sha256)
-        object.__setattr__(record, "size", size)
-        object.__setattr__(record, "digests", MappingProxyType(digests))
-        object.__setattr__(record, "_json", "")
-        return record
-
-    def digests_json(self) -> str:
-        return self._json or _digests_json(self.digests)
-
-
-@dataclass(frozen=True, slots=True)
 class RemoteArtifact:
     """Where an artifact can be fetched later: URL(s), and the expected size and digests."""
 
@@ -411,7 +259,7 @@ class RemoteArtifact:
         urls = (self.urls,) if isinstance(self.urls, str) else self.urls
         if not isinstance(urls, tuple | list) or not urls:
             raise InvalidUnit(f"a remote artifact needs at least one URL, got {self.urls!r}")
-        checked = tuple(sorted(_text(u, "URL", MAX_URL_BYTES) for u in urls))
+        checked = tuple(sorted(check_text(u, "URL", MAX_URL_BYTES) for u in urls))
         if len(set(checked)) != len(checked):
             raise InvalidUnit(f"a remote artifact lists a URL twice: {checked!r}")
         if self.size is not None:
@@ -420,7 +268,7 @@ class RemoteArtifact:
         object.__setattr__(
             self, "digests", MappingProxyType(dict(sorted(normalize_digests(self.digests).items())))
         )
-        object.__setattr__(self, "_json", _digests_json(self.digests))
+        object.__setattr__(self, "_json", digests_json(self.digests))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RemoteArtifact, (self.urls, self.size, dict(self.digests)))

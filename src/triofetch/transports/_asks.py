@@ -24,16 +24,16 @@ replaced here:
 
 from __future__ import annotations
 
-import base64
 import select
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import trio
 
+from .._urls import basic_authorization, split_userinfo
 from ..errors import (
     ConnectionFailed,
     InvalidInput,
@@ -42,7 +42,7 @@ from ..errors import (
     TruncatedBody,
     redact_url,
 )
-from ._base import Response, TransportOptions, make_ssl_context
+from ._base import Response, TransportOptions, describe_failure, make_ssl_context
 
 __all__ = ["AsksTransport"]
 
@@ -129,11 +129,6 @@ def _make_session_class() -> type[Any]:
     return _Session
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"connection failed: {text}"
-
-
 class _Target:
     """A URL checked for what asks can fetch, split into what the request needs."""
 
@@ -169,11 +164,9 @@ class _Target:
         self.request_url = urlunsplit((scheme, netloc, path, parts.query, ""))
         self.origin = (scheme, ascii_host.lower(), port or _DEFAULT_PORTS[scheme])
         self.authorization: str | None = None
-        if parts.username is not None:
-            user = unquote(parts.username)
-            password = unquote(parts.password or "")
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            self.authorization = f"Basic {token}"
+        userinfo = split_userinfo(url)[1]
+        if userinfo is not None:
+            self.authorization = basic_authorization(*userinfo)
 
 
 class _AsksResponse:
@@ -227,7 +220,7 @@ class _AsksResponse:
                     raise TruncatedBody(self._truncated(received), url=self.url) from exc
                 raise ConnectionFailed(f"invalid HTTP response body: {exc}", url=self.url) from exc
             except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-                raise ConnectionFailed(_describe(exc), url=self.url) from exc
+                raise ConnectionFailed(describe_failure(exc), url=self.url) from exc
             if event is h11.NEED_DATA:
                 continue
             if isinstance(event, h11.Data):
@@ -352,7 +345,7 @@ class AsksTransport:
             asks.errors.AsksException,
             h11.RemoteProtocolError,
         ) as exc:
-            raise ConnectionFailed(_describe(exc), url=target.url) from exc
+            raise ConnectionFailed(describe_failure(exc), url=target.url) from exc
         return _AsksResponse(response, target.url, self._session)
 
     @asynccontextmanager

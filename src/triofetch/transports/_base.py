@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, error_chain
 
 __all__ = ["Response", "Transport", "TransportOptions", "describe_failure", "make_ssl_context"]
 
@@ -133,13 +133,8 @@ def _unusable(option: str, files: tuple[str | Path, ...], exc: BaseException) ->
 def describe_failure(exc: BaseException) -> str:
     """The most telling message in *exc*'s chain (httpx wraps TLS and socket errors)."""
     texts: list[str] = []
-    seen: BaseException | None = exc
-    while seen is not None and len(texts) < 5:
-        if isinstance(seen, BaseExceptionGroup) and seen.exceptions:
-            seen = seen.exceptions[0]
-            continue
-        text = str(seen).strip()
+    for error in error_chain(exc)[:5]:
+        text = str(error).strip()
         if text and text not in texts:
             texts.append(text)
-        seen = seen.__cause__ or seen.__context__
     return f"connection failed: {texts[-1] if texts else type(exc).__name__}"

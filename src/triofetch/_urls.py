@@ -1,0 +1,47 @@
+"""URL user info: taking credentials out of a URL, and keeping them out of messages.
+
+Owns the one way triofetch splits ``user:password@`` from a URL (for Basic authentication,
+for the manifest's source, for the asks transport) and redacts it from anything printed.
+Imports nothing of triofetch.
+"""
+
+from __future__ import annotations
+
+import base64
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+__all__ = ["basic_authorization", "redact_url", "split_userinfo"]
+
+
+def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """*url* without its user info, and the ``(user, password)`` it carried (percent-decoded;
+    the password is ``""`` when only a user was given), or None when it had none.
+
+    Raises :class:`ValueError` (from :func:`urllib.parse.urlsplit`) on a malformed URL.
+    """
+    if "@" not in url:
+        return url, None
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
+
+
+def basic_authorization(user: str, password: str) -> str:
+    """The ``Authorization`` header value for HTTP Basic authentication."""
+    raw = f"{user}:{password}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def redact_url(url: str) -> str:
+    """Return *url* with any user name and password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
