@@ -13,6 +13,7 @@ import random
 import shutil
 import ssl
 import tempfile
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime
@@ -646,6 +647,18 @@ def _split_credentials(url: str) -> tuple[str, str | None]:
     return bare, (basic_authorization(*userinfo) if userinfo else None)
 
 
+def _proxy_configured(proxy: str | None, trust_env: bool) -> bool:
+    """Whether downloads may go through a proxy: *proxy* given, or (with *trust_env*) one
+    named by the environment for http or https (``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, in either case)."""
+    if proxy is not None:
+        return True
+    if not trust_env:
+        return False
+    proxies = urllib.request.getproxies()
+    return any(scheme in proxies for scheme in ("http", "https", "all"))
+
+
 def _raise_for_status(response: Response) -> None:
     """HTTPStatusError for an answer other than 2xx (with its Retry-After, if any)."""
     if not 200 <= response.status_code < 300:
@@ -754,9 +767,11 @@ class Downloader:
             needs it waits for that single refresh.
         rate_limit: requests per second shared by all downloads, or None.
         proxy, verify, cert, trust_env, max_redirects: see :class:`TransportOptions`.
-        transport: ``"httpx"`` (default), ``"trio"`` (HTTP/1.1 on Trio sockets with h11: the
-            fastest, no proxy support), ``"asks"``, or a :class:`Transport` instance, used
-            for http and https URLs; ``file://`` URLs are always read locally.
+        transport: ``"httpx"`` (default), ``"trio"`` (HTTP/1.1 on Trio sockets with its own
+            parser: the fastest, no proxy support), ``"auto"`` (``"trio"`` unless a proxy
+            is configured, by ``proxy=`` or, with ``trust_env``, by the environment: then
+            ``"httpx"``; what the command line uses), ``"asks"``, or a :class:`Transport`
+            instance, used for http and https URLs; ``file://`` URLs are always read locally.
         threads: worker threads for hashing and file writes (a ``CapacityLimiter`` or a
             number); default: twice the CPU count, at least 4.
     """
@@ -787,7 +802,7 @@ class Downloader:
         cert: str | tuple[str, str] | None = None,
         trust_env: bool = True,
         max_redirects: int = 10,
-        transport: Literal["httpx", "trio", "asks"] | Transport = "httpx",
+        transport: Literal["httpx", "trio", "auto", "asks"] | Transport = "httpx",
         threads: int | trio.CapacityLimiter | None = None,
     ) -> None:
         _check_count("connections", connections, 1)
@@ -872,10 +887,14 @@ class Downloader:
             # failed download (the transports take the context as it is)
             context = make_ssl_context(self._options)
             self._options = replace(self._options, verify=context, cert=None)
-        if transport not in ("httpx", "trio", "asks") and not isinstance(transport, Transport):
+        if transport not in ("httpx", "trio", "auto", "asks") and not isinstance(
+            transport, Transport
+        ):
             raise InvalidInput(
-                f"unknown transport {transport!r}: 'httpx', 'trio', 'asks' or a Transport"
+                f"unknown transport {transport!r}: 'httpx', 'trio', 'auto', 'asks' or a Transport"
             )
+        if transport == "auto":
+            transport = "httpx" if _proxy_configured(proxy, trust_env) else "trio"
         self._transport_choice = transport
         self._transport: Transport | None = None
         self._file_transport: Transport | None = None
