@@ -136,10 +136,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def check_relative_path(path: object) -> str:
     """Return *path* if it is a safe relative path, else raise :class:`InvalidUnit`.
 
-    Safe: a non-empty str, relative (no leading ``/``), no ``..`` or ``.`` or empty
+    Safe: a non-empty str of valid Unicode text (no lone surrogate, which no database
+    column nor file name can hold), relative (no leading ``/``), no ``..`` or ``.`` or empty
     segment, no NUL, no backslash, no control characters, at most ``MAX_PATH_BYTES`` (2048)
     bytes of UTF-8 in all and ``MAX_SEGMENT_BYTES`` (255, the file systems' limit on a name)
-    in each segment.
+    in each segment.  The one rule for relative paths: the declarative model, the manifest
+    and the store all call it.
     """
     if not isinstance(path, str) or not path:
         raise InvalidUnit(f"relative path must be a non-empty string, got {path!r}")
@@ -151,7 +153,10 @@ def check_relative_path(path: object) -> str:
         raise InvalidUnit(f"unsafe relative path {path!r}: absolute")
     if _CONTROL.search(path):
         raise InvalidUnit(f"unsafe relative path {path!r}: contains a control character")
-    size = len(path.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidUnit(f"relative path {path!r} is not valid Unicode text") from None
     if size > MAX_PATH_BYTES:
         raise InvalidUnit(
             f"relative path too long: {size} bytes, at most {MAX_PATH_BYTES}: {path[:60]!r}..."
@@ -162,7 +167,7 @@ def check_relative_path(path: object) -> str:
         if segment in ("", "."):
             raise InvalidUnit(f"unsafe relative path {path!r}: empty or '.' segment")
         if len(segment) * 4 > MAX_SEGMENT_BYTES:  # (else short enough in any encoding)
-            length = len(segment.encode("utf-8", "surrogatepass"))
+            length = len(segment.encode("utf-8"))
             if length > MAX_SEGMENT_BYTES:
                 raise InvalidUnit(
                     f"relative path segment too long: {length} bytes, at most "
