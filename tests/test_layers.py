@@ -38,10 +38,10 @@ LAYERS: dict[str, int] = {
     "triofetch.manifest": 5,
     "triofetch.creator": 6,
     "triofetch.repairing": 6,
+    "triofetch": 7,  # the package's __init__: the lazy public face over everything
     "triofetch._api": 7,
-    "triofetch._cli": 7,
-    "triofetch.__main__": 7,
-    "triofetch": 8,  # the package's __init__: the lazy public face over everything
+    "triofetch._cli": 8,
+    "triofetch.__main__": 8,
 }
 
 
