@@ -339,7 +339,6 @@ class StorageWriteError(StoreError):
     def __init__(self, error: OSError, path: str | os.PathLike[str]) -> None:
         self.errno = error.errno if error.errno is not None else _errno.EIO
         self.path = os.fspath(path)
-        #: a :class:`~triofetch.CreateReport` (typed Any: the creator sits above this module)
         self.report: Any = None
         self.database_error: StoreError | None = None
         reason = os.strerror(self.errno)

@@ -11,6 +11,7 @@ an oversized head) is a :class:`ProtocolError` and the connection is dropped.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import AsyncGenerator, Iterable
 
@@ -74,46 +75,75 @@ def request_line(target: str) -> bytes:
     return b"GET " + target.encode("ascii") + b" HTTP/1.1\r\n"
 
 
-def _parse_head(raw: bytes) -> Head:
-    lines = raw.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code, _, reason = rest.partition(" ")
-    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise ProtocolError(f"invalid status line {lines[0][:100].encode('latin-1')!r}")
-    status = int(code)
+#: a status line: HTTP/1.0 or 1.1, three digits, an optional reason of visible characters,
+#: spaces, tabs and obs-text (h11's grammar, limited to the versions this client speaks)
+_STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: ([ \t\x21-\x7e\x80-\xff]*))?").fullmatch
+#: a header line: a token, a colon, a value of visible characters and obs-text with single
+#: runs of spaces or tabs inside, optional whitespace around it.  No control characters (a
+#: bare CR or LF inside a line would let two parsers disagree on where a header ends), no
+#: obsolete line folding (a line starting with whitespace matches no token).
+_HEADER_LINE = re.compile(
+    r"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*"
+    r"((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?)[ \t]*"
+).fullmatch
+#: a Content-Length: 1 to 20 ASCII digits (``str.isdigit`` would take "²")
+_LENGTH = re.compile(r"[0-9]{1,20}").fullmatch
+#: a chunk-size line: 1 to 20 hex digits (no sign, prefix, underscore or leading space, all
+#: of which ``int(text, 16)`` accepts), optional extensions, optional trailing whitespace
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\r\n]*)?[ \t]*").fullmatch
+
+
+def _header_fields(lines: list[str], what: str) -> dict[str, str]:
+    """Header (or trailer) lines as ``{lower-case name: value}``, repeated names joined by
+    ``", "``; ProtocolError for a line outside the grammar."""
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        # (a name, then ':', no whitespace before it nor at the line's start: no folding)
-        if not sep or not name or name[-1] in " \t" or line[0] in " \t":
-            raise ProtocolError(f"invalid header line {line[:100].encode('latin-1')!r}")
-        key = name.lower()
-        value = value.strip(" \t")
+    for line in lines:
+        match = _HEADER_LINE(line)
+        if match is None:
+            raise ProtocolError(f"invalid {what} line {line[:100].encode('latin-1')!r}")
+        key = match[1].lower()
+        value = match[2]
         if key in headers:
             headers[key] = f"{headers[key]}, {value}"
         else:
             headers[key] = value
-    keep_alive = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+    return headers
+
+
+def _parse_head(raw: bytes) -> Head:
+    lines = raw.decode("latin-1").split("\r\n")
+    status_line = _STATUS_LINE(lines[0])
+    if status_line is None:
+        raise ProtocolError(f"invalid status line {lines[0][:100].encode('latin-1')!r}")
+    status = int(status_line[2])
+    reason = status_line[3] or ""
+    headers = _header_fields(lines[1:], "header")
+    keep_alive = status_line[1] == "1" and not (
+        "connection" in headers
+        and any(t.strip(" \t").lower() == "close" for t in headers["connection"].split(","))
+    )
     chunked = False
     length: int | None
     if status < 200 or status in (204, 304):
         length = 0
     elif "transfer-encoding" in headers:
-        codings = [c.strip().lower() for c in headers["transfer-encoding"].split(",")]
-        if codings[-1] == "chunked":
-            chunked, length = True, None
-        else:
-            length, keep_alive = None, False
+        # Only chunked: another coding would hand over bytes this client cannot undo, and
+        # two Transfer-Encoding headers are one way to make two parsers frame differently.
+        if headers["transfer-encoding"].lower() != "chunked":
+            raise ProtocolError(
+                f"unsupported Transfer-Encoding {headers['transfer-encoding'][:100]!r}"
+            )
+        chunked, length = True, None
         if "content-length" in headers:
             keep_alive = False  # both framings: trust chunked, never reuse the connection
     elif "content-length" in headers:
         announced = headers["content-length"]
-        if announced.isdigit():  # the usual case: one number
+        if _LENGTH(announced):  # the usual case: one number
             return Head(status, reason, headers, keep_alive, False, int(announced))
-        values = {v.strip() for v in announced.split(",")}
+        values = {v.strip(" \t") for v in announced.split(",")}
         number = values.pop()
-        if values or not number.isdigit():
-            raise ProtocolError(f"invalid Content-Length {announced!r}")
+        if values or not _LENGTH(number):
+            raise ProtocolError(f"invalid Content-Length {announced[:100]!r}")
         length = int(number)
     else:
         length, keep_alive = None, False
@@ -355,16 +385,16 @@ class Wire:
     async def _chunked(self) -> AsyncGenerator[bytes, None]:
         buf = self._buf
         while True:
-            size_text = (await self._line()).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ProtocolError(f"invalid chunk size {size_text[:40]!r}") from None
-            if size < 0:
-                raise ProtocolError(f"invalid chunk size {size_text[:40]!r}")
+            line = await self._line()
+            match = _CHUNK_LINE(line)
+            if match is None:
+                raise ProtocolError(f"invalid chunk size line {line[:40]!r}")
+            size = int(match[1], 16)
             if size == 0:
-                while await self._line():  # trailer fields, up to the empty line
-                    pass
+                trailers = []
+                while trailer := await self._line():  # up to the empty line
+                    trailers.append(trailer.decode("latin-1"))
+                _header_fields(trailers, "trailer")  # checked, not kept
                 return
             while size:
                 if not buf and not await self._fill():
