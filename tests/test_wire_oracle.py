@@ -16,6 +16,7 @@ The default run draws a few hundred examples per property; ``nox -s stress`` man
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import h11
@@ -148,7 +149,7 @@ def ours(responses: list[bytes], cuts: list[list[int]], *, eof: bool) -> Outcome
         for index, raw in enumerate(responses):
             last = index == len(responses) - 1
             points = [0, *sorted({c for c in cuts[index] if 0 < c < len(raw)}), len(raw)]
-            script.feed([raw[a:b] for a, b in zip(points, points[1:])], eof=last and eof)
+            script.feed([raw[a:b] for a, b in itertools.pairwise(points)], eof=last and eof)
             try:
                 head = await wire.read_head()
                 if head is None:
@@ -298,7 +299,7 @@ def test_valid_responses_parse_as_h11_parses_them(
     assert all(isinstance(p, Parsed) for p in expected), (expected, raws)  # a valid case
     got = ours(raws, cuts, eof=eof)
     assert len(got) == len(expected), (got, expected)
-    for mine, theirs in zip(got, expected):
+    for mine, theirs in zip(got, expected, strict=True):
         assert isinstance(mine, Parsed), (mine, raws)
         assert isinstance(theirs, Parsed)
         assert same(mine, theirs), (mine, theirs)
@@ -415,6 +416,9 @@ def test_ours_refuses_wherever_h11_refuses(case: tuple[bytes, list[int], str]) -
         assert isinstance(mine, Parsed) and isinstance(theirs, Parsed)
         assert same(mine, theirs), (kind, raw, mine, theirs)
         assert not (mine.reusable and not theirs.reusable), (kind, raw)
+
+
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
 @pytest.mark.parametrize(
