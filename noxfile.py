@@ -25,8 +25,10 @@ ASKS_DEPS = ["anyio>=4", "h11>=0.14", "async_generator>=1.10"]
 
 
 def _ensure_postgres(session: nox.Session) -> None:
-    """PostgreSQL's server binaries are needed by the tests; install them when missing."""
+    """PostgreSQL's server binaries, nginx and tinyproxy are needed by the tests (each
+    started on 127.0.0.1 by the fixtures); install them when missing."""
     subprocess.run(["bash", "scripts/ensure-postgres.sh"], check=True)
+    subprocess.run(["bash", "scripts/ensure-test-servers.sh"], check=True)
 
 
 def _install_asks(session: nox.Session) -> None:
