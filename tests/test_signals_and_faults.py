@@ -29,7 +29,7 @@ from tests._invariants import check_invariants
 from tests.faultserver import FaultServer, Slow
 from triofetch import InvalidInput, StoreError, open_store, parse_pulp_manifest
 from triofetch.__main__ import main
-from triofetch._startup import EXIT_INTERNAL, internal_error_line, stop_message
+from triofetch._cli._startup import EXIT_INTERNAL, internal_error_line, stop_message
 
 
 def temp_files(root: Path) -> list[str]:

@@ -1,11 +1,15 @@
-"""``python -m triofetch`` and the ``triofetch`` script: the command line.
+"""``python -m triofetch`` and the ``triofetch`` script: the command line's entry point.
 
-Signals are taken from this module's first statement on (:mod:`._startup`); only then is
-the command line imported, which takes a tenth of a second or more (trio, the store, the
+Owns the order of the program's first steps and nothing else: it must not hold a command
+nor import anything heavy before the signals are taken (the command line itself is
+``triofetch._cli``).
+
+Signals are taken from this module's first statement on (``triofetch._cli._startup``); only
+then is the command line imported, which is slow next to it (trio, the store, the
 downloader).  A signal at any point after that first statement ends the program with one
 line on stderr and status 130 (SIGINT) or 143 (SIGTERM), never a traceback.  What comes
 before it is Python's own start-up (and, for ``python -m``, the package's ``__init__``,
-which imports nothing heavy): a few milliseconds no program can take a signal in.
+which imports nothing heavy): a moment no program can take a signal in.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ try:
     import signal
     from collections.abc import Sequence
 
-    from . import _startup
+    from ._cli import _startup  # (``triofetch._cli`` itself imports nothing)
 except KeyboardInterrupt:  # Ctrl-C while this module itself loads (SIGTERM: not taken yet)
     # _startup.stop_message(), which could not be imported
     print(
@@ -33,14 +37,14 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status.
 
-    After a signal the process ends at once (:func:`._startup.exit_now`, once the streams
+    After a signal the process ends at once (:func:`._cli._startup.exit_now`, once the streams
     are flushed), not by returning: CPython 3.11 kills a process with SIGINT at exit when a
     ``KeyboardInterrupt`` went through an ``exec`` of source text (``dataclasses`` does that
     while the modules load), even one that was caught, which would make 143 a SIGINT death.
     """
     try:
         _startup.install()
-        from ._cli import main as run  # the heavy imports
+        from ._cli._main import main as run  # the heavy imports
 
         status = run(argv)
     except BaseException as exc:

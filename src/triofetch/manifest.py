@@ -1,5 +1,12 @@
 """Repository formats: a reader turns a repository's index into declarative content units.
 
+This module owns reading and validating a repository's index (today ``PULP_MANIFEST``) and
+the URLs around it: where a manifest's files are fetched from (:func:`manifest_base_url`),
+the ``file://`` URL of a local manifest (:func:`local_source`), the credentials a manifest
+URL carries (:func:`split_source`).  It fetches through a :class:`~triofetch.Downloader` it
+is given and must not touch the store or the storage: a reader only says what the units
+are; the creator decides what to download and commit.
+
 A :class:`RepositoryReader` fetches and validates a repository's whole index *before*
 anything else happens, and returns a :class:`RepositoryIndex`: how many units there are,
 their total size, and the :class:`~triofetch.DeclarativeUnit` of each (produced lazily).
@@ -35,11 +42,11 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import trio
 
-from ._model import MAX_KEY_BYTES, MAX_PATH_BYTES, MAX_URL_BYTES, check_size
+from ._model import MAX_KEY_BYTES, MAX_PATH_BYTES, MAX_URL_BYTES, check_int, check_size
 from ._urls import redact_url, split_userinfo
 from .declarative import DeclarativeArtifact, DeclarativeUnit, check_relative_path
 from .downloader import Downloader
-from .errors import DownloadError, InvalidInput, InvalidUnit, ManifestError, describe_error
+from .errors import DownloadError, InvalidUnit, ManifestError, describe_error
 
 __all__ = [
     "DEFAULT_MAX_MANIFEST_SIZE",
@@ -49,8 +56,11 @@ __all__ = [
     "PulpManifestReader",
     "RepositoryIndex",
     "RepositoryReader",
+    "local_source",
+    "manifest_base_url",
     "parse_pulp_manifest",
     "read_manifest",
+    "split_source",
 ]
 
 #: The file name of a Pulp file repository's manifest.
@@ -59,17 +69,17 @@ MANIFEST_NAME = "PULP_MANIFEST"
 #: The unit type of a file of a file repository.
 FILE_TYPE = "file"
 
-#: The most bytes a manifest may have unless told otherwise: 256 MiB, about two million
-#: files at the ~130 bytes a line with a typical path takes, far beyond the file
-#: repositories we know of.  Parsed, a manifest takes 4 to 5 bytes of memory per byte
-#: (measured: 64 MiB of 93-byte lines, 250 MiB), so about 1.2 GiB at the limit, which a
-#: machine mirroring two million files has.  (See docs/cli.rst, ``--max-manifest-size``.)
+#: The most bytes a manifest may have unless told otherwise: room for millions of files,
+#: far beyond the file repositories we know of, while a parsed manifest (held in memory,
+#: several times its size in bytes) still fits in the memory of any machine that mirrors
+#: that many files.  (See docs/cli.rst, ``--max-manifest-size``.)
 DEFAULT_MAX_MANIFEST_SIZE = 256 * 1024 * 1024
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _SIZE = re.compile(r"[+-]?[0-9]+")
 _BOM = "\ufeff"
-#: lines parsed between two checkpoints (a cancel or Ctrl-C is noticed within a few ms)
+#: lines parsed between two checkpoints: a cancel or Ctrl-C is noticed promptly, without
+#: the cost of a checkpoint per line
 _LINES_PER_CHECKPOINT = 1000
 
 
@@ -176,7 +186,11 @@ def file_unit(entry: ManifestEntry, url: str) -> DeclarativeUnit:
 
 
 def manifest_base_url(url: str) -> str:
-    """*url* without its query, fragment and last path segment: ``.../dir/``."""
+    """*url* without its query, fragment and last path segment: ``.../dir/``.
+
+    The URL a manifest's relative paths are resolved against: the files of the manifest at
+    ``https://h/repo/PULP_MANIFEST?x=1`` are under ``https://h/repo/``.
+    """
     parts = urlsplit(url)
     path = parts.path
     base = path[: path.rfind("/") + 1] if "/" in path else "/"
@@ -320,8 +334,8 @@ class _ManifestParser:
 
 
 class _ManifestStream:
-    """A :class:`~triofetch.downloader._core.BodyConsumer`: the body cut into lines and parsed as
-    it arrives, at most *max_size* bytes of it, a checkpoint every
+    """The body consumer given to :meth:`~triofetch.Downloader.stream`: the body cut into
+    lines and parsed as it arrives, at most *max_size* bytes of it, a checkpoint every
     ``_LINES_PER_CHECKPOINT`` lines (so a cancel scope or Ctrl-C stops it at once)."""
 
     def __init__(self, base_url: str, source: str, max_size: int) -> None:
@@ -368,7 +382,17 @@ class _ManifestStream:
 
 
 def split_source(source: str) -> tuple[str, tuple[str, str] | None]:
-    """*source* without credentials, and the ``(user, password)`` it carried, if any."""
+    """*source* without credentials, and the ``(user, password)`` it carried, if any.
+
+    ``split_source("https://u%40x:pw@h/M")`` is ``("https://h/M", ("u@x", "pw"))``: the
+    user and password percent-decoded, the password ``""`` when only a user was given.
+    Give the URL to a reader and the pair to the downloader's ``auth=``, so that the
+    credentials never reach the units' URLs (nor the store).
+
+    Raises:
+        ValueError: *source* is not a well-formed URL (an unbalanced ``[`` in its host, for
+            one).
+    """
     return split_userinfo(source)
 
 
@@ -390,9 +414,7 @@ class PulpManifestReader(RepositoryReader):
     format = "pulp-manifest"
 
     def __init__(self, *, max_size: int = DEFAULT_MAX_MANIFEST_SIZE) -> None:
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-            raise InvalidInput(f"max_size must be an integer >= 1, got {max_size!r}")
-        self.max_size = max_size
+        self.max_size = check_int(max_size, "max_size", least=1)
 
     async def read(self, source: str, downloader: Downloader) -> PulpManifest:
         url = source + MANIFEST_NAME if urlsplit(source).path.endswith("/") else source
@@ -413,7 +435,11 @@ async def read_manifest(
 
 
 def local_source(path: str | os.PathLike[str]) -> str:
-    """The ``file://`` URL of a local manifest (a directory means its ``PULP_MANIFEST``)."""
+    """The ``file://`` URL of a local manifest (a directory means its ``PULP_MANIFEST``).
+
+    A relative *path* is taken from the current directory; ``local_source("mirror")`` is
+    ``file:///.../mirror/PULP_MANIFEST`` when ``mirror`` is a directory.
+    """
     where = Path(path).absolute()
     if where.is_dir():
         where = where / MANIFEST_NAME

@@ -1,5 +1,12 @@
 """Content-addressed artifact storage on the local (or a shared) filesystem.
 
+This module owns the files of a store: where each sha256 lives, adopting a downloaded
+temp file into place durably, reading and re-hashing stored files, and the temp area
+(fresh temp names, removing the temp files of stopped processes, and of this process at the
+end of a run).  It must not touch the database (the store records what is stored; the
+storage only holds the bytes) nor download anything (the downloader writes the temp files,
+the storage adopts them).
+
 Layout under the storage root::
 
     <root>/artifacts/<aa>/<bb>/<sha256>     one file per sha256, read-only (0o444)
@@ -11,8 +18,14 @@ may refer to it.  Adopting is idempotent: any number of tasks or processes adopt
 content end with one file and no error; the adopters that lose the race remove their temp
 file.
 
+A temp file's name carries the pid of the process writing it, so a cleanup tells the files
+of a live process (never touched) from those a stopped one left behind
+(:meth:`ArtifactStorage.cleanup_temp`), and a run can remove its own on the way out
+(:meth:`ArtifactStorage.remove_temp_files`, :meth:`ArtifactStorage.removing_temp_files`).
+
 All file work runs in worker threads (``trio.to_thread.run_sync``) under a
-:class:`trio.CapacityLimiter`; the Trio loop never waits on the disk.
+:class:`trio.CapacityLimiter`; the Trio loop never waits on the disk (the one exception,
+:meth:`ArtifactStorage.remove_temp_files`, is blocking on purpose: see there).
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
@@ -34,7 +47,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 import trio
 
 from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests
-from ._model import ArtifactRecord
+from ._model import ArtifactRecord, check_int
 from ._tempfiles import new_temp_path, temp_file_pid
 from .errors import (
     ArtifactMismatch,
@@ -175,9 +188,9 @@ class ArtifactStorage:
     Args:
         root: the storage root; ``artifacts/`` and ``tmp/`` are created inside it.
         limiter: bounds the worker threads doing file work (default: 32 threads: adopting a
-            file mostly waits for its fsyncs, and many fsyncs at once let the filesystem
-            commit them in one journal transaction — 0.5 ms a file with 32 against 2 ms one
-            at a time on the reference machine).
+            file mostly waits for its fsyncs, and many fsyncs in flight at once let the
+            filesystem commit them together in one journal transaction, where one at a time
+            would wait for a commit each).
         durable: fsync files and directories before an adoption returns (default True;
             tests and benchmarks may turn it off).
         readonly: open the storage for reading only: no directory is created (a root
@@ -261,8 +274,7 @@ class ArtifactStorage:
         src = Path(path)
         if DEFAULT_ALGORITHM in known and known[DEFAULT_ALGORITHM] != digest:
             raise ArtifactMismatch(DEFAULT_ALGORITHM, digest, known[DEFAULT_ALGORITHM], path=src)
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise InvalidInput(f"size must be a non-negative int, got {size!r}")
+        check_int(size, "size", least=0)
         known[DEFAULT_ALGORITHM] = digest
         final = self.path_for(digest)
         created = await trio.to_thread.run_sync(
@@ -582,7 +594,8 @@ class ArtifactStorage:
         (``tf-<pid>-...``), that process is not alive, it is not this process, and the file is
         at least *older_than* seconds old.  When several machines share one storage root a pid
         means nothing on another machine: pass an *older_than* longer than any download.
-        Files with other names are never touched.
+        Files with other names are never touched.  For this process's own temp files see
+        :meth:`remove_temp_files`.
         """
         self._check_writable()
         return await trio.to_thread.run_sync(self._cleanup_sync, older_than, limiter=self.limiter)
@@ -591,13 +604,8 @@ class ArtifactStorage:
         removed: list[Path] = []
         now = time.time()
         me = os.getpid()
-        try:
-            entries = list(os.scandir(self.temp_dir))
-        except FileNotFoundError:
-            return removed
-        for entry in entries:
-            pid = temp_file_pid(entry.name)
-            if pid is None or pid == me or _pid_alive(pid):
+        for entry, pid in self._temp_entries():
+            if pid == me or _pid_alive(pid):
                 continue
             try:
                 if older_than and now - entry.stat(follow_symlinks=False).st_mtime < older_than:
@@ -607,3 +615,64 @@ class ArtifactStorage:
                 continue
             removed.append(Path(entry.path))
         return removed
+
+    def remove_temp_files(self, *, pid: int | None = None) -> list[Path]:
+        """Remove the temp files process *pid* (default: this process) wrote; return them.
+
+        For the end of a run: whatever way the run ended (an error, a cancellation, Ctrl-C),
+        none of its temp files should stay behind.  The downloader and the storage remove
+        their own temp files as they go; this is the last word, for the ones a cancellation
+        caught between two steps.  Only call it when no other task of the process is still
+        writing into this storage: it removes every temp file named after the process.
+
+        It blocks (a scan of the temp directory, an unlink per file, no worker thread) so
+        that it can run where nothing can be awaited any more: in the ``finally`` of a
+        cancelled scope, on the way out of the program.  It never raises for a file it could
+        not remove (a later :meth:`cleanup_temp` removes those once the process is gone).
+
+        Raises:
+            InvalidInput: *pid* is not an int >= 1.
+            StoreError: the storage was opened read-only.
+        """
+        self._check_writable()
+        owner = os.getpid() if pid is None else check_int(pid, "pid", least=1)
+        removed: list[Path] = []
+        try:
+            entries = list(self._temp_entries())
+        except OSError:  # a temp directory that cannot be read: nothing to do here
+            return removed
+        for entry, writer in entries:
+            if writer == owner:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    continue
+                removed.append(Path(entry.path))
+        return removed
+
+    @contextlib.contextmanager
+    def removing_temp_files(self) -> Iterator[None]:
+        """A block whose end, however it comes, removes this process's temp files.
+
+        ``with storage.removing_temp_files(): ...`` is :meth:`remove_temp_files` in a
+        ``finally``: a run's work goes in the block, and no temp file of this process stays
+        after it (the same caveat: no other task of this process may be writing into this
+        storage when the block ends).
+        """
+        self._check_writable()
+        try:
+            yield
+        finally:
+            self.remove_temp_files()
+
+    def _temp_entries(self) -> Iterator[tuple[os.DirEntry[str], int]]:
+        """The entries of the temp directory named as temp files, with their writer's pid
+        (nothing when the directory is gone)."""
+        try:
+            entries = list(os.scandir(self.temp_dir))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            pid = temp_file_pid(entry.name)
+            if pid is not None:
+                yield entry, pid

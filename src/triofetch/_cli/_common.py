@@ -1,4 +1,9 @@
-"""What the commands share: exit codes, the error type, output helpers, opening the store."""
+"""What the commands share: exit codes, the error type, output helpers, opening the store.
+
+Owns the exit statuses, :class:`CLIError`, the root's default and how an existing store is
+opened and its errors told; it must not import the downloader (the commands that only read
+the store load none of it) nor a private module of ``triofetch``.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from .. import _startup
 from ..errors import InvalidInput, NotAStore, StoreError, StoreNotFound, redact_url
 from ..store import DEFAULT_DATABASE_NAME, Store, open_store
+from . import _startup
 
 __all__ = [
     "EXIT_FAILED",

@@ -3,6 +3,9 @@
 A sample file repository is generated, served by a small threaded web server on
 127.0.0.1, synced into a temporary store (with the progress bars on a terminal), synced
 again (nothing to download), exported and verified; each step is printed.
+
+Owns the sample repository and its server; the steps themselves are the other commands'
+code (``run_sync``, ``export_files``), which it must not copy.
 """
 
 from __future__ import annotations

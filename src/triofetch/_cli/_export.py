@@ -13,6 +13,10 @@ parent with ``O_NOFOLLOW``; a symbolic link (or a file left by an earlier export
 directory must be is replaced by a directory, and a file is put in place by ``rename`` over
 the name (which replaces a symbolic link, never writes through it).  Files are hard links to
 the store's files when DEST is on the same filesystem, else copies.
+
+This module owns writing a version's files out and checking first that they can be; it
+must not change what the store records (only the fetch of on-demand units adds to it,
+through the creator) nor decide library policy (the transport, the temp files).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ from pathlib import Path
 import trio
 
 from ..creator import ContentUnitCreator
-from ..downloader import Downloader
 from ..errors import InvalidInput, ManifestError, StorageWriteError, StoreError
 from ..manifest import MANIFEST_NAME, manifest_base_url, parse_pulp_manifest
 from ..storage import ArtifactStorage
@@ -48,7 +51,7 @@ from ._common import (
     warn,
 )
 from ._inspect import FileRow, file_rows, select_version
-from ._sync import _cleanup_on_exit, _reason, pick_transport
+from ._sync import failure_reason, new_downloader
 
 __all__ = ["ExportReport", "Unexportable", "export_command", "export_files", "unexportable"]
 
@@ -379,10 +382,8 @@ async def _fetch(
             storage = store.storage
             assert storage is not None
             async with store.lease():
-                first = await store.missing_artifacts(repository, number, limit=1)
-                url = next((u for m in first for u in m.urls), "")
-                with _cleanup_on_exit(storage.temp_dir):
-                    async with Downloader(transport=pick_transport("auto", url)) as downloader:
+                with storage.removing_temp_files():  # (however the fetch ends)
+                    async with new_downloader() as downloader:
                         report = await ContentUnitCreator(store, downloader).fill_missing(
                             repository, number
                         )
@@ -391,7 +392,7 @@ async def _fetch(
         # a store that cannot be written (a read-only root): the rest is still exported
         why = f"not downloaded (cannot write the store to fetch it: {exc})"
         return _Fetched(rows, {r.unit_id: why for r in rows if not r.downloaded})
-    reasons = {f.key: f"fetch failed: {_reason(f.error)}" for f in report.failures}
+    reasons = {f.key: f"fetch failed: {failure_reason(f.error)}" for f in report.failures}
     failed = {
         u.id: f"not downloaded ({reasons.get(u.key, 'still missing after the fetch')})"
         for u in units

@@ -1,4 +1,8 @@
-"""``triofetch list`` and ``triofetch verify``: read the store, change nothing."""
+"""``triofetch list`` and ``triofetch verify``: read the store, change nothing.
+
+Owns the rows of a version's files (shared with ``export``) and the two commands' output;
+it opens the store read-only and must not write to it, nor import a private module.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""``triofetch versions``, ``prune`` and ``gc``: a store's versions, retention and orphans."""
+"""``triofetch versions``, ``prune`` and ``gc``: a store's versions, retention and orphans.
+
+Owns these commands' options and output; what is kept or collected is the store's
+(:meth:`~triofetch.Store.prune`, :meth:`~triofetch.Store.gc`), which this must not second-guess.
+"""
 
 from __future__ import annotations
 

@@ -1,10 +1,15 @@
-"""The command line grammar (argparse)."""
+"""The command line grammar (argparse).
+
+Owns the commands, options, their help and the checks argparse can make of one value
+(integers, sizes, seconds); it imports nothing of the library but its version, and must
+not check what only the library can judge (a CA file, a URL's reachability).
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from .._version import __version__
+from .. import __version__
 
 __all__ = ["build_parser"]
 

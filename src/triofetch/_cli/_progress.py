@@ -1,4 +1,8 @@
-"""Progress of a sync: counters fed by the creator's events, drawn as rich progress bars."""
+"""Progress of a sync: counters fed by the creator's events, drawn as rich progress bars.
+
+Owns what the bars show; it only listens (the creator's events, the manifest's sizes) and
+must not change the sync it draws.
+"""
 
 from __future__ import annotations
 

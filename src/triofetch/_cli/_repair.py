@@ -1,12 +1,15 @@
-"""``triofetch repair``: hash the stored files; download the bad ones again."""
+"""``triofetch repair``: hash the stored files; download the bad ones again.
+
+Owns the repair command's options, report and lines; the repairing itself is
+:func:`triofetch.repairing.repair`.  It must not decide library policy (the transport, the
+CA file, the temp files): the downloader and the storage do, through the public API.
+"""
 
 from __future__ import annotations
 
 import argparse
-import urllib.request
-from typing import Any, Literal
+from typing import Any
 
-from ..downloader import Downloader
 from ..errors import InvalidInput
 from ..repairing import RepairReport, repair
 from ..store import RepositoryNotFound
@@ -20,7 +23,7 @@ from ._common import (
     resolve_root,
     warn,
 )
-from ._sync import _cleanup_on_exit, _verify_option, time_bounds
+from ._sync import new_downloader, time_bounds
 
 __all__ = ["repair_command", "report_json"]
 
@@ -37,16 +40,16 @@ def report_json(report: RepairReport) -> dict[str, Any]:
     }
 
 
-def _transport() -> Literal["trio", "httpx"]:
-    # The URLs are many and not known yet: the trio transport, unless the environment
-    # routes plain or TLS traffic through a proxy (which only httpx follows).
-    proxies = urllib.request.getproxies()
-    return "httpx" if "http" in proxies or "https" in proxies else "trio"
-
-
 async def repair_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
-    verify = _verify_option(args.ca_cert)
+    # made (and its --ca-cert checked) before the store is opened; the transport: the
+    # library's choice ("auto": the trio transport unless a proxy is configured)
+    downloader = new_downloader(
+        ca_cert=args.ca_cert,
+        connections=args.connections,
+        retries=args.retries,
+        **time_bounds(args),
+    )
     async with existing_store(
         root, args.db, readonly=False, connect_timeout=args.db_connect_timeout
     ) as store:
@@ -55,14 +58,8 @@ async def repair_command(args: argparse.Namespace) -> int:
         removed = await storage.cleanup_temp()
         if removed:
             log.info("removed %d temp files left by stopped processes", len(removed))
-        async with Downloader(
-            connections=args.connections,
-            retries=args.retries,
-            verify=verify,
-            transport=_transport(),
-            **time_bounds(args),
-        ) as downloader:
-            with _cleanup_on_exit(storage.temp_dir):
+        async with downloader:
+            with storage.removing_temp_files():  # (however the repair ends)
                 try:
                     report = await repair(store, downloader, repository=args.repository)
                 except RepositoryNotFound:

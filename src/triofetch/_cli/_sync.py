@@ -1,15 +1,20 @@
-"""``triofetch sync``: read a manifest, validate all of it, then create its units."""
+"""``triofetch sync``: read a manifest, validate all of it, then create its units.
+
+Owns the sync command (its checks of the source, the free space and an empty manifest, its
+report and lines) and what the commands that download share: a :class:`Downloader` made
+from their options (:func:`new_downloader`), the time bounds, the reason of a failure.  It
+must not decide library policy (the transport, the CA file's validity, which temp files go):
+those are the downloader's and the storage's, asked through the public API.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import os
 import shutil
 import sys
-import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +23,6 @@ from urllib.parse import urlsplit
 import trio
 from rich.console import Console
 
-from .._tempfiles import temp_file_pid
 from ..creator import ContentUnitCreator, CreateReport
 from ..downloader import Downloader
 from ..errors import (
@@ -56,7 +60,15 @@ from ._common import (
 )
 from ._progress import SyncTracker, progress_bars
 
-__all__ = ["report_json", "run_sync", "sync_command"]
+__all__ = [
+    "failure_reason",
+    "new_downloader",
+    "print_failures",
+    "report_json",
+    "run_sync",
+    "sync_command",
+    "time_bounds",
+]
 
 _SCHEMES = ("http", "https", "file")
 
@@ -82,13 +94,31 @@ def resolve_source(source: str) -> tuple[str, tuple[str, str] | None]:
     return url, auth
 
 
-def _verify_option(ca_cert: str | None) -> bool | str:
-    if ca_cert is None:
-        return True
-    path = Path(ca_cert).expanduser()
-    if not path.exists():
-        raise CLIError(f"--ca-cert {ca_cert}: no such file or directory")
-    return str(path.absolute())
+#: what ``--transport`` may say ("auto": the library's choice)
+TransportChoice = Literal["auto", "trio", "httpx"]
+
+
+def new_downloader(
+    *, ca_cert: str | None = None, transport: TransportChoice = "auto", **options: Any
+) -> Downloader:
+    """The :class:`Downloader` of a command: *ca_cert* (``--ca-cert``) as ``verify=``,
+    *transport* as given (``"auto"``: the library's choice), and the other *options*.
+
+    The downloader checks the CA file as it is made (missing, unreadable, not a CA bundle:
+    :class:`InvalidInput`, before any I/O); here that is a usage error, exit status 2, with
+    the downloader's reason under the option's name.
+    """
+    verify: bool | str = True if ca_cert is None else os.path.expanduser(ca_cert)
+    try:
+        return Downloader(verify=verify, transport=transport, **options)
+    except InvalidInput as exc:
+        raise CLIError(_option_message(str(exc))) from None
+
+
+def _option_message(message: str) -> str:
+    """A downloader's complaint about an option, under the command-line option's name."""
+    option, sep, rest = message.partition(": ")
+    return f"--ca-cert: {rest}" if sep and option == "verify" else message
 
 
 def time_bounds(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,7 +156,7 @@ def report_json(report: CreateReport) -> dict[str, Any]:
         },
         "replaced": [_replaced_json(r) for r in report.replaced],
         "failures": [
-            {"relative_path": f.relative_path, "url": f.url, "error": _reason(f.error)}
+            {"relative_path": f.relative_path, "url": f.url, "error": failure_reason(f.error)}
             for f in report.failures
         ],
         "seconds": round(report.seconds, 3),
@@ -145,38 +175,9 @@ def _replaced_json(item: ReplacedUnit) -> dict[str, Any]:
     return {"type": item.key.type, "key": list(key), "by": list(item.by.natural_key)}
 
 
-def _reason(error: BaseException) -> str:
+def failure_reason(error: BaseException) -> str:
+    """Why a unit failed, in one line (the cause a :class:`UnitFailed` carries)."""
     return describe_error(error.cause if isinstance(error, UnitFailed) else error)
-
-
-def _remove_own_temp_files(temp_dir: Path) -> None:
-    """After an interrupted run: no temp file of this process may stay (belt and braces)."""
-    me = os.getpid()
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(temp_dir):
-            if temp_file_pid(entry.name) == me:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-
-
-@contextlib.contextmanager
-def _cleanup_on_exit(temp_dir: Path) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        _remove_own_temp_files(temp_dir)
-
-
-def pick_transport(choice: str, url: str) -> Literal["trio", "httpx"]:
-    """'auto': the trio transport, unless the environment routes *url* through a proxy."""
-    if choice in ("trio", "httpx"):
-        return choice  # type: ignore[return-value]
-    scheme = url.partition(":")[0].lower()
-    host = urlsplit(url).hostname or ""
-    proxies = urllib.request.getproxies()
-    if scheme in proxies and not urllib.request.proxy_bypass(host):
-        return "httpx"
-    return "trio"
 
 
 @asynccontextmanager
@@ -190,8 +191,9 @@ _LOOKUP = 1000
 
 async def _bytes_not_stored(index: RepositoryIndex, store: Store) -> int:
     """The bytes of the manifest's distinct contents the store does not hold yet."""
-    # Keys of 8 bytes of the sha256: a set of a million is some 60 MB, not the 200 MB of
-    # the hex strings; a collision (2^-64) would only count one file less.
+    # Keys of the first 8 bytes of the sha256, as ints: a fraction of the memory of the hex
+    # strings for a manifest of millions of files; a collision would only count one file
+    # less (a free-space estimate, not a decision about content).
     counted: set[int] = set()
     total = 0
     batch: dict[str, int] = {}
@@ -253,7 +255,7 @@ async def run_sync(
     mirror: bool = False,
     retain: int | None = None,
     ca_cert: str | None = None,
-    transport: str = "auto",
+    transport: TransportChoice = "auto",
     console: Console | None = None,
     announce: bool = False,
     db_connect_timeout: float | None = None,
@@ -267,16 +269,15 @@ async def run_sync(
     *bounds* are more ``Downloader`` options: the time bounds (see :func:`time_bounds`).
     """
     url, auth = resolve_source(source)
-    verify = _verify_option(ca_cert)
     if not repository:
         raise CLIError("--repository must not be empty")
-    async with Downloader(
+    async with new_downloader(
+        ca_cert=ca_cert,
+        transport=transport,
         connections=connections,
         per_host=per_host,
         retries=retries,
-        verify=verify,
         auth=auth,
-        transport=pick_transport(transport, url),
         **(bounds or {}),
     ) as downloader:
         log.info("reading the manifest at %s", url)
@@ -327,7 +328,7 @@ async def run_sync(
                 on_event=tracker.on_event,
             )
             bars = progress_bars(creator, tracker, console) if console else _nothing()
-            with _cleanup_on_exit(storage.temp_dir):
+            with storage.removing_temp_files():  # (however the run ends)
                 async with bars:
                     report = await creator.run(index.units(), repository=repository, mirror=mirror)
             if retain is not None:
@@ -361,7 +362,7 @@ def storage_write_message(exc: StorageWriteError) -> str:
 def print_failures(report: CreateReport) -> None:
     for failure in report.failures:
         where = failure.relative_path or "/".join(failure.unit.natural_key)
-        warn(f"failed: {where}: {_reason(failure.error)}")
+        warn(f"failed: {where}: {failure_reason(failure.error)}")
 
 
 def print_summary(report: CreateReport, *, file: Any = None) -> None:

@@ -1,19 +1,22 @@
 """The command line's first steps: what must work before anything heavy is imported.
 
+Owns the program's signal state (the first stopping signal received), the statuses and lines
+of a stop or a bug, and ending the process at once.  It must import nothing but small
+modules of the standard library (``contextlib``, ``os``, ``signal``, ``sys``): it is the
+part of the program that runs before the rest is loaded, so it must not import trio, the
+library, nor the other modules of the command line.
+
 ``triofetch.__main__`` calls :func:`install` as its first line, then imports the command
-line (trio, the store, the downloader: a tenth of a second or more).  From then on a signal
-never ends in a traceback:
+line (trio, the store, the downloader: slow to import, next to this).  From then on a
+signal never ends in a traceback:
 
 - SIGINT keeps Python's handler: a ``KeyboardInterrupt`` raised while importing or parsing
   is caught by ``__main__`` (one line, status 130); inside ``trio.run`` Trio takes SIGINT
   over and delivers it safely; while a command runs, the command line watches both signals
-  itself and cancels the command (``triofetch._cli``).
+  itself and cancels the command (``triofetch._cli._main``).
 - SIGTERM is handled as SIGINT is: :func:`on_sigterm` records it and hands it to whatever
   handles SIGINT at that moment (Python's, or Trio's, which defers it out of Trio's own
   code), so that both take the same path and only the status differs: 143, not 130.
-
-This module imports only small modules of the standard library (``contextlib``, ``os``,
-``signal``, ``sys``): it is the part of the program that runs before the rest is loaded.
 """
 
 from __future__ import annotations

@@ -1,0 +1,231 @@
+"""``triofetch``'s main: parse, run one command under Trio, turn its end into a status.
+
+Owns running a command (sync, list, versions, export, verify, repair, prune, gc, demo) and
+how every command ends; must not hold a command's own work (each is in its module) nor
+import a private module of ``triofetch``.
+
+Every command, on every fault, ends with one line on stderr (``triofetch: error: ...``, or
+its summary) and a documented exit status (see :mod:`._common`):
+
+- an expected error (:class:`CLIError`, a :class:`TriofetchError`, an ``OSError`` of the
+  system): its message;
+- SIGINT (Ctrl-C) or SIGTERM while a command runs: the command's scope is cancelled, so the
+  library rolls back what was in flight as it does for any cancellation (downloads stopped,
+  temp files removed, a commit that started finishes, the version being prepared
+  discarded); then one line and status 130 or 143.  A second signal ends the process at once;
+- stdout closed by its reader (``triofetch list ... | head``): nothing more, status 141;
+- anything else is a bug: ``internal error: TYPE: MESSAGE``, status 70, and the traceback
+  only with ``-vv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import select
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from ..errors import TriofetchError
+from . import _startup
+from ._common import EXIT_FAILED, EXIT_USAGE, CLIError, Interrupted, warn
+from ._parser import build_parser
+
+__all__ = ["main"]
+
+Command = Callable[[argparse.Namespace], Awaitable[int]]
+
+
+def _command(name: str) -> Command:
+    if name == "sync":
+        from ._sync import sync_command
+
+        return sync_command
+    if name == "list":
+        from ._inspect import list_command
+
+        return list_command
+    if name == "verify":
+        from ._inspect import verify_command
+
+        return verify_command
+    if name == "export":
+        from ._export import export_command
+
+        return export_command
+    if name in ("versions", "prune", "gc"):
+        from . import _maintenance
+
+        return {
+            "versions": _maintenance.versions_command,
+            "prune": _maintenance.prune_command,
+            "gc": _maintenance.gc_command,
+        }[name]
+    if name == "repair":
+        from ._repair import repair_command
+
+        return repair_command
+    from ._demo import demo_command
+
+    return demo_command
+
+
+def _setup_logging(verbosity: int) -> None:
+    root = logging.getLogger()
+    if not verbosity:
+        # without -v the command's own lines are all it says: no library's warnings through
+        # logging's last-resort handler (psycopg_pool's retries, for one)
+        if not any(isinstance(h, logging.NullHandler) for h in root.handlers):
+            root.addHandler(logging.NullHandler())
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+    if verbosity < 3:
+        # one line per request from httpx at -v is noise; keep it for -vvv
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING if verbosity < 2 else logging.INFO)
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first *kind* exception in *exc* or the groups nested in it."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def _expected(exc: BaseException) -> BaseException | None:
+    """The CLIError or TriofetchError inside *exc* (a group of one), if that is what it is."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, CLIError | TriofetchError | OSError) else None
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout's reader has gone away (a pipe or socket with no reader left)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _fd, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _quiet_stdout() -> int:
+    """stdout was closed (``| head``): say nothing more, and let nothing else try.
+
+    As Python's documentation advises (the ``signal`` module, "Note on SIGPIPE"), stdout
+    is pointed at the null device, so that the flush at exit raises nothing either.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return _startup.EXIT_PIPE
+
+
+async def _watch_signals(
+    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Cancel *scope* on SIGTERM (and SIGINT, unless ignored by the parent): the library's
+    own cancellation then rolls back what is in flight.  A second signal exits at once."""
+    signals = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signals.append(signal.SIGINT)
+    with trio.open_signal_receiver(*signals) as received:
+        task_status.started()
+        async for signum in received:
+            if _startup.state.received is None:
+                _startup.state.received = signum
+                logging.getLogger("triofetch.cli").info(
+                    "%s: cancelling the command", signal.Signals(signum).name
+                )
+                scope.cancel()
+                continue
+            # asked twice: stop now (what this process leaves in the temp area is removed
+            # by the next sync, repair or gc; SQLite and PostgreSQL roll back what was open)
+            warn(f"{_startup.stop_message(signum, 'again: exiting at once')}")
+            os._exit(_startup.stop_status(signum))
+
+
+async def _supervised(command: Command, args: argparse.Namespace) -> int | None:
+    """Run *command* while watching for signals; None: a signal cancelled it.
+
+    A command that finishes although a signal came (after its last checkpoint: nothing was
+    left to stop) reports its own outcome, not an interruption as well.
+    """
+    status: int | None = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_watch_signals, nursery.cancel_scope)
+        status = await command(args)
+        nursery.cancel_scope.cancel()
+    return status
+
+
+def _outcome(exc: BaseException, verbosity: int) -> int:
+    """The message and exit status of a command that raised *exc*."""
+    stopped = _find(exc, Interrupted)
+    if isinstance(stopped, Interrupted):
+        warn(_startup.stop_message(detail=stopped.detail))
+        return _startup.stop_status()
+    if _startup.interrupted(exc) or _startup.state.received is not None:
+        warn(_startup.stop_message())
+        return _startup.stop_status()
+    pipe = _find(exc, BrokenPipeError)
+    if pipe is not None and _stdout_gone():
+        return _quiet_stdout()
+    found = _expected(exc)
+    if isinstance(found, CLIError):
+        warn(f"error: {found.message}")
+        return found.code
+    if isinstance(found, TriofetchError):
+        warn(f"error: {found}")
+        return EXIT_FAILED
+    if isinstance(found, OSError):
+        warn(f"error: {_describe_os_error(found)}")
+        return EXIT_FAILED
+    return _startup.print_internal_error(exc, verbosity)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+    _startup.state.received = None
+    verbosity = 0
+    try:
+        args = build_parser().parse_args(argv)
+        verbosity = getattr(args, "verbose", 0)
+        _setup_logging(verbosity)
+        command = _command(args.command)
+        status = trio.run(_supervised, command, args)
+        sys.stdout.flush()  # here, where a closed stdout is handled, not at exit
+    except SystemExit as exc:  # argparse: --help, --version, usage errors (status 2)
+        if exc.code == 0 and _stdout_gone():
+            return _quiet_stdout()  # argparse says nothing of a help it could not write
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except BaseException as exc:
+        return _outcome(exc, verbosity)
+    if status is None:
+        warn(_startup.stop_message())
+        return _startup.stop_status()
+    return status
