@@ -1,17 +1,33 @@
-"""The content unit downloader: a nursery per unit; a unit is emitted only when complete."""
+"""The content unit downloader: a nursery per unit; a unit is emitted only when complete.
+
+Owns downloading the artifacts of declarative units into temp files, a unit at a time and
+all or nothing per unit (:class:`UnitDownloader`, :func:`download_units` for synchronous
+code), and the two pieces the content unit creator shares with it: the nursery of one unit
+(:func:`fetch_artifacts`) and the lazy, type-checked reading of an input
+(:func:`aiter_units`).  It never touches the storage or the store: the temp files are the
+receiver's.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVarTuple
 
 import trio
 
 from ._groups import collapse_single, first_error
+from ._model import check_int
 from .declarative import DeclarativeArtifact, DeclarativeUnit
 from .downloader import Downloader, DownloadResult
 from .errors import InvalidInput, TriofetchError, UnitFailed, WrongContext
@@ -23,10 +39,10 @@ __all__ = [
     "UnitOutcome",
     "UnitStream",
     "aiter_units",
-    "collapse_single",
     "download_units",
-    "first_error",
 ]
+
+_Args = TypeVarTuple("_Args")
 
 
 @dataclass(slots=True)
@@ -160,10 +176,9 @@ class UnitDownloader:
         buffer: int = 16,
         temp_dir: str | None = None,
     ) -> None:
-        if units_in_flight is not None and units_in_flight < 1:
-            raise InvalidInput(f"units_in_flight must be >= 1, got {units_in_flight!r}")
-        if buffer < 0:
-            raise InvalidInput(f"buffer must be >= 0, got {buffer!r}")
+        if units_in_flight is not None:
+            check_int(units_in_flight, "units_in_flight", least=1)
+        check_int(buffer, "buffer", least=0)
         self._downloader = downloader
         self._fail_fast = fail_fast
         self._in_flight = units_in_flight or 2 * int(downloader.limiter.total_tokens)
@@ -253,6 +268,41 @@ class UnitDownloader:
                 siblings.cancel_scope.cancel()
 
 
+_UNSCOPED = nullcontext()
+
+
+async def fetch_artifacts(
+    artifacts: Iterable[DeclarativeArtifact],
+    fetch: Callable[[DeclarativeArtifact, *_Args], Awaitable[object]],
+    *args: *_Args,
+    scope: trio.CancelScope | None = None,
+) -> BaseExceptionGroup[TriofetchError] | None:
+    """The nursery of one unit: ``fetch(artifact, *args)`` for every artifact, all at once.
+
+    Returns None when every fetch returned.  The first one to raise cancels its siblings
+    (each cleans up after itself); when every error is a :class:`TriofetchError`, the unit
+    failed and the group of them is returned, for the caller to record (its first error is
+    the unit's cause).  Anything else, a cancellation from outside or a bug, propagates.
+
+    With *scope*, the nursery runs inside that cancel scope, so that one unit can be
+    cancelled from outside; the cancellation it catches is not an error of the unit.
+
+    Both :func:`download_unit` and the content unit creator use it: one place says what a
+    unit's failure is.
+    """
+    try:
+        with _UNSCOPED if scope is None else scope:
+            async with trio.open_nursery() as nursery:
+                for artifact in artifacts:
+                    nursery.start_soon(fetch, artifact, *args)
+    except BaseExceptionGroup as group:
+        errors, rest = group.split(TriofetchError)
+        if rest is not None or errors is None:
+            raise
+        return errors
+    return None
+
+
 async def download_unit(
     downloader: Downloader, unit: DeclarativeUnit, *, temp_dir: str | None = None
 ) -> UnitOutcome:
@@ -263,29 +313,31 @@ async def download_unit(
     Cancellation propagates (after the temp files are removed).
     """
     results: dict[str, DownloadResult] = {}
-
-    async def one(artifact: DeclarativeArtifact) -> None:
-        results[artifact.relative_path] = await downloader.fetch(
-            artifact.urls,
-            expected_digests=artifact.digests,
-            expected_size=artifact.size,
-            temp_dir=temp_dir,
-        )
-
     try:
-        async with trio.open_nursery() as nursery:
-            for artifact in unit.artifacts:
-                nursery.start_soon(one, artifact)
-    except BaseExceptionGroup as group:
-        _discard(results.values())
-        errors, rest = group.split(TriofetchError)
-        if rest is not None or errors is None:
-            raise
-        return FailedUnit(unit, UnitFailed(unit.key, first_error(errors)))
+        errors = await fetch_artifacts(
+            unit.artifacts, _download_into, downloader, results, temp_dir
+        )
     except BaseException:
         _discard(results.values())
         raise
+    if errors is not None:
+        _discard(results.values())
+        return FailedUnit(unit, UnitFailed(unit.key, first_error(errors)))
     return DownloadedUnit(unit, results)
+
+
+async def _download_into(
+    artifact: DeclarativeArtifact,
+    downloader: Downloader,
+    results: dict[str, DownloadResult],
+    temp_dir: str | None,
+) -> None:
+    results[artifact.relative_path] = await downloader.fetch(
+        artifact.urls,
+        expected_digests=artifact.digests,
+        expected_size=artifact.size,
+        temp_dir=temp_dir,
+    )
 
 
 def download_units(

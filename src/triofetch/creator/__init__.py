@@ -7,14 +7,8 @@ report.  It reaches the database only through :class:`~triofetch.store.Store`.
 """
 
 from .._public import publish
-from ._creator import (
-    ContentUnitCreator,
-    CreateReport,
-    CreatorEvent,
-    CreatorProgress,
-    Policy,
-    UnitFailure,
-)
+from ._creator import ContentUnitCreator
+from ._reports import CreateReport, CreatorEvent, CreatorProgress, Policy, UnitFailure
 
 __all__ = [
     "ContentUnitCreator",
