@@ -22,7 +22,7 @@ from triofetch.store import (
     NewUnit,
     NewUnitArtifact,
     RemoteArtifact,
-    _base,
+    _commit,
     _sqlite,
     _types,
     open_store,
@@ -279,7 +279,7 @@ async def test_unit_key_hash_collisions_keep_units_apart(
 
     # where a unit's hash is made (with the unit, or again by the writer) and where lookups
     # make theirs
-    for module in (_types, _base, _sqlite):
+    for module in (_types, _commit, _sqlite):
         monkeypatch.setattr(module, "unit_key_hash", constant)
     async with open_store(f"sqlite:///{tmp_path / 'c.sqlite3'}") as store:
         first = await store.commit_units(

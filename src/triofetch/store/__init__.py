@@ -8,6 +8,19 @@
 
     async with open_store("postgresql://user@host/db", root="/srv/triofetch") as store:
         ...
+
+This module owns opening a store (choosing the database from the URL, checking the options)
+and the store's public names; it must not hold any of the store's work.  The modules below
+it, each importing only those under it::
+
+    _facade      Store: the async face, worker threads, limiters, shielded writes
+    _commit      the commit algorithm, and placing units in a version
+    _retention   pruning, the writers' lease, garbage collection   (reads through _versions)
+    _versions    repositories, versions, lookups
+    _sqlite, _postgres   the dialects: each database's connections and statements
+    _dialect     the interface of a dialect, and its transaction runner
+    _types       the values the store takes and returns
+    _schema      the tables, and their migrations
 """
 
 from __future__ import annotations
@@ -21,35 +34,41 @@ from typing import Any
 
 import trio
 
+from .._model import ArtifactRecord, UnitKey, check_int, check_number
 from .._public import publish
 from .._urls import redact_url
-from ..errors import InvalidInput, StoreError
+from ..errors import (
+    ArtifactConflict,
+    InvalidInput,
+    RepositoryKeyConflict,
+    RepositoryNotFound,
+    StoreBusy,
+    StoreError,
+    VersionNotFound,
+    VersionNotWritable,
+)
 from ..storage import ArtifactStorage
-from ._base import Backend, Placement, Store
-from ._retention import GCReport, PruneReport, StoreBusy, VersionInfo
+from ._dialect import Dialect
+from ._facade import Store
+from ._retention import GCReport, PruneReport
 from ._schema import SCHEMA_VERSION
-from ._sqlite import DEFAULT_CACHE_MIB
+from ._sqlite import DEFAULT_CACHE_MIB, SQLiteBackend
 from ._types import (
     DEFAULT_REPOSITORY_KEYS,
-    ArtifactConflict,
-    ArtifactRecord,
+    CommitOutcome,
     CommitReport,
     MissingArtifact,
     NewUnit,
     NewUnitArtifact,
+    Placement,
     RemoteArtifact,
     ReplacedUnit,
     RepositoryKey,
-    RepositoryKeyConflict,
-    RepositoryNotFound,
     UnitInfo,
-    UnitKey,
-    UnitOutcome,
     VersionHandle,
-    VersionNotFound,
-    VersionNotWritable,
     check_repository_keys,
 )
+from ._versions import VersionInfo
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -58,6 +77,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ArtifactConflict",
     "ArtifactRecord",
+    "CommitOutcome",
     "CommitReport",
     "GCReport",
     "MissingArtifact",
@@ -74,7 +94,6 @@ __all__ = [
     "StoreBusy",
     "UnitInfo",
     "UnitKey",
-    "UnitOutcome",
     "VersionHandle",
     "VersionInfo",
     "VersionNotFound",
@@ -97,7 +116,7 @@ def _backend_for(
     create: bool = True,
     readonly: bool = False,
     connect_timeout: float = 10.0,
-) -> Backend:
+) -> Dialect:
     backend = _new_backend(url, root, pool_size, cache_mib, connect_timeout)
     backend.readonly = readonly
     backend.create = create and not readonly
@@ -110,20 +129,16 @@ def _new_backend(
     pool_size: int | None,
     cache_mib: int | None,
     connect_timeout: float = 10.0,
-) -> Backend:
+) -> Dialect:
     if url is None:
         if root is None:
             raise InvalidInput("open_store() needs a database URL or a root")
         url = f"sqlite:///{root / DEFAULT_DATABASE_NAME}"
     if not isinstance(url, str):
         raise InvalidInput(f"a database URL must be a str, got {url!r}")
-    if pool_size is not None and (
-        isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1
-    ):
-        raise InvalidInput(f"pool_size must be a positive int, got {pool_size!r}")
+    if pool_size is not None:
+        check_int(pool_size, "pool_size", least=1)
     if url.startswith("sqlite://"):
-        from ._sqlite import SQLiteBackend
-
         rest = url[len("sqlite://") :].split("?", 1)[0]
         if rest in ("", "/", ":memory:", "/:memory:"):
             raise InvalidInput(
@@ -155,7 +170,7 @@ async def _open(
     pool_size: int | None,
     storage: ArtifactStorage | None,
     cache_mib: int | None = None,
-    repository_keys: dict[str, RepositoryKey] | None = None,
+    repository_keys: Mapping[str, RepositoryKey] = DEFAULT_REPOSITORY_KEYS,
     create: bool = True,
     readonly: bool = False,
     connect_timeout: float = 10.0,
@@ -170,8 +185,6 @@ async def _open(
         readonly=readonly,
         connect_timeout=connect_timeout,
     )
-    if repository_keys is not None:
-        backend.repository_keys = repository_keys
     with trio.CancelScope(shield=True):  # a half-opened pool must not leak
         await trio.to_thread.run_sync(backend.open)
         # The storage's directories are made once the database is there, never before: a
@@ -184,7 +197,7 @@ async def _open(
             except BaseException:
                 await trio.to_thread.run_sync(backend.close)
                 raise
-    return Store(backend, storage=storage)
+    return Store(backend, storage=storage, repository_keys=repository_keys)
 
 
 class _Opening:
@@ -266,21 +279,13 @@ def open_store(
     above, :class:`~triofetch.StoreError` when the database cannot be opened.
     """
     absolute = None if root is None else os.path.abspath(root)
-    if cache_mib is not None and (
-        isinstance(cache_mib, bool) or not isinstance(cache_mib, int) or cache_mib < 1
-    ):
-        raise InvalidInput(f"cache_mib must be a positive int, got {cache_mib!r}")
+    if cache_mib is not None:
+        check_int(cache_mib, "cache_mib", least=1)
     keys = check_repository_keys(repository_keys)
     if connect_timeout is None:
         connect_timeout = DEFAULT_CONNECT_TIMEOUT
-    elif (
-        isinstance(connect_timeout, bool)
-        or not isinstance(connect_timeout, int | float)
-        or not 0 < connect_timeout < float("inf")
-    ):
-        raise InvalidInput(
-            f"connect_timeout must be a number of seconds > 0, got {connect_timeout!r}"
-        )
+    else:
+        check_number(connect_timeout, "connect_timeout (seconds)", positive=True)
     return _Opening(
         url,
         absolute,

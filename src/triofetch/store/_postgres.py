@@ -1,4 +1,10 @@
-"""The PostgreSQL backend (psycopg 3 + psycopg_pool): several workers, one database.
+"""The PostgreSQL dialect (psycopg 3 + psycopg_pool): several workers, one database.
+
+Owns PostgreSQL's connection pool, transactions, opening and migrating a database, its
+statements of the commit, and the writers' lease as an advisory lock.  It must not hold any
+of the store's logic: what to write and when is decided in ``_commit``, ``_versions`` and
+``_retention``, on the :class:`~._dialect.Dialect` interface this implements.  Imported only
+when a PostgreSQL store is opened (psycopg is an optional dependency).
 
 - A synchronous :class:`psycopg_pool.ConnectionPool`, used from worker threads; the store's
   limiter has as many tokens as the pool has connections.
@@ -26,11 +32,10 @@ from psycopg_pool import ConnectionPool
 
 from .._urls import redact_url
 from ..errors import NotAStore, StoreError, StoreNotFound
-from ._base import Backend
-from ._retention import LeaseHandle
+from ._dialect import Dialect, LeaseHandle
 from ._schema import POSTGRES_MIGRATIONS, check_readable, migrate
 
-__all__ = ["PostgresBackend"]
+__all__ = ["AdvisoryLease", "PostgresBackend"]
 
 #: pg_advisory_xact_lock key taken while migrating ("triofetch" in ASCII, truncated)
 _MIGRATION_LOCK = 0x7472696F6665
@@ -84,7 +89,9 @@ def _read_only_session(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET default_transaction_read_only = on")
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(Dialect):
+    """The PostgreSQL dialect, on the database of the libpq URL *conninfo*."""
+
     dialect = "postgresql"
     lock_rows = " FOR UPDATE"
 
@@ -326,6 +333,10 @@ class PostgresBackend(Backend):
     def in_list(self, column: str) -> str:
         return f"{column} = ANY(?)"
 
+    def unreferenced(self, column: str, table: str, ref: str) -> str:
+        # an anti-join; NOT IN would scan the subquery once per row once it outgrows work_mem
+        return f"NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{ref} = {column})"
+
     def list_param(self, values: Sequence[Any]) -> Any:
         return list(values)
 
@@ -334,8 +345,8 @@ class PostgresBackend(Backend):
     ) -> Iterable[Sequence[Any]]:
         # byte order (COLLATE "C", as the index): p, then its children between p/ and p0.
         # LATERAL subqueries kept apart (OFFSET 0) make every step a probe, of the index and
-        # then of the membership key: joined freely, the planner hashed the whole version
-        # on every call (13,800 units/s committed fell to 600).
+        # then of the membership key: joined freely, the planner hashes the whole version on
+        # every call, and a commit's cost then grows with the size of the version.
         return conn.execute(  # type: ignore[no-any-return]
             "SELECT u.id, u.type, u.natural_key, u.repo_key, vu.added "
             "FROM unnest(%s::text[]) AS p(x) CROSS JOIN LATERAL ("

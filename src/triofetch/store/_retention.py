@@ -1,8 +1,14 @@
-"""A store's old age: listing and pruning versions, the writers' lease, garbage collection.
+"""A store's old age: pruning versions, the writers' lease, garbage collection.
 
-- :func:`versions` and :func:`prune` read and delete repository versions (one query, one
-  transaction).  Pruning removes versions only: the units and files they held stay until
-  garbage collection finds that nothing holds them.
+Owns what removes things from a store for good, and the lease that keeps that away from
+writers.  Written once, for both databases, on the :class:`~._dialect.Dialect` (whose
+:class:`~._dialect.LeaseHandle` each database implements: ``_sqlite``, ``_postgres``).  It
+must not write units or versions (``_commit``, ``_versions`` do); it reads through
+``_versions`` only to look up artifacts while sweeping the storage.
+
+- :func:`prune` deletes repository versions (one transaction).  Pruning removes versions
+  only: the units and files they held stay until garbage collection finds that nothing
+  holds them.
 - The *lease* keeps the collector away from writers.  A writer (a creator run, a repair, an
   export that fetches) may find a unit or a file in the store, then commit something that
   refers to it a minute later; if the collector removed it in between, the commit would
@@ -26,37 +32,26 @@
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
 import re
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..errors import InvalidInput, StoreBusy, StoreError
-from ._types import RepositoryNotFound
+from .._model import check_number
+from ..errors import RepositoryNotFound, StoreBusy
+from ._dialect import Dialect, LeaseHandle
+from ._versions import find_artifacts
 
 if TYPE_CHECKING:
     from ..storage import ArtifactStorage
-    from ._base import Backend
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no lease (documented)
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "FileLease",
     "GCReport",
-    "LeaseHandle",
     "PruneReport",
-    "StoreBusy",
-    "VersionInfo",
     "acquire_lease",
     "check_wait",
     "delete_garbage",
@@ -64,7 +59,6 @@ __all__ = [
     "release_lease",
     "remove_files",
     "sweep_unrecorded",
-    "versions",
 ]
 
 #: how often a lease is tried again while it is taken (seconds, doubling up to the maximum)
@@ -76,22 +70,6 @@ _SHA256_NAME = re.compile(r"[0-9a-f]{64}\Z")
 
 
 # -- value types ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class VersionInfo:
-    """One version of a repository, as :meth:`Store.versions` lists it.
-
-    ``created`` is when the version was started (UTC), None for versions made by a
-    triofetch older than schema version 4; ``units`` is how many units it holds;
-    ``complete`` is False while its writer works on it (or after that writer died: ``gc``
-    removes it then).
-    """
-
-    number: int
-    created: datetime.datetime | None
-    units: int
-    complete: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,59 +99,17 @@ class GCReport:
     temp_files: int = 0
 
 
-class LeaseHandle(ABC):
-    """One holder's handle on the lease (a file descriptor, a database connection).
-
-    Made by :meth:`Backend.lease_handle` in a worker thread; every method blocks briefly
-    and runs in a worker thread too.
-    """
-
-    @abstractmethod
-    def try_acquire(self, exclusive: bool) -> bool:
-        """Take the lease (shared, or *exclusive*) if that is possible now; never waits."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release the lease if it is held, and free the handle (idempotent)."""
+# -- the lease -----------------------------------------------------------------------------
 
 
-class FileLease(LeaseHandle):
-    """The lease of an SQLite store: ``flock`` on a file beside the database."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            # a descriptor per holder: flock() locks belong to the open file; not inherited
-            # by child processes (os.open makes it non-inheritable)
-            self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot open the lease file {path}: {exc.strerror}") from exc
-
-    def try_acquire(self, exclusive: bool) -> bool:
-        if self._fd is None:
-            raise StoreError("the lease handle is closed")
-        if fcntl is None:  # pragma: no cover - not POSIX
-            return True
-        try:
-            fcntl.flock(self._fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)  # releases the lock
-
-
-async def acquire_lease(backend: Backend, *, exclusive: bool, wait: float | None) -> LeaseHandle:
+async def acquire_lease(db: Dialect, *, exclusive: bool, wait: float | None) -> LeaseHandle:
     """Take the lease, polling until it is free; give up after *wait* seconds (None: never).
 
     Raises :class:`StoreBusy` when *wait* passes.  Cancellable while waiting: the handle is
     then closed before the cancellation goes on.
     """
     deadline = math.inf if wait is None else trio.current_time() + wait
-    handle = await trio.to_thread.run_sync(backend.lease_handle)
+    handle = await trio.to_thread.run_sync(db.lease_handle)
     try:
         delay = _FIRST_POLL
         while not await trio.to_thread.run_sync(handle.try_acquire, exclusive):
@@ -194,50 +130,25 @@ async def release_lease(handle: LeaseHandle) -> None:
         await trio.to_thread.run_sync(handle.close)
 
 
-# -- versions and pruning ---------------------------------------------------------------------
+# -- pruning ----------------------------------------------------------------------------------
 
 
-def _created(value: Any) -> datetime.datetime | None:
-    if value is None:
-        return None
-    when = datetime.datetime.fromisoformat(str(value))
-    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.UTC)
+def _ids(db: Dialect, column: str) -> str:
+    return db.sql(db.in_list(column))
 
 
-def versions(backend: Backend, name: str) -> list[VersionInfo]:
-    """Every version of repository *name*, ascending (one query)."""
-    sql = backend.sql(
-        "SELECT v.number, v.created, v.complete, "
-        "(SELECT count(*) FROM version_units vu WHERE vu.version_id = v.id) "
-        "FROM repositories r LEFT JOIN repository_versions v ON v.repository_id = r.id "
-        "WHERE r.name = ? ORDER BY v.number"
-    )
-    rows = backend.run_read(lambda conn: conn.execute(sql, (name,)).fetchall())
-    if not rows:
-        raise RepositoryNotFound(name)
-    return [
-        VersionInfo(int(number), _created(created), int(units), bool(complete))
-        for number, created, complete, units in rows
-        if number is not None  # the one row of a repository without versions
-    ]
-
-
-def _ids(backend: Backend, column: str) -> str:
-    return backend.sql(backend.in_list(column))
-
-
-def prune(backend: Backend, name: str, keep: int) -> PruneReport:
+def prune(db: Dialect, name: str, keep: int) -> PruneReport:
     """Delete the complete versions of *name* older than its *keep* latest complete ones."""
 
     def work(conn: Any) -> PruneReport:
         row = conn.execute(
-            backend.sql("SELECT id FROM repositories WHERE name = ?" + backend.lock_rows), (name,)
+            db.sql("SELECT id FROM repositories WHERE name = ?" + db.lock_rows), (name,)
         ).fetchone()
         if row is None:
             raise RepositoryNotFound(name)
         # the repository's row is locked (PostgreSQL): no version is made meanwhile
         rows = conn.execute(
-            backend.sql(
+            db.sql(
                 "SELECT id, number FROM repository_versions WHERE repository_id = ? AND complete "
                 "ORDER BY number DESC"
             ),
@@ -245,13 +156,13 @@ def prune(backend: Backend, name: str, keep: int) -> PruneReport:
         ).fetchall()
         kept, gone = rows[:keep], rows[keep:]
         if gone:
-            ids = backend.list_param(sorted(int(r[0]) for r in gone))
+            ids = db.list_param(sorted(int(r[0]) for r in gone))
             conn.execute(
-                backend.sql("DELETE FROM version_units WHERE ") + _ids(backend, "version_id"),
+                db.sql("DELETE FROM version_units WHERE ") + _ids(db, "version_id"),
                 (ids,),
             )
             conn.execute(
-                backend.sql("DELETE FROM repository_versions WHERE ") + _ids(backend, "id"),
+                db.sql("DELETE FROM repository_versions WHERE ") + _ids(db, "id"),
                 (ids,),
             )
         return PruneReport(
@@ -260,23 +171,10 @@ def prune(backend: Backend, name: str, keep: int) -> PruneReport:
             tuple(sorted(int(r[1]) for r in gone)),
         )
 
-    return backend.run_write(work)
+    return db.run_write(work)
 
 
 # -- garbage ------------------------------------------------------------------------------------
-
-
-def _unreferenced(backend: Backend, column: str, table: str, ref: str) -> str:
-    """SQL true when no row of *table* has *column*'s value in its column *ref*.
-
-    SQLite runs ``NOT IN (SELECT ...)`` as one lookup in an index it builds once, and a
-    correlated ``NOT EXISTS`` as a scan per row (no index on the referring column);
-    PostgreSQL turns ``NOT EXISTS`` into an anti-join, and ``NOT IN`` into a scan per row
-    once the subquery outgrows ``work_mem``.
-    """
-    if backend.dialect == "sqlite":
-        return f"{column} NOT IN (SELECT {ref} FROM {table} WHERE {ref} IS NOT NULL)"
-    return f"NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{ref} = {column})"
 
 
 #: Indexes on the referring columns of the foreign keys the deletes check, made inside the
@@ -292,7 +190,7 @@ _GC_INDEXES = (
 )
 
 
-def delete_garbage(backend: Backend) -> tuple[int, int, list[tuple[str, int]]]:
+def delete_garbage(db: Dialect) -> tuple[int, int, list[tuple[str, int]]]:
     """Delete, in one write transaction: the incomplete versions, the units no version
     holds, the artifacts no unit refers to.  Returns (versions, units, [(sha256, size)] of
     the artifacts deleted).  Only correct while no writer is alive (under the exclusive
@@ -308,31 +206,26 @@ def delete_garbage(backend: Backend) -> tuple[int, int, list[tuple[str, int]]]:
         return result
 
     def delete(conn: Any) -> tuple[int, int, list[tuple[str, int]]]:
-        sql = backend.sql
+        sql = db.sql
         vids = [
             int(r[0]) for r in conn.execute("SELECT id FROM repository_versions WHERE NOT complete")
         ]
         if vids:
-            ids = backend.list_param(vids)
-            conn.execute(
-                sql("DELETE FROM version_units WHERE ") + _ids(backend, "version_id"), (ids,)
-            )
-            conn.execute(
-                sql("DELETE FROM repository_versions WHERE ") + _ids(backend, "id"), (ids,)
-            )
+            ids = db.list_param(vids)
+            conn.execute(sql("DELETE FROM version_units WHERE ") + _ids(db, "version_id"), (ids,))
+            conn.execute(sql("DELETE FROM repository_versions WHERE ") + _ids(db, "id"), (ids,))
         # unit_artifacts and remote_artifacts go with their units (ON DELETE CASCADE)
         units = conn.execute(
-            "DELETE FROM units WHERE "
-            + _unreferenced(backend, "units.id", "version_units", "unit_id")
+            "DELETE FROM units WHERE " + db.unreferenced("units.id", "version_units", "unit_id")
         ).rowcount
         gone = conn.execute(
             "DELETE FROM artifacts WHERE "
-            + _unreferenced(backend, "artifacts.id", "unit_artifacts", "artifact_id")
+            + db.unreferenced("artifacts.id", "unit_artifacts", "artifact_id")
             + " RETURNING sha256, size"
         ).fetchall()
         return len(vids), int(units), [(str(sha), int(size)) for sha, size in gone]
 
-    return backend.run_write(work)
+    return db.run_write(work)
 
 
 def _unlink(path: str) -> int | None:
@@ -357,7 +250,7 @@ def remove_files(storage: ArtifactStorage, shas: Iterable[str]) -> tuple[int, in
 
 
 def sweep_unrecorded(
-    backend: Backend, storage: ArtifactStorage, check: Callable[[], None] = lambda: None
+    db: Dialect, storage: ArtifactStorage, check: Callable[[], None] = lambda: None
 ) -> tuple[int, int]:
     """Remove the files of the storage that have no artifact row: (files, bytes).
 
@@ -372,7 +265,7 @@ def sweep_unrecorded(
     def flush() -> None:
         nonlocal files, freed
         check()
-        known = backend.find_artifacts(sorted(batch))
+        known = find_artifacts(db, sorted(batch))
         for sha, path in batch.items():
             if sha not in known:
                 size = _unlink(path)
@@ -397,11 +290,6 @@ def sweep_unrecorded(
 
 def check_wait(wait: object) -> float:
     """A number of seconds to wait: finite and not negative."""
-    if (
-        isinstance(wait, bool)
-        or not isinstance(wait, int | float)
-        or not math.isfinite(wait)
-        or wait < 0
-    ):
-        raise InvalidInput(f"wait must be a number of seconds >= 0, got {wait!r}")
-    return float(wait)
+    seconds = check_number(wait, "wait")
+    assert seconds is not None
+    return seconds

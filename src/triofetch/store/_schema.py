@@ -1,4 +1,8 @@
-"""The schema, as numbered migrations for each backend.
+"""The schema, as numbered migrations for each database.
+
+Owns the tables, their migrations, the check of a store's schema version, and the two
+integer hashes the SQLite indexes are built on (``sha256_prefix``, ``unit_key_hash``).  It
+must not hold any query of the store's work, and imports nothing of the store.
 
 Both backends hold the same tables with the same meaning::
 
@@ -22,22 +26,20 @@ than :data:`SCHEMA_VERSION` was written by a newer triofetch and is refused.
 Version 2 (SQLite only; PostgreSQL's version 2 changes nothing) replaces the unique index on
 ``artifacts.sha256`` by an index on ``sha256_prefix``, the first 4 bytes of the digest as a
 signed integer.  A unique text index on random 64-character digests is the costliest
-structure of a bulk commit: 500 new artifacts in a store of 100,000 dirty ~590 of its 4 KiB
-pages (each written to the WAL, then checkpointed); the integer index is a tenth of its
+structure of a bulk commit: new artifacts land on random pages of it, and each page dirtied
+is written to the WAL, then checkpointed; the integer index is a small fraction of its
 size.  Uniqueness of sha256 is then kept by the only writer, ``SQLiteBackend.q_artifact_ids``:
 it looks digests up by prefix and inserts the missing ones inside the same write
 transaction, and SQLite runs one write transaction at a time.  Prefixes collide (two digests,
-one prefix: common past ~100,000 artifacts, and an attacker can make them at will): lookups
-always compare the whole digest, a collision only costs reading one more row.
+one prefix: common in a large store, and an attacker can make them at will): lookups always
+compare the whole digest, a collision only costs reading one more row.
 
 Version 3 (SQLite only again) does the same for units: the unique index on (type,
 natural_key), long JSON text in random order, gives way to an index on ``key_hash``, a
 64-bit BLAKE2b of the key (:func:`unit_key_hash`), kept unique per key by the writer in
-``SQLiteBackend.q_insert_units``.  Measured on the benchmark's 100,000 units committed in
-slices of 500: WAL pages written per commit over the run 23% fewer on average (a slice
-into a store of 20,000 units: 235 pages against 445).  Once the store is large, 500 random
-inserts dirty nearly every leaf of either index, so the last commits gain little (668
-pages against 693).
+``SQLiteBackend.q_insert_units``.  A smaller index means fewer pages written per commit
+while the store is small to middling; once it is large, a slice of random inserts dirties
+nearly every leaf of either index, and the gain fades.
 
 Version 4 (both backends) gives a store its whole life (see ``docs/store.rst``):
 

@@ -1,4 +1,9 @@
-"""The SQLite backend: the embedded default (stdlib ``sqlite3``, no server).
+"""The SQLite dialect: the embedded default (stdlib ``sqlite3``, no server).
+
+Owns SQLite's connections, transactions, locks, checkpoints, opening and migrating a file,
+its statements of the commit, and the writers' lease as a ``flock``.  It must not hold any
+of the store's logic: what to write and when is decided in ``_commit``, ``_versions`` and
+``_retention``, on the :class:`~._dialect.Dialect` interface this implements.
 
 - WAL journal: readers never block the writer nor each other.
 - One writer at a time, without "database is locked" reaching the caller: writes take an
@@ -40,29 +45,27 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotAStore, StoreError, StoreNotFound
-from ._base import Backend
-from ._retention import FileLease
+from ._dialect import Dialect, LeaseHandle
 from ._schema import SQLITE_MIGRATIONS, check_readable, migrate, sha256_prefix, unit_key_hash
 
 try:
     import fcntl
-except ImportError:  # pragma: no cover - not POSIX: WAL + busy_timeout only
+except ImportError:  # pragma: no cover - not POSIX: WAL + busy_timeout only, and no lease
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["SQLiteBackend"]
+__all__ = ["DEFAULT_CACHE_MIB", "FileLease", "SQLiteBackend"]
 
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _BUSY_TIMEOUT_MS = 60_000
 #: default page cache per connection (MiB).  Memory stays bounded by this times the pool
 #: size whatever the store's size; a bigger cache (``open_store(cache_mib=...)``) speeds up
-#: bulk commits into a large store.  1 MiB, half SQLite's own default: streaming 1,000,000
-#: on-demand units then peaks at 1.07x the memory of 10,000 (2 MiB: 1.20x), and measured no
-#: slower (4,870 units/s against 4,190).
+#: bulk commits into a large store.  Half SQLite's own default: the memory of a process
+#: streaming on-demand units then stays nearly flat as the store grows, and commits are no
+#: slower for it.
 DEFAULT_CACHE_MIB = 1
-#: page size of new databases (SQLite's default, set explicitly).  8 KiB pages made bulk
-#: commits 5-10% faster (fewer WAL writes), but the page caches of a million-unit store then
-#: grew peak memory 1.27x over a 10,000-unit one, against 1.13x with 4 KiB pages: memory
-#: that stays flat as the store grows matters more here.
+#: page size of new databases (SQLite's default, set explicitly).  Larger pages make bulk
+#: commits a little faster (fewer WAL writes), but the page caches of a large store then
+#: grow peak memory more: memory that stays flat as the store grows matters more here.
 _PAGE_SIZE = 4096
 #: the writers checkpoint the WAL themselves only past this many pages, a safety
 #: valve: normally the checkpointer thread does it, so that commits do not wait for its
@@ -151,7 +154,42 @@ class _Checkpointer:
         self._thread.join()
 
 
-class SQLiteBackend(Backend):
+class FileLease(LeaseHandle):
+    """The writers' lease of an SQLite store: ``flock`` on a file beside the database.
+
+    A descriptor per holder: ``flock`` locks belong to an open file, so holders in one
+    process exclude each other as processes do, and the operating system releases the lock
+    of a process that dies.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            # not inherited by child processes (os.open makes it non-inheritable)
+            self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open the lease file {path}: {exc.strerror}") from exc
+
+    def try_acquire(self, exclusive: bool) -> bool:
+        if self._fd is None:
+            raise StoreError("the lease handle is closed")
+        if fcntl is None:  # pragma: no cover - not POSIX
+            return True
+        try:
+            fcntl.flock(self._fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # releases the lock
+
+
+class SQLiteBackend(Dialect):
+    """The SQLite dialect, on the database file *path*."""
+
     dialect = "sqlite"
 
     def __init__(self, path: Path, pool_size: int = 4, cache_mib: int = DEFAULT_CACHE_MIB) -> None:
@@ -575,6 +613,11 @@ class SQLiteBackend(Backend):
 
     def in_list(self, column: str) -> str:
         return f"{column} IN (SELECT value FROM json_each(?))"
+
+    def unreferenced(self, column: str, table: str, ref: str) -> str:
+        # one lookup in an index SQLite builds once for the subquery; a correlated NOT EXISTS
+        # would scan *table* once per row (no index leads with the referring column)
+        return f"{column} NOT IN (SELECT {ref} FROM {table} WHERE {ref} IS NOT NULL)"
 
     def list_param(self, values: Sequence[Any]) -> Any:
         return _dumps(list(values))

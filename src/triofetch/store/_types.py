@@ -1,15 +1,17 @@
 """Value types of the store, and the validation of what callers hand to it.
 
-Everything here is checked in Python, before any database work, so that bad input gets a
-typed error (:class:`~triofetch.InvalidUnit`, :class:`~triofetch.InvalidDigest`) and nothing
-is written.  Both backends accept exactly the same values, so a unit means the same thing in
-SQLite and in PostgreSQL.
+Owns the values the store takes and returns (:class:`NewUnit`, :class:`CommitReport`,
+:class:`RepositoryKey`, :class:`Placement`, ...) and their checks.  Everything here is
+checked in Python, before any database work, so that bad input gets a typed error
+(:class:`~triofetch.InvalidUnit`, :class:`~triofetch.InvalidDigest`) and nothing is written.
+Both databases accept exactly the same values, so a unit means the same thing in SQLite and
+in PostgreSQL.  It must not touch a database: it imports only the shared model, the errors
+and the key hash of ``_schema``.
 """
 
 from __future__ import annotations
 
 import json
-import json.encoder
 import json.scanner
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -21,8 +23,6 @@ from .._digests import normalize_digests
 from .._model import (
     MAX_KEY_BYTES,
     MAX_PATH_BYTES,
-    MAX_SEGMENT_BYTES,
-    MAX_SIZE,
     MAX_TYPE_BYTES,
     MAX_URL_BYTES,
     ArtifactRecord,
@@ -34,51 +34,32 @@ from .._model import (
     key_json,
     make_key,
 )
-from ..errors import (
-    ArtifactConflict,
-    InvalidDigest,
-    InvalidInput,
-    InvalidUnit,
-    RepositoryKeyConflict,
-    RepositoryNotFound,
-    VersionNotFound,
-    VersionNotWritable,
-)
+from ..errors import InvalidDigest, InvalidInput, InvalidUnit, RepositoryKeyConflict
 from ._schema import unit_key_hash
 
 __all__ = [
     "DEFAULT_REPOSITORY_KEYS",
-    "MAX_KEY_BYTES",
-    "MAX_PATH_BYTES",
-    "MAX_SEGMENT_BYTES",
-    "MAX_SIZE",
-    "MAX_TYPE_BYTES",
-    "MAX_URL_BYTES",
-    "ArtifactConflict",
-    "ArtifactRecord",
+    "CommitOutcome",
     "CommitReport",
     "MissingArtifact",
     "NewUnit",
     "NewUnitArtifact",
+    "Placement",
     "RemoteArtifact",
     "ReplacedUnit",
     "RepositoryKey",
-    "RepositoryKeyConflict",
-    "RepositoryNotFound",
     "UnitInfo",
-    "UnitKey",
-    "UnitOutcome",
     "VersionHandle",
-    "VersionNotFound",
-    "VersionNotWritable",
+    "check_repository_keys",
+    "check_unit_body",
+    "listed",
+    "load_json",
 ]
 
 # -- checks -----------------------------------------------------------------------------
 
 
 _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-#: JSON text of a value known to be JSON (digests, keys): no checks.
-encode_json = _ENCODER.encode
 
 
 def dump_json(value: object, what: str) -> str:
@@ -111,7 +92,6 @@ def _check_json_keys(value: object, what: str) -> None:
             _check_json_keys(v, what)
 
 
-_quote: Callable[[str], str] = json.encoder.encode_basestring
 _scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
     json.JSONDecoder()  # type: ignore[arg-type]
 )
@@ -194,11 +174,13 @@ class RepositoryKey:
         return "/" + text
 
 
-#: a relative path of plain segments (no empty, '.' or '..' segment, no NUL, nothing
-#: outside printable ASCII but '/' separators): such a path needs no further check
-_PLAIN_PATH = re.compile(
-    r"(?!\.\.?(?:/|$))[\x20-\x2e\x30-\x7e]+(?:/(?!\.\.?(?:/|$))[\x20-\x2e\x30-\x7e]+)*"
-).fullmatch
+#: A relative path that ``_model.check_relative_path`` accepts, recognised by one regular
+#: expression (the common case, checked once per unit committed): segments of 1 to 255
+#: printable ASCII characters but '/' and the backslash, none of them '.' or '..'.  It
+#: accepts nothing that rule refuses (``tests/test_structure_store.py`` checks it); what it
+#: does not match is checked by the rule itself.
+_PLAIN_SEGMENT = r"(?!\.\.?(?:/|$))[\x20-\x2e\x30-\x5b\x5d-\x7e]{1,255}"
+_PLAIN_PATH = re.compile(f"{_PLAIN_SEGMENT}(?:/{_PLAIN_SEGMENT})*").fullmatch
 
 #: The repository keys every store knows unless told otherwise: ``file`` units (the
 #: manifest's, and the command line's) are placed by their relative path.
@@ -244,6 +226,17 @@ class ReplacedUnit:
     def relative_path(self) -> str | None:
         """The path of a path-keyed unit (files), else None."""
         return None if self.repository_key.startswith("/") else self.repository_key
+
+
+@dataclass(slots=True)
+class Placement:
+    """What placing units in a version did (see :meth:`Store.place_units`)."""
+
+    #: units that were not in the version and now are
+    added: int = 0
+    replaced: list[ReplacedUnit] = field(default_factory=list)
+    #: the units refused, by unit id (:meth:`Store.place_units`)
+    refused: dict[int, RepositoryKeyConflict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +402,7 @@ Status = Literal["committed", "existing", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
-class UnitOutcome:
+class CommitOutcome:
     """What :meth:`Store.commit_units` did with one unit.
 
     ``committed``: created now, with all its artifacts; ``existing``: a unit with this key
@@ -429,31 +422,31 @@ class UnitOutcome:
 
 @dataclass(frozen=True, slots=True)
 class CommitReport:
-    """One :class:`UnitOutcome` per unit given, in the same order; with a version, the
+    """One :class:`CommitOutcome` per unit given, in the same order; with a version, the
     units it replaced there (see :class:`RepositoryKey`)."""
 
-    outcomes: tuple[UnitOutcome, ...]
+    outcomes: tuple[CommitOutcome, ...]
     replaced: tuple[ReplacedUnit, ...] = ()
 
-    def __iter__(self) -> Iterator[UnitOutcome]:
+    def __iter__(self) -> Iterator[CommitOutcome]:
         return iter(self.outcomes)
 
     def __len__(self) -> int:
         return len(self.outcomes)
 
-    def _with(self, status: Status) -> tuple[UnitOutcome, ...]:
+    def _with(self, status: Status) -> tuple[CommitOutcome, ...]:
         return tuple(o for o in self.outcomes if o.status == status)
 
     @property
-    def committed(self) -> tuple[UnitOutcome, ...]:
+    def committed(self) -> tuple[CommitOutcome, ...]:
         return self._with("committed")
 
     @property
-    def existing(self) -> tuple[UnitOutcome, ...]:
+    def existing(self) -> tuple[CommitOutcome, ...]:
         return self._with("existing")
 
     @property
-    def failed(self) -> tuple[UnitOutcome, ...]:
+    def failed(self) -> tuple[CommitOutcome, ...]:
         return self._with("failed")
 
     @property
