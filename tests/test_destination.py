@@ -17,7 +17,7 @@ import trio
 
 import triofetch
 from tests.faultserver import FaultServer, Slow, Truncate, WrongBytes
-from triofetch.downloader import _core as _downloader
+from triofetch.downloader import _sinks as _downloader
 
 SMALL = os.urandom(20_000)
 LARGE = os.urandom(3 * 1024 * 1024 + 17)  # streamed through the large-body pipeline

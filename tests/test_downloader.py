@@ -769,7 +769,7 @@ async def test_large_body_write_failure_is_reported_and_cleaned_up(
 ) -> None:
     """A write that fails in the middle of a large body (several digests: the writing thread
     is not a hashing one) fails the fetch with that error, promptly, and leaves nothing."""
-    from triofetch.downloader import _core as _downloader
+    from triofetch.downloader import _sinks as _downloader
 
     big = os.urandom(1 << 20) * 6
     http_server.add_file("/big", big)
@@ -820,7 +820,7 @@ async def test_several_digests_split_between_threads_only_with_cores_to_spare(
     another hashes does so only if the machine has two more cores for it.  Either way every
     digest is right."""
     from triofetch import _digests
-    from triofetch.downloader import _core as _downloader
+    from triofetch.downloader import _sinks as _downloader
 
     monkeypatch.setattr(_downloader, "_CORES", cores)
     split = trio.Event()

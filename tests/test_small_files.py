@@ -19,8 +19,9 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from triofetch.downloader import _core as _downloader
-from triofetch.downloader._core import _Plan, _Sink, _SmallFiles
+from triofetch.downloader import _sinks as _downloader
+from triofetch.downloader._plan import FetchPlan as _Plan
+from triofetch.downloader._sinks import _Sink, _SmallFiles
 
 
 def plan(tmp: Path, body: bytes, destination: Path | None = None) -> _Plan:

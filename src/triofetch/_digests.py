@@ -1,4 +1,9 @@
-"""Digest algorithms: validation of names and values, and hashing many algorithms at once."""
+"""Digest algorithms: validation of names and values, and hashing many algorithms at once.
+
+Owns which algorithms triofetch accepts, the form of a digest value, and feeding the same
+bytes to several hashers (from worker threads: hashlib releases the GIL).  It must not
+touch files or know where the bytes come from.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,6 @@ __all__ = [
     "PULP_ALGORITHMS",
     "MultiHasher",
     "check_algorithm",
-    "digest_size",
     "normalize_digests",
     "resolve_algorithms",
     "update_all",
@@ -45,11 +49,6 @@ def check_algorithm(name: object) -> str:
         except ValueError:  # listed by OpenSSL but not usable (FIPS, ...)
             raise UnsupportedAlgorithm(name, _KNOWN) from None
     return canonical
-
-
-def digest_size(algorithm: str) -> int:
-    """Digest size in bytes of a (valid) algorithm."""
-    return _SIZES[check_algorithm(algorithm)]
 
 
 def normalize_digests(digests: Mapping[str, Any] | None) -> dict[str, str]:
@@ -144,9 +143,9 @@ class MultiHasher:
         return groups
 
 
-# Milliseconds per MiB on the reference machine (x86-64 with SHA instructions: sha1, sha224
-# and sha256 are the cheap ones).  Only the ratios matter: they balance the two hashing
-# threads of a large download.
+# The relative cost of hashing a byte with each algorithm, on x86-64 with SHA instructions
+# (where sha1, sha224 and sha256 are the cheap ones).  Only the ratios matter: they balance
+# the two hashing threads of a large download, so that neither waits long for the other.
 _COST = {
     "sha1": 0.65,
     "sha224": 0.7,

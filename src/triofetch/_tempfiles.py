@@ -2,6 +2,7 @@
 
 Every temp file triofetch writes is named ``tf-<pid>-<random>.part`` so that a cleanup can
 tell the files of a live process (never touched) from those a killed process left behind.
+This module owns that naming; it must not create, remove or look at any file.
 """
 
 from __future__ import annotations

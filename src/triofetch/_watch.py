@@ -1,14 +1,18 @@
 """Timeouts for the ``trio`` transport's exchanges without a cancel scope per request.
 
-A ``trio.CancelScope`` with a deadline costs about 9 µs to enter and leave (a cancel status
-object, two deadline registrations, several context managers): on a 16 KiB download that is
-a few percent of everything the Trio loop does for it.  The exchanges of the ``trio``
-transport are made only of waits on their connection's socket, so there is a cheaper way to
-interrupt one: close its connection.  A :class:`Watch` records an exchange's deadline and how
-to close its connection; one :class:`Watchdog` task per downloader sleeps until the earliest
-deadline and closes the connections of the exchanges that are past theirs.  The task waiting
-on that socket then gets an error, which the watch turns into ``cancelled_caught`` — the same
-interface as the cancel scope it stands in for.
+Entering and leaving a ``trio.CancelScope`` with a deadline is not free (a cancel status
+object, two deadline registrations, several context managers), and on a small download it is
+a noticeable share of everything the Trio loop does for the file.  The exchanges of the
+``trio`` transport are made only of waits on their connection's socket, so there is a
+cheaper way to interrupt one: close its connection.  A :class:`Watch` records an exchange's
+deadline and how to close its connection; one :class:`Watchdog` task per downloader sleeps
+until the earliest deadline and closes the connections of the exchanges that are past
+theirs.  The task waiting on that socket then gets an error, which the watch turns into
+``cancelled_caught`` — the same interface as the cancel scope it stands in for.
+
+This module owns deadlines and the closing of connections past them; it knows nothing of
+HTTP, the transports or the downloader (a watch is told how to close a connection by
+whoever holds one).
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ class Watchdog:
                 await self._done.wait()
 
     def watch(self, deadline: float) -> Watch:
-        """A new watch (enter it to start watching)."""
+        """A new watch for an exchange that must end by *deadline* (enter it to start
+        watching)."""
         return Watch(self, deadline)
 
     def rearm(self, deadline: float) -> None:

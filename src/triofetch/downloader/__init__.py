@@ -7,8 +7,11 @@ the store or the storage.
 """
 
 from .._public import publish
-from ._core import Downloader, DownloadResult, TokenProvider
+from ._auth import TokenProvider
+from ._core import BodyConsumer, Downloader
+from ._plan import FetchPlan
+from ._result import DownloadResult
 
-__all__ = ["DownloadResult", "Downloader", "TokenProvider"]
+__all__ = ["BodyConsumer", "DownloadResult", "Downloader", "FetchPlan", "TokenProvider"]
 
 publish(__name__, globals())

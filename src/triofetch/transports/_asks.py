@@ -13,13 +13,17 @@ replaced here:
   ``Accept-Encoding: identity``.
 - asks' own redirect handling breaks on a streamed redirect that has a body (the body is left
   unread on the connection and the next response cannot be parsed): redirects are followed
-  here, with ``follow_redirects=False`` given to asks.
+  by the transports' shared loop (``_redirects.py``), with ``follow_redirects=False`` given
+  to asks.
 - asks' ``StreamBody`` iterator decompresses, raises ``anyio.EndOfStream`` at the end of a body
   delimited by the connection closing, and closes the connection instead of pooling it: the
   body is read here from the h11 connection asks opened, so bytes stay raw, truncation is
   detected by h11 and a fully read connection goes back to the pool.
 - asks retries a failed connection once by default: this transport asks for no retry (the
   downloader retries).
+
+This module owns that adaptation and nothing else: it must not sleep, retry, or follow
+redirects itself.
 """
 
 from __future__ import annotations
@@ -29,20 +33,14 @@ import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-from .._urls import basic_authorization, split_userinfo
-from ..errors import (
-    ConnectionFailed,
-    InvalidInput,
-    InvalidURL,
-    TooManyRedirects,
-    TruncatedBody,
-    redact_url,
-)
+from .._urls import basic_authorization, redact_url, split_userinfo
+from ..errors import ConnectionFailed, InvalidInput, InvalidURL, TruncatedBody
 from ._base import Response, TransportOptions, describe_failure, make_ssl_context
+from ._redirects import follow_redirects
 
 __all__ = ["AsksTransport"]
 
@@ -66,9 +64,6 @@ _INSTALL_HINT = (
 
 #: bytes asked of the socket per read (asks reads 10 kB at a time)
 _READ_SIZE = 1 << 17
-#: redirect bodies up to this size are read so that the connection can be reused
-_MAX_DRAIN = 1 << 16
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -255,14 +250,6 @@ class _AsksResponse:
         else:
             await _close_quietly(sock)
 
-    async def drain(self) -> None:
-        """Read a (redirect's) small body so that its connection can be reused."""
-        read = 0
-        async for chunk in self.iter_bytes():
-            read += len(chunk)
-            if read > _MAX_DRAIN:
-                break
-
 
 class AsksTransport:
     """Fetches ``http://`` and ``https://`` URLs with one shared ``asks.Session``.
@@ -280,8 +267,6 @@ class AsksTransport:
                 f"the asks transport cannot use a proxy ({redact_url(options.proxy)}): asks "
                 "has no proxy support; use the httpx transport"
             )
-        if options.max_connections < 1:
-            raise InvalidInput(f"max_connections must be at least 1, got {options.max_connections}")
         self._options = options
         session_class = _make_session_class()
         self._session = session_class(
@@ -307,7 +292,11 @@ class AsksTransport:
             url=target.url,
         )
 
-    async def _open(self, target: _Target, headers: Mapping[str, str]) -> _AsksResponse:
+    async def request(self, url: str, headers: Mapping[str, str]) -> _AsksResponse:
+        """One GET, without following redirects (the shared loop of ``_redirects.py`` calls
+        it once per hop); the response, its body unread."""
+        target = _Target(url)
+        self._check_proxy_environment(target)
         request_headers = {
             "Host": target.host_header,
             "Connection": "keep-alive",
@@ -348,36 +337,16 @@ class AsksTransport:
             raise ConnectionFailed(describe_failure(exc), url=target.url) from exc
         return _AsksResponse(response, target.url, self._session)
 
+    async def release(self, response: _AsksResponse) -> None:
+        """Pool the connection of *response* if its body was read to its end, else close it."""
+        await response.release()
+
     @asynccontextmanager
     async def stream(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Response]:
         """GET *url*, following redirects; yields the final response."""
         if self._closed:
             raise ConnectionFailed("the transport is closed", url=url)
-        target = _Target(url)
-        headers = dict(headers)
-        redirects = 0
-        while True:
-            self._check_proxy_environment(target)
-            response = await self._open(target, headers)
-            location = response.headers.get("location")
-            if response.status_code not in _REDIRECT_STATUSES or location is None:
-                break
-            try:
-                await response.drain()
-            except (ConnectionFailed, TruncatedBody):
-                pass  # the redirect is followed anyway; its connection is not reused
-            finally:
-                await response.release()
-            redirects += 1
-            if redirects > self._options.max_redirects:
-                raise TooManyRedirects(
-                    f"more than {self._options.max_redirects} redirects", url=url
-                )
-            next_target = _Target(urljoin(target.url, location.strip()))
-            if next_target.origin != target.origin:
-                # credentials given for one server are not sent to another
-                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            target = next_target
+        response = await follow_redirects(self, url, headers, self._options.max_redirects)
         try:
             yield response
         finally:

@@ -1,8 +1,9 @@
-"""The transport protocol.
+"""The transport protocol, its optional extension, and the TLS context of its options.
 
 A transport opens one URL with a GET request and hands back a :class:`Response` whose body
-is read as an async iterator of ``bytes`` chunks.  It follows redirects itself and reports
-the final URL.  Failures are reported as triofetch errors:
+is read as an async iterator of ``bytes`` chunks.  It follows redirects itself (the trio and
+asks transports with the one loop of :mod:`._redirects`, httpx with its own client) and
+reports the final URL.  Failures are reported as triofetch errors:
 
 - connecting, sending or receiving failed → :class:`~triofetch.ConnectionFailed`
 - the body ended before its announced length → :class:`~triofetch.TruncatedBody`
@@ -10,22 +11,35 @@ the final URL.  Failures are reported as triofetch errors:
 - too many redirects → :class:`~triofetch.TooManyRedirects`
 
 Timeouts, retries, limits, authentication and validation are the downloader's business, not
-the transport's: a transport is given ready-made headers and never sleeps or retries.
+the transport's: a transport is given ready-made headers and never sleeps or retries.  This
+module owns the protocol's declaration (required and optional parts) and turning
+:class:`TransportOptions` into an ``ssl.SSLContext``; it must not open connections.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from .._model import check_int
+from .._watch import Watch
 from ..errors import InvalidInput, error_chain
 
-__all__ = ["Response", "Transport", "TransportOptions", "describe_failure", "make_ssl_context"]
+__all__ = [
+    "Response",
+    "Transport",
+    "TransportOptions",
+    "WatchableTransport",
+    "WatchedStream",
+    "describe_failure",
+    "make_ssl_context",
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,10 @@ class TransportOptions:
     trust_env: bool = True
     max_redirects: int = 10
 
+    def __post_init__(self) -> None:
+        check_int(self.max_connections, "max_connections", least=1)
+        check_int(self.max_redirects, "max_redirects", least=0)
+
 
 class Response(Protocol):
     """An open response: status, final URL, headers (lower-case names) and body chunks."""
@@ -74,7 +92,14 @@ class Response(Protocol):
 
 @runtime_checkable
 class Transport(Protocol):
-    """Opens URLs.  One transport instance serves every request of one downloader."""
+    """Opens URLs.  One transport instance serves every request of one downloader.
+
+    These two methods are all a transport needs (``isinstance(t, Transport)`` checks for
+    them).  A transport may offer one optional extension, :class:`WatchableTransport`,
+    which it declares by subclassing that class; a transport that does not gets the
+    defaults: each exchange runs under a ``trio.CancelScope`` with its deadline, and each
+    body is read with :meth:`Response.iter_bytes`.
+    """
 
     def stream(self, url: str, headers: Mapping[str, str]) -> AbstractAsyncContextManager[Response]:
         """Send a GET for *url* and yield the response; closes it on exit."""
@@ -83,6 +108,45 @@ class Transport(Protocol):
     async def aclose(self) -> None:
         """Close every connection."""
         ...
+
+
+class WatchedStream(AbstractAsyncContextManager[Response], Protocol):
+    """The ``async with`` of a :class:`WatchableTransport`'s exchange."""
+
+    def buffered_body(self) -> bytes | None:
+        """The whole body, if it arrived with the response head (a small file), taken
+        from the response so that :meth:`Response.iter_bytes` is not needed; else None.
+        Only valid inside the ``async with``."""
+        ...
+
+
+class WatchableTransport(ABC):
+    """The optional extension of :class:`Transport`: cheaper timeouts and whole bodies.
+
+    Its :meth:`stream` takes a :class:`~triofetch._watch.Watch` instead of running under
+    a cancel scope: the exchange tells the watch how to close its connection (``closer``),
+    and the downloader's watchdog closes it once the deadline has passed, which the watch
+    turns into a timeout.  That suits a transport whose every wait is on its connection's
+    socket.  Its stream object also hands over a body that arrived whole with the response
+    head (:meth:`WatchedStream.buffered_body`).
+
+    A transport opts in by subclassing this class (a runtime check of a protocol could only
+    see that a ``stream`` method exists, not that it takes a watch); the downloader gives
+    every other transport the defaults described in :class:`Transport`.  The built-in
+    ``trio`` transport is the one that does: a watch belongs to the downloader's private
+    watchdog, so this extension is for triofetch's own transports.
+    """
+
+    @abstractmethod
+    def stream(
+        self, url: str, headers: Mapping[str, str], watch: Watch | None = None
+    ) -> WatchedStream:
+        """Like :meth:`Transport.stream`; with a *watch*, the exchange (connecting
+        included) ends with an error once the watch's deadline has passed."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close every connection."""
 
 
 def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:

@@ -1,4 +1,9 @@
-"""``file://`` URLs: a local file read in worker threads, answered like a web server would."""
+"""``file://`` URLs: a local file read in worker threads, answered like a web server would.
+
+Owns turning a ``file://`` URL into a local path and a response (200, 404 or 403) whose
+body is the file's bytes.  It must not write anything, nor know the downloader's temp files
+or destinations.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""The default transport: httpx's AsyncClient, one connection pool for all requests."""
+"""The default transport: httpx's AsyncClient, one connection pool for all requests.
+
+Owns the adaptation of httpx to the :class:`~triofetch.transports.Transport` protocol:
+requests, raw (undecoded) bodies, and httpx's errors mapped to triofetch's.  Redirects,
+proxies and the connection pool are httpx's own.  It must not sleep, retry or time out
+(timeouts are the downloader's cancel scopes).
+"""
 
 from __future__ import annotations
 

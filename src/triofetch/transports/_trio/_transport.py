@@ -8,6 +8,11 @@ from a per-origin stack (one readability check), writes the request in one ``sen
 reads the response with a strict parser of the slice of HTTP/1.1 a downloader needs
 (``_wire.py``).
 
+This module owns the connections per origin, building requests and the responses; the
+bytes on one connection are ``_wire``'s, and following redirects is the shared loop of
+``transports/_redirects.py``.  It never sleeps or retries (but it sends a request once more
+on a new connection when a pooled one turns out to have been closed by the server).
+
 What it does not do: proxies (use ``transport="httpx"``), HTTP/2, cookies.
 """
 
@@ -18,27 +23,28 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing
-from urllib.parse import quote, urljoin, urlsplit
+from contextlib import aclosing
+from urllib.parse import quote, urlsplit
 
 import trio
 
 from ..._watch import Watch
-from ...errors import (
-    ConnectionFailed,
-    InvalidInput,
-    InvalidURL,
-    TooManyRedirects,
-    TruncatedBody,
+from ...errors import ConnectionFailed, InvalidInput, InvalidURL, TruncatedBody
+from .._base import (
+    Response,
+    TransportOptions,
+    WatchableTransport,
+    WatchedStream,
+    describe_failure,
+    make_ssl_context,
 )
-from .._base import Response, TransportOptions, describe_failure, make_ssl_context
+from .._redirects import follow_redirects
 from ._wire import Head, PlainSocket, ProtocolError, Truncated, Wire, encode_headers, request_line
 
 __all__ = ["TrioTransport"]
 
 _KEEPALIVE = 30.0
 _CHECK_AFTER = 1.0
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SAFE = "/:@!$&'()*+,;=%~-._"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -73,7 +79,7 @@ class _Closed(Exception):
     """The server closed the connection before answering."""
 
 
-class _NativeResponse:
+class _TrioResponse:
     __slots__ = ("_conn", "_head", "complete", "headers", "reason", "status_code", "url")
 
     def __init__(self, conn: _Connection, url: str, head: Head) -> None:
@@ -89,18 +95,6 @@ class _NativeResponse:
     def reusable(self) -> bool:
         return self.complete and self._head.keep_alive and not self._conn.wire.leftover
 
-    def buffered_body(self) -> bytes | None:
-        """The whole body, if it arrived with the head (a small file); else None.
-
-        Saves the small download the machinery of :meth:`iter_bytes`.
-        """
-        if self.complete:
-            return None
-        body = self._conn.wire.take_buffered(self._head)
-        if body is not None:
-            self.complete = True
-        return body
-
     async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         try:
             async with aclosing(self._conn.wire.body(self._head)) as body:
@@ -113,15 +107,6 @@ class _NativeResponse:
             raise ConnectionFailed(f"invalid HTTP response: {exc}", url=self.url) from exc
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
             raise ConnectionFailed(f"connection failed while reading: {exc}", url=self.url) from exc
-
-    async def drain(self, limit: int = 1 << 16) -> None:
-        """Read and drop a small body (a redirect's) so that the connection can be reused."""
-        seen = 0
-        async with aclosing(self.iter_bytes()) as body:
-            async for chunk in body:
-                seen += len(chunk)
-                if seen > limit:
-                    break
 
 
 def _target(parts: object) -> str:
@@ -144,9 +129,13 @@ _SIMPLE_URL = re.compile(
 )
 
 
-class _Stream(AbstractAsyncContextManager[Response]):
-    """``async with transport.stream(url, headers) as response``: a class, not a generator
-    (``asynccontextmanager`` costs a generator and two extra frames per request)."""
+class _Stream(WatchedStream):
+    """One exchange: ``async with transport.stream(url, headers) as response``.
+
+    A class, not an ``asynccontextmanager`` generator (which costs a generator and two
+    extra frames per request); it is also the :class:`~.._redirects.Requester` that the
+    shared redirect loop drives, one request per hop.
+    """
 
     __slots__ = ("_headers", "_response", "_transport", "_url", "_watch")
 
@@ -161,11 +150,13 @@ class _Stream(AbstractAsyncContextManager[Response]):
         self._url = url
         self._headers = headers
         self._watch = watch
-        self._response: _NativeResponse | None = None
+        self._response: _TrioResponse | None = None
 
     async def __aenter__(self) -> Response:
-        self._response = await self._transport._open(self._url, self._headers, self._watch)
-        return self._response
+        transport = self._transport
+        response = await follow_redirects(self, self._url, self._headers, transport._max_redirects)
+        self._response = response
+        return response
 
     async def __aexit__(self, *exc_info: object) -> None:
         response, self._response = self._response, None
@@ -174,15 +165,80 @@ class _Stream(AbstractAsyncContextManager[Response]):
         if response is not None:
             self._transport._release(response._conn, response)
 
+    def buffered_body(self) -> bytes | None:
+        """The whole body, if it arrived with the head (a small file); else None.
 
-class TrioTransport:
+        Spares the small download the machinery of :meth:`_TrioResponse.iter_bytes`.
+        """
+        response = self._response
+        if response is None or response.complete:
+            return None
+        body = response._conn.wire.take_buffered(response._head)
+        if body is not None:
+            response.complete = True
+        return body
+
+    async def request(self, url: str, headers: Mapping[str, str]) -> _TrioResponse:
+        """Send one GET (redirects are :func:`follow_redirects`'s business); the response,
+        its connection held.  A pooled connection that the server had just closed is
+        replaced by a new one, once."""
+        transport = self._transport
+        origin, target, host_header = transport._parse(url)
+        try:
+            request = request_line(target) + transport._header_block(host_header, headers)
+        except ValueError as exc:  # a header that cannot be sent
+            raise InvalidURL(f"cannot send this request: {exc}", url=url) from exc
+        watch = self._watch
+        for _ in range(2):
+            if watch is not None:
+                # (a redirect's connection went back to the pool: while connecting, the
+                # watch must not close it under another exchange that took it)
+                watch.closer = None
+            conn = transport._take_idle(origin)
+            if conn is None:
+                conn = await transport._connect_watched(origin, url, watch)
+            if watch is not None:
+                watch.closer = conn.close
+            try:
+                wire = conn.wire
+                await wire.stream.send_all(request)
+                head = await wire.read_head()
+                if head is None:
+                    raise _Closed
+                return _TrioResponse(conn, url, head)
+            except _Closed:
+                conn.close()
+                if conn.reused and not (watch is not None and watch.expired):
+                    # a keep-alive connection the server had just closed
+                    continue
+                raise ConnectionFailed(
+                    "the server closed the connection without answering", url=url
+                ) from None
+            except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+                conn.close()
+                if conn.reused and not (watch is not None and watch.expired):
+                    continue
+                raise ConnectionFailed(f"connection failed: {exc}", url=url) from exc
+            except ProtocolError as exc:
+                conn.close()
+                raise ConnectionFailed(f"invalid HTTP response: {exc}", url=url) from exc
+            except BaseException:
+                conn.close()
+                raise
+        raise ConnectionFailed("the server keeps closing connections", url=url)
+
+    async def release(self, response: _TrioResponse) -> None:
+        """(A redirect's response.)  Its connection back to the pool, or closed."""
+        self._transport._release(response._conn, response)
+
+
+class TrioTransport(WatchableTransport):
     """HTTP/1.1 over Trio sockets; one pool of keep-alive connections per origin.
 
-    :meth:`stream` takes a :class:`~triofetch._watch.Watch` for its timeout (``watchable``):
-    the exchange's connection is closed if it runs past the watch's deadline.
+    A :class:`~triofetch.transports.WatchableTransport`: :meth:`stream` takes a
+    :class:`~triofetch._watch.Watch` for its timeout, and the exchange's connection is
+    closed if it runs past the watch's deadline.
     """
-
-    watchable = True
 
     def __init__(self, options: TransportOptions) -> None:
         if options.proxy is not None:
@@ -190,11 +246,13 @@ class TrioTransport:
                 "the 'trio' transport does not support proxies; use transport='httpx'"
             )
         self._options = options
+        # redirects followed before TooManyRedirects (see _redirects.py)
+        self._max_redirects = options.max_redirects
         self._ssl: ssl.SSLContext | None = None
         self._idle: dict[Origin, list[_Connection]] = {}
         # (scheme, netloc) -> (origin, Host header): parsed once per server
         self._origins: dict[tuple[str, str], tuple[Origin, str]] = {}
-        self._max_idle = max(1, options.max_connections)
+        self._max_idle = options.max_connections
         self._closed = False
         # (Host header, header items...) -> the encoded header lines: most requests of a
         # downloader send the same few headers
@@ -265,33 +323,6 @@ class TrioTransport:
             raise RuntimeError("the transport is closed")
         return _Stream(self, url, headers, watch)
 
-    async def _open(
-        self, url: str, headers: Mapping[str, str], watch: Watch | None
-    ) -> _NativeResponse:
-        """Send the request, follow redirects; the final response, its connection held."""
-        sent = headers
-        for _ in range(self._options.max_redirects + 1):
-            origin, target, host_header = self._parse(url)
-            try:
-                request = request_line(target) + self._header_block(host_header, sent)
-            except ValueError as exc:  # a header that cannot be sent
-                raise InvalidURL(f"cannot send this request: {exc}", url=url) from exc
-            conn, event = await self._exchange(origin, url, request, watch)
-            response = _NativeResponse(conn, url, event)
-            location = response.headers.get("location")
-            if response.status_code in _REDIRECTS and location:
-                try:
-                    await response.drain()
-                finally:
-                    self._release(conn, response)
-                new_url = urljoin(url, location)
-                if self._parse(new_url)[0] != origin:
-                    sent = {k: v for k, v in sent.items() if k.lower() != "authorization"}
-                url = new_url
-                continue
-            return response
-        raise TooManyRedirects(f"more than {self._options.max_redirects} redirects", url=url)
-
     def _header_block(self, host_header: str, headers: Mapping[str, str]) -> bytes:
         key = (host_header, *headers.items())
         block = self._blocks.get(key)
@@ -304,52 +335,11 @@ class TrioTransport:
             self._blocks[key] = block
         return block
 
-    def _release(self, conn: _Connection, response: _NativeResponse) -> None:
+    def _release(self, conn: _Connection, response: _TrioResponse) -> None:
         if response.reusable:
             self._give_back(conn)
         else:
             conn.close()
-
-    async def _exchange(
-        self, origin: Origin, url: str, request: bytes, watch: Watch | None
-    ) -> tuple[_Connection, Head]:
-        for _ in range(2):
-            if watch is not None:
-                # (a redirect's connection went back to the pool: while connecting, the
-                # watch must not close it under another exchange that took it)
-                watch.closer = None
-            conn = self._take_idle(origin)
-            if conn is None:
-                conn = await self._connect_watched(origin, url, watch)
-            if watch is not None:
-                watch.closer = conn.close
-            try:
-                wire = conn.wire
-                await wire.stream.send_all(request)
-                head = await wire.read_head()
-                if head is None:
-                    raise _Closed
-                return conn, head
-            except _Closed:
-                conn.close()
-                if conn.reused and not (watch is not None and watch.expired):
-                    # a keep-alive connection the server had just closed
-                    continue
-                raise ConnectionFailed(
-                    "the server closed the connection without answering", url=url
-                ) from None
-            except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-                conn.close()
-                if conn.reused and not (watch is not None and watch.expired):
-                    continue
-                raise ConnectionFailed(f"connection failed: {exc}", url=url) from exc
-            except ProtocolError as exc:
-                conn.close()
-                raise ConnectionFailed(f"invalid HTTP response: {exc}", url=url) from exc
-            except BaseException:
-                conn.close()
-                raise
-        raise ConnectionFailed("the server keeps closing connections", url=url)
 
     async def _connect_watched(self, origin: Origin, url: str, watch: Watch | None) -> _Connection:
         """A new connection; with a *watch*, given up at its deadline (there is no

@@ -1,12 +1,16 @@
 """HTTP/1.1 on one connection, for the ``trio`` transport: GET requests, framed responses.
 
-h11 costs about 135 µs per small response on this project's reference machine — a third of
-the whole per-file budget of the fastest peer.  A downloader needs a narrow slice of
-HTTP/1.1: send ``GET`` with a few headers; read a status line and headers; frame the body by
+A general HTTP/1.1 library such as h11 handles every corner of the protocol through events
+and a state machine; on a small response that costs a large share of what the whole
+download of a small file may cost.  A downloader needs a narrow slice of HTTP/1.1: send
+``GET`` with a few headers; read a status line and headers; frame the body by
 ``Transfer-Encoding: chunked``, ``Content-Length`` or the connection's end; know whether the
 connection can carry the next request.  That slice is implemented here, strictly:
 anything outside it (malformed status line or header, conflicting lengths, header folding,
 an oversized head) is a :class:`ProtocolError` and the connection is dropped.
+
+This module owns the bytes of one connection; it must not know URLs, pools, redirects or
+triofetch's errors (``_transport`` turns its errors into triofetch's).
 """
 
 from __future__ import annotations

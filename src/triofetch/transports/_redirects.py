@@ -1,0 +1,98 @@
+"""Following redirects: the one loop of the transports that do not have their own.
+
+Owns the rules of a redirect, for the trio and asks transports: which statuses are
+redirects (301, 302, 303, 307 and 308, with a ``Location``), how the next URL is made (the
+``Location`` resolved against the current URL), reading off a redirect's small body so
+that its connection can be reused, the ``max_redirects`` count and
+:class:`~triofetch.TooManyRedirects`, and dropping the ``Authorization`` header when a
+redirect leaves the origin.  (The httpx transport leaves redirects to httpx's client, which
+keeps the same rules.)  It must not open connections or parse HTTP: a transport hands it a
+:class:`Requester` that makes one request and releases a response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import aclosing
+from typing import Protocol, TypeVar
+from urllib.parse import urljoin, urlsplit
+
+from ..errors import ConnectionFailed, TooManyRedirects, TruncatedBody
+from ._base import Response
+
+__all__ = ["REDIRECT_STATUSES", "Requester", "follow_redirects"]
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: a redirect body up to this size is read off, so that its connection can be reused
+_MAX_DRAIN = 1 << 16
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_R = TypeVar("_R", bound=Response)
+
+
+class Requester(Protocol[_R]):
+    """What :func:`follow_redirects` needs of a transport."""
+
+    async def request(self, url: str, headers: Mapping[str, str]) -> _R:
+        """Send one GET for *url* with exactly *headers*; the response, its body unread
+        (redirects are not followed here)."""
+        ...
+
+    async def release(self, response: _R) -> None:
+        """Be done with a redirect's *response*: its connection goes back to the pool if
+        its body was read to the end, else it is closed."""
+        ...
+
+
+async def follow_redirects(
+    requester: Requester[_R], url: str, headers: Mapping[str, str], max_redirects: int
+) -> _R:
+    """The response to a GET for *url*, after following up to *max_redirects* redirects.
+
+    Raises :class:`~triofetch.TooManyRedirects` (naming *url*) when the response to the
+    last request allowed is a redirect too.
+    """
+    first = url
+    for _ in range(max_redirects + 1):
+        response = await requester.request(url, headers)
+        if response.status_code not in REDIRECT_STATUSES:
+            return response
+        location = response.headers.get("location", "").strip()
+        if not location:
+            return response  # nowhere to go: the caller gets the 3xx as it is
+        try:
+            await _read_off(response)
+        except (ConnectionFailed, TruncatedBody):
+            pass  # the body of a redirect means nothing: followed anyway, not reused
+        finally:
+            await requester.release(response)
+        target = urljoin(url, location)
+        origin = _origin(target)
+        if origin is None or origin != _origin(url):
+            # credentials given for one server are not sent to another
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        url = target
+    raise TooManyRedirects(f"more than {max_redirects} redirects", url=first)
+
+
+async def _read_off(response: Response) -> None:
+    """Read and drop a redirect's body, up to a small limit (a larger one is left unread,
+    and its connection closed)."""
+    seen = 0
+    async with aclosing(response.iter_bytes()) as body:
+        async for chunk in body:
+            seen += len(chunk)
+            if seen > _MAX_DRAIN:
+                break
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None] | None:
+    """(scheme, host, port) of *url*, the port defaulted; None for a malformed URL (which
+    never matches: the transport refuses it when asked to fetch it)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname, port or _DEFAULT_PORTS.get(scheme)
