@@ -1,4 +1,9 @@
-"""Exception groups from nurseries, made readable for callers."""
+"""Exception groups from nurseries, made readable for callers.
+
+Owns the two ways triofetch reads a group: its first leaf error (the cause a failed unit
+reports) and a group of one error raised as that error.  Exceptions only: it imports
+nothing of triofetch and must not decide what an error means.
+"""
 
 from __future__ import annotations
 

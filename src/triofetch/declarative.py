@@ -1,9 +1,14 @@
-"""Declarative units and artifacts: what a caller describes before anything is fetched."""
+"""Declarative units and artifacts: what a caller describes before anything is fetched.
+
+Owns :class:`DeclarativeUnit` and :class:`DeclarativeArtifact`, checked at construction
+with the rules of :mod:`triofetch._model` (the same the store applies, so that a unit valid
+here is one the store accepts).  Values only: it must not touch the network, a file or the
+database.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,8 +18,6 @@ from ._model import check_relative_path, check_size, make_key
 from .errors import InvalidUnit
 
 __all__ = ["DeclarativeArtifact", "DeclarativeUnit", "check_relative_path"]
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,10 @@ URLs recorded for it, tried as mirrors, with the sha256 and size the database kn
 new copy replaces the bad one atomically (:meth:`ArtifactStorage.adopt`): a reader sees the
 old file or the whole new one.  A download that fails leaves the damaged file as it was and
 no temp file behind.
+
+Owns :func:`repair` and its report.  It reads and writes the database only through the
+:class:`~triofetch.store.Store`, the files only through the
+:class:`~triofetch.storage.ArtifactStorage`; it must not create units or versions.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ __all__ = ["SlicePipeline"]
 
 #: unit keys a run remembers to find duplicates, in two generations of this many each (a
 #: hash of the key → one of the content), so that the memory of a run stays bounded by its
-#: slices however long the input is
+#: slices however long the input is (the "stream" benchmark checks it)
 _KEYS_REMEMBERED = 8192
 _COMMIT_GATHER = 0.05  # seconds the committer waits for more complete units
 
