@@ -293,20 +293,21 @@ class Downloader:
     async def __aenter__(self) -> Self:
         if self._transport is not None:
             raise RuntimeError("this Downloader is already open")
-        from ..transports._file import FileTransport
+        # (the transports are imported when first used: httpx and asks are slow to import)
+        from ..transports import FileTransport
 
         choice = self._transport_choice
         transport: Transport
         if choice == "httpx":
-            from ..transports._httpx import HttpxTransport
+            from ..transports import HttpxTransport
 
             transport = HttpxTransport(self._options)
         elif choice == "trio":
-            from ..transports._trio import TrioTransport
+            from ..transports import TrioTransport
 
             transport = TrioTransport(self._options)
         elif choice == "asks":
-            from ..transports._asks import AsksTransport
+            from ..transports import AsksTransport
 
             transport = AsksTransport(self._options)
         else:  # a Transport (checked in __init__)

@@ -25,11 +25,13 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .._model import check_int
-from .._watch import Watch
 from ..errors import InvalidInput, error_chain
+
+if TYPE_CHECKING:  # (the watch's module imports Trio: not needed to declare the protocol)
+    from .._watch import Watch
 
 __all__ = [
     "Response",
