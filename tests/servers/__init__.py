@@ -1,0 +1,1 @@
+"""Real servers' helper programs, run in subprocesses by ``tests/_fixtures_servers.py``."""
