@@ -1,9 +1,15 @@
 """The concurrent downloader: :class:`Downloader`, its results and its plans.
 
-Owns fetching one file (with mirrors, retries, redirects, authentication and limits) into a
-temporary file or a destination, validated against expected digests and size.  It knows
-transports only through :class:`triofetch.transports.Transport` and knows nothing of units,
-the store or the storage.
+Owns fetching one file (with mirrors, retries, authentication and limits) into a temporary
+file or a destination, validated against expected digests and size.  It knows transports
+only through :class:`triofetch.transports.Transport` (which follow redirects) and knows
+nothing of units, the store or the storage.
+
+Inside, one job per module, imported one way (``_core`` imports the others):
+``_result`` (:class:`DownloadResult`), ``_plan`` (:class:`FetchPlan`, a fetch's arguments
+checked before any I/O), ``_auth`` (credentials), ``_retry`` (attempts, backoff,
+``Retry-After``, rate and per-host limits), ``_sinks`` (writing and hashing in worker
+threads), ``_core`` (:class:`Downloader`: lifecycle and requests).
 """
 
 from .._public import publish
