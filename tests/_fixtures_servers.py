@@ -56,7 +56,7 @@ STOP_TIMEOUT = 5.0
 NGINX_KEEPALIVE_REQUESTS = 5
 #: seconds after which ``hypercorn_server_quick_close`` and nginx's ``/quick-close/`` files
 #: close an idle connection (the others keep one 30 s)
-QUICK_CLOSE = 0.5
+QUICK_CLOSE = 0.25
 
 
 @dataclass(frozen=True)

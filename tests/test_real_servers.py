@@ -278,7 +278,7 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused(
     async with downloader(transport, temp_dir, tls_files) as dl:
         for i in range(2):
             if i:
-                await trio.sleep(QUICK_CLOSE * 2)  # (the server has closed the connection)
+                await trio.sleep(QUICK_CLOSE * 4)  # (the server has closed the connection)
             result = await dl.fetch(
                 ep.url(template.format(size=SMALL) + f"?tag={tag}"),
                 expected_digests={"sha256": data.sha256(SMALL)},
