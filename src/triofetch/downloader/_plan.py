@@ -138,7 +138,7 @@ class Planner:
         if expected_size is not None and (type(expected_size) is not int or expected_size < 0):
             # (an exact int >= 0, the usual size, passes without a call; _model decides)
             check_int(expected_size, "expected_size", least=0)
-        merged = self.merged_headers(headers)
+        merged = self.merged_headers(headers) if headers else self.headers
         directory = self.temp_dir if temp_dir is None else self._checked_temp_dir(temp_dir)
         target: str | None = None
         if destination is not None:
