@@ -133,8 +133,8 @@ class _Stream(WatchedStream):
     """One exchange: ``async with transport.stream(url, headers) as response``.
 
     A class, not an ``asynccontextmanager`` generator (which costs a generator and two
-    extra frames per request); it is also the :class:`~.._redirects.Requester` that the
-    shared redirect loop drives, one request per hop.
+    extra frames per request); it is also the ``Requester`` that the shared redirect loop
+    (``transports/_redirects.py``) drives, one request per hop.
     """
 
     __slots__ = ("_headers", "_response", "_transport", "_url", "_watch")
@@ -235,7 +235,7 @@ class _Stream(WatchedStream):
 class TrioTransport(WatchableTransport):
     """HTTP/1.1 over Trio sockets; one pool of keep-alive connections per origin.
 
-    A :class:`~triofetch.transports.WatchableTransport`: :meth:`stream` takes a
+    A :class:`~triofetch.transports._base.WatchableTransport`: :meth:`stream` takes a
     :class:`~triofetch._watch.Watch` for its timeout, and the exchange's connection is
     closed if it runs past the watch's deadline.
     """
