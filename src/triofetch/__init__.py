@@ -42,6 +42,7 @@ __all__ = [
     "DownloadedUnit",
     "Downloader",
     "FailedUnit",
+    "FetchPlan",
     "GCReport",
     "HTTPStatusError",
     "InvalidDigest",

@@ -18,7 +18,7 @@ from .creator import (
     UnitFailure,
 )
 from .declarative import DeclarativeArtifact, DeclarativeUnit
-from .downloader import Downloader, DownloadResult, TokenProvider
+from .downloader import Downloader, DownloadResult, FetchPlan, TokenProvider
 from .errors import (
     ConnectionFailed,
     DestinationError,
