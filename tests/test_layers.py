@@ -122,7 +122,7 @@ def test_imports_form_no_cycle() -> None:
         stack.append(node)
         for target in sorted(edges[node]):
             if state.get(target) == 1:
-                cycles.append(stack[stack.index(target) :] + [target])
+                cycles.append([*stack[stack.index(target) :], target])
             elif target not in state:
                 visit(target, stack)
         stack.pop()

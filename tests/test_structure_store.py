@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 import triofetch.store
 from tests.test_store import TABLES, counts, file_unit, record
-from triofetch._model import check_relative_path
+from triofetch._model import _PLAIN_PATH
+from triofetch._model import check_relative_path_fully as check_relative_path
 from triofetch.errors import InvalidInput, InvalidUnit
 from triofetch.store import (
     CommitOutcome,
@@ -35,7 +36,6 @@ from triofetch.store import (
     Store,
     open_store,
 )
-from triofetch.store._types import _PLAIN_PATH
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "triofetch"
 STORE = SRC / "store"

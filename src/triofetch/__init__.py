@@ -25,6 +25,7 @@ __all__ = [
     "ArtifactMissing",
     "ArtifactRecord",
     "ArtifactStorage",
+    "CommitOutcome",
     "CommitReport",
     "ConnectionFailed",
     "ContentUnitCreator",

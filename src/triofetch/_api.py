@@ -68,6 +68,7 @@ from .store import (
     DEFAULT_REPOSITORY_KEYS,
     ArtifactConflict,
     ArtifactRecord,
+    CommitOutcome,
     CommitReport,
     GCReport,
     MissingArtifact,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import json.scanner
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -22,7 +21,6 @@ from typing import Any, Literal
 from .._digests import normalize_digests
 from .._model import (
     MAX_KEY_BYTES,
-    MAX_PATH_BYTES,
     MAX_TYPE_BYTES,
     MAX_URL_BYTES,
     ArtifactRecord,
@@ -158,8 +156,6 @@ class RepositoryKey:
                 raise InvalidUnit(
                     f"the field {self.fields[0]!r} of a {unit_type!r} unit is a path, got {value!r}"
                 )
-            if _PLAIN_PATH(value) and len(value) <= MAX_PATH_BYTES // 4:
-                return value  # the common case, checked by one regular expression
             try:
                 return check_relative_path(value)
             except InvalidUnit as exc:
@@ -173,14 +169,6 @@ class RepositoryKey:
             )
         return "/" + text
 
-
-#: A relative path that ``_model.check_relative_path`` accepts, recognised by one regular
-#: expression (the common case, checked once per unit committed): segments of 1 to 255
-#: printable ASCII characters but '/' and the backslash, none of them '.' or '..'.  It
-#: accepts nothing that rule refuses (``tests/test_structure_store.py`` checks it); what it
-#: does not match is checked by the rule itself.
-_PLAIN_SEGMENT = r"(?!\.\.?(?:/|$))[\x20-\x2e\x30-\x5b\x5d-\x7e]{1,255}"
-_PLAIN_PATH = re.compile(f"{_PLAIN_SEGMENT}(?:/{_PLAIN_SEGMENT})*").fullmatch
 
 #: The repository keys every store knows unless told otherwise: ``file`` units (the
 #: manifest's, and the command line's) are placed by their relative path.
