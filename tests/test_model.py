@@ -52,13 +52,13 @@ def test_segment_and_path_lengths_count_utf8_bytes() -> None:
 
 @pytest.mark.parametrize("value", [True, False, 1.0, "1", None])
 def test_check_int_refuses_bools_and_non_ints(value: object) -> None:
-    with pytest.raises(InvalidInput, match="must be an int"):
+    with pytest.raises(InvalidInput, match="count must be an integer, got"):
         check_int(value, "count")
 
 
 def test_check_int_lower_bound_and_error_type() -> None:
     assert check_int(3, "count", least=1) == 3
-    with pytest.raises(InvalidUnit, match="count must be at least 1, got 0"):
+    with pytest.raises(InvalidUnit, match="count must be an integer >= 1, got 0"):
         check_int(0, "count", least=1, error=InvalidUnit)
 
 
@@ -68,11 +68,14 @@ def test_check_number_refuses(value: object) -> None:
         check_number(value, "timeout")
 
 
-def test_check_number_positive_and_none() -> None:
+def test_check_number_positive_none_and_infinity() -> None:
     assert check_number(None, "t", allow_none=True) is None
     assert check_number(0, "t") == 0.0
-    with pytest.raises(InvalidInput, match="positive"):
+    with pytest.raises(InvalidInput, match="t must be a positive number, got 0"):
         check_number(0, "t", positive=True)
+    assert check_number(float("inf"), "t", allow_inf=True) == float("inf")
+    with pytest.raises(InvalidInput, match="t must be a number >= 0, got -inf"):
+        check_number(float("-inf"), "t", allow_inf=True)
 
 
 def test_user_info_is_split_once_the_same_way() -> None:

@@ -76,30 +76,39 @@ def check_int(
     The one place the "an int, but not a bool" rule is written: ``True`` is an ``int`` to
     Python and would otherwise pass as 1 wherever a count is expected.
     """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise error(f"{what} must be an int, got {value!r}")
-    if least is not None and value < least:
-        raise error(f"{what} must be at least {least}, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or (least is not None and value < least)
+    ):
+        wanted = "an integer" if least is None else f"an integer >= {least}"
+        raise error(f"{what} must be {wanted}, got {value!r}")
     return value
 
 
 def check_number(
-    value: object, what: str, *, positive: bool = False, allow_none: bool = False
+    value: object,
+    what: str,
+    *,
+    positive: bool = False,
+    allow_none: bool = False,
+    allow_inf: bool = False,
 ) -> float | None:
-    """*value* if it is a finite int or float (not a bool) that is >= 0 (> 0 when
-    *positive*), or None when *allow_none*; else :class:`~triofetch.errors.InvalidInput`."""
+    """*value* as a float if it is an int or float (not a bool) that is >= 0 (> 0 when
+    *positive*) and finite (or infinite, when *allow_inf*: "no limit"), or None when
+    *allow_none*; else :class:`~triofetch.errors.InvalidInput` naming *what*."""
     if value is None and allow_none:
         return None
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or value != value  # NaN
-        or value in (float("inf"), float("-inf"))
         or value < 0
         or (positive and value == 0)
+        or (value == float("inf") and not allow_inf)
     ):
-        wanted = "a positive" if positive else "a non-negative"
-        raise InvalidInput(f"{what} must be {wanted} finite number, got {value!r}")
+        wanted = "a positive number" if positive else "a number >= 0"
+        raise InvalidInput(f"{what} must be {wanted}, got {value!r}")
     return float(value)
 
 
