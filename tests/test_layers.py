@@ -24,7 +24,6 @@ LAYERS: dict[str, int] = {
     "triofetch._groups": 0,
     "triofetch._watch": 0,
     "triofetch._tempfiles": 0,
-    "triofetch._startup": 0,
     "triofetch.errors": 1,
     "triofetch._digests": 2,
     "triofetch._model": 2,

@@ -3,7 +3,7 @@
 The public names are loaded on first use (:pep:`562`): ``import triofetch`` imports none of
 Trio, the store or the downloader until one of its names is asked for.  That keeps the
 command line's start-up short and lets ``python -m triofetch`` take Ctrl-C and SIGTERM
-before the heavy imports (see ``triofetch._startup``).
+before the heavy imports (see ``triofetch._cli._startup``).
 """
 
 # ruff: noqa: F405  (the names of __all__ come from the star import, or __getattr__)
