@@ -2,7 +2,10 @@
 
 - test data: directories of random files with a manifest (name, size, sha256), generated once
   under ``benchmarks/_work/data`` and reused by later runs;
-- a local nginx on 127.0.0.1 (free port, config and logs in a temp dir) serving that data;
+- a local nginx on 127.0.0.1 (free port, config and logs in a temp dir) serving that data,
+  and a throw-away tinyproxy on 127.0.0.1 in front of it (:class:`TinyProxy`);
+- the clients' environment: proxy variables removed, or set to that proxy
+  (:func:`client_env`);
 - running a client as a subprocess and measuring it alone: wall seconds, CPU seconds (user +
   system, from ``os.wait4`` of that very child: all its threads and waited-for children) and
   peak RSS (``VmHWM`` of the child's own memory, polled; see :class:`PeakRSS`);
@@ -17,6 +20,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -24,7 +28,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,6 +194,27 @@ http {{
 """
 
 
+def process_cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU seconds (user + system, all threads) used so far by the processes *pids*."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def _connectable(port: int) -> bool:
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection(("127.0.0.1", port), timeout=1),
+    ):
+        return True
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -246,10 +272,7 @@ class Nginx:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=1),
-            ):
+            if _connectable(self.port):
                 return True
             time.sleep(0.05)
         return False
@@ -266,14 +289,7 @@ class Nginx:
 
     def cpu_seconds(self) -> float:
         """CPU seconds (user + system) used so far by nginx's processes."""
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                fields = stat[stat.rindex(")") + 2 :].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / ticks
+        return process_cpu_seconds(self.pids())
 
     def _stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -290,6 +306,124 @@ class Nginx:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+# --------------------------------------------------------------------------- tinyproxy
+
+TINYPROXY_CONF = """\
+Port {port}
+Listen 127.0.0.1
+Allow 127.0.0.1
+MaxClients 100
+Timeout 60
+LogLevel Critical
+LogFile "{tmp}/tinyproxy.log"
+PidFile "{tmp}/tinyproxy.pid"
+StatHost "{stathost}"
+"""
+
+_REQUESTS = re.compile(rb"Number of requests:\s*(\d+)")
+
+
+class TinyProxy:
+    """A throw-away tinyproxy on 127.0.0.1 at a free port (foreground, config, log and pid file
+    in a temp dir; stopped at the end); a context manager.
+
+    :meth:`requests` reads tinyproxy's own request counter from its statistics page (fetched
+    through the proxy from :attr:`STATHOST`), so a run can prove that every file went through
+    the proxy without logging each request.
+    """
+
+    STATHOST = "tinyproxy-stats.invalid"
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> TinyProxy:
+        binary = which("tinyproxy")
+        if binary is None:
+            raise RuntimeError("tinyproxy is not installed (apt-get install tinyproxy)")
+        self._tmp = tempfile.TemporaryDirectory(prefix="triofetch-bench-tinyproxy-")
+        tmp = Path(self._tmp.name)
+        conf = tmp / "tinyproxy.conf"
+        for attempt in range(5):
+            self.port = free_port()
+            conf.write_text(TINYPROXY_CONF.format(port=self.port, tmp=tmp, stathost=self.STATHOST))
+            self.proc = subprocess.Popen(
+                [binary, "-d", "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._wait_ready():
+                return self
+            self._stop()
+            if attempt == 4:
+                log = tmp / "tinyproxy.log"
+                raise RuntimeError(
+                    "tinyproxy did not start: " + (log.read_text() if log.exists() else "no log")
+                )
+        raise AssertionError("unreachable")
+
+    def _wait_ready(self) -> bool:
+        assert self.proc is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            if _connectable(self.port):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system, all threads) used so far by tinyproxy."""
+        return process_cpu_seconds([self.proc.pid] if self.proc is not None else [])
+
+    def requests(self) -> int:
+        """tinyproxy's count of requests so far, this one (for the statistics page) included."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": self.url}))
+        with opener.open(f"http://{self.STATHOST}/", timeout=10) as response:
+            found = _REQUESTS.search(response.read())
+        if found is None:
+            raise RuntimeError("tinyproxy's statistics page has no request count")
+        return int(found.group(1))
+
+    def _stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+#: the variables that name proxies or exceptions to them, for every client we run
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def client_env(proxy: str | None = None) -> dict[str, str]:
+    """The environment of a client: this one without any proxy variable (in either case), so
+    every client connects directly; with *proxy*, ``HTTP_PROXY`` and ``http_proxy`` set to it
+    (curl reads only the lowercase one for http) and no ``NO_PROXY`` to exempt 127.0.0.1."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+    if proxy is not None:
+        env["HTTP_PROXY"] = env["http_proxy"] = proxy
+    return env
 
 
 # --------------------------------------------------------------------------- measuring
@@ -397,19 +531,26 @@ def run_measured(
     cmd: Sequence[str],
     *,
     cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
     timeout: float = 1800,
 ) -> Measured:
     """Run *cmd* to completion and measure that child alone.
 
     Seconds: wall clock from spawn to exit. CPU seconds: ``ru_utime + ru_stime`` from
     ``os.wait4`` on the child (all its threads, and the descendants it waited for). Peak RSS:
-    see :class:`PeakRSS`. If the command prints a JSON object as its last stdout line, it is
-    kept as ``report`` (the Python clients put their own timings and VmHWM there).
+    see :class:`PeakRSS`. *env*: the child's environment (default: this one). If the command
+    prints a JSON object as its last stdout line, it is kept as ``report`` (the Python clients
+    put their own timings and VmHWM there).
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(
-            list(cmd), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            list(cmd),
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
         )
         peak = PeakRSS(proc.pid)
         timer = threading.Timer(timeout, proc.kill)
@@ -465,7 +606,12 @@ def machine_info() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     versions = {}
-    for name, flag in (("curl", "--version"), ("aria2c", "--version"), ("nginx", "-v")):
+    for name, flag in (
+        ("curl", "--version"),
+        ("aria2c", "--version"),
+        ("nginx", "-v"),
+        ("tinyproxy", "-v"),
+    ):
         binary = which(name)
         versions[name] = command_version([binary, flag]) if binary else "missing"
     for module in ("triofetch", "trio", "httpx", "aiohttp"):
@@ -488,10 +634,12 @@ def machine_header(info: dict[str, Any]) -> str:
         "curl": v["curl"].split(" (")[0].replace("curl ", ""),
         "aria2c": v["aria2c"].replace("aria2 version ", ""),
         "nginx": v["nginx"].split("/")[-1],
+        "tinyproxy": v.get("tinyproxy", "missing").replace("tinyproxy ", ""),
     }
     return (
         f"machine: nproc={info['nproc']} ({info['cpu']}), python {info['python']}, "
         f"curl {short['curl']}, aria2c {short['aria2c']}, nginx {short['nginx']}, "
+        f"tinyproxy {short['tinyproxy']}, "
         f"triofetch {v['triofetch']}, trio {v['trio']}, httpx {v['httpx']}, "
         f"aiohttp {v['aiohttp']}"
     )

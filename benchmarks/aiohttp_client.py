@@ -1,7 +1,7 @@
 """The asyncio + aiohttp peer: Pulp's download stack, as a standalone benchmark client.
 
     python benchmarks/aiohttp_client.py JOB.json [--connections=16] [--concurrency=N]
-                                                 [--digests=sha256,...]
+                                                 [--digests=sha256,...] [--trust-env]
 
 JOB.json: ``{"out": DIR, "files": [[url, name, size, sha256], ...]}``. Every file is streamed
 to ``DIR/name`` in 1 MiB reads (``response.content.read(1048576)``, as Pulp's HttpDownloader
@@ -11,7 +11,10 @@ the sha256 are then checked against the job; any mismatch or HTTP error fails th
 
 One ``ClientSession`` with ``TCPConnector(limit=connections)``; *concurrency* worker
 coroutines (default: the connection count) take files from a shared iterator, so memory does
-not grow with the number of files. Prints one JSON line with the time spent on the work itself.
+not grow with the number of files. ``--trust-env`` makes it ``ClientSession(trust_env=True)``:
+proxies from ``HTTP_PROXY`` and the like (the benchmark's proxy workload; Pulp configures its
+proxy explicitly, aiohttp's default is not to read the environment). Prints one JSON line with
+the time spent on the work itself.
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ async def fetch_one(
         raise ValueError(f"{url}: sha256 {actual} != {sha256}")
 
 
-async def run(job: dict, connections: int, concurrency: int, algorithms: list[str]) -> int:
+async def run(
+    job: dict, connections: int, concurrency: int, algorithms: list[str], trust_env: bool
+) -> int:
     out = job["out"]
     items = iter(job["files"])
     done = 0
@@ -73,7 +78,9 @@ async def run(job: dict, connections: int, concurrency: int, algorithms: list[st
 
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, trust_env=trust_env
+    ) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     return done
 
@@ -93,6 +100,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=0)
     parser.add_argument("--digests", default="sha256")
+    parser.add_argument("--trust-env", action="store_true", help="proxies from the environment")
     args = parser.parse_args()
     algorithms = args.digests.split(",")
     if "sha256" not in algorithms:
@@ -102,7 +110,15 @@ def main() -> int:
     start_wall = time.perf_counter()
     times = os.times()
     start_cpu = times.user + times.system
-    done = asyncio.run(run(job, args.connections, args.concurrency or args.connections, algorithms))
+    done = asyncio.run(
+        run(
+            job,
+            args.connections,
+            args.concurrency or args.connections,
+            algorithms,
+            args.trust_env,
+        )
+    )
     times = os.times()
     print(
         json.dumps(

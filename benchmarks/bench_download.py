@@ -1,12 +1,13 @@
 """Download benchmark: triofetch's Downloader beside curl, aria2c and asyncio+aiohttp.
 
     python -m benchmarks download [--quick] [--reps=N] [--clients=curl,aria2c,aiohttp,triofetch]
-                                  [--workloads=small,large,digests] [--connections=16]
+                                  [--workloads=small,proxy,large,digests] [--connections=16]
+                                  [--small-count=5000]
 
 A local nginx (one worker, sendfile, keepalive, no access log) on 127.0.0.1 serves
-(a) ``small``: 5000 files of 16 KiB and (b) ``large``: 4 files of 256 MiB (``--quick``: 300
-files and 2 x 16 MiB). Each client runs as its own subprocess at 16 connections, in the same
-run, and verifies the sha256 of every file against the known list:
+(a) ``small``: 5000 files of 16 KiB (``--small-count``) and (b) ``large``: 4 files of 256 MiB
+(``--quick``: 300 files and 2 x 16 MiB). Each client runs as its own subprocess at 16
+connections, in the same run, and verifies the sha256 of every file against the known list:
 
 - ``curl+sha256sum``: ``curl --parallel --parallel-max 16 --config LIST`` (url/output pairs),
   then ``sha256sum --check``; the two processes' seconds and CPU seconds add up;
@@ -14,7 +15,17 @@ run, and verifies the sha256 of every file against the known list:
   ``--file-allocation=none``;
 - ``aiohttp``: benchmarks/aiohttp_client.py (Pulp's stack: blocking writes and hashing on the
   asyncio loop);
-- ``triofetch``: benchmarks/triofetch_client.py (``triofetch.Downloader``).
+- ``triofetch``: benchmarks/triofetch_client.py (``triofetch.Downloader(transport="trio")``);
+  ``triofetch-httpx`` the same with ``transport="httpx"``, ``triofetch-default`` with no
+  transport argument (whatever ``Downloader()`` gives a library user; the transport it got is
+  reported).
+
+``proxy``: the small files through a throw-away tinyproxy on 127.0.0.1 in front of the same
+nginx. The clients find it in their environment (``HTTP_PROXY`` and ``http_proxy``; no
+``NO_PROXY``): aiohttp with ``trust_env=True``, triofetch with its default ``trust_env=True``,
+curl by itself, aria2c with ``--all-proxy``. tinyproxy's own request counter proves that every
+file went through it (a run that bypassed the proxy fails). In the other workloads the clients
+run with every proxy variable removed from their environment.
 
 ``digests``: workload (b) with Pulp's four digests (sha224, sha256, sha384, sha512), one
 download at a time and two at a time, for triofetch and for the aiohttp client, reported in
@@ -22,14 +33,16 @@ MB/s against the single-core speed of hashlib for those four digests, measured i
 before every round and after the last (the median is used; every measurement is printed).
 
 Every client run is repeated ``--reps`` times (3; 1 with ``--quick``), interleaved with the other
-clients; the best run is reported. Output directories are emptied between runs (and dirty pages
-flushed with sync); nothing else is dropped, so nginx serves from the page cache. Results are
-also written to benchmarks/_work/results-download.json.
+clients (round 1: every client, round 2: every client, ...); the tables show the median of the
+rounds and every round's seconds, and ratios of the medians. Output directories are emptied
+between runs (and dirty pages flushed with sync); nothing else is dropped, so nginx serves from
+the page cache. Results are also written to benchmarks/_work/results-download.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -51,7 +64,9 @@ from ._common import (
     Measured,
     MiB,
     Nginx,
+    TinyProxy,
     busy_cpu_seconds,
+    client_env,
     dataset,
     fresh_dir,
     machine_header,
@@ -62,15 +77,18 @@ from ._common import (
     write_json,
 )
 
-CLIENTS = ("curl", "aria2c", "aiohttp", "triofetch", "triofetch-httpx")
+CLIENTS = ("curl", "aria2c", "aiohttp", "triofetch", "triofetch-default", "triofetch-httpx")
 LABELS = {
     "curl": "curl+sha256sum",
     "aria2c": "aria2c",
     "aiohttp": "aiohttp",
     "triofetch": "triofetch (trio transport)",
+    # completed with the transport the Downloader reported, see summarize()
+    "triofetch-default": "triofetch (default transport",
     "triofetch-httpx": "triofetch (httpx transport)",
 }
-WORKLOADS = ("small", "large", "digests")
+WORKLOADS = ("small", "proxy", "large", "digests")
+SMALL_COUNT, SMALL_COUNT_QUICK = 5000, 300
 PULP_DIGESTS = ("sha224", "sha256", "sha384", "sha512")
 UNAVAILABLE = 3  # exit status of triofetch_client.py when triofetch.Downloader is missing
 RESULTS = WORK / "results-download.json"
@@ -89,9 +107,8 @@ class Run:
     status: str = "ok"
     error: str = ""
 
-    def best(self) -> dict[str, Any] | None:
-        good = [r for r in self.runs if r["ok"]]
-        return min(good, key=lambda r: r["seconds"]) if good else None
+    def good(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r["ok"]]
 
 
 # --------------------------------------------------------------------------- clients
@@ -105,7 +122,9 @@ def write_job(name: str, ds: Dataset, srv: Nginx, out: Path, **extra: Any) -> Pa
     return path
 
 
-def curl_run(ds: Dataset, srv: Nginx, connections: int) -> Callable[[], Measured]:
+def curl_run(
+    ds: Dataset, srv: Nginx, connections: int, env: dict[str, str]
+) -> Callable[[], Measured]:
     out = OUT / "curl"
     JOBS.mkdir(parents=True, exist_ok=True)
     config = JOBS / f"curl-{ds.dirname}.conf"
@@ -119,16 +138,20 @@ def curl_run(ds: Dataset, srv: Nginx, connections: int) -> Callable[[], Measured
 
     def execute() -> Measured:
         fresh_dir(out)
-        fetched = run_measured(curl)
+        fetched = run_measured(curl, env=env)
         if not fetched.ok:
             return fetched
-        checked = run_measured(["sha256sum", "--check", "--quiet", "--strict", str(sums)], cwd=out)
+        checked = run_measured(
+            ["sha256sum", "--check", "--quiet", "--strict", str(sums)], cwd=out, env=env
+        )
         return fetched.then(checked)
 
     return execute
 
 
-def aria2c_run(ds: Dataset, srv: Nginx, connections: int) -> Callable[[], Measured]:
+def aria2c_run(
+    ds: Dataset, srv: Nginx, connections: int, env: dict[str, str], proxy: str | None = None
+) -> Callable[[], Measured]:
     out = OUT / "aria2c"
     JOBS.mkdir(parents=True, exist_ok=True)
     listing = JOBS / f"aria2c-{ds.dirname}.txt"
@@ -143,10 +166,12 @@ def aria2c_run(ds: Dataset, srv: Nginx, connections: int) -> Callable[[], Measur
     cmd += ["--allow-overwrite=true", "--deferred-input=true", "--max-tries=1"]
     # No periodic control-file (.aria2) saves: they fsync, and no other client syncs to disk.
     cmd += ["--auto-save-interval=0"]
+    if proxy is not None:
+        cmd.append(f"--all-proxy={proxy}")
 
     def execute() -> Measured:
         fresh_dir(out)
-        return run_measured(cmd)
+        return run_measured(cmd, env=env)
 
     return execute
 
@@ -160,6 +185,8 @@ def python_run(
     concurrency: int = 0,
     digests: tuple[str, ...] = (),
     tag: str = "",
+    env: dict[str, str] | None = None,
+    trust_env: bool = False,
 ) -> Callable[[], Measured]:
     out = OUT / f"{client}{tag}"
     tmp = OUT / f"{client}{tag}-tmp"
@@ -173,11 +200,14 @@ def python_run(
         cmd.append(f"--concurrency={concurrency}")
     if digests:
         cmd.append(f"--digests={','.join(digests)}")
+    if trust_env and script == "aiohttp":
+        cmd.append("--trust-env")  # triofetch's Downloader trusts the environment by default
+    env = client_env() if env is None else env
 
     def execute() -> Measured:
         fresh_dir(out)
         fresh_dir(tmp)
-        return run_measured(cmd)
+        return run_measured(cmd, env=env)
 
     return execute
 
@@ -210,12 +240,21 @@ def measure_hash_speed(total: int, algorithms: tuple[str, ...], reps: int = 3) -
     return total / best / MB
 
 
-def execute_once(run: Run, ds: Dataset, srv: Nginx, out: Path) -> None:
+def execute_once(
+    run: Run, ds: Dataset, srv: Nginx, out: Path, proxy: TinyProxy | None = None
+) -> None:
+    # tinyproxy's request counter is read outside the measured window
+    requests = proxy.requests() if proxy is not None else 0
+    proxy_cpu = proxy.cpu_seconds() if proxy is not None else 0.0
     server_cpu = srv.cpu_seconds()
     busy = busy_cpu_seconds()
     m = run.execute()
     busy = busy_cpu_seconds() - busy
     server_cpu = srv.cpu_seconds() - server_cpu
+    if proxy is not None:
+        proxy_cpu = proxy.cpu_seconds() - proxy_cpu
+        # the counter counts its own statistics requests too: the second one is not the client's
+        requests = proxy.requests() - requests - 1
     record: dict[str, Any] = {
         "ok": m.ok,
         "wall": m.wall,
@@ -224,9 +263,14 @@ def execute_once(run: Run, ds: Dataset, srv: Nginx, out: Path) -> None:
         "server_cpu": server_cpu,
         # CPU seconds spent by everything else on the machine during the run (other work on
         # a shared machine, plus this harness): a large value means a noisy measurement.
-        "other_cpu": max(0.0, busy - m.cpu - server_cpu),
+        "other_cpu": max(0.0, busy - m.cpu - server_cpu - proxy_cpu),
         "returncode": m.returncode,
     }
+    if proxy is not None:
+        record["proxy_cpu"] = proxy_cpu
+        record["proxy_requests"] = requests
+    if "transport" in m.report:
+        record["transport"] = m.report["transport"]
     # Python clients report the time spent on the work itself, after interpreter start-up
     # and imports (a constant that says nothing about throughput); the rest are measured
     # from outside, start-up included (a few milliseconds).
@@ -236,10 +280,15 @@ def execute_once(run: Run, ds: Dataset, srv: Nginx, out: Path) -> None:
         record["startup_seconds"] = m.report["startup_seconds"]
     if m.ok:
         problem = check_output(out, ds)
+        if not problem and proxy is not None and requests < len(ds.files):
+            problem = (
+                f"the proxy saw {requests} requests for {len(ds.files)} files: "
+                "the client did not go through it"
+            )
         if problem:
             record["ok"] = False
-            m.stderr += problem
-    if not m.ok:
+            m.stderr += "\n" + problem
+    if not record["ok"]:
         if m.returncode == UNAVAILABLE and run.key.startswith("triofetch"):
             run.status = "unavailable"
             run.error = "triofetch.Downloader does not exist yet"
@@ -248,9 +297,13 @@ def execute_once(run: Run, ds: Dataset, srv: Nginx, out: Path) -> None:
             run.error = (m.stderr.strip() or m.stdout.strip())[-2000:]
         print(f"   {run.key}: {run.status}: {run.error.splitlines()[-1] if run.error else ''}")
     else:
+        via = f" [{record['transport']}]" if "transport" in record else ""
+        through = (
+            f"proxy cpu {proxy_cpu:.2f} s ({requests} requests), " if proxy is not None else ""
+        )
         print(
-            f"   {run.key}: {record['seconds']:.2f} s, cpu {record['cpu']:.2f} s, "
-            f"rss {record['peak_rss_mib']:.0f} MiB, nginx cpu {server_cpu:.2f} s, "
+            f"   {run.key}{via}: {record['seconds']:.2f} s, cpu {record['cpu']:.2f} s, "
+            f"rss {record['peak_rss_mib']:.0f} MiB, nginx cpu {server_cpu:.2f} s, {through}"
             f"other cpu {record['other_cpu']:.2f} s",
             flush=True,
         )
@@ -258,7 +311,12 @@ def execute_once(run: Run, ds: Dataset, srv: Nginx, out: Path) -> None:
 
 
 def run_rounds(
-    runs: list[Run], ds: Dataset, srv: Nginx, reps: int, before: Callable[[], None] | None = None
+    runs: list[Run],
+    ds: Dataset,
+    srv: Nginx,
+    reps: int,
+    before: Callable[[], None] | None = None,
+    proxy: TinyProxy | None = None,
 ) -> None:
     for rep in range(reps):
         if before is not None:
@@ -268,38 +326,60 @@ def run_rounds(
             if run.status != "ok":
                 continue
             out = OUT / run.key
-            execute_once(run, ds, srv, out)
+            execute_once(run, ds, srv, out, proxy)
+
+
+def label(run: Run) -> str:
+    if run.key != "triofetch-default":
+        return run.label
+    got = sorted({r["transport"] for r in run.runs if "transport" in r})
+    return f"{run.label}: {'/'.join(got) or '?'})"
 
 
 def summarize(runs: list[Run], ds: Dataset) -> list[dict[str, Any]]:
+    """One row per client: the medians of its successful rounds (peak RSS: the largest), each
+    round's seconds, and throughput ratios of the medians to aiohttp's and curl's."""
     rows = []
     for run in runs:
-        best = run.best()
-        row: dict[str, Any] = {"client": run.label, "key": run.key, "status": run.status}
+        good = run.good()
+        row: dict[str, Any] = {"client": label(run), "key": run.key, "status": run.status}
         if run.error:
             row["error"] = run.error
         row["runs"] = run.runs
-        if best is not None:
-            secs = best["seconds"]
-            good = [r["seconds"] for r in run.runs if r["ok"]]
+        row["rounds"] = [r["seconds"] if r["ok"] else None for r in run.runs]
+        if good:
+            secs = statistics.median(r["seconds"] for r in good)
             row |= {
+                "rounds_ok": len(good),
                 "seconds": secs,
-                "median_seconds": statistics.median(good),
+                "median_seconds": secs,
+                "best_seconds": min(r["seconds"] for r in good),
                 "files_per_s": len(ds.files) / secs,
                 "mb_per_s": ds.total_bytes / secs / MB,
-                "cpu": best["cpu"],
-                "peak_rss_mib": max(r["peak_rss_mib"] for r in run.runs if r["ok"]),
-                "server_cpu": best["server_cpu"],
-                "other_cpu": best["other_cpu"],
+                "cpu": statistics.median(r["cpu"] for r in good),
+                "peak_rss_mib": max(r["peak_rss_mib"] for r in good),
+                "server_cpu": statistics.median(r["server_cpu"] for r in good),
+                "other_cpu": statistics.median(r["other_cpu"] for r in good),
             }
+            if all("proxy_cpu" in r for r in good):
+                row["proxy_cpu"] = statistics.median(r["proxy_cpu"] for r in good)
         rows.append(row)
     by_key = {r["key"]: r for r in rows}
     for row in rows:
         for peer in ("aiohttp", "curl"):
-            base = by_key.get(peer, {}).get("files_per_s")
-            if base and "files_per_s" in row:
-                row[f"x_{peer}"] = row["files_per_s"] / base
+            base = by_key.get(peer, {})
+            if base.get("files_per_s") and "files_per_s" in row:
+                row[f"x_{peer}"] = row["files_per_s"] / base["files_per_s"]
+                # the same ratio round by round (the rounds are interleaved)
+                row[f"x_{peer}_rounds"] = [
+                    b / s if s and b else None
+                    for s, b in zip(row["rounds"], base["rounds"], strict=False)
+                ]
     return rows
+
+
+def rounds_text(row: dict[str, Any]) -> str:
+    return " ".join("fail" if s is None else f"{s:.2f}" for s in row["rounds"])
 
 
 def fmt(value: Any, spec: str) -> str:
@@ -307,37 +387,41 @@ def fmt(value: Any, spec: str) -> str:
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> None:
+    proxied = any("proxy_cpu" in r for r in rows)
     headers = ["client", "seconds", "files/s", "MB/s", "CPU s", "peak RSS MiB"]
-    headers += ["x aiohttp", "x curl", "nginx CPU s", "other CPU s"]
+    headers += ["x aiohttp", "x curl", "nginx CPU s"]
+    headers += ["proxy CPU s"] if proxied else []
+    headers += ["other CPU s", "rounds (s)"]
     lines = []
     for r in rows:
         if "seconds" not in r:
-            lines.append([r["client"], r["status"]] + [""] * (len(headers) - 2))
+            lines.append([r["client"], r["status"]] + [""] * (len(headers) - 3) + [rounds_text(r)])
             continue
-        lines.append(
-            [
-                r["client"],
-                fmt(r["seconds"], ".2f"),
-                fmt(r["files_per_s"], ".0f" if r["files_per_s"] >= 100 else ".2f"),
-                fmt(r["mb_per_s"], ".0f"),
-                fmt(r["cpu"], ".2f"),
-                fmt(r["peak_rss_mib"], ".0f"),
-                fmt(r.get("x_aiohttp"), ".2f"),
-                fmt(r.get("x_curl"), ".2f"),
-                fmt(r["server_cpu"], ".2f"),
-                fmt(r["other_cpu"], ".2f"),
-            ]
-        )
+        line = [
+            r["client"],
+            fmt(r["seconds"], ".2f"),
+            fmt(r["files_per_s"], ".0f" if r["files_per_s"] >= 100 else ".2f"),
+            fmt(r["mb_per_s"], ".0f"),
+            fmt(r["cpu"], ".2f"),
+            fmt(r["peak_rss_mib"], ".0f"),
+            fmt(r.get("x_aiohttp"), ".2f"),
+            fmt(r.get("x_curl"), ".2f"),
+            fmt(r["server_cpu"], ".2f"),
+        ]
+        line += [fmt(r.get("proxy_cpu"), ".2f")] if proxied else []
+        line += [fmt(r["other_cpu"], ".2f"), rounds_text(r)]
+        lines.append(line)
     print_table(title, headers, lines)
 
 
 def digests_table(title: str, rows: list[dict[str, Any]], limit: float) -> None:
     headers = ["client", "at a time", "seconds", "MB/s", "x 1-core hash limit", "CPU s"]
-    headers += ["peak RSS MiB", "other CPU s"]
+    headers += ["peak RSS MiB", "other CPU s", "rounds (s)"]
     lines = []
     for r in rows:
         if "seconds" not in r:
             lines.append([r["client"], str(r["at_a_time"]), r["status"]] + [""] * 5)
+            lines[-1].append(rounds_text(r))
             continue
         lines.append(
             [
@@ -349,6 +433,7 @@ def digests_table(title: str, rows: list[dict[str, Any]], limit: float) -> None:
                 fmt(r["cpu"], ".2f"),
                 fmt(r["peak_rss_mib"], ".0f"),
                 fmt(r["other_cpu"], ".2f"),
+                rounds_text(r),
             ]
         )
     print_table(title, headers, lines)
@@ -364,12 +449,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--clients", default=",".join(CLIENTS))
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--small-count",
+        type=int,
+        default=0,
+        help=f"files of 16 KiB in the small and proxy workloads ({SMALL_COUNT}; quick: "
+        f"{SMALL_COUNT_QUICK})",
+    )
     # Options are passed to every benchmark module by ``python -m benchmarks``: ignore the
     # ones meant for the others.
     args, others = parser.parse_known_args(argv)
     if others:
         print(f"download: ignoring options {' '.join(others)}")
     args.reps = args.reps or (1 if args.quick else 3)
+    if args.small_count < 0:
+        parser.error("--small-count must be a positive number of files")
+    args.small_count = args.small_count or (SMALL_COUNT_QUICK if args.quick else SMALL_COUNT)
     args.clients = [c for c in args.clients.split(",") if c]
     args.workloads = [w for w in args.workloads.split(",") if w]
     for c in args.clients:
@@ -395,24 +490,23 @@ def main(argv: list[str] | None = None) -> int:
     clients = [c for c in args.clients if c not in missing]
     for c in set(args.clients) - set(clients):
         print(f"-- {c} is not installed: skipped")
+    workloads = list(args.workloads)
+    if "proxy" in workloads and which("tinyproxy") is None:
+        print("-- tinyproxy is not installed (apt-get install tinyproxy): proxy workload skipped")
+        workloads.remove("proxy")
 
-    if args.quick:
-        small, large, hash_bytes = (
-            dataset("small", 300, 16 * KiB),
-            dataset("large", 2, 16 * MiB),
-            64 * MiB,
-        )
-    else:
-        small, large, hash_bytes = (
-            dataset("small", 5000, 16 * KiB),
-            dataset("large", 4, 256 * MiB),
-            256 * MiB,
-        )
+    small = large = None
+    if {"small", "proxy"} & set(workloads):
+        small = dataset("small", args.small_count, 16 * KiB)
+    if {"large", "digests"} & set(workloads):
+        large = dataset("large", *((2, 16 * MiB) if args.quick else (4, 256 * MiB)))
+    hash_bytes = 64 * MiB if args.quick else 256 * MiB
     results: dict[str, Any] = {
         "machine": info,
         "quick": args.quick,
         "reps": args.reps,
         "connections": args.connections,
+        "small_count": args.small_count,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "workloads": {},
     }
@@ -420,23 +514,39 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     with Nginx(DATA) as srv:
         print(f"nginx on {srv.url('')}", flush=True)
-        for name, ds in (("small", small), ("large", large)):
-            if name not in args.workloads:
+        for name in ("small", "proxy", "large"):
+            if name not in workloads:
                 continue
-            title = (
-                f"({name}) {len(ds.files)} files x {ds.files[0].size // KiB} KiB, {n} connections"
-            )
-            print(f"\n{title}", flush=True)
-            runs = []
-            for c in clients:
-                if c == "curl":
-                    execute = curl_run(ds, srv, n)
-                elif c == "aria2c":
-                    execute = aria2c_run(ds, srv, n)
-                else:
-                    execute = python_run(c, ds, srv, connections=n)
-                runs.append(Run(c, LABELS[c], execute))
-            run_rounds(runs, ds, srv, args.reps)
+            ds = large if name == "large" else small
+            assert ds is not None
+            size = f"{ds.files[0].size // KiB} KiB"
+            title = f"({name}) {len(ds.files)} files x {size}, {n} connections"
+            with contextlib.ExitStack() as stack:
+                proxy = None
+                env = client_env()
+                if name == "proxy":
+                    proxy = stack.enter_context(TinyProxy())
+                    env = client_env(proxy.url)
+                    version = info["versions"].get("tinyproxy", "tinyproxy")
+                    title = (
+                        f"(proxy) {len(ds.files)} files x {size} through {version} on "
+                        f"127.0.0.1 (HTTP_PROXY in the environment), {n} connections"
+                    )
+                    print(f"tinyproxy on {proxy.url}", flush=True)
+                title += f"; median of {args.reps} interleaved rounds"
+                print(f"\n{title}", flush=True)
+                runs = []
+                for c in clients:
+                    if c == "curl":
+                        execute = curl_run(ds, srv, n, env)
+                    elif c == "aria2c":
+                        execute = aria2c_run(ds, srv, n, env, proxy.url if proxy else None)
+                    else:
+                        execute = python_run(
+                            c, ds, srv, connections=n, env=env, trust_env=proxy is not None
+                        )
+                    runs.append(Run(c, LABELS[c], execute))
+                run_rounds(runs, ds, srv, args.reps, proxy=proxy)
             rows = summarize(runs, ds)
             status = status or any(r["status"] == "failed" for r in rows)
             results["workloads"][name] = {
@@ -448,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
             write_json(RESULTS, results)
             table(title, rows)
 
-        if "digests" in args.workloads:
+        if "digests" in workloads:
+            assert large is not None
             py = [c for c in ("triofetch", "aiohttp") if c in clients]
             print(f"\nmeasuring one core's hashlib speed over {hash_bytes // MiB} MiB ...")
             # The speed of this machine drifts from minute to minute (by 20% and more): the
@@ -479,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"(digests) {len(large.files)} files x {large.files[0].size // MiB} MiB with "
                 f"{'+'.join(PULP_DIGESTS)}; one core hashes them at {limit:.0f} MB/s (median "
                 f"of {len(limits)} measurements around the rounds: "
-                f"{', '.join(f'{x:.0f}' for x in limits)}; sha256 alone: {sha256_speed:.0f} MB/s)"
+                f"{', '.join(f'{x:.0f}' for x in limits)}; sha256 alone: {sha256_speed:.0f} MB/s); "
+                f"median of {args.reps} interleaved rounds"
             )
             rows = summarize(runs, large)
             for row, run in zip(rows, runs, strict=True):

@@ -2,6 +2,7 @@
 
     python benchmarks/triofetch_client.py JOB.json [--connections=16] [--concurrency=N]
                                                    [--digests=sha256,...]
+                                                   [--transport=trio|httpx|auto|asks|default]
 
 JOB.json: ``{"out": DIR, "tmp": TEMP_DIR, "files": [[url, name, size, sha256], ...]}``.
 One ``Downloader(connections=..., temp_dir=TEMP_DIR)``; *concurrency* worker tasks (default:
@@ -12,6 +13,11 @@ from one shared iterator, as the aiohttp client's workers do. Each worker awaits
 ``result.digests["sha256"]``, ``result.size`` and ``result.path`` once more against the job.
 With ``--digests`` the Downloader computes those algorithms (Pulp's four:
 ``sha224,sha256,sha384,sha512``).
+
+``--transport`` (default ``trio``) is passed to the Downloader; ``default`` passes none, so
+the run measures what ``Downloader()`` gives a library user (the default ``trust_env=True``
+included: a proxy named by ``HTTP_PROXY`` is used). The JSON line names the transport the
+Downloader reports (``dl.transport_name``; ``"unknown"`` where it has no such attribute).
 
 Exit status 3 means ``triofetch.Downloader`` does not exist (yet). Prints one JSON line with
 the time spent on the work itself.
@@ -34,11 +40,18 @@ import triofetch  # noqa: E402
 
 
 async def run(
-    job: dict, connections: int, concurrency: int, digests: list[str] | None, transport: str
+    job: dict,
+    connections: int,
+    concurrency: int,
+    digests: list[str] | None,
+    transport: str,
+    report: dict,
 ) -> int:
     out = job["out"]
     done = 0
-    kwargs = {"connections": connections, "temp_dir": job["tmp"], "transport": transport}
+    kwargs = {"connections": connections, "temp_dir": job["tmp"]}
+    if transport != "default":
+        kwargs["transport"] = transport
     if digests:
         kwargs["digests"] = tuple(digests)
 
@@ -59,6 +72,7 @@ async def run(
             done += 1
 
     async with triofetch.Downloader(**kwargs) as dl, trio.open_nursery() as nursery:
+        report["transport"] = str(getattr(dl, "transport_name", "unknown"))
         for _ in range(concurrency):
             nursery.start_soon(worker, dl)
     return done
@@ -79,7 +93,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=0)
     parser.add_argument("--digests", default="")
-    parser.add_argument("--transport", default="trio", choices=["trio", "httpx", "asks"])
+    parser.add_argument(
+        "--transport", default="trio", choices=["trio", "httpx", "auto", "asks", "default"]
+    )
     args = parser.parse_args()
     if not hasattr(triofetch, "Downloader"):
         print("triofetch.Downloader does not exist yet", file=sys.stderr)
@@ -87,6 +103,7 @@ def main() -> int:
     digests = args.digests.split(",") if args.digests else None
     with open(args.job) as fh:
         job = json.load(fh)
+    report: dict = {}
     start_wall = time.perf_counter()
     times = os.times()
     start_cpu = times.user + times.system
@@ -97,6 +114,7 @@ def main() -> int:
         args.concurrency or 2 * args.connections,
         digests,
         args.transport,
+        report,
     )
     times = os.times()
     print(
@@ -107,6 +125,7 @@ def main() -> int:
                 "work_seconds": time.perf_counter() - start_wall,
                 "work_cpu": times.user + times.system - start_cpu,
                 "vm_hwm_kib": vm_hwm_kib(),
+                **report,
             }
         )
     )
