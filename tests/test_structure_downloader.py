@@ -1,6 +1,8 @@
 """The shape of the downloader and the transports (issue #15), and what the reshaping fixed.
 
-- ``Downloader(transport="auto")`` picks the trio transport unless a proxy is configured.
+- ``Downloader()`` is ``transport="auto"``: the trio transport whenever it can honour the
+  proxy configuration (none, or http:// proxies), httpx otherwise (a SOCKS or https://
+  proxy); the choice is ``Downloader.transport_name`` and logged at debug level.
 - The modules of ``downloader/`` import one way (``_core`` imports the others, never the
   reverse), and the writing side (``_sinks``) knows nothing of HTTP.
 - The transport protocol's optional extension is declared (``WatchableTransport``), not
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
@@ -55,40 +59,144 @@ def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 # -- transport="auto" --------------------------------------------------------------------
 
 
-async def test_auto_is_the_trio_transport_without_a_proxy(
+async def test_auto_is_the_default_and_the_trio_transport_without_a_proxy(
     no_proxy_environment: pytest.MonkeyPatch, http_server: FaultServer, temp_dir: Path
 ) -> None:
     http_server.add_file("/a", BODY)
-    async with triofetch.Downloader(transport="auto", temp_dir=temp_dir) as dl:
+    dl = triofetch.Downloader(temp_dir=temp_dir)
+    assert dl.transport_name == "trio"  # known before it opens
+    async with dl:
         assert type(dl._transport) is TrioTransport
         result = await dl.fetch(http_server.url("/a"))
     assert result.path.read_bytes() == BODY
 
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "https_proxy", "ALL_PROXY"])
-async def test_auto_is_httpx_with_a_proxy_in_the_environment(
+async def test_auto_is_the_trio_transport_with_an_http_proxy_in_the_environment(
     no_proxy_environment: pytest.MonkeyPatch, temp_dir: Path, variable: str
 ) -> None:
+    # before: any proxy made "auto" pick httpx (the trio transport had no proxy support)
     no_proxy_environment.setenv(variable, "http://proxy.invalid:3128")
-    async with triofetch.Downloader(transport="auto", temp_dir=temp_dir) as dl:
-        assert type(dl._transport) is HttpxTransport
-
-
-async def test_auto_ignores_the_environment_without_trust_env(
-    no_proxy_environment: pytest.MonkeyPatch, temp_dir: Path
-) -> None:
-    no_proxy_environment.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
-    async with triofetch.Downloader(transport="auto", trust_env=False, temp_dir=temp_dir) as dl:
+    async with triofetch.Downloader(temp_dir=temp_dir) as dl:
+        assert dl.transport_name == "trio"
         assert type(dl._transport) is TrioTransport
 
 
-async def test_auto_is_httpx_with_a_proxy_argument(
+async def test_auto_is_the_trio_transport_with_an_http_proxy_argument(
     no_proxy_environment: pytest.MonkeyPatch, temp_dir: Path
 ) -> None:
     async with triofetch.Downloader(
-        transport="auto", proxy="http://proxy.invalid:3128", trust_env=False, temp_dir=temp_dir
+        proxy="http://user:pw@proxy.invalid:3128", trust_env=False, temp_dir=temp_dir
     ) as dl:
-        assert type(dl._transport) is HttpxTransport
+        assert dl.transport_name == "trio"
+        assert type(dl._transport) is TrioTransport
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ALL_PROXY", "socks5://proxy.invalid:1080"),
+        ("https_proxy", "socks5h://proxy.invalid:1080"),
+        ("HTTP_PROXY", "https://proxy.invalid:3128"),
+    ],
+)
+async def test_auto_is_httpx_with_a_proxy_only_httpx_can_use(
+    no_proxy_environment: pytest.MonkeyPatch, temp_dir: Path, variable: str, value: str
+) -> None:
+    no_proxy_environment.setenv(variable, value)
+    dl = triofetch.Downloader(temp_dir=temp_dir)
+    assert dl.transport_name == "httpx"
+    if value.startswith("https:"):
+        async with dl:
+            assert type(dl._transport) is HttpxTransport
+
+
+async def test_auto_is_httpx_with_a_socks_proxy_argument(
+    no_proxy_environment: pytest.MonkeyPatch, temp_dir: Path
+) -> None:
+    dl = triofetch.Downloader(
+        proxy="socks5://user:hidden-pw@proxy.invalid:1080", trust_env=False, temp_dir=temp_dir
+    )
+    assert dl.transport_name == "httpx"
+    if importlib.util.find_spec("socksio") is None:
+        # httpx needs its 'socks' extra: a clear InvalidInput (it raised ImportError)
+        with pytest.raises(triofetch.InvalidInput, match="socksio") as info:
+            await dl.__aenter__()
+        assert "hidden-pw" not in str(info.value)
+    else:  # pragma: no cover - socksio is not a test dependency
+        async with dl:
+            assert type(dl._transport) is HttpxTransport
+
+
+async def test_auto_ignores_a_socks_proxy_no_request_can_meet(
+    no_proxy_environment: pytest.MonkeyPatch, temp_dir: Path
+) -> None:
+    """ALL_PROXY comes after HTTP_PROXY and HTTPS_PROXY (httpx's order): with both set, a
+    SOCKS ALL_PROXY is never used, and the trio transport can honour the rest."""
+    no_proxy_environment.setenv("ALL_PROXY", "socks5://proxy.invalid:1080")
+    no_proxy_environment.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    no_proxy_environment.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert triofetch.Downloader(temp_dir=temp_dir).transport_name == "trio"
+    no_proxy_environment.delenv("HTTPS_PROXY")
+    assert triofetch.Downloader(temp_dir=temp_dir).transport_name == "httpx"
+
+
+def test_auto_ignores_the_environment_without_trust_env(
+    no_proxy_environment: pytest.MonkeyPatch, temp_dir: Path
+) -> None:
+    no_proxy_environment.setenv("ALL_PROXY", "socks5://proxy.invalid:1080")
+    dl = triofetch.Downloader(trust_env=False, temp_dir=temp_dir)
+    assert dl.transport_name == "trio"
+
+
+def test_no_proxy_star_turns_the_environment_proxies_off(
+    no_proxy_environment: pytest.MonkeyPatch, temp_dir: Path
+) -> None:
+    no_proxy_environment.setenv("ALL_PROXY", "socks5://proxy.invalid:1080")
+    no_proxy_environment.setenv("NO_PROXY", "*")
+    assert triofetch.Downloader(temp_dir=temp_dir).transport_name == "trio"
+
+
+def test_transport_name_of_every_choice(
+    no_proxy_environment: pytest.MonkeyPatch, temp_dir: Path
+) -> None:
+    for choice in ("trio", "httpx", "asks"):
+        dl = triofetch.Downloader(transport=choice, temp_dir=temp_dir)  # type: ignore[arg-type]
+        assert dl.transport_name == choice
+    assert triofetch.Downloader(transport=PlainTransport()).transport_name == "PlainTransport"
+    with pytest.raises(AttributeError):
+        dl.transport_name = "httpx"  # type: ignore[misc]
+
+
+def test_the_choice_is_logged_at_debug_level(
+    no_proxy_environment: pytest.MonkeyPatch, temp_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    no_proxy_environment.setenv("ALL_PROXY", "socks5://user:hidden-pw@proxy.invalid:1080")
+    with caplog.at_level(logging.DEBUG, logger="triofetch.downloader"):
+        triofetch.Downloader(temp_dir=temp_dir)
+        triofetch.Downloader(transport=PlainTransport(), temp_dir=temp_dir)
+    records = [r for r in caplog.records if r.name == "triofetch.downloader"]
+    assert [r.levelno for r in records] == [logging.DEBUG, logging.DEBUG]
+    assert "'httpx'" in records[0].getMessage() and "socks5://" in records[0].getMessage()
+    assert "'PlainTransport'" in records[1].getMessage()
+    assert "hidden-pw" not in caplog.text and "proxy.invalid" not in caplog.text
+
+
+def test_the_trio_transport_refuses_a_proxy_it_cannot_use() -> None:
+    """Never a direct connection instead: a clear InvalidInput, the proxy's password out."""
+    for proxy in ("socks5://user:hidden-pw@proxy.invalid:1080", "https://proxy.invalid:3128"):
+        with pytest.raises(triofetch.InvalidInput, match="use transport='httpx'") as info:
+            TrioTransport(TransportOptions(proxy=proxy))
+        assert "hidden-pw" not in str(info.value)
+
+
+def test_an_unparseable_proxy_is_invalid_input(
+    no_proxy_environment: pytest.MonkeyPatch, temp_dir: Path
+) -> None:
+    for proxy in ("ftp://proxy.invalid", "http://user:hidden-pw@proxy.invalid:99999", "http://"):
+        with pytest.raises(triofetch.InvalidInput, match="proxy") as info:
+            triofetch.Downloader(proxy=proxy, temp_dir=temp_dir)
+        assert "hidden-pw" not in str(info.value)
 
 
 # -- the modules of downloader/ -------------------------------------------------------------
@@ -264,9 +372,9 @@ def test_transport_options_refuse_what_is_not_a_count(field: str, value: object)
 
 
 def test_transport_options_refuse_counts_too_small() -> None:
-    with pytest.raises(triofetch.InvalidInput, match="max_connections must be at least 1"):
+    with pytest.raises(triofetch.InvalidInput, match="max_connections must be an integer >= 1"):
         TransportOptions(max_connections=0)
-    with pytest.raises(triofetch.InvalidInput, match="max_redirects must be at least 0"):
+    with pytest.raises(triofetch.InvalidInput, match="max_redirects must be an integer >= 0"):
         TransportOptions(max_redirects=-1)
     assert TransportOptions(max_connections=1, max_redirects=0).max_redirects == 0
 

@@ -14,10 +14,10 @@ hash bytes itself (``_sinks`` does), nor know units, the store or the storage.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import ssl
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
@@ -44,6 +44,7 @@ from ..transports._base import (
     WatchedStream,
     make_ssl_context,
 )
+from ..transports._routing import ProxyRoutes
 from ._auth import Credentials, TokenProvider, split_credentials
 from ._plan import FetchPlan, Planner, check_count, check_seconds
 from ._result import DownloadResult, with_attempts
@@ -58,6 +59,8 @@ from ._retry import (
 from ._sinks import _FLUSH_BYTES, _SMALL_BYTES, _LargeFiles, _Sink, _SmallFiles
 
 __all__ = ["BodyConsumer", "Downloader"]
+
+_log = logging.getLogger("triofetch.downloader")
 
 _T_co = TypeVar("_T_co", covariant=True)
 
@@ -112,16 +115,23 @@ def _scheme_problem(url: str) -> str:
     return "not an absolute URL: it must start with http://, https:// or file://"
 
 
-def _proxy_configured(proxy: str | None, trust_env: bool) -> bool:
-    """Whether downloads may go through a proxy: *proxy* given, or (with *trust_env*) one
-    named by the environment for http or https (``HTTP_PROXY``, ``HTTPS_PROXY``,
-    ``ALL_PROXY``, in either case)."""
-    if proxy is not None:
-        return True
-    if not trust_env:
-        return False
-    proxies = urllib.request.getproxies()
-    return any(scheme in proxies for scheme in ("http", "https", "all"))
+def _auto_transport(proxy: str | None, trust_env: bool) -> tuple[Literal["trio", "httpx"], str]:
+    """``transport="auto"``: the trio transport when it can honour the proxy configuration
+    (none, or ``http://`` proxies only), else httpx (a SOCKS or ``https://`` proxy); and why,
+    for the log (no proxy URL in it).  A proxy URL that cannot be parsed raises
+    :class:`InvalidInput` (neither transport could use it)."""
+    routes = ProxyRoutes(proxy, trust_env)
+    other = sorted({p.scheme for p in routes.proxies if p.scheme != "http"})
+    if other:
+        schemes = ", ".join(f"{scheme}://" for scheme in other)
+        return "httpx", f"a {schemes} proxy, which only the httpx transport can use"
+    if routes:
+        return "trio", "http:// proxies, which the trio transport uses"
+    return "trio", "no proxy"
+
+
+def _transport_name(transport: str | Transport) -> str:
+    return transport if isinstance(transport, str) else type(transport).__name__
 
 
 def _raise_for_status(response: Response) -> None:
@@ -180,11 +190,15 @@ class Downloader:
             needs it waits for that single refresh.
         rate_limit: requests per second shared by all downloads, or None.
         proxy, verify, cert, trust_env, max_redirects: see :class:`TransportOptions`.
-        transport: ``"httpx"`` (default), ``"trio"`` (HTTP/1.1 on Trio sockets with its own
-            parser: the fastest, no proxy support), ``"auto"`` (``"trio"`` unless a proxy
-            is configured, by ``proxy=`` or, with ``trust_env``, by the environment: then
-            ``"httpx"``; what the command line uses), ``"asks"``, or a :class:`Transport`
-            instance, used for http and https URLs; ``file://`` URLs are always read locally.
+            Proxies are chosen by httpx's rules on every transport (``proxy=`` for every
+            request; else, with ``trust_env``, ``HTTP_PROXY``, ``HTTPS_PROXY``,
+            ``ALL_PROXY`` and ``NO_PROXY``).
+        transport: ``"auto"`` (default: ``"trio"`` whenever it can honour the proxy
+            configuration, which is any but a SOCKS or ``https://`` proxy, else
+            ``"httpx"``), ``"trio"`` (HTTP/1.1 on Trio sockets with its own parser: the
+            fastest; http:// proxies), ``"httpx"``, ``"asks"`` (no proxies), or a
+            :class:`Transport` instance, used for http and https URLs; ``file://`` URLs are
+            always read locally.  :attr:`transport_name` tells which one was chosen.
         threads: worker threads for hashing and file writes (a ``CapacityLimiter`` or a
             number); default: twice the CPU count, at least 4.
     """
@@ -215,7 +229,7 @@ class Downloader:
         cert: str | tuple[str, str] | None = None,
         trust_env: bool = True,
         max_redirects: int = 10,
-        transport: Literal["httpx", "trio", "auto", "asks"] | Transport = "httpx",
+        transport: Literal["httpx", "trio", "auto", "asks"] | Transport = "auto",
         threads: int | trio.CapacityLimiter | None = None,
     ) -> None:
         check_count(connections, "connections", 1)
@@ -280,7 +294,10 @@ class Downloader:
                 f"unknown transport {transport!r}: 'httpx', 'trio', 'auto', 'asks' or a Transport"
             )
         if transport == "auto":
-            transport = "httpx" if _proxy_configured(proxy, trust_env) else "trio"
+            transport, why = _auto_transport(proxy, trust_env)
+            _log.debug("transport %r (transport='auto': %s)", transport, why)
+        else:
+            _log.debug("transport %r (as asked)", _transport_name(transport))
         self._transport_choice = transport
         self._transport: Transport | None = None
         self._file_transport: Transport | None = None
@@ -339,6 +356,13 @@ class Downloader:
                 await watching[1].aclose()
             if transport is not None:
                 await transport.aclose()
+
+    @property
+    def transport_name(self) -> str:
+        """The transport of http and https URLs: ``"trio"``, ``"httpx"``, ``"asks"``, or
+        the class name of a :class:`Transport` given (``transport="auto"`` says which one
+        it chose here)."""
+        return _transport_name(self._transport_choice)
 
     @property
     def token_refreshes(self) -> int:

@@ -29,7 +29,6 @@ redirects itself.
 from __future__ import annotations
 
 import select
-import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -41,6 +40,8 @@ from .._urls import basic_authorization, redact_url, split_userinfo
 from ..errors import ConnectionFailed, InvalidInput, InvalidURL, TruncatedBody
 from ._base import Response, TransportOptions, describe_failure, make_ssl_context
 from ._redirects import follow_redirects
+from ._routing import ProxyRoutes
+from ._routing import ascii_host as _ascii_host
 
 __all__ = ["AsksTransport"]
 
@@ -148,8 +149,8 @@ class _Target:
         if any(c in url for c in "\r\n\t\x00 "):
             raise InvalidURL("cannot fetch this URL: it contains whitespace", url=url)
         try:
-            ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
-        except UnicodeError as exc:
+            ascii_host = _ascii_host(host)
+        except ValueError as exc:
             raise InvalidURL(f"cannot fetch this URL: bad host name: {exc}", url=url) from exc
         if ":" in ascii_host:  # an IPv6 literal
             ascii_host = f"[{ascii_host}]"
@@ -157,7 +158,7 @@ class _Target:
         self.host_header = ascii_host if port is None or port == _DEFAULT_PORTS[scheme] else netloc
         path = parts.path or "/"
         self.request_url = urlunsplit((scheme, netloc, path, parts.query, ""))
-        self.origin = (scheme, ascii_host.lower(), port or _DEFAULT_PORTS[scheme])
+        self.origin = (scheme, ascii_host.strip("[]"), port or _DEFAULT_PORTS[scheme])
         self.authorization: str | None = None
         userinfo = split_userinfo(url)[1]
         if userinfo is not None:
@@ -265,7 +266,7 @@ class AsksTransport:
         if options.proxy is not None:
             raise InvalidInput(
                 f"the asks transport cannot use a proxy ({redact_url(options.proxy)}): asks "
-                "has no proxy support; use the httpx transport"
+                "has no proxy support; use the trio or httpx transport"
             )
         self._options = options
         session_class = _make_session_class()
@@ -277,18 +278,21 @@ class AsksTransport:
         self._closed = False
 
     def _check_proxy_environment(self, target: _Target) -> None:
+        """InvalidURL when the environment sends *target* through a proxy (by httpx's
+        rules, read at each request): asks cannot, and must not connect directly."""
         if not self._options.trust_env:
             return
         scheme, host, port = target.origin
-        proxies = urllib.request.getproxies_environment()
-        if scheme not in proxies and "all" not in proxies:
-            return
-        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
-        if bypass(f"{host.strip('[]')}:{port}", proxies):
+        try:
+            proxy = ProxyRoutes(None, True).proxy_for(scheme, host, port)
+        except InvalidInput as exc:
+            raise InvalidURL(f"the environment's proxy settings: {exc}", url=target.url) from None
+        if proxy is None:
             return
         raise InvalidURL(
-            f"the environment sets a proxy for {scheme}:// URLs and the asks transport cannot "
-            "use proxies; use the httpx transport, or trust_env=False to connect directly",
+            f"the environment sends {scheme}:// URLs through the proxy {proxy.shown} and the "
+            "asks transport cannot use proxies; use the httpx or trio transport, or "
+            "trust_env=False to connect directly",
             url=target.url,
         )
 

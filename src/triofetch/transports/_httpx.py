@@ -2,8 +2,10 @@
 
 Owns the adaptation of httpx to the :class:`~triofetch.transports.Transport` protocol:
 requests, raw (undecoded) bodies, and httpx's errors mapped to triofetch's.  Redirects,
-proxies and the connection pool are httpx's own.  It must not sleep, retry or time out
-(timeouts are the downloader's cancel scopes).
+proxies, IDNA host names and the connection pool are httpx's own; a proxy's refusal (a
+``CONNECT`` answered other than 2xx, or a 407) is a :class:`~triofetch.ConnectionFailed`
+naming the proxy (redacted), as with the trio transport.  It must not sleep, retry or time
+out (timeouts are the downloader's cancel scopes).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from ..errors import ConnectionFailed, InvalidURL, TooManyRedirects, TruncatedBody
+from ..errors import ConnectionFailed, InvalidInput, InvalidURL, TooManyRedirects, TruncatedBody
 from ._base import Response, TransportOptions, describe_failure, make_ssl_context
+from ._routing import Proxy, ProxyRoutes
 
 __all__ = ["HttpxTransport"]
 
@@ -43,20 +46,30 @@ class HttpxTransport:
     """Fetches ``http://`` and ``https://`` URLs with one shared ``httpx.AsyncClient``."""
 
     def __init__(self, options: TransportOptions) -> None:
+        # the same choice of proxy as httpx's, to name the proxy in its errors (a setting
+        # only httpx understands is left to httpx)
+        try:
+            routes: ProxyRoutes | None = ProxyRoutes(options.proxy, options.trust_env)
+        except InvalidInput:
+            routes = None
+        self._routes = routes if routes else None
         limits = httpx.Limits(
             max_connections=options.max_connections,
             max_keepalive_connections=options.max_connections,
             keepalive_expiry=30.0,
         )
-        self._client = httpx.AsyncClient(
-            limits=limits,
-            timeout=None,  # timeouts are Trio cancel scopes in the downloader
-            follow_redirects=True,
-            max_redirects=options.max_redirects,
-            verify=make_ssl_context(options),
-            proxy=options.proxy,
-            trust_env=options.trust_env,
-        )
+        try:
+            self._client = httpx.AsyncClient(
+                limits=limits,
+                timeout=None,  # timeouts are Trio cancel scopes in the downloader
+                follow_redirects=True,
+                max_redirects=options.max_redirects,
+                verify=make_ssl_context(options),
+                proxy=options.proxy,
+                trust_env=options.trust_env,
+            )
+        except ImportError as exc:  # a SOCKS proxy without httpx's 'socks' extra
+            raise InvalidInput(f"the httpx transport cannot use this proxy: {exc}") from exc
 
     @asynccontextmanager
     async def stream(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Response]:
@@ -70,12 +83,39 @@ class HttpxTransport:
             raise TooManyRedirects(f"too many redirects: {exc}", url=url) from exc
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             raise InvalidURL(f"cannot fetch this URL: {exc}", url=url) from exc
+        except httpx.ProxyError as exc:
+            try:
+                failed = exc.request.url  # (the hop that failed, after redirects)
+            except RuntimeError:  # pragma: no cover - httpx sets the request
+                failed = request.url
+            proxy = self._proxy_for(failed)
+            shown = f"the proxy {proxy.shown}" if proxy is not None else "the proxy"
+            raise ConnectionFailed(
+                f"{shown} refused the tunnel: {describe_failure(exc)}", url=url
+            ) from exc
         except httpx.TransportError as exc:
             raise ConnectionFailed(describe_failure(exc), url=url) from exc
+        if response.status_code == 407:
+            proxy = self._proxy_for(response.url)
+            if proxy is not None:
+                await response.aclose()
+                raise ConnectionFailed(
+                    f"the proxy {proxy.shown} refused the request: HTTP 407 "
+                    f"{response.reason_phrase}".rstrip(),
+                    url=url,
+                )
         try:
             yield _HttpxResponse(response)
         finally:
             await response.aclose()
+
+    def _proxy_for(self, url: httpx.URL) -> Proxy | None:
+        """The proxy httpx sends *url* through (by the same rules), or None."""
+        routes = self._routes
+        if routes is None:
+            return None
+        port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
+        return routes.proxy_for(url.scheme, url.raw_host.decode("ascii").lower(), port)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -8,12 +8,17 @@ from a per-origin stack (one readability check), writes the request in one ``sen
 reads the response with a strict parser of the slice of HTTP/1.1 a downloader needs
 (``_wire.py``).
 
-This module owns the connections per origin, building requests and the responses; the
+This module owns the connections per origin, building requests and the responses, and
+how an origin is reached (a :class:`_Route`, made once per origin): straight, through an
+HTTP proxy (absolute-form requests for ``http://`` URLs, on connections to the proxy shared
+by every origin), or through a ``CONNECT`` tunnel for ``https://`` URLs (TLS to the origin
+inside it).  Which proxy, if any, and the IDNA form of host names are ``_routing``'s; the
 bytes on one connection are ``_wire``'s, and following redirects is the shared loop of
 ``transports/_redirects.py``.  It never sleeps or retries (but it sends a request once more
 on a new connection when a pooled one turns out to have been closed by the server).
 
-What it does not do: proxies (use ``transport="httpx"``), HTTP/2, cookies.
+What it does not do: SOCKS or HTTPS proxies (refused when configured: use
+``transport="httpx"``), HTTP/2, cookies.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import ssl
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 import trio
 
@@ -39,6 +44,7 @@ from .._base import (
     make_ssl_context,
 )
 from .._redirects import follow_redirects
+from .._routing import Proxy, ProxyRoutes, ascii_host
 from ._wire import Head, PlainSocket, ProtocolError, Truncated, Wire, encode_headers, request_line
 
 __all__ = ["TrioTransport"]
@@ -48,21 +54,50 @@ _CHECK_AFTER = 1.0
 _SAFE = "/:@!$&'()*+,;=%~-._"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
-Origin = tuple[str, str, int]
+#: what a pooled connection can serve: ``(scheme, host, port)`` for a direct one,
+#: ``("proxy", proxy)`` for one to an HTTP proxy (absolute-form requests, any origin),
+#: ``("tunnel", proxy, host, port)`` for a CONNECT tunnel to one origin
+PoolKey = tuple[object, ...]
+
+
+class _Route:
+    """How the requests to one origin go out; made once per origin (see ``_parse``)."""
+
+    __slots__ = ("authority", "host", "host_header", "key", "port", "prefix", "proxy", "scheme")
+
+    def __init__(
+        self, scheme: str, host: str, port: int, host_header: str, proxy: Proxy | None
+    ) -> None:
+        self.scheme = scheme
+        self.host = host  #: ASCII (IDNA), for DNS, SNI and the certificate check
+        self.port = port
+        self.host_header = host_header
+        #: ``host:port`` (IPv6 in brackets): a CONNECT request's target
+        self.authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.proxy = proxy
+        #: before the path of an absolute-form request (plain http through a proxy), else ""
+        self.prefix = f"http://{host_header}" if proxy is not None and scheme == "http" else ""
+        self.key: PoolKey
+        if proxy is None:
+            self.key = (scheme, host, port)
+        elif self.prefix:
+            self.key = ("proxy", proxy)
+        else:
+            self.key = ("tunnel", proxy, host, port)
 
 
 class _Connection:
     """One keep-alive HTTP/1.1 connection."""
 
-    __slots__ = ("closed", "idle_since", "origin", "reused", "socket", "wire")
+    __slots__ = ("closed", "idle_since", "key", "reused", "socket", "wire")
 
     def __init__(
         self,
-        origin: Origin,
+        key: PoolKey,
         stream: trio.abc.Stream | PlainSocket,
         socket: trio.socket.SocketType | PlainSocket,
     ) -> None:
-        self.origin = origin
+        self.key = key
         self.wire = Wire(stream)
         self.socket = socket
         self.idle_since = 0.0
@@ -129,6 +164,22 @@ _SIMPLE_URL = re.compile(
 )
 
 
+def _proxy_refused(route: _Route, head: Head, url: str) -> ConnectionFailed:
+    """The error for a proxy's refusal (a 407, or a CONNECT answered other than 2xx)."""
+    proxy = route.proxy
+    assert proxy is not None
+    what = f"the request for {route.authority}" if route.prefix else f"CONNECT {route.authority}"
+    answer = f"HTTP {head.status}" + (f" {head.reason}" if head.reason else "")
+    hint = ""
+    if head.status == 407:
+        hint = (
+            " (proxy authentication failed: check the user and password of the proxy URL)"
+            if proxy.authorization
+            else " (the proxy asks for authentication: give user:password in the proxy URL)"
+        )
+    return ConnectionFailed(f"the proxy {proxy.shown} refused {what}: {answer}{hint}", url=url)
+
+
 class _Stream(WatchedStream):
     """One exchange: ``async with transport.stream(url, headers) as response``.
 
@@ -183,9 +234,9 @@ class _Stream(WatchedStream):
         its connection held.  A pooled connection that the server had just closed is
         replaced by a new one, once."""
         transport = self._transport
-        origin, target, host_header = transport._parse(url)
+        route, target = transport._parse(url)
         try:
-            request = request_line(target) + transport._header_block(host_header, headers)
+            request = request_line(target) + transport._header_block(route, headers)
         except ValueError as exc:  # a header that cannot be sent
             raise InvalidURL(f"cannot send this request: {exc}", url=url) from exc
         watch = self._watch
@@ -194,9 +245,9 @@ class _Stream(WatchedStream):
                 # (a redirect's connection went back to the pool: while connecting, the
                 # watch must not close it under another exchange that took it)
                 watch.closer = None
-            conn = transport._take_idle(origin)
+            conn = transport._take_idle(route.key)
             if conn is None:
-                conn = await transport._connect_watched(origin, url, watch)
+                conn = await transport._connect_watched(route, url, watch)
             if watch is not None:
                 watch.closer = conn.close
             try:
@@ -205,6 +256,8 @@ class _Stream(WatchedStream):
                 head = await wire.read_head()
                 if head is None:
                     raise _Closed
+                if head.status == 407 and route.prefix:
+                    raise _proxy_refused(route, head, url)
                 return _TrioResponse(conn, url, head)
             except _Closed:
                 conn.close()
@@ -241,27 +294,32 @@ class TrioTransport(WatchableTransport):
     """
 
     def __init__(self, options: TransportOptions) -> None:
-        if options.proxy is not None:
-            raise InvalidInput(
-                "the 'trio' transport does not support proxies; use transport='httpx'"
-            )
+        routes = ProxyRoutes(options.proxy, options.trust_env)
+        for proxy in routes.proxies:
+            if proxy.scheme != "http":
+                raise InvalidInput(
+                    f"the 'trio' transport cannot use the proxy {proxy.shown}: it speaks to "
+                    f"http:// proxies only, not {proxy.scheme}://; use transport='httpx'"
+                )
+        #: None when every request goes straight to its origin
+        self._routes = routes if routes else None
         self._options = options
         # redirects followed before TooManyRedirects (see _redirects.py)
         self._max_redirects = options.max_redirects
         self._ssl: ssl.SSLContext | None = None
-        self._idle: dict[Origin, list[_Connection]] = {}
-        # (scheme, netloc) -> (origin, Host header): parsed once per server
-        self._origins: dict[tuple[str, str], tuple[Origin, str]] = {}
+        self._idle: dict[PoolKey, list[_Connection]] = {}
+        # (scheme, netloc) -> its route: parsed (and its proxy chosen) once per server
+        self._origins: dict[tuple[str, str], _Route] = {}
         self._max_idle = options.max_connections
         self._closed = False
-        # (Host header, header items...) -> the encoded header lines: most requests of a
+        # (route, header items...) -> the encoded header lines: most requests of a
         # downloader send the same few headers
         self._blocks: dict[tuple[object, ...], bytes] = {}
 
     # -- the pool ----------------------------------------------------------------------
 
-    def _take_idle(self, origin: Origin) -> _Connection | None:
-        stack = self._idle.get(origin)
+    def _take_idle(self, key: PoolKey) -> _Connection | None:
+        stack = self._idle.get(key)
         now = time.monotonic()
         while stack:
             conn = stack.pop()
@@ -280,39 +338,73 @@ class TrioTransport(WatchableTransport):
         if self._closed or conn.closed:
             conn.close()
             return
-        stack = self._idle.setdefault(conn.origin, [])
+        stack = self._idle.setdefault(conn.key, [])
         if len(stack) >= self._max_idle:
             conn.close()
             return
         conn.idle_since = time.monotonic()
         stack.append(conn)
 
-    async def _connect(self, origin: Origin, url: str) -> _Connection:
-        scheme, host, port = origin
+    async def _connect(self, route: _Route, url: str) -> _Connection:
+        proxy = route.proxy
+        host, port = (route.host, route.port) if proxy is None else (proxy.host, proxy.port)
         try:
             tcp = await trio.open_tcp_stream(host, port)
         except OSError as exc:
-            raise ConnectionFailed(describe_failure(exc), url=url) from exc
+            through = "" if proxy is None else f" (to the proxy {proxy.shown})"
+            raise ConnectionFailed(describe_failure(exc) + through, url=url) from exc
         tcp.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
-        if scheme == "http":
+        if route.scheme == "http":  # straight to the origin, or absolute-form to the proxy
             plain = PlainSocket(socket.socket(fileno=tcp.socket.detach()))
-            return _Connection(origin, plain, plain)
-        stream: trio.abc.Stream = tcp
-        if scheme == "https":
+            return _Connection(route.key, plain, plain)
+        try:
+            if proxy is not None:
+                await self._tunnel(tcp, route, url)
             if self._ssl is None:
                 self._ssl = make_ssl_context(self._options)
-            tls = trio.SSLStream(tcp, self._ssl, server_hostname=host, https_compatible=True)
+            tls = trio.SSLStream(tcp, self._ssl, server_hostname=route.host, https_compatible=True)
             try:
                 await tls.do_handshake()
             except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-                tcp.socket.close()
                 cause = exc.__cause__ or exc
                 raise ConnectionFailed(f"TLS handshake failed: {cause}", url=url) from exc
-            except BaseException:
-                tcp.socket.close()
-                raise
-            stream = tls
-        return _Connection(origin, stream, tcp.socket)
+        except BaseException:
+            tcp.socket.close()
+            raise
+        return _Connection(route.key, tls, tcp.socket)
+
+    async def _tunnel(self, tcp: trio.SocketStream, route: _Route, url: str) -> None:
+        """Ask the proxy on *tcp* for a tunnel to *route*'s origin (``CONNECT``); raises
+        :class:`ConnectionFailed` naming the proxy unless it answers 2xx."""
+        proxy = route.proxy
+        assert proxy is not None
+        lines = [("Host", route.authority)]
+        if proxy.authorization is not None:
+            lines.append(("Proxy-Authorization", proxy.authorization))
+        request = b"CONNECT %s HTTP/1.1\r\n%s" % (route.authority.encode(), encode_headers(lines))
+        wire = Wire(tcp)
+        try:
+            await tcp.send_all(request)
+            head = await wire.read_head()
+        except (OSError, trio.BrokenResourceError) as exc:
+            raise ConnectionFailed(
+                f"connection to the proxy {proxy.shown} failed: {exc}", url=url
+            ) from exc
+        except ProtocolError as exc:
+            raise ConnectionFailed(
+                f"invalid answer from the proxy {proxy.shown} to CONNECT: {exc}", url=url
+            ) from exc
+        if head is None:
+            raise ConnectionFailed(
+                f"the proxy {proxy.shown} closed the connection without answering CONNECT",
+                url=url,
+            )
+        if not 200 <= head.status < 300:
+            raise _proxy_refused(route, head, url)
+        if wire.leftover:  # (the origin speaks only after our TLS hello)
+            raise ConnectionFailed(
+                f"the proxy {proxy.shown} sent bytes after its answer to CONNECT", url=url
+            )
 
     # -- requests ----------------------------------------------------------------------
 
@@ -323,12 +415,17 @@ class TrioTransport(WatchableTransport):
             raise RuntimeError("the transport is closed")
         return _Stream(self, url, headers, watch)
 
-    def _header_block(self, host_header: str, headers: Mapping[str, str]) -> bytes:
-        key = (host_header, *headers.items())
+    def _header_block(self, route: _Route, headers: Mapping[str, str]) -> bytes:
+        key = (route, *headers.items())
         block = self._blocks.get(key)
         if block is None:
-            lines = [("host", host_header)]
-            lines += [(k, v) for k, v in headers.items() if k.lower() != "host"]
+            lines = [("host", route.host_header)]
+            own = {"host"}
+            proxy = route.proxy
+            if route.prefix and proxy is not None and proxy.authorization is not None:
+                lines.append(("proxy-authorization", proxy.authorization))
+                own.add("proxy-authorization")
+            lines += [(k, v) for k, v in headers.items() if k.lower() not in own]
             block = encode_headers(lines)
             if len(self._blocks) >= 256:
                 self._blocks.clear()
@@ -341,49 +438,62 @@ class TrioTransport(WatchableTransport):
         else:
             conn.close()
 
-    async def _connect_watched(self, origin: Origin, url: str, watch: Watch | None) -> _Connection:
-        """A new connection; with a *watch*, given up at its deadline (there is no
-        connection for the watchdog to close yet)."""
+    async def _connect_watched(self, route: _Route, url: str, watch: Watch | None) -> _Connection:
+        """A new connection (through the proxy's tunnel, if any); with a *watch*, given up
+        at its deadline (there is no connection for the watchdog to close yet)."""
         if watch is None:
-            return await self._connect(origin, url)
+            return await self._connect(route, url)
         with trio.move_on_at(watch.deadline):
-            return await self._connect(origin, url)
+            return await self._connect(route, url)
         watch.expired = True
         raise ConnectionFailed("connecting timed out", url=url)
 
-    def _parse(self, url: str) -> tuple[Origin, str, str]:
+    def _parse(self, url: str) -> tuple[_Route, str]:
+        """*url*'s route and request target (absolute-form through an HTTP proxy)."""
         simple = _SIMPLE_URL.match(url)
         if simple is not None:  # nothing to quote or decode: skip urlsplit
             scheme, netloc, path, query = simple.groups()
-            known = self._origins.get((scheme, netloc))
-            if known is not None:
+            route = self._origins.get((scheme, netloc))
+            if route is not None:
                 target = path or "/"
-                return known[0], f"{target}?{query}" if query else target, known[1]
+                if query:
+                    target = f"{target}?{query}"
+                return route, route.prefix + target if route.prefix else target
         try:
             parts = urlsplit(url)
         except ValueError as exc:
             raise InvalidURL(f"malformed URL: {exc}", url=url) from None
-        known = self._origins.get((parts.scheme, parts.netloc))
-        if known is not None:
-            return known[0], _target(parts), known[1]
+        route = self._origins.get((parts.scheme, parts.netloc))
+        if route is None:
+            route = self._route(parts.scheme, parts.netloc, parts, url)
+        target = _target(parts)
+        return route, route.prefix + target if route.prefix else target
+
+    def _route(self, scheme: str, netloc: str, parts: SplitResult, url: str) -> _Route:
+        """The route of a server not seen yet (kept for the next requests)."""
         try:
             port = parts.port
         except ValueError as exc:
             raise InvalidURL(f"malformed URL: {exc}", url=url) from None
-        scheme = parts.scheme.lower()
+        scheme = scheme.lower()
         if scheme not in _DEFAULT_PORTS:
             raise InvalidURL(f"unsupported URL scheme {scheme!r}", url=url)
-        host = parts.hostname
-        if not host:
+        if not parts.hostname:
             raise InvalidURL("the URL has no host", url=url)
+        try:
+            host = ascii_host(parts.hostname)
+        except ValueError as exc:
+            raise InvalidURL(f"malformed URL: {exc}", url=url) from None
         default = _DEFAULT_PORTS[scheme]
         port = port or default
         shown = f"[{host}]" if ":" in host else host
         host_header = shown if port == default else f"{shown}:{port}"
-        origin = (scheme, host, port)
+        routes = self._routes
+        proxy = routes.proxy_for(scheme, host, port) if routes is not None else None
+        route = _Route(scheme, host, port, host_header, proxy)
         if len(self._origins) < 1024:
-            self._origins[(parts.scheme, parts.netloc)] = (origin, host_header)
-        return origin, _target(parts), host_header
+            self._origins[(parts.scheme, netloc)] = route
+        return route
 
     async def aclose(self) -> None:
         self._closed = True
