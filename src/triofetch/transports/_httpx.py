@@ -21,6 +21,8 @@ from ._routing import Proxy, ProxyRoutes
 
 __all__ = ["HttpxTransport"]
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
 
 class _HttpxResponse:
     __slots__ = ("_response", "headers", "reason", "status_code", "url")
@@ -90,8 +92,9 @@ class HttpxTransport:
                 failed = request.url
             proxy = self._proxy_for(failed)
             shown = f"the proxy {proxy.shown}" if proxy is not None else "the proxy"
+            where = f"{failed.host}:{failed.port or _DEFAULT_PORTS.get(failed.scheme, 0)}"
             raise ConnectionFailed(
-                f"{shown} refused the tunnel: {describe_failure(exc)}", url=url
+                f"{shown} refused the tunnel to {where}: {exc}", url=url
             ) from exc
         except httpx.TransportError as exc:
             raise ConnectionFailed(describe_failure(exc), url=url) from exc
@@ -114,7 +117,7 @@ class HttpxTransport:
         routes = self._routes
         if routes is None:
             return None
-        port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
+        port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
         return routes.proxy_for(url.scheme, url.raw_host.decode("ascii").lower(), port)
 
     async def aclose(self) -> None:

@@ -89,7 +89,7 @@ class _Route:
 class _Connection:
     """One keep-alive HTTP/1.1 connection."""
 
-    __slots__ = ("closed", "idle_since", "key", "reused", "socket", "wire")
+    __slots__ = ("check", "closed", "idle_since", "key", "reused", "socket", "wire")
 
     def __init__(
         self,
@@ -103,6 +103,10 @@ class _Connection:
         self.idle_since = 0.0
         self.reused = False
         self.closed = False
+        #: checked for the server's close on every reuse, not only after a second idle (a
+        #: connection to an HTTP proxy: tinyproxy closes it after each response without a
+        #: ``Connection: close``)
+        self.check = False
 
     def close(self) -> None:
         """Close at once (no await: safe under cancellation)."""
@@ -171,7 +175,7 @@ def _proxy_refused(route: _Route, head: Head, url: str) -> ConnectionFailed:
     what = f"the request for {route.authority}" if route.prefix else f"CONNECT {route.authority}"
     answer = f"HTTP {head.status}" + (f" {head.reason}" if head.reason else "")
     hint = ""
-    if head.status == 407:
+    if head.status == 407 or (head.status == 401 and proxy.authorization and not route.prefix):
         hint = (
             " (proxy authentication failed: check the user and password of the proxy URL)"
             if proxy.authorization
@@ -240,12 +244,14 @@ class _Stream(WatchedStream):
         except ValueError as exc:  # a header that cannot be sent
             raise InvalidURL(f"cannot send this request: {exc}", url=url) from exc
         watch = self._watch
-        for _ in range(2):
+        for attempt in range(2):
             if watch is not None:
                 # (a redirect's connection went back to the pool: while connecting, the
                 # watch must not close it under another exchange that took it)
                 watch.closer = None
-            conn = transport._take_idle(route.key)
+            # (once a pooled connection turned out closed, the others may be too: the
+            # second attempt is on a new one)
+            conn = transport._take_idle(route.key) if not attempt else None
             if conn is None:
                 conn = await transport._connect_watched(route, url, watch)
             if watch is not None:
@@ -327,7 +333,9 @@ class TrioTransport(WatchableTransport):
             idle = now - conn.idle_since
             # A connection idle for a while may have been closed by the server: check it
             # (a request on one closed since is retried once on a new connection anyway).
-            if idle > _KEEPALIVE or (idle > _CHECK_AFTER and conn.socket.is_readable()):
+            if idle > _KEEPALIVE or (
+                (idle > _CHECK_AFTER or conn.check) and conn.socket.is_readable()
+            ):
                 conn.close()
                 continue
             conn.reused = True
@@ -356,7 +364,9 @@ class TrioTransport(WatchableTransport):
         tcp.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
         if route.scheme == "http":  # straight to the origin, or absolute-form to the proxy
             plain = PlainSocket(socket.socket(fileno=tcp.socket.detach()))
-            return _Connection(route.key, plain, plain)
+            conn = _Connection(route.key, plain, plain)
+            conn.check = proxy is not None
+            return conn
         try:
             if proxy is not None:
                 await self._tunnel(tcp, route, url)
