@@ -20,7 +20,7 @@ Through tinyproxy (tests/_fixtures_proxy.py: a real proxy started on 127.0.0.1),
   only in the CONNECT request, never inside the tunnel;
 - a refused CONNECT (a port outside tinyproxy's ``ConnectPort``) is a ConnectionFailed
   naming the proxy, and the origin saw no connection (no direct attempt);
-- an unreachable proxy fails without any direct attempt;
+- an unreachable proxy fails, naming it (redacted), without any direct attempt;
 - ``NO_PROXY`` sends a host straight to it; ``trust_env=False`` ignores ``HTTP_PROXY``; an
   explicit ``proxy=`` overrides the environment (``NO_PROXY`` included, as in httpx);
 - host names go to the proxy in their IDNA form (absolute-form and CONNECT).
@@ -497,6 +497,7 @@ async def test_an_unreachable_proxy_fails_and_nothing_goes_direct(
         with pytest.raises(triofetch.ConnectionFailed) as info:
             await dl.fetch(server.url(f"/body/1?tag={tag}"))
     assert "hidden-pw" not in str(info.value)
+    assert f"proxy http://***@127.0.0.1:{dead.rsplit(':', 1)[1]})" in str(info.value)
     assert tagged(server, tag) == []
 
 

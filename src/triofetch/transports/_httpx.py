@@ -97,7 +97,9 @@ class HttpxTransport:
                 f"{shown} refused the tunnel to {where}: {exc}", url=url
             ) from exc
         except httpx.TransportError as exc:
-            raise ConnectionFailed(describe_failure(exc), url=url) from exc
+            proxy = self._proxy_for(request.url) if isinstance(exc, httpx.ConnectError) else None
+            through = f" (through the proxy {proxy.shown})" if proxy is not None else ""
+            raise ConnectionFailed(describe_failure(exc) + through, url=url) from exc
         if response.status_code == 407:
             proxy = self._proxy_for(response.url)
             if proxy is not None:
