@@ -64,9 +64,15 @@ def test_nothing_outside_the_creator_imports_its_private_modules() -> None:
     for path in SRC.rglob("*.py"):
         if path.parent == CREATOR:
             continue
-        text = path.read_text(encoding="utf-8")
-        if "creator._" in text or "creator import _" in text:
-            offenders.append(str(path.relative_to(SRC)))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if any(".creator._" in f".{name}" for name in names):
+                offenders.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert offenders == []
 
 
