@@ -224,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--transport",
         choices=["auto", "trio", "httpx"],
         default="auto",
-        help="HTTP client: 'trio' (fastest), 'httpx' (honours proxies); 'auto' (default) "
-        "picks httpx when a proxy is configured in the environment, else trio",
+        help="HTTP client: 'trio' (fastest; HTTP proxies too), 'httpx' (also SOCKS and "
+        "https:// proxies); 'auto' (default) picks trio unless such a proxy is configured",
     )
     sync.add_argument(
         "--retain",

@@ -27,6 +27,7 @@ from typing import Literal, Protocol, Self, TypeVar
 import trio
 
 from .._digests import DEFAULT_ALGORITHM
+from .._model import check_int, check_number
 from .._tempfiles import new_temp_name
 from .._watch import Watch, Watchdog
 from ..errors import (
@@ -46,7 +47,7 @@ from ..transports._base import (
 )
 from ..transports._routing import ProxyRoutes
 from ._auth import Credentials, TokenProvider, split_credentials
-from ._plan import FetchPlan, Planner, check_count, check_seconds
+from ._plan import FetchPlan, Planner
 from ._result import DownloadResult, with_attempts
 from ._retry import (
     DEFAULT_MAX_RETRY_AFTER,
@@ -232,22 +233,22 @@ class Downloader:
         transport: Literal["httpx", "trio", "auto", "asks"] | Transport = "auto",
         threads: int | trio.CapacityLimiter | None = None,
     ) -> None:
-        check_count(connections, "connections", 1)
+        check_int(connections, "connections", least=1)
         if per_host is not None:
-            check_count(per_host, "per_host", 1)
-        check_count(max_redirects, "max_redirects", 0)
+            check_int(per_host, "per_host", least=1)
+        check_int(max_redirects, "max_redirects", least=0)
         if threads is not None and not isinstance(threads, trio.CapacityLimiter):
-            check_count(threads, "threads", 1)
+            check_int(threads, "threads", least=1)
         for name, value in (
             ("connect_timeout", connect_timeout),
             ("read_timeout", read_timeout),
             ("total_timeout", total_timeout),
             ("rate_limit", rate_limit),
         ):
-            check_seconds(value, name)
+            check_number(value, name, positive=True, allow_none=True)
         if speed_limit is not None:
-            check_count(speed_limit, "speed_limit", 0)
-        check_seconds(speed_time, "speed_time", allow_none=False)
+            check_int(speed_limit, "speed_limit", least=0)
+        check_number(speed_time, "speed_time", positive=True)
         self._retry = RetryPolicy(
             retries=retries,
             backoff=backoff,

@@ -10,23 +10,19 @@ files or know transports; its only system call is the ``stat`` that checks a ``t
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
 
 from .._digests import DEFAULT_ALGORITHM, normalize_digests, resolve_algorithms
-from .._model import check_int, check_number
+from .._model import check_int
 from .._version import __version__
 from ..errors import InvalidInput
 
 __all__ = [
     "FetchPlan",
     "Planner",
-    "check_count",
-    "check_delay",
     "check_headers",
-    "check_seconds",
 ]
 
 
@@ -199,29 +195,3 @@ def check_headers(headers: object) -> None:
 
 # The checks of numeric options: the rules are _model's; the words are the ones the
 # downloader's options are documented with ("an integer >= 0", "a positive number").
-
-
-def check_count(value: object, name: str, least: int) -> int:
-    """*value* if it is an int (not a bool) of at least *least*, else :class:`InvalidInput`."""
-    try:
-        return check_int(value, name, least=least)
-    except InvalidInput:
-        raise InvalidInput(f"{name} must be an integer >= {least}, got {value!r}") from None
-
-
-def check_seconds(value: object, name: str, *, allow_none: bool = True) -> None:
-    """Refuse *value* unless it is a positive finite number (or None, when allowed)."""
-    try:
-        check_number(value, name, positive=True, allow_none=allow_none)
-    except InvalidInput:
-        raise InvalidInput(f"{name} must be a positive number, got {value!r}") from None
-
-
-def check_delay(value: object, name: str) -> None:
-    """Refuse *value* unless it is a number >= 0; infinity is one (no cap at all)."""
-    if value == math.inf:
-        return
-    try:
-        check_number(value, name)
-    except InvalidInput:
-        raise InvalidInput(f"{name} must be a number >= 0, got {value!r}") from None

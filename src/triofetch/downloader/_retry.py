@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import trio
 
+from .._model import check_int, check_number
 from ..errors import DownloadError, DownloadTimeout, HTTPStatusError
-from ._plan import check_count, check_delay, check_seconds
 
 __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",
@@ -77,14 +77,14 @@ class RetryPolicy:
         max_retry_after: float,
         max_time: float | None,
     ) -> None:
-        check_count(retries, "retries", 0)
-        check_seconds(max_time, "max_time")
+        check_int(retries, "retries", least=0)
+        check_number(max_time, "max_time", positive=True, allow_none=True)
         for name, value in (
             ("backoff", backoff),
             ("backoff_max", backoff_max),
             ("max_retry_after", max_retry_after),
         ):
-            check_delay(value, name)
+            check_number(value, name, allow_inf=True)
         self.retries = retries
         self.backoff = backoff
         self.backoff_max = backoff_max
