@@ -31,7 +31,7 @@ from ._common import (
     which,
     write_json,
 )
-from .bench_download import curl_run, python_run, write_job
+from .bench_download import client_env, curl_run, python_run, write_job
 
 HERE = Path(__file__).resolve().parent
 CLIENT = [sys.executable, str(HERE / "units_client.py")]
@@ -107,7 +107,7 @@ def e2e_part(quick: bool, results: dict[str, Any]) -> None:
         )
         peers = {"aiohttp": python_run("aiohttp", ds, srv, connections=16)}
         if which("curl"):
-            peers["curl+sha256sum"] = curl_run(ds, srv, 16)
+            peers["curl+sha256sum"] = curl_run(ds, srv, 16, client_env())
         best: dict[str, float] = {}
         for _ in range(reps):
             for name, run in peers.items():
