@@ -79,17 +79,20 @@ def request_line(target: str) -> bytes:
     return b"GET " + target.encode("ascii") + b" HTTP/1.1\r\n"
 
 
-#: a status line: HTTP/1.0 or 1.1, three digits, an optional reason of visible characters,
-#: spaces, tabs and obs-text (h11's grammar, limited to the versions this client speaks)
-_STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: ([ \t\x21-\x7e\x80-\xff]*))?").fullmatch
-#: a header line: a token, a colon, a value of visible characters and obs-text with single
-#: runs of spaces or tabs inside, optional whitespace around it.  No control characters (a
-#: bare CR or LF inside a line would let two parsers disagree on where a header ends), no
-#: obsolete line folding (a line starting with whitespace matches no token).
-_HEADER_LINE = re.compile(
-    r"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*"
-    r"((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?)[ \t]*"
-).fullmatch
+#: a status line and the line break after it: HTTP/1.0 or 1.1, three digits, an optional
+#: reason of visible characters, spaces, tabs and obs-text (h11's grammar, limited to the
+#: versions this client speaks)
+_STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: ([ \t\x21-\x7e\x80-\xff]*))?\r\n").match
+#: every header line of a block (each ending with CRLF), as ``(name, value)``: a token at
+#: the start of a line, a colon, a value without control characters but tabs.  A line that
+#: does not match as a whole is skipped by ``findall``, so a block is valid only when it
+#: yields one pair per line feed (see _header_fields): one pass in C for the whole block.
+#: No control characters (a bare CR or LF inside a line would let two parsers disagree on
+#: where a header ends), no obsolete line folding (a line starting with whitespace matches
+#: no token).
+_HEADER_LINES = re.compile(
+    r"(?<![^\n])([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r\n"
+).findall
 #: a Content-Length: 1 to 20 ASCII digits (``str.isdigit`` would take "²")
 _LENGTH = re.compile(r"[0-9]{1,20}").fullmatch
 #: a chunk-size line: 1 to 20 hex digits (no sign, prefix, underscore or leading space, all
@@ -97,31 +100,38 @@ _LENGTH = re.compile(r"[0-9]{1,20}").fullmatch
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\r\n]*)?[ \t]*").fullmatch
 
 
-def _header_fields(lines: list[str], what: str) -> dict[str, str]:
-    """Header (or trailer) lines as ``{lower-case name: value}``, repeated names joined by
-    ``", "``; ProtocolError for a line outside the grammar."""
-    headers: dict[str, str] = {}
-    for line in lines:
-        match = _HEADER_LINE(line)
-        if match is None:
-            raise ProtocolError(f"invalid {what} line {line[:100].encode('latin-1')!r}")
-        key = match[1].lower()
-        value = match[2]
-        if key in headers:
-            headers[key] = f"{headers[key]}, {value}"
+def _header_fields(block: str, what: str) -> dict[str, str]:
+    """The header (or trailer) lines of *block* (each ending with CRLF) as ``{lower-case
+    name: value}``, repeated names joined by ``", "``; ProtocolError for a line outside the
+    grammar."""
+    pairs = _HEADER_LINES(block)
+    if len(pairs) != block.count("\n"):
+        for line in block.split("\r\n"):  # (the error path: find the line to name it)
+            if line and not _HEADER_LINES(line + "\r\n"):
+                break
         else:
-            headers[key] = value
+            line = block
+        raise ProtocolError(f"invalid {what} line {line[:100].encode('latin-1')!r}")
+    if " \r\n" in block or "\t\r\n" in block:  # (rare) whitespace ends a value: not its own
+        pairs = [(name, value.rstrip(" \t")) for name, value in pairs]
+    headers = {name.lower(): value for name, value in pairs}
+    if len(headers) < len(pairs):  # (rare) a repeated name: its values joined, in order
+        headers = {}
+        for name, value in pairs:
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return headers
 
 
 def _parse_head(raw: bytes) -> Head:
-    lines = raw.decode("latin-1").split("\r\n")
-    status_line = _STATUS_LINE(lines[0])
+    text = raw.decode("latin-1") + "\r\n"
+    status_line = _STATUS_LINE(text)
     if status_line is None:
-        raise ProtocolError(f"invalid status line {lines[0][:100].encode('latin-1')!r}")
+        first = text.split("\r\n", 1)[0]
+        raise ProtocolError(f"invalid status line {first[:100].encode('latin-1')!r}")
     status = int(status_line[2])
     reason = status_line[3] or ""
-    headers = _header_fields(lines[1:], "header")
+    headers = _header_fields(text[status_line.end() :], "header")
     keep_alive = status_line[1] == "1" and not (
         "connection" in headers
         and any(t.strip(" \t").lower() == "close" for t in headers["connection"].split(","))
@@ -397,8 +407,8 @@ class Wire:
             if size == 0:
                 trailers = []
                 while trailer := await self._line():  # up to the empty line
-                    trailers.append(trailer.decode("latin-1"))
-                _header_fields(trailers, "trailer")  # checked, not kept
+                    trailers.append(trailer.decode("latin-1") + "\r\n")
+                _header_fields("".join(trailers), "trailer")  # checked, not kept
                 return
             while size:
                 if not buf and not await self._fill():
