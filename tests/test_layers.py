@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+from tests._imports import SRC, imports, module_name
+
 PACKAGE = SRC / "triofetch"
 
 #: module (or package prefix) -> layer; the longest matching prefix wins
@@ -44,40 +45,18 @@ LAYERS: dict[str, int] = {
 }
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
 def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
-    """The triofetch modules *path* imports (relative imports resolved)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    """The triofetch modules *path* imports: ``from package import module`` imports that
+    module (the package's __init__ runs for any of its modules anyway), ``from module import
+    name`` the module."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            # ``from package import module`` imports that module (the package's __init__
-            # runs for any of its modules anyway); ``from module import name`` the module
-            targets = [
-                f"{module}.{alias.name}" if f"{module}.{alias.name}" in known else module
-                for alias in node.names
-            ]
-        else:
-            continue
-        for target in targets:
+    for _, module, names in imports(path, name):
+        targets = [f"{module}.{n}" if f"{module}.{n}" in known else module for n in names]
+        for target in targets or [module]:
             if target in known and target != name:
                 found.add(target)
     return found

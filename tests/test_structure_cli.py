@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
 import inspect
 import os
@@ -24,41 +23,20 @@ from pathlib import Path
 import pytest
 
 import triofetch
+from tests._imports import SRC, imports
 from triofetch.errors import InvalidInput, StoreError
 from triofetch.storage import ArtifactStorage
 
-SRC = Path(__file__).resolve().parent.parent / "src"
 CLI = SRC / "triofetch" / "_cli"
 
 
-def _module_of(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
 def _imports(path: Path, name: str | None = None) -> Iterator[tuple[int, str]]:
-    """(line, dotted name) of every import in *path* (the module *name*, by default the one
-    its path says), relative imports resolved; ``from X import y`` yields ``X`` and ``X.y``
-    (``y`` may be a module, or a name of ``X``)."""
-    name = name or _module_of(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield node.lineno, alias.name
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            yield node.lineno, module
-            for alias in node.names:
-                if alias.name != "*":
-                    yield node.lineno, f"{module}.{alias.name}"
+    """(line, dotted name) of every import in *path*; ``from X import y`` yields ``X`` and
+    ``X.y`` (``y`` may be a module, or a name of ``X``)."""
+    for line, module, names in imports(path, name):
+        yield line, module
+        for n in names:
+            yield line, f"{module}.{n}"
 
 
 def _private(dotted: str) -> bool:
