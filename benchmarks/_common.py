@@ -32,7 +32,7 @@ import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
@@ -221,37 +221,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Nginx:
-    """nginx serving *root* on 127.0.0.1 at a free port; a context manager."""
+class _Daemon:
+    """A server program run in the foreground on 127.0.0.1 at a free port, with its
+    configuration and logs in a temp dir; started on entering (a few ports tried), stopped
+    and its temp dir removed on leaving.  Subclasses say what to run."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    #: the program, its install hint, and the log to quote when it does not start
+    program = ""
+    package = ""
+    log_name = ""
+
+    def __init__(self) -> None:
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path}"
+    def command(self, binary: str, tmp: Path) -> list[str]:
+        """Write the configuration for :attr:`port` into *tmp*; the command line to run."""
+        raise NotImplementedError
 
-    def __enter__(self) -> Nginx:
-        binary = which("nginx")
+    def __enter__(self) -> Self:
+        binary = which(self.program)
         if binary is None:
-            raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
-        self._tmp = tempfile.TemporaryDirectory(prefix="triofetch-bench-nginx-")
+            raise RuntimeError(f"{self.program} is not installed (apt-get install {self.package})")
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"triofetch-bench-{self.program}-")
         tmp = Path(self._tmp.name)
         for attempt in range(5):
             self.port = free_port()
-            conf = tmp / "nginx.conf"
-            conf.write_text(
-                NGINX_CONF.format(
-                    user="user root;" if os.geteuid() == 0 else "",
-                    tmp=tmp,
-                    port=self.port,
-                    root=self.root,
-                )
-            )
             self.proc = subprocess.Popen(
-                [binary, "-p", str(tmp), "-c", str(conf)],
+                self.command(binary, tmp),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -260,9 +258,10 @@ class Nginx:
                 return self
             self._stop()
             if attempt == 4:
-                log = tmp / "error.log"
+                log = tmp / self.log_name
                 raise RuntimeError(
-                    "nginx did not start: " + (log.read_text() if log.exists() else "no log")
+                    f"{self.program} did not start: "
+                    + (log.read_text() if log.exists() else "no log")
                 )
         raise AssertionError("unreachable")
 
@@ -276,20 +275,6 @@ class Nginx:
                 return True
             time.sleep(0.05)
         return False
-
-    def pids(self) -> list[int]:
-        """The master and its worker processes."""
-        if self.proc is None:
-            return []
-        pids = [self.proc.pid]
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        with contextlib.suppress(OSError):
-            pids += [int(p) for p in children.read_text().split()]
-        return pids
-
-    def cpu_seconds(self) -> float:
-        """CPU seconds (user + system) used so far by nginx's processes."""
-        return process_cpu_seconds(self.pids())
 
     def _stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -306,6 +291,47 @@ class Nginx:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+class Nginx(_Daemon):
+    """nginx serving *root* on 127.0.0.1 at a free port; a context manager."""
+
+    program = "nginx"
+    package = "nginx-light"
+    log_name = "error.log"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def command(self, binary: str, tmp: Path) -> list[str]:
+        conf = tmp / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                user="user root;" if os.geteuid() == 0 else "",
+                tmp=tmp,
+                port=self.port,
+                root=self.root,
+            )
+        )
+        return [binary, "-p", str(tmp), "-c", str(conf)]
+
+    def pids(self) -> list[int]:
+        """The master and its worker processes."""
+        if self.proc is None:
+            return []
+        pids = [self.proc.pid]
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in children.read_text().split()]
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) used so far by nginx's processes."""
+        return process_cpu_seconds(self.pids())
 
 
 # --------------------------------------------------------------------------- tinyproxy
@@ -325,7 +351,7 @@ StatHost "{stathost}"
 _REQUESTS = re.compile(rb"Number of requests:\s*(\d+)")
 
 
-class TinyProxy:
+class TinyProxy(_Daemon):
     """A throw-away tinyproxy on 127.0.0.1 at a free port (foreground, config, log and pid file
     in a temp dir; stopped at the end); a context manager.
 
@@ -334,53 +360,19 @@ class TinyProxy:
     the proxy without logging each request.
     """
 
+    program = "tinyproxy"
+    package = "tinyproxy"
+    log_name = "tinyproxy.log"
     STATHOST = "tinyproxy-stats.invalid"
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> TinyProxy:
-        binary = which("tinyproxy")
-        if binary is None:
-            raise RuntimeError("tinyproxy is not installed (apt-get install tinyproxy)")
-        self._tmp = tempfile.TemporaryDirectory(prefix="triofetch-bench-tinyproxy-")
-        tmp = Path(self._tmp.name)
+    def command(self, binary: str, tmp: Path) -> list[str]:
         conf = tmp / "tinyproxy.conf"
-        for attempt in range(5):
-            self.port = free_port()
-            conf.write_text(TINYPROXY_CONF.format(port=self.port, tmp=tmp, stathost=self.STATHOST))
-            self.proc = subprocess.Popen(
-                [binary, "-d", "-c", str(conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if self._wait_ready():
-                return self
-            self._stop()
-            if attempt == 4:
-                log = tmp / "tinyproxy.log"
-                raise RuntimeError(
-                    "tinyproxy did not start: " + (log.read_text() if log.exists() else "no log")
-                )
-        raise AssertionError("unreachable")
-
-    def _wait_ready(self) -> bool:
-        assert self.proc is not None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            if _connectable(self.port):
-                return True
-            time.sleep(0.05)
-        return False
+        conf.write_text(TINYPROXY_CONF.format(port=self.port, tmp=tmp, stathost=self.STATHOST))
+        return [binary, "-d", "-c", str(conf)]
 
     def cpu_seconds(self) -> float:
         """CPU seconds (user + system, all threads) used so far by tinyproxy."""
@@ -394,22 +386,6 @@ class TinyProxy:
         if found is None:
             raise RuntimeError("tinyproxy's statistics page has no request count")
         return int(found.group(1))
-
-    def _stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
 
 
 #: the variables that name proxies or exceptions to them, for every client we run
