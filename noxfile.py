@@ -72,9 +72,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on src/."""
+    """mypy --strict on src/, and on the documented examples as a user's code (through the
+    installed package's public names)."""
     session.install("-e", ".[postgres]", "mypy")
     session.run("mypy", "--strict", "src/triofetch")
+    session.run("mypy", "--strict", "docs/examples")
 
 
 @nox.session(python=PYTHON)

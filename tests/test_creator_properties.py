@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
-from hypothesis import given, note
-from hypothesis import strategies as st
+from hypothesis import given, note, strategies as st
 
 import triofetch
 from tests._invariants import check_invariants

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import trio
-from hypothesis import settings
-from hypothesis import strategies as st
+from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import triofetch

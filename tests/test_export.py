@@ -19,8 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import trio
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from tests import test_readonly
 from tests._cli_helpers import Result, file_requests, publish, run_cli

@@ -40,8 +40,7 @@ import pytest
 import trio
 import trio.testing
 from httpx._utils import URLPattern, get_environment_proxies
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import triofetch
 from tests._fixtures_proxy import (  # noqa: F401  (the fixture_* are found by pytest)

@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 import trio
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from triofetch.downloader import _sinks as _downloader
 from triofetch.downloader._plan import FetchPlan as _Plan

@@ -12,8 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 
 import trio
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.test_store import counts, file_unit, record, unit_rows
 from triofetch.store import NewUnit, Store, UnitKey, open_store

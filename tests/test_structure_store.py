@@ -20,13 +20,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import triofetch.store
 from tests.test_store import TABLES, counts, file_unit, record
-from triofetch._model import _PLAIN_PATH
-from triofetch._model import check_relative_path_fully as check_relative_path
+from triofetch._model import _PLAIN_PATH, check_relative_path_fully as check_relative_path
 from triofetch.errors import InvalidInput, InvalidUnit
 from triofetch.store import (
     CommitOutcome,

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import h11
 import pytest
 import trio
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from triofetch.transports._trio._wire import ProtocolError, Wire
 

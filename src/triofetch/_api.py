@@ -1,102 +1,124 @@
 """The public names of :mod:`triofetch`, imported from their modules.
 
+Each is imported as ``Name as Name``: an explicit re-export, so that type checkers in strict
+mode (no implicit re-exports) see every name through ``triofetch/__init__``'s star import.
+
 ``triofetch/__init__`` lists them in ``__all__`` and loads this module when one of them is
 first used, so that ``import triofetch`` alone is cheap (see its docstring).  A new public
 name is imported here and listed in ``__all__`` there.
 """
 
-# ruff: noqa: F401
-
-from ._digests import PULP_ALGORITHMS
-from .blocking import fetch
-from .creator import (
-    ContentUnitCreator,
-    CreateReport,
-    CreatorEvent,
-    CreatorProgress,
-    Policy,
-    UnitFailure,
+from ._digests import (
+    PULP_ALGORITHMS as PULP_ALGORITHMS,
 )
-from .declarative import DeclarativeArtifact, DeclarativeUnit
-from .downloader import Downloader, DownloadResult, FetchPlan, TokenProvider
+from .blocking import (
+    fetch as fetch,
+)
+from .creator import (
+    ContentUnitCreator as ContentUnitCreator,
+    CreateReport as CreateReport,
+    CreatorEvent as CreatorEvent,
+    CreatorProgress as CreatorProgress,
+    Policy as Policy,
+    UnitFailure as UnitFailure,
+)
+from .declarative import (
+    DeclarativeArtifact as DeclarativeArtifact,
+    DeclarativeUnit as DeclarativeUnit,
+)
+from .downloader import (
+    Downloader as Downloader,
+    DownloadResult as DownloadResult,
+    FetchPlan as FetchPlan,
+    TokenProvider as TokenProvider,
+)
 from .errors import (
-    ConnectionFailed,
-    DestinationError,
-    DigestMismatch,
-    DownloadError,
-    DownloadTimeout,
-    HTTPStatusError,
-    InvalidDigest,
-    InvalidInput,
-    InvalidUnit,
-    InvalidURL,
-    ManifestError,
-    NotAStore,
-    SchemaVersionError,
-    SizeMismatch,
-    StorageWriteError,
-    StoreError,
-    StoreNotFound,
-    TooManyRedirects,
-    TransportError,
-    TriofetchError,
-    TruncatedBody,
-    UnitFailed,
-    UnsupportedAlgorithm,
-    WrongContext,
+    ConnectionFailed as ConnectionFailed,
+    DestinationError as DestinationError,
+    DigestMismatch as DigestMismatch,
+    DownloadError as DownloadError,
+    DownloadTimeout as DownloadTimeout,
+    HTTPStatusError as HTTPStatusError,
+    InvalidDigest as InvalidDigest,
+    InvalidInput as InvalidInput,
+    InvalidUnit as InvalidUnit,
+    InvalidURL as InvalidURL,
+    ManifestError as ManifestError,
+    NotAStore as NotAStore,
+    SchemaVersionError as SchemaVersionError,
+    SizeMismatch as SizeMismatch,
+    StorageWriteError as StorageWriteError,
+    StoreError as StoreError,
+    StoreNotFound as StoreNotFound,
+    TooManyRedirects as TooManyRedirects,
+    TransportError as TransportError,
+    TriofetchError as TriofetchError,
+    TruncatedBody as TruncatedBody,
+    UnitFailed as UnitFailed,
+    UnsupportedAlgorithm as UnsupportedAlgorithm,
+    WrongContext as WrongContext,
 )
 from .manifest import (
-    DEFAULT_MAX_MANIFEST_SIZE,
-    ManifestEntry,
-    PulpManifest,
-    PulpManifestReader,
-    RepositoryIndex,
-    RepositoryReader,
-    parse_pulp_manifest,
-    read_manifest,
+    DEFAULT_MAX_MANIFEST_SIZE as DEFAULT_MAX_MANIFEST_SIZE,
+    ManifestEntry as ManifestEntry,
+    PulpManifest as PulpManifest,
+    PulpManifestReader as PulpManifestReader,
+    RepositoryIndex as RepositoryIndex,
+    RepositoryReader as RepositoryReader,
+    parse_pulp_manifest as parse_pulp_manifest,
+    read_manifest as read_manifest,
 )
-from .repairing import RepairedFile, RepairReport, UnrepairableFile, repair
+from .repairing import (
+    RepairedFile as RepairedFile,
+    RepairReport as RepairReport,
+    UnrepairableFile as UnrepairableFile,
+    repair as repair,
+)
 from .storage import (
-    ArtifactMismatch,
-    ArtifactMissing,
-    ArtifactStorage,
-    CorruptArtifact,
-    StoredArtifact,
-    VerifyReport,
+    ArtifactMismatch as ArtifactMismatch,
+    ArtifactMissing as ArtifactMissing,
+    ArtifactStorage as ArtifactStorage,
+    CorruptArtifact as CorruptArtifact,
+    StoredArtifact as StoredArtifact,
+    VerifyReport as VerifyReport,
 )
 from .store import (
-    DEFAULT_REPOSITORY_KEYS,
-    ArtifactConflict,
-    ArtifactRecord,
-    CommitOutcome,
-    CommitReport,
-    GCReport,
-    MissingArtifact,
-    NewUnit,
-    NewUnitArtifact,
-    Placement,
-    PruneReport,
-    RemoteArtifact,
-    ReplacedUnit,
-    RepositoryKey,
-    RepositoryKeyConflict,
-    RepositoryNotFound,
-    Store,
-    StoreBusy,
-    UnitInfo,
-    UnitKey,
-    VersionHandle,
-    VersionInfo,
-    VersionNotFound,
-    VersionNotWritable,
-    open_store,
+    DEFAULT_REPOSITORY_KEYS as DEFAULT_REPOSITORY_KEYS,
+    ArtifactConflict as ArtifactConflict,
+    ArtifactRecord as ArtifactRecord,
+    CommitOutcome as CommitOutcome,
+    CommitReport as CommitReport,
+    GCReport as GCReport,
+    MissingArtifact as MissingArtifact,
+    NewUnit as NewUnit,
+    NewUnitArtifact as NewUnitArtifact,
+    Placement as Placement,
+    PruneReport as PruneReport,
+    RemoteArtifact as RemoteArtifact,
+    ReplacedUnit as ReplacedUnit,
+    RepositoryKey as RepositoryKey,
+    RepositoryKeyConflict as RepositoryKeyConflict,
+    RepositoryNotFound as RepositoryNotFound,
+    Store as Store,
+    StoreBusy as StoreBusy,
+    UnitInfo as UnitInfo,
+    UnitKey as UnitKey,
+    VersionHandle as VersionHandle,
+    VersionInfo as VersionInfo,
+    VersionNotFound as VersionNotFound,
+    VersionNotWritable as VersionNotWritable,
+    open_store as open_store,
 )
-from .transports import Response, Transport, TransportOptions
+from .transports import (
+    Response as Response,
+    Transport as Transport,
+    TransportOptions as TransportOptions,
+)
 from .units import (
-    DownloadedUnit,
-    FailedUnit,
-    UnitDownloader,
-    UnitOutcome,
-    UnitStream,
-    download_units,
+    DownloadedUnit as DownloadedUnit,
+    FailedUnit as FailedUnit,
+    UnitDownloader as UnitDownloader,
+    UnitOutcome as UnitOutcome,
+    UnitStream as UnitStream,
+    download_units as download_units,
 )

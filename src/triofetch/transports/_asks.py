@@ -40,8 +40,7 @@ from .._urls import basic_authorization, redact_url, split_userinfo
 from ..errors import ConnectionFailed, InvalidInput, InvalidURL, TruncatedBody
 from ._base import Response, TransportOptions, describe_failure, make_ssl_context
 from ._redirects import follow_redirects
-from ._routing import ProxyRoutes
-from ._routing import ascii_host as _ascii_host
+from ._routing import ProxyRoutes, ascii_host as _ascii_host
 
 __all__ = ["AsksTransport"]
 
