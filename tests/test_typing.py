@@ -1,0 +1,60 @@
+"""The public API as a type-checked user sees it: ``mypy --strict`` on code that only imports
+``triofetch``, from outside the project (the installed package, as any user has it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import triofetch
+
+USER_CODE = """
+import trio
+import triofetch
+from triofetch.errors import DownloadError
+from triofetch.store import CommitOutcome
+
+
+async def main() -> None:
+    async with triofetch.Downloader(connections=4) as dl:
+        plan: triofetch.FetchPlan = dl.plan(expected_size=3)
+        try:
+            result: triofetch.DownloadResult = await dl.fetch_planned("http://127.0.0.1:9/x", plan)
+        except DownloadError as exc:
+            print(exc.url)
+        else:
+            print(result.sha256)
+    async with triofetch.open_store(root="data") as store:
+        unit = triofetch.DeclarativeUnit("file", ("a",), {"relative_path": "a"}, [])
+        creator = triofetch.ContentUnitCreator(store, triofetch.Downloader())
+        report: triofetch.CreateReport = await creator.run([unit], repository="repo")
+        print(report.version)
+    outcome: CommitOutcome | None = None
+    print(outcome)
+
+
+trio.run(main)
+"""
+
+
+@pytest.mark.parametrize("name", ["Downloader", "open_store", "StoreBusy", "CommitOutcome"])
+def test_public_names_are_explicit_reexports(name: str) -> None:
+    # what mypy --strict needs to see a name through the package's star import
+    api = (Path(triofetch.__file__).parent / "_api.py").read_text(encoding="utf-8")
+    assert f"{name} as {name}," in api
+
+
+def test_mypy_strict_sees_every_public_name(tmp_path: Path) -> None:
+    names = "\n".join(f"triofetch.{n}" for n in triofetch.__all__ if n != "__version__")
+    (tmp_path / "user.py").write_text(USER_CODE + "\n" + names + "\n", encoding="utf-8")
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "user.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
