@@ -12,6 +12,8 @@ import pytest
 import triofetch
 
 USER_CODE = """
+from pathlib import Path
+
 import trio
 import triofetch
 from triofetch.errors import DownloadError
@@ -34,6 +36,15 @@ async def main() -> None:
         print(report.version)
     outcome: CommitOutcome | None = None
     print(outcome)
+    async with (
+        triofetch.Downloader() as dl,
+        triofetch.UnitDownloader(dl, temp_dir=Path("tmp")) as units,  # a path, not only a str
+    ):
+        async for done in units.download([unit]):
+            if done.ok:  # narrows: DownloadedUnit has results, FailedUnit has error
+                print(done.results)
+            else:
+                print(done.error.cause)
 
 
 trio.run(main)

@@ -10,6 +10,7 @@ receiver's.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import (
     AsyncIterable,
@@ -22,7 +23,7 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVarTuple
+from typing import Any, Literal, Self, TypeVarTuple
 
 import trio
 
@@ -55,7 +56,8 @@ class DownloadedUnit:
 
     unit: DeclarativeUnit
     results: dict[str, DownloadResult] = field(default_factory=dict)
-    ok: bool = True
+    #: always True: ``if outcome.ok:`` narrows a :data:`UnitOutcome` to this type
+    ok: Literal[True] = True
 
     def discard(self) -> None:
         """Remove the temp files of this unit that are still there."""
@@ -68,7 +70,8 @@ class FailedUnit:
 
     unit: DeclarativeUnit
     error: UnitFailed
-    ok: bool = False
+    #: always False: ``if not outcome.ok:`` narrows a :data:`UnitOutcome` to this type
+    ok: Literal[False] = False
 
     def discard(self) -> None:
         """Nothing to remove (present so every outcome can be discarded alike)."""
@@ -174,7 +177,7 @@ class UnitDownloader:
         fail_fast: bool = False,
         units_in_flight: int | None = None,
         buffer: int = 16,
-        temp_dir: str | None = None,
+        temp_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if units_in_flight is not None:
             check_int(units_in_flight, "units_in_flight", least=1)
@@ -304,7 +307,10 @@ async def fetch_artifacts(
 
 
 async def download_unit(
-    downloader: Downloader, unit: DeclarativeUnit, *, temp_dir: str | None = None
+    downloader: Downloader,
+    unit: DeclarativeUnit,
+    *,
+    temp_dir: str | os.PathLike[str] | None = None,
 ) -> UnitOutcome:
     """Download every artifact of *unit* in parallel (a nursery per unit).
 
@@ -330,7 +336,7 @@ async def _download_into(
     artifact: DeclarativeArtifact,
     downloader: Downloader,
     results: dict[str, DownloadResult],
-    temp_dir: str | None,
+    temp_dir: str | os.PathLike[str] | None,
 ) -> None:
     results[artifact.relative_path] = await downloader.fetch(
         artifact.urls,
