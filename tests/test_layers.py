@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "triofetch.errors": 1,
     "triofetch._digests": 2,
     "triofetch._model": 2,
+    "triofetch._context": 2,
     "triofetch.transports": 3,
     "triofetch.declarative": 3,
     "triofetch.storage": 3,

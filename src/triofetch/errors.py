@@ -12,12 +12,13 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      │    ├── HTTPStatusError          status_code
      │    ├── DigestMismatch           algorithm, expected, actual
      │    ├── SizeMismatch             expected, actual
-     │    ├── InvalidURL               a URL no transport can fetch (not retried)
+     │    ├── InvalidURL               a URL no transport can fetch (not retried; also a
+     │    │                            ValueError)
      │    ├── TooManyRedirects         (not retried)
      │    ├── DestinationError         destination: the file could not be put there
      │    └── TransportError           the connection failed or broke off
-     │         ├── ConnectionFailed
-     │         ├── DownloadTimeout
+     │         ├── ConnectionFailed    (also a ConnectionError)
+     │         ├── DownloadTimeout     (also a TimeoutError)
      │         └── TruncatedBody       the body ended before its Content-Length
      ├── ManifestError                 line, line_number
      ├── StoreError                    database or artifact storage
@@ -34,12 +35,17 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      │    │                            under the root: errno, path, report (OSError as cause)
      │    └── ArtifactMissing          reading an artifact that is not stored
      ├── UnitFailed                    unit_key, cause
-     └── WrongContext                  fetch() called inside a Trio run
+     └── WrongContext                  (also a RuntimeError) fetch() called inside a Trio
+                                       run, or an async API called outside one (asyncio)
 
 Every one of them is defined here (and exported from :mod:`triofetch` as well); this module
 imports nothing of triofetch but the URL helpers, so every layer can raise them.
 Messages say what was expected and what came.  Credentials in URLs never appear in a
 message: URLs are passed through :func:`redact_url` first.
+
+Where a builtin exception fits, it is a base too (``except TimeoutError`` catches a
+:class:`DownloadTimeout`); the ones that are OSErrors by class carry no ``errno``.  Every
+error pickles (a process pool can hand it back): its arguments and attributes are kept.
 """
 
 from __future__ import annotations
@@ -129,8 +135,22 @@ def describe_error(exc: BaseException) -> str:
     return text
 
 
+def _rebuild(cls: type[TriofetchError], args: tuple[Any, ...]) -> TriofetchError:
+    """An error of *cls* with *args*, made without its ``__init__`` (its attributes follow:
+    see :meth:`TriofetchError.__reduce__`)."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args  # (OSError's __new__ leaves them out when __init__ is overridden)
+    return exc
+
+
 class TriofetchError(Exception):
     """Base class of every error raised by triofetch."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The constructors take other arguments than the message ``args`` holds: rebuild
+        # without them, then restore the attributes (which may refer to the error itself:
+        # ``attempts``, so they come as state, after the error exists).
+        return (_rebuild, (type(self), self.args), self.__dict__ or None)
 
 
 class InvalidInput(TriofetchError, ValueError):
@@ -167,6 +187,12 @@ class DownloadError(TriofetchError):
         attempts: one exception per attempt, in order, the last one being ``self`` when the
             download was tried only once.  Retried downloads raise the last attempt's error
             with every earlier attempt's error in ``attempts``.
+        message: what went wrong in that attempt (``str()`` adds the URL).
+
+    After several attempts ``str()`` lists each distinct cause once, in the order they
+    first came, with how often it came and the URLs it came from: ``failed after 4
+    attempts: sha256 mismatch: expected ..., got ... (2x, http://a/x); server answered
+    HTTP 503 Service Unavailable, expected 200 (2x, http://b/x)``.
     """
 
     def __init__(self, message: str, *, url: str) -> None:
@@ -176,14 +202,19 @@ class DownloadError(TriofetchError):
         super().__init__(message)
 
     def __str__(self) -> str:
-        text = f"{self.message} ({self.url})"
-        if len(self.attempts) > 1:
-            earlier = "; ".join(
-                f"{i}: {a.message}" + ("" if a.url == self.url else f" ({a.url})")
-                for i, a in enumerate(self.attempts[:-1], 1)
-            )
-            text += f", after {len(self.attempts)} attempts (earlier attempts: {earlier})"
-        return text
+        if len(self.attempts) < 2:
+            return f"{self.message} ({self.url})"
+        causes: dict[str, tuple[list[int], list[str]]] = {}
+        for attempt in self.attempts:
+            count, urls = causes.setdefault(attempt.message, ([0], []))
+            count[0] += 1
+            if attempt.url not in urls:
+                urls.append(attempt.url)
+        listed = "; ".join(
+            f"{message} ({count[0]}x, {', '.join(urls)})"
+            for message, (count, urls) in causes.items()
+        )
+        return f"failed after {len(self.attempts)} attempts: {listed}"
 
     @property
     def retryable(self) -> bool:
@@ -233,8 +264,9 @@ class SizeMismatch(DownloadError):
         super().__init__(f"size mismatch: expected {expected} bytes, got {got}", url=url)
 
 
-class InvalidURL(DownloadError):
-    """A URL that cannot be fetched: malformed, or a scheme no transport handles."""
+class InvalidURL(DownloadError, ValueError):
+    """A URL that cannot be fetched: malformed, or a scheme no transport handles (also a
+    :class:`ValueError`)."""
 
     @property
     def retryable(self) -> bool:
@@ -269,12 +301,19 @@ class TransportError(DownloadError):
     """The connection could not be made, or broke off, or was too slow."""
 
 
-class ConnectionFailed(TransportError):
-    """Connecting, sending or receiving failed (refused, reset, DNS, TLS...)."""
+class ConnectionFailed(TransportError, ConnectionError):
+    """Connecting, sending or receiving failed (refused, reset, DNS, TLS...).
+
+    Also a :class:`ConnectionError` (an OSError without an ``errno``: the OS error, when
+    there was one, is its ``__cause__``).
+    """
 
 
-class DownloadTimeout(TransportError):
-    """No progress within the configured timeout."""
+class DownloadTimeout(TransportError, TimeoutError):
+    """No progress within the configured timeout.
+
+    Also a :class:`TimeoutError` (an OSError without an ``errno``).
+    """
 
 
 class TruncatedBody(TransportError):
@@ -491,4 +530,5 @@ class UnitFailed(TriofetchError):
 
 
 class WrongContext(TriofetchError, RuntimeError):
-    """A blocking API was called where it would block a Trio run."""
+    """A blocking API was called where it would block a Trio run, or an async one outside
+    a Trio run (from asyncio, say): triofetch runs under Trio only."""

@@ -26,6 +26,7 @@ from typing import Literal, Protocol, Self, TypeVar
 
 import trio
 
+from .._context import check_trio
 from .._digests import DEFAULT_ALGORITHM
 from .._model import check_int, check_number
 from .._tempfiles import new_temp_name
@@ -47,6 +48,7 @@ from ..transports._base import (
 )
 from ..transports._routing import ProxyRoutes
 from ._auth import Credentials, TokenProvider, split_credentials
+from ._many import FetchOutcomes, _Requests, fetch_many
 from ._plan import FetchPlan, Planner
 from ._result import DownloadResult, with_attempts
 from ._retry import (
@@ -164,8 +166,13 @@ class Downloader:
         connections: requests in flight at once, in total.
         per_host: requests in flight at once to one host (scheme, host and port);
             defaults to ``connections``.
-        retries: further attempts after the first one, for retryable failures (connection
-            errors, timeouts, 429, 5xx, truncated bodies, size or digest mismatches).
+        retries: further attempts on each URL after the first one, for retryable failures
+            (connection errors, timeouts, 429, 5xx, truncated bodies, size or digest
+            mismatches); when they are spent, the next mirror URL is tried.  A ``file://``
+            URL is never retried.
+        mismatch_retries: of those, how many may follow a size or digest mismatch on one
+            URL (default 1: a CDN may serve a transiently broken copy once, but the same
+            wrong bytes again and again are no better for the waiting).
         backoff: the first retry waits about this many seconds, each next one twice as long
             (with jitter), capped at ``backoff_max``.  A ``Retry-After`` header is honoured
             instead; a longer one than ``max_retry_after`` seconds waits ``max_retry_after``
@@ -210,6 +217,7 @@ class Downloader:
         connections: int = 16,
         per_host: int | None = None,
         retries: int = 3,
+        mismatch_retries: int = 1,
         backoff: float = 0.25,
         backoff_max: float = 30.0,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
@@ -255,6 +263,7 @@ class Downloader:
             backoff_max=backoff_max,
             max_retry_after=max_retry_after,
             max_time=max_time,
+            mismatch_retries=mismatch_retries,
         )
         self._credentials = Credentials(auth, token_provider)
         self._planner = Planner(digests=digests, headers=headers, temp_dir=temp_dir)
@@ -309,6 +318,7 @@ class Downloader:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        check_trio()
         if self._transport is not None:
             raise RuntimeError("this Downloader is already open")
         # (the transports are imported when first used: httpx and asks are slow to import)
@@ -829,3 +839,36 @@ class Downloader:
         if pending:
             await put(pending)
         return size
+
+    # -- many downloads as outcomes (see _many.py) -------------------------------------
+
+    def fetch_many(
+        self, requests: _Requests, *, in_flight: int | None = None
+    ) -> AbstractAsyncContextManager[FetchOutcomes]:
+        """Download many files, each request's outcome handed in completion order::
+
+            async with dl.fetch_many(requests) as outcomes:
+                async for outcome in outcomes:
+                    if outcome.ok:
+                        ...  # outcome.result: a DownloadResult, its file the caller's
+                    else:
+                        ...  # outcome.error: a DownloadError (or another TriofetchError)
+
+        Args:
+            requests: URLs or :class:`FetchRequest` items, an iterable or async iterable.  A
+                collection (list, tuple...) is checked whole when this is called, before
+                anything starts (:class:`InvalidInput`); any other iterable is read lazily,
+                no further than the downloads in flight allow, and an invalid request read
+                from it raises :class:`InvalidInput` out of the block (as leaving it early).
+            in_flight: downloads started at once (default: twice ``connections``); each
+                still runs under the downloader's limits.
+
+        A failed download is a :class:`FetchFailed` outcome and never stops the others; an
+        exception that is not a :class:`TriofetchError` (a bug) propagates out of the block.
+        Leaving the block early (``break``, an exception, a cancellation) cancels what still
+        runs, and removes the file of every download completed but not handed to the caller
+        — its destination file too, when it had a ``destination``.
+        """
+        if self._transport is None:
+            raise RuntimeError("use the Downloader inside 'async with' (it is not open)")
+        return fetch_many(self, requests, in_flight=in_flight)

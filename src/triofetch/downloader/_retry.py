@@ -1,7 +1,8 @@
 """When to try again, and how fast to go: retries, backoff, ``Retry-After``, limits.
 
 Owns the attempts of one download over its mirror URLs (:meth:`RetryPolicy.run`: which
-errors are retried, how long to wait before the next attempt, a ``Retry-After`` honoured
+errors are retried and how often — a size or digest mismatch ``mismatch_retries`` times per
+URL, a ``file://`` URL never —, how long to wait before the next attempt, a ``Retry-After`` honoured
 up to ``max_retry_after``, the ``max_time`` of one file across its attempts), the shared
 request rate (:class:`RateLimit`) and the per-host connection limits (:class:`HostLimits`).
 It must not send requests, read bodies or touch files: an attempt is a callable it is
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 import trio
 
 from .._model import check_int, check_number
-from ..errors import DownloadError, DownloadTimeout, HTTPStatusError
+from ..errors import DigestMismatch, DownloadError, DownloadTimeout, HTTPStatusError, SizeMismatch
 
 __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",
@@ -66,7 +67,14 @@ class FileClock:
 class RetryPolicy:
     """How many attempts a download gets, and the waits between them."""
 
-    __slots__ = ("backoff", "backoff_max", "max_retry_after", "max_time", "retries")
+    __slots__ = (
+        "backoff",
+        "backoff_max",
+        "max_retry_after",
+        "max_time",
+        "mismatch_retries",
+        "retries",
+    )
 
     def __init__(
         self,
@@ -76,8 +84,10 @@ class RetryPolicy:
         backoff_max: float,
         max_retry_after: float,
         max_time: float | None,
+        mismatch_retries: int = 1,
     ) -> None:
         check_int(retries, "retries", least=0)
+        check_int(mismatch_retries, "mismatch_retries", least=0)
         check_number(max_time, "max_time", positive=True, allow_none=True)
         for name, value in (
             ("backoff", backoff),
@@ -86,6 +96,8 @@ class RetryPolicy:
         ):
             check_number(value, name, allow_inf=True)
         self.retries = retries
+        #: further attempts on one URL after a size or digest mismatch (within ``retries``)
+        self.mismatch_retries = mismatch_retries
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
@@ -99,7 +111,8 @@ class RetryPolicy:
         relabel: Callable[[_T, int], _T] | None,
     ) -> _T:
         """``await attempt(url, arg, clock)`` until one works: up to ``retries`` more times
-        per URL for a retryable error, then the next mirror URL.
+        per URL for a retryable error (of which up to ``mismatch_retries`` after a size or
+        digest mismatch; none for a ``file://`` URL), then the next mirror URL.
 
         Returns what the attempt returned (after failures, ``relabel(result, attempts)``
         when given).  Raises the last attempt's error, with every attempt's error in its
@@ -108,6 +121,7 @@ class RetryPolicy:
         errors: list[DownloadError] = []
         clock = FileClock(self.max_time) if self.max_time is not None else None
         for url in urls:
+            mismatches = 0
             for number in range(self.retries + 1):
                 if number and not await self._wait(number, errors, clock, url):
                     break
@@ -115,8 +129,16 @@ class RetryPolicy:
                     result = await attempt(url, arg, clock)
                 except DownloadError as exc:
                     errors.append(exc)
-                    if not exc.retryable or (clock is not None and clock.over()):
+                    if (
+                        not exc.retryable
+                        or (clock is not None and clock.over())
+                        or url[:5].lower() == "file:"  # (the same bytes would come again)
+                    ):
                         break
+                    if isinstance(exc, DigestMismatch | SizeMismatch):
+                        mismatches += 1
+                        if mismatches > self.mismatch_retries:
+                            break  # (a mirror may serve the right bytes)
                 else:
                     if errors and relabel is not None:
                         result = relabel(result, len(errors) + 1)

@@ -34,6 +34,7 @@ from typing import Any
 
 import trio
 
+from .._context import check_trio
 from .._model import ArtifactRecord, UnitKey, check_int, check_number
 from .._public import publish
 from .._urls import redact_url
@@ -175,6 +176,7 @@ async def _open(
     readonly: bool = False,
     connect_timeout: float = 10.0,
 ) -> Store:
+    check_trio()
     root_path = None if root is None else Path(root)
     backend = _backend_for(
         url,
