@@ -153,6 +153,14 @@ def test_open_store_under_asyncio(tmp_path: Path) -> None:
     assert not (tmp_path / "root").exists()  # nothing done
 
 
+def test_unit_downloader_under_asyncio() -> None:
+    async def main() -> None:
+        async with triofetch.UnitDownloader(triofetch.Downloader()):
+            pass
+
+    _says_what_to_do(_run_under_asyncio(main()))
+
+
 def test_outside_any_event_loop() -> None:
     # a coroutine driven by hand: no async library at all
     coro = triofetch.Downloader().__aenter__()

@@ -27,6 +27,7 @@ from typing import Any, Literal, Self, TypeVarTuple
 
 import trio
 
+from ._context import check_trio
 from ._groups import collapse_single, first_error
 from ._model import check_int
 from .declarative import DeclarativeArtifact, DeclarativeUnit
@@ -208,6 +209,7 @@ class UnitDownloader:
             self._streams.clear()
 
     async def __aenter__(self) -> Self:
+        check_trio()
         self._cm = self._running()
         await self._cm.__aenter__()
         return self
