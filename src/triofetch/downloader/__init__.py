@@ -9,15 +9,28 @@ Inside, one job per module, imported one way (``_core`` imports the others):
 ``_result`` (:class:`DownloadResult`), ``_plan`` (:class:`FetchPlan`, a fetch's arguments
 checked before any I/O), ``_auth`` (credentials), ``_retry`` (attempts, backoff,
 ``Retry-After``, rate and per-host limits), ``_sinks`` (writing and hashing in worker
-threads), ``_core`` (:class:`Downloader`: lifecycle and requests).
+threads), ``_many`` (:meth:`Downloader.fetch_many`: many fetches as outcomes, knowing the
+downloader only by a protocol), ``_core`` (:class:`Downloader`: lifecycle and requests).
 """
 
 from .._public import publish
 from ._auth import TokenProvider
 from ._core import BodyConsumer, Downloader
+from ._many import FetchFailed, FetchOutcome, FetchOutcomes, FetchRequest, FetchSucceeded
 from ._plan import FetchPlan
 from ._result import DownloadResult
 
-__all__ = ["BodyConsumer", "DownloadResult", "Downloader", "FetchPlan", "TokenProvider"]
+__all__ = [
+    "BodyConsumer",
+    "DownloadResult",
+    "Downloader",
+    "FetchFailed",
+    "FetchOutcome",
+    "FetchOutcomes",
+    "FetchPlan",
+    "FetchRequest",
+    "FetchSucceeded",
+    "TokenProvider",
+]
 
 publish(__name__, globals())

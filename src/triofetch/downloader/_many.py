@@ -1,0 +1,294 @@
+"""Many downloads as outcomes: :meth:`Downloader.fetch_many` and its request and outcome types.
+
+Owns running many fetches of one downloader at once, reading the requests lazily and no
+further ahead than a bound, and handing each one's outcome (:class:`FetchSucceeded` or
+:class:`FetchFailed`) over a memory channel in completion order; and the files of
+downloads the caller was never handed, removed when the caller leaves the block early.
+It knows the downloader only through :class:`_Fetcher` (``plan``, ``fetch_planned``,
+``limiter``): it must not import ``_core`` (``_core`` imports it), nor make requests,
+write or hash bytes, retry, or know units, the store or the storage.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, Self
+
+import trio
+
+from .._groups import collapse_single
+from .._model import check_int
+from ..errors import InvalidInput, TriofetchError
+from ._plan import FetchPlan
+from ._result import DownloadResult
+
+__all__ = [
+    "FetchFailed",
+    "FetchOutcome",
+    "FetchOutcomes",
+    "FetchRequest",
+    "FetchSucceeded",
+    "fetch_many",
+]
+
+#: outcomes completed but not yet received, held before the downloads wait for the caller
+_BUFFER = 4
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    """One download of :meth:`Downloader.fetch_many`: the arguments of one :meth:`fetch`.
+
+    ``url`` and then ``mirrors`` are the URLs tried in turn (the first that works gives
+    the file); the other fields are :meth:`Downloader.fetch`'s keyword arguments.
+    """
+
+    url: str
+    _: KW_ONLY
+    expected_digests: Mapping[str, str] | None = None
+    expected_size: int | None = None
+    mirrors: Sequence[str] = ()
+    destination: str | os.PathLike[str] | None = None
+    headers: Mapping[str, str] | None = None
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """``url`` followed by the ``mirrors``."""
+        return (self.url, *self.mirrors)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSucceeded:
+    """A request downloaded and validated: ``result.path`` is the caller's file (its temp
+    file, to move or remove, or the request's ``destination``)."""
+
+    request: FetchRequest
+    result: DownloadResult
+    ok: Literal[True] = field(default=True, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchFailed:
+    """A request that could not be downloaded: ``error`` says why (a
+    :class:`DownloadError`, or another :class:`TriofetchError`).  No temp file remains."""
+
+    request: FetchRequest
+    error: TriofetchError
+    ok: Literal[False] = field(default=False, init=False)
+
+
+FetchOutcome = FetchSucceeded | FetchFailed
+
+
+class _Fetcher(Protocol):
+    """What :func:`fetch_many` needs of a :class:`Downloader`."""
+
+    @property
+    def limiter(self) -> trio.CapacityLimiter: ...
+
+    def plan(
+        self,
+        *,
+        expected_digests: Mapping[str, str] | None = None,
+        expected_size: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        destination: str | os.PathLike[str] | None = None,
+    ) -> FetchPlan: ...
+
+    async def fetch_planned(self, url: str | Sequence[str], plan: FetchPlan) -> DownloadResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    request: FetchRequest
+    plan: FetchPlan
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """The jobs of a collection of requests, every one checked before any download."""
+
+    jobs: list[_Job]
+
+
+_Requests = Iterable[FetchRequest | str] | AsyncIterable[FetchRequest | str]
+
+
+class _Destinations:
+    """The destinations of one ``fetch_many`` seen so far: no two requests may share one
+    (the second would replace the first's file, which the caller may already hold)."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def claim(self, destination: str | os.PathLike[str] | None) -> None:
+        if destination is None:
+            return
+        key = os.path.normcase(os.path.abspath(os.fspath(destination)))
+        if key in self._seen:
+            raise InvalidInput(f"two requests share the destination {os.fspath(destination)!r}")
+        self._seen.add(key)
+
+
+def _job(fetcher: _Fetcher, item: object, destinations: _Destinations) -> _Job:
+    """*item* (a URL or a :class:`FetchRequest`) checked and planned; :class:`InvalidInput`."""
+    if isinstance(item, str):
+        request = FetchRequest(item)
+    elif isinstance(item, FetchRequest):
+        request = item
+    else:
+        raise InvalidInput(f"expected a URL or a FetchRequest, got {type(item).__name__}")
+    if not isinstance(request.url, str) or not request.url:
+        raise InvalidInput(f"expected a non-empty URL, got {request.url!r}")
+    if isinstance(request.mirrors, str | bytes) or not all(
+        isinstance(u, str) and u for u in request.mirrors
+    ):
+        raise InvalidInput(f"mirrors must be a sequence of URLs, got {request.mirrors!r}")
+    plan = fetcher.plan(
+        expected_digests=request.expected_digests,
+        expected_size=request.expected_size,
+        headers=request.headers,
+        destination=request.destination,
+    )
+    destinations.claim(request.destination)
+    return _Job(request, plan)
+
+
+def _discard(outcome: FetchOutcome) -> None:
+    """Remove the file of an outcome the caller was never handed (temp file or destination)."""
+    if outcome.ok:
+        with suppress(OSError):
+            Path(outcome.result.path).unlink(missing_ok=True)
+
+
+class FetchOutcomes:
+    """The outcomes of :meth:`Downloader.fetch_many`, in completion order (an async
+    iterator; each outcome is handed once)."""
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[FetchOutcome]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> FetchOutcome:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+
+def _drain(receive: trio.MemoryReceiveChannel[FetchOutcome]) -> None:
+    """Close *receive*, removing the files of the outcomes still waiting in it."""
+    while True:
+        try:
+            _discard(receive.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+    receive.close()
+
+
+def fetch_many(
+    fetcher: _Fetcher,
+    requests: _Requests,
+    *,
+    in_flight: int | None = None,
+) -> AbstractAsyncContextManager[FetchOutcomes]:
+    """See :meth:`Downloader.fetch_many`.
+
+    A collection (list, tuple, set...) is checked whole here, before anything starts; any
+    other iterable is read lazily and each request is checked when read.
+    """
+    if in_flight is not None:
+        check_int(in_flight, "in_flight", least=1)
+    if isinstance(requests, str | bytes):
+        raise InvalidInput("expected an iterable of requests, got a single string")
+    if not isinstance(requests, AsyncIterable | Iterable):
+        raise InvalidInput(f"expected an iterable of requests, got {type(requests).__name__}")
+    ahead = in_flight or 2 * int(fetcher.limiter.total_tokens)
+    if isinstance(requests, Collection):
+        destinations = _Destinations()
+        checked = _Checked([_job(fetcher, item, destinations) for item in requests])
+        return _running(fetcher, checked, ahead)
+    return _running(fetcher, requests, ahead)
+
+
+@asynccontextmanager
+async def _running(
+    fetcher: _Fetcher,
+    source: _Checked | _Requests,
+    ahead: int,
+) -> AsyncIterator[FetchOutcomes]:
+    send, receive = trio.open_memory_channel[FetchOutcome](_BUFFER)
+    try:
+        with collapse_single():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_produce, fetcher, source, send, ahead)
+                try:
+                    yield FetchOutcomes(receive)
+                finally:
+                    # (leaving early: what still runs is cancelled, and its temp file
+                    # removed by the fetch itself)
+                    nursery.cancel_scope.cancel()
+    finally:
+        _drain(receive)
+
+
+async def _produce(
+    fetcher: _Fetcher,
+    source: _Checked | _Requests,
+    send: trio.MemorySendChannel[FetchOutcome],
+    ahead: int,
+) -> None:
+    with send:  # (closed without a checkpoint, where a cancellation would hide an error)
+        # A slot is held from the start of a download until its outcome is in the channel:
+        # at most *ahead* downloads run, and the input is read no further than that plus
+        # the channel's buffer beyond what the caller received.
+        slots = trio.Semaphore(ahead)
+        async with trio.open_nursery() as nursery:
+            if isinstance(source, _Checked):
+                for job in source.jobs:
+                    await slots.acquire()
+                    nursery.start_soon(_one, fetcher, job, send.clone(), slots)
+                return
+            destinations = _Destinations()
+            if isinstance(source, AsyncIterable):
+                async for item in source:
+                    job = _job(fetcher, item, destinations)
+                    await slots.acquire()
+                    nursery.start_soon(_one, fetcher, job, send.clone(), slots)
+            else:
+                for item in source:
+                    job = _job(fetcher, item, destinations)
+                    await slots.acquire()  # (a checkpoint: a long input stays cancellable)
+                    nursery.start_soon(_one, fetcher, job, send.clone(), slots)
+
+
+async def _one(
+    fetcher: _Fetcher,
+    job: _Job,
+    send: trio.MemorySendChannel[FetchOutcome],
+    slots: trio.Semaphore,
+) -> None:
+    with send:  # (closed without a checkpoint, where a cancellation would hide an error)
+        try:
+            outcome: FetchOutcome
+            try:
+                result = await fetcher.fetch_planned(job.request.urls, job.plan)
+            except TriofetchError as error:
+                outcome = FetchFailed(job.request, error)
+            else:
+                outcome = FetchSucceeded(job.request, result)
+            try:
+                await send.send(outcome)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                _discard(outcome)
+            except BaseException:  # (cancelled: the send did not happen)
+                _discard(outcome)
+                raise
+        finally:
+            slots.release()
