@@ -29,7 +29,12 @@ from .declarative import (
 from .downloader import (
     Downloader as Downloader,
     DownloadResult as DownloadResult,
+    FetchFailed as FetchFailed,
+    FetchOutcome as FetchOutcome,
+    FetchOutcomes as FetchOutcomes,
     FetchPlan as FetchPlan,
+    FetchRequest as FetchRequest,
+    FetchSucceeded as FetchSucceeded,
     TokenProvider as TokenProvider,
 )
 from .errors import (
