@@ -69,3 +69,33 @@ def test_mypy_strict_sees_every_public_name(tmp_path: Path) -> None:
         timeout=300,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_downloader_options_are_the_downloaders_keyword_arguments() -> None:
+    import inspect
+
+    from triofetch.downloader import DownloaderOptions
+
+    parameters = set(inspect.signature(triofetch.Downloader).parameters)
+    assert set(DownloaderOptions.__annotations__) == parameters - {"temp_dir"}
+
+
+def test_a_misspelt_option_is_a_type_error(tmp_path: Path) -> None:
+    (tmp_path / "user.py").write_text(
+        "import triofetch\n"
+        "triofetch.fetch('http://127.0.0.1:9/x', retries=2, read_timeout=5.0)\n"
+        "triofetch.fetch('http://127.0.0.1:9/x', retires=3)\n"
+        "for done in triofetch.download_units([], temp_dir='t', connections=2, retires=3):\n"
+        "    pass\n",
+        encoding="utf-8",
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "user.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = [line for line in run.stdout.splitlines() if ": error:" in line]
+    assert [e.split(":")[1] for e in errors] == ["3", "4"], run.stdout
+    assert all('"retires"' in e for e in errors), run.stdout

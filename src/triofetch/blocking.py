@@ -8,12 +8,12 @@ and retries are the ones :meth:`Downloader.fetch` uses.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Unpack
 
 import trio
 
-from .downloader import Downloader, DownloadResult
+from .downloader import Downloader, DownloaderOptions, DownloadResult
 from .errors import WrongContext
 
 __all__ = ["fetch"]
@@ -32,19 +32,19 @@ def fetch(
     *,
     expected_digests: Mapping[str, str] | None = None,
     expected_size: int | None = None,
-    digests: Iterable[str] | None = None,
-    headers: Mapping[str, str] | None = None,
     temp_dir: str | os.PathLike[str] | None = None,
     destination: str | os.PathLike[str] | None = None,
-    **options: Any,
+    **options: Unpack[DownloaderOptions],
 ) -> DownloadResult:
     """Download one file, blocking until it is downloaded and validated.
 
     For plain scripts and threads: it runs its own short Trio run, so it must not be called
     from inside one (use :class:`Downloader` there).  It shares its validation, digest and
     temp-file code with :meth:`Downloader.fetch`; *options* are :class:`Downloader` keyword
-    arguments (``retries``, ``read_timeout``, ``auth``, ``verify``...).  With *destination*
-    the validated file is moved there (see :meth:`Downloader.fetch`).
+    arguments (``digests``, ``headers``, ``retries``, ``read_timeout``, ``auth``,
+    ``verify``...: see :class:`~triofetch.downloader.DownloaderOptions`, which type checkers
+    hold them to).  With *destination* the validated file is moved there (see
+    :meth:`Downloader.fetch`).
 
     Returns:
         a :class:`DownloadResult`; the caller owns its file (the temp file, or
@@ -60,14 +60,13 @@ def fetch(
             "triofetch.fetch() blocks and cannot run inside a Trio task; use "
             "'async with triofetch.Downloader() as dl: await dl.fetch(url)' instead"
         )
+    # (digests and headers are the downloader's own: for one download, the same thing)
+    if options.get("digests", ()) is None:  # None meant "the default" here before
+        del options["digests"]
     options.setdefault("connections", 1)
     downloader = Downloader(temp_dir=temp_dir, **options)
     plan = downloader.plan(
-        expected_digests=expected_digests,
-        expected_size=expected_size,
-        digests=digests,
-        headers=headers,
-        destination=destination,
+        expected_digests=expected_digests, expected_size=expected_size, destination=destination
     )
 
     async def main() -> DownloadResult:

@@ -23,7 +23,7 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVarTuple
+from typing import Literal, Self, TypeVarTuple, Unpack
 
 import trio
 
@@ -31,7 +31,7 @@ from ._context import check_trio
 from ._groups import collapse_single, first_error
 from ._model import check_int
 from .declarative import DeclarativeArtifact, DeclarativeUnit
-from .downloader import Downloader, DownloadResult
+from .downloader import Downloader, DownloaderOptions, DownloadResult
 from .errors import InvalidInput, TriofetchError, UnitFailed, WrongContext
 
 __all__ = [
@@ -354,7 +354,8 @@ def download_units(
     fail_fast: bool = False,
     buffer: int = 16,
     units_in_flight: int | None = None,
-    **downloader_options: Any,
+    temp_dir: str | os.PathLike[str] | None = None,
+    **downloader_options: Unpack[DownloaderOptions],
 ) -> Iterator[UnitOutcome]:
     """The content unit downloader for synchronous code: a plain ``for`` loop.
 
@@ -366,7 +367,9 @@ def download_units(
     Runs a Trio loop in a background thread with at most *buffer* completed units waiting
     for the caller.  Leaving the loop early (``break``, an exception, garbage collection of
     the generator) cancels everything in flight and removes every temp file the caller has
-    not received.  *downloader_options* are :class:`Downloader` keyword arguments.
+    not received.  *temp_dir* and *downloader_options* are :class:`Downloader` keyword
+    arguments (see :class:`~triofetch.downloader.DownloaderOptions`, which type checkers hold
+    them to).
     """
     try:
         trio.lowlevel.current_task()
@@ -375,7 +378,7 @@ def download_units(
     else:
         raise WrongContext("download_units() blocks; inside Trio use UnitDownloader")
     # Validate the options here, in the caller's thread, before anything starts.
-    downloader = Downloader(**downloader_options)
+    downloader = Downloader(temp_dir=temp_dir, **downloader_options)
     return _SyncUnits(downloader, units, fail_fast, buffer, units_in_flight).run()
 
 

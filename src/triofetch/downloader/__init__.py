@@ -15,7 +15,7 @@ downloader only by a protocol), ``_core`` (:class:`Downloader`: lifecycle and re
 
 from .._public import publish
 from ._auth import TokenProvider
-from ._core import BodyConsumer, Downloader
+from ._core import BodyConsumer, Downloader, DownloaderOptions
 from ._many import FetchFailed, FetchOutcome, FetchOutcomes, FetchRequest, FetchSucceeded
 from ._plan import FetchPlan
 from ._result import DownloadResult
@@ -24,6 +24,7 @@ __all__ = [
     "BodyConsumer",
     "DownloadResult",
     "Downloader",
+    "DownloaderOptions",
     "FetchFailed",
     "FetchOutcome",
     "FetchOutcomes",

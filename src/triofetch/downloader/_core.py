@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from types import TracebackType
-from typing import Literal, Protocol, Self, TypeVar
+from typing import Literal, Protocol, Self, TypedDict, TypeVar
 
 import trio
 
@@ -61,7 +61,7 @@ from ._retry import (
 )
 from ._sinks import _FLUSH_BYTES, _SMALL_BYTES, _LargeFiles, _Sink, _SmallFiles
 
-__all__ = ["BodyConsumer", "Downloader"]
+__all__ = ["BodyConsumer", "Downloader", "DownloaderOptions"]
 
 _log = logging.getLogger("triofetch.downloader")
 
@@ -146,6 +146,40 @@ def _raise_for_status(response: Response) -> None:
             reason=response.reason,
             retry_after=retry_after(response.headers.get("retry-after")),
         )
+
+
+class DownloaderOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`Downloader` but ``temp_dir``, for the functions that
+    make a downloader for their caller (:func:`triofetch.fetch`,
+    :func:`triofetch.download_units`): a misspelt option is a type error there, as it is on
+    :class:`Downloader` itself.  Each means what the :class:`Downloader` parameter of the
+    same name means (``tests/test_typing.py`` keeps the two lists equal)."""
+
+    connections: int
+    per_host: int | None
+    retries: int
+    mismatch_retries: int
+    backoff: float
+    backoff_max: float
+    max_retry_after: float
+    connect_timeout: float | None
+    read_timeout: float | None
+    total_timeout: float | None
+    speed_limit: int | None
+    speed_time: float
+    max_time: float | None
+    digests: Iterable[str]
+    headers: Mapping[str, str] | None
+    auth: tuple[str, str] | None
+    token_provider: TokenProvider | None
+    rate_limit: float | None
+    proxy: str | None
+    verify: bool | str | os.PathLike[str] | object
+    cert: str | tuple[str, str] | None
+    trust_env: bool
+    max_redirects: int
+    transport: Literal["httpx", "trio", "auto", "asks"] | Transport
+    threads: int | trio.CapacityLimiter | None
 
 
 class Downloader:
