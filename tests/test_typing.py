@@ -51,6 +51,18 @@ trio.run(main)
 """
 
 
+def mypy_strict(directory: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """``mypy --strict`` on *code* as a user's module in *directory* (outside the project)."""
+    (directory / "user.py").write_text(code, encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "user.py"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @pytest.mark.parametrize("name", ["Downloader", "open_store", "StoreBusy", "CommitOutcome"])
 def test_public_names_are_explicit_reexports(name: str) -> None:
     # what mypy --strict needs to see a name through the package's star import
@@ -60,14 +72,7 @@ def test_public_names_are_explicit_reexports(name: str) -> None:
 
 def test_mypy_strict_sees_every_public_name(tmp_path: Path) -> None:
     names = "\n".join(f"triofetch.{n}" for n in triofetch.__all__ if n != "__version__")
-    (tmp_path / "user.py").write_text(USER_CODE + "\n" + names + "\n", encoding="utf-8")
-    run = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "user.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = mypy_strict(tmp_path, USER_CODE + "\n" + names + "\n")
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -81,20 +86,13 @@ def test_downloader_options_are_the_downloaders_keyword_arguments() -> None:
 
 
 def test_a_misspelt_option_is_a_type_error(tmp_path: Path) -> None:
-    (tmp_path / "user.py").write_text(
+    run = mypy_strict(
+        tmp_path,
         "import triofetch\n"
         "triofetch.fetch('http://127.0.0.1:9/x', retries=2, read_timeout=5.0)\n"
         "triofetch.fetch('http://127.0.0.1:9/x', retires=3)\n"
         "for done in triofetch.download_units([], temp_dir='t', connections=2, retires=3):\n"
         "    pass\n",
-        encoding="utf-8",
-    )
-    run = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "user.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     errors = [line for line in run.stdout.splitlines() if ": error:" in line]
     assert [e.split(":")[1] for e in errors] == ["3", "4"], run.stdout
