@@ -262,3 +262,36 @@ def test_declarative_validation() -> None:
     with pytest.raises(triofetch.InvalidUnit, match="size"):
         DeclarativeArtifact("http://127.0.0.1/x", "x", size=-1)
     assert os.sep == "/"
+
+
+class _BadInput(Exception):
+    pass
+
+
+def test_an_error_of_the_input_always_reaches_the_caller(tmp_path: Path) -> None:
+    """An async input that raises after a few units: the error leaves the UnitDownloader's
+    block every time.  (It was lost in about half the runs: the producer's send channel was
+    closed with ``async with``, whose checkpoint raised Cancelled over the error, and the
+    cancellation was absorbed by the downloader's own scope.)"""
+
+    def unit(i: int) -> DeclarativeUnit:
+        art = DeclarativeArtifact((tmp_path / f"none-{i}").as_uri(), f"f{i}")
+        return DeclarativeUnit("file", (f"f{i}",), {"relative_path": f"f{i}"}, [art])
+
+    async def source() -> AsyncIterator[DeclarativeUnit]:
+        for i in range(3):
+            yield unit(i)
+            await trio.sleep(0)
+        raise _BadInput("the input broke")
+
+    async def main() -> None:
+        async with (
+            triofetch.Downloader(temp_dir=tmp_path) as dl,
+            triofetch.UnitDownloader(dl) as units,
+        ):
+            async for _ in units.download(source()):
+                pass
+
+    for _ in range(40):
+        with pytest.RaisesGroup(_BadInput, allow_unwrapped=True, flatten_subgroups=True):
+            trio.run(main)

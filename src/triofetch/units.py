@@ -240,7 +240,7 @@ class UnitDownloader:
         units: Iterable[DeclarativeUnit] | AsyncIterable[DeclarativeUnit],
         send: trio.MemorySendChannel[UnitOutcome],
     ) -> None:
-        async with send:
+        with send:  # (not "async with": its checkpoint could swallow the error of the block)
             slots = trio.Semaphore(self._in_flight)
             async with trio.open_nursery() as nursery:
                 async for unit in aiter_units(units):
@@ -256,7 +256,7 @@ class UnitDownloader:
     ) -> None:
         # The slot is held until the outcome is handed over, so that the input is read no
         # further ahead than units_in_flight + buffer.
-        async with send:
+        with send:
             try:
                 outcome = await download_unit(self._downloader, unit, temp_dir=self._temp_dir)
                 try:
