@@ -281,7 +281,7 @@ def test_an_error_of_the_input_always_reaches_the_caller(tmp_path: Path) -> None
     async def source() -> AsyncIterator[DeclarativeUnit]:
         for i in range(3):
             yield unit(i)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
         raise _BadInput("the input broke")
 
     async def main() -> None:
