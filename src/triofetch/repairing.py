@@ -16,6 +16,7 @@ Owns :func:`repair` and its report.  It reads and writes the database only throu
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ __all__ = ["RepairReport", "RepairedFile", "UnrepairableFile", "repair"]
 
 #: artifacts read from the database and hashed per page
 _PAGE = 500
+
+#: a WARNING for each file repaired (see docs/downloader.rst, "Logging")
+_log = logging.getLogger("triofetch.repair")
 
 #: the reason of a file that has no URL to fetch it from
 NO_URL = "no URL recorded"
@@ -195,6 +199,7 @@ async def _refetch(
         )
     else:
         report.repaired.append(RepairedFile(sha256, path, reason))
+        _log.warning("repaired %s (%s): downloaded again", path, reason)
     finally:
         # adopted: the temp file is gone already; otherwise it must not stay
         with trio.CancelScope(shield=True):

@@ -85,11 +85,16 @@ def _setup_logging(verbosity: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     root.addHandler(handler)
+    # -v: INFO (retries, mirror fall-backs, replaced or repaired content); -vv: DEBUG
+    # but the per-request lines; -vvv: those too (triofetch.http, and httpx's own)
     root.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+    logging.getLogger("triofetch.http").setLevel(logging.DEBUG if verbosity > 2 else logging.INFO)
     if verbosity < 3:
-        # one line per request from httpx at -v is noise; keep it for -vvv
+        # one line per request from httpx before -vvv is noise
         for name in ("httpx", "httpcore"):
-            logging.getLogger(name).setLevel(logging.WARNING if verbosity < 2 else logging.INFO)
+            logging.getLogger(name).setLevel(logging.WARNING)
+    else:
+        logging.getLogger("httpcore").setLevel(logging.INFO)
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

@@ -20,6 +20,7 @@ complete units in batches, each made durable first.  A unit's downloads are
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from contextlib import aclosing
 
@@ -44,6 +45,9 @@ from ._fill import fill_unit
 from ._versions import place_stored
 
 __all__ = ["SlicePipeline"]
+
+#: a WARNING for each stored file repaired (see docs/downloader.rst, "Logging")
+_log = logging.getLogger("triofetch.creator")
 
 #: unit keys a run remembers to find duplicates, in two generations of this many each (a
 #: hash of the key → one of the content), so that the memory of a run stays bounded by its
@@ -262,7 +266,17 @@ class SlicePipeline:
         records = await self.downloads.download(unit, todo, present, repair)
         if records is None:
             return
-        self.tally.progress.artifacts_repaired += sum(p in repair for p in records)
+        repaired = [p for p in records if p in repair]
+        if repaired:
+            self.tally.progress.artifacts_repaired += len(repaired)
+            for path in repaired:
+                _log.warning(
+                    "repaired %r of %s %r: the stored file was missing or damaged, "
+                    "downloaded again",
+                    path,
+                    unit.type,
+                    unit.natural_key,
+                )
         await fill_unit(
             self.store, self.storage, self.downloads, unit, info.id, records, self.version
         )

@@ -9,6 +9,7 @@ storage, the downloader or Trio.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from enum import StrEnum
 from ..declarative import DeclarativeUnit
 from ..errors import DownloadError, UnitFailed
 from ..store import ReplacedUnit, UnitKey
+
+#: a WARNING for each unit that new content replaced (see docs/downloader.rst, "Logging")
+_log = logging.getLogger("triofetch.creator")
 
 __all__ = [
     "CreateReport",
@@ -185,6 +189,9 @@ class Tally:
         for item in replaced:
             self.replaced.append(item)
             self.progress.units_replaced += 1
+            _log.warning(
+                "replaced %s at %r by %s", _shown(item.key), item.repository_key, _shown(item.by)
+            )
 
     def report(
         self,
@@ -213,3 +220,9 @@ class Tally:
             replaced=list(self.replaced),
             artifacts_repaired=p.artifacts_repaired,
         )
+
+
+def _shown(key: UnitKey) -> str:
+    """A unit's key for a log line: ``type natural-key``."""
+    unit_type, natural_key = key
+    return f"{unit_type} {natural_key!r}"

@@ -30,8 +30,10 @@ from .._context import check_trio
 from .._digests import DEFAULT_ALGORITHM
 from .._model import check_int, check_number
 from .._tempfiles import new_temp_name
+from .._urls import redact_url
 from .._watch import Watch, Watchdog
 from ..errors import (
+    DownloadError,
     DownloadTimeout,
     HTTPStatusError,
     InvalidInput,
@@ -64,6 +66,9 @@ from ._sinks import _FLUSH_BYTES, _SMALL_BYTES, _LargeFiles, _Sink, _SmallFiles
 __all__ = ["BodyConsumer", "Downloader", "DownloaderOptions"]
 
 _log = logging.getLogger("triofetch.downloader")
+#: one DEBUG line per HTTP request (see docs/downloader.rst, "Logging")
+_http_log = logging.getLogger("triofetch.http")
+_DEBUG = logging.DEBUG
 
 _T_co = TypeVar("_T_co", covariant=True)
 
@@ -135,6 +140,22 @@ def _auto_transport(proxy: str | None, trust_env: bool) -> tuple[Literal["trio",
 
 def _transport_name(transport: str | Transport) -> str:
     return transport if isinstance(transport, str) else type(transport).__name__
+
+
+def _log_request(
+    url: str, status: int | None, size: int, start: float, error: BaseException | None
+) -> None:
+    """The DEBUG line of one request that ended: its URL (credentials redacted), status,
+    body bytes and time; or the error that ended it.  Called only when DEBUG is enabled."""
+    elapsed = trio.current_time() - start
+    shown = "-" if status is None else status
+    if error is None:
+        _http_log.debug("GET %s -> %s, %d bytes, %.3f s", redact_url(url), shown, size, elapsed)
+    elif isinstance(error, DownloadError):
+        # (its message names no credential: URLs in errors are redacted)
+        _http_log.debug(
+            "GET %s -> %s, failed after %.3f s: %s", redact_url(url), shown, elapsed, error.message
+        )
 
 
 def _raise_for_status(response: Response) -> None:
@@ -574,31 +595,44 @@ class Downloader:
         read_timeout = self._read_timeout or math.inf
         phase = "connect"
         deadline = min(hard, start + (self._connect_timeout or math.inf))
-        with trio.CancelScope(deadline=deadline) as scope:
-            async with transport.stream(url, headers) as response:
-                if response.status_code == 401 and may_refresh:
-                    return None
-                _raise_for_status(response)
-                phase = "read"
-                since = trio.current_time()
-                scope.deadline = min(hard, since + read_timeout)
-                speed_at = since + self._speed_time if self._speed_limit else math.inf
-                counted = size = 0
-                async with contextlib.aclosing(response.iter_bytes()) as chunks:
-                    async for chunk in chunks:
-                        await consumer.feed(chunk)
-                        size += len(chunk)
-                        now = trio.current_time()
-                        scope.deadline = min(hard, now + read_timeout)
-                        if now >= speed_at:
-                            speed_at, since, counted = self._next_window(
-                                size, counted, now, since, url
-                            )
-            phase = "done"
-        if phase != "done":  # the scope's deadline passed
-            if clock is not None and clock.over():
-                raise clock.error(url)
-            raise DownloadTimeout(self._timeout_message(phase, start, hard), url=url)
+        debug = _http_log.isEnabledFor(_DEBUG)  # (once per request: see "Logging")
+        status: int | None = None
+        counted = size = 0
+        final = url
+        try:
+            with trio.CancelScope(deadline=deadline) as scope:
+                async with transport.stream(url, headers) as response:
+                    status, final = response.status_code, response.url
+                    if status == 401 and may_refresh:
+                        if debug:
+                            _log_request(final, status, 0, start, None)
+                        return None
+                    _raise_for_status(response)
+                    phase = "read"
+                    since = trio.current_time()
+                    scope.deadline = min(hard, since + read_timeout)
+                    speed_at = since + self._speed_time if self._speed_limit else math.inf
+                    async with contextlib.aclosing(response.iter_bytes()) as chunks:
+                        async for chunk in chunks:
+                            await consumer.feed(chunk)
+                            size += len(chunk)
+                            now = trio.current_time()
+                            scope.deadline = min(hard, now + read_timeout)
+                            if now >= speed_at:
+                                speed_at, since, counted = self._next_window(
+                                    size, counted, now, since, url
+                                )
+                phase = "done"
+            if phase != "done":  # the scope's deadline passed
+                if clock is not None and clock.over():
+                    raise clock.error(url)
+                raise DownloadTimeout(self._timeout_message(phase, start, hard), url=url)
+        except BaseException as exc:
+            if debug:
+                _log_request(final, status, size, start, exc)
+            raise
+        if debug:
+            _log_request(final, status, size, start, None)
         return True
 
     # -- one attempt -------------------------------------------------------------------
@@ -709,10 +743,19 @@ class Downloader:
         else:
             scope = trio.CancelScope(deadline=deadline)
             stream = transport.stream(url, headers)
+        # One DEBUG line per request, when it ends (its bytes known then): the check is made
+        # once here, nothing is formatted unless it holds (see docs, "Logging").
+        debug = _http_log.isEnabledFor(_DEBUG)
+        status: int | None = None
+        final = url
         try:
             with scope:
                 async with stream as response:
+                    if debug:
+                        status, final = response.status_code, response.url
                     if response.status_code == 401 and may_refresh:
+                        if debug:
+                            _log_request(final, status, 0, start, None)
                         return None
                     _raise_for_status(response)
                     phase = "read"
@@ -728,10 +771,14 @@ class Downloader:
                 raise DownloadTimeout(self._timeout_message(phase, start, hard), url=url)
             if phase != "done":  # pragma: no cover - the scope only ends these ways
                 raise AssertionError("download ended without a result")
+            if debug:
+                _log_request(final, status, result.size, start, None)
             return result
-        except BaseException:
+        except BaseException as exc:
             if sink is not None:
                 sink.discard()
+            if debug:
+                _log_request(final, status, 0, start, exc)
             raise
 
     def _timeout_message(self, phase: str, start: float, hard: float) -> str:

@@ -2,8 +2,9 @@
 
 Owns the attempts of one download over its mirror URLs (:meth:`RetryPolicy.run`: which
 errors are retried and how often — a size or digest mismatch ``mismatch_retries`` times per
-URL, a ``file://`` URL never —, how long to wait before the next attempt, a ``Retry-After`` honoured
-up to ``max_retry_after``, the ``max_time`` of one file across its attempts), the shared
+URL, a ``file://`` URL never —, how long to wait before the next attempt, a ``Retry-After``
+honoured up to ``max_retry_after``, the ``max_time`` of one file across its attempts, an
+INFO line on ``triofetch.downloader`` for each retry and mirror fall-back), the shared
 request rate (:class:`RateLimit`) and the per-host connection limits (:class:`HostLimits`).
 It must not send requests, read bodies or touch files: an attempt is a callable it is
 handed, and its errors are the only thing it looks at.
@@ -12,6 +13,7 @@ handed, and its errors are the only thing it looks at.
 from __future__ import annotations
 
 import email.utils
+import logging
 import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 import trio
 
 from .._model import check_int, check_number
+from .._urls import redact_url
 from ..errors import DigestMismatch, DownloadError, DownloadTimeout, HTTPStatusError, SizeMismatch
 
 __all__ = [
@@ -35,6 +38,9 @@ __all__ = [
 
 #: the longest ``Retry-After`` honoured by default (seconds)
 DEFAULT_MAX_RETRY_AFTER = 60.0
+
+#: INFO for each retry and each mirror fall-back (see docs/downloader.rst, "Logging")
+_log = logging.getLogger("triofetch.downloader")
 
 _A = TypeVar("_A")
 _T = TypeVar("_T")
@@ -120,7 +126,14 @@ class RetryPolicy:
         """
         errors: list[DownloadError] = []
         clock = FileClock(self.max_time) if self.max_time is not None else None
-        for url in urls:
+        for index, url in enumerate(urls):
+            if index and errors and _log.isEnabledFor(logging.INFO):
+                _log.info(
+                    "falling back to mirror %s after %s failed: %s",
+                    redact_url(url),
+                    redact_url(urls[index - 1]),
+                    errors[-1].message,
+                )
             mismatches = 0
             for number in range(self.retries + 1):
                 if number and not await self._wait(number, errors, clock, url):
@@ -155,6 +168,14 @@ class RetryPolicy:
         """Wait before retry number *retry*; False (a timeout appended to *errors*) when
         the file's ``max_time`` ran out meanwhile (the wait ends then)."""
         delay = self.delay(retry, errors[-1])
+        if _log.isEnabledFor(logging.INFO):
+            _log.info(
+                "retrying %s (attempt %d) in %.2f s after: %s",
+                redact_url(url),
+                retry + 1,
+                delay,
+                errors[-1].message,
+            )
         if clock is None:
             await trio.sleep(delay)
             return True

@@ -1,7 +1,8 @@
 """The default transport: httpx's AsyncClient, one connection pool for all requests.
 
 Owns the adaptation of httpx to the :class:`~triofetch.transports.Transport` protocol:
-requests, raw (undecoded) bodies, and httpx's errors mapped to triofetch's.  Redirects,
+requests, raw (undecoded) bodies, httpx's errors mapped to triofetch's, and a DEBUG line on
+``triofetch.http`` for each redirect httpx followed.  Redirects,
 proxies, IDNA host names and the connection pool are httpx's own; a proxy's refusal (a
 ``CONNECT`` answered other than 2xx, or a 407) is a :class:`~triofetch.ConnectionFailed`
 naming the proxy (redacted), as with the trio transport.  It must not sleep, retry or time
@@ -10,11 +11,13 @@ out (timeouts are the downloader's cancel scopes).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import httpx
 
+from .._urls import redact_url
 from ..errors import ConnectionFailed, InvalidInput, InvalidURL, TooManyRedirects, TruncatedBody
 from ._base import Response, TransportOptions, describe_failure, make_ssl_context
 from ._routing import Proxy, ProxyRoutes
@@ -22,6 +25,8 @@ from ._routing import Proxy, ProxyRoutes
 __all__ = ["HttpxTransport"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: one DEBUG line per redirect hop (the downloader logs the request that ends the chain)
+_http_log = logging.getLogger("triofetch.http")
 
 
 class _HttpxResponse:
@@ -109,6 +114,8 @@ class HttpxTransport:
                     f"{response.reason_phrase}".rstrip(),
                     url=url,
                 )
+        if response.history and _http_log.isEnabledFor(logging.DEBUG):
+            _log_hops(response)
         try:
             yield _HttpxResponse(response)
         finally:
@@ -124,3 +131,22 @@ class HttpxTransport:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _log_hops(response: httpx.Response) -> None:
+    """One DEBUG line per redirect httpx followed on the way to *response*."""
+    hops = response.history
+    for hop, after in zip(hops, [*hops[1:], response], strict=True):
+        try:
+            elapsed = hop.elapsed.total_seconds()
+        except RuntimeError:  # pragma: no cover - httpx sets it once the body is read
+            elapsed = 0.0
+        _http_log.debug(
+            "%s %s -> %d, %d bytes, %.3f s (redirect to %s)",
+            hop.request.method,
+            redact_url(str(hop.url)),
+            hop.status_code,
+            hop.num_bytes_downloaded,
+            elapsed,
+            redact_url(str(after.url)),
+        )

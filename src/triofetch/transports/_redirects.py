@@ -5,18 +5,24 @@ redirects (301, 302, 303, 307 and 308, with a ``Location``), how the next URL is
 ``Location`` resolved against the current URL), reading off a redirect's small body so
 that its connection can be reused, the ``max_redirects`` count and
 :class:`~triofetch.TooManyRedirects`, and dropping the ``Authorization`` header when a
-redirect leaves the origin.  (The httpx transport leaves redirects to httpx's client, which
-keeps the same rules.)  It must not open connections or parse HTTP: a transport hands it a
-:class:`Requester` that makes one request and releases a response.
+redirect leaves the origin, and the DEBUG line of each hop on ``triofetch.http`` (the
+downloader logs the request that ends the chain).  (The httpx transport leaves redirects
+to httpx's client, which keeps the same rules.)  It must not open connections or parse
+HTTP: a transport hands it a :class:`Requester` that makes one request and releases a
+response.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from contextlib import aclosing
 from typing import Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
+import trio
+
+from .._urls import redact_url
 from ..errors import ConnectionFailed, TooManyRedirects, TruncatedBody
 from ._base import Response
 
@@ -26,6 +32,8 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 #: a redirect body up to this size is read off, so that its connection can be reused
 _MAX_DRAIN = 1 << 16
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: one DEBUG line per redirect hop (the downloader logs the request that ends the chain)
+_http_log = logging.getLogger("triofetch.http")
 
 _R = TypeVar("_R", bound=Response)
 
@@ -53,20 +61,34 @@ async def follow_redirects(
     last request allowed is a redirect too.
     """
     first = url
+    start = 0.0
     for _ in range(max_redirects + 1):
+        debug = _http_log.isEnabledFor(logging.DEBUG)
+        if debug:
+            start = trio.current_time()
         response = await requester.request(url, headers)
         if response.status_code not in REDIRECT_STATUSES:
             return response
         location = response.headers.get("location", "").strip()
         if not location:
             return response  # nowhere to go: the caller gets the 3xx as it is
+        seen = 0
         try:
-            await _read_off(response)
+            seen = await _read_off(response)
         except (ConnectionFailed, TruncatedBody):
             pass  # the body of a redirect means nothing: followed anyway, not reused
         finally:
             await requester.release(response)
         target = urljoin(url, location)
+        if debug:
+            _http_log.debug(
+                "GET %s -> %d, %d bytes, %.3f s (redirect to %s)",
+                redact_url(url),
+                response.status_code,
+                seen,
+                trio.current_time() - start,
+                redact_url(target),
+            )
         origin = _origin(target)
         if origin is None or origin != _origin(url):
             # credentials given for one server are not sent to another
@@ -75,15 +97,16 @@ async def follow_redirects(
     raise TooManyRedirects(f"more than {max_redirects} redirects", url=first)
 
 
-async def _read_off(response: Response) -> None:
+async def _read_off(response: Response) -> int:
     """Read and drop a redirect's body, up to a small limit (a larger one is left unread,
-    and its connection closed)."""
+    and its connection closed); the bytes read."""
     seen = 0
     async with aclosing(response.iter_bytes()) as body:
         async for chunk in body:
             seen += len(chunk)
             if seen > _MAX_DRAIN:
                 break
+    return seen
 
 
 def _origin(url: str) -> tuple[str, str | None, int | None] | None:
