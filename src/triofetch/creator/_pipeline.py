@@ -155,7 +155,7 @@ class SlicePipeline:
         slice_slots: trio.Semaphore,
     ) -> None:
         try:
-            async with send:
+            with send:  # (not "async with": its checkpoint could swallow the error)
                 await self._process_slice(chunk, send)
         finally:
             slice_slots.release()
