@@ -12,7 +12,15 @@ write or hash bytes, retry, or know units, the store or the storage.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
@@ -244,51 +252,70 @@ async def _produce(
     send: trio.MemorySendChannel[FetchOutcome],
     ahead: int,
 ) -> None:
+    """*ahead* workers, each running one download at a time and handing its outcome over
+    before it takes the next: at most *ahead* downloads run, and the input is read no
+    further than that (plus the one request waiting for a worker, and the channel's buffer)
+    beyond what the caller received.  A worker per download would cost a task, a channel
+    clone and a semaphore round per request."""
     with send:  # (closed without a checkpoint, where a cancellation would hide an error)
-        # A slot is held from the start of a download until its outcome is in the channel:
-        # at most *ahead* downloads run, and the input is read no further than that plus
-        # the channel's buffer beyond what the caller received.
-        slots = trio.Semaphore(ahead)
         async with trio.open_nursery() as nursery:
             if isinstance(source, _Checked):
-                for job in source.jobs:
-                    await slots.acquire()
-                    nursery.start_soon(_one, fetcher, job, send.clone(), slots)
+                jobs = iter(source.jobs)  # (shared: next() runs between checkpoints)
+                for _ in range(min(ahead, len(source.jobs))):
+                    nursery.start_soon(_work, fetcher, jobs, send.clone())
                 return
-            destinations = _Destinations()
-            if isinstance(source, AsyncIterable):
-                async for item in source:
-                    job = _job(fetcher, item, destinations)
-                    await slots.acquire()
-                    nursery.start_soon(_one, fetcher, job, send.clone(), slots)
-            else:
-                for item in source:
-                    job = _job(fetcher, item, destinations)
-                    await slots.acquire()  # (a checkpoint: a long input stays cancellable)
-                    nursery.start_soon(_one, fetcher, job, send.clone(), slots)
+            job_send, job_receive = trio.open_memory_channel[_Job](0)
+            with job_receive:
+                for _ in range(ahead):
+                    nursery.start_soon(_work, fetcher, job_receive.clone(), send.clone())
+            with job_send:
+                destinations = _Destinations()
+                try:
+                    if isinstance(source, AsyncIterable):
+                        async for item in source:
+                            await job_send.send(_job(fetcher, item, destinations))
+                    else:
+                        for item in source:  # (send is a checkpoint: a long input stays
+                            # cancellable)
+                            await job_send.send(_job(fetcher, item, destinations))
+                except trio.BrokenResourceError:  # every worker stopped: the caller left
+                    return
 
 
-async def _one(
+async def _work(
     fetcher: _Fetcher,
-    job: _Job,
+    jobs: Iterator[_Job] | trio.MemoryReceiveChannel[_Job],
     send: trio.MemorySendChannel[FetchOutcome],
-    slots: trio.Semaphore,
 ) -> None:
+    """Download jobs one after another, each outcome handed over before the next job."""
     with send:  # (closed without a checkpoint, where a cancellation would hide an error)
-        try:
-            outcome: FetchOutcome
-            try:
-                result = await fetcher.fetch_planned(job.request.urls, job.plan)
-            except TriofetchError as error:
-                outcome = FetchFailed(job.request, error)
-            else:
-                outcome = FetchSucceeded(job.request, result)
-            try:
-                await send.send(outcome)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                _discard(outcome)
-            except BaseException:  # (cancelled: the send did not happen)
-                _discard(outcome)
-                raise
-        finally:
-            slots.release()
+        if isinstance(jobs, trio.MemoryReceiveChannel):
+            with jobs:
+                async for job in jobs:
+                    if not await _one(fetcher, job, send):
+                        return
+        else:
+            for job in jobs:
+                if not await _one(fetcher, job, send):
+                    return
+
+
+async def _one(fetcher: _Fetcher, job: _Job, send: trio.MemorySendChannel[FetchOutcome]) -> bool:
+    """Download *job* and hand its outcome over; False when the caller is gone (the
+    outcome's file removed)."""
+    outcome: FetchOutcome
+    try:
+        result = await fetcher.fetch_planned(job.request.urls, job.plan)
+    except TriofetchError as error:
+        outcome = FetchFailed(job.request, error)
+    else:
+        outcome = FetchSucceeded(job.request, result)
+    try:
+        await send.send(outcome)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        _discard(outcome)
+        return False
+    except BaseException:  # (cancelled: the send did not happen)
+        _discard(outcome)
+        raise
+    return True
