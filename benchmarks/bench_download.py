@@ -18,7 +18,8 @@ connections, in the same run, and verifies the sha256 of every file against the 
 - ``triofetch``: benchmarks/triofetch_client.py (``triofetch.Downloader(transport="trio")``);
   ``triofetch-httpx`` the same with ``transport="httpx"``, ``triofetch-default`` with no
   transport argument (whatever ``Downloader()`` gives a library user; the transport it got is
-  reported).
+  reported), ``triofetch-many`` the same through ``Downloader.fetch_many`` (the whole list of
+  requests, ``in_flight`` = the concurrency).
 
 ``proxy``: the small files through a throw-away tinyproxy on 127.0.0.1 in front of the same
 nginx. The clients find it in their environment (``HTTP_PROXY`` and ``http_proxy``; no
@@ -77,7 +78,15 @@ from ._common import (
     write_json,
 )
 
-CLIENTS = ("curl", "aria2c", "aiohttp", "triofetch", "triofetch-default", "triofetch-httpx")
+CLIENTS = (
+    "curl",
+    "aria2c",
+    "aiohttp",
+    "triofetch",
+    "triofetch-default",
+    "triofetch-many",
+    "triofetch-httpx",
+)
 LABELS = {
     "curl": "curl+sha256sum",
     "aria2c": "aria2c",
@@ -85,6 +94,7 @@ LABELS = {
     "triofetch": "triofetch (trio transport)",
     # completed with the transport the Downloader reported, see summarize()
     "triofetch-default": "triofetch (default transport",
+    "triofetch-many": "triofetch fetch_many (default transport",
     "triofetch-httpx": "triofetch (httpx transport)",
 }
 WORKLOADS = ("small", "proxy", "large", "digests")
@@ -330,7 +340,7 @@ def run_rounds(
 
 
 def label(run: Run) -> str:
-    if run.key != "triofetch-default":
+    if run.key not in ("triofetch-default", "triofetch-many"):
         return run.label
     got = sorted({r["transport"] for r in run.runs if "transport" in r})
     return f"{run.label}: {'/'.join(got) or '?'})"
