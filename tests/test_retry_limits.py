@@ -15,21 +15,11 @@ import pytest
 
 import triofetch
 from tests.faultserver import FaultServer, Status
+from tests.test_downloader import downloader, leftovers
 
 DATA = os.urandom(50_000)
 SHA256 = hashlib.sha256(DATA).hexdigest()
 WRONG = "0" * 64
-
-
-def leftovers(temp_dir: Path) -> list[Path]:
-    return list(temp_dir.iterdir())
-
-
-def downloader(transport: str, temp_dir: Path, **kw: object) -> triofetch.Downloader:
-    kw.setdefault("backoff", 0.001)
-    kw.setdefault("read_timeout", 5.0)
-    kw.setdefault("connect_timeout", 5.0)
-    return triofetch.Downloader(transport=transport, temp_dir=temp_dir, **kw)  # type: ignore[arg-type]
 
 
 async def test_digest_mismatch_is_retried_once_per_url(
