@@ -17,7 +17,7 @@ import trio
 
 import triofetch
 from tests.faultserver import FaultServer, Slow, Truncate, WrongBytes
-from triofetch.downloader import _sinks as _downloader
+from triofetch.downloader import _result as _downloader
 
 SMALL = os.urandom(20_000)
 LARGE = os.urandom(3 * 1024 * 1024 + 17)  # streamed through the large-body pipeline
@@ -177,7 +177,7 @@ def test_across_filesystems_copies_then_renames(
         real_replace(src, dst)
 
     monkeypatch.setattr(_downloader.os, "replace", replace)
-    _downloader._place(str(temp), str(target), "http://x.invalid/f")
+    _downloader.place_file(str(temp), str(target), "http://x.invalid/f")
     assert target.read_bytes() == SMALL
     assert not temp.exists()
     assert os.listdir(target.parent) == ["f.bin"]

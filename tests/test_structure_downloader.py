@@ -238,7 +238,8 @@ def test_the_writing_side_knows_no_http() -> None:
         for alias in node.names
     }
     assert not any("transports" in name or name in ("httpx", "h11", "asks") for name in imported)
-    assert sibling_imports(DOWNLOADER / "_sinks.py") == {"_plan"}
+    # (its plan, and place_file: the move of a validated file to its destination)
+    assert sibling_imports(DOWNLOADER / "_sinks.py") == {"_plan", "_result"}
 
 
 def test_no_transport_ability_is_probed() -> None:

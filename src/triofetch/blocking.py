@@ -8,6 +8,7 @@ and retries are the ones :meth:`Downloader.fetch` uses.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Unpack
 
@@ -47,8 +48,9 @@ def fetch(
     :meth:`Downloader.fetch`).
 
     Returns:
-        a :class:`DownloadResult`; the caller owns its file (the temp file, or
-        *destination*).
+        a :class:`DownloadResult`; the caller owns its file: *destination*, or a temp file
+        in *temp_dir* (default: the system temp dir) that the caller moves or removes.
+        Unlike an open :class:`Downloader`, nothing is left to remove it later.
 
     Raises:
         WrongContext: called inside a running Trio task.
@@ -64,7 +66,11 @@ def fetch(
     if options.get("digests", ()) is None:  # None meant "the default" here before
         del options["digests"]
     options.setdefault("connections", 1)
-    downloader = Downloader(temp_dir=temp_dir, **options)
+    # (the file is handed to the caller: never the downloader's private directory, which
+    # goes when the downloader closes)
+    downloader = Downloader(
+        temp_dir=tempfile.gettempdir() if temp_dir is None else temp_dir, **options
+    )
     plan = downloader.plan(
         expected_digests=expected_digests, expected_size=expected_size, destination=destination
     )

@@ -11,6 +11,7 @@ receiver's.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections.abc import (
     AsyncIterable,
@@ -367,9 +368,10 @@ def download_units(
     Runs a Trio loop in a background thread with at most *buffer* completed units waiting
     for the caller.  Leaving the loop early (``break``, an exception, garbage collection of
     the generator) cancels everything in flight and removes every temp file the caller has
-    not received.  *temp_dir* and *downloader_options* are :class:`Downloader` keyword
-    arguments (see :class:`~triofetch.downloader.DownloaderOptions`, which type checkers hold
-    them to).
+    not received; the files it yields are the caller's, in *temp_dir* (default: the system
+    temp dir), to move or remove.  *temp_dir* and *downloader_options* are
+    :class:`Downloader` keyword arguments (see :class:`~triofetch.downloader.DownloaderOptions`,
+    which type checkers hold them to).
     """
     try:
         trio.lowlevel.current_task()
@@ -378,6 +380,10 @@ def download_units(
     else:
         raise WrongContext("download_units() blocks; inside Trio use UnitDownloader")
     # Validate the options here, in the caller's thread, before anything starts.
+    # (the files are handed to the caller, who may still hold some after the loop: never
+    # the downloader's private directory, which goes when the downloader closes)
+    if temp_dir is None:
+        temp_dir = tempfile.gettempdir()
     downloader = Downloader(temp_dir=temp_dir, **downloader_options)
     return _SyncUnits(downloader, units, fail_fast, buffer, units_in_flight).run()
 

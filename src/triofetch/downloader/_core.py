@@ -17,10 +17,13 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import ssl
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
+from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, Self, TypedDict, TypeVar
 
@@ -158,6 +161,23 @@ def _log_request(
         )
 
 
+def _temp_path(directory: str | None) -> str:
+    """A new temp file name in *directory* (a string ending with a separator)."""
+    if directory is None:  # (a plan of the private directory, after the downloader closed)
+        raise RuntimeError("use the Downloader inside 'async with' (it is not open)")
+    return directory + new_temp_name()
+
+
+def _remove_tree(directory: str) -> None:
+    """Remove a private temp directory and whatever is still in it (a worker thread)."""
+    try:
+        shutil.rmtree(directory)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # (never raised from aclose: the downloads are done)
+        _log.warning("could not remove the temp directory %s: %s", directory, exc)
+
+
 def _raise_for_status(response: Response) -> None:
     """HTTPStatusError for an answer other than 2xx (with its Retry-After, if any)."""
     if not 200 <= response.status_code < 300:
@@ -242,8 +262,12 @@ class Downloader:
         max_time: seconds for one file, from its first request to its last body byte,
             retries and their waits included, or None (no limit):
             :class:`DownloadTimeout`, not retried.
-        temp_dir: an existing directory where temp files are written (default: the system
-            temp dir); :class:`InvalidInput` otherwise.
+        temp_dir: an existing directory where temp files are written; files left there are
+            the caller's.  Default: a private directory the downloader makes in the system
+            temp dir when it is entered and removes, with everything still in it, when it
+            closes — so a result's file survives the downloader only when the caller moved
+            it out (``destination=``, :meth:`DownloadResult.move_to`).  Not a directory:
+            :class:`InvalidInput`.
         digests: algorithms computed for every download (sha256 is always computed).
         headers: headers sent with every request.
         auth: ``(user, password)`` for HTTP basic auth on every request (credentials in a
@@ -322,6 +346,11 @@ class Downloader:
         )
         self._credentials = Credentials(auth, token_provider)
         self._planner = Planner(digests=digests, headers=headers, temp_dir=temp_dir)
+        #: the directory of temp files without a temp_dir of their own (ending with a
+        #: separator): the one given, or the private one made by __aenter__
+        self._temp_dir: str | None = self._planner.temp_dir
+        #: whether _temp_dir is private: made when entered, removed when closed
+        self._private_temp = temp_dir is None
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._total_timeout = total_timeout
@@ -396,6 +425,10 @@ class Downloader:
         else:  # a Transport (checked in __init__)
             assert isinstance(choice, Transport)
             transport = choice
+        if self._private_temp:
+            made = tempfile.mkdtemp(prefix=f"triofetch-{os.getpid()}-")
+            self._temp_dir = made + os.sep
+            _log.debug("private temp directory %s", made)
         self._transport = transport
         self._file_transport = FileTransport()
         if isinstance(transport, WatchableTransport):
@@ -422,6 +455,16 @@ class Downloader:
                 await watching[1].aclose()
             if transport is not None:
                 await transport.aclose()
+            if self._private_temp and self._temp_dir is not None:
+                private, self._temp_dir = self._temp_dir, None
+                await trio.to_thread.run_sync(_remove_tree, private)
+
+    @property
+    def temp_dir(self) -> Path | None:
+        """Where temp files go when a fetch names no ``temp_dir``: the ``temp_dir`` given,
+        or the private directory of an open downloader (None before it is entered and
+        after it closed)."""
+        return None if self._temp_dir is None else Path(self._temp_dir)
 
     @property
     def transport_name(self) -> str:
@@ -759,7 +802,7 @@ class Downloader:
                         return None
                     _raise_for_status(response)
                     phase = "read"
-                    sink = _Sink(plan.temp_dir + new_temp_name(), plan, response.url)
+                    sink = _Sink(_temp_path(plan.temp_dir or self._temp_dir), plan, response.url)
                     result = self._whole(response, plan, sink, watched) or await self._receive(
                         response, plan, sink, scope, hard
                     )

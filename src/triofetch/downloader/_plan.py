@@ -11,7 +11,6 @@ files or know transports; its only system call is the ``stat`` that checks a ``t
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 
 from .._digests import DEFAULT_ALGORITHM, normalize_digests, resolve_algorithms
@@ -41,7 +40,8 @@ class FetchPlan:
         algorithms: every algorithm computed (the downloader's, the expected ones and
             those asked for).
         headers: the request headers (lower-case names), the downloader's included.
-        temp_dir: the temp directory, as a string ending with a separator.
+        temp_dir: the temp directory, as a string ending with a separator, or None: the
+            downloader's own private directory (see :attr:`Downloader.temp_dir`).
         destination: where the validated file goes, or None (the caller gets the temp
             file).
     """
@@ -61,14 +61,15 @@ class FetchPlan:
         expected_size: int | None,
         algorithms: tuple[str, ...],
         headers: Mapping[str, str],
-        temp_dir: str,
+        temp_dir: str | None,
         destination: str | None = None,
     ) -> None:
         self.expected_digests = expected_digests
         self.expected_size = expected_size
         self.algorithms = algorithms
         self.headers = headers
-        #: the temp directory, as a string ending with a separator (a file name is appended)
+        #: the temp directory, as a string ending with a separator (a file name is
+        #: appended), or None: the downloader's private directory
         self.temp_dir = temp_dir
         #: where the validated file goes, or None: the caller gets the temp file
         self.destination = destination
@@ -104,10 +105,9 @@ class Planner:
             "accept-encoding": "identity",
         }
         self.headers.update({k.lower(): v for k, v in (headers or {}).items()})
-        #: the default temp directory, as _directory gives it
-        self.temp_dir = (
-            _temp_directory(temp_dir) if temp_dir is not None else _directory(tempfile.gettempdir())
-        )
+        #: the default temp directory, as _directory gives it, or None: the downloader's
+        #: private directory, made when it is entered
+        self.temp_dir = _temp_directory(temp_dir) if temp_dir is not None else None
         # a fetch's temp_dir arguments already checked -> as _directory gives them
         self._temp_dirs: dict[str, str] = {}
 

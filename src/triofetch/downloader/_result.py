@@ -1,25 +1,38 @@
-"""What a fetch returns: :class:`DownloadResult`, an immutable value.
+"""What a fetch returns: :class:`DownloadResult`, an immutable value, and moving its file.
 
-Owns the result type and nothing else: it holds what the other modules of the downloader
-found out (the final URL, the file, its size and digests, the headers, the number of
-attempts).  It must not touch files, the network or the downloader's state.
+Owns the result type: it holds what the other modules of the downloader found out (the
+final URL, the file, its size and digests, the headers, the number of attempts).  The one
+file operation here is :func:`place_file`, the atomic move of a validated file to where
+the caller wants it (a fetch's ``destination``, :meth:`DownloadResult.move_to`).  It must
+not touch the network or the downloader's state.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
-__all__ = ["DownloadResult", "with_attempts"]
+import trio
+
+from .._tempfiles import new_temp_name
+from ..errors import DestinationError, InvalidInput
+
+__all__ = ["DownloadResult", "place_file", "with_attempts"]
 
 
 class DownloadResult:
     """A downloaded and validated file, waiting in the temp area (or at its destination).
 
-    The caller owns ``path``: move it where it belongs (see :class:`ArtifactStorage`) or
-    remove it — unless the fetch was given a ``destination``, which ``path`` then is.
+    ``path`` is the fetch's ``destination`` when it had one, else a temp file.  A temp file
+    in the private directory of a :class:`Downloader` opened without ``temp_dir`` is removed
+    when the downloader closes: keep it with :meth:`move_to` (or move it into an
+    :class:`ArtifactStorage`).  A temp file in a ``temp_dir`` the caller named is the
+    caller's, to move or remove.
 
     Immutable (assigning an attribute raises ``dataclasses.FrozenInstanceError``); equal to
     another result with the same attributes.
@@ -79,6 +92,36 @@ class DownloadResult:
         """The sha256 hex digest of the bytes."""
         return self.digests["sha256"]
 
+    async def move_to(self, path: str | os.PathLike[str]) -> DownloadResult:
+        """Move the file to *path* (replacing a file there) and return the moved result.
+
+        Atomic on one file system (a rename); across file systems the bytes are copied
+        next to *path* under a temp name and renamed over it, then the original is removed:
+        a reader of *path* sees the old file or the whole new one.  Runs in a worker thread;
+        once started, a cancellation waits for the move to finish.  This result is
+        unchanged (its ``path`` no longer exists afterwards): use the one returned.
+
+        Raises:
+            InvalidInput: *path* is not a path, or ends with a separator.
+            DestinationError: the file could not be written there (a directory there, no
+                such parent directory, no permission...); the file stays where it was and
+                this result is still valid.
+        """
+        if not isinstance(path, str | os.PathLike):
+            raise InvalidInput(f"move_to() takes a path, got {path!r}")
+        target = os.fspath(path)
+        if not target or target.endswith(os.sep):
+            raise InvalidInput(f"move_to() needs a file name, got {target!r}")
+        await trio.to_thread.run_sync(place_file, self._path_text, target, self.url)
+        return DownloadResult(
+            url=self.url,
+            path=target,
+            size=self.size,
+            digests=self.digests,
+            headers=self.headers,
+            attempts=self.attempts,
+        )
+
     def _fields(self) -> tuple[object, ...]:
         return (self.url, self._path_text, self.size, self.digests, self.headers, self.attempts)
 
@@ -113,3 +156,26 @@ def with_attempts(result: DownloadResult, attempts: int) -> DownloadResult:
         headers=result.headers,
         attempts=attempts,
     )
+
+
+def place_file(temp: str, destination: str, url: str) -> None:
+    """Move a validated temp file to *destination* (replacing it), atomically.
+
+    Across filesystems, the bytes are first copied next to the destination under a temp
+    name, then renamed over it: a reader of *destination* sees the old file or the new one.
+    """
+    try:
+        os.replace(temp, destination)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise DestinationError(destination, exc, url=url) from exc
+    staging = os.path.join(os.path.dirname(destination) or ".", new_temp_name())
+    try:
+        shutil.copyfile(temp, staging)
+        os.replace(staging, destination)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise DestinationError(destination, exc, url=url) from exc
+    os.unlink(temp)

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import functools
 import os
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import trio
 
 from .._digests import MultiHasher, hash_constructor, update_all
 from .._groups import collapse_single
-from .._tempfiles import new_temp_name
-from ..errors import DestinationError, DigestMismatch, SizeMismatch
+from ..errors import DigestMismatch, SizeMismatch
 from ._plan import FetchPlan
+from ._result import place_file
 
 __all__ = [
     "_FLUSH_BYTES",
@@ -61,29 +59,6 @@ def _verify(plan: FetchPlan, size: int, digests: Mapping[str, str], url: str) ->
     for algorithm, expected in plan.expected_digests.items():
         if digests[algorithm] != expected:
             raise DigestMismatch(algorithm, expected, digests[algorithm], url=url)
-
-
-def _place(temp: str, destination: str, url: str) -> None:
-    """Move a validated temp file to *destination* (replacing it), atomically.
-
-    Across filesystems, the bytes are first copied next to the destination under a temp
-    name, then renamed over it: a reader of *destination* sees the old file or the new one.
-    """
-    try:
-        os.replace(temp, destination)
-        return
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise DestinationError(destination, exc, url=url) from exc
-    staging = os.path.join(os.path.dirname(destination) or ".", new_temp_name())
-    try:
-        shutil.copyfile(temp, staging)
-        os.replace(staging, destination)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(staging)
-        raise DestinationError(destination, exc, url=url) from exc
-    os.unlink(temp)
 
 
 class _Sink:
@@ -155,7 +130,7 @@ class _Sink:
         _verify(self.plan, size, digests, self.url)
         destination = self.plan.destination
         if destination is not None:
-            _place(self.path, destination, self.url)
+            place_file(self.path, destination, self.url)
             self.path = destination
             self.placed = True
         return digests
