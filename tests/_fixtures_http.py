@@ -1,4 +1,4 @@
-"""HTTP fixtures: a real loopback server with fault injection (see tests/faultserver.py).
+"""HTTP fixtures: a real loopback server with fault injection (triofetch.testing.FaultServer).
 
 Plain synchronous fixtures: the server runs in its own threads, so they serve synchronous
 tests and Trio tests alike.  ``transport`` parametrizes a test over the HTTP transports
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultserver import FaultServer
+from triofetch.testing import FaultServer
 
 
 @pytest.fixture
-def http_server() -> Iterator[FaultServer]:
-    """A started FaultServer for one test, stopped (connections closed) at teardown."""
-    with FaultServer() as server:
-        yield server
+def http_server(triofetch_fault_server: FaultServer) -> FaultServer:
+    """A started FaultServer for one test, stopped (connections closed) at teardown: the
+    kit's ``triofetch_fault_server`` (``triofetch.testing.pytest_plugin``)."""
+    return triofetch_fault_server
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """PostgreSQL fixtures: a real server started for the session, a fresh database per test.
 
-- ``postgres_server``: session-scoped :class:`tests.pgserver.PostgresServer` (``initdb`` into
-  a temp dir, ``pg_ctl`` on a free loopback port, as an unprivileged user when root).
+- ``postgres_server``: session-scoped :class:`triofetch.testing.PostgresServer` (``initdb``
+  into a temp dir, ``pg_ctl`` on a free loopback port, as an unprivileged user when root):
+  the kit's ``triofetch_postgres_server`` fixture, so one server serves both.
 - ``postgres_server_dsn``: its DSN (the ``postgres`` maintenance database).
 - ``postgres_dsn``: a DSN to a new, empty database for this test (dropped afterwards).
 - ``store_url``: parametrized over ``sqlite`` and ``postgresql``: one behavioural suite runs
@@ -19,23 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.pgserver import FAST_SETTINGS, PostgresServer, PostgresUnavailable
+from triofetch.testing import PostgresServer
 
 _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    server = PostgresServer(settings=FAST_SETTINGS)
-    try:
-        server.start()
-    except PostgresUnavailable as exc:
-        server.stop()
-        pytest.fail(f"PostgreSQL is required by these tests and could not start: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
+def postgres_server(triofetch_postgres_server: PostgresServer) -> PostgresServer:
+    """The session's PostgreSQL server (it fails the test when it cannot start)."""
+    return triofetch_postgres_server
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,8 @@ LAYERS: dict[str, int] = {
     "triofetch._api": 7,
     "triofetch._cli": 8,
     "triofetch.__main__": 8,
+    # the testing kit: a consumer of the public API, as the command line is
+    "triofetch.testing": 8,
 }
 
 
@@ -120,3 +122,39 @@ def test_every_module_says_what_it_owns(name: str) -> None:
     if path.name == "__init__.py" and path.stat().st_size == 0:
         pytest.fail(f"{name}: an empty __init__ (say what the package holds)")
     assert doc, f"{name} has no module docstring"
+
+
+def _private_part(dotted: str) -> bool:
+    """Whether a segment of *dotted* is private (``_x``; a dunder is not)."""
+    return any(
+        part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
+        for part in dotted.split(".")
+    )
+
+
+def test_the_testing_kit_stands_on_the_public_api() -> None:
+    """``triofetch.testing`` imports triofetch's public modules only (its own private
+    modules aside): what it does, a consumer's test could do."""
+    kit = PACKAGE / "testing"
+    paths = sorted(kit.rglob("*.py"))
+    assert len(paths) >= 5, kit
+    private = [
+        f"{path.name}:{line}: {dotted}"
+        for path in paths
+        for line, module, names in imports(path)
+        for dotted in (module, *(f"{module}.{n}" for n in names))
+        if (dotted == "triofetch" or dotted.startswith("triofetch."))
+        and not dotted.startswith("triofetch.testing")
+        and _private_part(dotted)
+    ]
+    assert private == []
+
+
+def test_nothing_of_the_library_imports_the_testing_kit() -> None:
+    users = [
+        name
+        for name, targets in graph().items()
+        if not name.startswith("triofetch.testing")
+        and any(t == "triofetch.testing" or t.startswith("triofetch.testing.") for t in targets)
+    ]
+    assert users == []

@@ -1,0 +1,131 @@
+"""The pytest plugin of :mod:`triofetch.testing`: ``triofetch_*`` fixtures.
+
+Registered by an entry point (``pytest11``), so installing triofetch makes the fixtures
+available to every test suite; their names all start with ``triofetch_`` so that they never
+shadow a fixture of yours.
+
+``triofetch_fault_server``
+    a started :class:`~triofetch.testing.FaultServer` for one test.
+``triofetch_fault_server_session``
+    one started :class:`~triofetch.testing.FaultServer` shared by the whole session (with
+    Hypothesis: serve each example under its own path prefix).
+``triofetch_sqlite_store``
+    an open SQLite :class:`~triofetch.Store` with its artifact storage in a temporary
+    root (an async fixture: needs pytest-trio).
+``triofetch_postgres_server``
+    a :class:`~triofetch.testing.PostgresServer` started once for the session
+    (``initdb`` and ``pg_ctl`` on a loopback port; the test fails when PostgreSQL's server
+    binaries are missing).
+``triofetch_postgres_url``
+    the URL of a new, empty database on that server, dropped after the test.
+``triofetch_postgres_store``
+    an open :class:`~triofetch.Store` on such a database, with its artifact storage in a
+    temporary root (an async fixture: needs pytest-trio and psycopg).
+
+This module imports nothing heavy when pytest loads it: no Trio, no store, no Hypothesis,
+no psycopg; each fixture imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from triofetch.store import Store
+
+    from ._faultserver import FaultServer
+    from ._pgserver import PostgresServer
+
+__all__ = [
+    "triofetch_fault_server",
+    "triofetch_fault_server_session",
+    "triofetch_postgres_server",
+    "triofetch_postgres_store",
+    "triofetch_postgres_url",
+    "triofetch_sqlite_store",
+]
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def triofetch_fault_server() -> Iterator[FaultServer]:
+    """A started :class:`~triofetch.testing.FaultServer` for one test, stopped (its
+    connections closed) at teardown."""
+    from ._faultserver import FaultServer
+
+    with FaultServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def triofetch_fault_server_session() -> Iterator[FaultServer]:
+    """One started :class:`~triofetch.testing.FaultServer` for the whole session.
+
+    Its files, faults, authentication and counters are shared by every test using it:
+    give each test (and each Hypothesis example) its own paths.
+    """
+    from ._faultserver import FaultServer
+
+    with FaultServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def triofetch_sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """An open SQLite store with its artifact storage, both in a new temporary root."""
+    from triofetch.store import open_store
+
+    async with open_store(root=tmp_path / "triofetch-store") as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def triofetch_postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server started for the session on 127.0.0.1 (durability off), stopped
+    and deleted at the end.  Fails the test when it cannot start."""
+    from ._pgserver import POSTGRES_FAST_SETTINGS, PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer(settings=POSTGRES_FAST_SETTINGS)
+    except PostgresUnavailable as exc:
+        pytest.fail(f"triofetch_postgres_server: {exc}")
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        server.stop()
+        pytest.fail(f"triofetch_postgres_server: PostgreSQL could not start: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def triofetch_postgres_url(triofetch_postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty database on :func:`triofetch_postgres_server`, dropped
+    after the test."""
+    name = f"triofetch_test_{os.getpid()}_{next(_databases)}"
+    url = triofetch_postgres_server.create_database(name)
+    try:
+        yield url
+    finally:
+        triofetch_postgres_server.drop_database(name)
+
+
+@pytest.fixture
+async def triofetch_postgres_store(
+    triofetch_postgres_url: str, tmp_path: Path
+) -> AsyncIterator[Store]:
+    """An open store on a new PostgreSQL database, with its artifact storage in a new
+    temporary root."""
+    from triofetch.store import open_store
+
+    async with open_store(triofetch_postgres_url, root=tmp_path / "triofetch-store") as store:
+        yield store
