@@ -99,7 +99,10 @@ async def test_version1_database_is_migrated_with_its_rows(tmp_path: Path) -> No
     db = tmp_path / "old.sqlite3"
     shas = _version1_database(db, 50)
     async with open_store(f"sqlite:///{db}") as store:
-        assert SCHEMA_VERSION == 4
+        assert SCHEMA_VERSION == 5
+        # version 5: no unit of before streams its files
+        rows = await raw(store, "SELECT count(*) FROM unit_artifacts WHERE streamed")
+        assert rows[0][0] == 0
         # every unit kept its id, and got its key hash
         rows = await raw(store, "SELECT id, type, natural_key, key_hash FROM units ORDER BY id")
         assert [r[0] for r in rows] == [500 + 7 * i for i in range(50)]

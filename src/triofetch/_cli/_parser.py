@@ -81,6 +81,23 @@ def byte_size(text: str) -> int:
     return value
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1); port 0 picks
+    a free port."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"write an IPv6 address in brackets: [{host}]:PORT")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT with a port from 0 to 65535, got {text!r}"
+        )
+    return host or "127.0.0.1", int(port_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -191,10 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--repository", required=True, metavar="NAME", help="repository name")
     sync.add_argument(
         "--policy",
-        choices=["immediate", "on_demand"],
+        choices=["immediate", "on_demand", "streamed"],
         default="immediate",
         help="immediate: download now (default); on_demand: record where files are, "
-        "download nothing",
+        "download nothing ('triofetch serve' fetches and stores a file when first asked "
+        "for); streamed: as on_demand, but 'serve' streams files and never stores them",
     )
     sync.add_argument(
         "--per-host",
@@ -357,6 +375,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--repository", metavar="NAME", help="only the files of this repository's versions"
     )
     repair.add_argument("--json", action="store_true", help="print one JSON object")
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[common, store],
+        help="serve the store's repositories over HTTP (files, PULP_MANIFEST, index pages)",
+        description="Serve the complete repository versions of the store over HTTP, "
+        "read-only, in the foreground: /NAME/ is the latest version of repository NAME, "
+        "/NAME/versions/N/ version N; each file at its relative path, a PULP_MANIFEST that "
+        "another triofetch (or Pulp) can sync from, and index pages.  Ctrl-C or SIGTERM "
+        "stops it (exit 0).  Needs hypercorn: pip install 'triofetch[serve]'.",
+    )
+    serve.add_argument(
+        "--listen",
+        type=listen_address,
+        default=("127.0.0.1", 8080),
+        metavar="HOST:PORT",
+        help="the address to listen on (default 127.0.0.1:8080; port 0: a free port, shown "
+        "in the startup line); another host than a loopback one exposes the store",
+    )
+    serve.add_argument(
+        "--repository",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help="serve only these repositories (default: all of the store's)",
+    )
 
     demo = commands.add_parser(
         "demo",

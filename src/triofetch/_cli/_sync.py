@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import trio
 from rich.console import Console
 
-from ..creator import ContentUnitCreator, CreateReport
+from ..creator import ContentUnitCreator, CreateReport, Policy
 from ..downloader import Downloader
 from ..errors import (
     InvalidInput,
@@ -317,13 +317,13 @@ async def run_sync(
             removed = await storage.cleanup_temp()
             if removed:
                 log.info("removed %d temp files left by stopped processes", len(removed))
-            if policy != "on_demand" and not ignore_free_space:
+            if policy == "immediate" and not ignore_free_space:
                 await check_free_space(index, store, storage.root)
             tracker = SyncTracker(index)
             creator = ContentUnitCreator(
                 store,
                 downloader,
-                policy="on_demand" if policy == "on_demand" else "immediate",
+                policy=Policy(policy),
                 slice_size=slice_size,
                 on_event=tracker.on_event,
             )

@@ -44,7 +44,10 @@ class ContentUnitCreator:
     Args:
         store: an open :class:`Store` with an artifact storage (``open_store(root=...)``).
         downloader: an open :class:`Downloader`; its limiters bound the connections.
-        policy: ``"immediate"`` (download now) or ``"on_demand"`` (record remote artifacts).
+        policy: ``"immediate"`` (download now), ``"on_demand"`` (record remote artifacts;
+            the content app stores a file when first asked for it) or ``"streamed"``
+            (record remote artifacts the content app streams and never stores); see
+            :class:`Policy`.
         slice_size: units read, deduplicated and looked up together (one query each).
         slices_in_flight: slices processed at once (the next slice's queries overlap the
             current one's downloads).
@@ -59,7 +62,7 @@ class ContentUnitCreator:
         store: Store,
         downloader: Downloader,
         *,
-        policy: Policy | Literal["immediate", "on_demand"] = Policy.IMMEDIATE,
+        policy: Policy | Literal["immediate", "on_demand", "streamed"] = Policy.IMMEDIATE,
         slice_size: int = 500,
         slices_in_flight: int = 2,
         units_in_flight: int | None = None,
@@ -71,7 +74,7 @@ class ContentUnitCreator:
             self.policy = Policy(policy)
         except ValueError:
             raise InvalidInput(
-                f"policy must be 'immediate' or 'on_demand', got {policy!r}"
+                f"policy must be 'immediate', 'on_demand' or 'streamed', got {policy!r}"
             ) from None
         for name, value in (
             ("slice_size", slice_size),
@@ -143,6 +146,7 @@ class ContentUnitCreator:
                 downloads,
                 version,
                 immediate=self.policy is Policy.IMMEDIATE,
+                streamed=self.policy is Policy.STREAMED,
                 slice_size=self.slice_size,
                 slices_in_flight=self.slices_in_flight,
                 commit_batch=self.commit_batch,

@@ -70,6 +70,7 @@ class SlicePipeline:
         version: VersionHandle | None,
         *,
         immediate: bool,
+        streamed: bool = False,
         slice_size: int,
         slices_in_flight: int,
         commit_batch: int,
@@ -80,6 +81,8 @@ class SlicePipeline:
         self.tally = downloads.tally
         self.version = version
         self.immediate = immediate
+        #: units recorded without their files are marked streamed (never stored when served)
+        self.streamed = streamed
         self.slice_size = slice_size
         self.slices_in_flight = slices_in_flight
         self.commit_batch = commit_batch
@@ -210,7 +213,7 @@ class SlicePipeline:
                 if info is None and not immediate:
                     # nothing to download: the slice commits these itself, in one batch
                     try:
-                        records.append((unit, _on_demand_unit(unit, present)))
+                        records.append((unit, _on_demand_unit(unit, present, self.streamed)))
                     except InvalidInput as exc:  # this unit only: the others go on
                         tally.fail(unit, UnitFailed((unit.type, unit.natural_key), exc))
                     continue
@@ -332,8 +335,11 @@ class SlicePipeline:
                 tally.fail(unit, UnitFailed((unit.type, unit.natural_key), outcome.error))
 
 
-def _on_demand_unit(unit: DeclarativeUnit, present: dict[str, ArtifactRecord]) -> NewUnit:
-    """A new unit recorded with its remote files, and the stored ones *present* knows."""
+def _on_demand_unit(
+    unit: DeclarativeUnit, present: dict[str, ArtifactRecord], streamed: bool = False
+) -> NewUnit:
+    """A new unit recorded with its remote files (marked *streamed* for the ``streamed``
+    policy), and the stored ones *present* knows."""
     return NewUnit(
         unit.type,
         unit.natural_key,
@@ -342,15 +348,15 @@ def _on_demand_unit(unit: DeclarativeUnit, present: dict[str, ArtifactRecord]) -
             NewUnitArtifact(
                 art.relative_path,
                 present.get(art.sha256) if art.sha256 else None,
-                _remote(art),
+                _remote(art, streamed),
             )
             for art in unit.artifacts
         ),
     )
 
 
-def _remote(art: DeclarativeArtifact) -> RemoteArtifact:
-    return RemoteArtifact(tuple(dict.fromkeys(art.urls)), art.size, dict(art.digests))
+def _remote(art: DeclarativeArtifact, streamed: bool = False) -> RemoteArtifact:
+    return RemoteArtifact(tuple(dict.fromkeys(art.urls)), art.size, dict(art.digests), streamed)
 
 
 def _content_hash(unit: DeclarativeUnit) -> int:

@@ -37,8 +37,13 @@ class Policy(StrEnum):
 
     #: download every missing artifact now; a unit is committed with all of its files
     IMMEDIATE = "immediate"
-    #: record units and where their files can be fetched (remote artifacts); download nothing
+    #: record units and where their files can be fetched (remote artifacts); download
+    #: nothing now: the content app (``triofetch serve``) fetches a file on its first
+    #: request and stores it for the next ones
     ON_DEMAND = "on_demand"
+    #: record units as for ``ON_DEMAND``, but the content app streams their files from the
+    #: remote on every request and never stores them
+    STREAMED = "streamed"
 
 
 @dataclass

@@ -342,6 +342,16 @@ def _commit_items(
             else:
                 digests = remote.digests_json()
                 remote_rows.extend((ua_id, url, remote.size, digests) for url in urls)
+    streamed = [
+        ua_id
+        for ua_id, remote in zip(ua_ids, ua_remotes, strict=True)
+        if remote is not None and remote.streamed
+    ]
+    if streamed:
+        conn.execute(
+            db.sql("UPDATE unit_artifacts SET streamed = TRUE WHERE " + db.in_list("id")),
+            (db.list_param(streamed),),
+        )
     if remote_rows:
         db.q_insert_remotes(conn, remote_rows)
     # 5. existing units: attach downloaded artifacts they lack (on-demand units)

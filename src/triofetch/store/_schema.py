@@ -11,7 +11,8 @@ Both backends hold the same tables with the same meaning::
     units                type + natural_key unique (natural_key: JSON array of strings),
                          fields (JSON object)
                          (SQLite, from version 3: key_hash, indexed, see below)
-    unit_artifacts       unit, relative_path unique per unit, artifact (NULL: on-demand)
+    unit_artifacts       unit, relative_path unique per unit, artifact (NULL: on-demand),
+                         streamed flag (from version 5)
     remote_artifacts     unit_artifact, url (each URL once per unit_artifact), expected
                          size/digests
     repositories         name unique
@@ -55,6 +56,10 @@ Version 4 (both backends) gives a store its whole life (see ``docs/store.rst``):
   content at the same key, and two additions at one key are refused.
 - ``repository_versions.created``: when the version was started (ISO 8601, UTC; NULL for
   versions made before version 4).
+
+Version 5 (both backends): ``unit_artifacts.streamed``, set for the files of units created
+with the ``streamed`` policy: the content app serves them from their remote URLs without
+storing them (a file without it, from an ``on_demand`` unit, is stored when first served).
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ __all__ = [
     "unit_key_hash",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: a migration step: an SQL statement, or a function given the connection
 Step: TypeAlias = "str | Callable[[Any], None]"
@@ -203,6 +208,7 @@ SQLITE_MIGRATIONS: dict[int, list[Step]] = {
         "ALTER TABLE version_units ADD COLUMN added INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE repository_versions ADD COLUMN created TEXT",
     ],
+    5: ["ALTER TABLE unit_artifacts ADD COLUMN streamed INTEGER NOT NULL DEFAULT 0"],
 }
 
 POSTGRES_MIGRATIONS: dict[int, list[Step]] = {
@@ -264,6 +270,7 @@ POSTGRES_MIGRATIONS: dict[int, list[Step]] = {
         "ALTER TABLE version_units ADD COLUMN added BOOLEAN NOT NULL DEFAULT FALSE",
         "ALTER TABLE repository_versions ADD COLUMN created TEXT",
     ],
+    5: ["ALTER TABLE unit_artifacts ADD COLUMN streamed BOOLEAN NOT NULL DEFAULT FALSE"],
 }
 
 

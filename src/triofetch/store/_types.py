@@ -229,11 +229,16 @@ class Placement:
 
 @dataclass(frozen=True, slots=True)
 class RemoteArtifact:
-    """Where an artifact can be fetched later: URL(s), and the expected size and digests."""
+    """Where an artifact can be fetched later: URL(s), and the expected size and digests.
+
+    ``streamed`` marks the file of a unit created with the ``streamed`` policy: served from
+    these URLs on every request, never stored (see :mod:`triofetch.serve`).
+    """
 
     urls: tuple[str, ...]
     size: int | None = None
     digests: Mapping[str, str] = field(default_factory=dict)
+    streamed: bool = False
     _json: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -245,6 +250,8 @@ class RemoteArtifact:
             raise InvalidUnit(f"a remote artifact lists a URL twice: {checked!r}")
         if self.size is not None:
             check_size(self.size, "expected size")
+        if not isinstance(self.streamed, bool):
+            raise InvalidUnit(f"streamed must be a bool, got {self.streamed!r}")
         object.__setattr__(self, "urls", checked)
         object.__setattr__(
             self, "digests", MappingProxyType(dict(sorted(normalize_digests(self.digests).items())))
@@ -252,7 +259,7 @@ class RemoteArtifact:
         object.__setattr__(self, "_json", digests_json(self.digests))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RemoteArtifact, (self.urls, self.size, dict(self.digests)))
+        return (RemoteArtifact, (self.urls, self.size, dict(self.digests), self.streamed))
 
     def digests_json(self) -> str:
         return self._json
@@ -365,7 +372,8 @@ class MissingArtifact:
     """A file of a unit that has not been downloaded: where it goes, where to fetch it.
 
     ``urls``, ``size`` and ``digests`` come from the unit's remote artifacts (``urls`` is
-    empty when none was recorded).
+    empty when none was recorded); ``streamed`` is true for a unit created with the
+    ``streamed`` policy (served from its URLs, never stored by the content app).
     """
 
     unit_id: int
@@ -374,6 +382,7 @@ class MissingArtifact:
     urls: tuple[str, ...]
     size: int | None
     digests: Mapping[str, str]
+    streamed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

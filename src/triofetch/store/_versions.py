@@ -143,7 +143,7 @@ def missing_artifacts(
         rows: list[tuple[Any, ...]] = conn.execute(
             db.sql(
                 "SELECT ua.unit_id, u.type, u.natural_key, ua.relative_path, ra.url, ra.size,"
-                " ra.digests FROM unit_artifacts ua JOIN units u ON u.id = ua.unit_id"
+                " ra.digests, ua.streamed FROM unit_artifacts ua JOIN units u ON u.id = ua.unit_id"
                 " LEFT JOIN remote_artifacts ra ON ra.unit_artifact_id = ua.id"
                 f" WHERE ua.artifact_id IS NULL AND ua.unit_id IN ({marks})"
                 " ORDER BY ua.unit_id, ua.relative_path, ra.id"
@@ -154,14 +154,22 @@ def missing_artifacts(
 
     rows = db.run_read(work)
     found: dict[tuple[int, str], MissingArtifact] = {}
-    for uid, type_, nk, path, url, size, digests in rows:
+    for uid, type_, nk, path, url, size, digests, streamed in rows:
         item = found.get((uid, path))
         if item is None:
             key = UnitKey(type_, tuple(load_json(nk)))
-            item = found[(uid, path)] = MissingArtifact(uid, key, path, (), None, {})
+            item = found[(uid, path)] = MissingArtifact(
+                uid, key, path, (), None, {}, bool(streamed)
+            )
         if url is not None:
             found[(uid, path)] = MissingArtifact(
-                uid, item.key, path, (*item.urls, url), size, dict(_load(digests) or {})
+                uid,
+                item.key,
+                path,
+                (*item.urls, url),
+                size,
+                dict(_load(digests) or {}),
+                item.streamed,
             )
     return list(found.values())
 
