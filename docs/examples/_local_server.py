@@ -12,6 +12,7 @@ import functools
 import hashlib
 import http.server
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -31,11 +32,20 @@ def write_files(directory: str | os.PathLike[str], files: Mapping[str, bytes]) -
         path.write_bytes(data)
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # a client that went away mid-body (a download cancelled on purpose) is no error
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 @contextlib.contextmanager
 def serve_directory(directory: str | os.PathLike[str]) -> Iterator[str]:
     """Serve *directory* on a free port of 127.0.0.1; yields the base URL (ending in ``/``)."""
     handler = functools.partial(_QuietHandler, directory=os.fspath(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
