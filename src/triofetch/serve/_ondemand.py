@@ -1,0 +1,455 @@
+"""Files recorded but not stored: fetched from the remote on request, streamed, then kept.
+
+Owns the *flights* of the content app: one upstream download per file being fetched,
+shared by every request for that file.  A flight runs in the app's own nursery (never in a
+request's task, so a client that goes away cancels nothing for the others); it streams the
+body through :meth:`Downloader.stream` into a temp file in the storage's temp area, hashing
+as the bytes go, and publishes how much is written; the requests read that file by offset
+(``os.pread`` in worker threads) and send what is there.  At the end of the body the size
+and digests the unit declares are checked; then, for an ``on_demand`` unit, the file is
+adopted into the storage and attached to its unit (:meth:`ArtifactStorage.adopt`, then
+:meth:`Store.fill_artifacts`: the path of ``fill_missing``), and the flight ends; for a
+``streamed`` unit (or a store opened read-only) the temp file is dropped instead.
+
+What a client can take as complete is only ever validated bytes: a response never sends
+its last byte before the flight has validated the whole file, so when validation fails (or
+the upstream breaks off and another attempt starts over) every response that has begun is
+aborted (the connection closed short of its length or of the last chunk), nothing is
+stored, and the next request starts a new flight.  A flight that fails before any byte
+arrived is a ``502`` with a short reason for every request waiting on it.
+
+It must not parse URLs or headers of requests (the app does) nor answer stored files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import trio
+
+from ..downloader import Downloader
+from ..errors import (
+    DigestMismatch,
+    DownloadError,
+    SizeMismatch,
+    StoreError,
+    TriofetchError,
+    describe_error,
+)
+from ..storage import ArtifactStorage
+from ..store import ArtifactRecord, MissingArtifact, Store, UnitKey
+
+__all__ = ["Flight", "OnDemandFiles", "Responder", "UpstreamFailed"]
+
+log = logging.getLogger("triofetch.serve")
+
+#: bytes gathered from the upstream before they are written and offered to the requests
+_FLUSH = 64 * 1024
+
+
+class UpstreamFailed(Exception):
+    """A response already begun could not be completed with validated bytes: the request
+    task raises it, and the server closes the connection short (the client sees an
+    incomplete response, never a complete wrong one)."""
+
+
+class Responder(Protocol):
+    """What a flight's request needs of the app's exchange."""
+
+    @property
+    def head(self) -> bool: ...
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
+
+    async def body(self, data: bytes, *, more: bool = False) -> None: ...
+
+    async def error(self, status: int, detail: str = "") -> None: ...
+
+
+class _Attempt:
+    """The temp file of one attempt at the upstream body, and its hashers.
+
+    The :class:`BodyConsumer` of :meth:`Downloader.stream`: ``feed`` gathers chunks and
+    writes them (with their hashing) in a worker thread, ``finish`` checks the whole.
+    """
+
+    def __init__(self, flight: Flight, storage: ArtifactStorage, url: str) -> None:
+        self.flight = flight
+        self.url = url
+        self.path = str(storage.new_temp_path())
+        self.fd: int | None = None
+        #: bytes written to the file (what requests may read)
+        self.written = 0
+        self.size = 0
+        self.readers = 0
+        #: replaced by a later attempt, or the flight ended: close fd with the last reader
+        self.retired = False
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        names = {"sha256", *flight.expected}
+        self._hashers = {name: hashlib.new(name) for name in names}
+
+    # -- BodyConsumer ------------------------------------------------------------------
+
+    async def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        declared = self.flight.size
+        if declared is not None and self.size > declared:
+            raise SizeMismatch(declared, self.size, url=self.url, exceeded=True)
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        if self._pending_size >= _FLUSH:
+            await self._flush()
+
+    async def finish(self) -> _Attempt:
+        await self._flush()
+        if self.fd is None:  # an empty body: the file still exists, empty
+            await trio.to_thread.run_sync(self._write, b"", limiter=self.flight.limiter)
+        declared = self.flight.size
+        if declared is not None and self.size != declared:
+            raise SizeMismatch(declared, self.size, url=self.url)
+        for name, expected in self.flight.expected.items():
+            actual = self._hashers[name].hexdigest()
+            if actual != expected:
+                raise DigestMismatch(name, expected, actual, url=self.url)
+        return self
+
+    # -- the file ----------------------------------------------------------------------
+
+    @property
+    def digests(self) -> dict[str, str]:
+        return {name: h.hexdigest() for name, h in self._hashers.items()}
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending, self._pending_size = [], 0
+        await trio.to_thread.run_sync(self._write, data, limiter=self.flight.limiter)
+        self.written += len(data)
+        self.flight.notify()
+
+    def _write(self, data: bytes) -> None:
+        """(worker thread) Append *data* to the temp file and hash it."""
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        for hasher in self._hashers.values():
+            hasher.update(data)
+
+    def release(self) -> None:
+        """Close the file once it is retired and no request reads it any more."""
+        if self.retired and self.readers == 0 and self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+    def remove(self) -> None:
+        """Remove the temp file (requests that read it hold it open: they read on)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+class Flight:
+    """One upstream download of one file, shared by every request for it."""
+
+    def __init__(
+        self,
+        key: UnitKey,
+        unit_id: int,
+        relative_path: str,
+        size: int | None,
+        sha256: str | None,
+        limiter: trio.CapacityLimiter,
+    ) -> None:
+        self.key = key
+        self.unit_id = unit_id
+        self.relative_path = relative_path
+        #: the size the unit declares (from the index, then its remote artifact)
+        self.size = size
+        #: the digests the bytes must have
+        self.expected: dict[str, str] = {} if sha256 is None else {"sha256": sha256}
+        self.limiter = limiter
+        #: the attempt whose bytes the requests read (None before the first byte)
+        self.attempt: _Attempt | None = None
+        #: the whole file validated (and stored, unless streamed)
+        self.done = False
+        #: the file turned out to be stored already: serve it from the storage
+        self.stored: ArtifactRecord | None = None
+        self.error: BaseException | None = None
+        self.upstream_gets = 0
+        self._changed = trio.Event()
+
+    def notify(self) -> None:
+        """Wake every request waiting for more bytes or the end."""
+        event, self._changed = self._changed, trio.Event()
+        event.set()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+
+class OnDemandFiles:
+    """The flights of one content app.
+
+    Args:
+        store: the app's store; with ``store.readonly`` nothing is stored (every file is
+            streamed).
+        downloader: the :class:`Downloader` of the upstream requests, or None: one with
+            the defaults, opened by :meth:`running`.
+        limiter: bounds the worker threads writing and reading temp files.
+        chunk_size: the most bytes sent in one body message.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        downloader: Downloader | None = None,
+        limiter: trio.CapacityLimiter,
+        chunk_size: int,
+    ) -> None:
+        assert store.storage is not None
+        self.store = store
+        self.storage: ArtifactStorage = store.storage
+        self._given = downloader
+        self._downloader = downloader
+        self._limiter = limiter
+        self._chunk = chunk_size
+        self._flights: dict[tuple[int, str], Flight] = {}
+        self._nursery: trio.Nursery | None = None
+        self._starting: trio.Event | None = None
+        #: how many upstream bodies were requested (for tests and the access log)
+        self.upstream_gets = 0
+
+    # -- the flights' nursery ------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the flights (and the default downloader) for the duration of the block:
+        the app's lifespan.  Leaving cancels the flights in progress (their temp files
+        are removed, nothing is stored)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._given is None:
+                self._downloader = await stack.enter_async_context(Downloader())
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            self._nursery = nursery
+            try:
+                yield
+            finally:
+                self._nursery = None
+                nursery.cancel_scope.cancel()
+
+    async def _ensure_running(self) -> trio.Nursery:
+        """The flights' nursery; without a lifespan (an ASGI server that sends none), a
+        system task holding one is started on first use."""
+        while self._nursery is None:
+            if self._starting is None:
+                self._starting = trio.Event()
+                trio.lowlevel.spawn_system_task(self._system_service, self._starting)
+            await self._starting.wait()
+        return self._nursery
+
+    async def _system_service(self, started: trio.Event) -> None:
+        try:
+            async with self.running():
+                started.set()
+                await trio.sleep_forever()
+        except BaseException as exc:  # a system task must not raise
+            if not isinstance(exc, trio.Cancelled):
+                log.error("the on-demand service stopped: %s", describe_error(exc))
+        finally:
+            started.set()
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def serve(
+        self,
+        ex: Responder,
+        key: UnitKey,
+        unit_id: int,
+        relative_path: str,
+        size: int | None,
+        sha256: str | None,
+        extra_headers: list[tuple[bytes, bytes]],
+    ) -> ArtifactRecord | None:
+        """Answer a request for a file not stored: join (or start) its flight and stream
+        it.  Returns the file's record when it turned out to be stored already (the
+        caller serves it from the storage then); raises :class:`UpstreamFailed` when a
+        begun response cannot end with validated bytes."""
+        where = (unit_id, relative_path)
+        flight = self._flights.get(where)
+        if flight is None:
+            flight = Flight(key, unit_id, relative_path, size, sha256, self._limiter)
+            self._flights[where] = flight  # (before any checkpoint: one flight per file)
+            try:
+                nursery = await self._ensure_running()
+            except BaseException:
+                del self._flights[where]
+                raise
+            nursery.start_soon(self._fly, flight)
+        return await self._follow(ex, flight, extra_headers)
+
+    async def _follow(
+        self, ex: Responder, flight: Flight, extra_headers: list[tuple[bytes, bytes]]
+    ) -> ArtifactRecord | None:
+        # wait for the first bytes, the end, or a failure before answering anything
+        while True:
+            if flight.stored is not None:
+                return flight.stored
+            attempt = flight.attempt
+            if attempt is not None and (attempt.written or flight.done):
+                break
+            if flight.error is not None:
+                await ex.error(502, _reason(flight.error))
+                return None
+            await flight.changed()
+        size = flight.size if flight.size is not None else (attempt.size if flight.done else None)
+        headers = list(extra_headers)
+        if size is not None:
+            headers.append((b"content-length", str(size).encode()))
+        if "sha256" in flight.expected:
+            headers.append((b"etag", f'"{flight.expected["sha256"]}"'.encode()))
+        attempt.readers += 1
+        try:
+            await ex.start(200, headers)
+            if ex.head:
+                await ex.body(b"")
+                return None
+            offset = 0
+            while True:
+                if flight.attempt is not attempt:  # the upstream started over
+                    raise UpstreamFailed(f"{flight.relative_path}: the upstream broke off")
+                # the last byte waits for the validation of the whole
+                limit = attempt.written if flight.done else attempt.written - 1
+                if offset < limit:
+                    count = min(limit - offset, self._chunk)
+                    fd = attempt.fd
+                    assert fd is not None
+                    data = await trio.to_thread.run_sync(
+                        os.pread, fd, count, offset, limiter=self._limiter
+                    )
+                    if not data:
+                        raise UpstreamFailed(f"{flight.relative_path}: the temp file ended")
+                    offset += len(data)
+                    await ex.body(data, more=True)
+                    continue
+                if flight.done:
+                    await ex.body(b"")
+                    return None
+                if flight.error is not None:
+                    raise UpstreamFailed(f"{flight.relative_path}: {_reason(flight.error)}")
+                await flight.changed()
+        finally:
+            attempt.readers -= 1
+            attempt.release()
+
+    # -- a flight ------------------------------------------------------------------------
+
+    async def _fly(self, flight: Flight) -> None:
+        key = (flight.unit_id, flight.relative_path)
+        attempts: list[_Attempt] = []
+        try:
+            remote = await self._remote(flight)
+            if remote is None:
+                return  # stored meanwhile: flight.stored is set
+            streamed = remote.streamed or self.store.readonly
+            done = await self._download(flight, remote, attempts)
+            if not streamed:
+                record = ArtifactRecord(done.digests["sha256"], done.size, done.digests)
+                with trio.CancelScope(shield=True):  # a started commit is not cut short
+                    await self.storage.adopt(
+                        done.path, sha256=record.sha256, size=record.size, digests=done.digests
+                    )
+                    await self.store.fill_artifacts(
+                        {flight.unit_id: {flight.relative_path: record}}
+                    )
+                log.info(
+                    "%s: fetched on demand and stored (%d bytes)", flight.relative_path, done.size
+                )
+            flight.done = True
+        except trio.Cancelled:
+            flight.error = UpstreamFailed("the server is stopping")
+            raise
+        except Exception as exc:
+            flight.error = exc
+            log.warning(
+                "%s: fetching on demand failed: %s", flight.relative_path, describe_error(exc)
+            )
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            for attempt in attempts:
+                attempt.retired = True
+                attempt.remove()  # (an adopted file is no longer there: nothing happens)
+                attempt.release()
+            flight.notify()
+
+    async def _remote(self, flight: Flight) -> MissingArtifact | None:
+        """Where the file can be fetched (the unit's remote artifact), or None when it is
+        stored after all (``flight.stored`` then says where)."""
+        missing = await self.store.missing_artifacts(after_id=flight.unit_id - 1, limit=1)
+        for item in missing:
+            if item.unit_id == flight.unit_id and item.relative_path == flight.relative_path:
+                if not item.urls:
+                    raise LookupError("no remote URL was recorded for this file")
+                if item.size is not None:
+                    flight.size = item.size if flight.size is None else flight.size
+                for name, value in item.digests.items():
+                    flight.expected.setdefault(name, value)
+                return item
+        units = await self.store.find_units([flight.key])
+        info = units.get(flight.key)
+        record = (
+            None
+            if info is None or info.id != flight.unit_id
+            else info.artifacts.get(flight.relative_path)
+        )
+        if record is None:
+            raise LookupError("the unit no longer holds this file")
+        flight.stored = record
+        return None
+
+    async def _download(
+        self, flight: Flight, remote: MissingArtifact, attempts: list[_Attempt]
+    ) -> _Attempt:
+        """The upstream body, from the first of the remote's URLs that serves it whole."""
+        assert self._downloader is not None
+        errors: list[BaseException] = []
+        for url in remote.urls:
+
+            def consumer(url: str = url) -> _Attempt:
+                previous = flight.attempt
+                attempt = _Attempt(flight, self.storage, url)
+                attempts.append(attempt)
+                flight.attempt = attempt
+                if previous is not None:
+                    previous.retired = True
+                    previous.remove()
+                    previous.release()
+                    flight.notify()  # the requests reading it stop
+                self.upstream_gets += 1
+                flight.upstream_gets += 1
+                return attempt
+
+            try:
+                return await self._downloader.stream(url, consumer)
+            except (DownloadError, OSError) as exc:
+                errors.append(exc)
+                log.info("%s: %s", flight.relative_path, describe_error(exc))
+        raise errors[-1] if errors else LookupError("no remote URL")
+
+
+def _reason(error: BaseException) -> str:
+    """A short reason for a 502 (never a credential: the errors redact their URLs)."""
+    if isinstance(error, TriofetchError | StoreError | LookupError | UpstreamFailed):
+        text = str(error)
+    else:
+        text = type(error).__name__
+    return "the upstream could not be fetched: " + text.splitlines()[0][:300]
