@@ -34,7 +34,6 @@ def main() -> None:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = "http://{}:{}/hello.txt".format(*server.server_address[:2])
         try:
-            # [start-fetch]
             result = triofetch.fetch(
                 url,
                 expected_digests={"sha256": hashlib.sha256(data).hexdigest()},
@@ -48,7 +47,6 @@ def main() -> None:
                 print(f"  {algorithm}: {digest[:16]}...")
             # The temp file is ours: move it where it belongs, or remove it.
             result.path.replace(Path(tmp, "hello.txt"))
-            # [end-fetch]
 
             try:
                 triofetch.fetch(
