@@ -184,10 +184,25 @@ class FetchOutcomes:
         return self
 
     async def __anext__(self) -> FetchOutcome:
+        # An outcome already waiting is taken without a yield to the scheduler (a
+        # cancellation is still seen): the caller drains what completed while it worked,
+        # instead of one task switch per outcome.
         try:
-            return await self._receive.receive()
+            outcome = self._receive.receive_nowait()
+        except trio.WouldBlock:
+            try:
+                return await self._receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                raise StopAsyncIteration from None
         except (trio.EndOfChannel, trio.ClosedResourceError):
+            await trio.lowlevel.checkpoint()
             raise StopAsyncIteration from None
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            _discard(outcome)  # (never handed to the caller)
+            raise
+        return outcome
 
 
 def _drain(receive: trio.MemoryReceiveChannel[FetchOutcome]) -> None:
@@ -311,7 +326,11 @@ async def _one(fetcher: _Fetcher, job: _Job, send: trio.MemorySendChannel[FetchO
     else:
         outcome = FetchSucceeded(job.request, result)
     try:
-        await send.send(outcome)
+        try:
+            # (no yield when the buffer has room: the worker's next fetch checkpoints)
+            send.send_nowait(outcome)
+        except trio.WouldBlock:
+            await send.send(outcome)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         _discard(outcome)
         return False
