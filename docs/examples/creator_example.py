@@ -90,7 +90,8 @@ async def create(root: Path, units: list[triofetch.DeclarativeUnit]) -> triofetc
 def print_report(report: triofetch.CreateReport) -> None:
     print(
         f"repository {report.repository!r}: version {report.version} "
-        f"(latest: {report.latest_version}); units: {report.units_total} total, "
+        f"({'created' if report.created else 'unchanged'}, latest: {report.latest_version}); "
+        f"units: {report.units_total} total, "
         f"{report.units_new} new, {report.units_existing} existing, "
         f"{report.units_failed} failed; artifacts: {report.artifacts_downloaded} downloaded, "
         f"{report.artifacts_reused} reused, {report.bytes_downloaded} bytes"
@@ -108,7 +109,8 @@ def main() -> None:
             units = describe(base_url, files)
             first = trio.run(create, root, units)
             print_report(first)
-            # A second run finds every unit present: nothing is downloaded, no new version.
+            # A second run finds every unit present: nothing is downloaded, and no new
+            # version is made (the report names version 1, which holds them all).
             second = trio.run(create, root, units)
             print_report(second)
         finally:
@@ -116,7 +118,7 @@ def main() -> None:
             server.server_close()
     assert first.ok and first.units_new == 5 and first.version == 1
     assert second.ok and second.units_existing == 5 and second.artifacts_downloaded == 0
-    assert second.version is None
+    assert second.version == 1 and not second.created  # no new version: nothing changed
 
 
 if __name__ == "__main__":
