@@ -97,3 +97,36 @@ def test_a_misspelt_option_is_a_type_error(tmp_path: Path) -> None:
     errors = [line for line in run.stdout.splitlines() if ": error:" in line]
     assert [e.split(":")[1] for e in errors] == ["3", "4"], run.stdout
     assert all('"retires"' in e for e in errors), run.stdout
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+
+
+def test_the_typed_usage_file_is_strict_clean_from_outside(tmp_path: Path) -> None:
+    # docs/examples/typed_usage.py (run by tests/test_docs_examples.py, and checked in place
+    # by `nox -s typecheck`) as a user's module beside its helper, outside the project
+    helper = (EXAMPLES / "_local_server.py").read_text(encoding="utf-8")
+    (tmp_path / "_local_server.py").write_text(helper, encoding="utf-8")
+    run = mypy_strict(tmp_path, (EXAMPLES / "typed_usage.py").read_text(encoding="utf-8"))
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_misused_outcomes_are_type_errors(tmp_path: Path) -> None:
+    run = mypy_strict(
+        tmp_path,
+        "import triofetch\n"
+        "async def main(dl: triofetch.Downloader) -> None:\n"
+        "    async with dl.fetch_many(['http://127.0.0.1:9/x']) as outcomes:\n"
+        "        async for outcome in outcomes:\n"
+        "            print(outcome.result)\n"  # 5: a FetchFailed has no result
+        "            if not outcome.ok:\n"
+        "                print(outcome.result)\n"  # 7: narrowed to FetchFailed
+        "            else:\n"
+        "                print(outcome.error)\n"  # 9: narrowed to FetchSucceeded
+        "    triofetch.FetchRequest('http://127.0.0.1:9/x', {'sha256': '0' * 64})\n"  # 10
+        "    for done in triofetch.download_units([]):\n"
+        "        if done.ok:\n"
+        "            print(done.error)\n",  # 13: a DownloadedUnit has no error
+    )
+    errors = [line for line in run.stdout.splitlines() if ": error:" in line]
+    assert [e.split(":")[1] for e in errors] == ["5", "7", "9", "10", "13"], run.stdout
