@@ -72,8 +72,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on src/, and on the documented examples as a user's code (through the
-    installed package's public names)."""
+    """mypy --strict on src/, and on docs/examples/ as a user's code (through the installed
+    package's public names): every documented example, and typed_usage.py, a typed usage
+    file of the public API (tests/test_docs_examples.py runs them all)."""
     session.install("-e", ".[postgres]", "mypy")
     session.run("mypy", "--strict", "src/triofetch")
     session.run("mypy", "--strict", "docs/examples")
