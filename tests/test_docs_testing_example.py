@@ -1,10 +1,11 @@
-"""The example of docs/testing.rst runs, as a consumer's test suite would run it.
+"""The examples of docs/testing.rst run, as a consumer's test suite would run them.
 
-``docs/examples/testing_racing_creators.py`` is copied into an empty directory (no
-``pyproject.toml``, no conftest of this project) and run by a new pytest process: the
-``triofetch_*`` fixtures it uses come from the plugin that the installed package's entry
-point registers, nothing else.  A second consumer file there uses the store fixtures from
-Trio tests, and ``pytest --fixtures`` lists them.
+``docs/examples/testing_*.py`` (pytest files, which ``tests/test_docs_examples.py`` leaves
+to this module) are copied into an empty directory (no ``pyproject.toml``, no conftest of
+this project) and run by a new pytest process: the ``triofetch_*`` fixtures they use come
+from the plugin that the installed package's entry point registers, nothing else.  A
+consumer's test file there uses the PostgreSQL fixtures too, and ``pytest --fixtures``
+lists them all.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples"
-EXAMPLE = EXAMPLE / "testing_racing_creators.py"
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 
 FIXTURES = [
     "triofetch_fault_server",
@@ -84,8 +84,9 @@ def run_pytest(where: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def consumer(tmp_path: Path) -> Path:
-    """An empty project holding the example (and a test file of a consumer)."""
-    shutil.copy(EXAMPLE, tmp_path / "test_racing_creators.py")
+    """An empty project holding the examples (and a test file of a consumer)."""
+    for example in EXAMPLES.glob("testing_*.py"):
+        shutil.copy(example, tmp_path / example.name)
     (tmp_path / "test_consumer.py").write_text(CONSUMER, encoding="utf-8")
     (tmp_path / "conftest.py").write_text(CONFTEST, encoding="utf-8")
     return tmp_path
@@ -95,7 +96,7 @@ def test_the_example_passes(consumer: Path) -> None:
     # a fixed seed: the drawn examples (and so the events counted below) are the same each run
     result = run_pytest(
         consumer,
-        "test_racing_creators.py",
+        "testing_racing_creators.py",
         "-q",
         "--hypothesis-show-statistics",
         "--hypothesis-seed=17",
@@ -105,6 +106,15 @@ def test_the_example_passes(consumer: Path) -> None:
     # Hypothesis ran the race with cancellations and faults, not only the happy path
     assert "first run: cancelled" in result.stdout, result.stdout
     assert "run: failures" in result.stdout, result.stdout
+
+
+def test_the_fault_server_and_check_store_examples_pass(consumer: Path) -> None:
+    result = run_pytest(consumer, "testing_fault_server.py", "testing_check_store.py", "-q", "-s")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
+    # what check_store says of the damaged store
+    assert "corrupt_file - the file of artifact" in result.stdout
+    assert "temp_file - a temp file was left behind" in result.stdout
 
 
 def test_the_plugin_fixtures_in_a_consumer_project(consumer: Path) -> None:
@@ -129,6 +139,9 @@ def test_pytest_lists_the_fixtures(consumer: Path) -> None:
         assert re.search(line, result.stdout, re.MULTILINE), (name, result.stdout)
 
 
-def test_the_example_is_a_documented_literalinclude() -> None:
-    page = (EXAMPLE.parent.parent / "testing.rst").read_text(encoding="utf-8")
-    assert ".. literalinclude:: examples/testing_racing_creators.py" in page
+def test_the_examples_are_shown_on_the_page() -> None:
+    page = (EXAMPLES.parent / "testing.rst").read_text(encoding="utf-8")
+    examples = sorted(p.name for p in EXAMPLES.glob("testing_*.py"))
+    assert len(examples) == 3, examples
+    for name in examples:
+        assert f".. literalinclude:: examples/{name}" in page, name
