@@ -48,6 +48,7 @@ EXPECTED_OUTPUT: dict[str, list[str]] = {
         r"^failed http://127\.0\.0\.1:\d+/a\.txt - DigestMismatch$",
         r"^failed http://127\.0\.0\.1:\d+/missing\.txt - HTTPStatusError$",
         r"^kept: a\.txt, b\.txt, c\.txt$",
+        r"^kept the first 2 of 20; files left: 2$",
     ],
     "nursery_example.py": [r"^10 files kept, 1 failed:$", r"HTTP 404 .*/not-there\.bin"],
     "where_files_go.py": [r"^kept: a\.txt b\.txt - removed: tf-", r"^left in temp_dir: incoming$"],

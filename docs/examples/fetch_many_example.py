@@ -21,6 +21,7 @@ FILES = {
     "a.txt": b"the first file\n" * 100,
     "b.txt": b"the second file\n" * 200,
     "mirror/c.txt": b"the third file\n" * 300,
+    **{f"many/{n}.bin": bytes([n]) * 100_000 for n in range(20)},
 }
 
 
@@ -61,6 +62,23 @@ async def fetch_all(base: str, keep: Path) -> list[str]:
     return failed
 
 
+async def first_two(base: str, incoming: Path) -> list[triofetch.DownloadResult]:
+    """Keep the first two files that arrive, out of twenty; leave the rest behind."""
+    kept: list[triofetch.DownloadResult] = []
+    # [start-leave-early]
+    async with (
+        triofetch.Downloader(temp_dir=incoming) as dl,  # temp files stay here: ours
+        dl.fetch_many([f"{base}many/{n}.bin" for n in range(20)]) as outcomes,
+    ):
+        async for outcome in outcomes:
+            if outcome.ok:
+                kept.append(outcome.result)
+            if len(kept) == 2:
+                break  # the other downloads are cancelled, their files removed
+    # [end-leave-early]
+    return kept
+
+
 def main() -> None:
     with serve_files(FILES) as base, tempfile.TemporaryDirectory() as tmp:
         keep = Path(tmp)
@@ -69,6 +87,14 @@ def main() -> None:
         kept = sorted(p.name for p in keep.iterdir())
         print("kept:", ", ".join(kept))
         assert kept == ["a.txt", "b.txt", "c.txt"]
+        incoming = Path(tmp, "incoming")
+        incoming.mkdir()
+        first = trio.run(first_two, base, incoming)
+        left = sorted(incoming.iterdir())
+        print("kept the first", len(first), "of 20; files left:", len(left))
+        assert left == sorted(result.path for result in first)  # nothing else
+        for result in first:
+            result.path.unlink()
 
 
 if __name__ == "__main__":
