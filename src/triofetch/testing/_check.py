@@ -136,7 +136,13 @@ async def check_store(
             break
         after = cursor
 
+    checked: set[UnitKey] = set()
+
     def unit_files(info: UnitInfo, repository: str | None, version: int | None) -> None:
+        """A unit's files are recorded artifacts (each unit once, however often listed)."""
+        if info.key in checked:
+            return
+        checked.add(info.key)
         for relative_path, record in sorted(info.artifacts.items()):
             if record is None:
                 if not on_demand_ok:
