@@ -66,8 +66,8 @@ def stress(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff lint and format check."""
     session.install("ruff")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "docs/examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "docs/examples", "noxfile.py")
 
 
 @nox.session(python=PYTHON)
