@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "triofetch.repairing": 6,
     "triofetch": 7,  # the package's __init__: the lazy public face over everything
     "triofetch._api": 7,
+    "triofetch.serve": 7,
     "triofetch._cli": 8,
     "triofetch.__main__": 8,
     # the testing kit: a consumer of the public API, as the command line is

@@ -1,7 +1,7 @@
 """``triofetch``'s main: parse, run one command under Trio, turn its end into a status.
 
-Owns running a command (sync, list, versions, export, verify, repair, prune, gc, demo) and
-how every command ends; must not hold a command's own work (each is in its module) nor
+Owns running a command (sync, list, versions, export, verify, repair, prune, gc, serve,
+demo) and how every command ends; must not hold a command's own work (each is in its module) nor
 import a private module of ``triofetch``.
 
 Every command, on every fault, ends with one line on stderr (``triofetch: error: ...``, or
@@ -69,6 +69,10 @@ def _command(name: str) -> Command:
         from ._repair import repair_command
 
         return repair_command
+    if name == "serve":
+        from ._serve import serve_command
+
+        return serve_command
     from ._demo import demo_command
 
     return demo_command

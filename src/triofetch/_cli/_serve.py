@@ -1,0 +1,85 @@
+"""``triofetch serve``: the content app of a store on hypercorn, in the foreground.
+
+Owns the command: opening the store read-only, checking the repositories asked for, the
+startup line (the real URL, also for port 0), the access log at ``-v`` (the app's
+``triofetch.serve`` logger) and the clean stop: SIGINT (Ctrl-C) or SIGTERM stops accepting,
+lets the requests in flight finish for a few seconds, closes the store, and exits 0; a
+second signal stops at once (status 130 / 143).  It must not hold any of the app's work,
+which is :mod:`triofetch.serve`'s, nor import a private module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import signal
+import sys
+from functools import partial
+
+import trio
+
+from ..errors import redact_url
+from ..serve import INSTALL_HINT, make_app, serve_app
+from ._common import EXIT_OK, CLIError, existing_store, log, resolve_root, warn
+
+__all__ = ["serve_command"]
+
+
+def _stop_signals() -> list[signal.Signals]:
+    signals = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signals.append(signal.SIGINT)
+    return signals
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError in *exc* or the groups nested in it (the server's nurseries)."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _os_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def serve_command(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("hypercorn") is None:
+        raise CLIError(f"'triofetch serve' needs hypercorn, which is not installed: {INSTALL_HINT}")
+    host, port = args.listen
+    if getattr(args, "verbose", 0) < 2:
+        # hypercorn's own "Running on" line says what the startup line says
+        logging.getLogger("hypercorn.error").setLevel(logging.WARNING)
+    root = resolve_root(args.root)
+    async with existing_store(root, args.db, connect_timeout=args.db_connect_timeout) as store:
+        wanted = args.repository or None
+        if wanted:
+            known = set(await store.repositories())
+            unknown = [name for name in wanted if name not in known]
+            if unknown:
+                raise CLIError("no repository named " + ", ".join(repr(name) for name in unknown))
+        app = make_app(store, repositories=wanted)
+        what = str(root) if args.db is None else f"{redact_url(args.db)} (files under {root})"
+        stop = trio.Event()
+        signum: int = signal.SIGTERM
+        with trio.open_signal_receiver(*_stop_signals()) as received:
+            async with trio.open_nursery() as nursery:
+                server = partial(serve_app, app, host=host, port=port, shutdown_trigger=stop.wait)
+                try:
+                    urls = await nursery.start(server)
+                except (OSError, BaseExceptionGroup) as exc:
+                    found = _os_error(exc)
+                    if found is None:
+                        raise
+                    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                    raise CLIError(f"cannot listen on {where}: {found.strerror or found}") from None
+                url = urls[0] if urls else f"http://{host}:{port}"
+                print(f"Serving {what} at {url}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+                async for signum in received:
+                    log.info("%s: stopping", signal.Signals(signum).name)
+                    stop.set()
+                    break
+    warn(f"stopped ({signal.Signals(signum).name})")
+    return EXIT_OK

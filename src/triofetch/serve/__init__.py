@@ -1,0 +1,58 @@
+"""Serving a store over HTTP: the content app, an ASGI 3 application, and a way to run it.
+
+::
+
+    from triofetch import open_store
+    from triofetch.serve import make_app, serve_app
+
+    async with await open_store(None, root="/srv/triofetch", create=False, readonly=True) as store:
+        await serve_app(make_app(store), host="127.0.0.1", port=8080)
+
+:func:`make_app` returns a plain ASGI 3 application (no framework), so a Trio program can
+also mount it in its own ASGI server.  :func:`serve_app` runs it on hypercorn's Trio worker
+(``pip install 'triofetch[serve]'``); ``triofetch serve`` is that, from the command line.
+
+What is served, read-only (see ``docs/serve.rst``):
+
+- ``/`` an index of the repositories; ``/NAME/`` the latest complete version of NAME,
+  ``/NAME/versions/`` its complete versions, ``/NAME/versions/N/`` version N;
+- in a version: each file at its relative path, a generated ``PULP_MANIFEST`` listing
+  exactly that version (``relative_path,sha256,size``), an HTML index page at every
+  directory level;
+- ``GET`` and ``HEAD``; ``ETag`` (the quoted sha256) and ``If-None-Match`` (304); one byte
+  range (206, or 416 when unsatisfiable; several ranges get the whole file, 200);
+  ``Content-Length``; a ``Content-Type`` by extension;
+- anything else is 404; a target that tries to leave the tree (``..``, encoded slashes or
+  dots, NUL, backslashes, empty segments, absolute URLs) is 400; a symbolic link in the
+  storage is never followed.
+
+Stored files are read in worker threads (``trio.to_thread.run_sync`` under the app's
+``file_limiter``), 256 KiB a body message, the next piece read while the one before is
+sent; the Trio loop never blocks on the disk nor on the database (the :class:`Store` runs
+its queries in worker threads).  hypercorn offers no zero-copy (``sendfile``) extension, so
+the bytes pass through Python.
+
+The hook for files that are recorded but not stored: a unit created with the ``on_demand``
+policy has its files in the version without their bytes in the storage.  Every request for
+such a file reaches one method, ``ContentApp._serve_unstored(exchange, index, entry)``
+(``entry``: the :class:`~triofetch.serve._index.FileEntry` with the path, the sha256 and
+size the unit declares, and its unit id); today it answers 404 ``not stored``.  On-demand
+streaming (fetch from the recorded URLs, stream while storing, all or nothing) and the
+``streamed`` policy plug in there and nowhere else; the URL layout, the caches, the
+validators and ranges stay as they are.
+
+This package owns the HTTP face of the store; it reads the store through its public API
+(:meth:`Store.latest_version`, :meth:`Store.get_version`, :meth:`Store.list_units`,
+:meth:`Store.versions`, :meth:`Store.repositories`) and the storage's ``artifacts``
+directory, and never writes to either.
+"""
+
+from __future__ import annotations
+
+from .._public import publish
+from ._app import DEFAULT_CHUNK_SIZE, ContentApp, make_app
+from ._server import INSTALL_HINT, serve_app
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "INSTALL_HINT", "ContentApp", "make_app", "serve_app"]
+
+publish(__name__, globals())

@@ -1,0 +1,670 @@
+"""The content app: :class:`ContentApp`, a plain ASGI 3 application over a :class:`Store`.
+
+Owns the routes (``/``, ``/NAME/``, ``/NAME/versions/``, ``/NAME/versions/N/``), which
+version a request reads and the caches of those lookups, and the responses: files with
+their validators and ranges, the generated manifests, index pages, redirects and errors,
+and one access-log line per request.  The rules it follows live below it: reading the target
+(``_urls``), conditional and range requests (``_http``), the version's table and pages
+(``_index``), opening stored files (``_files``).  It must not write to the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..errors import InvalidInput, RepositoryNotFound, StoreError, VersionNotFound
+from ..manifest import MANIFEST_NAME
+from ..store import Store, VersionHandle
+from ._files import Damaged, Refused, open_stored, read_at
+from ._http import (
+    RangeResult,
+    content_type,
+    etag_of,
+    if_range_matches,
+    none_match,
+    parse_range,
+)
+from ._index import FileEntry, Listing, VersionIndex, render_index
+from ._urls import BadTarget, parse_target
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "ContentApp", "make_app"]
+
+log = logging.getLogger("triofetch.serve")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: the bytes of a stored file read (in a worker thread) and sent per body message
+DEFAULT_CHUNK_SIZE = 256 * 1024
+#: the longest version number read from a URL (the database's integers have 18 digits)
+_MAX_NUMBER_DIGITS = 18
+#: at most this many names (repositories, or repository and version) remembered by the
+#: lookup caches; past it they start again (requests for made-up names cannot grow them)
+_MAX_LOOKUPS = 1024
+
+_HTML = b"text/html; charset=utf-8"
+_TEXT = b"text/plain; charset=utf-8"
+_REASONS = {
+    301: "Moved Permanently",
+    304: "Not Modified",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    416: "Range Not Satisfiable",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+}
+
+
+class _NotFound(Exception):
+    """Answer 404 (raised by the lookups)."""
+
+
+class Exchange:
+    """One request and what has been answered so far (for the access log).
+
+    ``method``, ``raw_path`` (the target as sent, without the query) and ``headers``
+    (lower-case names, values decoded as Latin-1; a repeated header's values joined with
+    ``", "``) are read from the ASGI scope; :meth:`start` and :meth:`body` send the
+    response and count it.
+    """
+
+    __slots__ = ("_send", "headers", "method", "raw_path", "receive", "sent", "status")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.method: str = scope.get("method", "GET")
+        raw = scope.get("raw_path")
+        if not isinstance(raw, bytes | bytearray):
+            raw = str(scope.get("path", "/")).encode("utf-8", "surrogateescape")
+        root = str(scope.get("root_path", "")).encode("utf-8", "surrogateescape")
+        if root and raw.startswith(root) and raw[len(root) : len(root) + 1] in (b"", b"/"):
+            raw = raw[len(root) :] or b"/"  # mounted under a prefix
+        self.raw_path = bytes(raw).partition(b"?")[0]
+        headers: dict[str, str] = {}
+        for name, value in scope.get("headers", ()):
+            key = bytes(name).decode("latin-1").lower()
+            text = bytes(value).decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        self.headers = headers
+        self.receive = receive
+        self._send = send
+        self.status = 0
+        self.sent = 0
+
+    @property
+    def head(self) -> bool:
+        return self.method == "HEAD"
+
+    async def start(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Send the status line and headers."""
+        self.status = status
+        await self._send(
+            {"type": "http.response.start", "status": status, "headers": list(headers)}
+        )
+
+    async def body(self, data: bytes, *, more: bool = False) -> None:
+        """Send a piece of the body (nothing of it for HEAD); *more*: not the last."""
+        if self.head:
+            data = b""
+        self.sent += len(data)
+        await self._send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def simple(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = _TEXT,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """A whole response of *body*."""
+        await self.start(
+            status,
+            [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        )
+        await self.body(body)
+
+    async def error(self, status: int, detail: str = "") -> None:
+        """A short plain-text error: ``404 Not Found`` and *detail*, if any."""
+        text = f"{status} {_REASONS.get(status, '')}\n" + (f"{detail}\n" if detail else "")
+        extra = [(b"allow", b"GET, HEAD")] if status == 405 else []
+        await self.simple(status, text.encode("utf-8"), headers=extra)
+
+    async def redirect(self) -> None:
+        """301 to the same path with a ``/`` added (a directory asked without it)."""
+        location = self.raw_path + b"/"
+        await self.simple(301, b"", headers=[(b"location", location)])
+
+
+async def _watch_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    """Cancel *scope* when the client goes away (ASGI ``http.disconnect``)."""
+    while True:
+        message = await receive()
+        if message.get("type") == "http.disconnect":
+            scope.cancel()
+            return
+
+
+class ContentApp:
+    """An ASGI 3 application serving the complete repository versions of a :class:`Store`.
+
+    Make one with :func:`make_app`; see :mod:`triofetch.serve` for what it serves where.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        repositories: Iterable[str] | None = None,
+        refresh: float = 1.0,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        file_threads: int = 16,
+        cached_versions: int = 16,
+    ) -> None:
+        if not isinstance(store, Store):
+            raise InvalidInput(f"make_app takes a Store, got {store!r}")
+        if store.storage is None:
+            raise InvalidInput("the store has no artifact storage (open it with root=...)")
+        if isinstance(repositories, str):
+            raise InvalidInput("repositories must be a collection of names, not one str")
+        names = None if repositories is None else sorted(set(repositories))
+        for name in names or ():
+            if not isinstance(name, str) or not name or "/" in name:
+                raise InvalidInput(f"not a repository name that can be served: {name!r}")
+        if not isinstance(refresh, int | float) or isinstance(refresh, bool) or refresh < 0:
+            raise InvalidInput(f"refresh must be a number of seconds >= 0, got {refresh!r}")
+        for what, value in (
+            ("chunk_size", chunk_size),
+            ("file_threads", file_threads),
+            ("cached_versions", cached_versions),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidInput(f"{what} must be an integer >= 1, got {value!r}")
+        self.store = store
+        #: the repositories served (None: all of the store's)
+        self.repositories: tuple[str, ...] | None = None if names is None else tuple(names)
+        self._allowed = None if names is None else frozenset(names)
+        self._refresh = float(refresh)
+        self._chunk = chunk_size
+        self._artifacts: Path = store.storage.artifacts_dir
+        #: bounds the worker threads opening and reading stored files
+        self.file_limiter = trio.CapacityLimiter(file_threads)
+        self._max_indexes = cached_versions
+        self._indexes: OrderedDict[int, VersionIndex] = OrderedDict()
+        self._building: dict[int, trio.Event] = {}
+        # name -> (expires, found, latest complete version)
+        self._latest: dict[str, tuple[float, bool, VersionHandle | None]] = {}
+        # (name, number) -> (expires, the complete version, or None)
+        self._numbered: dict[tuple[str, int], tuple[float, VersionHandle | None]] = {}
+
+    def __repr__(self) -> str:
+        return f"<ContentApp {self.store!r}>"
+
+    # -- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # websocket: not ours
+            raise ValueError(f"the content app serves HTTP only, not {kind!r}")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message.get("type") == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message.get("type") == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ex = Exchange(scope, receive, send)
+        began = trio.current_time()
+        try:
+            await self._dispatch(ex)
+        except (_NotFound, RepositoryNotFound, VersionNotFound):
+            if ex.status == 0:
+                await ex.error(404)
+        except StoreError as exc:
+            log.error("cannot read the store: %s", exc)
+            if ex.status == 0:
+                await ex.error(500, "the store cannot be read")
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                log.info(
+                    '%s "%s %s" %d %d %.1fms',
+                    client[0] if client else "-",
+                    ex.method,
+                    ex.raw_path.decode("ascii", "backslashreplace"),
+                    ex.status,
+                    ex.sent,
+                    (trio.current_time() - began) * 1000,
+                )
+
+    async def _dispatch(self, ex: Exchange) -> None:
+        if ex.method not in ("GET", "HEAD"):
+            await ex.error(405)
+            return
+        try:
+            target = parse_target(ex.raw_path)
+        except BadTarget as exc:
+            await ex.error(400, str(exc))
+            return
+        segments, directory = target.segments, target.directory
+        if not segments:
+            await self._root_index(ex)
+            return
+        name, rest = segments[0], segments[1:]
+        if self._allowed is not None and name not in self._allowed:
+            raise _NotFound
+        if not rest and not directory:
+            await self._latest_version(name)  # (404 for an unknown repository)
+            await ex.redirect()
+            return
+        if rest and rest[0] == "versions":
+            if len(rest) == 1:
+                if not directory:
+                    await ex.redirect()
+                else:
+                    await self._versions_index(ex, name)
+                return
+            number = _number(rest[1])
+            if number is not None:
+                handle = await self._version(name, number)
+                if handle is not None:
+                    if len(rest) == 2 and not directory:
+                        await ex.redirect()
+                    else:
+                        await self._in_version(ex, handle, rest[2:], directory, latest=False)
+                    return
+            # not a version: a path of the latest version that starts with "versions/"
+        latest = await self._latest_version(name)
+        if latest is None:
+            if rest:
+                raise _NotFound
+            page = render_index(
+                f"/{name}/",
+                [Listing("versions", True)],
+                parent=True,
+                note=f"repository {name} has no complete version yet",
+            )
+            await ex.simple(200, page, _HTML)
+            return
+        await self._in_version(ex, latest, rest, directory, latest=True)
+
+    # -- lookups (cached) ---------------------------------------------------------------------
+
+    async def _latest_version(self, name: str) -> VersionHandle | None:
+        """The latest complete version of *name* (None: none yet); _NotFound: no such
+        repository.  Remembered for ``refresh`` seconds."""
+        now = trio.current_time()
+        hit = self._latest.get(name)
+        if hit is None or hit[0] <= now:
+            try:
+                handle = await self.store.latest_version(name)
+                found = True
+            except (RepositoryNotFound, InvalidInput):
+                handle, found = None, False
+            if len(self._latest) >= _MAX_LOOKUPS:
+                self._latest.clear()
+            hit = self._latest[name] = (trio.current_time() + self._refresh, found, handle)
+        if not hit[1]:
+            raise _NotFound
+        return hit[2]
+
+    async def _version(self, name: str, number: int) -> VersionHandle | None:
+        """Complete version *number* of *name*, or None (no such version, or incomplete)."""
+        key = (name, number)
+        hit = self._numbered.get(key)
+        if hit is None or hit[0] <= trio.current_time():
+            try:
+                handle: VersionHandle | None = await self.store.get_version(name, number)
+            except (RepositoryNotFound, InvalidInput):
+                raise _NotFound from None
+            except VersionNotFound:
+                handle = None
+            if handle is not None and not handle.complete:
+                handle = None
+            if len(self._numbered) >= _MAX_LOOKUPS:
+                self._numbered.clear()
+            hit = self._numbered[key] = (trio.current_time() + self._refresh, handle)
+        return hit[1]
+
+    async def _index(self, handle: VersionHandle) -> VersionIndex:
+        """The table of a complete version: built once (one query, then a worker thread),
+        shared by concurrent requests, the latest ``cached_versions`` kept."""
+        while True:
+            index = self._indexes.get(handle.id)
+            if index is not None:
+                self._indexes.move_to_end(handle.id)
+                return index
+            building = self._building.get(handle.id)
+            if building is None:
+                break
+            await building.wait()  # then look again (built, or its builder failed)
+        done = self._building[handle.id] = trio.Event()
+        try:
+            units = await self.store.list_units(handle.repository, handle.number)
+            index = await trio.to_thread.run_sync(
+                VersionIndex.build, handle.repository, handle.number, units
+            )
+            self._indexes[handle.id] = index
+            while len(self._indexes) > self._max_indexes:
+                self._indexes.popitem(last=False)
+        finally:
+            del self._building[handle.id]
+            done.set()
+        return index
+
+    # -- pages --------------------------------------------------------------------------------
+
+    async def _root_index(self, ex: Exchange) -> None:
+        names = self.repositories
+        if names is None:
+            names = tuple(await self.store.repositories())
+        rows = [Listing(n, True) for n in names if "/" not in n and n not in (".", "..")]
+        await ex.simple(200, render_index("/", rows, parent=False), _HTML)
+
+    async def _versions_index(self, ex: Exchange, name: str) -> None:
+        versions = await self.store.versions(name)
+        rows = [
+            Listing(
+                str(v.number),
+                True,
+                note=f"{v.units} units"
+                + ("" if v.created is None else f", made {v.created:%Y-%m-%d %H:%M} UTC"),
+            )
+            for v in versions
+            if v.complete
+        ]
+        page = render_index(f"/{name}/versions/", rows, parent=True)
+        await ex.simple(200, page, _HTML)
+
+    async def _in_version(
+        self,
+        ex: Exchange,
+        handle: VersionHandle,
+        segments: tuple[str, ...],
+        directory: bool,
+        *,
+        latest: bool,
+    ) -> None:
+        index = await self._index(handle)
+        path = "/".join(segments)
+        if directory:
+            children = index.dirs.get(path)
+            if children is None:
+                raise _NotFound
+            await self._directory(ex, index, path, children, latest=latest)
+            return
+        if path == MANIFEST_NAME:
+            data, sha = index.manifest()
+            await self._send_bytes(ex, data, sha, _TEXT)
+            return
+        entry = index.files.get(path)
+        if entry is not None:
+            if entry.stored:
+                await self._send_stored(ex, entry)
+            else:
+                await self._serve_unstored(ex, index, entry)
+            return
+        if path in index.dirs:
+            await ex.redirect()
+            return
+        raise _NotFound
+
+    async def _directory(
+        self,
+        ex: Exchange,
+        index: VersionIndex,
+        path: str,
+        children: dict[str, bool],
+        *,
+        latest: bool,
+    ) -> None:
+        rows: list[Listing] = []
+        for child, is_dir in sorted(children.items()):
+            full = f"{path}/{child}" if path else child
+            if is_dir:
+                rows.append(Listing(child, True))
+                continue
+            if not path and child == MANIFEST_NAME:
+                continue  # the generated one is served there
+            entry = index.files.get(full)
+            if entry is None:
+                rows.append(Listing(child, False, note="held twice: not served"))
+            else:
+                rows.append(
+                    Listing(child, False, entry.size, "" if entry.stored else "not stored yet")
+                )
+        if not path:
+            rows.append(Listing(MANIFEST_NAME, False, len(index.manifest()[0])))
+            if latest:
+                rows.insert(0, Listing("versions", True, note="every version"))
+        where = (
+            f"/{index.repository}/" if latest else (f"/{index.repository}/versions/{index.number}/")
+        )
+        title = where + (f"{path}/" if path else "")
+        note = (
+            f"version {index.number} of {index.repository}" + (" (the latest)" if latest else "")
+            if not path
+            else ""
+        )
+        await ex.simple(200, render_index(title, rows, parent=True, note=note), _HTML)
+
+    # -- files --------------------------------------------------------------------------------
+
+    async def _serve_unstored(self, ex: Exchange, index: VersionIndex, entry: FileEntry) -> None:
+        """A file of the version whose unit was recorded but whose file is not stored (an
+        ``on_demand`` unit not fetched yet).  THE HOOK of on-demand serving: today a 404
+        saying so; fetching, streaming and storing it belongs here (see the module
+        docstring of :mod:`triofetch.serve`)."""
+        await ex.error(404, "not stored: a file of an on-demand unit, not downloaded yet")
+
+    def _validators(
+        self, ex: Exchange, sha256: str, size: int, kind: bytes
+    ) -> tuple[list[tuple[bytes, bytes]], RangeResult | None]:
+        """The headers every answer about this content has, and the range to send (None:
+        answer 304)."""
+        etag = etag_of(sha256)
+        headers = [
+            (b"content-type", kind),
+            (b"etag", etag.encode("ascii")),
+            (b"accept-ranges", b"bytes"),
+        ]
+        if none_match(ex.headers.get("if-none-match"), etag):
+            return headers, None
+        wanted = ex.headers.get("range")
+        if ex.head or wanted is None or not if_range_matches(ex.headers.get("if-range"), etag):
+            return headers, parse_range(None, size)
+        return headers, parse_range(wanted, size)
+
+    async def _answer_partial(
+        self,
+        ex: Exchange,
+        headers: list[tuple[bytes, bytes]],
+        wanted: RangeResult,
+        size: int,
+    ) -> tuple[int, int, int] | None:
+        """Send 304 / 416 when that is the answer (None); else the (status, start, length)
+        of the response to send, its headers added to *headers*."""
+        if wanted.unsatisfiable:
+            await ex.simple(416, b"", headers=[*headers[1:], (b"content-range", _star(size))])
+            return None
+        if wanted.whole:
+            headers.append((b"content-length", str(size).encode()))
+            return 200, 0, size
+        headers.append((b"content-length", str(wanted.length).encode()))
+        headers.append(
+            (b"content-range", f"bytes {wanted.start}-{wanted.end}/{size}".encode("ascii"))
+        )
+        return 206, wanted.start, wanted.length
+
+    async def _send_bytes(self, ex: Exchange, data: bytes, sha256: str, kind: bytes) -> None:
+        """Content held in memory (a generated manifest), with the same rules as a file."""
+        headers, wanted = self._validators(ex, sha256, len(data), kind)
+        if wanted is None:
+            await ex.start(304, headers[1:])
+            await ex.body(b"")
+            return
+        plan = await self._answer_partial(ex, headers, wanted, len(data))
+        if plan is None:
+            return
+        status, start, length = plan
+        await ex.start(status, headers)
+        await ex.body(data[start : start + length])
+
+    async def _send_stored(self, ex: Exchange, entry: FileEntry) -> None:
+        sha256, size = entry.sha256, entry.size
+        assert sha256 is not None and size is not None
+        kind = content_type(entry.relative_path.rpartition("/")[2]).encode("ascii")
+        headers, wanted = self._validators(ex, sha256, size, kind)
+        if wanted is None:
+            await ex.start(304, headers[1:])
+            await ex.body(b"")
+            return
+        if wanted.unsatisfiable:
+            await self._answer_partial(ex, headers, wanted, size)
+            return
+        start = 0 if wanted.whole else wanted.start
+        length = size if wanted.whole else wanted.length
+        first = 0 if ex.head else min(length, self._chunk)
+        try:
+            fd, data = await trio.to_thread.run_sync(
+                partial(open_stored, self._artifacts, sha256, size, start, first),
+                limiter=self.file_limiter,
+            )
+        except FileNotFoundError:
+            log.warning("%s: its file %s is not in the storage", entry.relative_path, sha256)
+            await ex.error(404, "the stored file is missing (run triofetch repair)")
+            return
+        except Refused as exc:
+            log.warning("%s: file %s refused: %s", entry.relative_path, sha256, exc.strerror)
+            await ex.error(404)
+            return
+        except Damaged as exc:
+            log.error("%s: file %s damaged: %s", entry.relative_path, sha256, exc.strerror)
+            await ex.error(500, "the stored file is damaged (run triofetch repair)")
+            return
+        try:
+            plan = await self._answer_partial(ex, headers, wanted, size)
+            assert plan is not None
+            await ex.start(plan[0], headers)
+            if ex.head or len(data) == length:
+                await ex.body(data)
+                return
+            await self._stream(ex, fd, data, start + len(data), length - len(data))
+        finally:
+            os.close(fd)
+
+    async def _stream(self, ex: Exchange, fd: int, first: bytes, offset: int, left: int) -> None:
+        """Send *first*, then *left* more bytes of *fd* from *offset*, piece by piece, each
+        read in a worker thread while the one before it is sent; stop when the client goes."""
+        chunk = self._chunk
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_disconnect, ex.receive, nursery.cancel_scope)
+            pending = first
+            while left > 0:
+                count = min(chunk, left)
+                reading = _Read(partial(read_at, fd, offset, count), self.file_limiter)
+                nursery.start_soon(reading.run)
+                await ex.body(pending, more=True)
+                pending = await reading.result()
+                offset += count
+                left -= count
+            await ex.body(pending)
+            nursery.cancel_scope.cancel()
+
+
+class _Read:
+    """One read in a worker thread, started now, its bytes awaited later."""
+
+    __slots__ = ("_done", "_error", "_fn", "_limiter", "_value")
+
+    def __init__(self, fn: Callable[[], bytes], limiter: trio.CapacityLimiter) -> None:
+        self._fn = fn
+        self._limiter = limiter
+        self._done = trio.Event()
+        self._value = b""
+        self._error: BaseException | None = None
+
+    async def run(self) -> None:
+        try:
+            self._value = await trio.to_thread.run_sync(self._fn, limiter=self._limiter)
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._done.set()
+
+    async def result(self) -> bytes:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _star(size: int) -> bytes:
+    return f"bytes */{size}".encode("ascii")
+
+
+def _number(text: str) -> int | None:
+    if text.isascii() and text.isdigit() and len(text) <= _MAX_NUMBER_DIGITS:
+        value = int(text)
+        return value if value >= 1 else None
+    return None
+
+
+def make_app(
+    store: Store,
+    *,
+    repositories: Iterable[str] | None = None,
+    refresh: float = 1.0,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    file_threads: int = 16,
+    cached_versions: int = 16,
+) -> ContentApp:
+    """The content app of *store*: an ASGI 3 application (``await app(scope, receive,
+    send)``) serving its complete repository versions read-only.
+
+    Args:
+        store: an open :class:`Store` with its artifact storage (``open_store(...,
+            root=...)``; ``readonly=True`` is enough).  It stays the caller's to close,
+            after the server has stopped.
+        repositories: serve only these repositories (default: every repository of the
+            store, including ones made later).
+        refresh: for how many seconds a lookup of a repository's latest version (or of a
+            version by number) is reused; a new version is served at ``/NAME/`` at most
+            this long after it was completed.
+        chunk_size: bytes of a stored file read (in a worker thread) and sent at a time.
+        file_threads: at most this many worker threads opening and reading files.
+        cached_versions: how many versions' tables (path -> file, built by one query the
+            first time a version is asked for) are kept.
+
+    Raises:
+        InvalidInput: a bad argument, or a store without artifact storage.
+    """
+    return ContentApp(
+        store,
+        repositories=repositories,
+        refresh=refresh,
+        chunk_size=chunk_size,
+        file_threads=file_threads,
+        cached_versions=cached_versions,
+    )

@@ -1,0 +1,137 @@
+"""The HTTP rules of a static file response: conditional requests, ranges, content types.
+
+Owns reading ``If-None-Match``, ``If-Range`` and ``Range`` (RFC 9110, sections 13 and 14)
+and choosing a content type by file name; pure functions of header values, with no I/O and
+nothing of ASGI, the store or the storage.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+
+__all__ = [
+    "RangeResult",
+    "content_type",
+    "etag_of",
+    "if_range_matches",
+    "none_match",
+    "parse_range",
+]
+
+#: the types of the standard library's own table only: the same answer on every machine
+#: (a system's /etc/mime.types is not read)
+_TYPES = mimetypes.MimeTypes(filenames=())
+#: a compressed file is served as what it is, never with a Content-Encoding (a client would
+#: otherwise unpack it on the way in and find the digest wrong)
+_ENCODED = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "compress": "application/x-compress",
+    "br": "application/x-brotli",
+}
+DEFAULT_TYPE = "application/octet-stream"
+
+_RANGE = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
+#: more digits than any file size has: refused before int() is asked to read them
+_MAX_DIGITS = 19
+
+
+def content_type(name: str) -> str:
+    """The ``Content-Type`` of a file called *name*, by its extension."""
+    kind, encoding = _TYPES.guess_type(name, strict=False)
+    if encoding is not None:
+        return _ENCODED.get(encoding, DEFAULT_TYPE)
+    return kind or DEFAULT_TYPE
+
+
+def etag_of(sha256: str) -> str:
+    """The strong entity tag of content with this sha256: the digest, quoted."""
+    return f'"{sha256}"'
+
+
+def _tags(value: str) -> list[str]:
+    """The entity tags of a comma-separated list, each without ``W/`` (weak comparison)."""
+    tags = []
+    for part in value.split(","):
+        tag = part.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag:
+            tags.append(tag)
+    return tags
+
+
+def none_match(header: str | None, etag: str) -> bool:
+    """Whether ``If-None-Match: header`` matches *etag* (then the answer is 304)."""
+    if header is None:
+        return False
+    tags = _tags(header)
+    return "*" in tags or etag in tags
+
+
+def if_range_matches(header: str | None, etag: str) -> bool:
+    """Whether a ``Range`` may be honoured under ``If-Range: header``: no header, or the
+    same strong entity tag.  A date (or a weak tag) never matches: the whole file is sent."""
+    if header is None:
+        return True
+    return header.strip() == etag
+
+
+class RangeResult:
+    """What a ``Range`` header asks of a file of ``size`` bytes.
+
+    ``whole``: send the whole file (no header, another unit, several ranges, or a header
+    that cannot be read: RFC 9110 allows ignoring it); ``unsatisfiable``: 416;
+    otherwise ``start`` and ``end`` (inclusive) of the one range to send (206).
+    """
+
+    __slots__ = ("end", "start", "unsatisfiable", "whole")
+
+    def __init__(
+        self, *, whole: bool = False, unsatisfiable: bool = False, start: int = 0, end: int = -1
+    ) -> None:
+        self.whole = whole
+        self.unsatisfiable = unsatisfiable
+        self.start = start
+        self.end = end
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+WHOLE = RangeResult(whole=True)
+UNSATISFIABLE = RangeResult(unsatisfiable=True)
+
+
+def parse_range(header: str | None, size: int) -> RangeResult:
+    """Read ``Range: header`` for a file of *size* bytes (single byte ranges only)."""
+    if header is None:
+        return WHOLE
+    unit, sep, spec = header.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return WHOLE
+    if "," in spec:
+        return WHOLE  # several ranges: the whole file, 200 (allowed by RFC 9110)
+    match = _RANGE.fullmatch(spec)
+    if match is None:
+        return WHOLE
+    first, last = match.group(1), match.group(2)
+    if len(first) > _MAX_DIGITS or len(last) > _MAX_DIGITS:
+        return WHOLE
+    if not first:
+        if not last:
+            return WHOLE  # "bytes=-": not a range
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            return UNSATISFIABLE
+        return RangeResult(start=max(0, size - suffix), end=size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return WHOLE  # invalid: ignored
+    if start >= size:
+        return UNSATISFIABLE
+    return RangeResult(start=start, end=min(end, size - 1))
