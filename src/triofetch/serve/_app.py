@@ -578,9 +578,10 @@ class ContentApp:
         """Send *first*, then *left* more bytes of *fd* from *offset*, piece by piece, each
         read in a worker thread while the one before it is sent; stop when the client goes."""
         chunk = self._chunk
+        pending = first
+        finished = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_disconnect, ex.receive, nursery.cancel_scope)
-            pending = first
             while left > 0:
                 count = min(chunk, left)
                 reading = _Read(partial(read_at, fd, offset, count), self.file_limiter)
@@ -589,8 +590,13 @@ class ContentApp:
                 pending = await reading.result()
                 offset += count
                 left -= count
-            await ex.body(pending)
+            finished = True
             nursery.cancel_scope.cancel()
+        # the last piece outside the watched scope: sending it ends the response, which the
+        # server reports as a disconnect, and its closing of the connection (Connection:
+        # close) must not be cancelled half-way
+        if finished:
+            await ex.body(pending)
 
 
 class _Read:

@@ -1,0 +1,612 @@
+"""The content app (``triofetch.serve``) on a real server: hypercorn's Trio worker on
+127.0.0.1, a port of its own, over a store filled by ``triofetch sync`` from a loopback
+FaultServer.
+
+Clients: a raw socket client written here (so that no client library normalises a hostile
+target before it is sent), curl (a client no one in this project wrote: ranges, HEAD,
+conditional requests, redirects), and ``triofetch sync`` from the served ``PULP_MANIFEST``
+into another store (the chain: the copy equals the source version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import trio
+
+from tests._cli_helpers import Result, publish, run_cli
+from tests.faultserver import FaultServer
+from triofetch import open_store
+from triofetch.errors import InvalidInput
+from triofetch.serve import ContentApp, make_app, serve_app
+from triofetch.store import Store
+
+BIG = os.urandom(700 * 1024 + 123)  # three body pieces of 256 KiB and a bit
+FILES: dict[str, bytes] = {
+    "a.txt": b"hello\n",
+    "dir/sub/big.bin": BIG,
+    "dir/c.tar.gz": b"\x1f\x8b not really gzip",
+    "<b>&amp;'x\".html": b"<p>escaped?</p>\n",
+    "with space/été.txt": "ü\n".encode(),
+    "empty.txt": b"",
+    "versions/notes.txt": b"a top-level directory named versions\n",
+    "100%.txt": b"percent\n",
+}
+#: what version 2 adds
+NEW = {"new.txt": b"only in version 2\n"}
+OTHER = {"o.txt": b"another repository\n"}
+LAZY = {"lazy.bin": b"recorded, never fetched\n"}
+
+SECRET = b"outside the storage: must never be served\n"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def root(http_server_module: FaultServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store: repository r (version 1: FILES, version 2: FILES + NEW), repository other,
+    repository lazy (on_demand: recorded, not stored)."""
+    where = tmp_path_factory.mktemp("serve") / "root"
+    server = http_server_module
+
+    def sync(files: Mapping[str, bytes], prefix: str, repository: str, *more: str) -> None:
+        url = publish(server, files, prefix=prefix)
+        result = run_cli("sync", url, "--root", where, "--repository", repository, *more)
+        assert result.code == 0, result
+
+    sync(FILES, "/v1", "r")
+    sync({**FILES, **NEW}, "/v2", "r")
+    sync(OTHER, "/other", "other")
+    sync(LAZY, "/lazy", "lazy", "--policy", "on_demand")
+    return where
+
+
+@dataclass
+class Served:
+    url: str
+    port: int
+    store: Store
+    app: ContentApp
+
+
+@pytest.fixture
+async def served(root: Path) -> AsyncIterator[Served]:
+    async with await open_store(None, root=root, create=False, readonly=True) as store:
+        app = make_app(store)
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(partial(serve_app, app, host="127.0.0.1", port=0))
+            url = urls[0]
+            yield Served(url, int(url.rsplit(":", 1)[1]), store, app)
+            nursery.cancel_scope.cancel()
+
+
+# -- a raw client ----------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def raw(
+    port: int, target: bytes | str, method: str = "GET", headers: Mapping[str, str] = {}
+) -> Reply:
+    """Send one request with *target* exactly as given; read the reply until the server
+    closes (``Connection: close``)."""
+    if isinstance(target, str):
+        target = target.encode("utf-8")
+    lines = [method.encode() + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1"]
+    lines += [f"{k}: {v}".encode("latin-1") for k, v in headers.items()]
+    lines.append(b"Connection: close")
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n")
+            data = bytearray()
+            while chunk := await stream.receive_some(1 << 16):
+                data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    return Reply(int(status_line.split()[1]), parsed, body)
+
+
+async def get(served: Served, path: str, **headers: str) -> Reply:
+    return await raw(
+        served.port, path, headers={k.replace("_", "-"): v for k, v in headers.items()}
+    )
+
+
+def url_path(relative: str, prefix: str = "/r/") -> str:
+    return prefix + quote(relative)
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+async def test_every_file_of_the_latest_version(served: Served) -> None:
+    for path, data in {**FILES, **NEW}.items():
+        reply = await get(served, url_path(path))
+        assert reply.status == 200, path
+        assert reply.body == data, path
+        assert reply.headers["content-length"] == str(len(data))
+        assert reply.headers["etag"] == f'"{sha(data)}"'
+        assert reply.headers["accept-ranges"] == "bytes"
+
+
+async def test_a_given_version(served: Served) -> None:
+    reply = await get(served, "/r/versions/1/a.txt")
+    assert (reply.status, reply.body) == (200, FILES["a.txt"])
+    assert (await get(served, "/r/versions/1/new.txt")).status == 404  # not in version 1
+    assert (await get(served, "/r/versions/2/new.txt")).body == NEW["new.txt"]
+    assert (await get(served, "/r/versions/3/a.txt")).status == 404
+    # a top-level "versions" directory of the latest version, beside the version routes
+    notes = await get(served, "/r/versions/notes.txt")
+    assert notes.body == FILES["versions/notes.txt"]
+
+
+async def test_content_types(served: Served) -> None:
+    assert (await get(served, "/r/a.txt")).headers["content-type"] == "text/plain"
+    assert (await get(served, "/r/dir/sub/big.bin")).headers[
+        "content-type"
+    ] == "application/octet-stream"
+    # a compressed file is what it is: no Content-Encoding for a client to undo
+    gz = await get(served, "/r/dir/c.tar.gz")
+    assert gz.headers["content-type"] == "application/gzip"
+    assert "content-encoding" not in gz.headers
+    html = await get(served, url_path("<b>&amp;'x\".html"))
+    assert html.headers["content-type"] == "text/html"
+
+
+async def test_head_is_get_without_the_body(served: Served) -> None:
+    got = await get(served, "/r/dir/sub/big.bin")
+    head = await raw(served.port, "/r/dir/sub/big.bin", "HEAD")
+    assert head.status == 200 and head.body == b""
+    for name in ("content-length", "etag", "content-type", "accept-ranges"):
+        assert head.headers[name] == got.headers[name]
+
+
+async def test_if_none_match(served: Served) -> None:
+    etag = f'"{sha(FILES["a.txt"])}"'
+    reply = await get(served, "/r/a.txt", if_none_match=etag)
+    assert (reply.status, reply.body, reply.headers["etag"]) == (304, b"", etag)
+    weak_in_a_list = f'"nope", W/{etag}'
+    assert (await get(served, "/r/a.txt", if_none_match=weak_in_a_list)).status == 304
+    assert (await get(served, "/r/a.txt", if_none_match="*")).status == 304
+    other = await get(served, "/r/a.txt", if_none_match=f'"{"0" * 64}"')
+    assert (other.status, other.body) == (200, FILES["a.txt"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "start", "end"),
+    [
+        ("bytes=0-9", 0, 9),
+        ("bytes=100-", 100, len(BIG) - 1),
+        ("bytes=-500", len(BIG) - 500, len(BIG) - 1),
+        ("bytes=262140-262150", 262140, 262150),  # across the first piece's end
+        ("bytes=5-99999999", 5, len(BIG) - 1),  # the end clipped to the file
+        ("bytes=-99999999", 0, len(BIG) - 1),
+        ("BYTES = 7 - 7", 7, 7),
+    ],
+)
+async def test_single_ranges(served: Served, spec: str, start: int, end: int) -> None:
+    reply = await get(served, "/r/dir/sub/big.bin", range=spec)
+    assert reply.status == 206
+    assert reply.body == BIG[start : end + 1]
+    assert reply.headers["content-range"] == f"bytes {start}-{end}/{len(BIG)}"
+    assert reply.headers["content-length"] == str(end - start + 1)
+
+
+@pytest.mark.parametrize("spec", ["bytes=99999999-", "bytes=-0", f"bytes={len(BIG)}-"])
+async def test_unsatisfiable_ranges(served: Served, spec: str) -> None:
+    reply = await get(served, "/r/dir/sub/big.bin", range=spec)
+    assert reply.status == 416
+    assert reply.headers["content-range"] == f"bytes */{len(BIG)}"
+    assert reply.body == b""
+    empty = await get(served, "/r/empty.txt", range="bytes=0-")
+    assert (empty.status, empty.headers["content-range"]) == (416, "bytes */0")
+
+
+@pytest.mark.parametrize(
+    "spec", ["bytes=0-1,5-6", "items=0-5", "bytes=5-1", "bytes=x-y", "bytes=-", "bytes"]
+)
+async def test_ranges_answered_with_the_whole_file(served: Served, spec: str) -> None:
+    reply = await get(served, "/r/a.txt", range=spec)
+    assert (reply.status, reply.body) == (200, FILES["a.txt"])
+    assert "content-range" not in reply.headers
+
+
+async def test_if_range(served: Served) -> None:
+    etag = f'"{sha(BIG)}"'
+    same = await get(served, "/r/dir/sub/big.bin", range="bytes=0-3", if_range=etag)
+    assert (same.status, same.body) == (206, BIG[:4])
+    changed = await get(served, "/r/dir/sub/big.bin", range="bytes=0-3", if_range='"other"')
+    assert (changed.status, len(changed.body)) == (200, len(BIG))
+
+
+async def test_the_generated_manifest_lists_exactly_the_version(served: Served) -> None:
+    for number, files in ((1, FILES), (2, {**FILES, **NEW})):
+        reply = await get(served, f"/r/versions/{number}/PULP_MANIFEST")
+        assert reply.status == 200
+        expected = "".join(f"{p},{sha(d)},{len(d)}\n" for p, d in sorted(files.items()))
+        assert reply.body.decode("utf-8") == expected
+        assert reply.headers["etag"] == f'"{sha(reply.body)}"'
+        assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    latest = await get(served, "/r/PULP_MANIFEST")
+    assert latest.body == (await get(served, "/r/versions/2/PULP_MANIFEST")).body
+    again = await get(served, "/r/PULP_MANIFEST", if_none_match=latest.headers["etag"])
+    assert again.status == 304
+
+
+async def test_not_found(served: Served) -> None:
+    for path in (
+        "/nope/",
+        "/nope/a.txt",
+        "/r/missing.txt",
+        "/r/a.txt/",
+        "/r/dir/sub/nothing/",
+        "/r/versions/0/a.txt",
+        "/r/versions/99999999999999999999/",
+        "/other/a.txt",
+        "/favicon.ico",
+    ):
+        assert (await get(served, path)).status == 404, path
+
+
+async def test_only_get_and_head(served: Served) -> None:
+    for method in ("POST", "PUT", "DELETE", "OPTIONS", "PATCH"):
+        reply = await raw(served.port, "/r/a.txt", method)
+        assert reply.status == 405, method
+        assert reply.headers["allow"] == "GET, HEAD"
+
+
+async def test_a_file_not_stored_goes_to_the_hook(served: Served) -> None:
+    reply = await get(served, "/lazy/lazy.bin")
+    assert reply.status == 404
+    assert b"not stored" in reply.body
+    # still listed: the version holds it
+    manifest = await get(served, "/lazy/PULP_MANIFEST")
+    lazy = LAZY["lazy.bin"]
+    assert manifest.body == f"lazy.bin,{sha(lazy)},{len(lazy)}\n".encode()
+
+
+# -- index pages -----------------------------------------------------------------------------
+
+
+async def test_index_pages_at_every_level(served: Served) -> None:
+    top = await get(served, "/")
+    assert top.status == 200 and top.headers["content-type"] == "text/html; charset=utf-8"
+    for name in ("lazy", "other", "r"):
+        assert f'<a href="{name}/">'.encode() in top.body
+    latest = await get(served, "/r/")
+    for link in ('href="a.txt"', 'href="dir/"', 'href="versions/"', 'href="PULP_MANIFEST"'):
+        assert link.encode() in latest.body
+    assert b'href="new.txt"' in latest.body
+    versions = await get(served, "/r/versions/")
+    assert b'href="1/"' in versions.body and b'href="2/"' in versions.body
+    v1 = await get(served, "/r/versions/1/")
+    assert b'href="a.txt"' in v1.body and b"new.txt" not in v1.body
+    sub = await get(served, "/r/versions/1/dir/")
+    assert b'href="sub/"' in sub.body and b'href="c.tar.gz"' in sub.body
+    assert b'href="../"' in sub.body
+    spaced = await get(served, "/r/with%20space/")
+    assert spaced.status == 200 and b'href="%C3%A9t%C3%A9.txt"' in spaced.body
+
+
+async def test_index_names_are_escaped(served: Served) -> None:
+    page = (await get(served, "/r/")).body.decode("utf-8")
+    assert "<b>&amp;" not in page
+    assert "&lt;b&gt;&amp;amp;&#x27;x&quot;.html" in page
+    assert 'href="%3Cb%3E%26amp%3B%27x%22.html"' in page
+
+
+async def test_a_directory_without_its_slash_is_redirected(served: Served) -> None:
+    for path in ("/r", "/r/dir", "/r/versions", "/r/versions/1", "/r/versions/1/dir/sub"):
+        reply = await get(served, path)
+        assert reply.status == 301, path
+        assert reply.headers["location"] == path + "/"
+
+
+# -- hostile targets -------------------------------------------------------------------------
+
+HOSTILE = [
+    "/r/../r/a.txt",
+    "/r/dir/../a.txt",
+    "/r/./a.txt",
+    "/r/%2e%2e/r/a.txt",
+    "/r/%2E%2E/%2E%2E/etc/passwd",
+    "/r/.%2e/a.txt",
+    "/%2e%2e/%2e%2e/etc/passwd",
+    "/r/dir%2fsub%2fbig.bin",
+    "/r/dir%2Fsub/big.bin",
+    "/r/..%2f..%2f..%2fetc%2fpasswd",
+    "/r/a.txt%00",
+    "/r/a.txt%00.html",
+    "/r/%00",
+    "/r\\a.txt",
+    "/r/dir\\sub\\big.bin",
+    "/r/%5c..%5ca.txt",
+    "/r/dir%5csub/big.bin",
+    "//etc/passwd",
+    "/r//a.txt",
+    "/r/dir//sub/big.bin",
+    "http://127.0.0.1/r/a.txt",
+    "*",
+    "/r/versions/1/../../../etc/passwd",
+    "/r/versions/1/%2e%2e/2/new.txt",
+    "/r/a.txt/..",
+    "/r/%c0%ae%c0%ae/a.txt",  # overlong UTF-8 dots
+    "/r/%ff.txt",
+    "/etc/passwd",
+    "/r/etc/passwd",
+    "/r/%252e%252e/a.txt",  # twice encoded: a name with a literal %2e, not a dot
+    "/r/dir/sub/big.bin/",
+    "/r/dir/sub/big.bin/..",
+    "/root/",
+    "/r/" + "a" * 9000,
+]
+
+
+@pytest.mark.parametrize("target", HOSTILE)
+async def test_hostile_targets_are_refused(served: Served, target: str) -> None:
+    reply = await raw(served.port, target)
+    assert reply.status in (400, 404), reply
+    for data in (FILES["a.txt"], BIG[:100], FILES["dir/sub/big.bin"][:100]):
+        assert data not in reply.body
+
+
+async def test_a_symbolic_link_in_the_storage_is_not_followed(root: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy, symlinks=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(SECRET)
+    # a.txt's file becomes a link to a file outside the storage of the same size...
+    target = sha(FILES["a.txt"])
+    stored = copy / "artifacts" / target[:2] / target[2:4] / target
+    secret_same_size = tmp_path / "secret6"
+    secret_same_size.write_bytes(b"SECRT\n")
+    os.chmod(stored.parent, 0o755)
+    stored.unlink()
+    stored.symlink_to(secret_same_size)
+    # ... and big.bin's first directory a link to a copy of it outside
+    big = sha(BIG)
+    first = copy / "artifacts" / big[:2]
+    outside = tmp_path / "outside"
+    shutil.copytree(first, outside)
+    for path in (first, *first.rglob("*")):
+        os.chmod(path, 0o755)
+    shutil.rmtree(first)
+    first.symlink_to(outside, target_is_directory=True)
+    store = await open_store(None, root=copy, create=False, readonly=True)
+    async with store, trio.open_nursery() as nursery:
+        urls = await nursery.start(partial(serve_app, make_app(store), port=0))
+        port = int(urls[0].rsplit(":", 1)[1])
+        for path in ("/r/a.txt", "/r/dir/sub/big.bin"):
+            reply = await raw(port, path)
+            assert reply.status == 404, path
+            assert b"SECRT" not in reply.body and BIG[:100] not in reply.body
+        # the rest is served
+        kept = next(p for p, d in FILES.items() if p != "a.txt" and sha(d)[:2] != big[:2])
+        assert (await raw(port, url_path(kept))).body == FILES[kept]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_damaged_file_is_an_error_not_wrong_bytes(root: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    digest = sha(FILES["a.txt"])
+    stored = copy / "artifacts" / digest[:2] / digest[2:4] / digest
+    os.chmod(stored, 0o644)
+    stored.write_bytes(b"truncated")
+    store = await open_store(None, root=copy, create=False, readonly=True)
+    async with store, trio.open_nursery() as nursery:
+        urls = await nursery.start(partial(serve_app, make_app(store), port=0))
+        reply = await raw(int(urls[0].rsplit(":", 1)[1]), "/r/a.txt")
+        assert reply.status == 500 and b"truncated" not in reply.body
+        stored.unlink()
+        assert (await raw(int(urls[0].rsplit(":", 1)[1]), "/r/a.txt")).status == 404
+        nursery.cancel_scope.cancel()
+
+
+# -- the app's options -----------------------------------------------------------------------
+
+
+async def test_only_the_repositories_asked_for(root: Path) -> None:
+    async with await open_store(None, root=root, create=False, readonly=True) as store:
+        app = make_app(store, repositories=["other"])
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(partial(serve_app, app, port=0))
+            port = int(urls[0].rsplit(":", 1)[1])
+            assert (await raw(port, "/other/o.txt")).body == OTHER["o.txt"]
+            assert (await raw(port, "/r/a.txt")).status == 404
+            assert (await raw(port, "/r/")).status == 404
+            top = await raw(port, "/")
+            assert b"other/" in top.body and b'"r/"' not in top.body
+            nursery.cancel_scope.cancel()
+
+
+async def test_make_app_checks_its_arguments(root: Path) -> None:
+    async with await open_store(None, root=root, create=False, readonly=True) as store:
+        for bad in (
+            {"repositories": "r"},
+            {"refresh": -1},
+            {"chunk_size": 0},
+            {"file_threads": True},
+            {"cached_versions": 1.5},
+        ):
+            with pytest.raises(InvalidInput):
+                make_app(store, **bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        make_app("not a store")  # type: ignore[arg-type]
+
+
+async def test_a_new_version_is_served_after_refresh(
+    root: Path, tmp_path: Path, http_server_module: FaultServer
+) -> None:
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    async with await open_store(None, root=copy, create=False, readonly=True) as store:
+        app = make_app(store, refresh=0.2)
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(partial(serve_app, app, port=0))
+            port = int(urls[0].rsplit(":", 1)[1])
+            assert (await raw(port, "/other/o.txt")).status == 200
+            url = publish(http_server_module, {"o2.txt": b"two\n"}, prefix="/other2")
+            result = await trio.to_thread.run_sync(
+                partial(run_cli, "sync", url, "--root", copy, "--repository", "other")
+            )
+            assert result.code == 0, result
+            for _ in range(100):  # at most 5 s
+                if (await raw(port, "/other/o2.txt")).status == 200:
+                    break
+                await trio.sleep(0.05)
+            else:
+                pytest.fail("the new version was not served")
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_client_going_away_mid_file(served: Served) -> None:
+    """The server stops sending and goes on serving the others."""
+    for _ in range(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", served.port)
+        await stream.send_all(b"GET /r/dir/sub/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        await stream.receive_some(1000)
+        await stream.aclose()
+    assert (await get(served, "/r/dir/sub/big.bin")).body == BIG
+
+
+async def test_keep_alive_many_requests_on_one_connection(served: Served) -> None:
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", served.port)
+        async with stream:
+            request = b"GET /r/a.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+            await stream.send_all(request * 20)
+            data = bytearray()
+            while data.count(FILES["a.txt"]) < 20:
+                chunk = await stream.receive_some(1 << 16)
+                assert chunk
+                data += chunk
+    assert data.count(b"HTTP/1.1 200") == 20
+
+
+# -- real clients ----------------------------------------------------------------------------
+
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+
+async def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(30):
+        return await trio.run_process(
+            ["curl", "-sS", "--max-time", "20", *args], capture_stdout=True, capture_stderr=True
+        )
+
+
+@needs_curl
+async def test_curl(served: Served, tmp_path: Path) -> None:
+    base = served.url
+    assert (await curl(f"{base}/r/dir/sub/big.bin")).stdout == BIG
+    assert (await curl(f"{base}{url_path('with space/été.txt')}")).stdout == "ü\n".encode()
+    part = await curl("--range", "1000-1999", f"{base}/r/dir/sub/big.bin")
+    assert part.stdout == BIG[1000:2000]
+    head = (await curl("-I", f"{base}/r/dir/sub/big.bin")).stdout.decode().lower()
+    assert head.startswith("http/1.1 200")
+    assert f"content-length: {len(BIG)}" in head and f'etag: "{sha(BIG)}"' in head
+    code = await curl(
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        f'If-None-Match: "{sha(BIG)}"',
+        f"{base}/r/dir/sub/big.bin",
+    )
+    assert code.stdout == b"304"
+    code = await curl(
+        "-o", "/dev/null", "-w", "%{http_code}", "-r", "99999999-", f"{base}/r/dir/sub/big.bin"
+    )
+    assert code.stdout == b"416"
+    followed = await curl("-L", f"{base}/r/dir")
+    assert b"Index of /r/dir/" in followed.stdout
+    # curl resumes a partial download with a range
+    partial_file = tmp_path / "big.bin"
+    partial_file.write_bytes(BIG[:300_000])
+    await curl("-C", "-", "-o", str(partial_file), f"{base}/r/dir/sub/big.bin")
+    assert partial_file.read_bytes() == BIG
+    # --path-as-is: curl sends the dot segments as they are
+    hostile = await curl(
+        "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", f"{base}/r/dir/../../r/a.txt"
+    )
+    assert hostile.stdout in (b"400", b"404")
+
+
+@needs_curl
+async def test_curl_parallel_with_keep_alive(served: Served) -> None:
+    urls = [f"{served.url}{url_path(p)}" for p in sorted(FILES)] * 4
+    args = ["--parallel", "--parallel-max", "8"]
+    for u in urls:
+        args += ["-o", "/dev/null", "-w", "%{http_code}\\n", u]
+    result = await curl(*args)
+    assert result.stdout.decode().split() == ["200"] * len(urls)
+
+
+async def test_triofetch_syncs_from_the_served_manifest(served: Served, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    for number in (1, 2):
+        url = f"{served.url}/r/versions/{number}/PULP_MANIFEST"
+        result: Result = await trio.to_thread.run_sync(
+            partial(run_cli, "sync", url, "--root", copy, "--repository", "copy", "--mirror")
+        )
+        assert result.code == 0, result
+        listing = await trio.to_thread.run_sync(
+            partial(run_cli, "list", "--root", copy, "--repository", "copy", "--json")
+        )
+        files = FILES if number == 1 else {**FILES, **NEW}
+        assert [(r["relative_path"], r["sha256"], r["size"]) for r in listing.json()] == [
+            (p, sha(d), len(d)) for p, d in sorted(files.items())
+        ]
+    # and the copy's files are the bytes
+    exported = tmp_path / "exported"
+    result = await trio.to_thread.run_sync(
+        partial(run_cli, "export", "--root", copy, "--repository", "copy", exported)
+    )
+    assert result.code == 0, result
+    for path, data in {**FILES, **NEW}.items():
+        assert (exported / path).read_bytes() == data
+
+
+@pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed")
+async def test_aria2c(served: Served, tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        await trio.run_process(
+            [
+                "aria2c",
+                "-q",
+                "-x",
+                "4",
+                "-s",
+                "4",
+                "--min-split-size=1M",
+                "-d",
+                str(tmp_path),
+                "-o",
+                "big.bin",
+                f"{served.url}/r/dir/sub/big.bin",
+            ],
+        )
+    assert (tmp_path / "big.bin").read_bytes() == BIG
