@@ -1,0 +1,179 @@
+"""``triofetch serve`` as a process: the startup line with the real port, one access-log line
+per request at ``-v``, a clean stop (status 0) on SIGTERM and SIGINT, and the errors that
+stop it before it serves (no store, an unknown repository, a port taken, no hypercorn).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests._cli_helpers import cli_env, publish, run_cli, start_cli
+from tests.faultserver import FaultServer
+
+FILES = {"a.txt": b"hello\n", "d/b.bin": os.urandom(5000)}
+STARTUP = re.compile(r"Serving (.+) at (http://127\.0\.0\.1:(\d+)/) \(Ctrl-C to stop\)")
+
+
+@pytest.fixture(scope="module")
+def root(http_server_module: FaultServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("serve-cli") / "root"
+    url = publish(http_server_module, FILES, prefix="/cli")
+    result = run_cli("sync", url, "--root", where, "--repository", "r")
+    assert result.code == 0, result
+    return where
+
+
+class Running:
+    """A ``triofetch serve`` process and the stderr it has written so far."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.err = ""
+        assert proc.stderr is not None
+        self._fd = proc.stderr.fileno()
+        os.set_blocking(self._fd, False)
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float = 20) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = pattern.search(self.err)
+            if found:
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0 or (self.proc.poll() is not None and not self._read(0)):
+                raise AssertionError(f"not seen: {pattern.pattern!r} in {self.err!r}")
+            self._read(left)
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self._fd], [], [], min(timeout, 0.5))
+        if not ready:
+            return False
+        data = os.read(self._fd, 65536)
+        self.err += data.decode("utf-8", "replace")
+        return bool(data)
+
+    def stop(self, signum: int) -> int:
+        self.proc.send_signal(signum)
+        code = self.proc.wait(15)
+        self._read(0)
+        assert self.proc.stderr is not None
+        self.err += self.proc.stderr.read() or ""
+        return code
+
+
+@pytest.fixture
+def serving(root: Path) -> Iterator[tuple[Running, str]]:
+    proc = start_cli("-v", "serve", "--root", root, "--listen", "127.0.0.1:0")
+    running = Running(proc)
+    try:
+        found = running.wait_for(STARTUP)
+        assert found.group(1) == str(root)
+        assert int(found.group(3)) > 0  # the real port, not 0
+        yield running, found.group(2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        data: bytes = response.read()
+        return data
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serves_logs_and_stops_cleanly(serving: tuple[Running, str], signum: int) -> None:
+    running, url = serving
+    assert fetch(url + "r/a.txt") == FILES["a.txt"]
+    assert fetch(url + "r/d/b.bin") == FILES["d/b.bin"]
+    running.wait_for(re.compile(r'"GET /r/d/b\.bin" 200 5000 '))
+    assert len(re.findall(r'triofetch\.serve INFO: 127\.0\.0\.1 "GET ', running.err)) == 2
+    assert running.stop(signum) == 0, running.err
+    assert f"triofetch: stopped ({signal.Signals(signum).name})" in running.err
+    assert "Traceback" not in running.err
+
+
+def test_without_v_no_access_log(root: Path) -> None:
+    running = Running(start_cli("serve", "--root", root, "--listen", "127.0.0.1:0"))
+    try:
+        url = running.wait_for(STARTUP).group(2)
+        assert fetch(url + "r/a.txt") == FILES["a.txt"]
+        assert running.stop(signal.SIGTERM) == 0
+        lines = running.err.strip().splitlines()
+        assert len(lines) == 2, running.err  # the startup line and the stop line
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+
+
+def test_root_from_the_environment_and_repository_filter(root: Path) -> None:
+    proc = start_cli(
+        "serve", "--listen", "127.0.0.1:0", "--repository", "r", env={"TRIOFETCH_ROOT": str(root)}
+    )
+    running = Running(proc)
+    try:
+        url = running.wait_for(STARTUP).group(2)
+        assert b'href="r/"' in fetch(url)
+        assert running.stop(signal.SIGTERM) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_no_store(tmp_path: Path) -> None:
+    result = run_cli("serve", "--root", tmp_path / "none", "--listen", "127.0.0.1:0")
+    assert result.code == 2
+    assert "no triofetch store at" in result.err
+
+
+def test_unknown_repository(root: Path) -> None:
+    result = run_cli("serve", "--root", root, "--listen", "127.0.0.1:0", "--repository", "x")
+    assert result.code == 2
+    assert "no repository named 'x'" in result.err
+
+
+def test_a_port_taken(root: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--root", root, "--listen", f"127.0.0.1:{port}")
+    assert result.code == 2, result
+    assert f"cannot listen on 127.0.0.1:{port}" in result.err
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:x", "::1:80", "127.0.0.1:70000", "host:"])
+def test_bad_listen(root: Path, listen: str) -> None:
+    result = run_cli("serve", "--root", root, "--listen", listen)
+    assert result.code == 2
+    assert "--listen" in result.err
+
+
+def test_without_hypercorn(root: Path) -> None:
+    code = (
+        "import sys, runpy; sys.modules['hypercorn'] = None; "
+        "runpy.run_module('triofetch', run_name='__main__', alter_sys=True)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "serve", "--root", str(root)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "pip install 'triofetch[serve]'" in proc.stderr
