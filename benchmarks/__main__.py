@@ -15,7 +15,7 @@ import importlib
 import sys
 import time
 
-KNOWN = ("download", "store", "units")
+KNOWN = ("download", "store", "units", "serve")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -449,11 +449,28 @@ async def test_make_app_checks_its_arguments(root: Path) -> None:
             {"chunk_size": 0},
             {"file_threads": True},
             {"cached_versions": 1.5},
+            {"memory_cache": -1},
         ):
             with pytest.raises(InvalidInput):
                 make_app(store, **bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         make_app("not a store")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("memory_cache", [0, 20, 64 << 20])
+async def test_small_files_with_and_without_the_memory_cache(root: Path, memory_cache: int) -> None:
+    store = await open_store(None, root=root, create=False, readonly=True)
+    async with store, trio.open_nursery() as nursery:
+        app = make_app(store, memory_cache=memory_cache)
+        urls = await nursery.start(partial(serve_app, app, port=0))
+        port = int(urls[0].rsplit(":", 1)[1])
+        for _ in range(3):  # read, then (with a cache) from memory
+            for path, data in FILES.items():
+                reply = await raw(port, url_path(path))
+                assert reply.body == data, path
+                part = await raw(port, url_path(path), headers={"Range": "bytes=1-2"})
+                assert part.body == data[1:3] or (not data and part.status == 416)
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_new_version_is_served_after_refresh(

@@ -35,7 +35,7 @@ from ._http import (
 from ._index import FileEntry, Listing, VersionIndex, render_index
 from ._urls import BadTarget, parse_target
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "ContentApp", "make_app"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_MEMORY_CACHE", "ContentApp", "make_app"]
 
 log = logging.getLogger("triofetch.serve")
 
@@ -46,6 +46,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: the bytes of a stored file read (in a worker thread) and sent per body message
 DEFAULT_CHUNK_SIZE = 256 * 1024
+#: bytes of small stored files kept in memory by default (see make_app)
+DEFAULT_MEMORY_CACHE = 64 * 1024 * 1024
 #: the longest version number read from a URL (the database's integers have 18 digits)
 _MAX_NUMBER_DIGITS = 18
 #: at most this many names (repositories, or repository and version) remembered by the
@@ -173,6 +175,7 @@ class ContentApp:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         file_threads: int = 16,
         cached_versions: int = 16,
+        memory_cache: int = DEFAULT_MEMORY_CACHE,
     ) -> None:
         if not isinstance(store, Store):
             raise InvalidInput(f"make_app takes a Store, got {store!r}")
@@ -190,6 +193,7 @@ class ContentApp:
             ("chunk_size", chunk_size),
             ("file_threads", file_threads),
             ("cached_versions", cached_versions),
+            ("memory_cache", memory_cache + 1 if isinstance(memory_cache, int) else memory_cache),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidInput(f"{what} must be an integer >= 1, got {value!r}")
@@ -203,6 +207,11 @@ class ContentApp:
         #: bounds the worker threads opening and reading stored files
         self.file_limiter = trio.CapacityLimiter(file_threads)
         self._max_indexes = cached_versions
+        # sha256 -> the bytes of a small stored file (at most one chunk), least recently
+        # served first; at most memory_cache bytes in all
+        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._memory_bytes = 0
+        self._memory_limit = memory_cache
         self._indexes: OrderedDict[int, VersionIndex] = OrderedDict()
         self._building: dict[int, trio.Event] = {}
         # name -> (expires, found, latest complete version)
@@ -545,7 +554,16 @@ class ContentApp:
             return
         start = 0 if wanted.whole else wanted.start
         length = size if wanted.whole else wanted.length
-        first = 0 if ex.head else min(length, self._chunk)
+        kept = self._memory.get(sha256)
+        if kept is not None:
+            self._memory.move_to_end(sha256)
+            plan = await self._answer_partial(ex, headers, wanted, size)
+            assert plan is not None
+            await ex.start(plan[0], headers)
+            await ex.body(kept[start : start + length])
+            return
+        cache = not ex.head and size <= self._chunk and size <= self._memory_limit // 16
+        first = 0 if ex.head else size if cache else min(length, self._chunk)
         try:
             fd, data = await trio.to_thread.run_sync(
                 partial(open_stored, self._artifacts, sha256, size, start, first),
@@ -563,6 +581,14 @@ class ContentApp:
             log.error("%s: file %s damaged: %s", entry.relative_path, sha256, exc.strerror)
             await ex.error(500, "the stored file is damaged (run triofetch repair)")
             return
+        if cache:
+            self._keep(sha256, data)
+            os.close(fd)
+            plan = await self._answer_partial(ex, headers, wanted, size)
+            assert plan is not None
+            await ex.start(plan[0], headers)
+            await ex.body(data[start : start + length])
+            return
         try:
             plan = await self._answer_partial(ex, headers, wanted, size)
             assert plan is not None
@@ -573,6 +599,17 @@ class ContentApp:
             await self._stream(ex, fd, data, start + len(data), length - len(data))
         finally:
             os.close(fd)
+
+    def _keep(self, sha256: str, data: bytes) -> None:
+        """Remember the bytes of a small stored file (content-addressed: they never go
+        stale), dropping the least recently served ones past the limit."""
+        if sha256 in self._memory:
+            return
+        self._memory[sha256] = data
+        self._memory_bytes += len(data)
+        while self._memory_bytes > self._memory_limit:
+            _, dropped = self._memory.popitem(last=False)
+            self._memory_bytes -= len(dropped)
 
     async def _stream(self, ex: Exchange, fd: int, first: bytes, offset: int, left: int) -> None:
         """Send *first*, then *left* more bytes of *fd* from *offset*, piece by piece, each
@@ -645,6 +682,7 @@ def make_app(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     file_threads: int = 16,
     cached_versions: int = 16,
+    memory_cache: int = DEFAULT_MEMORY_CACHE,
 ) -> ContentApp:
     """The content app of *store*: an ASGI 3 application (``await app(scope, receive,
     send)``) serving its complete repository versions read-only.
@@ -662,6 +700,10 @@ def make_app(
         file_threads: at most this many worker threads opening and reading files.
         cached_versions: how many versions' tables (path -> file, built by one query the
             first time a version is asked for) are kept.
+        memory_cache: at most this many bytes of small stored files (one ``chunk_size``
+            at most, and a sixteenth of this) are kept in memory once read, the least
+            recently served dropped first; 0: none.  Files are content-addressed, so what
+            is kept is never stale; it spares the worker-thread round trip of a small file.
 
     Raises:
         InvalidInput: a bad argument, or a store without artifact storage.
@@ -673,4 +715,5 @@ def make_app(
         chunk_size=chunk_size,
         file_threads=file_threads,
         cached_versions=cached_versions,
+        memory_cache=memory_cache,
     )

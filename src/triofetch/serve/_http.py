@@ -7,6 +7,7 @@ nothing of ASGI, the store or the storage.
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import re
 
@@ -38,12 +39,21 @@ _RANGE = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
 _MAX_DIGITS = 19
 
 
-def content_type(name: str) -> str:
-    """The ``Content-Type`` of a file called *name*, by its extension."""
-    kind, encoding = _TYPES.guess_type(name, strict=False)
+@functools.lru_cache(maxsize=1024)
+def _by_extension(extension: str) -> str:
+    kind, encoding = _TYPES.guess_type("x" + extension, strict=False)
     if encoding is not None:
         return _ENCODED.get(encoding, DEFAULT_TYPE)
     return kind or DEFAULT_TYPE
+
+
+def content_type(name: str) -> str:
+    """The ``Content-Type`` of a file called *name*, by its extension."""
+    dot = name.find(".", 1)
+    if dot < 0:
+        return DEFAULT_TYPE
+    # the extensions (the last 24 characters of them: the cache's keys stay short)
+    return _by_extension(name[dot:][-24:])
 
 
 def etag_of(sha256: str) -> str:

@@ -8,6 +8,7 @@ own.  It must not know repositories, versions or the store.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -29,9 +30,8 @@ class Target:
     directory: bool
 
 
-def _bad_byte(raw: bytes) -> bool:
-    """A byte no target may hold raw: controls, space, backslash, DEL and non-ASCII."""
-    return any(b <= 0x20 or b >= 0x7F or b == 0x5C for b in raw)
+#: a byte no target may hold raw: controls, space, backslash, DEL and non-ASCII
+_BAD_BYTE = re.compile(rb"[\x00-\x20\x5c\x7f-\xff]")
 
 
 def _segment(raw: bytes) -> str:
@@ -60,7 +60,7 @@ def parse_target(raw_path: bytes) -> Target:
     """
     if len(raw_path) > MAX_TARGET_BYTES:
         raise BadTarget("target too long")
-    if not raw_path.startswith(b"/") or _bad_byte(raw_path):
+    if not raw_path.startswith(b"/") or _BAD_BYTE.search(raw_path):
         raise BadTarget("not an origin-form path")
     if raw_path == b"/":
         return Target((), True)
