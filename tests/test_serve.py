@@ -30,7 +30,7 @@ from triofetch.errors import InvalidInput
 from triofetch.serve import ContentApp, make_app, serve_app
 from triofetch.store import Store
 
-BIG = os.urandom(700 * 1024 + 123)  # three body pieces of 256 KiB and a bit
+BIG = os.urandom(2 * 1024 * 1024 + 123)  # body pieces of 256 KiB, 512 KiB, 1 MiB and the rest
 FILES: dict[str, bytes] = {
     "a.txt": b"hello\n",
     "dir/sub/big.bin": BIG,
