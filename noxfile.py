@@ -102,5 +102,6 @@ def bench(session: nox.Session) -> None:
         if missing:
             session.run("apt-get", "update", "-qq", external=True)
             session.run("apt-get", "install", "-y", "-qq", *missing, external=True)
-    session.install("-e", ".[postgres]", "aiohttp", "psutil")
+    # serve: `triofetch serve` (hypercorn) beside nginx, `nox -s bench -- serve`
+    session.install("-e", ".[postgres,serve]", "aiohttp", "psutil")
     session.run("python", "-m", "benchmarks", *session.posargs)
