@@ -27,8 +27,9 @@ What is served, read-only (see ``docs/serve.rst``):
   storage is never followed.
 
 Stored files are read in worker threads (``trio.to_thread.run_sync`` under the app's
-``file_limiter``), 256 KiB a body message, the next piece read while the one before is
-sent; the Trio loop never blocks on the disk nor on the database (the :class:`Store` runs
+``file_limiter``): a first body message of 256 KiB, then pieces doubling up to 4 MiB, the
+next piece read while the one before is sent, small files kept in memory once read; the
+Trio loop never blocks on the disk nor on the database (the :class:`Store` runs
 its queries in worker threads).  hypercorn offers no zero-copy (``sendfile``) extension, so
 the bytes pass through Python.
 
@@ -50,9 +51,16 @@ directory, and never writes to either.
 from __future__ import annotations
 
 from .._public import publish
-from ._app import DEFAULT_CHUNK_SIZE, ContentApp, make_app
+from ._app import DEFAULT_CHUNK_SIZE, DEFAULT_MEMORY_CACHE, ContentApp, make_app
 from ._server import INSTALL_HINT, serve_app
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "INSTALL_HINT", "ContentApp", "make_app", "serve_app"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MEMORY_CACHE",
+    "INSTALL_HINT",
+    "ContentApp",
+    "make_app",
+    "serve_app",
+]
 
 publish(__name__, globals())
