@@ -304,6 +304,7 @@ async def test_index_pages_at_every_level(served: Served) -> None:
     assert b'href="a.txt"' in v1.body and b"new.txt" not in v1.body
     sub = await get(served, "/r/versions/1/dir/")
     assert b'href="sub/"' in sub.body and b'href="c.tar.gz"' in sub.body
+    assert sub.body.index(b'href="sub/"') < sub.body.index(b'href="c.tar.gz"')  # dirs first
     assert b'href="../"' in sub.body
     spaced = await get(served, "/r/with%20space/")
     assert spaced.status == 200 and b'href="%C3%A9t%C3%A9.txt"' in spaced.body

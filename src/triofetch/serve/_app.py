@@ -452,7 +452,8 @@ class ContentApp:
         latest: bool,
     ) -> None:
         rows: list[Listing] = []
-        for child, is_dir in sorted(children.items()):
+        # directories first, then files, each by name
+        for child, is_dir in sorted(children.items(), key=lambda kv: (not kv[1], kv[0])):
             full = f"{path}/{child}" if path else child
             if is_dir:
                 rows.append(Listing(child, True))
