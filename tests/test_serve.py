@@ -574,6 +574,18 @@ async def test_curl(served: Served, tmp_path: Path) -> None:
 
 
 @needs_curl
+async def test_curl_with_the_hostile_list(served: Served) -> None:
+    """The hostile targets again, sent by curl as they are (``--path-as-is``, ``-g``)."""
+    sent = [t for t in HOSTILE if t.startswith("/")]
+    for target in sent:
+        reply = await curl(
+            "--path-as-is", "-g", "-o", "/dev/null", "-w", "%{http_code}", served.url + target
+        )
+        assert reply.stdout in (b"400", b"404"), (target, reply)
+    assert len(sent) >= 30
+
+
+@needs_curl
 async def test_curl_parallel_with_keep_alive(served: Served) -> None:
     urls = [f"{served.url}{url_path(p)}" for p in sorted(FILES)] * 4
     args = ["--parallel", "--parallel-max", "8"]

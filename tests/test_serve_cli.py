@@ -177,3 +177,28 @@ def test_without_hypercorn(root: Path) -> None:
     )
     assert proc.returncode == 2
     assert "pip install 'triofetch[serve]'" in proc.stderr
+
+
+@pytest.mark.postgres
+def test_a_postgresql_store(
+    http_server_module: FaultServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """``--db``: the database in PostgreSQL, the files under ``--root``; the password is
+    not printed."""
+    root = tmp_path / "root"
+    url = publish(http_server_module, FILES, prefix="/pg")
+    result = run_cli("sync", url, "--root", root, "--db", postgres_dsn, "--repository", "p")
+    assert result.code == 0, result
+    proc = start_cli("serve", "--root", root, "--db", postgres_dsn, "--listen", "127.0.0.1:0")
+    running = Running(proc)
+    try:
+        found = running.wait_for(STARTUP)
+        assert f"(files under {root})" in found.group(1)
+        base = found.group(2)
+        assert fetch(base + "p/d/b.bin") == FILES["d/b.bin"]
+        manifest = fetch(base + "p/PULP_MANIFEST").decode()
+        assert manifest.splitlines()[0].startswith("a.txt,")
+        assert running.stop(signal.SIGTERM) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
