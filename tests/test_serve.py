@@ -640,3 +640,13 @@ async def test_aria2c(served: Served, tmp_path: Path) -> None:
             ],
         )
     assert (tmp_path / "big.bin").read_bytes() == BIG
+
+
+async def test_a_long_index_page_is_the_same_made_in_a_thread() -> None:
+    from triofetch.serve._app import _ROWS_ON_THE_LOOP, _render
+    from triofetch.serve._index import Listing, render_index
+
+    rows = [Listing(f"f{i:05d}.bin", False, i) for i in range(_ROWS_ON_THE_LOOP * 2)]
+    page = await _render("/r/", rows, "")
+    assert page == render_index("/r/", rows, parent=True)
+    assert page.count(b"<tr>") == len(rows) + 2  # the heading and ../

@@ -427,7 +427,7 @@ class ContentApp:
             await self._directory(ex, index, path, children, latest=latest)
             return
         if path == MANIFEST_NAME:
-            data, sha = index.manifest()
+            data, sha = await _manifest(index)
             await self._send_bytes(ex, data, sha, _TEXT)
             return
         entry = index.files.get(path)
@@ -468,7 +468,7 @@ class ContentApp:
                     Listing(child, False, entry.size, "" if entry.stored else "not stored yet")
                 )
         if not path:
-            rows.append(Listing(MANIFEST_NAME, False, len(index.manifest()[0])))
+            rows.append(Listing(MANIFEST_NAME, False, len((await _manifest(index))[0])))
             if latest:
                 rows.insert(0, Listing("versions", True, note="every version"))
         where = (
@@ -480,7 +480,8 @@ class ContentApp:
             if not path
             else ""
         )
-        await ex.simple(200, render_index(title, rows, parent=True, note=note), _HTML)
+        page = await _render(title, rows, note)
+        await ex.simple(200, page, _HTML)
 
     # -- files --------------------------------------------------------------------------------
 
@@ -669,6 +670,26 @@ class _Read:
         if self._error is not None:
             raise self._error
         return self._value
+
+
+#: an index page of more rows than this is made in a worker thread
+_ROWS_ON_THE_LOOP = 500
+
+
+async def _render(title: str, rows: list[Listing], note: str) -> bytes:
+    """An index page with a ``../`` link; a long one made in a worker thread."""
+    make = partial(render_index, title, rows, parent=True, note=note)
+    if len(rows) <= _ROWS_ON_THE_LOOP:
+        return make()
+    return await trio.to_thread.run_sync(make)
+
+
+async def _manifest(index: VersionIndex) -> tuple[bytes, str]:
+    """The version's manifest: made once, in a worker thread (a version may hold millions
+    of files), then kept by the index."""
+    if index.manifest_made:
+        return index.manifest()
+    return await trio.to_thread.run_sync(index.manifest)
 
 
 def _star(size: int) -> bytes:

@@ -105,6 +105,11 @@ class VersionIndex:
             if is_dir:
                 self.dirs.setdefault(parent, {})
 
+    @property
+    def manifest_made(self) -> bool:
+        """Whether :meth:`manifest` has been made already (then it returns at once)."""
+        return self._manifest is not None
+
     def manifest(self) -> tuple[bytes, str]:
         """The ``PULP_MANIFEST`` of this version and its sha256 (made once, then kept).
 
