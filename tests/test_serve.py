@@ -257,6 +257,10 @@ async def test_the_generated_manifest_lists_exactly_the_version(served: Served) 
 async def test_not_found(served: Served) -> None:
     for path in (
         "/nope/",
+        "/nope",
+        "/nope/versions",
+        "/nope/versions/",
+        "/nope/versions/1/",
         "/nope/a.txt",
         "/r/missing.txt",
         "/r/a.txt/",

@@ -286,8 +286,8 @@ class ContentApp:
         name, rest = segments[0], segments[1:]
         if self._allowed is not None and name not in self._allowed:
             raise _NotFound
+        latest = await self._latest_version(name)  # (404 for an unknown repository)
         if not rest and not directory:
-            await self._latest_version(name)  # (404 for an unknown repository)
             await ex.redirect()
             return
         if rest and rest[0] == "versions":
@@ -307,7 +307,6 @@ class ContentApp:
                         await self._in_version(ex, handle, rest[2:], directory, latest=False)
                     return
             # not a version: a path of the latest version that starts with "versions/"
-        latest = await self._latest_version(name)
         if latest is None:
             if rest:
                 raise _NotFound
