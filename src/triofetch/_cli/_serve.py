@@ -19,7 +19,7 @@ from functools import partial
 
 import trio
 
-from ..errors import redact_url
+from ..errors import InvalidInput, redact_url
 from ..serve import INSTALL_HINT, make_app, serve_app
 from ._common import EXIT_OK, CLIError, existing_store, log, resolve_root, warn
 
@@ -60,7 +60,10 @@ async def serve_command(args: argparse.Namespace) -> int:
             unknown = [name for name in wanted if name not in known]
             if unknown:
                 raise CLIError("no repository named " + ", ".join(repr(name) for name in unknown))
-        app = make_app(store, repositories=wanted)
+        try:
+            app = make_app(store, repositories=wanted)
+        except InvalidInput as exc:
+            raise CLIError(str(exc)) from None
         what = str(root) if args.db is None else f"{redact_url(args.db)} (files under {root})"
         stop = trio.Event()
         signum: int = signal.SIGTERM

@@ -188,7 +188,7 @@ class ContentApp:
             raise InvalidInput("repositories must be a collection of names, not one str")
         names = None if repositories is None else sorted(set(repositories))
         for name in names or ():
-            if not isinstance(name, str) or not name or "/" in name:
+            if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
                 raise InvalidInput(f"not a repository name that can be served: {name!r}")
         if not isinstance(refresh, int | float) or isinstance(refresh, bool) or refresh < 0:
             raise InvalidInput(f"refresh must be a number of seconds >= 0, got {refresh!r}")
