@@ -16,8 +16,9 @@ For each backend, in one run:
   sample of ``--naive`` units (it is too slow to do all of them) — the rate is what counts;
 - **find**: ``find_units`` of every committed unit by key, in slices of ``--slice``.
 
-The PostgreSQL server is started here (``tests/pgserver.py``) with its default durability
-settings (fsync on, synchronous_commit on); SQLite runs in WAL mode with synchronous=NORMAL.
+The PostgreSQL server is started here (``triofetch.testing.PostgresServer``) with its
+default durability settings (fsync on, synchronous_commit on); SQLite runs in WAL mode with
+synchronous=NORMAL.
 No files are written: this measures the database layer.  Targets (issue 3): batched ≥ 10×
 naive on both backends, and ≥ 20,000 units/s committed on SQLite.
 """
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     reps_pg = _option(argv, "reps-pg", 1)
     backends = [b for b in ("sqlite", "postgresql") if f"--no-{b}" not in argv]
 
-    from tests.pgserver import running_postgres
+    from triofetch.testing import running_postgres
 
     print(
         f"store: {count:,} units of one artifact, slices of {slice_size}, "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.faultserver import Fault, FaultServer
+from triofetch.testing import Fault, FaultServer
 
 __all__ = [
     "Result",

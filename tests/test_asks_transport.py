@@ -1,4 +1,4 @@
-"""The asks transport against a real loopback server (tests/faultserver.py).
+"""The asks transport against a real loopback server (triofetch.testing.FaultServer).
 
 Run with asks installed beside anyio 4 (``nox -s asks``); skipped when asks is missing.
 """
@@ -15,7 +15,6 @@ import pytest
 import trio
 
 from tests._cli_helpers import self_signed_cert
-from tests.faultserver import FaultServer, Hang, Redirect, Reset, Slow, Status, Truncate
 from triofetch.errors import (
     ConnectionFailed,
     InvalidInput,
@@ -23,6 +22,7 @@ from triofetch.errors import (
     TooManyRedirects,
     TruncatedBody,
 )
+from triofetch.testing import FaultServer, Hang, Redirect, Reset, Slow, Status, Truncate
 from triofetch.transports import Transport, TransportOptions
 
 pytest.importorskip("asks")

@@ -25,11 +25,11 @@ import trio
 import triofetch
 from tests._cli_helpers import _AS_IN_A_TERMINAL, cli_env, manifest_of, publish, run_cli
 from tests._invariants import check_invariants
-from tests.faultserver import FaultServer, Slow
 from triofetch import DeclarativeArtifact, DeclarativeUnit, Downloader, PulpManifestReader
 from triofetch.declarative import check_relative_path
 from triofetch.manifest import manifest_base_url, parse_pulp_manifest
 from triofetch.store import ArtifactRecord, RemoteArtifact, open_store
+from triofetch.testing import FaultServer, Slow
 
 FILES = {"a.txt": b"alpha\n", "dir/b.txt": b"bravo\n"}
 MAX_SIZE = 2**63 - 1

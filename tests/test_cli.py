@@ -24,8 +24,8 @@ from tests._cli_helpers import (
     self_signed_cert,
     start_cli,
 )
-from tests.faultserver import FaultServer, Slow, Status, WrongBytes
 from triofetch.__main__ import main
+from triofetch.testing import FaultServer, Slow, Status, WrongBytes
 
 FILES = {
     "a.txt": b"alpha\n",

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tests._cli_helpers import cli_env, publish, run_cli
-from tests.faultserver import FaultServer
+from triofetch.testing import FaultServer
 
 FILES = {"a.txt": b"alpha\n", "dir/b.bin": b"b" * 3000, "c.txt": b"gamma\n"}
 

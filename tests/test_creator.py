@@ -11,9 +11,9 @@ import trio
 
 import triofetch
 from tests._invariants import check_invariants
-from tests.faultserver import FaultServer, Slow, Status, WrongBytes
 from triofetch import DeclarativeArtifact, DeclarativeUnit
 from triofetch.store import Store, UnitKey, open_store
+from triofetch.testing import FaultServer, Slow, Status, WrongBytes
 
 
 def content(name: str, size: int = 1500) -> bytes:

@@ -12,9 +12,9 @@ import pytest
 import trio
 
 from tests._invariants import check_invariants
-from tests.faultserver import FaultServer, Slow
 from triofetch import DeclarativeArtifact, DeclarativeUnit
 from triofetch.store import open_store
+from triofetch.testing import FaultServer, Slow
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 

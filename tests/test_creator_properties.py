@@ -21,9 +21,9 @@ from hypothesis import given, note, strategies as st
 
 import triofetch
 from tests._invariants import check_invariants
-from tests.faultserver import FaultServer, Status, WrongBytes
 from triofetch import DeclarativeArtifact, DeclarativeUnit
 from triofetch.store import UnitKey, open_store
+from triofetch.testing import FaultServer, Status, WrongBytes
 
 POOL = [hashlib.sha256(str(i).encode()).digest() * (20 + 13 * i) for i in range(8)]
 _run_ids = itertools.count()

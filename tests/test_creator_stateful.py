@@ -22,10 +22,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import triofetch
 from tests._invariants import check_invariants
-from tests.faultserver import FaultServer, Status
-from tests.pgserver import PostgresServer
 from triofetch import DeclarativeArtifact, DeclarativeUnit
 from triofetch.store import UnitKey, open_store
+from triofetch.testing import FaultServer, PostgresServer, Status
 
 BLOBS = [hashlib.sha512(str(i).encode()).digest() * (5 + 7 * i) for i in range(6)]
 # 8 units over 6 blobs: shared artifacts, units with 0..3 files

@@ -16,8 +16,8 @@ import pytest
 import trio
 
 import triofetch
-from tests.faultserver import FaultServer, Slow, Truncate, WrongBytes
 from triofetch.downloader import _result as _downloader
+from triofetch.testing import FaultServer, Slow, Truncate, WrongBytes
 
 SMALL = os.urandom(20_000)
 LARGE = os.urandom(3 * 1024 * 1024 + 17)  # streamed through the large-body pipeline

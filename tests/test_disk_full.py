@@ -24,9 +24,9 @@ import trio
 import triofetch
 from tests._cli_helpers import file_requests, manifest_of, publish, run_cli
 from tests._invariants import check_invariants
-from tests.faultserver import FaultServer
 from triofetch import DeclarativeArtifact, DeclarativeUnit, StorageWriteError
 from triofetch.store import UnitKey, open_store
+from triofetch.testing import FaultServer
 
 KB = 1000
 

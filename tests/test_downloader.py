@@ -15,7 +15,7 @@ import pytest
 import trio
 
 import triofetch
-from tests.faultserver import (
+from triofetch.testing import (
     FaultServer,
     Hang,
     Redirect,

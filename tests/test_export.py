@@ -23,7 +23,6 @@ from hypothesis import given, strategies as st
 
 from tests import test_readonly
 from tests._cli_helpers import Result, file_requests, publish, run_cli
-from tests.faultserver import FaultServer, Status
 from tests.test_readonly import run_on_read_only_root
 from triofetch import (
     ContentUnitCreator,
@@ -36,6 +35,7 @@ from triofetch._cli._export import NOT_FETCHED, Unexportable, export_files, unex
 from triofetch._cli._inspect import FileRow
 from triofetch.manifest import local_source, manifest_base_url, parse_pulp_manifest
 from triofetch.storage import ArtifactStorage
+from triofetch.testing import FaultServer, Status
 
 #: paths that are awkward for a manifest line, a URL and a file system
 AWKWARD = {

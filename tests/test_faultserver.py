@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import trio
 
-from tests.faultserver import (
+from triofetch.testing import (
     FaultServer,
     Hang,
     Redirect,

@@ -21,7 +21,6 @@ import pytest
 import trio
 
 import triofetch
-from tests.faultserver import FaultServer, Hang, Slow
 from triofetch.downloader import (
     DownloadResult,
     FetchFailed,
@@ -30,6 +29,7 @@ from triofetch.downloader import (
     FetchRequest,
     FetchSucceeded,
 )
+from triofetch.testing import FaultServer, Hang, Slow
 
 DATA = os.urandom(50_000)
 SHA256 = hashlib.sha256(DATA).hexdigest()

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 import triofetch
-from tests.faultserver import FaultServer, Status, WrongBytes
+from triofetch.testing import FaultServer, Status, WrongBytes
 
 DATA = os.urandom(50_000)
 SHA256 = hashlib.sha256(DATA).hexdigest()

@@ -24,10 +24,9 @@ import trio
 from hypothesis import HealthCheck, given, note, settings, strategies as st
 
 import triofetch
-from tests.faultserver import FaultServer, Slow
-from tests.pgserver import PostgresServer
 from triofetch import DeclarativeArtifact, DeclarativeUnit, StoreBusy
 from triofetch.store import Store, open_store
+from triofetch.testing import FaultServer, PostgresServer, Slow
 
 PATHS = [f"p{i}.bin" for i in range(6)]
 #: content 0..2 per path; content 3 is "new" (never in v1/v2), served slowly

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests._cli_helpers import cli_env, publish, run_cli, start_cli
-from tests.faultserver import FaultServer, Slow
+from triofetch.testing import FaultServer, Slow
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 

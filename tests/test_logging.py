@@ -15,9 +15,9 @@ import pytest
 
 import triofetch
 from tests._cli_helpers import publish, run_cli
-from tests.faultserver import Fault, FaultServer, Redirect, Status
 from triofetch import DeclarativeArtifact, DeclarativeUnit
 from triofetch.store import open_store
+from triofetch.testing import Fault, FaultServer, Redirect, Status
 
 DATA = b"x" * 3000
 PASSWORD = "s3cr3t-pw-9731"

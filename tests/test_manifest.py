@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import triofetch
-from tests.faultserver import FaultServer, Status
 from triofetch.manifest import (
     PulpManifestReader,
     RepositoryIndex,
@@ -19,6 +18,7 @@ from triofetch.manifest import (
     read_manifest,
     split_source,
 )
+from triofetch.testing import FaultServer, Status
 
 SHA_A = hashlib.sha256(b"a").hexdigest()
 SHA_B = hashlib.sha256(b"b").hexdigest()

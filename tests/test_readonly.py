@@ -26,7 +26,6 @@ import pytest
 import trio
 
 from tests._cli_helpers import Result, cli_env, publish, run_cli
-from tests.faultserver import FaultServer
 from triofetch import (
     ArtifactStorage,
     NotAStore,
@@ -36,6 +35,7 @@ from triofetch import (
 )
 from triofetch.errors import redact_url
 from triofetch.store import SCHEMA_VERSION, ArtifactRecord, NewUnit, NewUnitArtifact, open_store
+from triofetch.testing import FaultServer
 
 FILES = {"a.txt": b"alpha\n", "dir/b.bin": b"b" * 3000, "c.txt": b"gamma\n"}
 DB = "triofetch.sqlite3"

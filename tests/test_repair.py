@@ -17,7 +17,6 @@ import trio
 
 import triofetch
 from tests._cli_helpers import publish, run_cli
-from tests.faultserver import FaultServer, Slow, WrongBytes
 from triofetch import DeclarativeArtifact, DeclarativeUnit
 from triofetch.store import (
     ArtifactRecord,
@@ -27,6 +26,7 @@ from triofetch.store import (
     Store,
     open_store,
 )
+from triofetch.testing import FaultServer, Slow, WrongBytes
 
 
 def content(name: str, size: int = 1500) -> bytes:

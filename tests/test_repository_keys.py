@@ -15,7 +15,6 @@ import pytest
 
 import triofetch
 from tests._cli_helpers import publish, run_cli
-from tests.faultserver import FaultServer
 from tests.test_creator import content, file_unit
 from tests.test_store import record
 from triofetch.store import (
@@ -28,6 +27,7 @@ from triofetch.store import (
     UnitKey,
     open_store,
 )
+from triofetch.testing import FaultServer
 
 # -- the store ---------------------------------------------------------------------------------
 

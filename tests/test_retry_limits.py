@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import triofetch
-from tests.faultserver import FaultServer, Status
 from tests.test_downloader import downloader, leftovers
+from triofetch.testing import FaultServer, Status
 
 DATA = os.urandom(50_000)
 SHA256 = hashlib.sha256(DATA).hexdigest()

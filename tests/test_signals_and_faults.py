@@ -26,10 +26,10 @@ import trio
 
 from tests._cli_helpers import cli_env, file_requests, manifest_of, publish, run_cli, start_cli
 from tests._invariants import check_invariants
-from tests.faultserver import FaultServer, Slow
 from triofetch import InvalidInput, StoreError, open_store, parse_pulp_manifest
 from triofetch.__main__ import main
 from triofetch._cli._startup import EXIT_INTERNAL, internal_error_line, stop_message
+from triofetch.testing import FaultServer, Slow
 
 
 def temp_files(root: Path) -> list[str]:

@@ -30,10 +30,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import triofetch
 from tests._cli_helpers import run_cli
-from tests.faultserver import FaultServer
-from tests.pgserver import PostgresServer
 from triofetch import DeclarativeArtifact, DeclarativeUnit
 from triofetch.store import Store, open_store
+from triofetch.testing import FaultServer, PostgresServer
 
 PATHS = ["a", "b", "d", "d/x", "d/y"]
 _ids = itertools.count()

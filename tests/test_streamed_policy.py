@@ -17,9 +17,9 @@ import trio
 
 import triofetch
 from tests._cli_helpers import publish, run_cli
-from tests.faultserver import FaultServer
 from tests.test_creator import content, file_requests, file_unit
 from triofetch.store import RemoteArtifact, Store, open_store
+from triofetch.testing import FaultServer
 
 
 @pytest.fixture
@@ -39,9 +39,9 @@ async def test_streamed_units_are_recorded_and_marked(
 ) -> None:
     streamed = [file_unit(http_server, f"s{i}") for i in range(3)]
     lazy = [file_unit(http_server, f"o{i}") for i in range(2)]
-    report = await triofetch.ContentUnitCreator(
-        store, dl, policy=triofetch.Policy.STREAMED
-    ).run(streamed, repository="s")
+    report = await triofetch.ContentUnitCreator(store, dl, policy=triofetch.Policy.STREAMED).run(
+        streamed, repository="s"
+    )
     assert report.ok and report.units_new == 3 and report.artifacts_downloaded == 0
     await triofetch.ContentUnitCreator(store, dl, policy="on_demand").run(lazy, repository="o")
     assert file_requests(http_server) == 0

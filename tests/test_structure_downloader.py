@@ -29,9 +29,9 @@ from pathlib import Path
 import pytest
 
 import triofetch
-from tests.faultserver import FaultServer, Redirect
 from tests.rawserver import RawServer, Script
 from triofetch.downloader import FetchPlan
+from triofetch.testing import FaultServer, Redirect
 from triofetch.transports import (
     HttpxTransport,
     Transport,

@@ -15,9 +15,9 @@ import trio
 
 import triofetch
 from tests._cli_helpers import file_requests, publish, run_cli
-from tests.faultserver import FaultServer
 from tests.test_creator import file_unit
 from triofetch.store import open_store
+from triofetch.testing import FaultServer
 
 FILES = {"a.txt": b"alpha" * 100, "dir/b.txt": b"beta" * 50, "c.txt": b"gamma"}
 

@@ -24,8 +24,8 @@ import pytest
 import trio
 
 import triofetch
-from tests.faultserver import FaultServer, Hang
 from triofetch.downloader import _result
+from triofetch.testing import FaultServer, Hang
 
 DATA = os.urandom(40_000)
 SHA256 = hashlib.sha256(DATA).hexdigest()
@@ -200,9 +200,8 @@ async def test_explicit_temp_dir_files_are_the_callers(
 
 async def test_fetch_many_leaves_nothing(http_server: FaultServer, system_tmp: Path) -> None:
     urls = serve(http_server, 6)
-    async with triofetch.Downloader() as dl:
-        async with dl.fetch_many(urls) as outcomes:
-            got = [outcome async for outcome in outcomes]
+    async with triofetch.Downloader() as dl, dl.fetch_many(urls) as outcomes:
+        got = [outcome async for outcome in outcomes]
     assert all(o.ok for o in got) and len(got) == 6
     assert listing(system_tmp) == []
 

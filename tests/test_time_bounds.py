@@ -26,7 +26,7 @@ import trio.testing
 
 import triofetch
 from tests._cli_helpers import publish, run_cli
-from tests.faultserver import FaultServer, Slow, Status
+from triofetch.testing import FaultServer, Slow, Status
 
 DATA = os.urandom(4000)
 SHA256 = hashlib.sha256(DATA).hexdigest()

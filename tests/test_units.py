@@ -12,8 +12,8 @@ import pytest
 import trio
 
 import triofetch
-from tests.faultserver import FaultServer, Slow, Status, WrongBytes
 from triofetch import DeclarativeArtifact, DeclarativeUnit
+from triofetch.testing import FaultServer, Slow, Status, WrongBytes
 
 
 def blob(i: int, size: int = 3000) -> bytes:
