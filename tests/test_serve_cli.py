@@ -23,13 +23,15 @@ from tests._cli_helpers import cli_env, publish, run_cli, start_cli
 from tests.faultserver import FaultServer
 
 FILES = {"a.txt": b"hello\n", "d/b.bin": os.urandom(5000)}
+#: larger than what the loopback's socket buffers hold
+LARGE = os.urandom(48 * 1024 * 1024)
 STARTUP = re.compile(r"Serving (.+) at (http://127\.0\.0\.1:(\d+)/) \(Ctrl-C to stop\)")
 
 
 @pytest.fixture(scope="module")
 def root(http_server_module: FaultServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("serve-cli") / "root"
-    url = publish(http_server_module, FILES, prefix="/cli")
+    url = publish(http_server_module, {**FILES, "large.bin": LARGE}, prefix="/cli")
     result = run_cli("sync", url, "--root", where, "--repository", "r")
     assert result.code == 0, result
     return where
@@ -104,6 +106,22 @@ def test_serves_logs_and_stops_cleanly(serving: tuple[Running, str], signum: int
     assert running.stop(signum) == 0, running.err
     assert f"triofetch: stopped ({signal.Signals(signum).name})" in running.err
     assert "Traceback" not in running.err
+
+
+def test_a_client_that_stops_reading_does_not_hold_the_stop(
+    serving: tuple[Running, str],
+) -> None:
+    running, url = serving
+    port = int(url.rsplit(":", 1)[1].rstrip("/"))
+    with socket.create_connection(("127.0.0.1", port)) as stuck:
+        stuck.sendall(b"GET /r/large.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert stuck.recv(100).startswith(b"HTTP/1.1 200")  # then never read again
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert running.stop(signal.SIGTERM) == 0, running.err
+        took = time.monotonic() - started
+    assert took < 12, took  # 3 s for the requests in flight, 2 more at most, and slack
+    assert "responses still being sent to slow clients were cut" in running.err
 
 
 def test_without_v_no_access_log(root: Path) -> None:

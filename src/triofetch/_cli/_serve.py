@@ -21,6 +21,7 @@ import trio
 
 from ..errors import InvalidInput, redact_url
 from ..serve import INSTALL_HINT, make_app, serve_app
+from . import _startup
 from ._common import EXIT_OK, CLIError, existing_store, log, resolve_root, warn
 
 __all__ = ["serve_command"]
@@ -43,6 +44,23 @@ def _os_error(exc: BaseException) -> OSError | None:
             if found is not None:
                 return found
     return None
+
+
+#: how long the requests in flight get after a stop signal (then they are cancelled)
+GRACEFUL_SECONDS = 3.0
+#: and how much longer the server may take to let go of them: hypercorn finishes sending a
+#: piece of a body it started (shielded from cancellation), which a slow client may make last
+STOP_MARGIN_SECONDS = 2.0
+
+
+async def _stop_anyway(signum: int) -> None:
+    """Exit (status 0) when the server has not stopped in time after the signal."""
+    await trio.sleep(GRACEFUL_SECONDS + STOP_MARGIN_SECONDS)
+    warn(
+        f"stopped ({signal.Signals(signum).name}); responses still being sent to slow "
+        "clients were cut"
+    )
+    _startup.exit_now(EXIT_OK)
 
 
 async def serve_command(args: argparse.Namespace) -> int:
@@ -68,21 +86,33 @@ async def serve_command(args: argparse.Namespace) -> int:
         stop = trio.Event()
         signum: int = signal.SIGTERM
         with trio.open_signal_receiver(*_stop_signals()) as received:
-            async with trio.open_nursery() as nursery:
-                server = partial(serve_app, app, host=host, port=port, shutdown_trigger=stop.wait)
-                try:
-                    urls = await nursery.start(server)
-                except (OSError, BaseExceptionGroup) as exc:
-                    found = _os_error(exc)
-                    if found is None:
-                        raise
-                    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                    raise CLIError(f"cannot listen on {where}: {found.strerror or found}") from None
-                url = urls[0] if urls else f"http://{host}:{port}"
-                print(f"Serving {what} at {url}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
-                async for signum in received:
-                    log.info("%s: stopping", signal.Signals(signum).name)
-                    stop.set()
-                    break
+            async with trio.open_nursery() as watchdog:
+                async with trio.open_nursery() as nursery:
+                    server = partial(
+                        serve_app,
+                        app,
+                        host=host,
+                        port=port,
+                        shutdown_trigger=stop.wait,
+                        graceful_timeout=GRACEFUL_SECONDS,
+                    )
+                    try:
+                        urls = await nursery.start(server)
+                    except (OSError, BaseExceptionGroup) as exc:
+                        found = _os_error(exc)
+                        if found is None:
+                            raise
+                        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                        raise CLIError(
+                            f"cannot listen on {where}: {found.strerror or found}"
+                        ) from None
+                    url = urls[0] if urls else f"http://{host}:{port}"
+                    print(f"Serving {what} at {url}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+                    async for signum in received:
+                        log.info("%s: stopping", signal.Signals(signum).name)
+                        stop.set()
+                        watchdog.start_soon(_stop_anyway, signum)
+                        break
+                watchdog.cancel_scope.cancel()
     warn(f"stopped ({signal.Signals(signum).name})")
     return EXIT_OK
