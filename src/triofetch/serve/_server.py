@@ -39,7 +39,10 @@ async def serve_app(
 
     Started with ``await nursery.start(serve_app, app, ...)``, it reports the URLs it
     listens on (``["http://127.0.0.1:8080"]``; port 0 picks a free port, shown there).
-    After the trigger, requests in flight get *graceful_timeout* seconds to finish.  Server
+    After the trigger, requests in flight get *graceful_timeout* seconds to finish; then
+    they are cancelled, but hypercorn finishes sending the piece of a body it has started
+    (shielded), which a client that stops reading can prolong (``triofetch serve`` exits
+    anyway 2 seconds later).  Server
     messages go to the ``hypercorn.error`` logger; the app logs its own requests.
 
     Raises:
