@@ -252,6 +252,10 @@ async def test_the_generated_manifest_lists_exactly_the_version(served: Served) 
     assert latest.body == (await get(served, "/r/versions/2/PULP_MANIFEST")).body
     again = await get(served, "/r/PULP_MANIFEST", if_none_match=latest.headers["etag"])
     assert again.status == 304
+    part = await get(served, "/r/PULP_MANIFEST", range="bytes=-10")
+    assert (part.status, part.body) == (206, latest.body[-10:])
+    head = await raw(served.port, "/r/PULP_MANIFEST", "HEAD")
+    assert (head.body, head.headers["content-length"]) == (b"", str(len(latest.body)))
 
 
 async def test_not_found(served: Served) -> None:
