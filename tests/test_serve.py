@@ -24,11 +24,11 @@ import pytest
 import trio
 
 from tests._cli_helpers import Result, publish, run_cli
-from tests.faultserver import FaultServer
 from triofetch import open_store
 from triofetch.errors import InvalidInput
 from triofetch.serve import ContentApp, make_app, serve_app
 from triofetch.store import Store
+from triofetch.testing import FaultServer
 
 BIG = os.urandom(2 * 1024 * 1024 + 123)  # body pieces of 256 KiB, 512 KiB, 1 MiB and the rest
 FILES: dict[str, bytes] = {

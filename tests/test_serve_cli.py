@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests._cli_helpers import cli_env, publish, run_cli, start_cli
-from tests.faultserver import FaultServer
+from triofetch.testing import FaultServer
 
 FILES = {"a.txt": b"hello\n", "d/b.bin": os.urandom(5000)}
 #: larger than what the loopback's socket buffers hold
