@@ -66,8 +66,9 @@ def stress(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff lint and format check."""
     session.install("ruff")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "docs/examples", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "docs/examples", "noxfile.py")
+    paths = ["src", "tests", "benchmarks", "docs/examples", "noxfile.py"]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
 
 
 @nox.session(python=PYTHON)
