@@ -284,13 +284,21 @@ async def test_only_get_and_head(served: Served) -> None:
         assert reply.headers["allow"] == "GET, HEAD"
 
 
-async def test_a_file_not_stored_goes_to_the_hook(served: Served) -> None:
-    reply = await get(served, "/lazy/lazy.bin")
-    assert reply.status == 404
-    assert b"not stored" in reply.body
+async def test_a_file_not_stored_is_fetched_and_not_stored_on_a_read_only_store(
+    served: Served, http_server_module: FaultServer
+) -> None:
+    """An on-demand file served by an app over a read-only store: streamed from the remote
+    every time, never stored (tests/test_serve_ondemand.py: a writable store keeps it)."""
+    lazy = LAZY["lazy.bin"]
+    before = http_server_module.count("/lazy/lazy.bin")
+    for _ in range(2):
+        reply = await get(served, "/lazy/lazy.bin")
+        assert reply.status == 200 and reply.body == lazy
+        assert reply.headers["etag"] == f'"{sha(lazy)}"'
+    assert http_server_module.count("/lazy/lazy.bin") == before + 2
+    assert [m.relative_path for m in await served.store.missing_artifacts("lazy")] == ["lazy.bin"]
     # still listed: the version holds it
     manifest = await get(served, "/lazy/PULP_MANIFEST")
-    lazy = LAZY["lazy.bin"]
     assert manifest.body == f"lazy.bin,{sha(lazy)},{len(lazy)}\n".encode()
 
 

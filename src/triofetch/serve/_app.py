@@ -14,15 +14,17 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from ..downloader import Downloader
 from ..errors import InvalidInput, RepositoryNotFound, StoreError, VersionNotFound
 from ..manifest import MANIFEST_NAME
-from ..store import Store, VersionHandle
+from ..store import ArtifactRecord, Store, VersionHandle
 from ._files import Damaged, Refused, open_stored, read_at
 from ._http import (
     RangeResult,
@@ -33,6 +35,7 @@ from ._http import (
     parse_range,
 )
 from ._index import FileEntry, Listing, VersionIndex, render_index
+from ._ondemand import OnDemandFiles, Refusal
 from ._urls import BadTarget, parse_target
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_MEMORY_CACHE", "ContentApp", "make_app"]
@@ -179,6 +182,7 @@ class ContentApp:
         file_threads: int = 16,
         cached_versions: int = 16,
         memory_cache: int = DEFAULT_MEMORY_CACHE,
+        downloader: Downloader | None = None,
     ) -> None:
         if not isinstance(store, Store):
             raise InvalidInput(f"make_app takes a Store, got {store!r}")
@@ -192,6 +196,8 @@ class ContentApp:
                 raise InvalidInput(f"not a repository name that can be served: {name!r}")
         if not isinstance(refresh, int | float) or isinstance(refresh, bool) or refresh < 0:
             raise InvalidInput(f"refresh must be a number of seconds >= 0, got {refresh!r}")
+        if downloader is not None and not isinstance(downloader, Downloader):
+            raise InvalidInput(f"downloader must be a Downloader, got {downloader!r}")
         for what, value in (
             ("chunk_size", chunk_size),
             ("file_threads", file_threads),
@@ -221,6 +227,10 @@ class ContentApp:
         self._latest: dict[str, tuple[float, bool, VersionHandle | None]] = {}
         # (name, number) -> (expires, the complete version, or None)
         self._numbered: dict[tuple[str, int], tuple[float, VersionHandle | None]] = {}
+        #: the files of on-demand and streamed units, fetched when asked for
+        self.on_demand = OnDemandFiles(
+            store, downloader=downloader, limiter=self.file_limiter, chunk_size=chunk_size
+        )
 
     def __repr__(self) -> str:
         return f"<ContentApp {self.store!r}>"
@@ -237,13 +247,15 @@ class ContentApp:
             raise ValueError(f"the content app serves HTTP only, not {kind!r}")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message.get("type") == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message.get("type") == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        # the server's life: the on-demand downloads run in it, not in any request's task
+        async with self.on_demand.running():
+            while True:
+                message = await receive()
+                if message.get("type") == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message.get("type") == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = Exchange(scope, receive, send)
@@ -485,11 +497,59 @@ class ContentApp:
     # -- files --------------------------------------------------------------------------------
 
     async def _serve_unstored(self, ex: Exchange, index: VersionIndex, entry: FileEntry) -> None:
-        """A file of the version whose unit was recorded but whose file is not stored (an
-        ``on_demand`` unit not fetched yet).  THE HOOK of on-demand serving: today a 404
-        saying so; fetching, streaming and storing it belongs here (see the module
-        docstring of :mod:`triofetch.serve`)."""
-        await ex.error(404, "not stored: a file of an on-demand unit, not downloaded yet")
+        """A file of the version whose unit was recorded but whose file is not stored (a
+        unit created ``on_demand`` or ``streamed``): fetched from its remote and streamed
+        (see :mod:`triofetch.serve._ondemand`).  ``HEAD`` and a matching ``If-None-Match``
+        are answered from what the unit declares, without fetching; a ``Range`` is not
+        honoured (the whole file, 200)."""
+        kind = content_type(entry.relative_path.rpartition("/")[2]).encode("ascii")
+        headers = [(b"content-type", kind)]
+        if (ex.head or "if-none-match" in ex.headers) and (
+            entry.sha256 is None or entry.size is None
+        ):  # what the remote artifact declares (one query, nothing fetched)
+            declared = await self.on_demand.declared(entry.unit_id, entry.relative_path)
+            if declared is not None:
+                entry = replace(
+                    entry,
+                    sha256=entry.sha256 or declared.digests.get("sha256"),
+                    size=entry.size if entry.size is not None else declared.size,
+                )
+        if entry.sha256 is not None:
+            etag = etag_of(entry.sha256)
+            if none_match(ex.headers.get("if-none-match"), etag):
+                await ex.start(304, [(b"etag", etag.encode("ascii"))])
+                await ex.body(b"")
+                return
+        if ex.head:
+            if entry.sha256 is not None:
+                headers.append((b"etag", etag_of(entry.sha256).encode("ascii")))
+            if entry.size is not None:
+                headers.append((b"content-length", str(entry.size).encode()))
+            await ex.start(200, headers)
+            await ex.body(b"")
+            return
+        if entry.key is None:  # (an index made without keys: none of ours)
+            await ex.error(404, "not stored")
+            return
+        outcome: ArtifactRecord | Refusal | str = "gone"
+        async with trio.open_nursery() as nursery:
+            # a client that goes away stops its own response only: the download goes on
+            nursery.start_soon(_watch_disconnect, ex.receive, nursery.cancel_scope)
+            outcome = await self.on_demand.serve(
+                ex, entry.key, entry.unit_id, entry.relative_path, entry.size, entry.sha256, headers
+            )
+            nursery.cancel_scope.cancel()
+        # (what completes the answer is sent outside the watch, as _stream does)
+        if outcome == "finish":
+            await ex.body(b"")
+        elif isinstance(outcome, Refusal):
+            await ex.error(outcome.status, outcome.detail)
+        elif isinstance(outcome, ArtifactRecord):
+            # stored meanwhile (by an earlier request): from the storage
+            record = outcome
+            stored = replace(entry, sha256=record.sha256, size=record.size, stored=True)
+            index.files[entry.relative_path] = stored
+            await self._send_stored(ex, stored)
 
     def _validators(
         self, ex: Exchange, sha256: str, size: int, kind: bytes
@@ -711,6 +771,7 @@ def make_app(
     file_threads: int = 16,
     cached_versions: int = 16,
     memory_cache: int = DEFAULT_MEMORY_CACHE,
+    downloader: Downloader | None = None,
 ) -> ContentApp:
     """The content app of *store*: an ASGI 3 application (``await app(scope, receive,
     send)``) serving its complete repository versions read-only.
@@ -745,4 +806,5 @@ def make_app(
         file_threads=file_threads,
         cached_versions=cached_versions,
         memory_cache=memory_cache,
+        downloader=downloader,
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from ..manifest import MANIFEST_NAME
-from ..store import UnitInfo
+from ..store import UnitInfo, UnitKey
 
 __all__ = ["FileEntry", "Listing", "VersionIndex", "render_index"]
 
@@ -39,6 +39,8 @@ class FileEntry:
     size: int | None
     stored: bool
     unit_id: int
+    #: the unit's key (to find the file once another request stored it)
+    key: UnitKey | None = None
 
 
 @dataclass(slots=True)
@@ -75,6 +77,7 @@ class VersionIndex:
                         size if isinstance(size, int) and not isinstance(size, bool) else None,
                         False,
                         unit.id,
+                        unit.key,
                     )
                 if path in files or path in index.ambiguous:
                     index.ambiguous.add(path)

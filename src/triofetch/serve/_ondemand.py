@@ -28,7 +28,8 @@ import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import trio
 
@@ -44,7 +45,7 @@ from ..errors import (
 from ..storage import ArtifactStorage
 from ..store import ArtifactRecord, MissingArtifact, Store, UnitKey
 
-__all__ = ["Flight", "OnDemandFiles", "Responder", "UpstreamFailed"]
+__all__ = ["Flight", "OnDemandFiles", "Refusal", "Responder", "UpstreamFailed", "ValidationFailed"]
 
 log = logging.getLogger("triofetch.serve")
 
@@ -56,6 +57,24 @@ class UpstreamFailed(Exception):
     """A response already begun could not be completed with validated bytes: the request
     task raises it, and the server closes the connection short (the client sees an
     incomplete response, never a complete wrong one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The answer to send instead of the file (a ``502``): nothing of it was sent yet."""
+
+    status: int
+    detail: str
+
+
+class ValidationFailed(Exception):
+    """The upstream's bytes are not the file the unit declares (size or digest): raised by
+    the body consumer as something other than a :class:`DownloadError`, so that the
+    downloader does not try again within the flight; the next request does."""
+
+    def __init__(self, cause: DownloadError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class Responder(Protocol):
@@ -86,9 +105,6 @@ class _Attempt:
         #: bytes written to the file (what requests may read)
         self.written = 0
         self.size = 0
-        self.readers = 0
-        #: replaced by a later attempt, or the flight ended: close fd with the last reader
-        self.retired = False
         self._pending: list[bytes] = []
         self._pending_size = 0
         names = {"sha256", *flight.expected}
@@ -100,7 +116,7 @@ class _Attempt:
         self.size += len(chunk)
         declared = self.flight.size
         if declared is not None and self.size > declared:
-            raise SizeMismatch(declared, self.size, url=self.url, exceeded=True)
+            raise ValidationFailed(SizeMismatch(declared, self.size, url=self.url, exceeded=True))
         self._pending.append(chunk)
         self._pending_size += len(chunk)
         if self._pending_size >= _FLUSH:
@@ -112,11 +128,11 @@ class _Attempt:
             await trio.to_thread.run_sync(self._write, b"", limiter=self.flight.limiter)
         declared = self.flight.size
         if declared is not None and self.size != declared:
-            raise SizeMismatch(declared, self.size, url=self.url)
+            raise ValidationFailed(SizeMismatch(declared, self.size, url=self.url))
         for name, expected in self.flight.expected.items():
             actual = self._hashers[name].hexdigest()
             if actual != expected:
-                raise DigestMismatch(name, expected, actual, url=self.url)
+                raise ValidationFailed(DigestMismatch(name, expected, actual, url=self.url))
         return self
 
     # -- the file ----------------------------------------------------------------------
@@ -144,9 +160,8 @@ class _Attempt:
         for hasher in self._hashers.values():
             hasher.update(data)
 
-    def release(self) -> None:
-        """Close the file once it is retired and no request reads it any more."""
-        if self.retired and self.readers == 0 and self.fd is not None:
+    def close(self) -> None:
+        if self.fd is not None:
             fd, self.fd = self.fd, None
             os.close(fd)
 
@@ -184,7 +199,18 @@ class Flight:
         self.stored: ArtifactRecord | None = None
         self.error: BaseException | None = None
         self.upstream_gets = 0
+        #: every attempt's file (open until the flight ended and no request reads any)
+        self.attempts: list[_Attempt] = []
+        #: requests following the flight
+        self.followers = 0
+        self.ended = False
         self._changed = trio.Event()
+
+    def close_files(self) -> None:
+        """Close the attempts' files once the flight ended and no request reads them."""
+        if self.ended and self.followers == 0:
+            for attempt in self.attempts:
+                attempt.close()
 
     def notify(self) -> None:
         """Wake every request waiting for more bytes or the end."""
@@ -278,11 +304,14 @@ class OnDemandFiles:
         size: int | None,
         sha256: str | None,
         extra_headers: list[tuple[bytes, bytes]],
-    ) -> ArtifactRecord | None:
+    ) -> ArtifactRecord | Refusal | Literal["finish"]:
         """Answer a request for a file not stored: join (or start) its flight and stream
-        it.  Returns the file's record when it turned out to be stored already (the
-        caller serves it from the storage then); raises :class:`UpstreamFailed` when a
-        begun response cannot end with validated bytes."""
+        it.  Returns ``"finish"`` when every byte is sent but the empty last body message,
+        a :class:`Refusal` to answer instead (a ``502``: nothing was sent), or the file's
+        record when it turned out to be stored already (the caller serves it from the
+        storage then) — the caller sends what completes a response outside its watch for
+        a disconnected client (see ``ContentApp._stream``); raises
+        :class:`UpstreamFailed` when a begun response cannot end with validated bytes."""
         where = (unit_id, relative_path)
         flight = self._flights.get(where)
         if flight is None:
@@ -298,17 +327,26 @@ class OnDemandFiles:
 
     async def _follow(
         self, ex: Responder, flight: Flight, extra_headers: list[tuple[bytes, bytes]]
-    ) -> ArtifactRecord | None:
+    ) -> ArtifactRecord | Refusal | Literal["finish"]:
+        flight.followers += 1
+        try:
+            return await self._answer(ex, flight, extra_headers)
+        finally:
+            flight.followers -= 1
+            flight.close_files()
+
+    async def _answer(
+        self, ex: Responder, flight: Flight, extra_headers: list[tuple[bytes, bytes]]
+    ) -> ArtifactRecord | Refusal | Literal["finish"]:
         # wait for the first bytes, the end, or a failure before answering anything
         while True:
             if flight.stored is not None:
                 return flight.stored
+            if flight.error is not None:  # nothing sent yet: a clean answer
+                return Refusal(502, _reason(flight.error))
             attempt = flight.attempt
             if attempt is not None and (attempt.written or flight.done):
                 break
-            if flight.error is not None:
-                await ex.error(502, _reason(flight.error))
-                return None
             await flight.changed()
         size = flight.size if flight.size is not None else (attempt.size if flight.done else None)
         headers = list(extra_headers)
@@ -316,45 +354,38 @@ class OnDemandFiles:
             headers.append((b"content-length", str(size).encode()))
         if "sha256" in flight.expected:
             headers.append((b"etag", f'"{flight.expected["sha256"]}"'.encode()))
-        attempt.readers += 1
-        try:
-            await ex.start(200, headers)
-            if ex.head:
-                await ex.body(b"")
-                return None
-            offset = 0
-            while True:
-                if flight.attempt is not attempt:  # the upstream started over
-                    raise UpstreamFailed(f"{flight.relative_path}: the upstream broke off")
-                # the last byte waits for the validation of the whole
-                limit = attempt.written if flight.done else attempt.written - 1
-                if offset < limit:
-                    count = min(limit - offset, self._chunk)
-                    fd = attempt.fd
-                    assert fd is not None
-                    data = await trio.to_thread.run_sync(
-                        os.pread, fd, count, offset, limiter=self._limiter
-                    )
-                    if not data:
-                        raise UpstreamFailed(f"{flight.relative_path}: the temp file ended")
-                    offset += len(data)
-                    await ex.body(data, more=True)
-                    continue
-                if flight.done:
-                    await ex.body(b"")
-                    return None
-                if flight.error is not None:
-                    raise UpstreamFailed(f"{flight.relative_path}: {_reason(flight.error)}")
-                await flight.changed()
-        finally:
-            attempt.readers -= 1
-            attempt.release()
+        await ex.start(200, headers)
+        if ex.head:
+            return "finish"
+        offset = 0
+        while True:
+            if flight.attempt is not attempt:  # the upstream started over
+                raise UpstreamFailed(f"{flight.relative_path}: the upstream broke off")
+            # the last byte waits for the validation of the whole
+            limit = attempt.written if flight.done else attempt.written - 1
+            if offset < limit:
+                count = min(limit - offset, self._chunk)
+                fd = attempt.fd
+                assert fd is not None
+                data = await trio.to_thread.run_sync(
+                    os.pread, fd, count, offset, limiter=self._limiter
+                )
+                if not data:
+                    raise UpstreamFailed(f"{flight.relative_path}: the temp file ended")
+                offset += len(data)
+                await ex.body(data, more=True)
+                continue
+            if flight.done:
+                return "finish"
+            if flight.error is not None:
+                raise UpstreamFailed(f"{flight.relative_path}: {_reason(flight.error)}")
+            await flight.changed()
 
     # -- a flight ------------------------------------------------------------------------
 
     async def _fly(self, flight: Flight) -> None:
         key = (flight.unit_id, flight.relative_path)
-        attempts: list[_Attempt] = []
+        attempts = flight.attempts
         try:
             remote = await self._remote(flight)
             if remote is None:
@@ -385,25 +416,33 @@ class OnDemandFiles:
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
+            flight.ended = True
             for attempt in attempts:
-                attempt.retired = True
                 attempt.remove()  # (an adopted file is no longer there: nothing happens)
-                attempt.release()
+            flight.close_files()
             flight.notify()
+
+    async def declared(self, unit_id: int, relative_path: str) -> MissingArtifact | None:
+        """What the store records of a file not stored (its remote URLs, size, digests), or
+        None when it is stored (or gone) after all: one query, nothing fetched."""
+        missing = await self.store.missing_artifacts(after_id=unit_id - 1, limit=1)
+        for item in missing:
+            if item.unit_id == unit_id and item.relative_path == relative_path:
+                return item
+        return None
 
     async def _remote(self, flight: Flight) -> MissingArtifact | None:
         """Where the file can be fetched (the unit's remote artifact), or None when it is
         stored after all (``flight.stored`` then says where)."""
-        missing = await self.store.missing_artifacts(after_id=flight.unit_id - 1, limit=1)
-        for item in missing:
-            if item.unit_id == flight.unit_id and item.relative_path == flight.relative_path:
-                if not item.urls:
-                    raise LookupError("no remote URL was recorded for this file")
-                if item.size is not None:
-                    flight.size = item.size if flight.size is None else flight.size
-                for name, value in item.digests.items():
-                    flight.expected.setdefault(name, value)
-                return item
+        item = await self.declared(flight.unit_id, flight.relative_path)
+        if item is not None:
+            if not item.urls:
+                raise LookupError("no remote URL was recorded for this file")
+            if item.size is not None:
+                flight.size = item.size if flight.size is None else flight.size
+            for name, value in item.digests.items():
+                flight.expected.setdefault(name, value)
+            return item
         units = await self.store.find_units([flight.key])
         info = units.get(flight.key)
         record = (
@@ -430,9 +469,7 @@ class OnDemandFiles:
                 attempts.append(attempt)
                 flight.attempt = attempt
                 if previous is not None:
-                    previous.retired = True
-                    previous.remove()
-                    previous.release()
+                    previous.remove()  # (open until the flight ends: a request may read it)
                     flight.notify()  # the requests reading it stop
                 self.upstream_gets += 1
                 flight.upstream_gets += 1
@@ -448,7 +485,9 @@ class OnDemandFiles:
 
 def _reason(error: BaseException) -> str:
     """A short reason for a 502 (never a credential: the errors redact their URLs)."""
-    if isinstance(error, TriofetchError | StoreError | LookupError | UpstreamFailed):
+    if isinstance(
+        error, TriofetchError | StoreError | LookupError | UpstreamFailed | ValidationFailed
+    ):
         text = str(error)
     else:
         text = type(error).__name__
