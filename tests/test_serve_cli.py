@@ -18,8 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests._cli_helpers import cli_env, publish, run_cli, start_cli
+from triofetch import open_store
 from triofetch.testing import FaultServer
 
 FILES = {"a.txt": b"hello\n", "d/b.bin": os.urandom(5000)}
@@ -220,3 +222,41 @@ def test_a_postgresql_store(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("policy", ["on_demand", "streamed"])
+def test_on_demand_and_streamed_files_through_the_command(
+    http_server: FaultServer, tmp_path: Path, policy: str
+) -> None:
+    """``sync --policy on_demand`` then ``serve``: a file is fetched on its first request
+    and stored (``triofetch verify`` then finds it); with ``streamed`` it is fetched on
+    every request and never stored."""
+    files = {"x/one.bin": os.urandom(70_000), "two.txt": b"two\n"}
+    url = publish(http_server, files, prefix="/od")
+    root = tmp_path / "root"
+    synced = run_cli("sync", url, "--root", root, "--repository", "r", "--policy", policy)
+    assert synced.code == 0, synced
+    proc = start_cli("serve", "--root", root, "--listen", "127.0.0.1:0")
+    running = Running(proc)
+    try:
+        base = running.wait_for(STARTUP).group(2)
+        for _ in range(2):
+            assert fetch(base + "r/x/one.bin") == files["x/one.bin"]
+        stopped = running.stop(signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+    assert stopped == 0, running.err
+    gets = http_server.count("/od/x/one.bin")
+
+    async def missing() -> list[str]:
+        async with open_store(None, root=root, create=False) as store:
+            return sorted(m.relative_path for m in await store.missing_artifacts("r"))
+
+    if policy == "on_demand":
+        assert gets == 1
+        assert trio.run(missing) == ["two.txt"]
+    else:
+        assert gets == 2
+        assert trio.run(missing) == ["two.txt", "x/one.bin"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import os
 import signal
 import sys
 from functools import partial
@@ -71,7 +72,14 @@ async def serve_command(args: argparse.Namespace) -> int:
         # hypercorn's own "Running on" line says what the startup line says
         logging.getLogger("hypercorn.error").setLevel(logging.WARNING)
     root = resolve_root(args.root)
-    async with existing_store(root, args.db, connect_timeout=args.db_connect_timeout) as store:
+    # on-demand files are stored once fetched: the store is opened for writing, unless the
+    # root cannot be written (then they are served from their remote and not kept)
+    writable = os.access(root, os.W_OK) and os.access(root / "artifacts", os.W_OK)
+    if not writable:
+        log.warning("%s is read-only: on-demand files are served but not stored", root)
+    async with existing_store(
+        root, args.db, readonly=not writable, connect_timeout=args.db_connect_timeout
+    ) as store:
         wanted = args.repository or None
         if wanted:
             known = set(await store.repositories())
