@@ -41,6 +41,12 @@ EXPECTED_OUTPUT: dict[str, list[str]] = {
         r"version 1 \(unchanged, latest: 1\); units: 5 total, 0 new, 5 existing",
     ],
     "quickstart.py": [r"^3 new, 0 existing, 0 failed$", r"^0 new, 3 existing, 0 failed$"],
+    "serve_example.py": [
+        r"^serving at http://127\.0\.0\.1:\d+$",
+        r"^stored\.tar 3000 bytes$",
+        r"^on-demand\.tar 5000 bytes$",
+        r"^still missing: \[\]$",
+    ],
     "fetch_many_example.py": [
         r"^got a\.txt 1500 bytes$",
         r"^got b\.txt 3200 bytes$",

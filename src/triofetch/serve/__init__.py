@@ -12,7 +12,7 @@
 also mount it in its own ASGI server.  :func:`serve_app` runs it on hypercorn's Trio worker
 (``pip install 'triofetch[serve]'``); ``triofetch serve`` is that, from the command line.
 
-What is served, read-only (see ``docs/serve.rst``):
+What is served (see ``docs/serve.rst``):
 
 - ``/`` an index of the repositories; ``/NAME/`` the latest complete version of NAME,
   ``/NAME/versions/`` its complete versions, ``/NAME/versions/N/`` version N;
@@ -33,19 +33,17 @@ Trio loop never blocks on the disk nor on the database (the :class:`Store` runs
 its queries in worker threads).  hypercorn offers no zero-copy (``sendfile``) extension, so
 the bytes pass through Python.
 
-The hook for files that are recorded but not stored: a unit created with the ``on_demand``
-policy has its files in the version without their bytes in the storage.  Every request for
-such a file reaches one method, ``ContentApp._serve_unstored(exchange, index, entry)``
-(``entry``: the :class:`~triofetch.serve._index.FileEntry` with the path, the sha256 and
-size the unit declares, and its unit id); today it answers 404 ``not stored``.  On-demand
-streaming (fetch from the recorded URLs, stream while storing, all or nothing) and the
-``streamed`` policy plug in there and nowhere else; the URL layout, the caches, the
-validators and ranges stay as they are.
+Files recorded but not stored (units created ``on_demand`` or ``streamed``) are fetched
+from their remote on request by :mod:`triofetch.serve._ondemand`: one upstream download
+per file shared by every request for it, the bytes streamed as they arrive, the last byte
+held until size and digests are checked, then (``on_demand``, on a writable store) the
+file adopted into the storage and attached to its unit, all or nothing.
 
 This package owns the HTTP face of the store; it reads the store through its public API
 (:meth:`Store.latest_version`, :meth:`Store.get_version`, :meth:`Store.list_units`,
-:meth:`Store.versions`, :meth:`Store.repositories`) and the storage's ``artifacts``
-directory, and never writes to either.
+:meth:`Store.versions`, :meth:`Store.repositories`, :meth:`Store.missing_artifacts`) and
+the storage's ``artifacts`` directory; its one write is attaching a fetched on-demand file
+(:meth:`ArtifactStorage.adopt`, :meth:`Store.fill_artifacts`).
 """
 
 from __future__ import annotations

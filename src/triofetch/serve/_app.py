@@ -774,12 +774,12 @@ def make_app(
     downloader: Downloader | None = None,
 ) -> ContentApp:
     """The content app of *store*: an ASGI 3 application (``await app(scope, receive,
-    send)``) serving its complete repository versions read-only.
+    send)``) serving its complete repository versions.
 
     Args:
         store: an open :class:`Store` with its artifact storage (``open_store(...,
-            root=...)``; ``readonly=True`` is enough).  It stays the caller's to close,
-            after the server has stopped.
+            root=...)``; ``readonly=True`` is enough but for keeping on-demand files).  It
+            stays the caller's to close, after the server has stopped.
         repositories: serve only these repositories (default: every repository of the
             store, including ones made later).
         refresh: for how many seconds a lookup of a repository's latest version (or of a
@@ -794,6 +794,11 @@ def make_app(
             at most, and a sixteenth of this) are kept in memory once read, the least
             recently served dropped first; 0: none.  Files are content-addressed, so what
             is kept is never stale; it spares the worker-thread round trip of a small file.
+        downloader: the open :class:`~triofetch.Downloader` that fetches the files of
+            ``on_demand`` and ``streamed`` units when they are asked for (its options:
+            retries, timeouts, credentials, proxies); default: one with the defaults,
+            opened for the server's lifespan.  On-demand files are stored once fetched
+            unless the store was opened ``readonly=True`` (then they are streamed only).
 
     Raises:
         InvalidInput: a bad argument, or a store without artifact storage.
