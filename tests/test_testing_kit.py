@@ -15,8 +15,6 @@ import pytest
 import trio
 from hypothesis import HealthCheck, Phase, find, given, settings
 
-import tests.faultserver
-import tests.pgserver
 import triofetch
 from triofetch import ContentUnitCreator, DeclarativeArtifact, DeclarativeUnit, Downloader
 from triofetch.store import Store, UnitKey, open_store
@@ -460,13 +458,6 @@ async def test_postgres_fixtures(
     assert await check_store(triofetch_postgres_store, units=units, on_demand_ok=False) == []
     async with open_store(triofetch_postgres_url) as again:  # the same, fresh database
         assert await again.repositories() == ["r"]
-
-
-def test_the_suite_imports_the_kit_through_its_shims() -> None:
-    assert tests.faultserver.FaultServer is FaultServer
-    assert tests.faultserver.WrongBytes is WrongBytes
-    assert tests.pgserver.PostgresServer is PostgresServer
-    assert tests.pgserver.FAST_SETTINGS["fsync"] == "off"
 
 
 def test_public_names_report_the_public_module() -> None:
