@@ -253,6 +253,17 @@ class OnDemandFiles:
         self._starting: trio.Event | None = None
         #: how many upstream bodies were requested (for tests and the access log)
         self.upstream_gets = 0
+        self._ended = trio.Event()  # (set, and replaced, whenever a flight ends)
+
+    @property
+    def in_flight(self) -> int:
+        """How many files are being fetched."""
+        return len(self._flights)
+
+    async def wait_idle(self) -> None:
+        """Wait until no file is being fetched (downloads go on after their clients left)."""
+        while self._flights:
+            await self._ended.wait()
 
     # -- the flights' nursery ------------------------------------------------------------
 
@@ -416,6 +427,8 @@ class OnDemandFiles:
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
+            ended, self._ended = self._ended, trio.Event()
+            ended.set()
             flight.ended = True
             for attempt in attempts:
                 attempt.remove()  # (an adopted file is no longer there: nothing happens)
