@@ -1,6 +1,6 @@
 """``triofetch serve`` beside nginx serving the exported tree (issue 18, item 5).
 
-    python -m benchmarks serve [--quick] [--reps=N] [--serve-workloads=small,large]
+    python -m benchmarks serve [--quick] [--reps=N] [--serve-workloads=small,large,ondemand]
 
 The same files are stored by ``triofetch sync`` (from a local ``PULP_MANIFEST``) and
 exported by ``triofetch export`` (hard links); nginx (the download benchmark's configuration:
@@ -16,6 +16,15 @@ Workloads: **small** 2,000 files of 16 KiB (``--quick``: 300), **large** 4 files
 bytes), the server's CPU seconds, and serve/nginx ratios of throughput; every round's
 seconds are listed.  Issue 18's targets: at least 0.25x nginx on the small files, 0.5x on the
 large ones.  Results also go to ``benchmarks/_work/results-serve.json``.
+
+**ondemand**: the first fetch of on-demand files through ``triofetch serve``, beside a direct
+download of the same files.  Both datasets (small and large) are served by a second nginx
+as the *remote*; every round, a fresh store records them with ``sync --policy on_demand``
+(not timed), ``triofetch serve`` is started on it (not timed), and curl (16 in parallel)
+fetches every file through it into a directory: each file is fetched from the remote,
+streamed, validated and stored by the app while curl writes it (timed).  The direct
+download is the same curl run against the remote itself, into a directory.  Rounds
+alternate the two.  Issue 18's target: on-demand within 1.5x the direct time.
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ from ._common import (
     write_json,
 )
 
-WORKLOADS = ("small", "large")
+WORKLOADS = ("small", "large", "ondemand")
 SERVE_DIR = WORK / "serve"
 STARTUP = re.compile(r"at (http://127\.0\.0\.1:\d+)/ \(Ctrl-C to stop\)")
 
@@ -90,6 +99,8 @@ def prepare(data: Dataset, store: Path, export_root: Path) -> None:
 
 class Serve:
     """``triofetch serve`` on 127.0.0.1, port 0, in the foreground; a context manager."""
+
+    # (the store's root is writable: on-demand files are stored once fetched)
 
     def __init__(self, store: Path) -> None:
         self.store = store
@@ -219,15 +230,21 @@ def main(argv: list[str] | None = None) -> int:
         print("hypercorn is not installed (pip install 'triofetch[serve]'); skipped")
         return 1
     sets: dict[str, Dataset] = {}
-    if "small" in args.workloads:
+    if "small" in args.workloads or "ondemand" in args.workloads:
         sets["small"] = dataset("serve-small", 300 if args.quick else 2000, 16 * KiB)
-    if "large" in args.workloads:
+    if "large" in args.workloads or "ondemand" in args.workloads:
         sets["large"] = dataset("serve-large", *((2, 16 * MiB) if args.quick else (4, 256 * MiB)))
+    results: dict[str, Any] = {"machine": info, "reps": args.reps, "workloads": {}}
+    if "ondemand" in args.workloads:
+        on_demand(sets, args, results)
+    sets = {k: v for k, v in sets.items() if k in args.workloads}
+    if not sets:
+        write_json(WORK / "results-serve.json", results)
+        return 0
     store = SERVE_DIR / "store"
     export_root = SERVE_DIR / "export"
     for data in sets.values():
         prepare(data, store, export_root)
-    results: dict[str, Any] = {"machine": info, "reps": args.reps, "workloads": {}}
     rows = []
     with (
         tempfile.TemporaryDirectory(prefix="triofetch-bench-serve-") as tmp_name,
@@ -294,6 +311,96 @@ def main(argv: list[str] | None = None) -> int:
     write_json(WORK / "results-serve.json", results)
     shutil.rmtree(export_root / "verify", ignore_errors=True)
     return 0
+
+
+def on_demand(sets: dict[str, Dataset], args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The ondemand workload (see the module docstring): a table of its own."""
+    rows = []
+    for data in sets.values():
+        manifest = data.root / "PULP_MANIFEST"
+        if not manifest.exists():
+            manifest.write_text("".join(f"{f.name},{f.sha256},{f.size}\n" for f in data.files))
+    with (
+        tempfile.TemporaryDirectory(prefix="triofetch-bench-ondemand-") as tmp_name,
+        Nginx(sets[next(iter(sets))].root.parent) as remote,
+    ):
+        tmp = Path(tmp_name)
+        for label, data in sets.items():
+            runs: dict[str, list[float]] = {"direct": [], "ondemand": []}
+            names = [f.name for f in data.files]
+            for round_number in range(args.reps):
+                # direct: curl from the remote into a directory
+                out = fresh_dir(SERVE_DIR / "ondemand-out")
+                urls = [remote.url(f"{data.dirname}/{n}") for n in names]
+                config = _curl_config(urls, [str(out / n) for n in names], tmp)
+                measured = run_measured(curl_command(config, args.connections))
+                if not measured.ok:
+                    raise RuntimeError(f"direct: curl failed: {measured.stderr[:500]}")
+                runs["direct"].append(measured.wall)
+                # on demand: a fresh store recording the files, served; curl through it
+                store = fresh_dir(SERVE_DIR / "ondemand-store")
+                done = _triofetch(
+                    "sync",
+                    remote.url(f"{data.dirname}/PULP_MANIFEST"),
+                    "--root",
+                    store,
+                    "--repository",
+                    data.dirname,
+                    "--policy",
+                    "on_demand",
+                )
+                if done.returncode != 0:
+                    raise RuntimeError(f"sync --policy on_demand failed: {done.stderr}")
+                out = fresh_dir(SERVE_DIR / "ondemand-out")
+                with Serve(store) as serve:
+                    urls = [serve.url(f"{data.dirname}/{n}") for n in names]
+                    config = _curl_config(urls, [str(out / n) for n in names], tmp)
+                    measured = run_measured(curl_command(config, args.connections))
+                if not measured.ok:
+                    raise RuntimeError(f"on demand: curl failed: {measured.stderr[:500]}")
+                runs["ondemand"].append(measured.wall)
+                _check_stored(store, data)
+                print(
+                    f"  ondemand {label} round {round_number + 1}: direct "
+                    f"{runs['direct'][-1]:.3f} s, through serve {runs['ondemand'][-1]:.3f} s",
+                    flush=True,
+                )
+            medians = {name: statistics.median(r) for name, r in runs.items()}
+            for name, r in runs.items():
+                rows.append(
+                    [
+                        f"{label} ({len(data.files)} x {_size(data.files[0].size)})",
+                        name,
+                        f"{medians[name]:.3f}",
+                        f"{len(data.files) / medians[name]:,.0f}",
+                        f"{data.total_bytes / medians[name] / MB:,.0f}",
+                        f"{medians[name] / medians['direct']:.2f}x",
+                        " ".join(f"{w:.2f}" for w in r),
+                    ]
+                )
+            results["workloads"][f"ondemand-{label}"] = {
+                "files": len(data.files),
+                "bytes": data.total_bytes,
+                "runs": runs,
+                "median_seconds": medians,
+                "ondemand_over_direct": medians["ondemand"] / medians["direct"],
+            }
+    print_table(
+        f"on-demand first fetch through serve vs direct download: curl --parallel-max "
+        f"{args.connections} into a directory, median of {args.reps} alternating rounds",
+        ["workload", "how", "seconds", "files/s", "MB/s", "time x direct", "rounds (s)"],
+        rows,
+    )
+
+
+def _check_stored(store: Path, data: Dataset) -> None:
+    """Every file of *data* is stored after its first fetch through serve."""
+    done = _triofetch("verify", "--root", store, "--json")
+    if done.returncode != 0:
+        raise RuntimeError(f"after the on-demand round, verify failed: {done.stdout[-500:]}")
+    files = [p for p in (store / "artifacts").rglob("*") if p.is_file()]
+    if len(files) != len(data.files):
+        raise RuntimeError(f"{len(files)} files stored, {len(data.files)} expected")
 
 
 def _size(n: int) -> str:
