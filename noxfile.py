@@ -76,8 +76,9 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/, and on docs/examples/ as a user's code (through the installed
     package's public names): every documented example, and typed_usage.py, a typed usage
     file of the public API (tests/test_docs_examples.py runs them all)."""
-    # pytest and hypothesis: triofetch.testing's plugin and strategies, and their examples
-    session.install("-e", ".[postgres]", "mypy", "pytest", "hypothesis")
+    # pytest and hypothesis: triofetch.testing's plugin and strategies, and their examples;
+    # hypercorn (the serve extra): triofetch.serve
+    session.install("-e", ".[postgres,serve]", "mypy", "pytest", "hypothesis")
     session.run("mypy", "--strict", "src/triofetch")
     session.run("mypy", "--strict", "docs/examples")
 
@@ -86,7 +87,7 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the HTML documentation."""
     # pytest and hypothesis: autodoc imports triofetch.testing's plugin and strategies
-    session.install("-e", ".[postgres]", "sphinx>=7", "pytest", "hypothesis")
+    session.install("-e", ".[postgres,serve]", "sphinx>=7", "pytest", "hypothesis")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
 
 
