@@ -57,7 +57,15 @@ class Site:
             self.port, f"/r/{name}", method, {k.replace("_", "-"): v for k, v in headers.items()}
         )
 
+    async def settle(self) -> None:
+        """Wait until the app is done storing what it fetched (a response ends as soon as
+        its bytes are validated; keeping the file follows)."""
+        with trio.fail_after(10):
+            await self.app.on_demand.wait_idle()
+
     async def missing(self) -> list[str]:
+        """The files of ``r`` not stored, once the app has settled."""
+        await self.settle()
         return sorted(m.relative_path for m in await self.store.missing_artifacts("r"))
 
 
@@ -137,18 +145,33 @@ async def test_first_request_fetches_streams_and_stores(site: Site) -> None:
     ranged = await site.get("dir/big.bin", Range="bytes=10-19")
     assert ranged.status == 206 and ranged.body == BIG[10:20]
     assert site.upstream("dir/big.bin") == 1
+    await site.settle()
     assert await check_store(site.store) == []
 
 
-async def test_undeclared_file_is_chunked_and_stored(site: Site) -> None:
+async def test_undeclared_files_are_stored(site: Site, tmp_path: Path) -> None:
+    """A file whose unit declares no size: a small one is sent whole once validated (its
+    length known then); a large one is sent chunked while it arrives."""
     reply = await site.get("plain.txt")
     assert reply.status == 200 and "etag" not in reply.headers
-    assert reply.headers.get("transfer-encoding") == "chunked"
-    assert dechunk(reply.body) == b"no size or digest declared\n"
+    assert reply.body == b"no size or digest declared\n"
+    assert reply.headers["content-length"] == str(len(reply.body))
     assert "plain.txt" not in await site.missing()
     stored = await site.get("plain.txt")
     assert stored.headers["etag"] == f'"{sha(stored.body)}"'
     assert site.upstream("plain.txt") == 1
+    # a large one, in a repository of its own
+    site.remote.add_file("/up/large-plain.bin", BIG, faults=[Slow(0.01, 64 * 1024)])
+    units = units_for(site.remote, {"large-plain.bin": BIG}, declare=False)
+    async with triofetch.Downloader() as dl:
+        await triofetch.ContentUnitCreator(site.store, dl, policy="on_demand").run(
+            units, repository="plain"
+        )
+    chunked = await raw(site.port, "/plain/large-plain.bin")
+    assert chunked.status == 200 and chunked.headers.get("transfer-encoding") == "chunked"
+    assert dechunk(chunked.body) == BIG
+    await site.missing()  # (waits until the app stored it)
+    assert await site.store.missing_artifacts("plain") == []
 
 
 async def test_head_and_conditional_requests_fetch_nothing(site: Site) -> None:
@@ -188,8 +211,10 @@ async def test_bytes_are_streamed_as_they_arrive(site: Site) -> None:
             got = b""
             while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < 64 * 1024:
                 got += await stream.receive_some(1 << 16)
-            # well before the end: the file is not stored yet
-            assert await site.missing() == ["dir/big.bin", "plain.txt", "small.txt"]
+            # well before the end: still being fetched, not stored yet
+            assert site.app.on_demand.in_flight == 1
+            missing = await site.store.missing_artifacts("r")
+            assert "dir/big.bin" in {m.relative_path for m in missing}
             body = got.partition(b"\r\n\r\n")[2]
             assert BIG.startswith(body)
             while len(body) < len(BIG):
@@ -212,6 +237,7 @@ async def test_failed_validation_aborts_and_stores_nothing(site: Site) -> None:
     good = await site.get("dir/big.bin")
     assert good.status == 200 and good.body == BIG
     assert site.upstream("dir/big.bin") == 2
+    await site.settle()
     assert await check_store(site.store) == []
 
 
@@ -327,6 +353,8 @@ async def test_without_a_lifespan_the_flights_run_in_a_system_task(
             await app(scope, receive, send)
         assert sent[0]["status"] == 200
         assert b"".join(m.get("body", b"") for m in sent[1:]) == SMALL  # type: ignore[misc]
+        with trio.fail_after(10):
+            await app.on_demand.wait_idle()
         assert await store.missing_artifacts("r") == []
 
 
@@ -336,4 +364,5 @@ async def test_the_processes_leave_nothing(site: Site) -> None:
     await site.get("plain.txt")
     plan(site, "dir/big.bin", [WrongBytes()])
     await site.get("dir/big.bin")
+    await site.settle()
     assert await check_store(site.store) == []

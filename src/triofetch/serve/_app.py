@@ -254,6 +254,8 @@ class ContentApp:
                 if message.get("type") == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 elif message.get("type") == "lifespan.shutdown":
+                    # (before saying so: the server may exit as soon as it is told)
+                    await self.on_demand.finish_storing()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 

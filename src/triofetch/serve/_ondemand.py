@@ -28,7 +28,7 @@ import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import trio
@@ -49,8 +49,18 @@ __all__ = ["Flight", "OnDemandFiles", "Refusal", "Responder", "UpstreamFailed", 
 
 log = logging.getLogger("triofetch.serve")
 
-#: bytes gathered from the upstream before they are written and offered to the requests
+#: bytes gathered from the upstream before they are written and offered to the requests:
+#: the first 64 KiB at once (a small file's first bytes go out early), then doubling up to
+#: 1 MiB (a large file is not written, and woken for, 64 KiB at a time)
 _FLUSH = 64 * 1024
+_FLUSH_MAX = 1024 * 1024
+#: the pieces a request reads and sends grow from the app's chunk size up to this many
+_READ_GROWTH = 16
+#: how long a stopping server waits for the files validated already to be stored
+STORING_GRACE = 5.0
+#: a request sends a piece of an unfinished body only once this many bytes wait (a small
+#: file goes out whole, in one message, once validated)
+_MIN_PIECE = 64 * 1024
 
 
 class UpstreamFailed(Exception):
@@ -107,6 +117,9 @@ class _Attempt:
         self.size = 0
         self._pending: list[bytes] = []
         self._pending_size = 0
+        self._flush_at = _FLUSH
+        #: the bytes of the first write, kept (a small file is read from here, not the disk)
+        self.first = b""
         names = {"sha256", *flight.expected}
         self._hashers = {name: hashlib.new(name) for name in names}
 
@@ -119,7 +132,8 @@ class _Attempt:
             raise ValidationFailed(SizeMismatch(declared, self.size, url=self.url, exceeded=True))
         self._pending.append(chunk)
         self._pending_size += len(chunk)
-        if self._pending_size >= _FLUSH:
+        if self._pending_size >= self._flush_at:
+            self._flush_at = min(self._flush_at * 2, _FLUSH_MAX)
             await self._flush()
 
     async def finish(self) -> _Attempt:
@@ -147,6 +161,8 @@ class _Attempt:
         data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending, self._pending_size = [], 0
         await trio.to_thread.run_sync(self._write, data, limiter=self.flight.limiter)
+        if not self.written:
+            self.first = data
         self.written += len(data)
         self.flight.notify()
 
@@ -171,6 +187,18 @@ class _Attempt:
             os.unlink(self.path)
 
 
+@dataclass(eq=False)
+class _Keep:
+    """A validated file for the committer: adopt it, attach it to its unit."""
+
+    unit_id: int
+    relative_path: str
+    path: str
+    record: ArtifactRecord
+    error: BaseException | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
 class Flight:
     """One upstream download of one file, shared by every request for it."""
 
@@ -193,7 +221,7 @@ class Flight:
         self.limiter = limiter
         #: the attempt whose bytes the requests read (None before the first byte)
         self.attempt: _Attempt | None = None
-        #: the whole file validated (and stored, unless streamed)
+        #: the whole file validated (what is sent may end); storing it may still go on
         self.done = False
         #: the file turned out to be stored already: serve it from the storage
         self.stored: ArtifactRecord | None = None
@@ -254,11 +282,22 @@ class OnDemandFiles:
         #: how many upstream bodies were requested (for tests and the access log)
         self.upstream_gets = 0
         self._ended = trio.Event()  # (set, and replaced, whenever a flight ends)
+        #: validated files waiting for the committer
+        self._keeping: list[_Keep] = []
+        self._wake_committer = trio.Event()
 
     @property
     def in_flight(self) -> int:
         """How many files are being fetched."""
         return len(self._flights)
+
+    async def finish_storing(self) -> None:
+        """Wait (at most :data:`STORING_GRACE` seconds, shielded) until the files validated
+        already are stored: what a stopping server does before it lets go of its
+        downloads."""
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + STORING_GRACE):
+            while any(f.done for f in self._flights.values()):
+                await self._ended.wait()
 
     async def wait_idle(self) -> None:
         """Wait until no file is being fetched (downloads go on after their clients left)."""
@@ -270,16 +309,19 @@ class OnDemandFiles:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Run the flights (and the default downloader) for the duration of the block:
-        the app's lifespan.  Leaving cancels the flights in progress (their temp files
-        are removed, nothing is stored)."""
+        the app's lifespan.  Leaving waits (5 s at most) for the files validated already
+        to be stored, and cancels the downloads still running (their temp files are
+        removed, nothing of them is stored)."""
         async with contextlib.AsyncExitStack() as stack:
             if self._given is None:
                 self._downloader = await stack.enter_async_context(Downloader())
             nursery = await stack.enter_async_context(trio.open_nursery())
+            nursery.start_soon(self._committer)
             self._nursery = nursery
             try:
                 yield
             finally:
+                await self.finish_storing()
                 self._nursery = None
                 nursery.cancel_scope.cancel()
 
@@ -356,7 +398,7 @@ class OnDemandFiles:
             if flight.error is not None:  # nothing sent yet: a clean answer
                 return Refusal(502, _reason(flight.error))
             attempt = flight.attempt
-            if attempt is not None and (attempt.written or flight.done):
+            if attempt is not None and (attempt.written >= _MIN_PIECE or flight.done):
                 break
             await flight.changed()
         size = flight.size if flight.size is not None else (attempt.size if flight.done else None)
@@ -369,18 +411,24 @@ class OnDemandFiles:
         if ex.head:
             return "finish"
         offset = 0
+        piece = self._chunk
         while True:
             if flight.attempt is not attempt:  # the upstream started over
                 raise UpstreamFailed(f"{flight.relative_path}: the upstream broke off")
             # the last byte waits for the validation of the whole
             limit = attempt.written if flight.done else attempt.written - 1
-            if offset < limit:
-                count = min(limit - offset, self._chunk)
-                fd = attempt.fd
-                assert fd is not None
-                data = await trio.to_thread.run_sync(
-                    os.pread, fd, count, offset, limiter=self._limiter
-                )
+            if offset < limit and (flight.done or limit - offset >= _MIN_PIECE):
+                count = min(limit - offset, piece)
+                piece = min(piece * 2, self._chunk * _READ_GROWTH)
+                first = attempt.first
+                if offset < len(first):  # (in memory: no thread, no disk)
+                    data = first[offset : offset + count]
+                else:
+                    fd = attempt.fd
+                    assert fd is not None
+                    data = await trio.to_thread.run_sync(
+                        os.pread, fd, count, offset, limiter=self._limiter
+                    )
                 if not data:
                     raise UpstreamFailed(f"{flight.relative_path}: the temp file ended")
                 offset += len(data)
@@ -403,19 +451,26 @@ class OnDemandFiles:
                 return  # stored meanwhile: flight.stored is set
             streamed = remote.streamed or self.store.readonly
             done = await self._download(flight, remote, attempts)
+            # validated: the requests may send the last byte now; storing it goes on (a
+            # request coming meanwhile still joins this flight)
+            flight.done = True
+            flight.notify()
             if not streamed:
                 record = ArtifactRecord(done.digests["sha256"], done.size, done.digests)
-                with trio.CancelScope(shield=True):  # a started commit is not cut short
-                    await self.storage.adopt(
-                        done.path, sha256=record.sha256, size=record.size, digests=done.digests
+                try:
+                    await self._keep(flight, done.path, record)
+                except Exception as exc:  # served whole; not kept: the next request fetches
+                    log.warning(
+                        "%s: fetched on demand but not stored: %s",
+                        flight.relative_path,
+                        describe_error(exc),
                     )
-                    await self.store.fill_artifacts(
-                        {flight.unit_id: {flight.relative_path: record}}
+                else:
+                    log.info(
+                        "%s: fetched on demand and stored (%d bytes)",
+                        flight.relative_path,
+                        done.size,
                     )
-                log.info(
-                    "%s: fetched on demand and stored (%d bytes)", flight.relative_path, done.size
-                )
-            flight.done = True
         except trio.Cancelled:
             flight.error = UpstreamFailed("the server is stopping")
             raise
@@ -443,6 +498,74 @@ class OnDemandFiles:
             if item.unit_id == unit_id and item.relative_path == relative_path:
                 return item
         return None
+
+    # -- keeping the validated files: adopted and attached in batches -------------------
+
+    async def _keep(self, flight: Flight, path: str, record: ArtifactRecord) -> None:
+        """Have the committer adopt the file at *path* and attach it to its unit; return
+        once that is committed (raises what failed it)."""
+        if self._nursery is None:
+            raise UpstreamFailed("the server is stopping")
+        item = _Keep(flight.unit_id, flight.relative_path, path, record)
+        self._keeping.append(item)
+        self._wake_committer.set()
+        await item.done.wait()
+        if item.error is not None:
+            raise item.error
+
+    async def _committer(self) -> None:
+        """Adopt and attach the files validated meanwhile, a batch at a time: one storage
+        sync (``syncfs``) and one commit for every file of the batch, instead of an fsync
+        and a transaction each.  A started batch is shielded: it ends committed or failed,
+        never half-done."""
+        try:
+            while True:
+                await self._wake_committer.wait()
+                self._wake_committer = trio.Event()
+                batch, self._keeping = self._keeping, []
+                if batch:
+                    with trio.CancelScope(shield=True):
+                        await self._commit_batch(batch)
+        finally:
+            for item in self._keeping:  # (stopping: never started)
+                item.error = UpstreamFailed("the server is stopping")
+                item.done.set()
+            self._keeping = []
+
+    async def _commit_batch(self, batch: list[_Keep]) -> None:
+        adopted: list[_Keep] = []
+
+        async def adopt(item: _Keep) -> None:
+            try:
+                await self.storage.adopt(
+                    item.path,
+                    sha256=item.record.sha256,
+                    size=item.record.size,
+                    digests=item.record.digests,
+                    sync=False,
+                )
+            except Exception as exc:  # (this file only)
+                item.error = exc
+            else:
+                adopted.append(item)
+
+        try:
+            async with trio.open_nursery() as nursery:  # (the storage's limiter bounds them)
+                for item in batch:
+                    nursery.start_soon(adopt, item)
+            if adopted:
+                fills: dict[int, dict[str, ArtifactRecord]] = {}
+                for item in adopted:
+                    fills.setdefault(item.unit_id, {})[item.relative_path] = item.record
+                try:
+                    await self.storage.sync()
+                    await self.store.fill_artifacts(fills)
+                except Exception as exc:
+                    for item in adopted:
+                        item.error = exc
+        finally:
+            for item in batch:
+                item.done.set()
 
     async def _remote(self, flight: Flight) -> MissingArtifact | None:
         """Where the file can be fetched (the unit's remote artifact), or None when it is

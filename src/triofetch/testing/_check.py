@@ -110,6 +110,11 @@ async def check_store(
     Units that are in no version and not among *units* are checked through their files
     only (every stored artifact is): the public API has no list of every unit.
 
+    Run it when nothing writes to the store (after the runs under test ended, a content
+    app's downloads included: ``await app.on_demand.wait_idle()``): it reads the store in
+    several queries, not in one snapshot, so a commit landing between two of them can look
+    like a ``unit_mismatch``.
+
     Args:
         store: an open store with an artifact storage (``open_store(..., root=...)``).
         units: declared units to compare with what the store holds (absent ones are fine).
