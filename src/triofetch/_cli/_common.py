@@ -38,7 +38,10 @@ __all__ = [
     "existing_store",
     "human_bytes",
     "log",
+    "note",
+    "output",
     "resolve_root",
+    "say",
     "store_error",
     "warn",
 ]
@@ -82,8 +85,32 @@ class Interrupted(Exception):
         self.detail = detail
 
 
+class _Output:
+    """What the command line prints besides errors and results: ``-q`` turns it off."""
+
+    #: -q/--quiet: errors and the results asked for only (no notes, summaries, bars)
+    quiet: bool = False
+
+
+output = _Output()
+
+
 def warn(message: str, file: TextIO | None = None) -> None:
+    """One line on stderr, ``triofetch: MESSAGE``: an error, printed even with ``-q``."""
     print(f"triofetch: {message}", file=file or sys.stderr, flush=True)
+
+
+def note(message: str) -> None:
+    """One line on stderr that is not an error (``repaired: ...``, ``orphan: ...``): not
+    with ``-q``."""
+    if not output.quiet:
+        warn(message)
+
+
+def say(*values: object, file: TextIO | None = None, flush: bool = False) -> None:
+    """Print a line of a summary (on stdout unless *file*): not with ``-q``."""
+    if not output.quiet:
+        print(*values, file=file or sys.stdout, flush=flush)
 
 
 def emit_json(value: Any) -> None:

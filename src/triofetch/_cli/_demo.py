@@ -31,7 +31,7 @@ from rich.console import Console
 
 from ..manifest import MANIFEST_NAME
 from ..store import open_store
-from ._common import EXIT_FAILED, EXIT_OK, human_bytes
+from ._common import EXIT_FAILED, EXIT_OK, human_bytes, say
 from ._export import export_files
 from ._inspect import file_rows
 from ._sync import print_failures, run_sync
@@ -112,7 +112,6 @@ def serve_directory(directory: Path, delay: float = 0.0) -> Iterator[_Server]:
 async def demo_command(args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
     console = Console(file=sys.stdout) if tty else None
-    say = print
     if args.keep:
         base = Path(tempfile.mkdtemp(prefix="triofetch-demo-"))
     else:

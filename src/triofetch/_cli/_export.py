@@ -48,6 +48,7 @@ from ._common import (
     absolute_path,
     existing_store,
     resolve_root,
+    say,
     warn,
 )
 from ._inspect import FileRow, file_rows, select_version
@@ -482,7 +483,7 @@ async def export_command(args: argparse.Namespace) -> int:
         how.append(f"{report.unchanged} unchanged")
     if fetched:
         how.append(f"{fetched} on-demand units fetched and stored")
-    print(
+    say(
         f"exported {report.written} files of {args.repository!r} version {number} to {dest}"
         + (f" ({', '.join(how)})" if how else "")
         + f" and {MANIFEST_NAME}"

@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..store import RepositoryNotFound, Store, UnitInfo, VersionNotFound
-from ._common import EXIT_FAILED, EXIT_OK, CLIError, emit_json, existing_store, resolve_root, warn
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CLIError,
+    emit_json,
+    existing_store,
+    note,
+    resolve_root,
+    say,
+    warn,
+)
 
 __all__ = [
     "FileRow",
@@ -93,17 +103,17 @@ async def list_command(args: argparse.Namespace) -> int:
         units = [] if number is None else await store.list_units(args.repository, number)
     rows = file_rows(units)
     if number is None:
-        warn(f"repository {args.repository!r} has no version yet")
+        note(f"repository {args.repository!r} has no version yet")
     if args.json:
         emit_json([r.as_json() for r in rows])
         return EXIT_OK
     for r in rows:
         size = "?" if r.size is None else str(r.size)
-        note = "" if r.downloaded else "  (not downloaded)"
-        print(f"{r.sha256 or '-':64}  {size:>12}  {r.relative_path}{note}")
+        tail = "" if r.downloaded else "  (not downloaded)"
+        print(f"{r.sha256 or '-':64}  {size:>12}  {r.relative_path}{tail}")
     if number is not None:
         downloaded = sum(r.downloaded for r in rows)
-        print(
+        say(
             f"repository {args.repository!r} version {number}: {len(rows)} files, "
             f"{downloaded} downloaded",
             file=sys.stderr,
@@ -145,10 +155,10 @@ async def verify_command(args: argparse.Namespace) -> int:
     for c in problems:
         warn(f"corrupted: {c['sha256']}: {c['reason']} ({c['path']})")
     for o in orphans:
-        warn(f"orphan: {o['sha256']} ({o['path']}) — no record; 'triofetch gc' removes it")
+        note(f"orphan: {o['sha256']} ({o['path']}) — no record; 'triofetch gc' removes it")
     if not args.json:
         verdict = "all intact" if report.ok else f"{len(problems)} corrupted or missing"
         if orphans:
             verdict += f", {len(orphans)} orphan{'s' if len(orphans) != 1 else ''}"
-        print(f"verified {report.checked} stored files: {verdict}")
+        say(f"verified {report.checked} stored files: {verdict}")
     return EXIT_OK if report.ok else EXIT_FAILED

@@ -32,8 +32,8 @@ import trio
 
 from ..errors import TriofetchError
 from . import _startup
-from ._common import EXIT_FAILED, EXIT_USAGE, CLIError, Interrupted, warn
-from ._parser import build_parser
+from ._common import EXIT_FAILED, EXIT_USAGE, CLIError, Interrupted, output, warn
+from ._parser import COMMANDS, UsageError, build_parser, subparsers
 
 __all__ = ["main"]
 
@@ -213,6 +213,43 @@ def _describe_os_error(exc: OSError) -> str:
     return f"{where}{exc.strerror or exc}"
 
 
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; ``-q``/``-v`` given before the command and after it are added up.
+
+    Raises :class:`UsageError` from the parser it concerns: an option the command does not
+    know is the command's error (its usage is printed), not the top level's.  ``help``
+    prints the help asked for and exits (``SystemExit``), as ``--help`` does.
+    """
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    commands = subparsers(parser)
+    own = commands.get(args.command, parser)
+    if extras:
+        own.error("unrecognized arguments: " + " ".join(extras))
+    quiet = bool(args.quiet or args.top_quiet)
+    verbose = int(args.verbose) + int(args.top_verbose)
+    del args.top_quiet, args.top_verbose
+    if quiet and verbose:
+        own.error("-q/--quiet and -v/--verbose cannot be used together")
+    args.quiet, args.verbose = quiet, verbose
+    if args.command == "help":
+        if args.topic is None:
+            parser.print_help()
+        elif args.topic in commands:
+            commands[args.topic].print_help()
+        else:
+            own.error(f"unknown command {args.topic!r} (choose from {', '.join(COMMANDS)})")
+        raise SystemExit(0)
+    return args
+
+
+def _usage_error(exc: UsageError) -> int:
+    """argparse's own two lines: the usage of the parser concerned, and the message."""
+    exc.parser.print_usage(sys.stderr)
+    print(f"{exc.parser.prog}: error: {exc.message}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     for stream in (sys.stdout, sys.stderr):
@@ -220,15 +257,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
     _startup.state.received = None
+    output.quiet = False
     verbosity = 0
     try:
-        args = build_parser().parse_args(argv)
-        verbosity = getattr(args, "verbose", 0)
+        args = parse(argv)
+        verbosity = args.verbose
+        output.quiet = args.quiet
         _setup_logging(verbosity)
         command = _command(args.command)
         status = trio.run(_supervised, command, args)
         sys.stdout.flush()  # here, where a closed stdout is handled, not at exit
-    except SystemExit as exc:  # argparse: --help, --version, usage errors (status 2)
+    except UsageError as exc:
+        return _usage_error(exc)
+    except SystemExit as exc:  # argparse: --help, --version, help COMMAND
         if exc.code == 0 and _stdout_gone():
             return _quiet_stdout()  # argparse says nothing of a help it could not write
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE

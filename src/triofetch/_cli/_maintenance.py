@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..store import GCReport, PruneReport, RepositoryNotFound, VersionInfo
-from ._common import EXIT_OK, CLIError, emit_json, existing_store, human_bytes, resolve_root, warn
+from ._common import (
+    EXIT_OK,
+    CLIError,
+    emit_json,
+    existing_store,
+    human_bytes,
+    note,
+    resolve_root,
+    say,
+)
 
 __all__ = ["gc_command", "prune_command", "versions_command"]
 
@@ -46,7 +55,7 @@ async def versions_command(args: argparse.Namespace) -> int:
         emit_json(versions_json(found))
         return EXIT_OK
     if not found:
-        warn(f"repository {args.repository!r} has no version yet")
+        note(f"repository {args.repository!r} has no version yet")
         return EXIT_OK
     print(f"{'version':>7}  {'created (UTC)':19}  {'units':>9}  state")
     for v in found:
@@ -77,12 +86,12 @@ async def prune_command(args: argparse.Namespace) -> int:
         emit_json(prune_json(report))
         return EXIT_OK
     if report.deleted:
-        print(
+        say(
             f"repository {report.repository!r}: deleted versions {_numbers(report.deleted)}; "
             f"kept {_numbers(report.kept)} (run 'triofetch gc' to free their files)"
         )
     else:
-        print(f"repository {report.repository!r}: nothing to delete; kept {_numbers(report.kept)}")
+        say(f"repository {report.repository!r}: nothing to delete; kept {_numbers(report.kept)}")
     return EXIT_OK
 
 
@@ -111,9 +120,9 @@ async def gc_command(args: argparse.Namespace) -> int:
         emit_json(gc_json(report))
         return EXIT_OK
     if report == GCReport():
-        print("nothing to remove")
+        say("nothing to remove")
         return EXIT_OK
-    print(
+    say(
         f"removed {_count(report.versions, 'incomplete version')}, "
         f"{_count(report.units, 'unit')}, {_count(report.artifacts, 'artifact')}, "
         f"{_count(report.files, 'file')} ({human_bytes(report.bytes)}), "

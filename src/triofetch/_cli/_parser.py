@@ -8,10 +8,79 @@ not check what only the library can judge (a CA file, a URL's reachability).
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 from .. import __version__
 
-__all__ = ["build_parser"]
+__all__ = ["COMMANDS", "Parser", "UsageError", "build_parser", "subparsers"]
+
+#: the commands, in the order of the top-level help
+COMMANDS = (
+    "sync",
+    "list",
+    "export",
+    "verify",
+    "versions",
+    "prune",
+    "gc",
+    "repair",
+    "serve",
+    "demo",
+    "help",
+)
+
+
+class UsageError(Exception):
+    """A usage error found by *parser* (the command's own parser for a command's options)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are raised (:class:`UsageError`), not printed:
+    the command line prints them, with the usage of the parser that found them, and the JSON
+    error object with ``--json``."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
+
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parser of each command of *parser* (built by :func:`build_parser`)."""
+    for action in parser._actions:  # argparse keeps no public list of them
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+VERBOSE_HELP = "log to stderr: -v info (retries...), -vv debug, -vvv every HTTP request too"
+QUIET_HELP = (
+    "print errors only: no progress bars, notes or summaries (the results asked for, "
+    "such as list's rows or --json, are still printed)"
+)
+
+
+def _verbosity(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """``-q/--quiet`` and ``-v/--verbose``, one or the other, in the same place of every
+    usage line (right after ``-h``)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", dest=f"{prefix}quiet", help=QUIET_HELP)
+    group.add_argument(
+        "-v", "--verbose", action="count", default=0, dest=f"{prefix}verbose", help=VERBOSE_HELP
+    )
+
+
+def _progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw progress bars on stderr (default: when stderr is a terminal and not -q)",
+    )
+
 
 DESCRIPTION = """\
 Mirror file repositories (Pulp's PULP_MANIFEST) into a local store, every file complete or
@@ -99,16 +168,14 @@ def listen_address(text: str) -> tuple[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=argparse.SUPPRESS,
-        help="log to stderr (-vv: debug)",
-    )
+    # -q/-v before the command (dests top_quiet, top_verbose) and after it (quiet, verbose):
+    # the command line adds them up (see _main)
+    top = Parser(add_help=False)
+    _verbosity(top, "top_")
+    common = Parser(add_help=False)
+    _verbosity(common)
 
-    store = argparse.ArgumentParser(add_help=False)
+    store = Parser(add_help=False)
     store.add_argument(
         "--root",
         metavar="DIR",
@@ -129,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     # the options of the commands that download (sync, repair)
-    fetching = argparse.ArgumentParser(add_help=False)
+    fetching = Parser(add_help=False)
     fetching.add_argument(
         "--connections",
         type=_positive,
@@ -179,11 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
         "ignore Retry-After and back off as usual (default 60)",
     )
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="triofetch",
         description=DESCRIPTION,
         epilog=EXIT_CODES,
-        parents=[common],
+        parents=[top],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"triofetch {__version__}")
@@ -418,4 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the temporary directory (store, export) and print where it is",
     )
+
+    helper = commands.add_parser(
+        "help",
+        parents=[common],
+        help="show the help of a command (triofetch help sync)",
+        description="Show the help of COMMAND (the same as 'triofetch COMMAND --help'), or "
+        "of triofetch itself.",
+    )
+    helper.add_argument("topic", nargs="?", metavar="COMMAND", help="the command")
     return parser

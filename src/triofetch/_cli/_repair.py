@@ -20,7 +20,9 @@ from ._common import (
     emit_json,
     existing_store,
     log,
+    note,
     resolve_root,
+    say,
     warn,
 )
 from ._sync import new_downloader, time_bounds
@@ -67,13 +69,13 @@ async def repair_command(args: argparse.Namespace) -> int:
                 except InvalidInput as exc:
                     raise CLIError(str(exc)) from None
     for r in report.repaired:
-        warn(f"repaired: {r.path}: {r.reason}")
+        note(f"repaired: {r.path}: {r.reason}")
     for f in report.failed:
         warn(f"not repaired: {f.sha256}: {f.reason}")
     if args.json:
         emit_json(report_json(report))
     else:
-        print(
+        say(
             f"checked {report.checked} stored files: {len(report.repaired)} repaired, "
             f"{len(report.failed)} could not be repaired",
             flush=True,

@@ -23,7 +23,7 @@ import trio
 from ..errors import InvalidInput, redact_url
 from ..serve import INSTALL_HINT, make_app, serve_app
 from . import _startup
-from ._common import EXIT_OK, CLIError, existing_store, log, resolve_root, warn
+from ._common import EXIT_OK, CLIError, existing_store, log, note, resolve_root, say, warn
 
 __all__ = ["serve_command"]
 
@@ -115,12 +115,12 @@ async def serve_command(args: argparse.Namespace) -> int:
                             f"cannot listen on {where}: {found.strerror or found}"
                         ) from None
                     url = urls[0] if urls else f"http://{host}:{port}"
-                    print(f"Serving {what} at {url}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+                    say(f"Serving {what} at {url}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
                     async for signum in received:
                         log.info("%s: stopping", signal.Signals(signum).name)
                         stop.set()
                         watchdog.start_soon(_stop_anyway, signum)
                         break
                 watchdog.cancel_scope.cancel()
-    warn(f"stopped ({signal.Signals(signum).name})")
+    note(f"stopped ({signal.Signals(signum).name})")
     return EXIT_OK

@@ -54,7 +54,10 @@ from ._common import (
     emit_json,
     human_bytes,
     log,
+    note,
+    output,
     resolve_root,
+    say,
     store_error,
     warn,
 )
@@ -293,7 +296,7 @@ async def run_sync(
                 "version would be empty (--allow-empty to make it anyway)"
             )
         if announce:
-            print(
+            say(
                 f"syncing {len(index)} files ({human_bytes(index.total_size or 0)}) "
                 f"into repository {repository!r} at {root}",
                 flush=True,
@@ -403,7 +406,7 @@ def print_replaced(report: CreateReport) -> None:
     for item in report.replaced:
         what = item.relative_path or repr(list(item.key.natural_key))
         log.info("replaced: %s (%s)", what, " ".join(item.key.natural_key))
-        warn(f"replaced: {what}: new content took its place in the new version")
+        note(f"replaced: {what}: new content took its place in the new version")
 
 
 async def sync_command(args: argparse.Namespace) -> int:
@@ -448,6 +451,6 @@ async def sync_command(args: argparse.Namespace) -> int:
         print_replaced(report)
     if args.json:
         emit_json(report_json(report))
-    else:
+    elif not output.quiet:
         print_summary(report)
     return EXIT_OK if report.ok else EXIT_FAILED
