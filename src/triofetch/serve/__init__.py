@@ -50,6 +50,7 @@ from __future__ import annotations
 
 from .._public import publish
 from ._app import DEFAULT_CHUNK_SIZE, DEFAULT_MEMORY_CACHE, ContentApp, make_app
+from ._ondemand import OnDemandFiles
 from ._server import INSTALL_HINT, serve_app
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "DEFAULT_MEMORY_CACHE",
     "INSTALL_HINT",
     "ContentApp",
+    "OnDemandFiles",
     "make_app",
     "serve_app",
 ]

@@ -227,7 +227,8 @@ class ContentApp:
         self._latest: dict[str, tuple[float, bool, VersionHandle | None]] = {}
         # (name, number) -> (expires, the complete version, or None)
         self._numbered: dict[tuple[str, int], tuple[float, VersionHandle | None]] = {}
-        #: the files of on-demand and streamed units, fetched when asked for
+        #: the files of on-demand and streamed units, fetched when asked for (its
+        #: ``wait_idle()`` waits until nothing is being fetched or stored)
         self.on_demand = OnDemandFiles(
             store, downloader=downloader, limiter=self.file_limiter, chunk_size=chunk_size
         )

@@ -250,7 +250,11 @@ class Flight:
 
 
 class OnDemandFiles:
-    """The flights of one content app.
+    """The downloads of one content app's files not stored (``ContentApp.on_demand``): one
+    *flight* per file being fetched, shared by every request for it (see the module
+    :mod:`triofetch.serve` and ``docs/serve.rst``).  Made by :func:`make_app`; a program
+    uses it to wait (:meth:`wait_idle`) or count (:attr:`in_flight`,
+    :attr:`upstream_gets`).
 
     Args:
         store: the app's store; with ``store.readonly`` nothing is stored (every file is
