@@ -29,6 +29,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal, Protocol
 
 import trio
@@ -56,6 +57,8 @@ _FLUSH = 64 * 1024
 _FLUSH_MAX = 1024 * 1024
 #: the pieces a request reads and sends grow from the app's chunk size up to this many
 _READ_GROWTH = 16
+#: the most buffers one writev takes
+_IOV_MAX = 1024
 #: how long a stopping server waits for the files validated already to be stored
 STORING_GRACE = 5.0
 #: a request sends a piece of an unfinished body only once this many bytes wait (a small
@@ -139,7 +142,7 @@ class _Attempt:
     async def finish(self) -> _Attempt:
         await self._flush()
         if self.fd is None:  # an empty body: the file still exists, empty
-            await trio.to_thread.run_sync(self._write, b"", limiter=self.flight.limiter)
+            await trio.to_thread.run_sync(self._write, [], limiter=self.flight.limiter)
         declared = self.flight.size
         if declared is not None and self.size != declared:
             raise ValidationFailed(SizeMismatch(declared, self.size, url=self.url))
@@ -158,28 +161,38 @@ class _Attempt:
     async def _flush(self) -> None:
         if not self._pending:
             return
-        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        chunks, size = self._pending, self._pending_size
         self._pending, self._pending_size = [], 0
-        await trio.to_thread.run_sync(self._write, data, limiter=self.flight.limiter)
-        if not self.written:
-            self.first = data
-        self.written += len(data)
+        # (the chunks go to the thread as they are: written with one writev and hashed
+        # there, never joined on the loop)
+        await trio.to_thread.run_sync(self._write, chunks, limiter=self.flight.limiter)
+        if not self.written and size <= _FLUSH * 2:  # a small file: kept in memory
+            self.first = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.written += size
         self.flight.notify()
 
-    def _write(self, data: bytes) -> None:
-        """(worker thread) Append *data* to the temp file and hash it."""
+    def _write(self, chunks: list[bytes]) -> None:
+        """(worker thread) Append *chunks* to the temp file and hash them."""
         if self.fd is None:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
-        for hasher in self._hashers.values():
-            hasher.update(data)
+        for chunk in chunks:
+            for hasher in self._hashers.values():
+                hasher.update(chunk)
+        views = [memoryview(c) for c in chunks if c]
+        while views:
+            done = os.writev(self.fd, views[:_IOV_MAX])
+            while views and done >= len(views[0]):
+                done -= len(views[0])
+                views.pop(0)
+            if views and done:
+                views[0] = views[0][done:]
 
     def close(self) -> None:
+        """Close the file, in a thread of its own (closing a large file just written may
+        take a while: never on the Trio loop)."""
         if self.fd is not None:
             fd, self.fd = self.fd, None
-            os.close(fd)
+            trio.lowlevel.start_thread_soon(partial(os.close, fd), _ignore, name="close")
 
     def remove(self) -> None:
         """Remove the temp file (requests that read it hold it open: they read on)."""
@@ -621,6 +634,10 @@ class OnDemandFiles:
                 errors.append(exc)
                 log.info("%s: %s", flight.relative_path, describe_error(exc))
         raise errors[-1] if errors else LookupError("no remote URL")
+
+
+def _ignore(_: object) -> None:
+    """(the outcome of a thread whose result nobody waits for)"""
 
 
 def _reason(error: BaseException) -> str:
