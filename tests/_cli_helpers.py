@@ -26,6 +26,7 @@ __all__ = [
     "manifest_of",
     "publish",
     "run_cli",
+    "run_cli_on_a_terminal",
     "self_signed_cert",
     "start_cli",
 ]
@@ -71,6 +72,60 @@ def run_cli(
         timeout=timeout,
     )
     return Result(proc)
+
+
+class TerminalResult(Result):
+    """A run whose stderr was a pseudo-terminal: ``err`` is what the terminal received."""
+
+
+def run_cli_on_a_terminal(
+    *args: str | Path,
+    stdout: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> TerminalResult:
+    """Run ``python -m triofetch ARGS`` with stderr a pseudo-terminal (80 columns) and stdout
+    the file *stdout* (its text is ``out``); stdin is the null device."""
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    terminal = {"TERM": "xterm-256color", "COLUMNS": "100", **(env or {})}
+    try:
+        with open(stdout, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "triofetch", *map(str, args)],
+                env=cli_env(terminal),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=slave,
+            )
+        os.close(slave)
+        slave = -1
+        received = bytearray()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every writer closed the terminal
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if slave != -1:
+            os.close(slave)
+        os.close(master)
+    done = subprocess.CompletedProcess(
+        proc.args, code, stdout.read_text(encoding="utf-8"), received.decode("utf-8", "replace")
+    )
+    return TerminalResult(done)
 
 
 #: runs ``python -m triofetch`` with Python's own SIGINT handler, as in a terminal: a test

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from rich.console import Console
 
 from ..manifest import MANIFEST_NAME
 from ..store import open_store
 from ._common import EXIT_FAILED, EXIT_OK, human_bytes, say
 from ._export import export_files
 from ._inspect import file_rows
+from ._progress import progress_console
 from ._sync import print_failures, run_sync
 
 __all__ = ["demo_command", "generate_repository", "serve_directory"]
@@ -110,8 +110,8 @@ def serve_directory(directory: Path, delay: float = 0.0) -> Iterator[_Server]:
 
 
 async def demo_command(args: argparse.Namespace) -> int:
-    tty = sys.stdout.isatty()
-    console = Console(file=sys.stdout) if tty else None
+    console = progress_console(args.progress, args.quiet)
+    tty = console is not None
     if args.keep:
         base = Path(tempfile.mkdtemp(prefix="triofetch-demo-"))
     else:

@@ -326,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         "under --root (by default such a sync is refused before downloading, exit 2)",
     )
     sync.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    _progress_option(sync)
     sync.add_argument(
         "--max-manifest-size",
         type=byte_size,
@@ -485,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the temporary directory (store, export) and print where it is",
     )
+    _progress_option(demo)
 
     helper = commands.add_parser(
         "help",

@@ -7,6 +7,7 @@ must not change the sync it draws.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,11 +28,25 @@ from rich.progress import (
 from ..creator import ContentUnitCreator, CreatorEvent
 from ..manifest import RepositoryIndex
 
-__all__ = ["SyncTracker", "progress_bars"]
+__all__ = ["SyncTracker", "progress_bars", "progress_console"]
 
 log = logging.getLogger("triofetch.cli.events")
 
 _REFRESH = 0.1
+
+
+def progress_console(forced: bool | None, quiet: bool) -> Console | None:
+    """The console to draw bars on (stderr), or None for no bars.
+
+    *forced*: ``--progress`` (True) or ``--no-progress`` (False); not given (None), bars are
+    drawn when stderr is a terminal and not with ``-q``.  stdout is never drawn on: it
+    carries the results only (``sync --json > out.json``).
+    """
+    if forced is None:
+        if quiet or not sys.stderr.isatty():
+            return None
+        return Console(file=sys.stderr)
+    return Console(file=sys.stderr, force_terminal=True) if forced else None
 
 
 def _debug() -> bool:

@@ -61,7 +61,7 @@ from ._common import (
     store_error,
     warn,
 )
-from ._progress import SyncTracker, progress_bars
+from ._progress import SyncTracker, progress_bars, progress_console
 
 __all__ = [
     "failure_reason",
@@ -410,8 +410,8 @@ def print_replaced(report: CreateReport) -> None:
 
 
 async def sync_command(args: argparse.Namespace) -> int:
-    tty = sys.stdout.isatty() and not args.json
-    console = Console(file=sys.stdout) if tty else None
+    # bars on stderr (a terminal, or --progress); stdout carries the results only
+    console = progress_console(args.progress, args.quiet)
     try:
         _index, report = await run_sync(
             source=args.source,
@@ -428,7 +428,8 @@ async def sync_command(args: argparse.Namespace) -> int:
             ca_cert=args.ca_cert,
             transport=args.transport,
             console=console,
-            announce=not tty and not args.json,
+            # the first line of the human report (stdout), bars or not
+            announce=not args.json,
             db_connect_timeout=args.db_connect_timeout,
             allow_empty=args.allow_empty,
             ignore_free_space=args.ignore_free_space,
