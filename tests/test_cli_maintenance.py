@@ -159,7 +159,9 @@ def test_gc_gives_up_while_a_writer_runs(http_server: FaultServer, tmp_path: Pat
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         result = run_cli("gc", "--root", root, "--wait", "1", "--json")
         assert result.code == 1, result
-        assert result.out == ""
+        # with --json, the one JSON error object (#19), and the line on stderr as ever
+        error = result.json()["error"]
+        assert error["kind"] == "busy" and error["message"] in result.err
         assert "a sync (or another writer) is still running" in result.err
         assert "removed nothing" in result.err
         assert stored(root) == 4

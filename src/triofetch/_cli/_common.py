@@ -35,6 +35,7 @@ __all__ = [
     "check_new_root",
     "damaged_database",
     "emit_json",
+    "error_json",
     "existing_store",
     "human_bytes",
     "log",
@@ -68,12 +69,17 @@ log = logging.getLogger("triofetch.cli")
 
 
 class CLIError(Exception):
-    """An expected error: one message on stderr, then exit with ``code``."""
+    """An expected error: one message on stderr, then exit with ``code``.
 
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+    *kind* is the error's short stable name in the JSON error object of ``--json``
+    (``usage``, ``store_not_found``...: the list is in docs/cli.rst, "JSON output").
+    """
+
+    def __init__(self, message: str, code: int = EXIT_USAGE, *, kind: str = "usage") -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.kind = kind
 
 
 class Interrupted(Exception):
@@ -113,9 +119,15 @@ def say(*values: object, file: TextIO | None = None, flush: bool = False) -> Non
         print(*values, file=file or sys.stdout, flush=flush)
 
 
-def emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+def emit_json(value: Any, *, one_line: bool = False) -> None:
+    """*value* as JSON on stdout (indented, unless *one_line*: for a line read as it comes)."""
+    sys.stdout.write(json.dumps(value, indent=None if one_line else 2) + "\n")
     sys.stdout.flush()
+
+
+def error_json(kind: str, message: str) -> None:
+    """The one JSON object of a fatal error with ``--json``, on stdout."""
+    emit_json({"error": {"kind": kind, "message": message}})
 
 
 def human_bytes(n: float) -> str:
@@ -159,18 +171,19 @@ def check_new_root(root: Path, db: str | None) -> None:
     except (FileNotFoundError, NotADirectoryError):
         return  # made by the sync (or refused when it cannot be)
     if entries:
-        raise CLIError(f"no triofetch store at {root}")
+        raise CLIError(f"no triofetch store at {root}", kind="store_not_found")
 
 
 def store_error(exc: StoreNotFound | NotAStore, root: Path, db: str | None) -> CLIError:
     """The one line (exit status 2) for a store that is not there or is not a store."""
     if isinstance(exc, StoreNotFound):
+        kind = "store_not_found"
         if db is None:
-            return CLIError(f"no triofetch store at {root}")
+            return CLIError(f"no triofetch store at {root}", kind=kind)
         if db.startswith(("postgresql:", "postgres:")):
-            return CLIError(f"no triofetch store in database {redact_url(db)}")
-        return CLIError(f"no triofetch store at {exc.location}")
-    return CLIError(f"{exc.location} is not a triofetch database")
+            return CLIError(f"no triofetch store in database {redact_url(db)}", kind=kind)
+        return CLIError(f"no triofetch store at {exc.location}", kind=kind)
+    return CLIError(f"{exc.location} is not a triofetch database", kind="not_a_store")
 
 
 def damaged_database(exc: BaseException) -> bool:
@@ -223,13 +236,13 @@ async def existing_store(
     except (StoreNotFound, NotAStore) as exc:
         raise store_error(exc, root, db) from None
     except InvalidInput as exc:
-        raise CLIError(str(exc)) from None
+        raise CLIError(str(exc), kind="invalid_input") from None
     except StoreError as exc:
-        raise CLIError(f"cannot open the store {where}: {exc}") from None
+        raise CLIError(f"cannot open the store {where}: {exc}", kind="store") from None
     try:
         async with opened as store:
             yield store
     except StoreError as exc:
         if not damaged_database(exc):
             raise
-        raise CLIError(f"the store {where} is damaged: {exc}") from None
+        raise CLIError(f"the store {where} is damaged: {exc}", kind="store_damaged") from None

@@ -30,7 +30,7 @@ import trio
 
 from ..manifest import MANIFEST_NAME
 from ..store import open_store
-from ._common import EXIT_FAILED, EXIT_OK, human_bytes, say
+from ._common import EXIT_FAILED, EXIT_OK, CLIError, emit_json, human_bytes, say
 from ._export import export_files
 from ._inspect import file_rows
 from ._progress import progress_console
@@ -111,6 +111,11 @@ def serve_directory(directory: Path, delay: float = 0.0) -> Iterator[_Server]:
 
 async def demo_command(args: argparse.Namespace) -> int:
     console = progress_console(args.progress, args.quiet)
+
+    def step(*values: object) -> None:
+        if not args.json:  # --json: the object at the end only
+            say(*values)
+
     tty = console is not None
     if args.keep:
         base = Path(tempfile.mkdtemp(prefix="triofetch-demo-"))
@@ -119,32 +124,36 @@ async def demo_command(args: argparse.Namespace) -> int:
         base = Path(holder.name)
     try:
         site, root, dest = base / "site", base / "store", base / "export"
-        say("triofetch demo: a sample file repository, served on 127.0.0.1 and mirrored into")
-        say("a temporary store, every file complete or absent.\n")
+        step("triofetch demo: a sample file repository, served on 127.0.0.1 and mirrored into")
+        step("a temporary store, every file complete or absent.\n")
         paths = await trio.to_thread.run_sync(generate_repository, site, args.files)
         size = sum((site / p).stat().st_size for p in paths)
         dirs = len({p.rsplit("/", 1)[0] for p in paths if "/" in p})
         examples = ", ".join(repr(p) for p in paths[:2])
-        say(f"1. generated {len(paths)} files ({human_bytes(size)}) in {dirs} directories,")
-        say(f"   e.g. {examples}, and a {MANIFEST_NAME} listing them")
+        step(f"1. generated {len(paths)} files ({human_bytes(size)}) in {dirs} directories,")
+        step(f"   e.g. {examples}, and a {MANIFEST_NAME} listing them")
         with serve_directory(site, delay=0.03 if tty else 0.0) as server:
             url = f"http://127.0.0.1:{server.server_address[1]}/{MANIFEST_NAME}"
-            say(f"2. serving them at {url} (a local web server: no network needed)")
-            say(f"3. triofetch sync {url} --root {root} --repository demo")
+            step(f"2. serving them at {url} (a local web server: no network needed)")
+            step(f"3. triofetch sync {url} --root {root} --repository demo")
             _index, report = await run_sync(
                 source=url, repository="demo", root=root, console=console
             )
             print_failures(report)
-            say(
+            step(
                 f"   → version {report.version} created: {report.units_new} new files, "
                 f"{report.artifacts_downloaded} downloaded ({human_bytes(report.bytes_downloaded)})"
                 f" in {report.seconds:.2f} s, {server.requests} requests"
             )
             if not report.ok:
-                return EXIT_FAILED
+                raise CLIError(
+                    f"the demo's sync failed: {report.units_failed} of {report.units_total} files",
+                    EXIT_FAILED,
+                    kind="download",
+                )
             before = server.requests
             _index, again = await run_sync(source=url, repository="demo", root=root)
-            say(
+            step(
                 f"4. the same sync again → {again.units_existing} files already present, "
                 f"{again.artifacts_downloaded} downloaded, no new version "
                 f"({server.requests - before} request: the manifest)"
@@ -155,19 +164,33 @@ async def demo_command(args: argparse.Namespace) -> int:
             rows = file_rows(await store.list_units("demo", None))
             exported = await trio.to_thread.run_sync(export_files, storage, rows, dest)
             same = await trio.to_thread.run_sync(_same_tree, site, dest, paths)
-            say(f"5. triofetch export --root {root} --repository demo {dest}")
-            say(
+            step(f"5. triofetch export --root {root} --repository demo {dest}")
+            step(
                 f"   → {exported.written} files ({exported.linked} hard links, "
                 f"{exported.copied} copies) and a {MANIFEST_NAME}; identical to the source: "
                 f"{'yes' if same else 'NO'}"
             )
             checked = await storage.verify()
             verdict = "all intact" if checked.ok else f"{len(checked.corrupted)} corrupted"
-            say(f"6. triofetch verify --root {root} → {checked.checked} stored files: {verdict}")
+            step(f"6. triofetch verify --root {root} → {checked.checked} stored files: {verdict}")
+        if args.json:
+            emit_json(
+                {
+                    "files": len(paths),
+                    "bytes": size,
+                    "version": report.version,
+                    "downloaded": report.artifacts_downloaded,
+                    "downloaded_again": again.artifacts_downloaded,
+                    "exported": exported.written,
+                    "identical": same,
+                    "intact": checked.ok,
+                    "kept": str(base) if args.keep else None,
+                }
+            )
         if args.keep:
-            say(f"\nkept: {base} (store in store/, export in export/)")
+            step(f"\nkept: {base} (store in store/, export in export/)")
         else:
-            say(
+            step(
                 "\ndone; the temporary directory is removed (keep it with 'triofetch demo --keep')."
             )
         return EXIT_OK if same and checked.ok and not exported.errors else EXIT_FAILED

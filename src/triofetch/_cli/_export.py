@@ -46,6 +46,7 @@ from ._common import (
     CLIError,
     Interrupted,
     absolute_path,
+    emit_json,
     existing_store,
     resolve_root,
     say,
@@ -65,7 +66,8 @@ class ExportReport:
     linked: int = 0
     copied: int = 0
     unchanged: int = 0
-    errors: list[str] = field(default_factory=list)
+    #: (relative path, why) of each file that could not be written
+    errors: list[tuple[str, str]] = field(default_factory=list)
     #: stopped by a signal before the last file; no PULP_MANIFEST was written
     interrupted: bool = False
     #: stopped by a full (or read-only, or failing) disk: the files before it were
@@ -329,7 +331,7 @@ def export_files(
                 if StorageWriteError.matches(exc):  # a full disk: every next file fails too
                     report.disk_error = exc
                     break
-                report.errors.append(f"{row.relative_path}: {exc.strerror or exc}")
+                report.errors.append((row.relative_path, str(exc.strerror or exc)))
                 continue
             done.append(row)
         dirs.close()
@@ -427,7 +429,9 @@ async def export_command(args: argparse.Namespace) -> int:
         assert storage is not None
         number = await select_version(store, args.repository, args.version)
         if number is None:
-            raise CLIError(f"repository {args.repository!r} has no version yet")
+            raise CLIError(
+                f"repository {args.repository!r} has no version yet", kind="version_not_found"
+            )
         rows = file_rows(await store.list_units(args.repository, number))
     # all checked before anything is fetched or written
     problems = await trio.to_thread.run_sync(unexportable, rows, dest)
@@ -438,6 +442,7 @@ async def export_command(args: argparse.Namespace) -> int:
             f"nothing written to {dest}: {args.repository!r} version {number} is not one file "
             f"per path that a {MANIFEST_NAME} can list",
             EXIT_FAILED,
+            kind="unexportable",
         )
     fetched = 0
     failed: dict[int, str] = {}
@@ -449,13 +454,13 @@ async def export_command(args: argparse.Namespace) -> int:
                 root, args.db, args.repository, number, rows, args.db_connect_timeout
             )
             rows, failed, fetched = result.rows, result.failed, result.units
-    errors: list[str] = []
+    errors: list[tuple[str, str]] = []
     todo: list[FileRow] = []
     for row in rows:
         if _is_manifest(row.relative_path):
-            errors.append(f"{row.relative_path}: the name of the manifest itself")
+            errors.append((row.relative_path, "the name of the manifest itself"))
         elif not row.downloaded or row.sha256 is None:
-            errors.append(f"{row.relative_path}: {failed.get(row.unit_id, 'not downloaded')}")
+            errors.append((row.relative_path, failed.get(row.unit_id, "not downloaded")))
         else:
             todo.append(row)
     try:
@@ -463,17 +468,32 @@ async def export_command(args: argparse.Namespace) -> int:
             partial(export_files, storage, todo, dest, checked=True, stopped=_cancel_requested)
         )
     except OSError as exc:
-        raise CLIError(f"cannot export to {dest}: {exc.strerror or exc}") from None
+        raise CLIError(f"cannot export to {dest}: {exc.strerror or exc}", kind="os_error") from None
     if report.interrupted:
         raise Interrupted(
             f"after {report.written} files of {args.repository!r} version {number} written "
             f"to {dest}, no {MANIFEST_NAME} yet: run the export again to finish"
         )
     errors.extend(report.errors)
-    for error in errors:
-        warn(f"not exported: {error}")
+    for path, why in errors:
+        warn(f"not exported: {path}: {why}")
     if report.disk_error is not None:
-        raise CLIError(_stopped_by_disk(report, len(todo), dest), EXIT_FAILED)
+        raise CLIError(_stopped_by_disk(report, len(todo), dest), EXIT_FAILED, kind="disk")
+    if args.json:
+        emit_json(
+            {
+                "repository": args.repository,
+                "version": number,
+                "dest": str(dest),
+                "written": report.written,
+                "linked": report.linked,
+                "copied": report.copied,
+                "unchanged": report.unchanged,
+                "fetched": fetched,
+                "not_exported": [{"relative_path": p, "reason": why} for p, why in errors],
+            }
+        )
+        return EXIT_OK if not errors else EXIT_FAILED
     how = []
     if report.linked:
         how.append(f"{report.linked} hard links")

@@ -86,11 +86,16 @@ async def select_version(store: Store, repository: str, version: int | None) -> 
             return None if latest is None else latest.number
         handle = await store.get_version(repository, version)
     except RepositoryNotFound:
-        raise CLIError(f"no repository named {repository!r}") from None
+        raise CLIError(f"no repository named {repository!r}", kind="repository_not_found") from None
     except VersionNotFound:
-        raise CLIError(f"repository {repository!r} has no version {version}") from None
+        raise CLIError(
+            f"repository {repository!r} has no version {version}", kind="version_not_found"
+        ) from None
     if not handle.complete:
-        raise CLIError(f"version {version} of {repository!r} is not complete (a sync in progress?)")
+        raise CLIError(
+            f"version {version} of {repository!r} is not complete (a sync in progress?)",
+            kind="version_incomplete",
+        )
     return handle.number
 
 

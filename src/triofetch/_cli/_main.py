@@ -21,6 +21,7 @@ its summary) and a documented exit status (see :mod:`._common`):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import select
@@ -31,9 +32,16 @@ from typing import TextIO
 
 import trio
 
-from ..errors import TriofetchError
+from ..errors import (
+    DownloadError,
+    InvalidInput,
+    ManifestError,
+    StoreBusy,
+    StoreError,
+    TriofetchError,
+)
 from . import _startup
-from ._common import EXIT_FAILED, EXIT_USAGE, CLIError, Interrupted, output, warn
+from ._common import EXIT_FAILED, EXIT_USAGE, CLIError, Interrupted, error_json, output, warn
 from ._parser import COMMANDS, UsageError, build_parser, subparsers
 
 __all__ = ["main"]
@@ -200,29 +208,53 @@ async def _supervised(command: Command, args: argparse.Namespace) -> int | None:
     return status
 
 
-def _outcome(exc: BaseException, verbosity: int) -> int:
-    """The message and exit status of a command that raised *exc*."""
+#: the JSON error kinds of the library's errors that no command turns into a CLIError, most
+#: specific first
+_LIBRARY_KINDS: tuple[tuple[type[TriofetchError], str], ...] = (
+    (StoreBusy, "busy"),
+    (ManifestError, "manifest"),
+    (DownloadError, "download"),
+    (InvalidInput, "invalid_input"),
+    (StoreError, "store"),
+)
+
+
+def _stopped(detail: str = "") -> tuple[int, str | None, str]:
+    message = _startup.stop_message(detail=detail)
+    status = _startup.stop_status()
+    return status, "terminated" if status == 128 + signal.SIGTERM else "interrupted", message
+
+
+def _outcome(exc: BaseException, verbosity: int) -> tuple[int, str | None, str]:
+    """The exit status of a command that raised *exc*, having printed its line on stderr;
+    and the kind and message of the JSON error object (kind None: print none)."""
     stopped = _find(exc, Interrupted)
     if isinstance(stopped, Interrupted):
-        warn(_startup.stop_message(detail=stopped.detail))
-        return _startup.stop_status()
+        status, kind, message = _stopped(stopped.detail)
+        warn(message)
+        return status, kind, message
     if _startup.interrupted(exc) or _startup.state.received is not None:
-        warn(_startup.stop_message())
-        return _startup.stop_status()
+        status, kind, message = _stopped()
+        warn(message)
+        return status, kind, message
     pipe = _find(exc, BrokenPipeError)
     if pipe is not None and _stdout_gone():
-        return _quiet_stdout()
+        return _quiet_stdout(), None, ""
     found = _expected(exc)
     if isinstance(found, CLIError):
         warn(f"error: {found.message}")
-        return found.code
+        return found.code, found.kind, found.message
     if isinstance(found, TriofetchError):
         warn(f"error: {found}")
-        return EXIT_FAILED
+        kind = next((k for t, k in _LIBRARY_KINDS if isinstance(found, t)), "error")
+        return EXIT_FAILED, kind, str(found)
     if isinstance(found, OSError):
-        warn(f"error: {_describe_os_error(found)}")
-        return EXIT_FAILED
-    return _startup.print_internal_error(exc, verbosity)
+        message = _describe_os_error(found)
+        warn(f"error: {message}")
+        return EXIT_FAILED, "os_error", message
+    status = _startup.print_internal_error(exc, verbosity)
+    line = _startup.internal_error_line(exc).removeprefix("error: ")
+    return status, "internal", line
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -267,8 +299,32 @@ def _usage_error(exc: UsageError) -> int:
     return EXIT_USAGE
 
 
+def _wants_json(argv: Sequence[str] | None) -> bool:
+    """Whether ``--json`` is among the arguments (before a ``--``): known before they are
+    parsed, for the JSON error object of a usage error."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if "--" in words:
+        words = words[: words.index("--")]
+    return "--json" in words
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status.
+
+    With ``--json``, a fatal error (one that ends the command without its result) prints
+    one JSON object on stdout besides its line on stderr: ``{"error": {"kind": KIND,
+    "message": MESSAGE}}``, *MESSAGE* being the line's text.
+    """
+    status, kind, message = _run(argv)
+    if kind is not None and _wants_json(argv):
+        with contextlib.suppress(OSError, ValueError):  # stdout closed: the status says it
+            error_json(kind, message)
+    return status
+
+
+def _run(argv: Sequence[str] | None) -> tuple[int, str | None, str]:
+    """Run the command line: the exit status, and the kind and message of a fatal error
+    (kind None: the command ended with its own result)."""
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
@@ -285,14 +341,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = trio.run(_supervised, command, args)
         sys.stdout.flush()  # here, where a closed stdout is handled, not at exit
     except UsageError as exc:
-        return _usage_error(exc)
+        return _usage_error(exc), "usage", exc.message
     except SystemExit as exc:  # argparse: --help, --version, help COMMAND
         if exc.code == 0 and _stdout_gone():
-            return _quiet_stdout()  # argparse says nothing of a help it could not write
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+            return _quiet_stdout(), None, ""  # argparse says nothing of a help it could not write
+        return (exc.code if isinstance(exc.code, int) else EXIT_USAGE), None, ""
     except BaseException as exc:
         return _outcome(exc, verbosity)
     if status is None:
-        warn(_startup.stop_message())
-        return _startup.stop_status()
-    return status
+        stopped, kind, message = _stopped()
+        warn(message)
+        return stopped, kind, message
+    return status, None, ""

@@ -50,7 +50,9 @@ async def versions_command(args: argparse.Namespace) -> int:
         try:
             found = await store.versions(args.repository)
         except RepositoryNotFound:
-            raise CLIError(f"no repository named {args.repository!r}") from None
+            raise CLIError(
+                f"no repository named {args.repository!r}", kind="repository_not_found"
+            ) from None
     if args.json:
         emit_json(versions_json(found))
         return EXIT_OK
@@ -81,7 +83,9 @@ async def prune_command(args: argparse.Namespace) -> int:
         try:
             report = await store.prune(args.repository, args.keep)
         except RepositoryNotFound:
-            raise CLIError(f"no repository named {args.repository!r}") from None
+            raise CLIError(
+                f"no repository named {args.repository!r}", kind="repository_not_found"
+            ) from None
     if args.json:
         emit_json(prune_json(report))
         return EXIT_OK

@@ -370,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not download the files of on-demand units: list them and exit 1",
     )
+    export.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of the summary"
+    )
     export.add_argument("dest", metavar="DEST", help="the directory to write (created if needed)")
 
     verify = commands.add_parser(
@@ -469,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="serve only these repositories (default: all of the store's)",
     )
+    serve.add_argument(
+        "--json",
+        action="store_true",
+        help='once listening, print {"url", "root", "db", "repositories"} on stdout '
+        "instead of the startup line",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -487,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the temporary directory (store, export) and print where it is",
     )
     _progress_option(demo)
+    demo.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of the steps"
+    )
 
     helper = commands.add_parser(
         "help",

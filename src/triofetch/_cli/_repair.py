@@ -65,9 +65,11 @@ async def repair_command(args: argparse.Namespace) -> int:
                 try:
                     report = await repair(store, downloader, repository=args.repository)
                 except RepositoryNotFound:
-                    raise CLIError(f"no repository named {args.repository!r}") from None
+                    raise CLIError(
+                        f"no repository named {args.repository!r}", kind="repository_not_found"
+                    ) from None
                 except InvalidInput as exc:
-                    raise CLIError(str(exc)) from None
+                    raise CLIError(str(exc), kind="invalid_input") from None
     for r in report.repaired:
         note(f"repaired: {r.path}: {r.reason}")
     for f in report.failed:

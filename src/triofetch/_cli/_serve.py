@@ -23,7 +23,17 @@ import trio
 from ..errors import InvalidInput, redact_url
 from ..serve import INSTALL_HINT, make_app, serve_app
 from . import _startup
-from ._common import EXIT_OK, CLIError, existing_store, log, note, resolve_root, say, warn
+from ._common import (
+    EXIT_OK,
+    CLIError,
+    emit_json,
+    existing_store,
+    log,
+    note,
+    resolve_root,
+    say,
+    warn,
+)
 
 __all__ = ["serve_command"]
 
@@ -66,7 +76,10 @@ async def _stop_anyway(signum: int) -> None:
 
 async def serve_command(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("hypercorn") is None:
-        raise CLIError(f"'triofetch serve' needs hypercorn, which is not installed: {INSTALL_HINT}")
+        raise CLIError(
+            f"'triofetch serve' needs hypercorn, which is not installed: {INSTALL_HINT}",
+            kind="missing_dependency",
+        )
     host, port = args.listen
     if getattr(args, "verbose", 0) < 2:
         # hypercorn's own "Running on" line says what the startup line says
@@ -85,11 +98,14 @@ async def serve_command(args: argparse.Namespace) -> int:
             known = set(await store.repositories())
             unknown = [name for name in wanted if name not in known]
             if unknown:
-                raise CLIError("no repository named " + ", ".join(repr(name) for name in unknown))
+                raise CLIError(
+                    "no repository named " + ", ".join(repr(name) for name in unknown),
+                    kind="repository_not_found",
+                )
         try:
             app = make_app(store, repositories=wanted)
         except InvalidInput as exc:
-            raise CLIError(str(exc)) from None
+            raise CLIError(str(exc), kind="invalid_input") from None
         what = str(root) if args.db is None else f"{redact_url(args.db)} (files under {root})"
         stop = trio.Event()
         signum: int = signal.SIGTERM
@@ -112,10 +128,25 @@ async def serve_command(args: argparse.Namespace) -> int:
                             raise
                         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
                         raise CLIError(
-                            f"cannot listen on {where}: {found.strerror or found}"
+                            f"cannot listen on {where}: {found.strerror or found}", kind="listen"
                         ) from None
                     url = urls[0] if urls else f"http://{host}:{port}"
-                    say(f"Serving {what} at {url}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+                    if args.json:
+                        emit_json(
+                            {
+                                "url": f"{url}/",
+                                "root": str(root),
+                                "db": None if args.db is None else redact_url(args.db),
+                                "repositories": wanted,
+                            },
+                            one_line=True,
+                        )
+                    else:
+                        say(
+                            f"Serving {what} at {url}/ (Ctrl-C to stop)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     async for signum in received:
                         log.info("%s: stopping", signal.Signals(signum).name)
                         stop.set()

@@ -26,6 +26,7 @@ from rich.console import Console
 from ..creator import ContentUnitCreator, CreateReport, Policy
 from ..downloader import Downloader
 from ..errors import (
+    DownloadError,
     InvalidInput,
     ManifestError,
     NotAStore,
@@ -240,7 +241,8 @@ async def check_free_space(index: RepositoryIndex, store: Store, root: Path) -> 
     if needed > free:
         raise CLIError(
             f"the manifest's files not stored yet need {human_bytes(needed)}, only "
-            f"{human_bytes(free)} is free under {root} (--ignore-free-space to try anyway)"
+            f"{human_bytes(free)} is free under {root} (--ignore-free-space to try anyway)",
+            kind="no_space",
         )
 
 
@@ -293,7 +295,8 @@ async def run_sync(
             # a version without a single file
             raise CLIError(
                 f"the manifest at {redact_url(url)} lists no file: with --mirror the new "
-                "version would be empty (--allow-empty to make it anyway)"
+                "version would be empty (--allow-empty to make it anyway)",
+                kind="empty_manifest",
             )
         if announce:
             say(
@@ -306,14 +309,18 @@ async def run_sync(
         try:
             await trio.Path(root).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CLIError(f"cannot create --root {root}: {exc.strerror}") from None
+            raise CLIError(
+                f"cannot create --root {root}: {exc.strerror}", kind="os_error"
+            ) from None
         log.info("opening the store %s", describe_db(db, root))
         try:
             opened = await open_store(db, root=root, connect_timeout=db_connect_timeout)
         except (StoreNotFound, NotAStore) as exc:
             raise store_error(exc, root, db) from None
         except (StoreError, InvalidInput) as exc:
-            raise CLIError(f"cannot open the store {describe_db(db, root)}: {exc}") from None
+            raise CLIError(
+                f"cannot open the store {describe_db(db, root)}: {exc}", kind="store"
+            ) from None
         async with opened as store:
             storage = store.storage
             assert storage is not None
@@ -437,16 +444,18 @@ async def sync_command(args: argparse.Namespace) -> int:
             max_manifest_size=args.max_manifest_size,
         )
     except ManifestError as exc:
-        raise CLIError(str(exc)) from None
+        # a manifest that could not be fetched, or that was read and is malformed
+        fetching = isinstance(exc.__context__, DownloadError)
+        raise CLIError(str(exc), kind="download" if fetching else "manifest") from None
     except InvalidInput as exc:
-        raise CLIError(str(exc)) from None
+        raise CLIError(str(exc), kind="invalid_input") from None
     except StorageWriteError as exc:
-        raise CLIError(storage_write_message(exc), EXIT_FAILED) from None
+        raise CLIError(storage_write_message(exc), EXIT_FAILED, kind="disk") from None
     except StoreError as exc:
         if damaged_database(exc):
             where = describe_db(args.db, resolve_root(args.root))
-            raise CLIError(f"the store {where} is damaged: {exc}") from None
-        raise CLIError(f"store: {exc}", EXIT_FAILED) from None
+            raise CLIError(f"the store {where} is damaged: {exc}", kind="store_damaged") from None
+        raise CLIError(f"store: {exc}", EXIT_FAILED, kind="store") from None
     print_failures(report)
     if not args.json:
         print_replaced(report)
