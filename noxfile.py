@@ -1,6 +1,8 @@
 """Task entry points: CI and people run the same sessions.
 
-nox -s tests       the whole test suite (installs PostgreSQL when missing, as root)
+nox -s tests       the whole test suite (installs PostgreSQL when missing, as root), on the
+                   Python running nox when it is >= 3.11, else the newest python3.N >= 3.11
+                   on PATH; none: an error, never a skip
 nox -s lint        ruff check + ruff format --check
 nox -s typecheck   mypy --strict on src/
 nox -s docs        Sphinx HTML docs into docs/_build/html
@@ -14,13 +16,40 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Callable
 
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
+# A session whose Python is not there fails (nox's default skips it and exits 0 unless $CI
+# is set): "tests passed" must never mean "no test ran".
+nox.options.error_on_missing_interpreters = True
 
-PYTHON = "3.11"
+#: the oldest Python the project supports (pyproject.toml: requires-python = ">=3.11")
+OLDEST = (3, 11)
+#: the newest minor version looked for on PATH
+NEWEST_MINOR = 20
+
+
+def supported_python(
+    current: tuple[int, int] = (sys.version_info.major, sys.version_info.minor),
+    which: Callable[[str], str | None] = shutil.which,
+) -> str:
+    """The Python the sessions run on: the one running nox when the project supports it
+    (``python -m pip install nox && nox -s tests`` tests on that Python), else the newest
+    supported ``python3.N`` on PATH, else the oldest supported version, which nox then
+    reports missing: an error (``error_on_missing_interpreters``), never a skip."""
+    if current >= OLDEST:
+        return f"{current[0]}.{current[1]}"
+    for minor in range(NEWEST_MINOR, OLDEST[1] - 1, -1):
+        if which(f"python3.{minor}"):
+            return f"3.{minor}"
+    return f"{OLDEST[0]}.{OLDEST[1]}"
+
+
+PYTHON = supported_python()
 ASKS_DEPS = ["anyio>=4", "h11>=0.14", "async_generator>=1.10"]
 
 
