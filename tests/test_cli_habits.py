@@ -12,7 +12,7 @@ from tests._cli_helpers import publish, run_cli
 from triofetch.testing import FaultServer, Status
 
 COMMANDS = ["sync", "list", "export", "verify", "versions", "prune", "gc", "repair", "serve"]
-COMMANDS += ["demo", "help"]
+COMMANDS += ["demo", "completion", "help"]
 FILES = {"a.txt": b"alpha\n", "dir/b.bin": b"b" * 3000}
 
 

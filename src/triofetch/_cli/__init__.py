@@ -1,7 +1,8 @@
 """The ``triofetch`` command line, built on the public API of :mod:`triofetch` only.
 
 This package owns what a user types and reads: the arguments (``_parser``), the commands
-(``_sync``, ``_inspect``, ``_export``, ``_repair``, ``_maintenance``, ``_demo``), their
+(``_sync``, ``_inspect``, ``_export``, ``_repair``, ``_maintenance``, ``_serve``, ``_demo``,
+``_completion``), their
 messages and exit statuses (``_common``, ``_main``), the progress bars (``_progress``) and
 the program's first steps before anything heavy is loaded (``_startup``).  It must not
 import a private module of ``triofetch`` nor hold library policy (which transport, which

@@ -1,8 +1,9 @@
 """``triofetch``'s main: parse, run one command under Trio, turn its end into a status.
 
 Owns running a command (sync, list, versions, export, verify, repair, prune, gc, serve,
-demo) and how every command ends; must not hold a command's own work (each is in its module) nor
-import a private module of ``triofetch``.
+demo, completion; help) and how every command ends: its exit status, and with ``--json``
+the JSON error object of a fatal error; must not hold a command's own work (each is in
+its module) nor import a private module of ``triofetch``.
 
 Every command, on every fault, ends with one line on stderr (``triofetch: error: ...``, or
 its summary) and a documented exit status (see :mod:`._common`):
@@ -78,6 +79,10 @@ def _command(name: str) -> Command:
         from ._repair import repair_command
 
         return repair_command
+    if name == "completion":
+        from ._completion import completion_command
+
+        return completion_command
     if name == "serve":
         from ._serve import serve_command
 

@@ -26,6 +26,7 @@ COMMANDS = (
     "repair",
     "serve",
     "demo",
+    "completion",
     "help",
 )
 
@@ -499,6 +500,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--json", action="store_true", help="print one JSON object instead of the steps"
     )
+
+    completion = commands.add_parser(
+        "completion",
+        parents=[common],
+        help="print the shell completion script (bash, zsh, fish, tcsh)",
+        description="Print the completion script of triofetch for SHELL, generated from "
+        'its options.  bash: eval "$(triofetch completion bash)" in ~/.bashrc, or save it '
+        "as ~/.local/share/bash-completion/completions/triofetch; zsh: save it as _triofetch "
+        "in a directory of $fpath; fish: save it as ~/.config/fish/completions/triofetch.fish.",
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "fish", "tcsh"], metavar="SHELL")
 
     helper = commands.add_parser(
         "help",
