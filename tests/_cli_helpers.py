@@ -221,13 +221,19 @@ def self_signed_cert(where: Path) -> tuple[Path, Path]:
 
 
 class TLSServer:
-    """A small HTTPS server on 127.0.0.1 serving a dict of paths (decoded) to bytes."""
+    """A small HTTPS server on 127.0.0.1 serving a dict of paths (decoded) to bytes; with
+    *client_ca*, a client must present a certificate that CA issued (else no handshake)."""
 
-    def __init__(self, files: Mapping[str, bytes], server_pem: Path) -> None:
+    def __init__(
+        self, files: Mapping[str, bytes], server_pem: Path, client_ca: Path | None = None
+    ) -> None:
         self.files = dict(files)
         self.requests: list[str] = []
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(server_pem)
+        if client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(client_ca)
         owner = self
 
         class Handler(BaseHTTPRequestHandler):

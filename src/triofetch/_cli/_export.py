@@ -36,6 +36,7 @@ from pathlib import Path
 import trio
 
 from ..creator import ContentUnitCreator
+from ..downloader import Downloader
 from ..errors import InvalidInput, ManifestError, StorageWriteError, StoreError
 from ..manifest import MANIFEST_NAME, manifest_base_url, parse_pulp_manifest
 from ..storage import ArtifactStorage
@@ -54,6 +55,7 @@ from ._common import (
 )
 from ._inspect import FileRow, file_rows, select_version
 from ._sync import failure_reason, new_downloader
+from ._upstream import upstream_options
 
 __all__ = ["ExportReport", "Unexportable", "export_command", "export_files", "unexportable"]
 
@@ -374,6 +376,7 @@ async def _fetch(
     repository: str,
     number: int,
     rows: list[FileRow],
+    downloader: Downloader,
     connect_timeout: float | None = None,
 ) -> _Fetched:
     """Fetch and store the files of the version's on-demand units, all or nothing per unit;
@@ -386,7 +389,7 @@ async def _fetch(
             assert storage is not None
             async with store.lease():
                 with storage.removing_temp_files():  # (however the fetch ends)
-                    async with new_downloader() as downloader:
+                    async with downloader:
                         report = await ContentUnitCreator(store, downloader).fill_missing(
                             repository, number
                         )
@@ -424,6 +427,8 @@ def _stopped_by_disk(report: ExportReport, total: int, dest: Path) -> str:
 async def export_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
     dest = absolute_path(args.dest)
+    # made (its options checked) before anything is read; used for on-demand files only
+    downloader = new_downloader(ca_cert=args.ca_cert, **upstream_options(args))
     async with existing_store(root, args.db, connect_timeout=args.db_connect_timeout) as store:
         storage = store.storage
         assert storage is not None
@@ -451,7 +456,7 @@ async def export_command(args: argparse.Namespace) -> int:
             failed = {r.unit_id: NOT_FETCHED for r in rows if not r.downloaded}
         else:
             result = await _fetch(
-                root, args.db, args.repository, number, rows, args.db_connect_timeout
+                root, args.db, args.repository, number, rows, downloader, args.db_connect_timeout
             )
             rows, failed, fetched = result.rows, result.failed, result.units
     errors: list[tuple[str, str]] = []

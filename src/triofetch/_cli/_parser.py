@@ -125,6 +125,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _positive_number(text: str) -> float:
+    """A finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     value = _seconds(text)
     if value == 0:
@@ -212,12 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="retries after the first attempt of each file (default 3)",
     )
-    fetching.add_argument(
-        "--ca-cert",
-        metavar="FILE",
-        help="trust this CA bundle (PEM) for https instead of the system's; "
-        "SSL_CERT_FILE / SSL_CERT_DIR are honoured otherwise",
-    )
     # time bounds (see docs/downloader.rst, "Time bounds"); not given: the Downloader's
     # defaults, which the help texts name
     fetching.add_argument(
@@ -247,6 +252,58 @@ def build_parser() -> argparse.ArgumentParser:
         "ignore Retry-After and back off as usual (default 60)",
     )
 
+    # how the commands that download reach a server (sync, repair, export, serve's
+    # upstream): the library's options; secrets only from a file or the environment
+    upstream = Parser(add_help=False)
+    upstream.add_argument(
+        "--ca-cert",
+        metavar="FILE",
+        help="trust this CA bundle (PEM) for https instead of the system's; "
+        "SSL_CERT_FILE / SSL_CERT_DIR are honoured otherwise",
+    )
+    upstream.add_argument(
+        "--header",
+        action="append",
+        metavar="'NAME: VALUE'",
+        help="send this header with every request (repeatable); credentials headers "
+        "(Authorization, Proxy-Authorization, Cookie) are refused here: see "
+        "--bearer-token-file and --header-file",
+    )
+    upstream.add_argument(
+        "--header-file",
+        action="append",
+        metavar="FILE",
+        help="send the headers of FILE ('Name: value' lines; # comments), credentials "
+        "headers included (repeatable)",
+    )
+    upstream.add_argument(
+        "--bearer-token-file",
+        metavar="FILE",
+        help="send 'Authorization: Bearer TOKEN' with the token in FILE (read again when "
+        "a server answers 401); default: $TRIOFETCH_BEARER_TOKEN",
+    )
+    upstream.add_argument(
+        "--client-cert",
+        metavar="FILE",
+        help="TLS client certificate (PEM; with its key unless --client-key)",
+    )
+    upstream.add_argument(
+        "--client-key", metavar="FILE", help="the private key of --client-cert (PEM)"
+    )
+    upstream.add_argument(
+        "--rate-limit",
+        type=_positive_number,
+        metavar="N",
+        help="start at most N requests per second (default: no limit)",
+    )
+    upstream.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="send every request through this proxy (http://, https://, socks5://), "
+        "instead of what HTTP(S)_PROXY, ALL_PROXY and NO_PROXY say; a password: in those "
+        "variables, not here",
+    )
+
     parser = Parser(
         prog="triofetch",
         description=DESCRIPTION,
@@ -259,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = commands.add_parser(
         "sync",
-        parents=[common, store, fetching],
+        parents=[common, store, fetching, upstream],
         help="mirror a repository into the store (a new repository version)",
         description="Fetch the manifest at SOURCE, validate all of it, then download every "
         "file that is not stored yet and record it; each file is complete or absent.  A new "
@@ -354,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        parents=[common, store],
+        parents=[common, store, upstream],
         help="write a repository version's files and a PULP_MANIFEST under DEST",
         description="Write the files of a repository version (default: the latest) under "
         "DEST at their relative paths (hard links when DEST is on the store's filesystem, "
@@ -436,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     repair = commands.add_parser(
         "repair",
-        parents=[common, store, fetching],
+        parents=[common, store, fetching, upstream],
         help="re-hash stored files; re-download the missing or corrupted ones",
         description="Hash every stored file (or those of one repository's versions), and "
         "download again the missing or corrupted ones from the URLs they came from, "
@@ -450,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        parents=[common, store],
+        parents=[common, store, upstream],
         help="serve the store's repositories over HTTP (files, PULP_MANIFEST, index pages)",
         description="Serve the complete repository versions of the store over HTTP, "
         "read-only, in the foreground: /NAME/ is the latest version of repository NAME, "

@@ -26,6 +26,7 @@ from ._common import (
     warn,
 )
 from ._sync import new_downloader, time_bounds
+from ._upstream import upstream_options
 
 __all__ = ["repair_command", "report_json"]
 
@@ -51,6 +52,7 @@ async def repair_command(args: argparse.Namespace) -> int:
         connections=args.connections,
         retries=args.retries,
         **time_bounds(args),
+        **upstream_options(args),
     )
     async with existing_store(
         root, args.db, readonly=False, connect_timeout=args.db_connect_timeout

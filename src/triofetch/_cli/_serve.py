@@ -34,6 +34,8 @@ from ._common import (
     say,
     warn,
 )
+from ._sync import new_downloader
+from ._upstream import upstream_options
 
 __all__ = ["serve_command"]
 
@@ -85,6 +87,8 @@ async def serve_command(args: argparse.Namespace) -> int:
         # hypercorn's own "Running on" line says what the startup line says
         logging.getLogger("hypercorn.error").setLevel(logging.WARNING)
     root = resolve_root(args.root)
+    # made (its options checked) before the store is opened
+    downloader = new_downloader(ca_cert=args.ca_cert, **upstream_options(args))
     # on-demand files are stored once fetched: the store is opened for writing, unless the
     # root cannot be written (then they are served from their remote and not kept)
     writable = os.access(root, os.W_OK) and os.access(root / "artifacts", os.W_OK)
@@ -103,55 +107,58 @@ async def serve_command(args: argparse.Namespace) -> int:
                     kind="repository_not_found",
                 )
         try:
-            app = make_app(store, repositories=wanted)
+            app = make_app(store, repositories=wanted, downloader=downloader)
         except InvalidInput as exc:
             raise CLIError(str(exc), kind="invalid_input") from None
         what = str(root) if args.db is None else f"{redact_url(args.db)} (files under {root})"
         stop = trio.Event()
         signum: int = signal.SIGTERM
-        with trio.open_signal_receiver(*_stop_signals()) as received:
-            async with trio.open_nursery() as watchdog:
-                async with trio.open_nursery() as nursery:
-                    server = partial(
-                        serve_app,
-                        app,
-                        host=host,
-                        port=port,
-                        shutdown_trigger=stop.wait,
-                        graceful_timeout=GRACEFUL_SECONDS,
-                    )
-                    try:
-                        urls = await nursery.start(server)
-                    except (OSError, BaseExceptionGroup) as exc:
-                        found = _os_error(exc)
-                        if found is None:
-                            raise
-                        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                        raise CLIError(
-                            f"cannot listen on {where}: {found.strerror or found}", kind="listen"
-                        ) from None
-                    url = urls[0] if urls else f"http://{host}:{port}"
-                    if args.json:
-                        emit_json(
-                            {
-                                "url": f"{url}/",
-                                "root": str(root),
-                                "db": None if args.db is None else redact_url(args.db),
-                                "repositories": wanted,
-                            },
-                            one_line=True,
+        # the upstream of on-demand and streamed files, open while the server runs
+        async with downloader:
+            with trio.open_signal_receiver(*_stop_signals()) as received:
+                async with trio.open_nursery() as watchdog:
+                    async with trio.open_nursery() as nursery:
+                        server = partial(
+                            serve_app,
+                            app,
+                            host=host,
+                            port=port,
+                            shutdown_trigger=stop.wait,
+                            graceful_timeout=GRACEFUL_SECONDS,
                         )
-                    else:
-                        say(
-                            f"Serving {what} at {url}/ (Ctrl-C to stop)",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                    async for signum in received:
-                        log.info("%s: stopping", signal.Signals(signum).name)
-                        stop.set()
-                        watchdog.start_soon(_stop_anyway, signum)
-                        break
-                watchdog.cancel_scope.cancel()
+                        try:
+                            urls = await nursery.start(server)
+                        except (OSError, BaseExceptionGroup) as exc:
+                            found = _os_error(exc)
+                            if found is None:
+                                raise
+                            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                            raise CLIError(
+                                f"cannot listen on {where}: {found.strerror or found}",
+                                kind="listen",
+                            ) from None
+                        url = urls[0] if urls else f"http://{host}:{port}"
+                        if args.json:
+                            emit_json(
+                                {
+                                    "url": f"{url}/",
+                                    "root": str(root),
+                                    "db": None if args.db is None else redact_url(args.db),
+                                    "repositories": wanted,
+                                },
+                                one_line=True,
+                            )
+                        else:
+                            say(
+                                f"Serving {what} at {url}/ (Ctrl-C to stop)",
+                                file=sys.stderr,
+                                flush=True,
+                            )
+                        async for signum in received:
+                            log.info("%s: stopping", signal.Signals(signum).name)
+                            stop.set()
+                            watchdog.start_soon(_stop_anyway, signum)
+                            break
+                    watchdog.cancel_scope.cancel()
     note(f"stopped ({signal.Signals(signum).name})")
     return EXIT_OK

@@ -63,6 +63,7 @@ from ._common import (
     warn,
 )
 from ._progress import SyncTracker, progress_bars, progress_console
+from ._upstream import upstream_options
 
 __all__ = [
     "failure_reason",
@@ -119,10 +120,20 @@ def new_downloader(
         raise CLIError(_option_message(str(exc))) from None
 
 
+#: the downloader's names of its options, and the command line's
+_OPTION_NAMES = {"verify": "--ca-cert", "cert": "--client-cert", "rate_limit": "--rate-limit"}
+
+
 def _option_message(message: str) -> str:
     """A downloader's complaint about an option, under the command-line option's name."""
     option, sep, rest = message.partition(": ")
-    return f"--ca-cert: {rest}" if sep and option == "verify" else message
+    if sep and option in _OPTION_NAMES:
+        return f"{_OPTION_NAMES[option]}: {rest}"
+    if message.startswith("rate_limit "):
+        return "--rate-limit: " + message.removeprefix("rate_limit ")
+    if message.startswith("invalid proxy"):
+        return f"--proxy: {message}"
+    return message
 
 
 def time_bounds(args: argparse.Namespace) -> dict[str, Any]:
@@ -271,7 +282,8 @@ async def run_sync(
 ) -> tuple[RepositoryIndex, CreateReport]:
     """One sync, with bars on *console* when given; the CLI's and the demo's.
 
-    *bounds* are more ``Downloader`` options: the time bounds (see :func:`time_bounds`).
+    *bounds* are more ``Downloader`` options: the time bounds (see :func:`time_bounds`),
+    headers, credentials, proxy... (see :func:`~._upstream.upstream_options`).
     """
     url, auth = resolve_source(source)
     if not repository:
@@ -440,7 +452,7 @@ async def sync_command(args: argparse.Namespace) -> int:
             db_connect_timeout=args.db_connect_timeout,
             allow_empty=args.allow_empty,
             ignore_free_space=args.ignore_free_space,
-            bounds=time_bounds(args),
+            bounds={**time_bounds(args), **upstream_options(args)},
             max_manifest_size=args.max_manifest_size,
         )
     except ManifestError as exc:
