@@ -36,6 +36,8 @@ def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIOFETCH_")}
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("COLUMNS", None)
+    # no config file of the machine's: a test that wants one says so
+    env["XDG_CONFIG_HOME"] = "/nonexistent/triofetch-tests-config"
     env.update(extra or {})
     return env
 

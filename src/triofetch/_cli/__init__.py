@@ -1,6 +1,8 @@
 """The ``triofetch`` command line, built on the public API of :mod:`triofetch` only.
 
-This package owns what a user types and reads: the arguments (``_parser``), the commands
+This package owns what a user types and reads: the arguments (``_parser``), the settings
+from the environment and the config file (``_config``), the downloader's options
+(``_upstream``), the commands
 (``_sync``, ``_inspect``, ``_export``, ``_repair``, ``_maintenance``, ``_serve``, ``_demo``,
 ``_completion``), their
 messages and exit statuses (``_common``, ``_main``), the progress bars (``_progress``) and

@@ -83,6 +83,10 @@ def _command(name: str) -> Command:
         from ._completion import completion_command
 
         return completion_command
+    if name == "config":
+        from ._config import config_command
+
+        return config_command
     if name == "serve":
         from ._serve import serve_command
 
@@ -342,6 +346,12 @@ def _run(argv: Sequence[str] | None) -> tuple[int, str | None, str]:
         verbosity = args.verbose
         output.quiet = args.quiet
         _setup_logging(verbosity)
+        # the settings from the environment and the config file (config reads them itself,
+        # to show them; completion reads none)
+        if args.command not in ("config", "completion"):
+            from ._config import configure
+
+            configure(args)
         command = _command(args.command)
         status = trio.run(_supervised, command, args)
         sys.stdout.flush()  # here, where a closed stdout is handled, not at exit

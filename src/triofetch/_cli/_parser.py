@@ -27,6 +27,7 @@ COMMANDS = (
     "serve",
     "demo",
     "completion",
+    "config",
     "help",
 )
 
@@ -186,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     _verbosity(top, "top_")
     common = Parser(add_help=False)
     _verbosity(common)
+    # common, and the config file: every command that reads settings (not completion, help)
+    configured = Parser(add_help=False)
+    _verbosity(configured)
+    configured.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read settings from this TOML file (default: "
+        "$XDG_CONFIG_HOME/triofetch/config.toml, if it exists); flags and environment "
+        "variables win over it",
+    )
 
     store = Parser(add_help=False)
     store.add_argument(
@@ -212,14 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     fetching.add_argument(
         "--connections",
         type=_positive,
-        default=16,
         metavar="N",
         help="at most N requests in flight (default 16)",
     )
     fetching.add_argument(
         "--retries",
         type=_non_negative,
-        default=3,
         metavar="N",
         help="retries after the first attempt of each file (default 3)",
     )
@@ -316,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = commands.add_parser(
         "sync",
-        parents=[common, store, fetching, upstream],
+        parents=[configured, store, fetching, upstream],
         help="mirror a repository into the store (a new repository version)",
         description="Fetch the manifest at SOURCE, validate all of it, then download every "
         "file that is not stored yet and record it; each file is complete or absent.  A new "
@@ -395,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lister = commands.add_parser(
         "list",
-        parents=[common, store],
+        parents=[configured, store],
         help="list the files of a repository version",
         description="List the files of a repository version (default: the latest).",
     )
@@ -411,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        parents=[common, store, upstream],
+        parents=[configured, store, upstream],
         help="write a repository version's files and a PULP_MANIFEST under DEST",
         description="Write the files of a repository version (default: the latest) under "
         "DEST at their relative paths (hard links when DEST is on the store's filesystem, "
@@ -435,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser(
         "verify",
-        parents=[common, store],
+        parents=[configured, store],
         help="re-hash the stored files; list the corrupted and missing ones, and orphans",
         description="Check the store both ways, reading only: every file the database "
         "records (of any version) must be there with its size and sha256, each one re-hashed "
@@ -446,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     versions = commands.add_parser(
         "versions",
-        parents=[common, store],
+        parents=[configured, store],
         help="list the versions of a repository",
         description="List the versions of a repository: number, when it was created, how "
         "many units it holds, and whether it is complete.",
@@ -460,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prune = commands.add_parser(
         "prune",
-        parents=[common, store],
+        parents=[configured, store],
         help="delete all but the N latest complete versions of a repository",
         description="Delete the complete versions of a repository older than its N latest "
         "ones.  Units and files stay in the store until 'triofetch gc' removes what no "
@@ -474,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gc = commands.add_parser(
         "gc",
-        parents=[common, store],
+        parents=[configured, store],
         help="remove what no version holds: units, artifacts, files, abandoned versions",
         description="Remove the incomplete versions whose writer is gone (a sync killed "
         "with kill -9), the units no version holds, the artifacts no unit holds and their "
@@ -493,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     repair = commands.add_parser(
         "repair",
-        parents=[common, store, fetching, upstream],
+        parents=[configured, store, fetching, upstream],
         help="re-hash stored files; re-download the missing or corrupted ones",
         description="Hash every stored file (or those of one repository's versions), and "
         "download again the missing or corrupted ones from the URLs they came from, "
@@ -507,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        parents=[common, store, upstream],
+        parents=[configured, store, upstream],
         help="serve the store's repositories over HTTP (files, PULP_MANIFEST, index pages)",
         description="Serve the complete repository versions of the store over HTTP, "
         "read-only, in the foreground: /NAME/ is the latest version of repository NAME, "
@@ -539,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        parents=[common],
+        parents=[configured],
         help="sync a generated sample repository from a local server, and show what happened",
         description="Generate a sample file repository, serve it on 127.0.0.1, sync it into "
         "a temporary store with progress bars, sync it again, export and verify it.  Needs no "
@@ -568,6 +577,21 @@ def build_parser() -> argparse.ArgumentParser:
         "in a directory of $fpath; fish: save it as ~/.config/fish/completions/triofetch.fish.",
     )
     completion.add_argument("shell", choices=["bash", "zsh", "fish", "tcsh"], metavar="SHELL")
+
+    config = commands.add_parser(
+        "config",
+        parents=[configured, store, fetching, upstream],
+        help="print the effective settings and where each comes from",
+        description="Print the settings a command would use (its flags given here, the "
+        "TRIOFETCH_* environment variables, the config file, the defaults: the first one "
+        "that sets it wins) and where each came from: flag, env, file or default.  "
+        "Secrets (a database password, the bearer token) are shown as ***.",
+    )
+    config.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"config_file", "settings": {KEY: {"value", "source", "from"}}}',
+    )
 
     helper = commands.add_parser(
         "help",

@@ -168,7 +168,10 @@ def upstream_options(
         options["cert"] = cert if key is None else (cert, os.path.expanduser(key))
     if getattr(args, "rate_limit", None) is not None:
         options["rate_limit"] = args.rate_limit
-    proxy = _proxy(getattr(args, "proxy", None))
+    sources = getattr(args, "config_sources", {})
+    proxy = getattr(args, "proxy", None)
+    if sources.get("proxy", "flag") == "flag":  # (the environment and a file may hold one)
+        proxy = _proxy(proxy)
     if proxy is not None:
         options["proxy"] = proxy
     return options
