@@ -1,6 +1,8 @@
 """Sphinx configuration for the triofetch documentation.
 
-Build with ``nox -s docs`` or ``sphinx-build -W --keep-going -b html docs docs/_build/html``.
+Build with ``nox -s docs`` or ``sphinx-build -W --keep-going -b html docs docs/_build/html``;
+the man page ``triofetch(1)`` is built from the same ``cli.rst`` with ``-b man`` (into
+``docs/_build/man``; ``nox -s docs`` builds both).
 Nothing is fetched over the network: no intersphinx inventories.
 """
 
@@ -50,3 +52,17 @@ html_theme_options = {
     "fixed_sidebar": True,
 }
 html_title = f"triofetch {release}"
+
+# The man page triofetch(1): the command line reference (cli.rst), the same source as the
+# HTML page.  ``sphinx-build -b man docs docs/_build/man`` writes docs/_build/man/triofetch.1
+# (view it with ``man -l docs/_build/man/triofetch.1``).
+man_pages = [
+    (
+        "cli",
+        "triofetch",
+        "mirror file repositories into a local store, every file complete or absent",
+        [author],
+        1,
+    )
+]
+man_show_urls = False
