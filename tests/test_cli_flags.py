@@ -63,13 +63,25 @@ def test_headers_are_sent_with_every_request(http_server: FaultServer, tmp_path:
         assert request.headers["accept-language"] == "fr"
 
 
-@pytest.mark.parametrize("header", ["X-Mirror one", ": value", "Bad Name: x", "X-A\tB: c"])
-def test_a_malformed_header_is_a_usage_error_naming_it(tmp_path: Path, header: str) -> None:
+@pytest.mark.parametrize(
+    ("header", "shown"),
+    [
+        ("X-Mirror one", "'X-Mirror ...'"),
+        (": value", "' ...'"),
+        ("Bad Name: x", "'Bad ...'"),
+        (f"Authorization Bearer {TOKEN}", "'Authorization ...'"),
+    ],
+)
+def test_a_malformed_header_is_a_usage_error_naming_it(
+    tmp_path: Path, header: str, shown: str
+) -> None:
+    """Named by its first word only: what follows could be a secret."""
     result = _sync("http://127.0.0.1:9/PULP_MANIFEST", tmp_path / "root", "--header", header)
     assert result.code == 2, result
-    assert "--header" in result.err
-    assert "malformed header" in result.err
-    assert repr(header.split()[0].split(":")[0]).strip("'") in result.err
+    assert f"triofetch: error: --header: malformed header {shown}: expected 'Name: value'" in (
+        result.err
+    )
+    assert TOKEN not in result.err
 
 
 @pytest.mark.parametrize("name", ["Authorization", "proxy-authorization", "Cookie"])
