@@ -1,8 +1,8 @@
 """The man page triofetch(1) (#19, point 6): built from docs/cli.rst, the same source as the
 HTML reference, by Sphinx's ``man`` builder; ``nox -s docs`` builds both.
 
-The configuration and the docs session are checked here always; the page itself is built
-(and rendered with ``man -l`` when ``man`` is there) when Sphinx is importable.
+The configuration and the docs session are checked, and the page itself is built (Sphinx is
+in the test extra) and rendered with ``man -l`` when ``man`` is there.
 """
 
 from __future__ import annotations
