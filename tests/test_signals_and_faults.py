@@ -52,8 +52,21 @@ def wait_for(condition: object, timeout: float = 30) -> None:
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
+    """The process's output once it ended; a process still running after *timeout* seconds
+    fails the test with the stacks of its threads (started with ``PYTHONFAULTHANDLER=1``,
+    it prints them on SIGABRT), so that a hang says where it hangs."""
     try:
         return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        raise AssertionError(
+            f"still running {timeout} s after the test's signal; where it was:\n{err[-8000:]}"
+        ) from None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -201,7 +214,7 @@ def test_signals_during_start_up_never_print_a_traceback(
         root = tmp_path / f"root{attempt}"
         proc = subprocess.Popen(
             [*command, "sync", url, "--root", str(root), "--repository", "r"],
-            env=cli_env(),
+            env={**cli_env(), "PYTHONFAULTHANDLER": "1"},  # (stacks if it hangs: finish())
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
