@@ -81,9 +81,7 @@ def _triofetch(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def prepare(data: Dataset, store: Path, export_root: Path) -> None:
     """Sync *data* into *store* as repository ``data.dirname`` (a no-op when it is there
     already) and export it to ``export_root/<dirname>``."""
-    manifest = data.root / "PULP_MANIFEST"
-    if not manifest.exists():
-        manifest.write_text("".join(f"{f.name},{f.sha256},{f.size}\n" for f in data.files))
+    manifest = _manifest(data)
     name = data.dirname
     listed = _triofetch("list", "--root", store, "--repository", name, "--json")
     if listed.returncode != 0 or len(json.loads(listed.stdout)) != len(data.files):
@@ -317,9 +315,7 @@ def on_demand(sets: dict[str, Dataset], args: argparse.Namespace, results: dict[
     """The ondemand workload (see the module docstring): a table of its own."""
     rows = []
     for data in sets.values():
-        manifest = data.root / "PULP_MANIFEST"
-        if not manifest.exists():
-            manifest.write_text("".join(f"{f.name},{f.sha256},{f.size}\n" for f in data.files))
+        _manifest(data)
     with (
         tempfile.TemporaryDirectory(prefix="triofetch-bench-ondemand-") as tmp_name,
         Nginx(sets[next(iter(sets))].root.parent) as remote,
@@ -327,16 +323,9 @@ def on_demand(sets: dict[str, Dataset], args: argparse.Namespace, results: dict[
         tmp = Path(tmp_name)
         for label, data in sets.items():
             runs: dict[str, list[float]] = {"direct": [], "ondemand": []}
-            names = [f.name for f in data.files]
             for round_number in range(args.reps):
                 # direct: curl from the remote into a directory
-                out = fresh_dir(SERVE_DIR / "ondemand-out")
-                urls = [remote.url(f"{data.dirname}/{n}") for n in names]
-                config = _curl_config(urls, [str(out / n) for n in names], tmp)
-                measured = run_measured(curl_command(config, args.connections))
-                if not measured.ok:
-                    raise RuntimeError(f"direct: curl failed: {measured.stderr[:500]}")
-                runs["direct"].append(measured.wall)
+                runs["direct"].append(_curl_into(remote.url, data, tmp, args.connections))
                 # on demand: a fresh store recording the files, served; curl through it
                 store = fresh_dir(SERVE_DIR / "ondemand-store")
                 done = _triofetch(
@@ -351,14 +340,8 @@ def on_demand(sets: dict[str, Dataset], args: argparse.Namespace, results: dict[
                 )
                 if done.returncode != 0:
                     raise RuntimeError(f"sync --policy on_demand failed: {done.stderr}")
-                out = fresh_dir(SERVE_DIR / "ondemand-out")
                 with Serve(store) as serve:
-                    urls = [serve.url(f"{data.dirname}/{n}") for n in names]
-                    config = _curl_config(urls, [str(out / n) for n in names], tmp)
-                    measured = run_measured(curl_command(config, args.connections))
-                if not measured.ok:
-                    raise RuntimeError(f"on demand: curl failed: {measured.stderr[:500]}")
-                runs["ondemand"].append(measured.wall)
+                    runs["ondemand"].append(_curl_into(serve.url, data, tmp, args.connections))
                 _check_stored(store, data)
                 print(
                     f"  ondemand {label} round {round_number + 1}: direct "
@@ -391,6 +374,27 @@ def on_demand(sets: dict[str, Dataset], args: argparse.Namespace, results: dict[
         ["workload", "how", "seconds", "files/s", "MB/s", "time x direct", "rounds (s)"],
         rows,
     )
+
+
+def _manifest(data: Dataset) -> Path:
+    """The ``PULP_MANIFEST`` of *data* (written the first time)."""
+    manifest = data.root / "PULP_MANIFEST"
+    if not manifest.exists():
+        manifest.write_text("".join(f"{f.name},{f.sha256},{f.size}\n" for f in data.files))
+    return manifest
+
+
+def _curl_into(url: Any, data: Dataset, tmp: Path, connections: int) -> float:
+    """The seconds curl takes to fetch every file of *data* from *url* into a fresh
+    directory (``url(path)`` gives a file's URL)."""
+    out = fresh_dir(SERVE_DIR / "ondemand-out")
+    names = [f.name for f in data.files]
+    urls = [url(f"{data.dirname}/{n}") for n in names]
+    config = _curl_config(urls, [str(out / n) for n in names], tmp)
+    measured = run_measured(curl_command(config, connections))
+    if not measured.ok:
+        raise RuntimeError(f"curl from {url('')} failed: {measured.stderr[:500]}")
+    return measured.wall
 
 
 def _check_stored(store: Path, data: Dataset) -> None:
