@@ -9,29 +9,21 @@ run fills a streamed unit's files like any other.
 from __future__ import annotations
 
 import pickle
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 
 import triofetch
+from tests import test_creator
 from tests._cli_helpers import publish, run_cli
 from tests.test_creator import content, file_requests, file_unit
 from triofetch.store import RemoteArtifact, Store, open_store
 from triofetch.testing import FaultServer
 
-
-@pytest.fixture
-async def store(tmp_path: Path, store_url: str) -> AsyncIterator[Store]:
-    async with open_store(store_url, root=tmp_path / "root") as s:
-        yield s
-
-
-@pytest.fixture
-async def dl() -> AsyncIterator[triofetch.Downloader]:
-    async with triofetch.Downloader(connections=4, backoff=0.01, retries=1) as d:
-        yield d
+# the creator tests' fixtures: a new store on each backend, and a downloader
+store = test_creator.store
+dl = test_creator.dl
 
 
 async def test_streamed_units_are_recorded_and_marked(
