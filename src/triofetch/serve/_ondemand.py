@@ -239,7 +239,6 @@ class Flight:
         #: the file turned out to be stored already: serve it from the storage
         self.stored: ArtifactRecord | None = None
         self.error: BaseException | None = None
-        self.upstream_gets = 0
         #: every attempt's file (open until the flight ended and no request reads any)
         self.attempts: list[_Attempt] = []
         #: requests following the flight
@@ -625,7 +624,6 @@ class OnDemandFiles:
                     previous.remove()  # (open until the flight ends: a request may read it)
                     flight.notify()  # the requests reading it stop
                 self.upstream_gets += 1
-                flight.upstream_gets += 1
                 return attempt
 
             try:
