@@ -189,6 +189,15 @@ async def _watch_signals(
         signals.append(signal.SIGINT)
     with trio.open_signal_receiver(*signals) as received:
         task_status.started()
+        if _startup.state.received is not None:
+            # a signal came before this watcher took over, and the KeyboardInterrupt that
+            # _startup's handler raised for it was lost: raised inside a callback (an
+            # import lock's weakref callback), where Python prints and ignores exceptions
+            logging.getLogger("triofetch.cli").info(
+                "%s before start-up ended: cancelling the command",
+                signal.Signals(_startup.state.received).name,
+            )
+            scope.cancel()
         async for signum in received:
             if _startup.state.received is None:
                 _startup.state.received = signum
