@@ -14,10 +14,11 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import pytest
@@ -541,7 +542,24 @@ async def test_keep_alive_many_requests_on_one_connection(served: Served) -> Non
 
 # -- real clients ----------------------------------------------------------------------------
 
-needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def needs_curl(test: F) -> F:
+    """The test runs curl: missing, it fails (``scripts/ensure-test-servers.sh`` installs it
+    with the other real peers); it never skips."""
+    return pytest.mark.usefixtures("curl_installed")(test)
+
+
+@pytest.fixture
+def curl_installed() -> None:
+    _installed("curl")
+
+
+def _installed(tool: str) -> None:
+    if shutil.which(tool) is None:
+        pytest.fail(f"{tool} is not installed (scripts/ensure-test-servers.sh installs it)")
 
 
 async def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -636,8 +654,8 @@ async def test_triofetch_syncs_from_the_served_manifest(served: Served, tmp_path
         assert (exported / path).read_bytes() == data
 
 
-@pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed")
 async def test_aria2c(served: Served, tmp_path: Path) -> None:
+    _installed("aria2c")
     with trio.fail_after(30):
         await trio.run_process(
             [
