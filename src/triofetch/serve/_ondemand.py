@@ -3,9 +3,11 @@
 Owns the *flights* of the content app: one upstream download per file being fetched,
 shared by every request for that file.  A flight runs in the app's own nursery (never in a
 request's task, so a client that goes away cancels nothing for the others); it streams the
-body through :meth:`Downloader.stream` into a temp file in the storage's temp area, hashing
-as the bytes go, and publishes how much is written; the requests read that file by offset
-(``os.pread`` in worker threads) and send what is there.  At the end of the body the size
+body through :meth:`Downloader.stream`, keeps its latest bytes in memory and has a writer
+task write and hash them into a temp file in the storage's temp area (in worker threads,
+while the next bytes arrive); the requests send from memory what has arrived, and a request
+that falls behind the bytes in memory reads the temp file by offset (``os.pread`` in a
+worker thread).  At the end of the body the size
 and digests the unit declares are checked; then, for an ``on_demand`` unit, the file is
 adopted into the storage and attached to its unit (:meth:`ArtifactStorage.adopt`, then
 :meth:`Store.fill_artifacts`: the path of ``fill_missing``), and the flight ends; for a
@@ -23,6 +25,7 @@ It must not parse URLs or headers of requests (the app does) nor answer stored f
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import logging
@@ -34,6 +37,7 @@ from typing import Literal, Protocol
 
 import trio
 
+from .._groups import collapse_single
 from ..downloader import Downloader
 from ..errors import (
     DigestMismatch,
@@ -55,6 +59,9 @@ log = logging.getLogger("triofetch.serve")
 #: 1 MiB (a large file is not written, and woken for, 64 KiB at a time)
 _FLUSH = 64 * 1024
 _FLUSH_MAX = 1024 * 1024
+#: the latest bytes of an upstream body kept in memory for the requests (bytes not yet
+#: written are kept too); a request further behind reads the temp file
+_WINDOW = 8 * 1024 * 1024
 #: the pieces a request reads and sends grow from the app's chunk size up to this many
 _READ_GROWTH = 16
 #: the most buffers one writev takes
@@ -104,45 +111,73 @@ class Responder(Protocol):
 
 
 class _Attempt:
-    """The temp file of one attempt at the upstream body, and its hashers.
+    """One attempt at the upstream body: its temp file, its hashers and the window of its
+    latest bytes in memory.
 
-    The :class:`BodyConsumer` of :meth:`Downloader.stream`: ``feed`` gathers chunks and
-    writes them (with their hashing) in a worker thread, ``finish`` checks the whole.
+    The :class:`BodyConsumer` of :meth:`Downloader.stream`.  ``feed`` keeps each chunk in the
+    window (what the requests send from) and gathers chunks into batches, which a writer
+    task hashes and writes to the temp file in a worker thread while the next ones arrive
+    (one batch written, one waiting: the upstream is read on meanwhile); ``finish`` waits
+    for the last batch and checks the whole.  The window keeps at least the last
+    ``_WINDOW`` bytes and every byte not yet written; a request that falls further behind
+    reads the temp file.
     """
 
-    def __init__(self, flight: Flight, storage: ArtifactStorage, url: str) -> None:
+    def __init__(
+        self, flight: Flight, storage: ArtifactStorage, url: str, writers: trio.Nursery
+    ) -> None:
         self.flight = flight
         self.url = url
         self.path = str(storage.new_temp_path())
         self.fd: int | None = None
-        #: bytes written to the file (what requests may read)
-        self.written = 0
+        #: bytes received (what requests may send, all but the last before validation)
         self.size = 0
+        #: bytes written to the file
+        self.written = 0
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._flush_at = _FLUSH
-        #: the bytes of the first write, kept (a small file is read from here, not the disk)
-        self.first = b""
+        #: (offset, chunk) of the latest bytes received, oldest first
+        self._window: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._window_size = 0
+        #: bytes received when the requests were last woken
+        self._announced = 0
         names = {"sha256", *flight.expected}
         self._hashers = {name: hashlib.new(name) for name in names}
+        self._batches, batches = trio.open_memory_channel[list[bytes]](1)
+        self._write_error: BaseException | None = None
+        self._writer_done = trio.Event()
+        writers.start_soon(self._writer, batches)
 
     # -- BodyConsumer ------------------------------------------------------------------
 
     async def feed(self, chunk: bytes) -> None:
+        if self._write_error is not None:
+            raise self._write_error
+        offset = self.size
         self.size += len(chunk)
         declared = self.flight.size
         if declared is not None and self.size > declared:
             raise ValidationFailed(SizeMismatch(declared, self.size, url=self.url, exceeded=True))
+        if not chunk:
+            return
+        self._window.append((offset, chunk))
+        self._window_size += len(chunk)
         self._pending.append(chunk)
         self._pending_size += len(chunk)
         if self._pending_size >= self._flush_at:
             self._flush_at = min(self._flush_at * 2, _FLUSH_MAX)
             await self._flush()
+        if self.size - self._announced >= _MIN_PIECE:
+            self._announced = self.size
+            self.flight.notify()
 
     async def finish(self) -> _Attempt:
         await self._flush()
-        if self.fd is None:  # an empty body: the file still exists, empty
-            await trio.to_thread.run_sync(self._write, [], limiter=self.flight.limiter)
+        self._batches.close()
+        await self._writer_done.wait()
+        if self._write_error is not None:
+            raise self._write_error
         declared = self.flight.size
         if declared is not None and self.size != declared:
             raise ValidationFailed(SizeMismatch(declared, self.size, url=self.url))
@@ -152,6 +187,29 @@ class _Attempt:
                 raise ValidationFailed(DigestMismatch(name, expected, actual, url=self.url))
         return self
 
+    # -- what the requests send ----------------------------------------------------------
+
+    def read(self, offset: int, count: int) -> bytes | None:
+        """Up to *count* received bytes from *offset*, from the window; None when they
+        are no longer in it (they are in the file: read it)."""
+        window = self._window
+        if not window or offset < window[0][0]:
+            return None
+        pieces: list[bytes] = []
+        for start, chunk in window:
+            end = start + len(chunk)
+            if end <= offset:
+                continue
+            begin = offset - start if offset > start else 0
+            take = min(len(chunk) - begin, count)
+            whole = begin == 0 and take == len(chunk)
+            pieces.append(chunk if whole else chunk[begin : begin + take])
+            count -= take
+            offset += take
+            if count <= 0:
+                break
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
     # -- the file ----------------------------------------------------------------------
 
     @property
@@ -159,17 +217,41 @@ class _Attempt:
         return {name: h.hexdigest() for name, h in self._hashers.items()}
 
     async def _flush(self) -> None:
+        """Hand the gathered chunks to the writer (waits while it has a batch queued)."""
         if not self._pending:
             return
-        chunks, size = self._pending, self._pending_size
+        chunks = self._pending
         self._pending, self._pending_size = [], 0
-        # (the chunks go to the thread as they are: written with one writev and hashed
-        # there, never joined on the loop)
-        await trio.to_thread.run_sync(self._write, chunks, limiter=self.flight.limiter)
-        if not self.written and size <= _FLUSH * 2:  # a small file: kept in memory
-            self.first = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.written += size
-        self.flight.notify()
+        await self._batches.send(chunks)
+
+    async def _writer(self, batches: trio.MemoryReceiveChannel[list[bytes]]) -> None:
+        """Write and hash the batches in order, each in a worker thread; the file exists
+        (empty for an empty body) once the channel is closed and drained."""
+        try:
+            async with batches:
+                async for chunks in batches:
+                    if self._write_error is None:
+                        await self._write_batch(chunks)
+                if self._write_error is None and self.fd is None:
+                    await self._write_batch([])
+        finally:
+            self._writer_done.set()
+
+    async def _write_batch(self, chunks: list[bytes]) -> None:
+        try:
+            await trio.to_thread.run_sync(self._write, chunks, limiter=self.flight.limiter)
+        except Exception as exc:
+            self._write_error = exc
+            return
+        self.written += sum(map(len, chunks))
+        # the window lets go of written bytes beyond its size
+        window = self._window
+        while window and self._window_size - len(window[0][1]) >= _WINDOW:
+            start, chunk = window[0]
+            if start + len(chunk) > self.written:
+                break
+            window.popleft()
+            self._window_size -= len(chunk)
 
     def _write(self, chunks: list[bytes]) -> None:
         """(worker thread) Append *chunks* to the temp file and hash them."""
@@ -186,6 +268,11 @@ class _Attempt:
                 views.pop(0)
             if views and done:
                 views[0] = views[0][done:]
+
+    def abandon(self) -> None:
+        """No more bytes come (another attempt, or the flight ended): the writer ends once
+        it has written what it holds."""
+        self._batches.close()
 
     def close(self) -> None:
         """Close the file, in a thread of its own (closing a large file just written may
@@ -414,7 +501,7 @@ class OnDemandFiles:
             if flight.error is not None:  # nothing sent yet: a clean answer
                 return Refusal(502, _reason(flight.error))
             attempt = flight.attempt
-            if attempt is not None and (attempt.written >= _MIN_PIECE or flight.done):
+            if attempt is not None and (attempt.size >= _MIN_PIECE or flight.done):
                 break
             await flight.changed()
         size = flight.size if flight.size is not None else (attempt.size if flight.done else None)
@@ -432,18 +519,20 @@ class OnDemandFiles:
             if flight.attempt is not attempt:  # the upstream started over
                 raise UpstreamFailed(f"{flight.relative_path}: the upstream broke off")
             # the last byte waits for the validation of the whole
-            limit = attempt.written if flight.done else attempt.written - 1
+            limit = attempt.size if flight.done else attempt.size - 1
             if offset < limit and (flight.done or limit - offset >= _MIN_PIECE):
                 count = min(limit - offset, piece)
                 piece = min(piece * 2, self._chunk * _READ_GROWTH)
-                first = attempt.first
-                if offset < len(first):  # (in memory: no thread, no disk)
-                    data = first[offset : offset + count]
-                else:
+                data = attempt.read(offset, count)
+                if data is None:  # fallen behind the window: the bytes are in the file
                     fd = attempt.fd
                     assert fd is not None
                     data = await trio.to_thread.run_sync(
-                        os.pread, fd, count, offset, limiter=self._limiter
+                        os.pread,
+                        fd,
+                        min(count, attempt.written - offset),
+                        offset,
+                        limiter=self._limiter,
                     )
                 if not data:
                     raise UpstreamFailed(f"{flight.relative_path}: the temp file ended")
@@ -466,7 +555,14 @@ class OnDemandFiles:
             if remote is None:
                 return  # stored meanwhile: flight.stored is set
             streamed = remote.streamed or self.store.readonly
-            done = await self._download(flight, remote, attempts)
+            # (the attempts' file writers; an error is the download's own, not a group)
+            with collapse_single():
+                async with trio.open_nursery() as writers:
+                    try:
+                        done = await self._download(flight, remote, attempts, writers)
+                    finally:
+                        for attempt in attempts:
+                            attempt.abandon()
             # validated: the requests may send the last byte now; storing it goes on (a
             # request coming meanwhile still joins this flight)
             flight.done = True
@@ -608,7 +704,11 @@ class OnDemandFiles:
         return None
 
     async def _download(
-        self, flight: Flight, remote: MissingArtifact, attempts: list[_Attempt]
+        self,
+        flight: Flight,
+        remote: MissingArtifact,
+        attempts: list[_Attempt],
+        writers: trio.Nursery,
     ) -> _Attempt:
         """The upstream body, from the first of the remote's URLs that serves it whole."""
         assert self._downloader is not None
@@ -617,10 +717,11 @@ class OnDemandFiles:
 
             def consumer(url: str = url) -> _Attempt:
                 previous = flight.attempt
-                attempt = _Attempt(flight, self.storage, url)
+                attempt = _Attempt(flight, self.storage, url, writers)
                 attempts.append(attempt)
                 flight.attempt = attempt
                 if previous is not None:
+                    previous.abandon()
                     previous.remove()  # (open until the flight ends: a request may read it)
                     flight.notify()  # the requests reading it stop
                 self.upstream_gets += 1
