@@ -27,7 +27,7 @@ import trio
 import triofetch
 from tests.test_serve import Reply, raw
 from triofetch import DeclarativeArtifact, DeclarativeUnit, open_store
-from triofetch.serve import ContentApp, make_app, serve_app
+from triofetch.serve import ContentApp, _ondemand, make_app, serve_app
 from triofetch.store import Store
 from triofetch.testing import Fault, FaultServer, Slow, Status, Truncate, WrongBytes, check_store
 
@@ -220,6 +220,40 @@ async def test_bytes_are_streamed_as_they_arrive(site: Site) -> None:
             while len(body) < len(BIG):
                 body += await stream.receive_some(1 << 16)
             assert body == BIG
+
+
+async def test_a_request_behind_the_memory_window_reads_the_temp_file(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests are sent the bytes from memory as they arrive; one that joins (or falls)
+    further behind than the window kept in memory reads the temp file, and every request
+    gets the whole body."""
+    monkeypatch.setattr(_ondemand, "_WINDOW", 64 * 1024)
+    offsets: list[int] = []
+    pread = os.pread
+
+    def counting(fd: int, count: int, offset: int) -> bytes:
+        offsets.append(offset)
+        return pread(fd, count, offset)
+
+    monkeypatch.setattr(os, "pread", counting)
+    plan(site, "dir/big.bin", [Slow(0.3, 256 * 1024)])  # 256 KiB, a pause, 256 KiB...
+    replies: list[Reply] = []
+
+    async def client(delay: float) -> None:
+        await trio.sleep(delay)
+        replies.append(await site.get("dir/big.bin"))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client, 0)
+            nursery.start_soon(client, 0.45)  # joins with 512 KiB received
+    assert [r.body == BIG for r in replies] == [True, True]
+    assert site.upstream("dir/big.bin") == 1
+    # the late one read its start from the file (before, every request read the file past
+    # its first 64 KiB, which came from memory: never from offset 0)
+    assert 0 in offsets
+    assert "dir/big.bin" not in await site.missing()
 
 
 async def test_failed_validation_aborts_and_stores_nothing(site: Site) -> None:
