@@ -14,9 +14,16 @@ import pytest
 import trio
 import trio.lowlevel
 
-from triofetch import InvalidDigest, InvalidInput
+from triofetch import InvalidDigest, InvalidInput, StoreError
 from triofetch._tempfiles import new_temp_path
-from triofetch.storage import ArtifactMismatch, ArtifactMissing, ArtifactStorage
+from triofetch.storage import (
+    ArtifactMismatch,
+    ArtifactMissing,
+    ArtifactStorage,
+    FileToAdopt,
+    StoredArtifact,
+    VerifyReport,
+)
 
 
 def sha(data: bytes) -> str:
@@ -145,6 +152,58 @@ async def test_add_bytes(storage: ArtifactStorage) -> None:
     assert stored.digests["sha512"] == hashlib.sha512(b"abc").hexdigest()
     assert (await storage.add_bytes(b"abc")).created is False
     assert temp_files(storage) == []
+
+
+async def test_adopt_many_adopts_paths_and_bytes_in_one_thread(
+    storage: ArtifactStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Temp files and bytes, adopted in one worker-thread round trip; each file gets its
+    own outcome in order, and one refused file stops none of the others."""
+    threads = 0
+    run_sync = trio.to_thread.run_sync
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        nonlocal threads
+        threads += 1
+        return await run_sync(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counting)
+    on_disk, in_memory, lie, twice = b"from a temp file", b"from memory", b"a lie", b"twice"
+    tmp = write_temp(storage, on_disk)
+    lying = write_temp(storage, lie)
+    outcomes = await storage.adopt_many(
+        [
+            FileToAdopt(tmp, sha(on_disk), len(on_disk), {"sha256": sha(on_disk)}),
+            FileToAdopt(in_memory, sha(in_memory), len(in_memory)),
+            FileToAdopt(lying, sha(lie), len(lie) + 1),  # the wrong size: refused
+            FileToAdopt(b"short", sha(b"short"), 9),  # bytes of another size: refused
+            FileToAdopt(twice, sha(twice), len(twice)),
+            FileToAdopt(twice, sha(twice), len(twice)),  # the same content again
+            FileToAdopt(b"x", "not-a-digest", 1),
+        ],
+        sync=False,
+    )
+    assert threads == 1
+    first, second, wrong_size, wrong_bytes, third, again, bad_digest = outcomes
+    assert isinstance(first, StoredArtifact) and first.created
+    assert first.path.read_bytes() == on_disk and not tmp.exists()
+    assert isinstance(second, StoredArtifact) and second.path.read_bytes() == in_memory
+    assert isinstance(wrong_size, ArtifactMismatch) and wrong_size.path == lying
+    assert isinstance(wrong_bytes, ArtifactMismatch) and wrong_bytes.path is None
+    assert "the bytes given" in str(wrong_bytes)
+    assert isinstance(third, StoredArtifact) and third.created
+    assert isinstance(again, StoredArtifact) and not again.created
+    assert isinstance(bad_digest, InvalidDigest)
+    # the refused temp file is the caller's, as it was; nothing else is left behind
+    assert temp_files(storage) == [lying.name] and lying.read_bytes() == lie
+    await storage.sync()
+    assert await storage.verify() == VerifyReport(checked=3, corrupted=())
+
+
+async def test_adopt_many_on_a_read_only_storage(storage: ArtifactStorage) -> None:
+    readonly = ArtifactStorage(storage.root, readonly=True)
+    with pytest.raises(StoreError, match="read-only"):
+        await readonly.adopt_many([FileToAdopt(b"x", sha(b"x"), 1)])
 
 
 async def test_verify_reports_corruption(storage: ArtifactStorage) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "FetchPlan",
     "FetchRequest",
     "FetchSucceeded",
+    "FileToAdopt",
     "GCReport",
     "HTTPStatusError",
     "InvalidDigest",

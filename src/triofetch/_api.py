@@ -84,6 +84,7 @@ from .storage import (
     ArtifactMissing as ArtifactMissing,
     ArtifactStorage as ArtifactStorage,
     CorruptArtifact as CorruptArtifact,
+    FileToAdopt as FileToAdopt,
     StoredArtifact as StoredArtifact,
     VerifyReport as VerifyReport,
 )

@@ -481,15 +481,17 @@ class ArtifactMismatch(InvalidInput):
 
     ``field`` is ``"sha256"`` or ``"size"``; ``expected`` is what the caller passed and
     ``actual`` what the download computed (or the size on disk).  The temp file is left in
-    place: it still belongs to the caller.
+    place: it still belongs to the caller.  ``path`` is None for bytes given to
+    :meth:`ArtifactStorage.adopt_many <triofetch.storage.ArtifactStorage.adopt_many>`.
     """
 
-    def __init__(self, field: str, expected: object, actual: object, *, path: Path) -> None:
+    def __init__(self, field: str, expected: object, actual: object, *, path: Path | None) -> None:
         self.field = field
         self.expected = expected
         self.actual = actual
         self.path = path
-        super().__init__(f"cannot adopt {path}: {field} expected {expected}, got {actual}")
+        what = "the bytes given" if path is None else path
+        super().__init__(f"cannot adopt {what}: {field} expected {expected}, got {actual}")
 
 
 class ArtifactMissing(StoreError, LookupError):

@@ -47,7 +47,7 @@ from ..errors import (
     TriofetchError,
     describe_error,
 )
-from ..storage import ArtifactStorage
+from ..storage import ArtifactStorage, FileToAdopt
 from ..store import ArtifactRecord, MissingArtifact, Store, UnitKey
 
 __all__ = ["Flight", "OnDemandFiles", "Refusal", "Responder", "UpstreamFailed", "ValidationFailed"]
@@ -137,6 +137,11 @@ class _Attempt:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._flush_at = _FLUSH
+        #: a batch went to the writer (the temp file exists)
+        self._flushed = False
+        #: a whole small body, kept in memory: written to the storage when kept, never to
+        #: a temp file
+        self.data: bytes | None = None
         #: (offset, chunk) of the latest bytes received, oldest first
         self._window: collections.deque[tuple[int, bytes]] = collections.deque()
         self._window_size = 0
@@ -144,10 +149,12 @@ class _Attempt:
         self._announced = 0
         names = {"sha256", *flight.expected}
         self._hashers = {name: hashlib.new(name) for name in names}
-        self._batches, batches = trio.open_memory_channel[list[bytes]](1)
+        #: the writer's batches (the writer starts with the first batch: a small body has
+        #: none)
+        self._writers = writers
+        self._batches: trio.MemorySendChannel[list[bytes]] | None = None
         self._write_error: BaseException | None = None
         self._writer_done = trio.Event()
-        writers.start_soon(self._writer, batches)
 
     # -- BodyConsumer ------------------------------------------------------------------
 
@@ -173,11 +180,20 @@ class _Attempt:
             self.flight.notify()
 
     async def finish(self) -> _Attempt:
-        await self._flush()
-        self._batches.close()
-        await self._writer_done.wait()
-        if self._write_error is not None:
-            raise self._write_error
+        if not self._flushed and self._pending_size <= _FLUSH:
+            # a small body, whole: hashed here (at most 64 KiB), kept in memory
+            pending = self._pending
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            self._pending, self._pending_size = [], 0
+            for hasher in self._hashers.values():
+                hasher.update(data)
+            self.data = data
+        else:
+            await self._flush()
+            self.abandon()
+            await self._writer_done.wait()
+            if self._write_error is not None:
+                raise self._write_error
         declared = self.flight.size
         if declared is not None and self.size != declared:
             raise ValidationFailed(SizeMismatch(declared, self.size, url=self.url))
@@ -222,18 +238,20 @@ class _Attempt:
             return
         chunks = self._pending
         self._pending, self._pending_size = [], 0
+        self._flushed = True
+        if self._batches is None:
+            self._batches, batches = trio.open_memory_channel[list[bytes]](1)
+            self._writers.start_soon(self._writer, batches)
         await self._batches.send(chunks)
 
     async def _writer(self, batches: trio.MemoryReceiveChannel[list[bytes]]) -> None:
-        """Write and hash the batches in order, each in a worker thread; the file exists
-        (empty for an empty body) once the channel is closed and drained."""
+        """Write and hash the batches in order, each in a worker thread, until the channel
+        is closed and drained."""
         try:
             async with batches:
                 async for chunks in batches:
                     if self._write_error is None:
                         await self._write_batch(chunks)
-                if self._write_error is None and self.fd is None:
-                    await self._write_batch([])
         finally:
             self._writer_done.set()
 
@@ -272,7 +290,8 @@ class _Attempt:
     def abandon(self) -> None:
         """No more bytes come (another attempt, or the flight ended): the writer ends once
         it has written what it holds."""
-        self._batches.close()
+        if self._batches is not None:
+            self._batches.close()
 
     def close(self) -> None:
         """Close the file, in a thread of its own (closing a large file just written may
@@ -293,7 +312,8 @@ class _Keep:
 
     unit_id: int
     relative_path: str
-    path: str
+    #: the temp file, or the bytes of a small file
+    source: str | bytes
     record: ArtifactRecord
     error: BaseException | None = None
     done: trio.Event = field(default_factory=trio.Event)
@@ -570,7 +590,7 @@ class OnDemandFiles:
             if not streamed:
                 record = ArtifactRecord(done.digests["sha256"], done.size, done.digests)
                 try:
-                    await self._keep(flight, done.path, record)
+                    await self._keep(flight, done.path if done.data is None else done.data, record)
                 except Exception as exc:  # served whole; not kept: the next request fetches
                     log.warning(
                         "%s: fetched on demand but not stored: %s",
@@ -613,12 +633,12 @@ class OnDemandFiles:
 
     # -- keeping the validated files: adopted and attached in batches -------------------
 
-    async def _keep(self, flight: Flight, path: str, record: ArtifactRecord) -> None:
-        """Have the committer adopt the file at *path* and attach it to its unit; return
-        once that is committed (raises what failed it)."""
+    async def _keep(self, flight: Flight, source: str | bytes, record: ArtifactRecord) -> None:
+        """Have the committer adopt the file (its temp file's path, or its bytes) and
+        attach it to its unit; return once that is committed (raises what failed it)."""
         if self._nursery is None:
             raise UpstreamFailed("the server is stopping")
-        item = _Keep(flight.unit_id, flight.relative_path, path, record)
+        item = _Keep(flight.unit_id, flight.relative_path, source, record)
         self._keeping.append(item)
         self._wake_committer.set()
         await item.done.wait()
@@ -645,26 +665,23 @@ class OnDemandFiles:
             self._keeping = []
 
     async def _commit_batch(self, batch: list[_Keep]) -> None:
-        adopted: list[_Keep] = []
-
-        async def adopt(item: _Keep) -> None:
-            try:
-                await self.storage.adopt(
-                    item.path,
-                    sha256=item.record.sha256,
-                    size=item.record.size,
-                    digests=item.record.digests,
-                    sync=False,
-                )
-            except Exception as exc:  # (this file only)
-                item.error = exc
-            else:
-                adopted.append(item)
-
         try:
-            async with trio.open_nursery() as nursery:  # (the storage's limiter bounds them)
-                for item in batch:
-                    nursery.start_soon(adopt, item)
+            # every file of the batch in one worker thread (small ones written from memory)
+            outcomes = await self.storage.adopt_many(
+                [
+                    FileToAdopt(
+                        item.source, item.record.sha256, item.record.size, item.record.digests
+                    )
+                    for item in batch
+                ],
+                sync=False,
+            )
+            adopted: list[_Keep] = []
+            for item, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Exception):  # (this file only)
+                    item.error = outcome
+                else:
+                    adopted.append(item)
             if adopted:
                 fills: dict[int, dict[str, ArtifactRecord]] = {}
                 for item in adopted:
@@ -675,6 +692,9 @@ class OnDemandFiles:
                 except Exception as exc:
                     for item in adopted:
                         item.error = exc
+        except Exception as exc:
+            for item in batch:
+                item.error = item.error or exc
         finally:
             for item in batch:
                 item.done.set()
