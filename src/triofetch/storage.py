@@ -210,8 +210,8 @@ class ArtifactStorage:
         readonly: open the storage for reading only: no directory is created (a root
             without ``artifacts/`` is a storage holding no file), and every method that
             would write (:meth:`adopt`, :meth:`adopt_result`, :meth:`adopt_many`,
-            :meth:`add_bytes`, :meth:`cleanup_temp`) raises :class:`~triofetch.StoreError`.  For a root on a
-            read-only filesystem, or one the process may not write.
+            :meth:`add_bytes`, :meth:`cleanup_temp`) raises :class:`~triofetch.StoreError`.
+            For a root on a read-only filesystem, or one the process may not write.
     """
 
     def __init__(
