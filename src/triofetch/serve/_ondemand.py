@@ -61,7 +61,7 @@ _FLUSH = 64 * 1024
 _FLUSH_MAX = 1024 * 1024
 #: the latest bytes of an upstream body kept in memory for the requests (bytes not yet
 #: written are kept too); a request further behind reads the temp file
-_WINDOW = 8 * 1024 * 1024
+_WINDOW = 2 * 1024 * 1024
 #: the pieces a request reads and sends grow from the app's chunk size up to this many
 _READ_GROWTH = 16
 #: the most buffers one writev takes
