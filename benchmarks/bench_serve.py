@@ -15,7 +15,11 @@ Workloads: **small** 2,000 files of 16 KiB (``--quick``: 300), **large** 4 files
 (``--quick``: 2 x 16 MiB).  The table shows the median round: seconds, files/s, MB/s (10^6
 bytes), the server's CPU seconds, and serve/nginx ratios of throughput; every round's
 seconds are listed.  Issue 18's targets: at least 0.25x nginx on the small files, 0.5x on the
-large ones.  Results also go to ``benchmarks/_work/results-serve.json``.
+large ones.  The small workload has a third row, **hypercorn, trivial app**
+(``_asgi_ceiling.py``): the same hypercorn configuration serving the exported files from
+memory with a trivial ASGI app, the most any app on that server can reach; its ratio to
+nginx is the ceiling for ``triofetch serve``.  Results also go to
+``benchmarks/_work/results-serve.json``.
 
 **ondemand**: the first fetch of on-demand files through ``triofetch serve``, beside a direct
 download of the same files.  Both datasets (small and large) are served by a second nginx
@@ -65,6 +69,8 @@ from ._common import (
 
 WORKLOADS = ("small", "large", "ondemand")
 SERVE_DIR = WORK / "serve"
+#: the row of hypercorn with a trivial app (``_asgi_ceiling.py``), small files only
+CEILING = "hypercorn, trivial app"
 STARTUP = re.compile(r"at (http://127\.0\.0\.1:\d+)/ \(Ctrl-C to stop\)")
 
 
@@ -96,18 +102,26 @@ def prepare(data: Dataset, store: Path, export_root: Path) -> None:
 
 
 class Serve:
-    """``triofetch serve`` on 127.0.0.1, port 0, in the foreground; a context manager."""
+    """``triofetch serve`` on 127.0.0.1, port 0, in the foreground; a context manager.
+
+    ``Serve(root, ceiling=True)``: instead, ``_asgi_ceiling.py`` serving the files of the
+    tree *root* from memory through the same hypercorn configuration (the ceiling of the
+    server under the app, for the small files).
+    """
 
     # (the store's root is writable: on-demand files are stored once fetched)
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, *, ceiling: bool = False) -> None:
         self.store = store
+        self.ceiling = ceiling
         self.proc: subprocess.Popen[bytes] | None = None
         self.base = ""
 
     def __enter__(self) -> Serve:
-        self.proc = subprocess.Popen(
-            [
+        command = (
+            [sys.executable, str(Path(__file__).with_name("_asgi_ceiling.py")), str(self.store)]
+            if self.ceiling
+            else [
                 sys.executable,
                 "-m",
                 "triofetch",
@@ -116,7 +130,10 @@ class Serve:
                 str(self.store),
                 "--listen",
                 "127.0.0.1:0",
-            ],
+            ]
+        )
+        self.proc = subprocess.Popen(
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -248,10 +265,17 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="triofetch-bench-serve-") as tmp_name,
         Nginx(export_root) as nginx,
         Serve(store) as serve,
+        Serve(export_root, ceiling=True) as ceiling,
     ):
         tmp = Path(tmp_name)
-        servers = {"nginx": (nginx.url, nginx.cpu_seconds), "serve": (serve.url, serve.cpu_seconds)}
+        every = {
+            "nginx": (nginx.url, nginx.cpu_seconds),
+            "serve": (serve.url, serve.cpu_seconds),
+            CEILING: (ceiling.url, ceiling.cpu_seconds),
+        }
         for label, data in sets.items():
+            # (the ceiling holds the small files only: in memory)
+            servers = {k: v for k, v in every.items() if k != CEILING or label == "small"}
             for url, _ in servers.values():
                 verify(url, data, tmp, args.connections)
             runs: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
@@ -290,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
                 "runs": runs,
                 "median_seconds": medians,
                 "serve_x_nginx": medians["nginx"] / medians["serve"],
+                **(
+                    {"ceiling_x_nginx": medians["nginx"] / medians[CEILING]}
+                    if CEILING in medians
+                    else {}
+                ),
             }
     print_table(
         f"serve vs nginx: curl --parallel --parallel-max {args.connections}, median of "
