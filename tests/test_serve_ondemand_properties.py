@@ -4,8 +4,9 @@ aborts, concurrent clients.
 Hypothesis draws a few files recorded ``on_demand`` (some large enough to be streamed in
 several pieces), a fault plan for each upstream path (transient faults — server errors,
 resets, truncated or wrong bytes, slow bodies — or a path broken for good; the testing
-kit's strategies), and a set of clients asking for them at once, some of which go away
-after a few bytes.  Whatever happens:
+kit's strategies), a set of clients asking for them at once, some of which go away after a
+few bytes, and how much of a body the app keeps in memory for its requests (its own window,
+or 16 KiB, so that requests read large bodies back from the temp file).  Whatever happens:
 
 - every client that stays gets the right bytes in a complete response, a ``502``, or a
   response cut short (fewer bytes than its ``Content-Length``) — never a complete response
@@ -29,7 +30,7 @@ from hypothesis import given, note, strategies as st
 
 import triofetch
 from triofetch import DeclarativeArtifact, DeclarativeUnit, open_store
-from triofetch.serve import ContentApp, make_app, serve_app
+from triofetch.serve import ContentApp, _ondemand, make_app, serve_app
 from triofetch.testing import Fault, FaultServer, check_store, strategies
 
 _ids = itertools.count()
@@ -127,14 +128,35 @@ async def settle(app: ContentApp) -> None:
         await app.on_demand.wait_idle()
 
 
-@given(sizes=sizes_st, plans=plans_st, clients=clients_st)
+#: the bytes of a body kept in memory for the requests: the app's, or so few that the
+#: requests read most of a large body back from the temp file
+windows_st = st.sampled_from([_ondemand._WINDOW, 16 * 1024])
+
+
+@given(sizes=sizes_st, plans=plans_st, clients=clients_st, window=windows_st)
 async def test_on_demand_under_faults_and_aborts(
     http_server_module: FaultServer,
     sizes: list[int],
     plans: list[list[Fault]],
     clients: list[Client],
+    window: int,
 ) -> None:
     run = next(_ids)
+    # (set for this example only: Hypothesis runs the examples one after the other)
+    default, _ondemand._WINDOW = _ondemand._WINDOW, window
+    try:
+        await _examine(http_server_module, run, sizes, plans, clients)
+    finally:
+        _ondemand._WINDOW = default
+
+
+async def _examine(
+    http_server_module: FaultServer,
+    run: int,
+    sizes: list[int],
+    plans: list[list[Fault]],
+    clients: list[Client],
+) -> None:
     server = http_server_module
     files = [content(run * 10 + i, size) for i, size in enumerate(sizes)]
     names = [f"f{i}.bin" for i in range(len(files))]
