@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import io
 import ipaddress
 import json
 import os
@@ -26,6 +27,7 @@ __all__ = [
     "manifest_of",
     "publish",
     "run_cli",
+    "run_cli_in_process",
     "run_cli_on_a_terminal",
     "self_signed_cert",
     "start_cli",
@@ -74,6 +76,36 @@ def run_cli(
         timeout=timeout,
     )
     return Result(proc)
+
+
+def run_cli_in_process(
+    *args: str | Path, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> Result:
+    """What :func:`run_cli` gives, from ``triofetch.__main__.main(ARGS)`` in this process: the
+    same environment (:func:`cli_env`) and working directory while it runs, stdout and
+    stderr captured.  For what needs no process of its own (help, usage errors): a real
+    process's start-up, signals and streams are for :func:`run_cli`."""
+    from triofetch.__main__ import main
+
+    argv = [*map(str, args)]
+    saved_env = dict(os.environ)
+    saved_cwd = os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(cli_env(env))
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:
+                code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return Result(subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue()))
 
 
 class TerminalResult(Result):

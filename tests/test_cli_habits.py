@@ -1,5 +1,7 @@
-"""The command line's everyday habits (issue #19), end to end as subprocesses: ``-q`` and
-``-v`` on every command, each command's own usage on a usage error, ``triofetch help``."""
+"""The command line's everyday habits (issue #19): ``-q`` and ``-v`` on every command, end to
+end as subprocesses; each command's own usage on a usage error and ``triofetch help``, which
+answer before anything runs, from ``main()`` in process (the same environment, the same
+output: tests/_cli_helpers.py, run_cli_in_process)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._cli_helpers import publish, run_cli
+from tests._cli_helpers import publish, run_cli, run_cli_in_process
 from triofetch.testing import FaultServer, Status
 
 COMMANDS = ["sync", "list", "export", "verify", "versions", "prune", "gc", "repair", "serve"]
@@ -28,17 +30,17 @@ def usage_head(text: str, command: str) -> str:
 
 def test_quiet_and_verbose_in_the_same_place_of_every_usage() -> None:
     for command in COMMANDS:
-        result = run_cli(command, "--help")
+        result = run_cli_in_process(command, "--help")
         assert result.code == 0, result
         assert usage_head(result.out, command) == "[-h] [-q | -v]"
         assert "-q, --quiet" in result.out and "-v, --verbose" in result.out
-    top = run_cli("--help")
+    top = run_cli_in_process("--help")
     assert top.code == 0 and top.out.startswith("usage: triofetch [-h] [-q | -v] [--version]")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_an_unknown_option_prints_the_commands_usage(command: str, tmp_path: Path) -> None:
-    result = run_cli(command, "--no-such-option", cwd=tmp_path)
+    result = run_cli_in_process(command, "--no-such-option", cwd=tmp_path)
     assert result.code == 2, result
     assert result.out == ""
     lines = result.err.splitlines()
@@ -56,7 +58,7 @@ def test_an_unknown_option_once_the_command_is_complete(tmp_path: Path) -> None:
         ["--bogus", "list", "--repository", "r", "--root", str(root)],
         ["list", "--repository", "r", "--root", str(root), "extra"],
     ):
-        result = run_cli(*argv)
+        result = run_cli_in_process(*argv)
         assert result.code == 2, result
         assert result.err.startswith("usage: triofetch list [-h] [-q | -v]"), result
         assert "triofetch list: error: unrecognized arguments: " in result.err
@@ -65,7 +67,7 @@ def test_an_unknown_option_once_the_command_is_complete(tmp_path: Path) -> None:
 
 def test_quiet_and_verbose_together_is_a_usage_error(tmp_path: Path) -> None:
     for argv in (["list", "-q", "-v"], ["-q", "list", "-v"], ["-vv", "list", "--quiet"]):
-        result = run_cli(*argv, "--repository", "r", "--root", tmp_path / "none")
+        result = run_cli_in_process(*argv, "--repository", "r", "--root", tmp_path / "none")
         assert result.code == 2, result
         assert result.err.startswith("usage: triofetch list"), result
         assert re.search(r"not allowed with argument|cannot be used together", result.err)
@@ -74,14 +76,14 @@ def test_quiet_and_verbose_together_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_help_command() -> None:
     for command in COMMANDS:
-        helped = run_cli("help", command)
+        helped = run_cli_in_process("help", command)
         assert helped.code == 0, helped
-        assert helped.out == run_cli(command, "--help").out
+        assert helped.out == run_cli_in_process(command, "--help").out
         assert helped.err == ""
-    top = run_cli("help")
-    assert top.code == 0 and top.out == run_cli("--help").out
+    top = run_cli_in_process("help")
+    assert top.code == 0 and top.out == run_cli_in_process("--help").out
     assert "help" in top.out and "show the help of a command" in top.out
-    unknown = run_cli("help", "frobnicate")
+    unknown = run_cli_in_process("help", "frobnicate")
     assert unknown.code == 2 and unknown.out == ""
     assert unknown.err.startswith("usage: triofetch help")
     assert "unknown command 'frobnicate'" in unknown.err
