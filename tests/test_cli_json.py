@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._cli_helpers import file_requests, publish, run_cli, start_cli
+from tests._cli_helpers import file_requests, publish, run_cli, run_cli_in_process, start_cli
 from triofetch.testing import FaultServer, Slow
 
 FILES = {"a.txt": b"alpha\n", "dir/b.bin": b"b" * 3000}
@@ -133,13 +133,14 @@ def test_serve_json_prints_where_it_listens(root: Path) -> None:
     ],
 )
 def test_no_store_with_json(argv: list[str], tmp_path: Path) -> None:
+    # in-process: the refusal comes before any work (the subprocess path is the same main())
     missing = tmp_path / "nothing"
-    result = run_cli(*argv, "--root", missing, "--json", cwd=tmp_path)
+    result = run_cli_in_process(*argv, "--root", missing, "--json", cwd=tmp_path)
     assert result.code == 2, result
     assert error_of(result.out) == ("store_not_found", f"no triofetch store at {missing}")
     assert result.err == f"triofetch: error: no triofetch store at {missing}\n"
     # without --json, stdout stays empty
-    plain = run_cli(*argv, "--root", missing, cwd=tmp_path)
+    plain = run_cli_in_process(*argv, "--root", missing, cwd=tmp_path)
     assert plain.code == 2 and plain.out == ""
 
 
@@ -151,7 +152,7 @@ def test_usage_errors_with_json(tmp_path: Path) -> None:
         ["frobnicate", "--json"],
         ["verify", "--json", "-q", "-v"],
     ):
-        result = run_cli(*argv, cwd=tmp_path)
+        result = run_cli_in_process(*argv, cwd=tmp_path)  # usage errors: before any I/O
         assert result.code == 2, (argv, result)
         kind, message = error_of(result.out)
         assert kind == "usage", (argv, result)

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 import trio
 
-from tests._cli_helpers import Result, cli_env, publish, run_cli
+from tests._cli_helpers import Result, cli_env, publish, run_cli, run_cli_in_process
 from triofetch import (
     ArtifactStorage,
     NotAStore,
@@ -288,7 +288,8 @@ def test_every_command_refuses_a_missing_empty_or_foreign_database(
         "repair": ["repair"],
         "sync": ["sync", publish(http_server, FILES), "--repository", "r"],
     }[command]
-    result = run_cli(*args, "--root", root)
+    # in-process: the refusal comes before any work (the subprocess path is the same main())
+    result = run_cli_in_process(*args, "--root", root)
     if kind == "missing":
         one_line(result, f"no triofetch store at {root}")
     else:

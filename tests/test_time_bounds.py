@@ -25,7 +25,7 @@ import trio
 import trio.testing
 
 import triofetch
-from tests._cli_helpers import publish, run_cli
+from tests._cli_helpers import publish, run_cli, run_cli_in_process
 from triofetch.testing import FaultServer, Slow, Status
 
 DATA = os.urandom(4000)
@@ -516,8 +516,9 @@ def test_cli_repair_takes_the_flags(http_server: FaultServer, tmp_path: Path) ->
     ],
 )
 def test_cli_bad_flags_exit_2(tmp_path: Path, flag: str, value: str, message: str) -> None:
+    # in-process: usage errors stop before any I/O (the subprocess path is the same main())
     for command in (["sync", "http://127.0.0.1:9/M", "--repository", "r"], ["repair"]):
-        result = run_cli(*command, "--root", tmp_path / "root", f"{flag}={value}")
+        result = run_cli_in_process(*command, "--root", tmp_path / "root", f"{flag}={value}")
         assert result.code == 2, result
         assert flag in result.err and message in result.err, result
         assert "Traceback" not in result.err
