@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -28,7 +29,7 @@ import triofetch
 from tests.test_serve import Reply, raw
 from triofetch import DeclarativeArtifact, DeclarativeUnit, open_store
 from triofetch.serve import ContentApp, _ondemand, make_app, serve_app
-from triofetch.store import Store
+from triofetch.store import MissingArtifact, Store
 from triofetch.testing import Fault, FaultServer, Slow, Status, Truncate, WrongBytes, check_store
 
 SMALL = b"a small file, fetched on demand\n"
@@ -254,6 +255,36 @@ async def test_a_request_behind_the_memory_window_reads_the_temp_file(
     # its first 64 KiB, which came from memory: never from offset 0)
     assert 0 in offsets
     assert "dir/big.bin" not in await site.missing()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_one_lookup_of_the_store_serves_the_next_files(
+    site: Site, monkeypatch: pytest.MonkeyPatch, trusted: bool
+) -> None:
+    """The lookup of a file's remote reads the next units' too: requests for the other
+    files soon after make no query of their own (what was read ahead is trusted for
+    ``_AHEAD_TTL`` seconds: with 0, each request makes its own)."""
+    if not trusted:
+        monkeypatch.setattr(_ondemand, "_AHEAD_TTL", 0.0)
+    queries = 0
+    lookup = site.store.missing_artifacts
+
+    async def counting(*args: Any, **kwargs: Any) -> list[MissingArtifact]:
+        nonlocal queries
+        queries += 1
+        return await lookup(*args, **kwargs)
+
+    # (in the order of the units: a lookup reads ahead the units after its own)
+    names = [m.relative_path for m in await site.store.missing_artifacts("r")]
+    assert sorted(names) == ["dir/big.bin", "plain.txt", "small.txt"]
+    monkeypatch.setattr(site.store, "missing_artifacts", counting)
+    for name in names:
+        reply = await site.get(name)
+        assert reply.status == 200 and reply.body == site.files.get(name, reply.body)
+    assert queries == (1 if trusted else len(names))
+    assert [site.upstream(n) for n in names] == [1, 1, 1]
+    monkeypatch.undo()
+    assert await site.missing() == []
 
 
 async def test_failed_validation_aborts_and_stores_nothing(site: Site) -> None:

@@ -66,6 +66,10 @@ _WINDOW = 2 * 1024 * 1024
 _READ_GROWTH = 16
 #: the most buffers one writev takes
 _IOV_MAX = 1024
+#: the units whose declared files one lookup of the store reads ahead, and how long (in
+#: seconds) what was read is trusted
+_AHEAD = 64
+_AHEAD_TTL = 2.0
 #: how long a stopping server waits for the files validated already to be stored
 STORING_GRACE = 5.0
 #: a request sends a piece of an unfinished body only once this many bytes wait (a small
@@ -408,6 +412,11 @@ class OnDemandFiles:
         #: validated files waiting for the committer
         self._keeping: list[_Keep] = []
         self._wake_committer = trio.Event()
+        #: what the store declared of files read ahead, with when: (unit id, path) ->
+        #: (time, declared)
+        self._ahead: dict[tuple[int, str], tuple[float, MissingArtifact]] = {}
+        #: set when the running lookup of the store ends
+        self._looking: trio.Event | None = None
 
     @property
     def in_flight(self) -> int:
@@ -614,6 +623,7 @@ class OnDemandFiles:
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
+            self._ahead.pop(key, None)
             ended, self._ended = self._ended, trio.Event()
             ended.set()
             flight.ended = True
@@ -624,12 +634,44 @@ class OnDemandFiles:
 
     async def declared(self, unit_id: int, relative_path: str) -> MissingArtifact | None:
         """What the store records of a file not stored (its remote URLs, size, digests), or
-        None when it is stored (or gone) after all: one query, nothing fetched."""
-        missing = await self.store.missing_artifacts(after_id=unit_id - 1, limit=1)
+        None when it is stored (or gone) after all; nothing is fetched.
+
+        One query reads ahead the files of the next units too (a client fetching a
+        repository asks for its files in order): a request for one of them within
+        ``_AHEAD_TTL`` seconds takes what was read, without a query (at worst, a file
+        stored meanwhile by another process is fetched once more: adopting and attaching
+        it again changes nothing).  Lookups run one at a time; a request waits for the
+        running one, which may bring its file.
+        """
+        key = (unit_id, relative_path)
+        waited = False
+        while True:
+            hit = self._ahead.pop(key, None)
+            if hit is not None and trio.current_time() - hit[0] < _AHEAD_TTL:
+                return hit[1]
+            looking = self._looking
+            if looking is None or waited:
+                break
+            await looking.wait()
+            waited = True
+        self._looking = looking = trio.Event()
+        try:
+            missing = await self.store.missing_artifacts(after_id=unit_id - 1, limit=_AHEAD)
+        finally:
+            if self._looking is looking:
+                self._looking = None
+            looking.set()
+        now = trio.current_time()
+        found = None
         for item in missing:
-            if item.unit_id == unit_id and item.relative_path == relative_path:
-                return item
-        return None
+            where = (item.unit_id, item.relative_path)
+            if where == key:
+                found = item
+            elif where not in self._flights:  # (a file being fetched needs no lookup)
+                self._ahead[where] = (now, item)
+        while len(self._ahead) > 4 * _AHEAD:  # (the oldest first)
+            del self._ahead[next(iter(self._ahead))]
+        return found
 
     # -- keeping the validated files: adopted and attached in batches -------------------
 
