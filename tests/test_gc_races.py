@@ -20,14 +20,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests._cli_helpers import cli_env, publish, run_cli, start_cli
+from tests._cli_helpers import Result, cli_env, publish, run_cli, run_cli_in_process, start_cli
 from triofetch.testing import FaultServer, Slow
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
@@ -71,19 +71,21 @@ class Store:
     db: str
     server: FaultServer
     args: list[str] = field(init=False)
+    #: how a command is run: run_cli (a process), or run_cli_in_process to set the store up
+    runner: Callable[..., Result] = run_cli
 
     def __post_init__(self) -> None:
         self.args = ["--root", str(self.root), "--db", self.db]
 
     def sync(self, files: Mapping[str, bytes], prefix: str, *more: str) -> dict[str, Any]:
         url = publish(self.server, files, prefix=prefix)
-        result = run_cli("sync", url, *self.args, "--repository", "r", "--json", *more)
+        result = self.runner("sync", url, *self.args, "--repository", "r", "--json", *more)
         assert result.code == 0, result
         report: dict[str, Any] = result.json()
         return report
 
     def run(self, *args: str) -> Any:
-        result = run_cli(*args, *self.args)
+        result = self.runner(*args, *self.args)
         assert result.code == 0, result
         return result.json() if "--json" in args else result
 
@@ -105,12 +107,14 @@ class Store:
 
 @pytest.fixture
 def store(store_url: str, tmp_path: Path, http_server: FaultServer) -> Store:
-    """v1 and v2 synced, v1 pruned: the units of its f0..f5 are orphans."""
-    s = Store(tmp_path / "root", store_url, http_server)
+    """v1 and v2 synced, v1 pruned: the units of its f0..f5 are orphans.  (Set up in
+    process, main() as the command runs it; the races themselves are between processes.)"""
+    s = Store(tmp_path / "root", store_url, http_server, runner=run_cli_in_process)
     assert s.sync(V1, "/v1")["version"] == 1
     assert s.sync(V2, "/v2")["version"] == 2
     assert s.run("prune", "--repository", "r", "--keep", "1", "--json")["deleted"] == [1]
     assert len(s.files()) == 16
+    s.runner = run_cli
     return s
 
 
