@@ -247,7 +247,7 @@ def test_ctrl_c_while_the_manifest_is_read_stops_within_a_second(
     second, one line, nothing half-written."""
     path = "/m/PULP_MANIFEST"
     if how == "trickled":
-        http_server.add_file(path, manifest_of(FILES) * 10, faults=[Slow(0.2, 1)])
+        http_server.add_file(path, manifest_of(FILES) * 10, faults=[Slow(0.05, 1)])
     elif how == "endless":
         http_server.add_generator(path, endless_lines)
     else:  # 800,000 lines: 74 MB
