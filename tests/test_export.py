@@ -1,6 +1,8 @@
 """``triofetch export``: exactly a version's content, one file per path, a PULP_MANIFEST that
 round-trips, on-demand files fetched (and stored) or listed.  The command runs as a
-subprocess against real stores (SQLite and PostgreSQL) and a real loopback HTTP server.
+subprocess against real stores (SQLite and PostgreSQL) and a real loopback HTTP server; the
+syncs that fill the stores (and read exported manifests back) and the listings run the same
+main() in process (tests/_cli_helpers.py, run_cli_in_process).
 
 Versions made before schema 4 could hold two units at one path, or a file and a directory at
 one path; such versions are made here by adding rows to ``version_units`` directly, as the
@@ -22,7 +24,7 @@ import trio
 from hypothesis import given, strategies as st
 
 from tests import test_readonly
-from tests._cli_helpers import Result, file_requests, publish, run_cli
+from tests._cli_helpers import Result, file_requests, publish, run_cli, run_cli_in_process
 from tests.test_readonly import run_on_read_only_root
 from triofetch import (
     ContentUnitCreator,
@@ -81,7 +83,9 @@ def store_args(root: Path, db: str | None) -> tuple[str | Path, ...]:
 
 
 def sync(url: str | Path, root: Path, db: str | None, repository: str, *more: str) -> Result:
-    result = run_cli("sync", url, *store_args(root, db), "--repository", repository, *more)
+    result = run_cli_in_process(
+        "sync", url, *store_args(root, db), "--repository", repository, *more
+    )
     assert result.code == 0, result
     return result
 
@@ -91,7 +95,7 @@ def export(root: Path, db: str | None, dest: Path, *more: str, repository: str =
 
 
 def listing(root: Path, db: str | None, repository: str = "r") -> list[dict[str, object]]:
-    result = run_cli("list", *store_args(root, db), "--repository", repository, "--json")
+    result = run_cli_in_process("list", *store_args(root, db), "--repository", repository, "--json")
     assert result.code == 0, result
     rows: list[dict[str, object]] = result.json()
     return rows
