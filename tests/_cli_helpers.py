@@ -8,7 +8,9 @@ import hashlib
 import io
 import ipaddress
 import json
+import logging
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -90,6 +92,14 @@ def run_cli_in_process(
     argv = [*map(str, args)]
     saved_env = dict(os.environ)
     saved_cwd = os.getcwd()
+    # (what a run sets up for its process: signal handlers, the root logger's handlers and
+    # levels; put back afterwards, so that one test's run leaves nothing to the next)
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    root = logging.getLogger()
+    saved_logging = (list(root.handlers), root.level)
+    saved_levels = {
+        name: logging.getLogger(name).level for name in ("triofetch.http", "httpx", "httpcore")
+    }
     out, err = io.StringIO(), io.StringIO()
     try:
         os.environ.clear()
@@ -105,6 +115,12 @@ def run_cli_in_process(
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
+        for signum, handler in saved_signals.items():
+            signal.signal(signum, handler)
+        root.handlers[:] = saved_logging[0]
+        root.setLevel(saved_logging[1])
+        for name, level in saved_levels.items():
+            logging.getLogger(name).setLevel(level)
     return Result(subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue()))
 
 
