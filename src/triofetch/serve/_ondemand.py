@@ -7,10 +7,10 @@ body through :meth:`Downloader.stream`, keeps its latest bytes in memory and has
 task write and hash them into a temp file in the storage's temp area (in worker threads,
 while the next bytes arrive); the requests send from memory what has arrived, and a request
 that falls behind the bytes in memory reads the temp file by offset (``os.pread`` in a
-worker thread).  At the end of the body the size
-and digests the unit declares are checked; then, for an ``on_demand`` unit, the file is
-adopted into the storage and attached to its unit (:meth:`ArtifactStorage.adopt`, then
-:meth:`Store.fill_artifacts`: the path of ``fill_missing``), and the flight ends; for a
+worker thread).  At the end of the body the size and digests the unit declares are
+checked; then, for an ``on_demand`` unit, the file is adopted into the storage and attached
+to its unit, with the other files validated meanwhile (:meth:`ArtifactStorage.adopt_many`,
+then :meth:`Store.fill_artifacts`: the path of ``fill_missing``), and the flight ends; for a
 ``streamed`` unit (or a store opened read-only) the temp file is dropped instead.
 
 What a client can take as complete is only ever validated bytes: a response never sends
@@ -646,9 +646,9 @@ class OnDemandFiles:
         key = (unit_id, relative_path)
         waited = False
         while True:
-            hit = self._ahead.pop(key, None)
+            hit = self._ahead.get(key)
             if hit is not None and trio.current_time() - hit[0] < _AHEAD_TTL:
-                return hit[1]
+                return hit[1]  # (dropped when its flight ends: then it may be stored)
             looking = self._looking
             if looking is None or waited:
                 break
