@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -9,12 +10,13 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.lowlevel
 
-from triofetch import InvalidDigest, InvalidInput, StoreError
+from triofetch import InvalidDigest, InvalidInput, StorageWriteError, StoreError
 from triofetch._tempfiles import new_temp_path
 from triofetch.storage import (
     ArtifactMismatch,
@@ -198,6 +200,29 @@ async def test_adopt_many_adopts_paths_and_bytes_in_one_thread(
     assert temp_files(storage) == [lying.name] and lying.read_bytes() == lie
     await storage.sync()
     assert await storage.verify() == VerifyReport(checked=3, corrupted=())
+
+
+async def test_adopt_many_disk_full_writing_bytes_names_the_temp_area(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing a file's bytes to a temp file fails with ENOSPC: a StorageWriteError that
+    names the temp area, where the write went (it named ``artifacts``), and no temp file
+    is left."""
+    storage = ArtifactStorage(tmp_path / "root")
+    real_open = open
+
+    def full_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if mode == "xb" and Path(file).parent == storage.temp_dir:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    import triofetch.storage as storage_module
+
+    monkeypatch.setattr(storage_module, "open", full_open, raising=False)
+    (outcome,) = await storage.adopt_many([FileToAdopt(b"data", sha(b"data"), 4)], sync=False)
+    assert isinstance(outcome, StorageWriteError)
+    assert os.listdir(storage.temp_dir) == []
+    assert outcome.path == str(storage.temp_dir), outcome.path
 
 
 async def test_adopt_many_on_a_read_only_storage(storage: ArtifactStorage) -> None:

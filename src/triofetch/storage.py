@@ -346,30 +346,37 @@ class ArtifactStorage:
                 results.append(entry)
                 continue
             item, final, digest, known = entry
-            written: Path | None = None
+            if isinstance(item.source, bytes):
+                try:
+                    src = self._write_temp(item.source)
+                except StoreError as exc:
+                    results.append(exc)
+                    continue
+            else:
+                src = Path(item.source)
             try:
-                if isinstance(item.source, bytes):
-                    written = src = self.new_temp_path()
-                    with open(src, "xb") as f:
-                        f.write(item.source)
-                else:
-                    src = Path(item.source)
                 created = self._adopt_sync(src, final, item.size, sync)
-            except Exception as exc:
-                if written is not None:
-                    written.unlink(missing_ok=True)
-                if isinstance(exc, OSError):  # (writing the bytes: adopting raises ours)
-                    error: Exception = (
-                        StorageWriteError(exc, self.artifacts_dir)
-                        if StorageWriteError.matches(exc)
-                        else StoreError(f"cannot write a temp file in {self.temp_dir}: {exc}")
-                    )
-                    error.__cause__ = exc
-                    exc = error
+            except Exception as exc:  # (this file's outcome)
+                if isinstance(item.source, bytes):
+                    src.unlink(missing_ok=True)  # (written here: not the caller's)
                 results.append(exc)
             else:
                 results.append(StoredArtifact(digest, item.size, known, final, created))
         return results
+
+    def _write_temp(self, data: bytes) -> Path:
+        """(worker thread) *data* in a new temp file; raises :class:`StorageWriteError`
+        (a full disk...) or :class:`~triofetch.StoreError`, leaving no file behind."""
+        path = self.new_temp_path()
+        try:
+            with open(path, "xb") as f:
+                f.write(data)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if StorageWriteError.matches(exc):
+                raise StorageWriteError(exc, self.temp_dir) from exc
+            raise StoreError(f"cannot write a temp file in {self.temp_dir}: {exc}") from exc
+        return path
 
     async def adopt_result(
         self, result: _DownloadResultLike, *, sync: bool = True

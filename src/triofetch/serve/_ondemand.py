@@ -29,6 +29,7 @@ import collections
 import contextlib
 import hashlib
 import logging
+import math
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from typing import Literal, Protocol
 
 import trio
 
-from .._groups import collapse_single
+from .._groups import first_error
 from ..downloader import Downloader
 from ..errors import (
     DigestMismatch,
@@ -166,10 +167,12 @@ class _Attempt:
         if self._write_error is not None:
             raise self._write_error
         offset = self.size
-        self.size += len(chunk)
+        received = offset + len(chunk)
         declared = self.flight.size
-        if declared is not None and self.size > declared:
-            raise ValidationFailed(SizeMismatch(declared, self.size, url=self.url, exceeded=True))
+        if declared is not None and received > declared:
+            # (not counted: what requests may send never goes past the declared size)
+            raise ValidationFailed(SizeMismatch(declared, received, url=self.url, exceeded=True))
+        self.size = received
         if not chunk:
             return
         self._window.append((offset, chunk))
@@ -417,6 +420,9 @@ class OnDemandFiles:
         self._ahead: dict[tuple[int, str], tuple[float, MissingArtifact]] = {}
         #: set when the running lookup of the store ends
         self._looking: trio.Event | None = None
+        #: when the latest flight of a file ended: (unit id, path) -> time (a lookup that
+        #: began before then may have read the file as missing although it is stored now)
+        self._ended_at: dict[tuple[int, str], float] = {}
 
     @property
     def in_flight(self) -> int:
@@ -547,6 +553,8 @@ class OnDemandFiles:
         while True:
             if flight.attempt is not attempt:  # the upstream started over
                 raise UpstreamFailed(f"{flight.relative_path}: the upstream broke off")
+            if flight.error is not None:  # (nothing more of bytes that failed)
+                raise UpstreamFailed(f"{flight.relative_path}: {_reason(flight.error)}")
             # the last byte waits for the validation of the whole
             limit = attempt.size if flight.done else attempt.size - 1
             if offset < limit and (flight.done or limit - offset >= _MIN_PIECE):
@@ -584,14 +592,7 @@ class OnDemandFiles:
             if remote is None:
                 return  # stored meanwhile: flight.stored is set
             streamed = remote.streamed or self.store.readonly
-            # (the attempts' file writers; an error is the download's own, not a group)
-            with collapse_single():
-                async with trio.open_nursery() as writers:
-                    try:
-                        done = await self._download(flight, remote, attempts, writers)
-                    finally:
-                        for attempt in attempts:
-                            attempt.abandon()
+            done = await self._fetch(flight, remote, attempts)
             # validated: the requests may send the last byte now; storing it goes on (a
             # request coming meanwhile still joins this flight)
             flight.done = True
@@ -621,9 +622,12 @@ class OnDemandFiles:
                 "%s: fetching on demand failed: %s", flight.relative_path, describe_error(exc)
             )
         finally:
+            if not flight.done and flight.error is None:  # (no request waits for ever)
+                flight.error = UpstreamFailed("the download ended without the file")
             if self._flights.get(key) is flight:
                 del self._flights[key]
             self._ahead.pop(key, None)
+            self._ended_at[key] = trio.current_time()
             ended, self._ended = self._ended, trio.Event()
             ended.set()
             flight.ended = True
@@ -631,6 +635,27 @@ class OnDemandFiles:
                 attempt.remove()  # (an adopted file is no longer there: nothing happens)
             flight.close_files()
             flight.notify()
+
+    async def _fetch(
+        self, flight: Flight, remote: MissingArtifact, attempts: list[_Attempt]
+    ) -> _Attempt:
+        """The validated body (:meth:`_download`), with its attempts' writers in a nursery
+        of their own.  What fails comes out plain, never in a group: a cancellation (the
+        server stopping, which cancels the download and the writers alike) as
+        ``trio.Cancelled``, else the download's own error."""
+        try:
+            async with trio.open_nursery() as writers:
+                try:
+                    return await self._download(flight, remote, attempts, writers)
+                finally:
+                    for attempt in attempts:
+                        attempt.abandon()
+        except BaseExceptionGroup as group:
+            cancelled, others = group.split(trio.Cancelled)
+            error = first_error(cancelled if cancelled is not None else group)
+            if cancelled is None and others is not None and len(others.exceptions) > 1:
+                raise  # (several failures at once: kept together)
+            raise error from error.__cause__
 
     async def declared(self, unit_id: int, relative_path: str) -> MissingArtifact | None:
         """What the store records of a file not stored (its remote URLs, size, digests), or
@@ -655,22 +680,29 @@ class OnDemandFiles:
             await looking.wait()
             waited = True
         self._looking = looking = trio.Event()
+        began = trio.current_time()
         try:
             missing = await self.store.missing_artifacts(after_id=unit_id - 1, limit=_AHEAD)
         finally:
             if self._looking is looking:
                 self._looking = None
             looking.set()
-        now = trio.current_time()
+        ended_at = self._ended_at
         found = None
         for item in missing:
             where = (item.unit_id, item.relative_path)
             if where == key:
                 found = item
-            elif where not in self._flights:  # (a file being fetched needs no lookup)
-                self._ahead[where] = (now, item)
+            elif where not in self._flights and ended_at.get(where, -math.inf) < began:
+                # (neither being fetched, nor fetched since the lookup began: it may be
+                # stored now)
+                self._ahead[where] = (began, item)
         while len(self._ahead) > 4 * _AHEAD:  # (the oldest first)
             del self._ahead[next(iter(self._ahead))]
+        if len(ended_at) > 4 * _AHEAD:  # (only the ends after a running lookup began count)
+            oldest = trio.current_time() - 2 * _AHEAD_TTL
+            for where in [w for w, t in ended_at.items() if t < oldest]:
+                del ended_at[where]
         return found
 
     # -- keeping the validated files: adopted and attached in batches -------------------
