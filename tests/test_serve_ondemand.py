@@ -380,6 +380,29 @@ async def test_a_broken_off_upstream_is_retried(site: Site) -> None:
     assert "dir/big.bin" not in await site.missing()
 
 
+async def test_a_replaced_attempt_lets_go_of_its_bytes(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the upstream breaks off and the download starts over, the first attempt's
+    bytes in memory are let go at once (not when the flight ends): a flight holds one
+    window, however many retries."""
+    held: list[int] = []
+    forget = _ondemand._Attempt.forget
+
+    def recording(attempt: _ondemand._Attempt) -> None:
+        held.append(sum(len(chunk) for _, chunk in attempt._window))
+        forget(attempt)
+        assert not attempt._window and attempt._window_size == 0
+
+    monkeypatch.setattr(_ondemand._Attempt, "forget", recording)
+    plan(site, "dir/big.bin", [Truncate(300_000)])
+    first = await site.get("dir/big.bin")
+    assert first.status == 200 and BIG.startswith(first.body)
+    await site.settle()
+    assert site.upstream("dir/big.bin") == 2
+    assert len(held) == 1 and held[0] > 0  # (the first attempt's bytes, let go)
+
+
 @pytest.mark.parametrize("site", ["streamed"], indirect=True)
 async def test_streamed_units_are_never_stored(site: Site) -> None:
     for _ in range(2):

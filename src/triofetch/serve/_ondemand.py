@@ -294,6 +294,11 @@ class _Attempt:
             if views and done:
                 views[0] = views[0][done:]
 
+    def forget(self) -> None:
+        """Let go of the bytes in memory (another attempt replaced this one)."""
+        self._window.clear()
+        self._window_size = 0
+
     def abandon(self) -> None:
         """No more bytes come (another attempt, or the flight ended): the writer ends once
         it has written what it holds."""
@@ -563,7 +568,8 @@ class OnDemandFiles:
                 data = attempt.read(offset, count)
                 if data is None:  # fallen behind the window: the bytes are in the file
                     fd = attempt.fd
-                    assert fd is not None
+                    if fd is None or attempt.written <= offset:  # (a forgotten attempt)
+                        raise UpstreamFailed(f"{flight.relative_path}: the upstream broke off")
                     data = await trio.to_thread.run_sync(
                         os.pread,
                         fd,
@@ -816,6 +822,7 @@ class OnDemandFiles:
                 flight.attempt = attempt
                 if previous is not None:
                     previous.abandon()
+                    previous.forget()  # (no request sends more of it: see _answer)
                     previous.remove()  # (open until the flight ends: a request may read it)
                     flight.notify()  # the requests reading it stop
                 self.upstream_gets += 1
