@@ -142,8 +142,6 @@ class _Attempt:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._flush_at = _FLUSH
-        #: a batch went to the writer (the temp file exists)
-        self._flushed = False
         #: a whole small body, kept in memory: written to the storage when kept, never to
         #: a temp file
         self.data: bytes | None = None
@@ -154,8 +152,8 @@ class _Attempt:
         self._announced = 0
         names = {"sha256", *flight.expected}
         self._hashers = {name: hashlib.new(name) for name in names}
-        #: the writer's batches (the writer starts with the first batch: a small body has
-        #: none)
+        #: the writer's batches (the writer starts with the first batch, which creates the
+        #: temp file: a small body has none)
         self._writers = writers
         self._batches: trio.MemorySendChannel[list[bytes]] | None = None
         self._write_error: BaseException | None = None
@@ -187,7 +185,7 @@ class _Attempt:
             self.flight.notify()
 
     async def finish(self) -> _Attempt:
-        if not self._flushed and self._pending_size <= _FLUSH:
+        if self._batches is None and self._pending_size <= _FLUSH:  # (nothing written)
             # a small body, whole: hashed here (at most 64 KiB), kept in memory
             pending = self._pending
             data = pending[0] if len(pending) == 1 else b"".join(pending)
@@ -245,7 +243,6 @@ class _Attempt:
             return
         chunks = self._pending
         self._pending, self._pending_size = [], 0
-        self._flushed = True
         if self._batches is None:
             self._batches, batches = trio.open_memory_channel[list[bytes]](1)
             self._writers.start_soon(self._writer, batches)
@@ -584,9 +581,7 @@ class OnDemandFiles:
                 continue
             if flight.done:
                 return "finish"
-            if flight.error is not None:
-                raise UpstreamFailed(f"{flight.relative_path}: {_reason(flight.error)}")
-            await flight.changed()
+            await flight.changed()  # (a failure is seen at the top of the loop)
 
     # -- a flight ------------------------------------------------------------------------
 
