@@ -144,6 +144,22 @@ class _DownloadResultLike(Protocol):
     def digests(self) -> Mapping[str, str]: ...
 
 
+def _checked(
+    sha256: str, size: int, digests: Mapping[str, str] | None, path: Path | None
+) -> tuple[str, dict[str, str]]:
+    """What a caller says of a file to adopt, checked: its sha256 and every digest known
+    for it (``sha256`` included).  Raises :class:`InvalidDigest`, :class:`ArtifactMismatch`
+    (a ``sha256`` among *digests* that is not *sha256*) or :class:`InvalidInput` (a size
+    below 0)."""
+    digest = _check_sha256(sha256)
+    known = normalize_digests(digests)
+    if DEFAULT_ALGORITHM in known and known[DEFAULT_ALGORITHM] != digest:
+        raise ArtifactMismatch(DEFAULT_ALGORITHM, digest, known[DEFAULT_ALGORITHM], path=path)
+    check_int(size, "size", least=0)
+    known[DEFAULT_ALGORITHM] = digest
+    return digest, known
+
+
 def _check_sha256(value: object) -> str:
     digests = normalize_digests({DEFAULT_ALGORITHM: value})
     return digests[DEFAULT_ALGORITHM]
@@ -283,13 +299,8 @@ class ArtifactStorage:
         files instead of several fsyncs for each).
         """
         self._check_writable()
-        digest = _check_sha256(sha256)
-        known = normalize_digests(digests)
         src = Path(path)
-        if DEFAULT_ALGORITHM in known and known[DEFAULT_ALGORITHM] != digest:
-            raise ArtifactMismatch(DEFAULT_ALGORITHM, digest, known[DEFAULT_ALGORITHM], path=src)
-        check_int(size, "size", least=0)
-        known[DEFAULT_ALGORITHM] = digest
+        digest, known = _checked(sha256, size, digests, src)
         final = self.path_for(digest)
         created = await trio.to_thread.run_sync(
             self._adopt_sync, src, final, size, sync, limiter=self.limiter
@@ -316,20 +327,13 @@ class ArtifactStorage:
         items: list[tuple[FileToAdopt, Path, str, dict[str, str]] | Exception] = []
         for item in files:
             try:
-                digest = _check_sha256(item.sha256)
-                known = normalize_digests(item.digests)
                 where = None if isinstance(item.source, bytes) else Path(item.source)
-                if DEFAULT_ALGORITHM in known and known[DEFAULT_ALGORITHM] != digest:
-                    raise ArtifactMismatch(
-                        DEFAULT_ALGORITHM, digest, known[DEFAULT_ALGORITHM], path=where
-                    )
-                check_int(item.size, "size", least=0)
+                digest, known = _checked(item.sha256, item.size, item.digests, where)
                 if isinstance(item.source, bytes) and len(item.source) != item.size:
                     raise ArtifactMismatch("size", item.size, len(item.source), path=None)
             except Exception as exc:
                 items.append(exc)
                 continue
-            known[DEFAULT_ALGORITHM] = digest
             items.append((item, self.path_for(digest), digest, known))
         return await trio.to_thread.run_sync(
             self._adopt_many_sync, items, sync, limiter=self.limiter
