@@ -313,3 +313,29 @@ def test_export_on_a_full_disk_says_what_it_wrote_and_leaves_no_temp_file(
     assert sorted(lines) == sorted(manifest_of(files).decode().splitlines())
     on_disk = {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
     assert on_disk == {*files, "PULP_MANIFEST"}
+
+
+# -- the storage's own writes -----------------------------------------------------------------
+
+
+async def test_add_bytes_on_a_full_disk_raises_storage_write_error_and_leaves_no_temp_file(
+    small_disk: Path,
+) -> None:
+    """``ArtifactStorage.add_bytes`` of more bytes than the disk holds: the write fails
+    part-way.  It raised the bare OSError and left the part written in the temp area (3 MB
+    into a 2 MiB disk: the disk stayed full); it raises StorageWriteError naming the temp
+    area, leaves nothing behind, and the storage takes the next file that fits."""
+    storage = triofetch.ArtifactStorage(small_disk / "root")
+    too_big = content("too big", 3000 * KB)
+    with pytest.raises(StorageWriteError) as caught:
+        await storage.add_bytes(too_big)
+    error = caught.value
+    assert error.errno == errno.ENOSPC and error.full
+    assert error.path == str(storage.temp_dir)
+    assert temp_files(small_disk / "root") == []
+    assert stored_files(small_disk / "root") == []
+    fits = content("fits", 500 * KB)
+    stored = await storage.add_bytes(fits)
+    assert stored.path.read_bytes() == fits
+    assert temp_files(small_disk / "root") == []
+    assert await storage.verify() == triofetch.VerifyReport(checked=1, corrupted=())

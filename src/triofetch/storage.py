@@ -425,17 +425,20 @@ class ArtifactStorage:
                     os.fsync(f.fileno())
 
     async def add_bytes(self, data: bytes, *, algorithms: Iterable[str] = ()) -> StoredArtifact:
-        """Store *data* (hashed here with sha256 and *algorithms*): for small files and tests."""
+        """Store *data* (hashed here with sha256 and *algorithms*): for small files and tests.
+
+        Raises:
+            StorageWriteError: the temp file could not be written (a full disk, a read-only
+                or failing file system); no part of it is left in the temp area.
+            StoreError: a read-only storage, or another failure to write the temp file.
+        """
         self._check_writable()
         names = dict.fromkeys([DEFAULT_ALGORITHM, *algorithms])
 
         def write() -> tuple[Path, dict[str, str]]:
             hasher = MultiHasher(names)
             hasher.update(data)
-            tmp = self.new_temp_path()
-            with open(tmp, "xb") as f:
-                f.write(data)
-            return tmp, hasher.hexdigests()
+            return self._write_temp(data), hasher.hexdigests()
 
         tmp, digests = await trio.to_thread.run_sync(write, limiter=self.limiter)
         try:
