@@ -10,13 +10,17 @@ completes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -24,6 +28,7 @@ import trio
 import triofetch
 from tests._cli_helpers import file_requests, manifest_of, publish, run_cli
 from tests._invariants import check_invariants
+from tests.test_serve_ondemand_edges import FakeResponder, _serve, _store_with, files_for
 from triofetch import DeclarativeArtifact, DeclarativeUnit, StorageWriteError
 from triofetch.store import UnitKey, open_store
 from triofetch.testing import FaultServer
@@ -339,3 +344,99 @@ async def test_add_bytes_on_a_full_disk_raises_storage_write_error_and_leaves_no
     assert stored.path.read_bytes() == fits
     assert temp_files(small_disk / "root") == []
     assert await storage.verify() == triofetch.VerifyReport(checked=1, corrupted=())
+
+
+# -- the content app fetching on demand onto a full disk --------------------------------------
+
+
+@dataclass
+class _WindowWatch(FakeResponder):
+    """Records, at every piece sent, the most bytes the flight's attempt held in memory."""
+
+    files: Any = None
+    most_in_memory: int = 0
+    #: the disk to watch, and its free space once most of the body was sent
+    disk: Path | None = None
+    free_late: int | None = None
+
+    async def body(self, data: bytes, *, more: bool = False) -> None:
+        for flight in self.files._flights.values():
+            if flight.attempt is not None:
+                held = flight.attempt._window_size + flight.attempt._pending_size
+                self.most_in_memory = max(self.most_in_memory, held)
+        if self.disk is not None and self.free_late is None and len(self.sent) > 9_000 * KB:
+            self.free_late = shutil.disk_usage(self.disk).free
+        await super().body(data, more=more)
+
+
+async def test_on_demand_onto_a_full_disk_serves_the_file_without_storing_it(
+    http_server: FaultServer, small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 12 MB file fetched on demand into a store on a 2 MiB disk: the temp file fills
+    the disk part-way.  The flight failed with the OSError and every client got a response
+    cut short (and the next request the same); now the body is served whole from memory,
+    validated as always, not stored (the next request fetches it again), the temp file's
+    space is given back at once, and the bytes in memory stay bounded by the window."""
+    data = content("big", 12_000 * KB)
+    async for h in _store_with(http_server, small_disk, "big.bin", data):
+        async with triofetch.Downloader() as dl:
+            files = files_for(h, dl)
+            with trio.fail_after(60):
+                async with files.running():
+                    for round_ in (1, 2):
+                        ex = _WindowWatch(disk=small_disk)
+                        ex.files = files
+                        outcome = await _serve(files, h, ex)
+                        await files.wait_idle()
+                        assert outcome == "finish", outcome
+                        assert ex.status == 200 and bytes(ex.sent) == data
+                        assert files.upstream_gets == round_  # (not stored: fetched again)
+                        assert ex.most_in_memory <= 5 * 1024 * 1024, ex.most_in_memory
+                        # the part written was given back while the body still streamed
+                        assert ex.free_late is not None and ex.free_late > 1_500 * KB
+        assert [m.relative_path for m in await h.store.missing_artifacts("r")] == ["big.bin"]
+        assert temp_files(small_disk / "root") == []
+        assert stored_files(small_disk / "root") == []
+        assert shutil.disk_usage(small_disk).free > 1_500 * KB  # (the partial file is gone)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "triofetch.serve"]
+    said = (
+        "big.bin: fetched on demand and served, but not stored: "
+        f"no space left on device under {small_disk / 'root' / 'tmp'}"
+    )
+    assert len(warnings) == 2 and all(w.startswith(said) for w in warnings), warnings
+
+
+async def test_on_demand_small_file_onto_a_full_disk_is_served_then_stored_once_room(
+    http_server: FaultServer, small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A small file (kept in memory, never in a temp file) fetched while the disk is full:
+    served whole, not stored; once there is room, the next request stores it."""
+    data = content("small", 20 * KB)
+    async for h in _store_with(http_server, small_disk, "small.bin", data):
+        filler = small_disk / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        os.close(fd)
+        assert shutil.disk_usage(small_disk).free < 4096
+        async with triofetch.Downloader() as dl:
+            files = files_for(h, dl)
+            with trio.fail_after(30):
+                async with files.running():
+                    full = FakeResponder()
+                    assert await _serve(files, h, full) == "finish"
+                    await files.wait_idle()
+                    assert bytes(full.sent) == data
+                    assert await h.store.missing_artifacts("r") != []
+                    filler.unlink()
+                    room = FakeResponder()
+                    assert await _serve(files, h, room) == "finish"
+                    await files.wait_idle()
+                    assert bytes(room.sent) == data
+        assert await h.store.missing_artifacts("r") == []
+        assert temp_files(small_disk / "root") == []
+        assert [p.read_bytes() for p in stored_files(small_disk / "root")] == [data]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("small.bin: fetched on demand and served, but not stored: ")
+    assert "no space left on device" in warning

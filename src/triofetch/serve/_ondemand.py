@@ -20,6 +20,10 @@ aborted (the connection closed short of its length or of the last chunk), nothin
 stored, and the next request starts a new flight.  A flight that fails before any byte
 arrived is a ``502`` with a short reason for every request waiting on it.
 
+A temp file that cannot be written (a full disk...) does not fail the flight: the body is
+served from memory all the same, validated, and not stored (see ``_Attempt._write``); only a
+request that falls further behind than the bytes in memory is cut short then.
+
 It must not parse URLs or headers of requests (the app does) nor answer stored files.
 """
 
@@ -44,6 +48,7 @@ from ..errors import (
     DigestMismatch,
     DownloadError,
     SizeMismatch,
+    StorageWriteError,
     StoreError,
     TriofetchError,
     describe_error,
@@ -134,11 +139,17 @@ class _Attempt:
         self.flight = flight
         self.url = url
         self.path = str(storage.new_temp_path())
+        self._temp_area = storage.temp_dir
         self.fd: int | None = None
         #: bytes received (what requests may send, all but the last before validation)
         self.size = 0
-        #: bytes written to the file
+        #: bytes written to the file (the ones a request may read from it)
         self.written = 0
+        #: bytes the writer has hashed (and written, unless the file could not be)
+        self._through = 0
+        #: why the temp file could not be written (a full disk...): the body is then only
+        #: hashed, still sent from memory, and not stored (see _write)
+        self.unstored: StoreError | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._flush_at = _FLUSH
@@ -261,35 +272,63 @@ class _Attempt:
 
     async def _write_batch(self, chunks: list[bytes]) -> None:
         try:
-            await trio.to_thread.run_sync(self._write, chunks, limiter=self.flight.limiter)
+            stored = await trio.to_thread.run_sync(self._write, chunks, limiter=self.flight.limiter)
         except Exception as exc:
             self._write_error = exc
             return
-        self.written += sum(map(len, chunks))
-        # the window lets go of written bytes beyond its size
+        size = sum(map(len, chunks))
+        self._through += size
+        if stored:
+            self.written += size
+        elif self.unstored is not None:
+            self.written = 0  # (the file was emptied: no request reads it any more)
+        # the window lets go of processed bytes beyond its size
         window = self._window
         while window and self._window_size - len(window[0][1]) >= _WINDOW:
             start, chunk = window[0]
-            if start + len(chunk) > self.written:
+            if start + len(chunk) > self._through:
                 break
             window.popleft()
             self._window_size -= len(chunk)
 
-    def _write(self, chunks: list[bytes]) -> None:
-        """(worker thread) Append *chunks* to the temp file and hash them."""
-        if self.fd is None:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    def _write(self, chunks: list[bytes]) -> bool:
+        """(worker thread) Hash *chunks* and append them to the temp file; False when they
+        were not written.
+
+        When the file cannot be written (a full disk, a read-only or failing file system,
+        no permission), the body is served without being stored, like a caching proxy
+        whose cache is full: :attr:`unstored` says why, the file is emptied (its space
+        given back at once, although requests hold it open) and the next batches are only
+        hashed — the requests send from memory, and validation happens all the same.
+        """
         for chunk in chunks:
             for hasher in self._hashers.values():
                 hasher.update(chunk)
-        views = [memoryview(c) for c in chunks if c]
-        while views:
-            done = os.writev(self.fd, views[:_IOV_MAX])
-            while views and done >= len(views[0]):
-                done -= len(views[0])
-                views.pop(0)
-            if views and done:
-                views[0] = views[0][done:]
+        if self.unstored is not None:
+            return False
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            views = [memoryview(c) for c in chunks if c]
+            while views:
+                done = os.writev(self.fd, views[:_IOV_MAX])
+                while views and done >= len(views[0]):
+                    done -= len(views[0])
+                    views.pop(0)
+                if views and done:
+                    views[0] = views[0][done:]
+        except OSError as exc:
+            self.unstored = (
+                StorageWriteError(exc, self._temp_area)
+                if StorageWriteError.matches(exc)
+                else StoreError(f"cannot write a temp file in {self._temp_area}: {exc}")
+            )
+            self.unstored.__cause__ = exc
+            if self.fd is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, 0)
+            return False
+        return True
 
     def forget(self) -> None:
         """Let go of the bytes in memory (another attempt replaced this one)."""
@@ -565,7 +604,12 @@ class OnDemandFiles:
                 data = attempt.read(offset, count)
                 if data is None:  # fallen behind the window: the bytes are in the file
                     fd = attempt.fd
-                    if fd is None or attempt.written <= offset:  # (a forgotten attempt)
+                    if fd is None or attempt.written <= offset:
+                        if attempt.unstored is not None:  # (its file was emptied)
+                            raise UpstreamFailed(
+                                f"{flight.relative_path}: the client fell behind the bytes "
+                                "in memory, and the temp file could not be written"
+                            )
                         raise UpstreamFailed(f"{flight.relative_path}: the upstream broke off")
                     data = await trio.to_thread.run_sync(
                         os.pread,
@@ -598,13 +642,19 @@ class OnDemandFiles:
             # request coming meanwhile still joins this flight)
             flight.done = True
             flight.notify()
-            if not streamed:
+            if done.unstored is not None:
+                log.warning(
+                    "%s: fetched on demand and served, but not stored: %s",
+                    flight.relative_path,
+                    describe_error(done.unstored),
+                )
+            elif not streamed:
                 record = ArtifactRecord(done.digests["sha256"], done.size, done.digests)
                 try:
                     await self._keep(flight, done.path if done.data is None else done.data, record)
                 except Exception as exc:  # served whole; not kept: the next request fetches
                     log.warning(
-                        "%s: fetched on demand but not stored: %s",
+                        "%s: fetched on demand and served, but not stored: %s",
                         flight.relative_path,
                         describe_error(exc),
                     )
