@@ -150,6 +150,9 @@ class _Attempt:
         #: why the temp file could not be written (a full disk...): the body is then only
         #: hashed, still sent from memory, and not stored (see _write)
         self.unstored: StoreError | None = None
+        #: another attempt replaced this one: nothing more is written, and the file is
+        #: emptied once the writer ends (see _writer)
+        self._replaced = False
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._flush_at = _FLUSH
@@ -265,8 +268,17 @@ class _Attempt:
         try:
             async with batches:
                 async for chunks in batches:
-                    if self._write_error is None:
+                    if self._write_error is None and not self._replaced:
                         await self._write_batch(chunks)
+            if self._replaced and self.fd is not None:
+                # No request reads a replaced attempt's file: its space is given back now,
+                # not when the flight ends (the retry may need it).  (The flight, and so
+                # the closing of this fd, waits for this task.)
+                self.written = 0
+                with contextlib.suppress(OSError):
+                    await trio.to_thread.run_sync(
+                        os.ftruncate, self.fd, 0, limiter=self.flight.limiter
+                    )
         finally:
             self._writer_done.set()
 
@@ -331,9 +343,11 @@ class _Attempt:
         return True
 
     def forget(self) -> None:
-        """Let go of the bytes in memory (another attempt replaced this one)."""
+        """Let go of the bytes in memory and of the file's (another attempt replaced this
+        one): nothing more is written, and the writer empties the file once it ends."""
         self._window.clear()
         self._window_size = 0
+        self._replaced = True
 
     def abandon(self) -> None:
         """No more bytes come (another attempt, or the flight ended): the writer ends once
@@ -349,9 +363,16 @@ class _Attempt:
             trio.lowlevel.start_thread_soon(partial(os.close, fd), _ignore, name="close")
 
     def remove(self) -> None:
-        """Remove the temp file (requests that read it hold it open: they read on)."""
-        with contextlib.suppress(FileNotFoundError):
+        """Remove the temp file (requests that read it hold it open: they read on).  Never
+        raises: a flight's cleanup must not fail (on a read-only file system, unlinking a
+        file that was never created fails with EROFS)."""
+        try:
             os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if self.fd is not None:  # (it exists: say so, it holds space)
+                log.warning("cannot remove the temp file %s: %s", self.path, exc)
 
 
 @dataclass(eq=False)
@@ -618,6 +639,13 @@ class OnDemandFiles:
                         offset,
                         limiter=self._limiter,
                     )
+                    # (read while the file was being emptied: not sent)
+                    if flight.attempt is not attempt:
+                        raise UpstreamFailed(f"{flight.relative_path}: the upstream broke off")
+                    if attempt.unstored is not None:
+                        raise UpstreamFailed(
+                            f"{flight.relative_path}: the temp file could not be written"
+                        )
                 if not data:
                     raise UpstreamFailed(f"{flight.relative_path}: the temp file ended")
                 offset += len(data)
@@ -643,8 +671,9 @@ class OnDemandFiles:
             flight.done = True
             flight.notify()
             if done.unstored is not None:
-                log.warning(
-                    "%s: fetched on demand and served, but not stored: %s",
+                log.log(
+                    logging.INFO if streamed else logging.WARNING,
+                    "%s: fetched on demand but not stored: %s",
                     flight.relative_path,
                     describe_error(done.unstored),
                 )
@@ -654,7 +683,7 @@ class OnDemandFiles:
                     await self._keep(flight, done.path if done.data is None else done.data, record)
                 except Exception as exc:  # served whole; not kept: the next request fetches
                     log.warning(
-                        "%s: fetched on demand and served, but not stored: %s",
+                        "%s: fetched on demand but not stored: %s",
                         flight.relative_path,
                         describe_error(exc),
                     )
