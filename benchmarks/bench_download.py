@@ -19,7 +19,11 @@ connections, in the same run, and verifies the sha256 of every file against the 
   ``triofetch-httpx`` the same with ``transport="httpx"``, ``triofetch-default`` with no
   transport argument (whatever ``Downloader()`` gives a library user; the transport it got is
   reported), ``triofetch-many`` the same through ``Downloader.fetch_many`` (the whole list of
-  requests, ``in_flight`` = the concurrency).
+  requests, ``in_flight`` = the concurrency);
+- ``floor-loop``, ``floor-batched``: benchmarks/floor_client.py, a minimal HTTP/1.1 client on
+  bare Trio (no library; files hashed and written on the loop, or by one worker thread
+  draining a queue as triofetch does): not a peer but a measuring stick, what Trio itself
+  costs on the small files (only in the ``small`` and ``proxy`` workloads).
 
 ``proxy``: the small files through a throw-away tinyproxy on 127.0.0.1 in front of the same
 nginx. The clients find it in their environment (``HTTP_PROXY`` and ``http_proxy``; no
@@ -86,6 +90,8 @@ CLIENTS = (
     "triofetch-default",
     "triofetch-many",
     "triofetch-httpx",
+    "floor-loop",
+    "floor-batched",
 )
 LABELS = {
     "curl": "curl+sha256sum",
@@ -96,6 +102,8 @@ LABELS = {
     "triofetch-default": "triofetch (default transport",
     "triofetch-many": "triofetch fetch_many (default transport",
     "triofetch-httpx": "triofetch (httpx transport)",
+    "floor-loop": "floor: bare Trio, files on the loop",
+    "floor-batched": "floor: bare Trio, files in a batch thread",
 }
 WORKLOADS = ("small", "proxy", "large", "digests")
 SMALL_COUNT, SMALL_COUNT_QUICK = 5000, 300
@@ -547,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n{title}", flush=True)
                 runs = []
                 for c in clients:
+                    if c.startswith("floor-") and name == "large":
+                        continue  # (a measuring stick for small files only)
                     if c == "curl":
                         execute = curl_run(ds, srv, n, env)
                     elif c == "aria2c":
