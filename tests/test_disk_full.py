@@ -555,3 +555,70 @@ async def test_a_retry_gets_the_space_of_the_attempt_it_replaces(
         assert await h.store.missing_artifacts("r") == []
         assert [p.read_bytes() for p in stored_files(small_disk / "root")] == [data]
         assert temp_files(small_disk / "root") == []
+
+
+# -- the Downloader writing into a full temp directory ------------------------------------------
+
+
+async def test_fetch_into_a_full_temp_dir_raises_temp_file_error_and_tries_no_mirror(
+    http_server: FaultServer, small_disk: Path
+) -> None:
+    """``Downloader.fetch`` of a 3 MB file into a 2 MiB temp directory raised the bare
+    OSError (not the DownloadError it documents; ``fetch_many`` crashed instead of handing
+    over an outcome).  It raises TempFileError now, once: neither a retry nor the mirror is
+    tried (they would write to the same disk), and no temp file is left."""
+    data = content("big", 3000 * KB)
+    http_server.add_file("/a/big.bin", data)
+    http_server.add_file("/b/big.bin", data)
+    urls = [http_server.url("/a/big.bin"), http_server.url("/b/big.bin")]
+    async with triofetch.Downloader(temp_dir=small_disk, retries=3) as dl:
+        with pytest.raises(triofetch.TempFileError) as caught:
+            await dl.fetch(urls, expected_digests={"sha256": sha(data)})
+    error = caught.value
+    assert isinstance(error, triofetch.DownloadError) and not error.retryable
+    assert error.errno == errno.ENOSPC and error.full and error.path == str(small_disk)
+    assert isinstance(error.__cause__, OSError) and error.__cause__.errno == errno.ENOSPC
+    assert str(error) == (
+        f"cannot write the temp file in {small_disk}: no space left on device ({urls[0]})"
+    )
+    assert error.attempts == [error]
+    assert (http_server.count("/a/big.bin"), http_server.count("/b/big.bin")) == (1, 0)
+    assert os.listdir(small_disk) == []
+
+
+async def test_fetch_of_a_small_file_into_a_full_temp_dir_raises_temp_file_error(
+    http_server: FaultServer, small_disk: Path
+) -> None:
+    """The same for a small file, which the finishing thread creates and writes whole."""
+    fd = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    http_server.add_file("/small.bin", b"s" * 20_000)
+    async with triofetch.Downloader(temp_dir=small_disk) as dl:
+        with pytest.raises(triofetch.TempFileError) as caught:
+            await dl.fetch(http_server.url("/small.bin"))
+    assert caught.value.errno == errno.ENOSPC
+    assert os.listdir(small_disk) == ["filler"]
+
+
+async def test_fetch_many_into_a_full_temp_dir_hands_over_failed_outcomes(
+    http_server: FaultServer, small_disk: Path
+) -> None:
+    """``fetch_many`` with a file too large for the disk beside one that fits: the large
+    one is a FetchFailed outcome holding the TempFileError, the other one is fetched."""
+    big, small = content("big", 3000 * KB), content("small", 20 * KB)
+    http_server.add_file("/big.bin", big)
+    http_server.add_file("/small.bin", small)
+    outcomes = {}
+    async with triofetch.Downloader(temp_dir=small_disk) as dl:
+        requests = [http_server.url("/big.bin"), http_server.url("/small.bin")]
+        async with dl.fetch_many(requests) as received:
+            async for outcome in received:
+                outcomes[outcome.request.url.rsplit("/", 1)[1]] = outcome
+    failed, fetched = outcomes["big.bin"], outcomes["small.bin"]
+    assert not failed.ok and isinstance(failed.error, triofetch.TempFileError)
+    assert failed.error.full
+    assert fetched.ok and fetched.result.path.read_bytes() == small
+    assert os.listdir(small_disk) == [fetched.result.path.name]

@@ -38,6 +38,7 @@ def samples() -> list[BaseException]:
         errors.DestinationError(
             "/d/x", PermissionError(errno.EACCES, "Permission denied"), url=url
         ),
+        errors.TempFileError(OSError(errno.ENOSPC, "No space left on device"), "/t", url=url),
         errors.TransportError("broke", url=url),
         errors.ConnectionFailed("connection refused", url=url),
         errors.DownloadTimeout("no byte for 5 s", url=url),

@@ -85,6 +85,7 @@ __all__ = [
     "StoreError",
     "StoreNotFound",
     "StoredArtifact",
+    "TempFileError",
     "TokenProvider",
     "TooManyRedirects",
     "Transport",

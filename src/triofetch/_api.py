@@ -55,6 +55,7 @@ from .errors import (
     StorageWriteError as StorageWriteError,
     StoreError as StoreError,
     StoreNotFound as StoreNotFound,
+    TempFileError as TempFileError,
     TooManyRedirects as TooManyRedirects,
     TransportError as TransportError,
     TriofetchError as TriofetchError,

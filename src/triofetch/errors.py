@@ -16,6 +16,8 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      │    │                            ValueError)
      │    ├── TooManyRedirects         (not retried)
      │    ├── DestinationError         destination: the file could not be put there
+     │    ├── TempFileError            the body could not be written to its temp file (a full
+     │    │                            disk...): errno, path, full (OSError as cause)
      │    └── TransportError           the connection failed or broke off
      │         ├── ConnectionFailed    (also a ConnectionError)
      │         ├── DownloadTimeout     (also a TimeoutError)
@@ -93,6 +95,7 @@ __all__ = [
     "StoreBusy",
     "StoreError",
     "StoreNotFound",
+    "TempFileError",
     "TooManyRedirects",
     "TransportError",
     "TriofetchError",
@@ -291,6 +294,40 @@ class DestinationError(DownloadError):
         self.destination = destination
         reason = error.strerror or str(error)
         super().__init__(f"cannot write the file to {destination!r}: {reason}", url=url)
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class TempFileError(DownloadError):
+    """The body could not be written to its temp file, in the ``temp_dir`` of the download.
+
+    The disk is full (``ENOSPC``), a quota is exhausted (``EDQUOT``), the file system is
+    read-only (``EROFS``) or failing (``EIO``), or the directory may not be written.  Not
+    retried, and no mirror is tried: the next attempt would write to the same place.  The
+    temp file is removed.
+
+    Attributes:
+        errno: the OS error number (compare with :data:`errno.ENOSPC`...).
+        path: the directory of the temp file.
+
+    ``__cause__`` is the :class:`OSError`; :attr:`full` says whether freeing space lets a
+    later download work.
+    """
+
+    def __init__(self, error: OSError, path: str | os.PathLike[str], *, url: str) -> None:
+        self.errno = error.errno if error.errno is not None else _errno.EIO
+        self.path = os.fspath(path)
+        reason = error.strerror or str(error)
+        reason = reason[:1].lower() + reason[1:]
+        super().__init__(f"cannot write the temp file in {self.path}: {reason}", url=url)
+        self.__cause__ = error
+
+    @property
+    def full(self) -> bool:
+        """A full disk or an exhausted quota."""
+        return self.errno in (_errno.ENOSPC, _errno.EDQUOT)
 
     @property
     def retryable(self) -> bool:

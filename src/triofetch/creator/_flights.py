@@ -17,7 +17,7 @@ import trio
 
 from ..declarative import DeclarativeArtifact, DeclarativeUnit
 from ..downloader import Downloader
-from ..errors import StorageWriteError, TriofetchError
+from ..errors import StorageWriteError, TempFileError, TriofetchError
 from ..storage import ArtifactStorage
 from ..store import ArtifactRecord
 from ._reports import Tally
@@ -122,11 +122,12 @@ class Flights:
                 expected_size=art.size,
                 temp_dir=storage.temp_dir,
             )
-        except OSError as exc:
+        except TempFileError as exc:
             # writing the temp file failed (the downloader removed it): a full disk stops
-            # the run (see _downloads); any other OSError is a bug, raised as it is
-            if StorageWriteError.matches(exc):
-                raise StorageWriteError(exc, storage.temp_dir) from exc
+            # the run (see _downloads); another cause (no permission...) fails the unit
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and StorageWriteError.matches(cause):
+                raise StorageWriteError(cause, storage.temp_dir) from cause
             raise
         try:
             # no fsync per file: the committer makes the batch durable with one sync

@@ -541,7 +541,8 @@ class Downloader:
                 I/O.
             DownloadError: the last attempt's error (``HTTPStatusError``, ``DigestMismatch``,
                 ``SizeMismatch``, ``TransportError``, ``DestinationError``...), with every
-                attempt's error in ``attempts``.
+                attempt's error in ``attempts``.  A temp file that cannot be written (a full
+                disk...) is a ``TempFileError``, raised at once: no retry, no mirror.
         """
         plan = self._planner.plan(
             expected_digests, expected_size, digests, headers, temp_dir, destination

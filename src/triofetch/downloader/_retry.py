@@ -25,7 +25,14 @@ import trio
 
 from .._model import check_int, check_number
 from .._urls import redact_url
-from ..errors import DigestMismatch, DownloadError, DownloadTimeout, HTTPStatusError, SizeMismatch
+from ..errors import (
+    DigestMismatch,
+    DownloadError,
+    DownloadTimeout,
+    HTTPStatusError,
+    SizeMismatch,
+    TempFileError,
+)
 
 __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",
@@ -142,6 +149,8 @@ class RetryPolicy:
                     result = await attempt(url, arg, clock)
                 except DownloadError as exc:
                     errors.append(exc)
+                    if isinstance(exc, TempFileError):
+                        break  # (nor another mirror: it would be written to the same place)
                     if (
                         not exc.retryable
                         or (clock is not None and clock.over())
@@ -156,8 +165,8 @@ class RetryPolicy:
                     if errors and relabel is not None:
                         result = relabel(result, len(errors) + 1)
                     return result
-            if clock is not None and clock.over():
-                break  # (no time left for another mirror either)
+            if (clock is not None and clock.over()) or isinstance(errors[-1], TempFileError):
+                break  # (no time left for another mirror either; or nowhere to write it)
         last = errors[-1]
         last.attempts = errors
         raise last

@@ -24,7 +24,7 @@ import trio
 
 from .._digests import MultiHasher, hash_constructor, update_all
 from .._groups import collapse_single
-from ..errors import DigestMismatch, SizeMismatch
+from ..errors import DigestMismatch, SizeMismatch, TempFileError
 from ._plan import FetchPlan
 from ._result import place_file
 
@@ -90,6 +90,16 @@ class _Sink:
         self._write_raw(chunks)
 
     def _write_raw(self, chunks: list[bytes]) -> None:
+        try:
+            self._write_chunks(chunks)
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def _failed(self, error: OSError) -> TempFileError:
+        """The error of a failed write, create or close of the temp file."""
+        return TempFileError(error, os.path.dirname(self.path) or ".", url=self.url)
+
+    def _write_chunks(self, chunks: list[bytes]) -> None:
         fd = self._fd
         if fd is None:
             fd = self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -138,13 +148,20 @@ class _Sink:
     def close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            os.close(fd)
+            try:
+                os.close(fd)  # (where a network file system reports a failed write)
+            except OSError as exc:
+                raise self._failed(exc) from exc
 
     def discard(self) -> None:
-        """Close and remove the temp file (safe to call from the Trio loop: two syscalls)."""
-        self.close()
+        """Close and remove the temp file (safe to call from the Trio loop: two syscalls).
+        Never raises: it runs while another error is on its way."""
+        with contextlib.suppress(OSError, TempFileError):
+            self.close()
         if not self.placed:
-            with contextlib.suppress(FileNotFoundError):
+            # (any OSError: on a read-only file system, unlinking a file that was never
+            # created fails with EROFS)
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
 
 
