@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 
 import triofetch
 from tests._cli_helpers import file_requests, manifest_of, publish, run_cli
@@ -38,7 +39,7 @@ from tests.test_serve_ondemand_edges import (
 from triofetch import DeclarativeArtifact, DeclarativeUnit, StorageWriteError
 from triofetch.serve import _ondemand
 from triofetch.store import UnitKey, open_store
-from triofetch.testing import FaultServer
+from triofetch.testing import FaultServer, Reset
 
 KB = 1000
 
@@ -622,3 +623,62 @@ async def test_fetch_many_into_a_full_temp_dir_hands_over_failed_outcomes(
     assert failed.error.full
     assert fetched.ok and fetched.result.path.read_bytes() == small
     assert os.listdir(small_disk) == [fetched.result.path.name]
+
+
+def _fill_but(disk: Path, room: int) -> None:
+    """Fill *disk* with a file ``filler``, leaving about *room* bytes free."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.ftruncate(fd, os.fstat(fd).st_size - room)
+    os.close(fd)
+
+
+async def test_a_body_error_while_the_temp_file_fails_is_one_error(
+    http_server: FaultServer, small_disk: Path
+) -> None:
+    """The connection breaks, or the body grows past its expected size, while the writer
+    thread is failing to write a batch to the nearly full disk (a thread cannot be
+    interrupted): the nursery raised both errors as a group, which escaped fetch (and
+    crashed fetch_many).  One error now.  A race: tried five times each."""
+    data = content("big", 3000 * KB)
+    http_server.add_file("/reset.bin", data, faults=[Reset(after_bytes=1_100_000)])
+    http_server.add_file("/long.bin", data, content_length=False)
+    _fill_but(small_disk, 500 * KB)
+    async with triofetch.Downloader(temp_dir=small_disk, retries=0) as dl:
+        for _ in range(5):
+            with pytest.raises(triofetch.DownloadError):
+                await dl.fetch(http_server.url("/long.bin"), expected_size=1_100_000)
+            async with dl.fetch_many([http_server.url("/reset.bin")]) as received:
+                outcomes = [outcome async for outcome in received]
+            assert len(outcomes) == 1 and not outcomes[0].ok, outcomes
+            assert os.listdir(small_disk) == ["filler"]
+
+
+async def test_a_cancellation_while_the_temp_file_fails_is_a_cancellation(
+    small_disk: Path,
+) -> None:
+    """A cancellation from outside while the writer thread fails on a full disk: the
+    cancel scope took the Cancelled out of the group and let a group of the lone
+    TempFileError escape.  Either the cancellation alone (the scope ends quietly) or the
+    TempFileError alone, when it came first."""
+    from triofetch.downloader._plan import FetchPlan
+    from triofetch.downloader._sinks import _LargeFiles, _Sink
+
+    plan = FetchPlan({}, None, ("sha256", "sha512", "sha384", "sha224"), {}, None, None)
+    for _ in range(5):
+        sink = _Sink(str(small_disk / "t.part"), plan, "http://127.0.0.1/x")
+        try:
+            with trio.CancelScope() as scope:
+                async with _LargeFiles(trio.CapacityLimiter(4)).writing(sink) as put:
+                    await put([b"x" * 3_000_000])
+                    await trio.lowlevel.checkpoint()
+                    await trio.lowlevel.checkpoint()
+                    scope.cancel()
+                    await trio.lowlevel.checkpoint()
+        except triofetch.TempFileError:
+            pass
+        finally:
+            sink.discard()
+        assert os.listdir(small_disk) == []

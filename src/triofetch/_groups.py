@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["collapse_single", "first_error"]
+__all__ = ["collapse_single", "first_error", "leaves"]
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -32,18 +32,19 @@ def collapse_single() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) == 1:
+        found = leaves(group)
+        if len(found) == 1:
             # its own cause kept (the database error behind a StoreError), the group dropped
-            raise leaves[0] from leaves[0].__cause__
+            raise found[0] from found[0].__cause__
         raise
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """Every leaf exception of a (nested) exception group, in order."""
     found: list[BaseException] = []
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            found.extend(_leaves(exc))
+            found.extend(leaves(exc))
         else:
             found.append(exc)
     return found

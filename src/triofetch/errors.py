@@ -17,7 +17,8 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      │    ├── TooManyRedirects         (not retried)
      │    ├── DestinationError         destination: the file could not be put there
      │    ├── TempFileError            the body could not be written to its temp file (a full
-     │    │                            disk...): errno, path, full (OSError as cause)
+     │    │                            disk...; not retried): errno, path, full (OSError as
+     │    │                            cause)
      │    └── TransportError           the connection failed or broke off
      │         ├── ConnectionFailed    (also a ConnectionError)
      │         ├── DownloadTimeout     (also a TimeoutError)

@@ -18,13 +18,13 @@ import collections
 import contextlib
 import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
 import trio
 
 from .._digests import MultiHasher, hash_constructor, update_all
-from .._groups import collapse_single
-from ..errors import DigestMismatch, SizeMismatch, TempFileError
+from .._groups import collapse_single, first_error, leaves
+from ..errors import DigestMismatch, DownloadError, SizeMismatch, TempFileError
 from ._plan import FetchPlan
 from ._result import place_file
 
@@ -372,6 +372,31 @@ class _Feeder:
             release()
 
 
+@contextlib.contextmanager
+def _temp_file_error_first() -> Iterator[None]:
+    """A writer thread's :class:`TempFileError` that came beside the body's own error:
+    a thread cannot be interrupted, so a batch being written when the connection broke
+    (or the body grew too large) still fails, and the nursery raises both.  The
+    TempFileError is raised alone (no other attempt could write either); beside a
+    cancellation, the cancellation goes on alone (the temp file is discarded all the same);
+    beside anything else (a bug), the group stays as it is."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        temp, rest = group.split(TempFileError)
+        if temp is None or rest is None:
+            raise
+        cancelled, others = rest.split(trio.Cancelled)
+        if cancelled is not None:
+            if others is None:
+                raise cancelled from None
+            raise
+        if not all(isinstance(exc, DownloadError) for exc in leaves(rest)):
+            raise
+        error = first_error(temp)
+        raise error from error.__cause__
+
+
 class _LargeFiles:
     """Large bodies, written and hashed batch by batch in worker threads.
 
@@ -411,7 +436,7 @@ class _LargeFiles:
                     functools.partial(update_all, halves[1]),
                 ]
             feeders = [_Feeder(job, _PIPELINE_DEPTH) for job in jobs]
-            with collapse_single():
+            with collapse_single(), _temp_file_error_first():
                 async with trio.open_nursery() as nursery:
                     for feeder in feeders:
                         nursery.start_soon(feeder.run, self._limiter)
