@@ -347,7 +347,9 @@ def _run(argv: Sequence[str] | None) -> tuple[int, str | None, str]:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
-    _startup.state.received = None
+    # (_startup.state.received is not reset here: a signal received while the command line
+    # was imported, whose KeyboardInterrupt was lost, still stops the command; see
+    # _watch_signals.  triofetch.__main__ resets it for every run, in-process ones too)
     output.quiet = False
     verbosity = 0
     try:
@@ -362,6 +364,7 @@ def _run(argv: Sequence[str] | None) -> tuple[int, str | None, str]:
 
             configure(args)
         command = _command(args.command)
+        _startup.sigint_to_trio()
         status = trio.run(_supervised, command, args)
         sys.stdout.flush()  # here, where a closed stdout is handled, not at exit
     except UsageError as exc:

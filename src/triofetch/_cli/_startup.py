@@ -10,10 +10,14 @@ library, nor the other modules of the command line.
 line (trio, the store, the downloader: slow to import, next to this).  From then on a
 signal never ends in a traceback:
 
-- SIGINT keeps Python's handler: a ``KeyboardInterrupt`` raised while importing or parsing
-  is caught by ``__main__`` (one line, status 130); inside ``trio.run`` Trio takes SIGINT
-  over and delivers it safely; while a command runs, the command line watches both signals
-  itself and cancels the command (``triofetch._cli._main``).
+- SIGINT raises ``KeyboardInterrupt``, as Python's own handler does, and is remembered
+  (:func:`on_sigint`): the ``KeyboardInterrupt`` raised while importing or parsing is
+  caught by ``__main__`` (one line, status 130) — unless it was raised inside a callback
+  (an import lock's weakref callback), where Python prints and ignores it; the command
+  line's signal watcher then finds the signal remembered and cancels the command at once.
+  Inside ``trio.run`` Trio takes SIGINT over and delivers it safely; while a command runs,
+  the command line watches both signals itself and cancels the command
+  (``triofetch._cli._main``).
 - SIGTERM is handled as SIGINT is: :func:`on_sigterm` records it and hands it to whatever
   handles SIGINT at that moment (Python's, or Trio's, which defers it out of Trio's own
   code), so that both take the same path and only the status differs: 143, not 130.
@@ -35,8 +39,10 @@ __all__ = [
     "install",
     "internal_error_line",
     "interrupted",
+    "on_sigint",
     "on_sigterm",
     "print_internal_error",
+    "sigint_to_trio",
     "state",
     "stop_message",
     "stop_status",
@@ -60,12 +66,26 @@ class _State:
 state = _State()
 
 
+def on_sigint(signum: int, frame: FrameType | None) -> None:
+    """SIGINT outside a running command: remembered, then ``KeyboardInterrupt``."""
+    if state.received is None:
+        state.received = signum
+    raise KeyboardInterrupt
+
+
+def sigint_to_trio() -> None:
+    """Put Python's own SIGINT handler back, right before ``trio.run``: Trio takes SIGINT
+    over (and delivers it at a safe point) only from that handler."""
+    if signal.getsignal(signal.SIGINT) is on_sigint:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM outside a running command: handled as SIGINT is, remembered as SIGTERM."""
     if state.received is None:
         state.received = signum
     handler = signal.getsignal(signal.SIGINT)
-    if callable(handler) and handler is not on_sigterm:
+    if callable(handler) and handler not in (on_sigterm, on_sigint):
         # Python's default_int_handler raises KeyboardInterrupt; Trio's (inside trio.run)
         # raises it or, inside Trio's own code, delivers it at the next checkpoint
         handler(signal.SIGINT, frame)
@@ -103,8 +123,11 @@ def exit_now(status: int) -> None:
 
 
 def install() -> None:
-    """Handle SIGTERM as SIGINT, unless the parent process asked for it to be ignored."""
+    """Remember SIGINT (:func:`on_sigint`) and handle SIGTERM as SIGINT, unless the parent
+    process asked for either to be ignored."""
     state.received = None
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, on_sigint)
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
         signal.signal(signal.SIGTERM, on_sigterm)
 
