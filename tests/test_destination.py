@@ -128,6 +128,23 @@ async def test_missing_directory_is_a_destination_error(
     assert os.listdir(temp) == [] and os.listdir(out) == []
 
 
+async def test_a_destination_error_tries_no_mirror(
+    http_server: FaultServer, transport: str, dirs: tuple[Path, Path]
+) -> None:
+    """The move into place failed: the next mirror would download the same bytes only to
+    fail the same way (it was downloaded again from each mirror)."""
+    temp, out = dirs
+    http_server.add_file("/a/f", LARGE)
+    http_server.add_file("/b/f", LARGE)
+    target = out / "no" / "such" / "f.bin"
+    async with downloader(transport, temp) as dl:
+        with pytest.raises(triofetch.DestinationError) as info:
+            await dl.fetch([http_server.url("/a/f"), http_server.url("/b/f")], destination=target)
+    assert len(info.value.attempts) == 1
+    assert (http_server.count("/a/f"), http_server.count("/b/f")) == (1, 0)
+    assert os.listdir(temp) == [] and os.listdir(out) == []
+
+
 async def test_cancelled_fetch_leaves_nothing(
     http_server: FaultServer, transport: str, dirs: tuple[Path, Path]
 ) -> None:

@@ -288,7 +288,8 @@ class TooManyRedirects(DownloadError):
 class DestinationError(DownloadError):
     """A downloaded and validated file could not be moved to the destination asked for.
 
-    Nothing is left behind: the temp file is removed and the destination is untouched.
+    Nothing is left behind: the temp file is removed and the destination is untouched.  Not
+    retried, and no mirror is tried: the move would fail the same way.
     """
 
     def __init__(self, destination: str, error: OSError, *, url: str) -> None:

@@ -26,6 +26,7 @@ import trio
 from .._model import check_int, check_number
 from .._urls import redact_url
 from ..errors import (
+    DestinationError,
     DigestMismatch,
     DownloadError,
     DownloadTimeout,
@@ -33,6 +34,9 @@ from ..errors import (
     SizeMismatch,
     TempFileError,
 )
+
+#: errors of writing the file here, not of fetching it: no other mirror can do better
+_LOCAL = (TempFileError, DestinationError)
 
 __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",
@@ -149,7 +153,7 @@ class RetryPolicy:
                     result = await attempt(url, arg, clock)
                 except DownloadError as exc:
                     errors.append(exc)
-                    if isinstance(exc, TempFileError):
+                    if isinstance(exc, _LOCAL):
                         break  # (nor another mirror: it would be written to the same place)
                     if (
                         not exc.retryable
@@ -165,7 +169,7 @@ class RetryPolicy:
                     if errors and relabel is not None:
                         result = relabel(result, len(errors) + 1)
                     return result
-            if (clock is not None and clock.over()) or isinstance(errors[-1], TempFileError):
+            if (clock is not None and clock.over()) or isinstance(errors[-1], _LOCAL):
                 break  # (no time left for another mirror either; or nowhere to write it)
         last = errors[-1]
         last.attempts = errors
