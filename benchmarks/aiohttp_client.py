@@ -31,6 +31,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 import aiohttp  # noqa: E402
+from _client_report import cpu_seconds, print_work  # noqa: E402
 
 CHUNK = 1024 * 1024
 
@@ -85,15 +86,6 @@ async def run(
     return done
 
 
-def vm_hwm_kib() -> int:
-    """This process's peak RSS in KiB (``ru_maxrss`` would include the harness's, see _common)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("job")
@@ -107,9 +99,7 @@ def main() -> int:
         algorithms.append("sha256")
     with open(args.job) as fh:
         job = json.load(fh)
-    start_wall = time.perf_counter()
-    times = os.times()
-    start_cpu = times.user + times.system
+    start_wall, start_cpu = time.perf_counter(), cpu_seconds()
     done = asyncio.run(
         run(
             job,
@@ -119,18 +109,7 @@ def main() -> int:
             args.trust_env,
         )
     )
-    times = os.times()
-    print(
-        json.dumps(
-            {
-                "files": done,
-                "startup_seconds": start_wall - _t0,
-                "work_seconds": time.perf_counter() - start_wall,
-                "work_cpu": times.user + times.system - start_cpu,
-                "vm_hwm_kib": vm_hwm_kib(),
-            }
-        )
-    )
+    print_work(done, _t0, start_wall, start_cpu)
     return 0 if done == len(job["files"]) else 1
 
 

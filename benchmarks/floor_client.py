@@ -34,10 +34,11 @@ import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 import trio  # noqa: E402
+from _client_report import cpu_seconds, print_work  # noqa: E402
 
 _RECEIVE = 256 * 1024
 
@@ -189,15 +190,6 @@ async def run(job: dict, connections: int, mode: str) -> tuple[int, list[str]]:
     return done, problems
 
 
-def vm_hwm_kib() -> int:
-    """This process's peak RSS in KiB (``ru_maxrss`` would include the harness's, see _common)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("job")
@@ -208,25 +200,11 @@ def main() -> int:
     args = parser.parse_args()
     with open(args.job) as fh:
         job = json.load(fh)
-    start_wall = time.perf_counter()
-    times = os.times()
-    start_cpu = times.user + times.system
-    runner: Callable[..., tuple[int, list[str]]] = trio.run
-    done, problems = runner(run, job, args.connections, args.transport)
-    times = os.times()
+    start_wall, start_cpu = time.perf_counter(), cpu_seconds()
+    done, problems = trio.run(run, job, args.connections, args.transport)
     for problem in problems[:10]:
         print(problem, file=sys.stderr)
-    print(
-        json.dumps(
-            {
-                "files": done,
-                "startup_seconds": start_wall - _t0,
-                "work_seconds": time.perf_counter() - start_wall,
-                "work_cpu": times.user + times.system - start_cpu,
-                "vm_hwm_kib": vm_hwm_kib(),
-            }
-        )
-    )
+    print_work(done, _t0, start_wall, start_cpu)
     return 0 if done == len(job["files"]) and not problems else 1
 
 

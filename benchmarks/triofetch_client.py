@@ -35,6 +35,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 import trio  # noqa: E402
+from _client_report import cpu_seconds, print_work  # noqa: E402
 
 import triofetch  # noqa: E402
 
@@ -102,15 +103,6 @@ async def run(
     return done
 
 
-def vm_hwm_kib() -> int:
-    """This process's peak RSS in KiB (``ru_maxrss`` would include the harness's, see _common)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("job")
@@ -128,9 +120,7 @@ def main() -> int:
     with open(args.job) as fh:
         job = json.load(fh)
     report: dict = {}
-    start_wall = time.perf_counter()
-    times = os.times()
-    start_cpu = times.user + times.system
+    start_wall, start_cpu = time.perf_counter(), cpu_seconds()
     done = trio.run(
         run,
         job,
@@ -140,19 +130,7 @@ def main() -> int:
         args.transport,
         report,
     )
-    times = os.times()
-    print(
-        json.dumps(
-            {
-                "files": done,
-                "startup_seconds": start_wall - _t0,
-                "work_seconds": time.perf_counter() - start_wall,
-                "work_cpu": times.user + times.system - start_cpu,
-                "vm_hwm_kib": vm_hwm_kib(),
-                **report,
-            }
-        )
-    )
+    print_work(done, _t0, start_wall, start_cpu, **report)
     return 0 if done == len(job["files"]) else 1
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 
 import trio
+from _client_report import vm_hwm_kib
 
 import triofetch
 from triofetch.store import open_store
@@ -44,14 +45,6 @@ def from_job(path: str) -> Iterator[triofetch.DeclarativeUnit]:
         yield triofetch.DeclarativeUnit(
             "file", (name, sha), {"relative_path": name, "size": size}, [art]
         )
-
-
-def vm_hwm_kib() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 async def run(
