@@ -12,17 +12,20 @@ before it is Python's own start-up (and, for ``python -m``, the package's ``__in
 which imports nothing heavy): a moment no program can take a signal in.
 """
 
-from __future__ import annotations
-
-import os
-import sys
-
+# The try below is this module's first statement: no ``from __future__ import`` (it is a
+# real import, of a module Python has not loaded yet, so a Ctrl-C can land in it), no
+# import of ``os`` or ``sys`` before it.
 try:
+    import os
     import signal
+    import sys
     from collections.abc import Sequence
 
     from ._cli import _startup  # (``triofetch._cli`` itself imports nothing)
 except KeyboardInterrupt:  # Ctrl-C while this module itself loads (SIGTERM: not taken yet)
+    import os
+    import sys
+
     # _startup.stop_message(), which could not be imported
     print(
         "triofetch: interrupted: work already committed is kept; run the command again to finish",
