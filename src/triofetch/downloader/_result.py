@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -23,6 +24,8 @@ from .._tempfiles import new_temp_name
 from ..errors import DestinationError, InvalidInput
 
 __all__ = ["DownloadResult", "place_file", "with_attempts"]
+
+_log = logging.getLogger("triofetch.downloader")
 
 
 class DownloadResult:
@@ -163,6 +166,8 @@ def place_file(temp: str, destination: str, url: str) -> None:
 
     Across filesystems, the bytes are first copied next to the destination under a temp
     name, then renamed over it: a reader of *destination* sees the old file or the new one.
+    Raises :class:`DestinationError` when the file could not be placed; a temp file that
+    cannot be removed once the copy is in place is a WARNING, not an error.
     """
     try:
         os.replace(temp, destination)
@@ -178,4 +183,10 @@ def place_file(temp: str, destination: str, url: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(staging)
         raise DestinationError(destination, exc, url=url) from exc
-    os.unlink(temp)
+    # The file is in place: the move succeeded, whatever becomes of the temp file now.
+    try:
+        os.unlink(temp)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        _log.warning("cannot remove the temp file %s after copying it into place: %s", temp, exc)
