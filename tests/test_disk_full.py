@@ -558,6 +558,46 @@ async def test_a_retry_gets_the_space_of_the_attempt_it_replaces(
         assert temp_files(small_disk / "root") == []
 
 
+async def test_a_temp_file_that_cannot_be_removed_is_said_once(
+    http_server: FaultServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The temp file of an attempt a retry replaced is removed twice (when replaced, and
+    when the flight ends): when removing it fails, one WARNING names it, not two."""
+    data = content("unremovable", 600 * KB)
+    real_unlink = os.unlink
+    refused: list[str] = []
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        # (the first temp file removed is the replaced attempt's; only its removal fails)
+        first = os.fspath(path) == refused[0] if refused else ".part" in os.fspath(path)
+        if first and os.path.exists(path):
+            refused.append(os.fspath(path))
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        real_unlink(path, *args, **kwargs)
+
+    async for h in _store_with(http_server, tmp_path, "unremovable.bin", data):
+        files = files_for(h, _BreaksOffOnce(data, 300 * KB))
+        monkeypatch.setattr(os, "unlink", unlink)
+        with trio.fail_after(20), caplog.at_level("WARNING", logger=_ondemand.log.name):
+            async with files.running():
+                await _serve(files, h, FakeResponder())
+                await files.wait_idle()
+        monkeypatch.undo()
+        replaced = refused[0]
+        assert refused.count(replaced) == 2  # (both removals were refused)
+        said = [
+            r.getMessage()
+            for r in caplog.records
+            if "cannot remove the temp file" in r.getMessage()
+        ]
+        error = PermissionError(errno.EACCES, "Permission denied", replaced)
+        assert said == [f"cannot remove the temp file {replaced}: {error}"]
+        assert await h.store.missing_artifacts("r") == []
+
+
 # -- the Downloader writing into a full temp directory ------------------------------------------
 
 

@@ -153,6 +153,8 @@ class _Attempt:
         #: another attempt replaced this one: nothing more is written, and the file is
         #: emptied once the writer ends (see _writer)
         self._replaced = False
+        #: removing the file failed (said once)
+        self._unremovable = False
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._flush_at = _FLUSH
@@ -371,7 +373,10 @@ class _Attempt:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            if self.fd is not None:  # (it exists: say so, it holds space)
+            # (it exists: say so, it holds space; once: a replaced attempt's file is
+            # removed again when the flight ends)
+            if self.fd is not None and not self._unremovable:
+                self._unremovable = True
                 log.warning("cannot remove the temp file %s: %s", self.path, exc)
 
 
