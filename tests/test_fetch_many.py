@@ -392,7 +392,7 @@ def wrong(outcome: FetchOutcome) -> object:
 """
 
 
-def test_if_outcome_ok_narrows_under_mypy_strict(tmp_path: Path) -> None:
+def test_if_outcome_ok_narrows_under_mypy_strict(tmp_path: Path, mypy_cache: Path) -> None:
     (tmp_path / "typed_use.py").write_text(TYPED, encoding="utf-8")
     (tmp_path / "unnarrowed.py").write_text(UNNARROWED, encoding="utf-8")
     run = subprocess.run(
@@ -403,7 +403,7 @@ def test_if_outcome_ok_narrows_under_mypy_strict(tmp_path: Path) -> None:
             "--strict",
             "--no-error-summary",
             "--cache-dir",
-            str(REPO / ".mypy_cache"),
+            str(mypy_cache),
             str(tmp_path / "typed_use.py"),
             str(tmp_path / "unnarrowed.py"),
         ],

@@ -51,11 +51,12 @@ trio.run(main)
 """
 
 
-def mypy_strict(directory: Path, code: str) -> subprocess.CompletedProcess[str]:
-    """``mypy --strict`` on *code* as a user's module in *directory* (outside the project)."""
+def mypy_strict(directory: Path, cache: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """``mypy --strict`` on *code* as a user's module in *directory* (outside the project),
+    with the run's mypy *cache*."""
     (directory / "user.py").write_text(code, encoding="utf-8")
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "user.py"],
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(cache), "user.py"],
         cwd=directory,
         capture_output=True,
         text=True,
@@ -70,9 +71,9 @@ def test_public_names_are_explicit_reexports(name: str) -> None:
     assert f"{name} as {name}," in api
 
 
-def test_mypy_strict_sees_every_public_name(tmp_path: Path) -> None:
+def test_mypy_strict_sees_every_public_name(tmp_path: Path, mypy_cache: Path) -> None:
     names = "\n".join(f"triofetch.{n}" for n in triofetch.__all__ if n != "__version__")
-    run = mypy_strict(tmp_path, USER_CODE + "\n" + names + "\n")
+    run = mypy_strict(tmp_path, mypy_cache, USER_CODE + "\n" + names + "\n")
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -85,9 +86,10 @@ def test_downloader_options_are_the_downloaders_keyword_arguments() -> None:
     assert set(DownloaderOptions.__annotations__) == parameters - {"temp_dir"}
 
 
-def test_a_misspelt_option_is_a_type_error(tmp_path: Path) -> None:
+def test_a_misspelt_option_is_a_type_error(tmp_path: Path, mypy_cache: Path) -> None:
     run = mypy_strict(
         tmp_path,
+        mypy_cache,
         "import triofetch\n"
         "triofetch.fetch('http://127.0.0.1:9/x', retries=2, read_timeout=5.0)\n"
         "triofetch.fetch('http://127.0.0.1:9/x', retires=3)\n"
@@ -102,18 +104,23 @@ def test_a_misspelt_option_is_a_type_error(tmp_path: Path) -> None:
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 
 
-def test_the_typed_usage_file_is_strict_clean_from_outside(tmp_path: Path) -> None:
+def test_the_typed_usage_file_is_strict_clean_from_outside(
+    tmp_path: Path, mypy_cache: Path
+) -> None:
     # docs/examples/typed_usage.py (run by tests/test_docs_examples.py, and checked in place
     # by `nox -s typecheck`) as a user's module beside its helper, outside the project
     helper = (EXAMPLES / "_local_server.py").read_text(encoding="utf-8")
     (tmp_path / "_local_server.py").write_text(helper, encoding="utf-8")
-    run = mypy_strict(tmp_path, (EXAMPLES / "typed_usage.py").read_text(encoding="utf-8"))
+    run = mypy_strict(
+        tmp_path, mypy_cache, (EXAMPLES / "typed_usage.py").read_text(encoding="utf-8")
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_misused_outcomes_are_type_errors(tmp_path: Path) -> None:
+def test_misused_outcomes_are_type_errors(tmp_path: Path, mypy_cache: Path) -> None:
     run = mypy_strict(
         tmp_path,
+        mypy_cache,
         "import triofetch\n"
         "async def main(dl: triofetch.Downloader) -> None:\n"
         "    async with dl.fetch_many(['http://127.0.0.1:9/x']) as outcomes:\n"
