@@ -259,6 +259,9 @@ def test_the_entry_points_first_statement_takes_ctrl_c() -> None:
 
 _LOST_SIGINT = """
 import os, signal, sys, weakref
+# SIGINT as in a terminal (a test run started in the background has it ignored, and its
+# children inherit that: then no handler is installed and the signal does nothing)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from triofetch import __main__ as entry
 
 def lose_a_sigint(ref):
