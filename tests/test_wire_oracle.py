@@ -393,6 +393,12 @@ def mutated(draw: st.DrawFn) -> tuple[bytes, list[int], str]:
         wire_body = b"5\r\nhello\r\n0\r\n" + trailer + b"\r\n\r\n"
     elif kind == "reason-cr":
         head = "HTTP/1.1 200 O\rK\r\n"
+    if kind in ("length", "te", "te-twice") and draw(st.booleans()):
+        # the same framing on a response that has no body: as broken (h11 refuses it too)
+        bodiless = draw(st.sampled_from(["204 No Content", "304 Not Modified", "100 Continue"]))
+        if bodiless.startswith("1"):  # (an informational response, then a good one)
+            tail = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        head, wire_body = f"HTTP/1.1 {bodiless}\r\n", b""
     raw = head.encode("utf-8") + extra.encode("utf-8") + framing.encode("utf-8") + b"\r\n"
     raw += wire_body + tail
     cuts = draw(st.lists(st.integers(1, max(1, len(raw) - 1)), max_size=5))
@@ -448,6 +454,12 @@ CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"HTTP/1.1 200 OK\r\nContent-Length: " + b"1" * 21 + b"\r\n\r\n",
         # a trailer that is not a header line
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nno colon\r\n\r\n",
+        # broken framing on responses without a body (the parser skipped the check there)
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 1, 2\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\nContent-Length: \xb2\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\nContent-Length: x\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
     ],
 )
 def test_known_smuggling_shapes_are_refused(raw: bytes) -> None:

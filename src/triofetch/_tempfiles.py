@@ -54,6 +54,6 @@ def temp_file_pid(name: str) -> int | None:
         return None
     middle = name[len(TEMP_PREFIX) : -len(TEMP_SUFFIX)]
     pid, _, token = middle.partition("-")
-    if not pid.isdigit() or not token:
+    if not (pid.isascii() and pid.isdigit()) or not token:
         return None
     return int(pid)

@@ -153,7 +153,7 @@ def byte_size(text: str) -> int:
     raw = text.strip().upper().removesuffix("IB").removesuffix("B")
     digits = raw.rstrip("KMGT")
     suffix = raw[len(digits) :]
-    if not digits.isdigit() or suffix not in _BYTE_SUFFIXES:
+    if not (digits.isascii() and digits.isdigit()) or suffix not in _BYTE_SUFFIXES:
         raise argparse.ArgumentTypeError(
             f"expected a number of bytes (e.g. 1048576, 64M, 1G), got {text!r}"
         )
@@ -173,7 +173,7 @@ def listen_address(text: str) -> tuple[str, int]:
         host = host[1:-1]
     elif ":" in host:
         raise argparse.ArgumentTypeError(f"write an IPv6 address in brackets: [{host}]:PORT")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise argparse.ArgumentTypeError(
             f"expected HOST:PORT with a port from 0 to 65535, got {text!r}"
         )

@@ -860,6 +860,7 @@ class Downloader:
             announced = headers.get("content-length")
             if (
                 announced is not None
+                and announced.isascii()
                 and announced.isdigit()
                 and int(announced) != expected_size
                 and "content-encoding" not in headers

@@ -329,6 +329,10 @@ class AsksTransport:
             ) from exc
         except h11.LocalProtocolError as exc:
             raise InvalidURL(f"cannot send this request: {exc}", url=target.url) from exc
+        except UnicodeDecodeError as exc:  # (asks decodes every header as UTF-8)
+            raise ConnectionFailed(
+                f"connection failed: a response header that is not UTF-8 ({exc})", url=target.url
+            ) from exc
         except (
             OSError,
             anyio.BrokenResourceError,

@@ -136,31 +136,34 @@ def _parse_head(raw: bytes) -> Head:
         "connection" in headers
         and any(t.strip(" \t").lower() == "close" for t in headers["connection"].split(","))
     )
+    # The framing headers are checked whatever the status, as h11 does: a 204 announcing
+    # two lengths, or a length in other digits, is as broken as a 200 doing so.
     chunked = False
-    length: int | None
-    if status < 200 or status in (204, 304):
-        length = 0
-    elif "transfer-encoding" in headers:
+    length: int | None = None
+    if "transfer-encoding" in headers:
         # Only chunked: another coding would hand over bytes this client cannot undo, and
         # two Transfer-Encoding headers are one way to make two parsers frame differently.
         if headers["transfer-encoding"].lower() != "chunked":
             raise ProtocolError(
                 f"unsupported Transfer-Encoding {headers['transfer-encoding'][:100]!r}"
             )
-        chunked, length = True, None
+        chunked = True
         if "content-length" in headers:
             keep_alive = False  # both framings: trust chunked, never reuse the connection
     elif "content-length" in headers:
         announced = headers["content-length"]
         if _LENGTH(announced):  # the usual case: one number
-            return Head(status, reason, headers, keep_alive, False, int(announced))
-        values = {v.strip(" \t") for v in announced.split(",")}
-        number = values.pop()
-        if values or not _LENGTH(number):
-            raise ProtocolError(f"invalid Content-Length {announced[:100]!r}")
-        length = int(number)
-    else:
-        length, keep_alive = None, False
+            length = int(announced)
+        else:
+            values = {v.strip(" \t") for v in announced.split(",")}
+            number = values.pop()
+            if values or not _LENGTH(number):
+                raise ProtocolError(f"invalid Content-Length {announced[:100]!r}")
+            length = int(number)
+    elif status >= 200 and status not in (204, 304):
+        keep_alive = False  # the body ends when the connection does
+    if status < 200 or status in (204, 304):  # no body, whatever the headers announce
+        return Head(status, reason, headers, keep_alive, False, 0)
     return Head(status, reason, headers, keep_alive, chunked, length)
 
 

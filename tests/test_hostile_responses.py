@@ -1,0 +1,91 @@
+"""What a broken or hostile server (or a careless caller) must never get out of a fetch: an
+untyped exception, a response meant for another request, a secret in a message.
+
+Every case here was found by a review from outside (2026-12-07) and failed on the code
+before its fix.  Each runs against a raw loopback server that sends exactly the bytes a
+test scripts, on every transport the case concerns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import triofetch
+
+TRANSPORTS = ["trio", "httpx", "asks"]
+
+
+def downloader(transport: str, tmp_path: Path, **kw: object) -> triofetch.Downloader:
+    options: dict[str, object] = {
+        "transport": transport,
+        "temp_dir": tmp_path,
+        "retries": 0,
+        "backoff": 0.01,
+        "read_timeout": 5.0,
+        "connect_timeout": 5.0,
+        "trust_env": False,
+    }
+    options.update(kw)
+    return triofetch.Downloader(**options)  # type: ignore[arg-type]
+
+
+def no_temp_files(tmp_path: Path) -> None:
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+# -- numbers written with other digits than 0-9 -------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_retry_after_in_other_digits_is_no_retry_after(
+    raw: Callable[..., object], tmp_path: Path, transport: str
+) -> None:
+    """``Retry-After: ²`` (a digit to ``str.isdigit``, not to ``float``) raised a bare
+    ValueError out of ``fetch_many``: no outcome, the whole batch lost.  It is a failed
+    outcome now, the header read as absent."""
+    server = await raw(  # type: ignore[operator]
+        lambda r: [b"HTTP/1.1 503 Busy\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n"]
+    )
+    url = f"http://127.0.0.1:{server.port}/f"
+    async with downloader(transport, tmp_path, retries=1) as dl, dl.fetch_many([url]) as outcomes:
+        (outcome,) = [o async for o in outcomes]
+    assert not outcome.ok
+    assert len(server.requests) == 2  # (retried after the usual backoff)
+    if transport == "asks":  # (asks decodes headers as UTF-8: it cannot read this one)
+        assert isinstance(outcome.error, triofetch.ConnectionFailed)
+        return
+    assert isinstance(outcome.error, triofetch.HTTPStatusError)
+    assert outcome.error.status_code == 503 and outcome.error.retry_after is None
+    no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_content_length_in_other_digits_is_never_a_bare_value_error(
+    raw: Callable[..., object], tmp_path: Path, transport: str
+) -> None:
+    """A 204 with ``Content-Length: ²`` and an expected size: the early size check took
+    "²" for a number and raised a bare ValueError.  Any transport refuses the response
+    with a typed error now."""
+    server = await raw(  # type: ignore[operator]
+        lambda r: [b"HTTP/1.1 204 No Content\r\nContent-Length: \xb2\r\n\r\n"]
+    )
+    async with downloader(transport, tmp_path) as dl:
+        with pytest.raises(triofetch.DownloadError) as caught:
+            await dl.fetch(f"http://127.0.0.1:{server.port}/f", expected_size=0)
+    assert caught.value.url == f"http://127.0.0.1:{server.port}/f"
+    no_temp_files(tmp_path)
+
+
+def test_numbers_in_other_digits_are_refused_by_the_command_line() -> None:
+    from triofetch._cli._parser import byte_size, listen_address
+    from triofetch._tempfiles import temp_file_pid
+
+    for text in ("\u0663M", "\xb2"):  # (ARABIC-INDIC DIGIT THREE: int() takes it)
+        with pytest.raises(Exception, match="expected a number of bytes"):
+            byte_size(text)
+    with pytest.raises(Exception, match="expected HOST:PORT"):
+        listen_address("127.0.0.1:\u0663")
+    assert temp_file_pid("tf-\u0663-abc.part") is None
