@@ -89,3 +89,64 @@ def test_numbers_in_other_digits_are_refused_by_the_command_line() -> None:
     with pytest.raises(Exception, match="expected HOST:PORT"):
         listen_address("127.0.0.1:\u0663")
     assert temp_file_pid("tf-\u0663-abc.part") is None
+
+
+# -- URLs that cannot be fetched: InvalidURL, never a bare ValueError or UnicodeError ---------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_redirect_to_a_malformed_location_is_invalid_url(
+    raw: Callable[..., object], tmp_path: Path, transport: str
+) -> None:
+    """``Location: http://[::1`` raised the bare ValueError of ``urljoin``."""
+    server = await raw(  # type: ignore[operator]
+        lambda r: [b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\nContent-Length: 0\r\n\r\n"]
+    )
+    url = f"http://127.0.0.1:{server.port}/start"
+    async with downloader(transport, tmp_path) as dl:
+        with pytest.raises(triofetch.DownloadError) as caught:
+            await dl.fetch(url)
+    if transport != "httpx":  # (httpx's own redirects: its RemoteProtocolError, typed)
+        assert isinstance(caught.value, triofetch.InvalidURL)
+    assert caught.value.url == url
+    no_temp_files(tmp_path)
+
+
+BAD_URLS = [
+    "http://example..test/f",  # an empty label
+    "http://" + "a" * 64 + ".test/f",  # a label over 63 characters
+    "http://./f",
+]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_host_names_the_resolver_refuses_are_invalid_urls(
+    tmp_path: Path, transport: str, url: str
+) -> None:
+    """Host names IDNA refuses even in ASCII raised the resolver codec's bare
+    UnicodeError (trio and httpx transports); they are refused before any lookup now."""
+    async with downloader(transport, tmp_path) as dl:
+        with pytest.raises(triofetch.InvalidURL) as caught:
+            await dl.fetch(url)
+    assert caught.value.url == url
+
+
+@pytest.mark.parametrize("transport", ["trio", "httpx"])
+async def test_a_lone_surrogate_in_the_path_is_an_invalid_url(
+    tmp_path: Path, transport: str
+) -> None:
+    """A path no UTF-8 can encode: the trio transport raised the bare UnicodeEncodeError
+    of ``quote``."""
+    async with downloader(transport, tmp_path) as dl:
+        with pytest.raises(triofetch.InvalidURL):
+            await dl.fetch("http://127.0.0.1:9/\ud800")
+
+
+async def test_per_host_with_a_malformed_url_is_an_invalid_url(tmp_path: Path) -> None:
+    """With ``per_host``, the origin of a URL whose IPv6 literal is not closed raised the
+    bare ValueError of ``urlsplit``; without it, the same URL was an InvalidURL."""
+    for per_host in (None, 2):
+        async with downloader("trio", tmp_path, per_host=per_host) as dl:
+            with pytest.raises(triofetch.InvalidURL):
+                await dl.fetch("http://[::1/x")

@@ -31,6 +31,7 @@ from ..errors import (
     DownloadError,
     DownloadTimeout,
     HTTPStatusError,
+    InvalidURL,
     SizeMismatch,
     TempFileError,
 )
@@ -256,7 +257,10 @@ class HostLimits(dict[str, trio.CapacityLimiter]):
 
     def limiter(self, url: str) -> trio.CapacityLimiter:
         """The limiter of *url*'s origin."""
-        key = _origin(url)
+        try:
+            key = _origin(url)
+        except ValueError as exc:  # (an IPv6 literal without its closing bracket...)
+            raise InvalidURL(f"malformed URL: {exc}", url=url) from None
         limiter = self.get(key)
         if limiter is None:
             limiter = self[key] = trio.CapacityLimiter(self._per_host)

@@ -90,6 +90,8 @@ class HttpxTransport:
             raise TooManyRedirects(f"too many redirects: {exc}", url=url) from exc
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             raise InvalidURL(f"cannot fetch this URL: {exc}", url=url) from exc
+        except UnicodeError as exc:  # (a host name the resolver's IDNA codec refuses)
+            raise InvalidURL(f"cannot fetch this URL: invalid host name ({exc})", url=url) from exc
         except httpx.ProxyError as exc:
             try:
                 failed = exc.request.url  # (the hop that failed, after redirects)

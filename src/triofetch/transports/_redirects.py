@@ -23,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 import trio
 
 from .._urls import redact_url
-from ..errors import ConnectionFailed, TooManyRedirects, TruncatedBody
+from ..errors import ConnectionFailed, InvalidURL, TooManyRedirects, TruncatedBody
 from ._base import Response
 
 __all__ = ["REDIRECT_STATUSES", "Requester", "follow_redirects"]
@@ -79,7 +79,12 @@ async def follow_redirects(
             pass  # the body of a redirect means nothing: followed anyway, not reused
         finally:
             await requester.release(response)
-        target = urljoin(url, location)
+        try:
+            target = urljoin(url, location)
+        except ValueError as exc:  # (an IPv6 literal without its closing bracket...)
+            raise InvalidURL(
+                f"the redirect's Location {location[:200]!r} is not a URL: {exc}", url=url
+            ) from None
         if debug:
             _http_log.debug(
                 "GET %s -> %d, %d bytes, %.3f s (redirect to %s)",

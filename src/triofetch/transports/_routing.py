@@ -41,6 +41,10 @@ def ascii_host(host: str) -> str:
     """*host* as it goes on the wire: lower-case, IDNA-encoded (UTS-46 mapping) when it is
     not ASCII.  Raises :class:`ValueError` for a name IDNA refuses."""
     if host.isascii():
+        if ":" not in host:  # (not an IPv6 literal) labels of 1 to 63 characters
+            labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+            if not all(0 < len(label) <= 63 for label in labels):
+                raise ValueError(f"invalid host name {host!r}: a label is empty or too long")
         return host.lower()
     import idna  # (a dependency of Trio and httpx; imported only for such names)
 

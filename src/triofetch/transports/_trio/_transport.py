@@ -476,7 +476,10 @@ class TrioTransport(WatchableTransport):
         route = self._origins.get((parts.scheme, parts.netloc))
         if route is None:
             route = self._route(parts.scheme, parts.netloc, parts, url)
-        target = _target(parts)
+        try:
+            target = _target(parts)
+        except UnicodeEncodeError as exc:  # (a lone surrogate: no UTF-8 for it)
+            raise InvalidURL(f"malformed URL: {exc}", url=url) from None
         return route, route.prefix + target if route.prefix else target
 
     def _route(self, scheme: str, netloc: str, parts: SplitResult, url: str) -> _Route:
