@@ -150,3 +150,68 @@ async def test_per_host_with_a_malformed_url_is_an_invalid_url(tmp_path: Path) -
         async with downloader("trio", tmp_path, per_host=per_host) as dl:
             with pytest.raises(triofetch.InvalidURL):
                 await dl.fetch("http://[::1/x")
+
+
+# -- request headers that cannot be sent: refused before any I/O, never shown -------------------
+
+
+BAD_HEADERS = [
+    {"X A": "v"},  # a name that is not a token: the trio transport sent it
+    {"": "v"},
+    {"X-A": "secret\n"},  # a line feed: header injection
+    {"X-A": "a\x01secret"},  # another control character: sent by trio and httpx
+    {"X-A": " secret "},  # whitespace at an end: sent by trio, refused by h11
+    {"X-A": "s\u00e9cret"},  # not ASCII: sent by trio as Latin-1, a bare error from asks
+    {"X-A": "s\u2713cret"},
+]
+
+
+@pytest.mark.parametrize("headers", BAD_HEADERS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_headers_that_cannot_be_sent_are_refused_before_any_request(
+    raw: Callable[..., object], tmp_path: Path, transport: str, headers: dict[str, str]
+) -> None:
+    """The same refusal on every transport, before any I/O (the transports refused some
+    with the value in the message, retried others as connection failures, sent others, or
+    raised a bare UnicodeEncodeError); the message names the header, never its value."""
+    server = await raw(  # type: ignore[operator]
+        lambda r: [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
+    )
+    url = f"http://127.0.0.1:{server.port}/f"
+    async with downloader(transport, tmp_path, retries=2) as dl:
+        with pytest.raises(triofetch.InvalidInput) as caught:
+            await dl.fetch(url, headers=headers)
+    with pytest.raises(triofetch.InvalidInput):
+        downloader(transport, tmp_path, headers=headers)
+    assert server.requests == []
+    ((name, _value),) = headers.items()
+    assert repr(name) in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_token_that_cannot_go_in_a_header_is_refused_and_never_shown(
+    raw: Callable[..., object], tmp_path: Path, transport: str
+) -> None:
+    """A token read from a file with its line feed: the trio transport put the token in
+    its error message, httpx's did and retried the request three times."""
+    server = await raw(  # type: ignore[operator]
+        lambda r: [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
+    )
+
+    async def token() -> str:
+        return "SECRET-TOKEN\n"
+
+    async with downloader(transport, tmp_path, retries=2, token_provider=token) as dl:
+        with pytest.raises(triofetch.InvalidInput) as caught:
+            await dl.fetch(f"http://127.0.0.1:{server.port}/f")
+    assert "SECRET" not in str(caught.value) and "token" in str(caught.value)
+    assert server.requests == []
+
+
+def test_the_trio_transports_own_header_check_never_shows_the_value() -> None:
+    from triofetch.transports._trio._wire import encode_headers
+
+    with pytest.raises(ValueError) as caught:
+        encode_headers([("authorization", "Bearer SECRET\r\nX-Injected: 1")])
+    assert "SECRET" not in str(caught.value) and "'authorization'" in str(caught.value)

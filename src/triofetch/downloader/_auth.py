@@ -17,6 +17,7 @@ import trio
 
 from .._urls import basic_authorization, split_userinfo
 from ..errors import InvalidInput, InvalidURL
+from ._plan import header_problem
 
 __all__ = ["Credentials", "TokenProvider", "split_credentials"]
 
@@ -52,6 +53,11 @@ class _Tokens:
             if not isinstance(token, str) or not token:
                 raise InvalidInput(
                     f"the token provider returned {type(token).__name__}, expected a non-empty str"
+                )
+            problem = header_problem("authorization", f"Bearer {token}")
+            if problem:  # (a token read from a file with its line feed...; never shown)
+                raise InvalidInput(
+                    f"the token provider returned a token that cannot go in a header: {problem}"
                 )
             self.token = token
             self.generation += 1

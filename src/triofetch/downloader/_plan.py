@@ -11,6 +11,7 @@ files or know transports; its only system call is the ``stat`` that checks a ``t
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 
 from .._digests import DEFAULT_ALGORITHM, normalize_digests, resolve_algorithms
@@ -22,6 +23,7 @@ __all__ = [
     "FetchPlan",
     "Planner",
     "check_headers",
+    "header_problem",
 ]
 
 
@@ -191,6 +193,29 @@ def check_headers(headers: object) -> None:
                 f"headers must map strings to strings, but header {name!r} has a value "
                 f"of type {type(value).__name__}"
             )
+        problem = header_problem(name, value)
+        if problem:
+            raise InvalidInput(f"cannot send header {name[:100]!r}: {problem}")
+
+
+#: a header name: an HTTP token (RFC 9110)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+#: a header value every transport sends as it is: visible ASCII, with spaces and tabs
+#: inside (RFC 9110's field-value without obs-text, which httpx and asks cannot encode)
+_FIELD_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?").fullmatch
+
+
+def header_problem(name: str, value: str) -> str:
+    """What keeps a request header from being sent (empty: nothing); never shows *value*,
+    which may be a secret."""
+    if not _TOKEN(name):
+        return "a header name is a token of letters, digits and !#$%&'*+-.^_`|~"
+    if not _FIELD_VALUE(value):
+        return (
+            "its value must be visible ASCII characters, with spaces or tabs inside "
+            "(no control character such as CR or LF, no space at either end)"
+        )
+    return ""
 
 
 # The checks of numeric options: the rules are _model's; the words are the ones the

@@ -66,7 +66,8 @@ def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
     for name, value in headers:
         text = f"{name}{value}"
         if "\r" in text or "\n" in text or "\x00" in text or ":" in name or not name:
-            raise ValueError(f"invalid header {name!r}: {value!r}")
+            # (never the value: it may be a secret, a token...)
+            raise ValueError(f"invalid header {name[:100]!r}: a CR, LF or NUL in its name or value")
         lines.append(f"{name}: {value}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1")
