@@ -665,11 +665,40 @@ def test_bad_downloader_options(tmp_path: Path) -> None:
         ({"headers": [("x", "y")]}, "headers must be a mapping, got list"),
         ({"verify": "/nonexistent/ca.pem"}, "verify: no such file or directory"),
         ({"cert": ("/nonexistent/c.pem", "/nonexistent/k.pem")}, "cert: no such file"),
+        # (these escaped as AttributeError, or were accepted and failed at the first fetch)
+        ({"proxy": 5}, "proxy must be a proxy URL"),
+        ({"token_provider": "tok"}, "token_provider must be an async callable"),
     ],
 )
 def test_bad_downloader_options_named(kwargs: dict[str, Any], text: str) -> None:
     with pytest.raises(triofetch.InvalidInput, match=text):
         triofetch.Downloader(**kwargs)
+
+
+async def test_misuse_is_a_typed_error(tmp_path: Path) -> None:
+    """A URL that is a path or a number, a sync token provider, a Downloader outside its
+    ``async with``, and proxy/TLS options beside a Transport of one's own: each raised a
+    bare TypeError or RuntimeError, or (the last) silently connected without the proxy."""
+    from triofetch.transports import TransportOptions, TrioTransport
+
+    async with triofetch.Downloader(temp_dir=tmp_path) as dl:
+        for url in (tmp_path / "a", 5):
+            with pytest.raises(triofetch.InvalidInput, match="expected a URL"):
+                await dl.fetch(url)  # type: ignore[arg-type]
+    closed = dl
+    for use in (
+        lambda: triofetch.Downloader().fetch("http://127.0.0.1:9/x"),
+        lambda: closed.fetch("http://127.0.0.1:9/x"),
+    ):
+        with pytest.raises(triofetch.WrongContext, match="inside 'async with'"):
+            await use()
+    async with triofetch.Downloader(token_provider=lambda: "t", retries=0) as dl:  # type: ignore[arg-type,return-value]
+        with pytest.raises(triofetch.InvalidInput, match="must be an async callable"):
+            await dl.fetch("http://127.0.0.1:9/x")
+    own = TrioTransport(TransportOptions(trust_env=False))
+    for options in ({"proxy": "http://127.0.0.1:9"}, {"verify": False}, {"max_redirects": 0}):
+        with pytest.raises(triofetch.InvalidInput, match="options of the transport"):
+            triofetch.Downloader(transport=own, **options)  # type: ignore[arg-type]
 
 
 def test_tls_files_that_cannot_be_loaded(tmp_path: Path) -> None:
@@ -855,6 +884,30 @@ async def test_several_digests_split_between_threads_only_with_cores_to_spare(
     for path, body in (("/first", first), ("/second", second)):
         for algorithm in triofetch.PULP_ALGORITHMS:
             assert results[path].digests[algorithm] == hashlib.new(algorithm, body).hexdigest()
+
+
+async def test_results_and_outcomes_copy_and_pickle(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """An immutable value copies and pickles: a DownloadResult (and so a FetchSucceeded)
+    raised FrozenInstanceError from copy.copy, copy.deepcopy and pickle.dumps, whose
+    default way assigns the slots one by one."""
+    import copy
+    import pickle
+
+    http_server.add_file("/p", b"pickled")
+    async with triofetch.Downloader(temp_dir=tmp_path) as dl:
+        result = await dl.fetch(http_server.url("/p"))
+        async with dl.fetch_many([http_server.url("/p"), "http://[::1/x"]) as outcomes:
+            got = [o async for o in outcomes]
+    for value in (result, *got):
+        for made in (copy.copy(value), copy.deepcopy(value), pickle.loads(pickle.dumps(value))):
+            if isinstance(value, triofetch.FetchFailed):  # (exceptions compare by identity)
+                assert isinstance(made, triofetch.FetchFailed) and made.request == value.request
+                assert repr(made.error) == repr(value.error)
+            else:
+                assert made == value and made is not value
+    assert pickle.loads(pickle.dumps(result)).path == result.path
 
 
 def test_download_result_is_an_immutable_value_with_a_path() -> None:

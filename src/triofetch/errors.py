@@ -572,4 +572,6 @@ class UnitFailed(TriofetchError):
 
 class WrongContext(TriofetchError, RuntimeError):
     """A blocking API was called where it would block a Trio run, or an async one outside
-    a Trio run (from asyncio, say): triofetch runs under Trio only."""
+    a Trio run (from asyncio, say): triofetch runs under Trio only.  Also a
+    :class:`Downloader` or :class:`UnitDownloader` used outside its ``async with`` (not
+    open yet, or closed already), or opened twice."""

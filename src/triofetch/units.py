@@ -230,7 +230,7 @@ class UnitDownloader:
     ) -> UnitStream:
         """Start downloading *units* (read lazily) and return the stream of outcomes."""
         if self._nursery is None:
-            raise RuntimeError("use the UnitDownloader inside 'async with'")
+            raise WrongContext("use the UnitDownloader inside 'async with'")
         send, receive = trio.open_memory_channel[UnitOutcome](self._buffer)
         self._streams.append(receive)
         self._nursery.start_soon(self._produce, units, send)

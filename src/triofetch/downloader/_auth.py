@@ -10,6 +10,7 @@ exchange to run.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -49,7 +50,13 @@ class _Tokens:
         async with self._lock:
             if self.token is not None and self.generation != stale_generation:
                 return
-            token = await self._provider()
+            pending = self._provider()
+            if not inspect.isawaitable(pending):
+                raise InvalidInput(
+                    "token_provider must be an async callable: it returned "
+                    f"{type(pending).__name__}, not an awaitable"
+                )
+            token = await pending
             if not isinstance(token, str) or not token:
                 raise InvalidInput(
                     f"the token provider returned {type(token).__name__}, expected a non-empty str"
@@ -73,6 +80,11 @@ class Credentials:
     def __init__(self, auth: object, token_provider: TokenProvider | None) -> None:
         if auth is not None and token_provider is not None:
             raise InvalidInput("give either auth (basic) or token_provider (bearer), not both")
+        if token_provider is not None and not callable(token_provider):
+            raise InvalidInput(
+                "token_provider must be an async callable returning a token, got "
+                f"{type(token_provider).__name__}"
+            )
         if auth is not None and not (
             isinstance(auth, tuple | list)
             and len(auth) == 2

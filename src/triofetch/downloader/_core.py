@@ -42,6 +42,7 @@ from ..errors import (
     InvalidInput,
     InvalidURL,
     SizeMismatch,
+    WrongContext,
 )
 from ..transports._base import (
     Response,
@@ -79,6 +80,8 @@ _T_co = TypeVar("_T_co", covariant=True)
 #: DEFAULT_SPEED_TIME seconds fails (see docs/downloader.rst, "Time bounds")
 DEFAULT_SPEED_LIMIT = 1000
 DEFAULT_SPEED_TIME = 30.0
+#: redirects followed by default
+DEFAULT_MAX_REDIRECTS = 10
 
 
 class BodyConsumer(Protocol[_T_co]):
@@ -164,7 +167,7 @@ def _log_request(
 def _temp_path(directory: str | None) -> str:
     """A new temp file name in *directory* (a string ending with a separator)."""
     if directory is None:  # (a plan of the private directory, after the downloader closed)
-        raise RuntimeError("use the Downloader inside 'async with' (it is not open)")
+        raise WrongContext("use the Downloader inside 'async with' (it is not open)")
     return directory + new_temp_name()
 
 
@@ -316,7 +319,7 @@ class Downloader:
         verify: bool | str | os.PathLike[str] | object = True,
         cert: str | tuple[str, str] | None = None,
         trust_env: bool = True,
-        max_redirects: int = 10,
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
         transport: Literal["httpx", "trio", "auto", "asks"] | Transport = "auto",
         threads: int | trio.CapacityLimiter | None = None,
     ) -> None:
@@ -336,6 +339,21 @@ class Downloader:
         if speed_limit is not None:
             check_int(speed_limit, "speed_limit", least=0)
         check_number(speed_time, "speed_time", positive=True)
+        if proxy is not None and not isinstance(proxy, str):
+            raise InvalidInput(f"proxy must be a proxy URL (a str), got {type(proxy).__name__}")
+        if isinstance(transport, Transport) and (
+            proxy is not None
+            or cert is not None
+            or verify is not True
+            or max_redirects != DEFAULT_MAX_REDIRECTS
+        ):
+            # (the transport was made with its own options: these would be ignored, and a
+            # proxy ignored means requests going straight to their origins)
+            raise InvalidInput(
+                "proxy, verify, cert and max_redirects are options of the transport: give "
+                "them to the Transport passed as transport= (its TransportOptions), not to "
+                "the Downloader"
+            )
         self._retry = RetryPolicy(
             retries=retries,
             backoff=backoff,
@@ -404,7 +422,7 @@ class Downloader:
     async def __aenter__(self) -> Self:
         check_trio()
         if self._transport is not None:
-            raise RuntimeError("this Downloader is already open")
+            raise WrongContext("this Downloader is already open")
         # (the transports are imported when first used: httpx and asks are slow to import)
         from ..transports import FileTransport
 
@@ -558,12 +576,15 @@ class Downloader:
     def _urls(self, url: str | Sequence[str]) -> tuple[str, ...]:
         """*url* as mirror URLs, checked; the downloader must be open."""
         if self._transport is None:
-            raise RuntimeError("use the Downloader inside 'async with' (it is not open)")
+            raise WrongContext("use the Downloader inside 'async with' (it is not open)")
         if isinstance(url, str):  # (the usual case: no generator to check one URL)
             if url:
                 return (url,)
         else:
-            urls = tuple(url)
+            try:
+                urls = tuple(url)
+            except TypeError:  # (a path, a number: not URLs)
+                urls = ()
             if urls and all(isinstance(u, str) and u for u in urls):
                 return urls
         raise InvalidInput(f"expected a URL or a non-empty sequence of URLs, got {url!r}")
@@ -592,7 +613,7 @@ class Downloader:
             DownloadError: the last attempt's error, as for :meth:`fetch`.
         """
         if self._transport is None:
-            raise RuntimeError("use the Downloader inside 'async with' (it is not open)")
+            raise WrongContext("use the Downloader inside 'async with' (it is not open)")
         merged = self._planner.merged_headers(headers)
         return await self._retry.run((url,), self._stream_attempt, (merged, consumer), None)
 
@@ -996,5 +1017,5 @@ class Downloader:
         — its destination file too, when it had a ``destination``.
         """
         if self._transport is None:
-            raise RuntimeError("use the Downloader inside 'async with' (it is not open)")
+            raise WrongContext("use the Downloader inside 'async with' (it is not open)")
         return fetch_many(self, requests, in_flight=in_flight)

@@ -128,6 +128,12 @@ class DownloadResult:
     def _fields(self) -> tuple[object, ...]:
         return (self.url, self._path_text, self.size, self.digests, self.headers, self.attempts)
 
+    def __reduce__(self) -> tuple[type[DownloadResult], tuple[object, ...]]:
+        # copy, deepcopy and pickle make a new result through __init__ (the default way
+        # assigns the slots one by one, which __setattr__ refuses)
+        fields = (self.url, self._path_text, self.size, dict(self.digests), dict(self.headers))
+        return DownloadResult, (*fields, self.attempts)
+
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
 
