@@ -215,3 +215,52 @@ def test_the_trio_transports_own_header_check_never_shows_the_value() -> None:
     with pytest.raises(ValueError) as caught:
         encode_headers([("authorization", "Bearer SECRET\r\nX-Injected: 1")])
     assert "SECRET" not in str(caught.value) and "'authorization'" in str(caught.value)
+
+
+# -- proxies: their passwords never shown, their refusals never retried -------------------------
+
+
+async def test_a_proxy_password_with_a_raw_slash_hash_or_question_mark_is_never_shown() -> None:
+    """Such a password ends the netloc early (the URL is not valid, but typed so), and
+    redact_url showed it whole; the httpx transport raised httpx.InvalidURL quoting part
+    of it; TransportOptions' repr showed any proxy password."""
+    from triofetch._urls import redact_url
+    from triofetch.transports import TransportOptions
+
+    for password in ("pa/ss#w0rd", "pa?ss", "12/34", "p#w"):
+        url = f"http://alice:{password}@127.0.0.1:3128"
+        assert redact_url(url) == "http://***@127.0.0.1:3128"
+        for transport in ("auto", "trio", "httpx"):
+            with pytest.raises(triofetch.InvalidInput) as caught:  # (made, or opened)
+                async with triofetch.Downloader(transport=transport, proxy=url):  # type: ignore[arg-type]
+                    pass
+            assert password not in str(caught.value) and "alice" not in str(caught.value)
+    assert redact_url("https://registry.test/@scope/pkg") == "https://registry.test/@scope/pkg"
+    shown = repr(TransportOptions(proxy="http://alice:S3CRET@127.0.0.1:3128"))
+    assert "S3CRET" not in shown and "proxy='http://***@127.0.0.1:3128'" in shown
+
+
+async def test_a_proxys_407_on_a_reused_connection_is_not_sent_again(
+    raw: Callable[..., object], tmp_path: Path
+) -> None:
+    """The refusal (a ConnectionFailed, which is an OSError) was caught as a broken
+    keep-alive connection: the request went to the proxy again, credentials and all, and
+    the message named the URL twice."""
+
+    def proxy(request: bytes) -> list[bytes]:
+        if b" http://origin.invalid/deny " in request.split(b"\r\n")[0]:
+            return [b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"]
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
+
+    server = await raw(proxy)  # type: ignore[operator]
+    proxy_url = f"http://alice:pw@127.0.0.1:{server.port}"
+    async with downloader("trio", tmp_path, proxy=proxy_url) as dl:
+        await dl.fetch("http://origin.invalid/a")
+        with pytest.raises(triofetch.ConnectionFailed) as caught:
+            await dl.fetch("http://origin.invalid/deny")
+    assert [r.split(b"\r\n")[0] for r in server.requests] == [
+        b"GET http://origin.invalid/a HTTP/1.1",
+        b"GET http://origin.invalid/deny HTTP/1.1",
+    ]
+    assert str(caught.value).count("http://origin.invalid/deny") == 1
+    assert "HTTP 407" in str(caught.value)

@@ -42,6 +42,15 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparseable URL>"
     if "@" not in parts.netloc:
-        return url
+        # A password with a raw "/", "?" or "#" (unescaped: not a valid URL, but typed
+        # so) ends the netloc early, and the rest of the user info lands in the path: a
+        # "user:...@" before the first "@" after the scheme is taken for user info all
+        # the same.  (A path with an "@" after a port is shown redacted too: better one
+        # word too many hidden than a password shown.)
+        start = url.find("://") + 3
+        at = url.find("@", start) if start >= 3 else -1
+        if at < 0 or ":" not in url[start:at]:
+            return url
+        return f"{url[:start]}***{url[at:]}"
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"***@{host}"))

@@ -23,11 +23,12 @@ import ssl
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .._model import check_int
+from .._urls import redact_url
 from ..errors import InvalidInput, error_chain
 
 if TYPE_CHECKING:  # (the watch's module imports Trio: not needed to declare the protocol)
@@ -70,6 +71,13 @@ class TransportOptions:
     def __post_init__(self) -> None:
         check_int(self.max_connections, "max_connections", least=1)
         check_int(self.max_redirects, "max_redirects", least=0)
+
+    def __repr__(self) -> str:
+        # (the proxy URL's user info is a secret: redacted, as in every message)
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.proxy is not None:
+            shown["proxy"] = redact_url(self.proxy)
+        return f"TransportOptions({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
 class Response(Protocol):

@@ -53,6 +53,8 @@ class HttpxTransport:
     """Fetches ``http://`` and ``https://`` URLs with one shared ``httpx.AsyncClient``."""
 
     def __init__(self, options: TransportOptions) -> None:
+        if options.proxy is not None:  # (refused as on every transport; httpx would
+            Proxy.parse(options.proxy)  # take some of them, and connect elsewhere)
         # the same choice of proxy as httpx's, to name the proxy in its errors (a setting
         # only httpx understands is left to httpx)
         try:
@@ -77,6 +79,9 @@ class HttpxTransport:
             )
         except ImportError as exc:  # a SOCKS proxy without httpx's 'socks' extra
             raise InvalidInput(f"the httpx transport cannot use this proxy: {exc}") from exc
+        except (httpx.InvalidURL, ValueError):  # (its message may quote the password)
+            shown = redact_url(options.proxy) if options.proxy else "from the environment"
+            raise InvalidInput(f"invalid proxy URL {shown}") from None
 
     @asynccontextmanager
     async def stream(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Response]:

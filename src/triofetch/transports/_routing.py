@@ -84,6 +84,12 @@ class Proxy:
             )
         if not host:
             raise InvalidInput(f"invalid proxy URL {shown}: it has no host")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            # (most often a password with a raw "/", "?" or "#": the host read is wrong)
+            raise InvalidInput(
+                f"invalid proxy URL {shown}: a proxy URL has no path, query or fragment "
+                "(percent-encode a '/', '?' or '#' in its user name or password)"
+            )
         authorization = None
         if userinfo is not None and (userinfo[0] or userinfo[1]):
             authorization = basic_authorization(*userinfo)

@@ -265,6 +265,9 @@ class _Stream(WatchedStream):
                 if head.status == 407 and route.prefix:
                     raise _proxy_refused(route, head, url)
                 return _TrioResponse(conn, url, head)
+            except ConnectionFailed:  # (the proxy's 407: an OSError, but not to be retried)
+                conn.close()
+                raise
             except _Closed:
                 conn.close()
                 if conn.reused and not (watch is not None and watch.expired):
