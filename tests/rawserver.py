@@ -2,19 +2,20 @@
 polite server never would), as a fixture: ``server = await raw(script)``.
 
 A script gets each request's head and returns the byte strings to send for it; ``b"<close>"``
-closes the connection, and an empty list sends nothing (the connection stays open, the
-client waits).
+closes the connection, a number waits that many seconds, and an empty list sends nothing
+(the connection stays open, the client waits).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 import trio
 
-Script = Callable[[bytes], list[bytes]]
+Script = Callable[[bytes], list[bytes]] | Callable[[bytes], list[bytes | float]]
 
 
 class RawServer:
@@ -28,6 +29,12 @@ class RawServer:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1
+        # (a client closing a connection with bytes it never read resets it: that ends the
+        # connection here, not the test)
+        with contextlib.suppress(trio.BrokenResourceError):
+            await self._converse(stream)
+
+    async def _converse(self, stream: trio.SocketStream) -> None:
         buf = b""
         async with stream:
             while True:
@@ -39,9 +46,12 @@ class RawServer:
                 request, _, buf = buf.partition(b"\r\n\r\n")
                 self.requests.append(request)
                 for piece in self.script(request):
-                    if piece == b"<close>":
+                    if isinstance(piece, float | int):
+                        await trio.sleep(piece)
+                    elif piece == b"<close>":
                         return
-                    await stream.send_all(piece)
+                    else:
+                        await stream.send_all(piece)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trio
 
 import triofetch
 
@@ -264,3 +265,28 @@ async def test_a_proxys_407_on_a_reused_connection_is_not_sent_again(
     ]
     assert str(caught.value).count("http://origin.invalid/deny") == 1
     assert "HTTP 407" in str(caught.value)
+
+
+# -- bytes no request asked for ---------------------------------------------------------------
+
+
+async def test_bytes_sent_after_a_response_are_never_the_next_response(
+    raw: Callable[..., object], tmp_path: Path
+) -> None:
+    """A server that sends a second response, unasked, just after a 204: a pooled
+    connection was only checked after a second of idleness, so the next request took those
+    bytes for its answer (a response meant for no one: the stuff of response smuggling)."""
+
+    def script(request: bytes) -> list[bytes | float]:
+        if request.startswith(b"GET /first "):
+            stray = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE"
+            return [b"HTTP/1.1 204 No Content\r\n\r\n", 0.05, stray]
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nREAL"]
+
+    server = await raw(script)  # type: ignore[operator]
+    async with downloader("trio", tmp_path) as dl:
+        await dl.fetch(f"http://127.0.0.1:{server.port}/first")
+        await trio.sleep(0.2)  # (the stray bytes are there, on the pooled connection)
+        result = await dl.fetch(f"http://127.0.0.1:{server.port}/second")
+    assert result.path.read_bytes() == b"REAL"
+    assert server.connections == 2  # (the connection with stray bytes was dropped)

@@ -50,7 +50,6 @@ from ._wire import Head, PlainSocket, ProtocolError, Truncated, Wire, encode_hea
 __all__ = ["TrioTransport"]
 
 _KEEPALIVE = 30.0
-_CHECK_AFTER = 1.0
 _SAFE = "/:@!$&'()*+,;=%~-._"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -89,7 +88,7 @@ class _Route:
 class _Connection:
     """One keep-alive HTTP/1.1 connection."""
 
-    __slots__ = ("check", "closed", "idle_since", "key", "reused", "socket", "wire")
+    __slots__ = ("closed", "idle_since", "key", "reused", "socket", "wire")
 
     def __init__(
         self,
@@ -103,10 +102,6 @@ class _Connection:
         self.idle_since = 0.0
         self.reused = False
         self.closed = False
-        #: checked for the server's close on every reuse, not only after a second idle (a
-        #: connection to an HTTP proxy: tinyproxy closes it after each response without a
-        #: ``Connection: close``)
-        self.check = False
 
     def close(self) -> None:
         """Close at once (no await: safe under cancellation)."""
@@ -332,13 +327,11 @@ class TrioTransport(WatchableTransport):
         now = time.monotonic()
         while stack:
             conn = stack.pop()
-            # readable while idle means the server closed it (or sent garbage): drop it
-            idle = now - conn.idle_since
-            # A connection idle for a while may have been closed by the server: check it
-            # (a request on one closed since is retried once on a new connection anyway).
-            if idle > _KEEPALIVE or (
-                (idle > _CHECK_AFTER or conn.check) and conn.socket.is_readable()
-            ):
+            # Readable while idle means the server closed it, or sent bytes no request asked
+            # for (which the next request would take for its response): drop it.  Checked
+            # on every reuse (one failing recv), however short the idle time: unasked bytes
+            # come at once, after a response that ended.
+            if now - conn.idle_since > _KEEPALIVE or conn.socket.is_readable():
                 conn.close()
                 continue
             conn.reused = True
@@ -367,9 +360,7 @@ class TrioTransport(WatchableTransport):
         tcp.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
         if route.scheme == "http":  # straight to the origin, or absolute-form to the proxy
             plain = PlainSocket(socket.socket(fileno=tcp.socket.detach()))
-            conn = _Connection(route.key, plain, plain)
-            conn.check = proxy is not None
-            return conn
+            return _Connection(route.key, plain, plain)
         try:
             if proxy is not None:
                 await self._tunnel(tcp, route, url)
