@@ -16,7 +16,13 @@ import pytest
 import trio
 import trio.lowlevel
 
-from triofetch import InvalidDigest, InvalidInput, StorageWriteError, StoreError
+from triofetch import (
+    InvalidDigest,
+    InvalidInput,
+    StorageWriteError,
+    StoreError,
+    UnsupportedAlgorithm,
+)
 from triofetch._tempfiles import new_temp_path
 from triofetch.storage import (
     ArtifactMismatch,
@@ -156,6 +162,42 @@ async def test_add_bytes(storage: ArtifactStorage) -> None:
     assert temp_files(storage) == []
 
 
+async def test_add_bytes_refuses_what_it_cannot_store(storage: ArtifactStorage) -> None:
+    """An unknown algorithm is UnsupportedAlgorithm, as for the downloader's ``digests=``
+    (hashlib's bare ValueError came out of the worker thread), and data that is not
+    bytes-like is InvalidInput (a TypeError came from hashlib); nothing is written."""
+    with pytest.raises(UnsupportedAlgorithm, match="nope"):
+        await storage.add_bytes(b"x", algorithms=["nope"])
+    with pytest.raises(UnsupportedAlgorithm, match="shake_128"):
+        await storage.add_bytes(b"x", algorithms="shake_128")
+    for data in ("text", None, 5, [1, 2]):
+        with pytest.raises(InvalidInput, match="bytes"):
+            await storage.add_bytes(data)  # type: ignore[arg-type]
+    assert temp_files(storage) == [] and await storage.verify() == VerifyReport(0, ())
+    # bytes-like values are stored as their bytes
+    words = memoryview(bytearray(b"abcd")).cast("I")
+    stored = await storage.add_bytes(words, algorithms="md5")
+    assert stored.size == 4 and stored.path.read_bytes() == b"abcd"
+    assert stored.digests["md5"] == hashlib.md5(b"abcd").hexdigest()
+
+
+async def test_adopt_many_refuses_what_is_not_files_to_adopt(storage: ArtifactStorage) -> None:
+    """A str (or bytes) instead of a collection, or an item that is not a FileToAdopt, is
+    InvalidInput before anything is adopted: one AttributeError per character or path was
+    returned as each "file's" outcome."""
+    tmp = write_temp(storage, b"kept")
+    good = FileToAdopt(tmp, sha(b"kept"), 4)
+    for files in ("abc", b"abc", str(tmp)):
+        with pytest.raises(InvalidInput, match="collection"):
+            await storage.adopt_many(files)  # type: ignore[arg-type]
+    for files in ([str(tmp)], [good, tmp], [good, None]):
+        with pytest.raises(InvalidInput, match="FileToAdopt"):
+            await storage.adopt_many(files)  # type: ignore[list-item]
+    with pytest.raises(InvalidInput, match="iterable"):
+        await storage.adopt_many(5)  # type: ignore[arg-type]
+    assert tmp.read_bytes() == b"kept" and not await storage.exists(sha(b"kept"))
+
+
 async def test_adopt_many_adopts_paths_and_bytes_in_one_thread(
     storage: ArtifactStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,3 +321,12 @@ def test_storage_root_errors(tmp_path: Path) -> None:
         ArtifactStorage(tmp_path / "file")
     with pytest.raises(InvalidDigest):
         ArtifactStorage(tmp_path / "ok").path_for("../../etc/passwd")
+
+
+@pytest.mark.parametrize("root", [5, None, b"/tmp/root", ["/tmp"]])
+def test_storage_root_must_be_a_path(root: object) -> None:
+    """A root that is not a path is InvalidInput saying what was expected (pathlib's
+    TypeError came out)."""
+    with pytest.raises(InvalidInput, match="root must be a path") as info:
+        ArtifactStorage(root)  # type: ignore[arg-type]
+    assert repr(root) in str(info.value)

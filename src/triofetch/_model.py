@@ -36,6 +36,7 @@ __all__ = [
     "coerce_key",
     "digests_json",
     "key_json",
+    "listed",
     "make_key",
 ]
 
@@ -84,6 +85,16 @@ def check_int(
         wanted = "an integer" if least is None else f"an integer >= {least}"
         raise error(f"{what} must be {wanted}, got {value!r}")
     return value
+
+
+def listed(value: Any, what: str) -> list[Any]:
+    """*value* as a list; a str or bytes (an iterable by accident) is refused."""
+    if isinstance(value, str | bytes):
+        raise InvalidInput(f"{what} must be a collection, not a single {type(value).__name__}")
+    try:
+        return list(value)
+    except TypeError:
+        raise InvalidInput(f"{what} must be an iterable, got {value!r}") from None
 
 
 def check_number(

@@ -46,8 +46,8 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 import trio
 
-from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests
-from ._model import ArtifactRecord, check_int
+from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests, resolve_algorithms
+from ._model import ArtifactRecord, check_int, listed
 from ._tempfiles import new_temp_path, temp_file_pid
 from .errors import (
     ArtifactMismatch,
@@ -238,7 +238,12 @@ class ArtifactStorage:
         durable: bool = True,
         readonly: bool = False,
     ) -> None:
-        self.root = Path(root).absolute()
+        path = os.fspath(root) if isinstance(root, str | os.PathLike) else None
+        if not isinstance(path, str):
+            raise InvalidInput(
+                f"the storage root must be a path (a str or os.PathLike), got {root!r}"
+            )
+        self.root = Path(path).absolute()
         self.artifacts_dir = self.root / "artifacts"
         #: where downloads write their temp files (same filesystem as the artifacts)
         self.temp_dir = self.root / "tmp"
@@ -321,11 +326,17 @@ class ArtifactStorage:
         :meth:`adopt`.
 
         Raises:
+            InvalidInput: *files* is a str or bytes, or holds something else than a
+                :class:`FileToAdopt` (nothing is adopted).
             StoreError: the storage was opened read-only.
         """
         self._check_writable()
+        todo: list[FileToAdopt] = listed(files, "files")
+        for item in todo:
+            if not isinstance(item, FileToAdopt):
+                raise InvalidInput(f"expected FileToAdopt items, got {type(item).__name__}")
         items: list[tuple[FileToAdopt, Path, str, dict[str, str]] | Exception] = []
-        for item in files:
+        for item in todo:
             try:
                 where = None if isinstance(item.source, bytes) else Path(item.source)
                 digest, known = _checked(item.sha256, item.size, item.digests, where)
@@ -427,16 +438,25 @@ class ArtifactStorage:
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
 
-    async def add_bytes(self, data: bytes, *, algorithms: Iterable[str] = ()) -> StoredArtifact:
+    async def add_bytes(
+        self, data: bytes | bytearray | memoryview, *, algorithms: Iterable[str] = ()
+    ) -> StoredArtifact:
         """Store *data* (hashed here with sha256 and *algorithms*): for small files and tests.
 
+        *data* is any bytes-like value (stored as its bytes); *algorithms* may be one name.
+
         Raises:
+            InvalidInput: *data* is not bytes-like.
+            UnsupportedAlgorithm: an algorithm triofetch does not know.
             StorageWriteError: the temp file could not be written (a full disk, a read-only
                 or failing file system); no part of it is left in the temp area.
             StoreError: a read-only storage, or another failure to write the temp file.
         """
         self._check_writable()
-        names = dict.fromkeys([DEFAULT_ALGORITHM, *algorithms])
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidInput(f"data must be bytes-like, got {type(data).__name__}")
+        data = bytes(data)  # (a bytes object as it is; a copy of a buffer that may change)
+        names = resolve_algorithms({}, algorithms, (DEFAULT_ALGORITHM,))
 
         def write() -> tuple[Path, dict[str, str]]:
             hasher = MultiHasher(names)

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import trio
 
-from .._model import ArtifactRecord, UnitKey, check_int, coerce_key
+from .._model import ArtifactRecord, UnitKey, check_int, coerce_key, listed
 from ..errors import InvalidInput, InvalidUnit, StoreError
 from ..storage import ArtifactStorage
 from . import _commit, _versions
@@ -44,7 +44,6 @@ from ._types import (
     RepositoryKey,
     UnitInfo,
     VersionHandle,
-    listed,
 )
 from ._versions import VersionInfo
 

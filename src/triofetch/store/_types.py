@@ -50,7 +50,6 @@ __all__ = [
     "VersionHandle",
     "check_repository_keys",
     "check_unit_body",
-    "listed",
     "load_json",
 ]
 
@@ -450,13 +449,3 @@ class CommitReport:
     def unit_ids(self) -> dict[UnitKey, int]:
         """The id of every unit now in the database, by key."""
         return {o.key: o.unit_id for o in self.outcomes if o.unit_id is not None}
-
-
-def listed(value: Any, what: str) -> list[Any]:
-    """*value* as a list; a str or bytes (an iterable by accident) is refused."""
-    if isinstance(value, str | bytes):
-        raise InvalidInput(f"{what} must be a collection, not a single {type(value).__name__}")
-    try:
-        return list(value)
-    except TypeError:
-        raise InvalidInput(f"{what} must be an iterable, got {value!r}") from None
