@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
+import os
 import pickle
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 import triofetch
 from triofetch import errors
+from triofetch.storage import ArtifactStorage, FileToAdopt
 
 
 class _Key:
@@ -152,6 +157,45 @@ def test_open_store_under_asyncio(tmp_path: Path) -> None:
 
     _says_what_to_do(_run_under_asyncio(main()))
     assert not (tmp_path / "root").exists()  # nothing done
+
+
+def _storage_calls(storage: ArtifactStorage) -> dict[str, Coroutine[Any, Any, object]]:
+    """A call of each async method of *storage* (none of them started yet)."""
+    sha, temp = "0" * 64, storage.temp_dir / "x"
+    result = triofetch.DownloadResult("file:///x", temp, 1, {"sha256": sha})
+    return {
+        "adopt": storage.adopt(temp, sha256=sha, size=1),
+        "adopt_many": storage.adopt_many([FileToAdopt(b"x", sha, 1)]),
+        "adopt_result": storage.adopt_result(result),
+        "add_bytes": storage.add_bytes(b"x"),
+        "sync": storage.sync(),
+        "exists": storage.exists(sha),
+        "damaged": storage.damaged({}),
+        "open": storage.open(sha),
+        "read_bytes": storage.read_bytes(sha),
+        "verify": storage.verify(),
+        "check": storage.check(sha),
+        "cleanup_temp": storage.cleanup_temp(),
+    }
+
+
+def test_artifact_storage_under_asyncio(tmp_path: Path) -> None:
+    """Every async method of ArtifactStorage, awaited under asyncio, raises WrongContext
+    (Trio's bare RuntimeError came from its worker threads; ``sync`` and ``damaged({})``
+    returned as if they had worked), and nothing is written."""
+    storage = ArtifactStorage(tmp_path / "root")
+    calls = _storage_calls(storage)
+    public = {
+        name
+        for name, value in vars(ArtifactStorage).items()
+        if not name.startswith("_") and inspect.iscoroutinefunction(value)
+    }
+    assert set(calls) == public  # a new async method is checked here too
+    for name, call in calls.items():
+        exc = _run_under_asyncio(call)
+        _says_what_to_do(exc)
+        assert os.listdir(storage.temp_dir) == [], name
+    assert os.listdir(storage.artifacts_dir) == []
 
 
 def test_unit_downloader_under_asyncio() -> None:

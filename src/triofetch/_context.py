@@ -1,9 +1,9 @@
 """Whether the caller runs under Trio: the check of the async entry points.
 
 triofetch runs under Trio only.  Called from asyncio (or from no event loop at all), its
-async entry points (``Downloader``, ``open_store``, ``UnitDownloader``) raise
-:class:`~triofetch.WrongContext` saying so and what to do instead, rather than Trio's bare
-"must be called from async context" from somewhere deeper.
+async entry points (``Downloader``, ``open_store``, ``UnitDownloader``, every async method of
+``ArtifactStorage``) raise :class:`~triofetch.WrongContext` saying so and what to do instead,
+rather than Trio's bare "must be called from async context" from somewhere deeper.
 """
 
 from __future__ import annotations

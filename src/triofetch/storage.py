@@ -46,6 +46,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 import trio
 
+from ._context import check_trio
 from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests, resolve_algorithms
 from ._model import ArtifactRecord, check_int, listed
 from ._tempfiles import new_temp_path, temp_file_pid
@@ -303,6 +304,7 @@ class ArtifactStorage:
         :meth:`sync` before the database may refer to it (one ``syncfs`` for a whole batch of
         files instead of several fsyncs for each).
         """
+        check_trio()
         self._check_writable()
         src = Path(path)
         digest, known = _checked(sha256, size, digests, src)
@@ -330,6 +332,7 @@ class ArtifactStorage:
                 :class:`FileToAdopt` (nothing is adopted).
             StoreError: the storage was opened read-only.
         """
+        check_trio()
         self._check_writable()
         todo: list[FileToAdopt] = listed(files, "files")
         for item in todo:
@@ -400,6 +403,7 @@ class ArtifactStorage:
         self, result: _DownloadResultLike, *, sync: bool = True
     ) -> StoredArtifact:
         """Adopt a downloader's ``DownloadResult`` (its ``path``, ``size`` and ``digests``)."""
+        check_trio()
         digests = dict(result.digests)
         if DEFAULT_ALGORITHM not in digests:
             raise InvalidDigest(DEFAULT_ALGORITHM, None, "the download computed no sha256")
@@ -417,6 +421,7 @@ class ArtifactStorage:
         One ``syncfs`` of the storage's filesystem where the platform has it (Linux), else
         an fsync of each pending file and directory.  A no-op when nothing is pending.
         """
+        check_trio()
         with self._pending_lock:
             pending, self._pending = self._pending, set()
         if not pending or not self.durable:
@@ -452,6 +457,7 @@ class ArtifactStorage:
                 or failing file system); no part of it is left in the temp area.
             StoreError: a read-only storage, or another failure to write the temp file.
         """
+        check_trio()
         self._check_writable()
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidInput(f"data must be bytes-like, got {type(data).__name__}")
@@ -573,12 +579,14 @@ class ArtifactStorage:
 
     async def exists(self, sha256: str) -> bool:
         """Whether the file of *sha256* is stored."""
+        check_trio()
         path = self.path_for(sha256)
         return await trio.to_thread.run_sync(path.is_file, limiter=self.limiter)
 
     async def damaged(self, sizes: Mapping[str, int]) -> set[str]:
         """The sha256s among *sizes* (``{sha256: recorded size}``) whose file is missing or
         has another size: one ``stat`` each, in one worker thread, no hashing."""
+        check_trio()
         if not sizes:
             return set()
         return await trio.to_thread.run_sync(self._damaged_sync, sizes, limiter=self.limiter)
@@ -601,6 +609,7 @@ class ArtifactStorage:
 
         Raises :class:`ArtifactMissing` when it is not stored.
         """
+        check_trio()
         path = self.path_for(sha256)
         try:
             return await trio.open_file(path, "rb")
@@ -617,6 +626,7 @@ class ArtifactStorage:
 
     async def read_bytes(self, sha256: str) -> bytes:
         """The whole content of a stored artifact (small files)."""
+        check_trio()
         path = self.path_for(sha256)
         try:
             return await trio.to_thread.run_sync(path.read_bytes, limiter=self.limiter)
@@ -644,6 +654,7 @@ class ArtifactStorage:
         ``artifacts/`` that are not expected are listed in ``orphans`` without being read.
         ``checked`` is then the number of expected files.
         """
+        check_trio()
         orphans: list[Path] = []
         if expected is not None:
             if sha256s is not None:
@@ -681,6 +692,7 @@ class ArtifactStorage:
     async def check(self, sha256: str, *, size: int | None = None) -> str | None:
         """Hash the stored file of *sha256* (in a worker thread): None when it is intact,
         else what is wrong (``missing``, ``size 3, expected 5``, ``sha256 is ...``)."""
+        check_trio()
         digest = _check_sha256(sha256)
         return await trio.to_thread.run_sync(
             self._check_file, digest, self.path_for(digest), size, limiter=self.limiter
@@ -723,6 +735,7 @@ class ArtifactStorage:
         Files with other names are never touched.  For this process's own temp files see
         :meth:`remove_temp_files`.
         """
+        check_trio()
         self._check_writable()
         return await trio.to_thread.run_sync(self._cleanup_sync, older_than, limiter=self.limiter)
 
