@@ -272,6 +272,13 @@ async def test_not_found(served: Served) -> None:
         "/r/dir/sub/nothing/",
         "/r/versions/0/a.txt",
         "/r/versions/99999999999999999999/",
+        # a version number is written one way only (it was version 1, served twice over)
+        "/r/versions/01/",
+        "/r/versions/01/a.txt",
+        "/r/versions/001/",
+        "/r/versions/00/",
+        "/r/versions/+1/",
+        "/r/versions/%EF%BC%91/",  # a fullwidth 1
         "/other/a.txt",
         "/favicon.ico",
     ):

@@ -759,9 +759,15 @@ def _star(size: int) -> bytes:
 
 
 def _number(text: str) -> int | None:
-    if text.isascii() and text.isdigit() and len(text) <= _MAX_NUMBER_DIGITS:
-        value = int(text)
-        return value if value >= 1 else None
+    """The version number *text* writes, in its one canonical form (ASCII digits, no
+    leading zero: ``01`` is not version 1, nor is ``0`` a version), or None."""
+    if (
+        text.isascii()
+        and text.isdigit()
+        and not text.startswith("0")
+        and len(text) <= _MAX_NUMBER_DIGITS
+    ):
+        return int(text)
     return None
 
 
