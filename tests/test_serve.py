@@ -334,6 +334,22 @@ async def test_index_pages_at_every_level(served: Served) -> None:
     assert spaced.status == 200 and b'href="%C3%A9t%C3%A9.txt"' in spaced.body
 
 
+async def test_a_top_level_versions_directory_is_listed_once(served: Served) -> None:
+    """The latest version holds a top-level directory named ``versions``: its index page
+    lists ``versions/`` once, the index of every version (the page listed the directory
+    too, both rows linking to the same place).  Its files are served by their URL, and the
+    directory is listed in the version's own pages."""
+    latest = (await get(served, "/r/")).body.decode()
+    assert latest.count('href="versions/"') == 1
+    assert "every version" in latest
+    notes = await get(served, "/r/versions/notes.txt")
+    assert (notes.status, notes.body) == (200, FILES["versions/notes.txt"])
+    v2 = (await get(served, "/r/versions/2/")).body.decode()
+    assert v2.count('href="versions/"') == 1 and "every version" not in v2
+    inside = await get(served, "/r/versions/2/versions/")
+    assert inside.status == 200 and b'href="notes.txt"' in inside.body
+
+
 async def test_index_names_are_escaped(served: Served) -> None:
     page = (await get(served, "/r/")).body.decode("utf-8")
     assert "<b>&amp;" not in page

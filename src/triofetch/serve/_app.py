@@ -468,6 +468,11 @@ class ContentApp:
         rows: list[Listing] = []
         # directories first, then files, each by name
         for child, is_dir in sorted(children.items(), key=lambda kv: (not kv[1], kv[0])):
+            if latest and not path and child == "versions":
+                # /NAME/versions is the index of every version, listed below: a row for the
+                # content's own "versions" (directory or file) would lead there too (its
+                # files are still served by their URL; it is listed under /NAME/versions/N/)
+                continue
             full = f"{path}/{child}" if path else child
             if is_dir:
                 rows.append(Listing(child, True))
