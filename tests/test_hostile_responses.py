@@ -290,3 +290,22 @@ async def test_bytes_sent_after_a_response_are_never_the_next_response(
         result = await dl.fetch(f"http://127.0.0.1:{server.port}/second")
     assert result.path.read_bytes() == b"REAL"
     assert server.connections == 2  # (the connection with stray bytes was dropped)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_location_in_raw_utf8_is_followed_as_utf8(
+    raw: Callable[..., object], tmp_path: Path, transport: str
+) -> None:
+    """``Location: /café`` sent as raw UTF-8 bytes (as servers do): the trio transport
+    read the head as Latin-1 and requested ``/caf%C3%83%C2%A9``."""
+
+    def script(request: bytes) -> list[bytes]:
+        path = request.split(b" ")[1]
+        if path == b"/start":
+            return ["HTTP/1.1 302 Found\r\nLocation: /café\r\nContent-Length: 0\r\n\r\n".encode()]
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path)]
+
+    server = await raw(script)  # type: ignore[operator]
+    async with downloader(transport, tmp_path) as dl:
+        result = await dl.fetch(f"http://127.0.0.1:{server.port}/start")
+    assert result.path.read_bytes() == b"/caf%C3%A9"

@@ -72,6 +72,8 @@ async def follow_redirects(
         location = response.headers.get("location", "").strip()
         if not location:
             return response  # nowhere to go: the caller gets the 3xx as it is
+        if not location.isascii():
+            location = _as_utf8(location)
         seen = 0
         try:
             seen = await _read_off(response)
@@ -100,6 +102,17 @@ async def follow_redirects(
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         url = target
     raise TooManyRedirects(f"more than {max_redirects} redirects", url=first)
+
+
+def _as_utf8(location: str) -> str:
+    """A ``Location`` with raw UTF-8 bytes, as servers send them, read as UTF-8: a
+    transport that decodes heads as Latin-1 (the trio transport) hands over ``cafÃ©`` for
+    ``café``, which would be requested as ``caf%C3%83%C2%A9``.  (Text that is not UTF-8
+    read as Latin-1 is left as it is.)"""
+    try:
+        return location.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return location
 
 
 async def _read_off(response: Response) -> int:
