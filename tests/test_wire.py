@@ -130,6 +130,11 @@ async def test_connection_close_is_not_reused(raw: Callable[..., object], tmp_pa
             "chunk size",
         ),
         (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000, triofetch.ConnectionFailed, "larger than"),
+        (  # the same head, whole: it was taken when it came in one or two receives
+            b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\nContent-Length: 2\r\n\r\nok",
+            triofetch.ConnectionFailed,
+            "larger than",
+        ),
         (b"HTTP/1.1 200 O", triofetch.ConnectionFailed, "middle of a response head"),
         (b"", triofetch.ConnectionFailed, "without answering"),
     ],

@@ -124,6 +124,10 @@ def _header_fields(block: str, what: str) -> dict[str, str]:
     return headers
 
 
+def _head_too_large() -> ProtocolError:
+    return ProtocolError(f"response head larger than {_MAX_HEAD} bytes")
+
+
 def _parse_head(raw: bytes) -> Head:
     text = raw.decode("latin-1") + "\r\n"
     status_line = _STATUS_LINE(text)
@@ -305,6 +309,8 @@ class Wire:
             if end < 0:  # not the whole head yet: read on below
                 buf += data
             else:
+                if end > _MAX_HEAD:
+                    raise _head_too_large()
                 head = _parse_head(bytes(data[:end]))  # (bytes(b) is b itself)
                 start = end + 4
                 if 100 <= head.status < 200 and head.status != 101:
@@ -319,7 +325,7 @@ class Wire:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > _MAX_HEAD:
-                    raise ProtocolError(f"response head larger than {_MAX_HEAD} bytes")
+                    raise _head_too_large()
                 # nothing yet: right after the request, wait before trying to receive
                 # (what _fill does, inline: this runs for every response)
                 data = await (self.stream.receive_some if buf else self._receive_waiting)(_RECEIVE)
@@ -329,6 +335,8 @@ class Wire:
                     raise ProtocolError("connection closed in the middle of a response head")
                 buf += data
                 continue
+            if end > _MAX_HEAD:  # (it came whole in one receive larger than the limit)
+                raise _head_too_large()
             head = _parse_head(bytes(buf[:end]))
             del buf[: end + 4]
             if 100 <= head.status < 200 and head.status != 101:
