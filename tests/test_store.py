@@ -145,6 +145,14 @@ async def test_bad_urls(url: str) -> None:
         await open_store()
 
 
+def test_bad_root_or_storage_is_invalid_input(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"root must be a path.*got 3"):
+        open_store(root=3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=r"storage must be an ArtifactStorage.*got 'x'"):
+        open_store(root=tmp_path, storage="x")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []  # refused before anything was made
+
+
 async def test_unreachable_postgres_is_a_store_error() -> None:
     import socket
 

@@ -278,8 +278,17 @@ def open_store(
 
     Raises :class:`~triofetch.SchemaVersionError` for a database written by a newer
     triofetch, :class:`~triofetch.StoreNotFound` and :class:`~triofetch.NotAStore` as said
-    above, :class:`~triofetch.StoreError` when the database cannot be opened.
+    above, :class:`~triofetch.StoreError` when the database cannot be opened, and
+    :class:`~triofetch.InvalidInput`, before anything is opened, for an argument that can
+    never work (a *root* that is not a path, a *storage* that is not an
+    :class:`ArtifactStorage`, a URL of no supported database...).
     """
+    if root is not None and not isinstance(root, str | os.PathLike):
+        raise InvalidInput(f"root must be a path (a str or an os.PathLike), got {root!r}")
+    if storage is not None and not isinstance(storage, ArtifactStorage):
+        raise InvalidInput(
+            f"storage must be an ArtifactStorage or None (the storage under root), got {storage!r}"
+        )
     absolute = None if root is None else os.path.abspath(root)
     if cache_mib is not None:
         check_int(cache_mib, "cache_mib", least=1)
