@@ -454,6 +454,23 @@ async def test_bad_input_writes_nothing(store: Store) -> None:
     assert c["units"] == c["artifacts"] == c["version_units"] == 0
 
 
+async def test_a_version_that_is_not_a_handle_is_invalid_input(store: Store) -> None:
+    handle = await store.new_version("r")
+    calls = [
+        lambda v: store.add_to_version(v, [1]),
+        lambda v: store.place_units(v, [1]),
+        lambda v: store.remove_from_version(v, [1]),
+        lambda v: store.version_changes(v, handle),
+        lambda v: store.version_changes(handle, v),
+        store.complete_version,
+        store.discard_version,
+    ]
+    for call in calls:
+        with pytest.raises(InvalidInput, match=r"must be a VersionHandle.*got 'v'"):
+            await call("v")
+    assert (await store.get_version("r", handle.number)) == handle  # nothing changed
+
+
 # -- concurrency and cancellation -------------------------------------------------------
 
 

@@ -62,6 +62,14 @@ def _check_repository_name(name: object) -> str:
     return name
 
 
+def _check_version(version: object, what: str = "version") -> VersionHandle:
+    if not isinstance(version, VersionHandle):
+        raise InvalidInput(
+            f"{what} must be a VersionHandle (from new_version, get_version...), got {version!r}"
+        )
+    return version
+
+
 def _check_ids(values: object, what: str) -> list[int]:
     ids = listed(values, what)
     for i in ids:
@@ -245,8 +253,8 @@ class Store:
         for unit in batch:
             if not isinstance(unit, NewUnit):
                 raise InvalidUnit(f"commit_units takes NewUnit objects, got {unit!r}")
-        if version is not None and not isinstance(version, VersionHandle):
-            raise InvalidInput(f"version must be a VersionHandle, got {version!r}")
+        if version is not None:
+            _check_version(version)
         return await self._write(
             _commit.commit_units, self._backend, self._repository_keys, batch, version
         )
@@ -324,6 +332,7 @@ class Store:
         key is taken by a unit added to this version), :class:`RepositoryKeyConflict` is
         raised and nothing changes; :meth:`place_units` reports such units instead.
         """
+        _check_version(version)
         ids = _check_ids(unit_ids, "unit_ids")
         placement = await self._write(_commit.place_units, self._backend, version, ids, True)
         return placement.added
@@ -334,11 +343,13 @@ class Store:
         As :meth:`add_to_version`, but a unit that cannot go in is listed in the returned
         :class:`Placement` (``refused``, by unit id) and the others go in.
         """
+        _check_version(version)
         ids = _check_ids(unit_ids, "unit_ids")
         return await self._write(_commit.place_units, self._backend, version, ids, False)
 
     async def remove_from_version(self, version: VersionHandle, unit_ids: Iterable[int]) -> int:
         """Remove units from an incomplete version; returns how many were removed."""
+        _check_version(version)
         ids = _check_ids(unit_ids, "unit_ids")
         return await self._write(_commit.remove_from_version, self._backend, version, ids)
 
@@ -347,14 +358,18 @@ class Store:
     ) -> tuple[int, int]:
         """How *version* differs from *other*: (units only in *version*, units only in
         *other*), counted by two queries."""
+        _check_version(version)
+        _check_version(other, "other")
         return await self._read(_versions.version_changes, self._backend, version.id, other.id)
 
     async def complete_version(self, version: VersionHandle) -> VersionHandle:
         """Mark *version* complete: it becomes the latest version and immutable."""
+        _check_version(version)
         return await self._write(_versions.complete_version, self._backend, version)
 
     async def discard_version(self, version: VersionHandle) -> None:
         """Delete an incomplete version (its units stay in the database)."""
+        _check_version(version)
         await self._write(_versions.discard_version, self._backend, version)
 
     async def latest_version(self, repository: str) -> VersionHandle | None:
