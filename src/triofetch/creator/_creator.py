@@ -70,6 +70,10 @@ class ContentUnitCreator:
         fail_fast: bool = False,
         on_event: Callable[[CreatorEvent], None] | None = None,
     ) -> None:
+        if not isinstance(store, Store):
+            raise InvalidInput(f"store must be a Store (from open_store), got {store!r}")
+        if not isinstance(downloader, Downloader):
+            raise InvalidInput(f"downloader must be a Downloader, got {downloader!r}")
         try:
             self.policy = Policy(policy)
         except ValueError:
