@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -262,6 +262,28 @@ def test_declarative_validation() -> None:
     with pytest.raises(triofetch.InvalidUnit, match="size"):
         DeclarativeArtifact("http://127.0.0.1/x", "x", size=-1)
     assert os.sep == "/"
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: DeclarativeUnit("x", ("a",), [1]), r"fields must be a mapping.*got \[1\]"),
+        (lambda: DeclarativeUnit("x", ("a",), "f"), r"fields must be a mapping.*got 'f'"),
+        (lambda: DeclarativeUnit("x", 5), r"natural key is a str or a sequence of str, got 5"),
+        (
+            lambda: DeclarativeUnit("x", ("a",), artifacts=DeclarativeArtifact("u", "p")),
+            r"artifacts must be DeclarativeArtifacts, got DeclarativeArtifact\(",
+        ),
+        (lambda: DeclarativeArtifact(5, "a"), r"at least one URL: a str or a sequence.*got 5"),
+        (lambda: DeclarativeArtifact(None, "a"), r"at least one URL.*got None"),
+    ],
+)
+def test_declarations_of_the_wrong_type_are_invalid_units(
+    make: Callable[[], object], match: str
+) -> None:
+    """A bare TypeError escaped (``dict([1])``, ``tuple(5)``) before."""
+    with pytest.raises(triofetch.InvalidUnit, match=match):
+        make()
 
 
 class _BadInput(Exception):

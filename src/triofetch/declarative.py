@@ -20,6 +20,15 @@ from .errors import InvalidUnit
 __all__ = ["DeclarativeArtifact", "DeclarativeUnit", "check_relative_path"]
 
 
+def _as_tuple(value: object, wanted: str) -> tuple[Any, ...]:
+    """*value* (one str standing for itself) as a tuple, or InvalidUnit saying *wanted*."""
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, Iterable):
+        raise InvalidUnit(f"{wanted}, got {value!r}")
+    return tuple(value)
+
+
 @dataclass(frozen=True, slots=True)
 class DeclarativeArtifact:
     """One file of a unit, as described before it is fetched.
@@ -47,9 +56,10 @@ class DeclarativeArtifact:
         digests: Mapping[str, str] | None = None,
         size: int | None = None,
     ) -> None:
-        url_tuple = (urls,) if isinstance(urls, str) else tuple(urls)
+        wanted = "an artifact needs at least one URL: a str or a sequence of str"
+        url_tuple = _as_tuple(urls, wanted)
         if not url_tuple or not all(isinstance(u, str) and u for u in url_tuple):
-            raise InvalidUnit(f"an artifact needs at least one URL, got {urls!r}")
+            raise InvalidUnit(f"{wanted}, got {urls!r}")
         if size is not None:
             check_size(size, "artifact size")
         object.__setattr__(self, "urls", url_tuple)
@@ -80,7 +90,8 @@ class DeclarativeUnit:
         artifacts: its files, at distinct relative paths.
 
     Raises:
-        InvalidUnit: bad type or key, fields that are not JSON, two artifacts at one path.
+        InvalidUnit: bad type or key, fields that are not a mapping or not JSON, artifacts
+            that are not DeclarativeArtifacts, two artifacts at one path.
     """
 
     type: str
@@ -95,19 +106,23 @@ class DeclarativeUnit:
         fields: Mapping[str, Any] | None = None,
         artifacts: Iterable[DeclarativeArtifact] = (),
     ) -> None:
-        raw = (natural_key,) if isinstance(natural_key, str) else tuple(natural_key)
+        raw = _as_tuple(natural_key, "a natural key is a str or a sequence of str")
         for part in raw:
             if not isinstance(part, str):
                 raise InvalidUnit(f"natural key parts must be strings, got {part!r}")
         # the store's own rules (type and key lengths in bytes, no NUL): a unit valid here is
         # one the store accepts
         key = make_key(type, raw).natural_key
+        if fields is not None and not isinstance(fields, Mapping):
+            raise InvalidUnit(
+                f"unit {key!r}: fields must be a mapping of names to JSON values, got {fields!r}"
+            )
         fields = dict(fields or {})
         try:
             json.dumps(fields, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidUnit(f"unit {key!r}: fields are not JSON: {exc}") from None
-        arts = tuple(artifacts)
+        arts = _as_tuple(artifacts, f"unit {key!r}: artifacts must be DeclarativeArtifacts")
         seen: set[str] = set()
         for art in arts:
             if not isinstance(art, DeclarativeArtifact):
