@@ -157,6 +157,23 @@ async def test_reader_over_file_url(tmp_path: Path) -> None:
     assert unit.artifacts[0].url == tmp_path.as_uri() + "/%C3%A9.txt"
 
 
+async def test_a_source_that_is_not_a_url_is_invalid_input(tmp_path: Path) -> None:
+    """A Path raised AttributeError, bytes a TypeError, None as downloader AttributeError."""
+    (tmp_path / "PULP_MANIFEST").write_text(f"a.txt,{SHA_A},1\n", encoding="utf-8")
+    async with triofetch.Downloader() as dl:
+        with pytest.raises(triofetch.InvalidInput, match=r"must be a URL.*local_source"):
+            await read_manifest(tmp_path, dl)  # type: ignore[arg-type]
+        with pytest.raises(triofetch.InvalidInput, match=r"must be a URL \(a str.*got b'file"):
+            await read_manifest(local_source(tmp_path).encode(), dl)  # type: ignore[arg-type]
+        with pytest.raises(triofetch.InvalidInput, match=r"must be a URL.*got PosixPath"):
+            await PulpManifestReader().read(tmp_path, dl)  # type: ignore[arg-type]
+        with pytest.raises(triofetch.InvalidInput, match=r"reader must be a RepositoryReader"):
+            await read_manifest(local_source(tmp_path), dl, "pulp")  # type: ignore[arg-type]
+        assert len(await read_manifest(local_source(tmp_path), dl)) == 1
+    with pytest.raises(triofetch.InvalidInput, match=r"downloader must be a Downloader"):
+        await read_manifest(local_source(tmp_path), None)  # type: ignore[arg-type]
+
+
 def test_reader_is_pluggable() -> None:
     class Empty(RepositoryReader):
         format = "empty"

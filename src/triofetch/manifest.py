@@ -46,7 +46,7 @@ from ._model import MAX_KEY_BYTES, MAX_PATH_BYTES, MAX_URL_BYTES, check_int, che
 from ._urls import redact_url, split_userinfo
 from .declarative import DeclarativeArtifact, DeclarativeUnit, check_relative_path
 from .downloader import Downloader
-from .errors import DownloadError, InvalidUnit, ManifestError, describe_error
+from .errors import DownloadError, InvalidInput, InvalidUnit, ManifestError, describe_error
 
 __all__ = [
     "DEFAULT_MAX_MANIFEST_SIZE",
@@ -408,7 +408,8 @@ class PulpManifestReader(RepositoryReader):
     :class:`~triofetch.ManifestError` naming the URL and the limit.
 
     Raises:
-        InvalidInput: *max_size* is not an integer >= 1.
+        InvalidInput: *max_size* is not an integer >= 1; from :meth:`read`, a *source* that
+            is not a URL string or a *downloader* that is not a Downloader.
     """
 
     format = "pulp-manifest"
@@ -417,6 +418,7 @@ class PulpManifestReader(RepositoryReader):
         self.max_size = check_int(max_size, "max_size", least=1)
 
     async def read(self, source: str, downloader: Downloader) -> PulpManifest:
+        _check_read(source, downloader)
         url = source + MANIFEST_NAME if urlsplit(source).path.endswith("/") else source
         base_url = manifest_base_url(url)
         try:
@@ -430,8 +432,30 @@ class PulpManifestReader(RepositoryReader):
 async def read_manifest(
     source: str, downloader: Downloader, reader: RepositoryReader | None = None
 ) -> RepositoryIndex:
-    """Read the repository index at *source* (default format: ``PULP_MANIFEST``)."""
+    """Read the repository index at *source* (default format: ``PULP_MANIFEST``).
+
+    *source* is a URL (a str): ``http(s)://`` or ``file://``; :func:`local_source` gives the
+    URL of a local file or directory.  A *source* that is not a str, a *downloader* that is
+    not a :class:`~triofetch.Downloader` or a *reader* that is not a
+    :class:`RepositoryReader` is :class:`~triofetch.InvalidInput`.
+    """
+    _check_read(source, downloader)
+    if reader is not None and not isinstance(reader, RepositoryReader):
+        raise InvalidInput(f"reader must be a RepositoryReader or None, got {reader!r}")
     return await (reader or PulpManifestReader()).read(source, downloader)
+
+
+def _check_read(source: object, downloader: object) -> None:
+    """Refuse a *source* that is not a URL string, or a *downloader* that is not one."""
+    if not isinstance(source, str):
+        local = isinstance(source, os.PathLike)
+        hint = "; local_source(path) gives the URL of a local one" if local else ""
+        raise InvalidInput(
+            f"a manifest source must be a URL (a str: http://, https:// or file://), "
+            f"got {source!r}{hint}"
+        )
+    if not isinstance(downloader, Downloader):
+        raise InvalidInput(f"downloader must be a Downloader, got {downloader!r}")
 
 
 def local_source(path: str | os.PathLike[str]) -> str:
