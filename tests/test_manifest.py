@@ -157,6 +157,17 @@ async def test_reader_over_file_url(tmp_path: Path) -> None:
     assert unit.artifacts[0].url == tmp_path.as_uri() + "/%C3%A9.txt"
 
 
+@pytest.mark.parametrize("base_url", ["http://h/repo", "http://h/repo/?x=1", "", None])
+def test_a_base_url_not_ending_with_a_slash_is_invalid_input(base_url: object) -> None:
+    """``http://h/repo`` made ``http://h/repoa.txt`` of ``a.txt`` before, silently."""
+    lines = iter([f"a.txt,{SHA_A},1\n"])
+    with pytest.raises(triofetch.InvalidInput, match=r"base_url must be a URL ending with '/'"):
+        parse_pulp_manifest(lines, base_url=base_url)  # type: ignore[arg-type]
+    assert next(lines)  # refused before any line was read
+    (unit,) = parse_pulp_manifest([f"a.txt,{SHA_A},1\n"], base_url="http://h/repo/").units()
+    assert unit.artifacts[0].url == "http://h/repo/a.txt"
+
+
 async def test_a_source_that_is_not_a_url_is_invalid_input(tmp_path: Path) -> None:
     """A Path raised AttributeError, bytes a TypeError, None as downloader AttributeError."""
     (tmp_path / "PULP_MANIFEST").write_text(f"a.txt,{SHA_A},1\n", encoding="utf-8")

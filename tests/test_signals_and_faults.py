@@ -29,6 +29,7 @@ from tests._invariants import check_invariants
 from triofetch import InvalidInput, StoreError, open_store, parse_pulp_manifest
 from triofetch.__main__ import main
 from triofetch._cli._startup import EXIT_INTERNAL, internal_error_line, stop_message
+from triofetch.manifest import manifest_base_url
 from triofetch.testing import FaultServer, Slow
 
 
@@ -113,7 +114,9 @@ async def test_sigterm_mid_sync_then_a_completing_resync(
 
     # consistent: every unit complete or absent, the files intact, no version half-made
     universe = list(
-        parse_pulp_manifest(manifest_of(files).splitlines(keepends=True), base_url=url).units()
+        parse_pulp_manifest(
+            manifest_of(files).splitlines(keepends=True), base_url=manifest_base_url(url)
+        ).units()
     )
     async with open_store(root=root) as store:
         state = await check_invariants(store, universe, on_demand_ok=False)

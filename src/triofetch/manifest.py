@@ -144,13 +144,22 @@ class PulpManifest:
     """A parsed, validated ``PULP_MANIFEST``: one entry per distinct file.
 
     ``base_url`` is the URL the relative paths are resolved against (the manifest's URL
-    without its last path segment, ending with ``/``).
+    without its last path segment, ending with ``/``: :func:`manifest_base_url` gives it);
+    one not ending with ``/`` is :class:`~triofetch.InvalidInput`, as the file names would
+    be glued to its last segment.
     """
 
     source: str
     base_url: str
     entries: list[ManifestEntry] = field(default_factory=list)
     _by_path: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base_url, str) or not self.base_url.endswith("/"):
+            raise InvalidInput(
+                f"base_url must be a URL ending with '/' (the directory of the manifest: "
+                f"manifest_base_url(its URL) gives it), got {self.base_url!r}"
+            )
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -218,9 +227,10 @@ def parse_pulp_manifest(
 ) -> PulpManifest:
     """Parse and validate the lines of a ``PULP_MANIFEST``.
 
-    *base_url* is the URL the relative paths are resolved against (ending with ``/``);
-    *source* names the manifest in error messages; *max_size* bounds the bytes of all the
-    lines (None: no bound).  Identical lines listed twice count once; one relative path
+    *base_url* is the URL the relative paths are resolved against, ending with ``/``
+    (:func:`manifest_base_url` gives it from the manifest's URL); *source* names the
+    manifest in error messages; *max_size* bounds the bytes of all the lines (None: no
+    bound).  Identical lines listed twice count once; one relative path
     listed with two different contents is an error.  A UTF-8 byte order mark at the start
     of the first line is skipped.
 
@@ -231,6 +241,8 @@ def parse_pulp_manifest(
             NUL, backslash, control characters, a segment over 255 bytes), a path listed
             twice with different contents, or a path that is also a directory of another
             path; or more than *max_size* bytes.
+        InvalidInput: *base_url* does not end with ``/`` (the files' URLs would be glued to
+            its last segment: ``http://h/repoa.txt``), before any line is read.
     """
     parser = _ManifestParser(base_url, source)
     size = 0
