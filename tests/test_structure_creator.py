@@ -205,12 +205,15 @@ async def test_the_creator_takes_counts_that_are_ints(store: Store, name: str, b
 
 
 async def test_the_creator_takes_a_store_and_a_downloader(store: Store) -> None:
-    """An AttributeError escaped (``None.storage``, ``None.limiter``) before."""
+    """An AttributeError escaped (``None.storage``, ``None.limiter``) before; the same for
+    the unit downloader."""
     async with triofetch.Downloader() as dl:
         with pytest.raises(InvalidInput, match=r"store must be a Store.*got None"):
             triofetch.ContentUnitCreator(None, dl)  # type: ignore[arg-type]
         with pytest.raises(InvalidInput, match=r"downloader must be a Downloader.*got None"):
             triofetch.ContentUnitCreator(store, None)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match=r"downloader must be a Downloader.*got None"):
+            triofetch.UnitDownloader(None)  # type: ignore[arg-type]
 
 
 async def test_the_creator_runs_with_the_smallest_counts(store: Store) -> None:

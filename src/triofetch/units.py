@@ -181,6 +181,8 @@ class UnitDownloader:
         buffer: int = 16,
         temp_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        if not isinstance(downloader, Downloader):
+            raise InvalidInput(f"downloader must be a Downloader, got {downloader!r}")
         if units_in_flight is not None:
             check_int(units_in_flight, "units_in_flight", least=1)
         check_int(buffer, "buffer", least=0)
