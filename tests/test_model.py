@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from triofetch import DeclarativeArtifact, InvalidInput, InvalidUnit
+from triofetch import DeclarativeArtifact, DeclarativeUnit, InvalidInput, InvalidUnit
 from triofetch._model import check_int, check_number, check_relative_path
 from triofetch._urls import basic_authorization, redact_url, split_userinfo
 from triofetch.errors import describe_error, error_chain
-from triofetch.store import NewUnitArtifact
+from triofetch.store import NewUnit, NewUnitArtifact
 
 SHA = "a" * 64
 
@@ -40,6 +40,26 @@ def test_one_relative_path_rule_for_declarations_and_the_store(path: str, why: s
     # the store's own check refused neither backslashes nor control characters before
     with pytest.raises(InvalidUnit):
         NewUnitArtifact(path, SHA)
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({1: "v"}, "non-string key 1"),  # (json.dumps makes it "1": read back, it differs)
+        ({"a": [{None: 1}]}, "non-string key None"),
+        ({"a": "nul\x00"}, "NUL"),
+        ({"a": "lone\udcff"}, "not valid Unicode"),
+        ({"a": float("nan")}, "not JSON"),
+        ({"a": {1, 2}}, "not JSON"),
+    ],
+)
+def test_one_fields_rule_for_declarations_and_the_store(fields: dict, why: str) -> None:
+    """A unit declared is one the store accepts: DeclarativeUnit took fields with a
+    non-string key, a NUL or a lone surrogate, which the store refused at commit."""
+    with pytest.raises(InvalidUnit, match=why):
+        DeclarativeUnit("t", ("k",), fields)
+    with pytest.raises(InvalidUnit, match=why):
+        NewUnit("t", ("k",), fields)
 
 
 def test_segment_and_path_lengths_count_utf8_bytes() -> None:

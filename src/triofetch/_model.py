@@ -35,6 +35,8 @@ __all__ = [
     "check_text",
     "coerce_key",
     "digests_json",
+    "dump_json",
+    "fields_text",
     "key_json",
     "listed",
     "make_key",
@@ -286,3 +288,46 @@ class ArtifactRecord:
 
     def digests_json(self) -> str:
         return self._json or digests_json(self.digests)
+
+
+# -- JSON values of units (their fields, repository keys): the store's rules ----------------
+
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
+def dump_json(value: object, what: str) -> str:
+    """Canonical JSON text of *value*, or InvalidUnit if it is not JSON."""
+    if not value and isinstance(value, dict):
+        return "{}"
+    try:
+        text = _ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidUnit(f"{what} is not JSON: {exc}") from None
+    if "\\u0000" in text:
+        raise InvalidUnit(f"{what} must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidUnit(f"{what} is not valid Unicode text") from None
+    return text
+
+
+def _check_json_keys(value: object, what: str) -> None:
+    # json.dumps quietly turns int/float/bool/None keys into strings; refuse them instead so
+    # that what is read back equals what was written.
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidUnit(f"{what} has a non-string key {k!r}")
+            _check_json_keys(v, what)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _check_json_keys(v, what)
+
+
+def fields_text(fields: Mapping[str, Any], what: str) -> str:
+    """The JSON text the store keeps for a unit's *fields*, or InvalidUnit naming *what*
+    (not JSON, a non-string key, a NUL, text that is not Unicode): one rule for
+    declarations and the store, so that a unit declared is one the store accepts."""
+    _check_json_keys(fields, what)
+    return dump_json(dict(fields), what)

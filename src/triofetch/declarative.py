@@ -8,13 +8,12 @@ database.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._digests import normalize_digests
-from ._model import check_relative_path, check_size, make_key
+from ._model import check_relative_path, check_size, fields_text, make_key
 from .errors import InvalidUnit
 
 __all__ = ["DeclarativeArtifact", "DeclarativeUnit", "check_relative_path"]
@@ -118,10 +117,7 @@ class DeclarativeUnit:
                 f"unit {key!r}: fields must be a mapping of names to JSON values, got {fields!r}"
             )
         fields = dict(fields or {})
-        try:
-            json.dumps(fields, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidUnit(f"unit {key!r}: fields are not JSON: {exc}") from None
+        fields_text(fields, f"unit {key!r}: fields")  # (the store's rule: refused here already)
         arts = _as_tuple(artifacts, f"unit {key!r}: artifacts must be DeclarativeArtifacts")
         seen: set[str] = set()
         for art in arts:

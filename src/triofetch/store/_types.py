@@ -29,6 +29,8 @@ from .._model import (
     check_size,
     check_text,
     digests_json,
+    dump_json,
+    fields_text,
     key_json,
     make_key,
 )
@@ -54,39 +56,6 @@ __all__ = [
 ]
 
 # -- checks -----------------------------------------------------------------------------
-
-
-_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-
-
-def dump_json(value: object, what: str) -> str:
-    """Canonical JSON text of *value*, or InvalidUnit if it is not JSON."""
-    if not value and isinstance(value, dict):
-        return "{}"
-    try:
-        text = _ENCODER.encode(value)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidUnit(f"{what} is not JSON: {exc}") from None
-    if "\\u0000" in text:
-        raise InvalidUnit(f"{what} must not contain NUL characters")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidUnit(f"{what} is not valid Unicode text") from None
-    return text
-
-
-def _check_json_keys(value: object, what: str) -> None:
-    # json.dumps quietly turns int/float/bool/None keys into strings; refuse them instead so
-    # that what is read back equals what was written.
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise InvalidUnit(f"{what} has a non-string key {k!r}")
-            _check_json_keys(v, what)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _check_json_keys(v, what)
 
 
 _scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
@@ -331,8 +300,7 @@ def check_unit_body(unit: NewUnit) -> str:
     """Check fields and artifacts; return the fields' JSON text."""
     if not isinstance(unit.fields, Mapping):
         raise InvalidUnit(f"fields must be a mapping, got {type(unit.fields).__name__}")
-    _check_json_keys(unit.fields, "fields")
-    text = dump_json(dict(unit.fields), "fields")
+    text = fields_text(unit.fields, "fields")
     seen: set[str] = set()
     for a in unit.artifacts:
         if not isinstance(a, NewUnitArtifact):
