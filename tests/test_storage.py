@@ -323,7 +323,7 @@ def test_storage_root_errors(tmp_path: Path) -> None:
         ArtifactStorage(tmp_path / "ok").path_for("../../etc/passwd")
 
 
-@pytest.mark.parametrize("root", [5, None, b"/tmp/root", ["/tmp"]])
+@pytest.mark.parametrize("root", [5, None, b"/tmp/root", ["/tmp"], ""])  # ("": the cwd)
 def test_storage_root_must_be_a_path(root: object) -> None:
     """A root that is not a path is InvalidInput saying what was expected (pathlib's
     TypeError came out)."""

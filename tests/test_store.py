@@ -148,6 +148,8 @@ async def test_bad_urls(url: str) -> None:
 def test_bad_root_or_storage_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match=r"root must be a path.*got 3"):
         open_store(root=3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=r"root must be a path.*got ''"):
+        open_store(root="")  # (a store was made in the current directory)
     with pytest.raises(InvalidInput, match=r"storage must be an ArtifactStorage.*got 'x'"):
         open_store(root=tmp_path, storage="x")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []  # refused before anything was made

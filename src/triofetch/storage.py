@@ -240,7 +240,7 @@ class ArtifactStorage:
         readonly: bool = False,
     ) -> None:
         path = os.fspath(root) if isinstance(root, str | os.PathLike) else None
-        if not isinstance(path, str):
+        if not isinstance(path, str) or not path:  # ("": the current directory, by mistake)
             raise InvalidInput(
                 f"the storage root must be a path (a str or os.PathLike), got {root!r}"
             )

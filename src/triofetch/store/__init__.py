@@ -283,7 +283,8 @@ def open_store(
     never work (a *root* that is not a path, a *storage* that is not an
     :class:`ArtifactStorage`, a URL of no supported database...).
     """
-    if root is not None and not isinstance(root, str | os.PathLike):
+    if root is not None and not (isinstance(root, str | os.PathLike) and os.fspath(root)):
+        # (an empty path would be the current directory: a store made where one stands)
         raise InvalidInput(f"root must be a path (a str or an os.PathLike), got {root!r}")
     if storage is not None and not isinstance(storage, ArtifactStorage):
         raise InvalidInput(
