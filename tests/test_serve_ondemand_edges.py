@@ -269,3 +269,53 @@ async def test_a_file_stored_here_is_not_read_ahead_as_missing_again(
         # B is stored: the second request should be answered from the storage
         assert files.upstream_gets == 1, "B fetched again from the upstream"
         assert not isinstance(outcome, str), outcome
+
+
+# -- 4. gc while a file fetched on demand is stored --------------------------------------------
+
+
+async def test_gc_never_runs_between_storing_a_file_and_recording_it(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """The app placed a fetched file in the storage, then recorded it, without a writer's
+    lease: a gc in between (it removes stored files without a row) deleted the file, and
+    the row that came next pointed at nothing.  A gc tried at that very moment now finds
+    the lease held and gives up, and the store stays whole."""
+    data = b"kept on demand\n" * 100
+    async for h in _store_with(http_server, tmp_path, "kept.bin", data):
+        await _gc_while_storing(h, data)
+
+
+async def _gc_while_storing(h: Harness, data: bytes) -> None:
+    from triofetch.errors import StoreBusy
+    from triofetch.testing import check_store
+
+    fill = h.store.fill_artifacts
+    tried: list[str] = []
+
+    async def gc_then_fill(*args: Any, **kwargs: Any) -> Any:
+        # (the file is placed, its row not yet written: the moment a gc must not run)
+        try:
+            report = await h.store.collect_garbage(wait=0)
+        except StoreBusy:
+            tried.append("busy")
+        else:
+            tried.append(f"ran: {report}")
+        return await fill(*args, **kwargs)
+
+    h.store.fill_artifacts = gc_then_fill  # type: ignore[method-assign]
+
+    class Upstream:
+        async def stream(self, url: str, consumer: Callable[[], Any]) -> Any:
+            c = consumer()
+            await c.feed(data)
+            return await c.finish()
+
+    files = files_for(h, Upstream())
+    with trio.fail_after(10):
+        async with files.running():
+            await _serve(files, h, FakeResponder())
+            await files.wait_idle()
+    assert tried == ["busy"]
+    assert await check_store(h.store) == []
+    assert await h.store.missing_artifacts("r") == []

@@ -825,38 +825,43 @@ class OnDemandFiles:
 
     async def _commit_batch(self, batch: list[_Keep]) -> None:
         try:
-            # every file of the batch in one worker thread (small ones written from memory)
-            outcomes = await self.storage.adopt_many(
-                [
-                    FileToAdopt(
-                        item.source, item.record.sha256, item.record.size, item.record.digests
-                    )
-                    for item in batch
-                ],
-                sync=False,
-            )
-            adopted: list[_Keep] = []
-            for item, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, Exception):  # (this file only)
-                    item.error = outcome
-                else:
-                    adopted.append(item)
-            if adopted:
-                fills: dict[int, dict[str, ArtifactRecord]] = {}
-                for item in adopted:
-                    fills.setdefault(item.unit_id, {})[item.relative_path] = item.record
-                try:
-                    await self.storage.sync()
-                    await self.store.fill_artifacts(fills)
-                except Exception as exc:
-                    for item in adopted:
-                        item.error = exc
+            # A writer's lease from the first file placed until the rows that refer to
+            # them are committed: gc, which removes stored files without a row, waits
+            # (without it, a gc running meanwhile deleted files whose rows then came).
+            async with self.store.lease():
+                await self._adopt_and_fill(batch)
         except Exception as exc:
             for item in batch:
                 item.error = item.error or exc
         finally:
             for item in batch:
                 item.done.set()
+
+    async def _adopt_and_fill(self, batch: list[_Keep]) -> None:
+        # every file of the batch in one worker thread (small ones written from memory)
+        outcomes = await self.storage.adopt_many(
+            [
+                FileToAdopt(item.source, item.record.sha256, item.record.size, item.record.digests)
+                for item in batch
+            ],
+            sync=False,
+        )
+        adopted: list[_Keep] = []
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # (this file only)
+                item.error = outcome
+            else:
+                adopted.append(item)
+        if adopted:
+            fills: dict[int, dict[str, ArtifactRecord]] = {}
+            for item in adopted:
+                fills.setdefault(item.unit_id, {})[item.relative_path] = item.record
+            try:
+                await self.storage.sync()
+                await self.store.fill_artifacts(fills)
+            except Exception as exc:
+                for item in adopted:
+                    item.error = exc
 
     async def _remote(self, flight: Flight) -> MissingArtifact | None:
         """Where the file can be fetched (the unit's remote artifact), or None when it is
