@@ -205,6 +205,38 @@ async def test_file_the_server_lost_is_reported_and_left_alone(
     assert temp_files(store.storage.root) == []
 
 
+async def test_a_directory_where_a_stored_file_goes_is_reported_not_raised(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    """A directory in the place of a stored file, or a file in the place of its
+    directory: the repair (and a re-sync) crashed with the bare IsADirectoryError or
+    NotADirectoryError of the move into place.  It is a StoreError now: the repair
+    reports the file it could not put back, the sync fails that unit, nothing is left in
+    the temp area."""
+    units = [file_unit(http_server, n) for n in ("a", "b")]
+    await synced(store, dl, units)
+    in_the_way = stored(store, "a")
+    in_the_way.unlink()
+    in_the_way.mkdir()
+    shard = stored(store, "b").parent
+    for child in shard.iterdir():
+        child.unlink()
+    shard.rmdir()
+    shard.write_bytes(b"not a directory")
+    report = await triofetch.repair(store, dl)
+    assert not report.ok and report.repaired == []
+    failed = {f.sha256: f.reason for f in report.failed}
+    assert set(failed) == {sha(content("a")), sha(content("b"))}
+    assert "Is a directory" in failed[sha(content("a"))]
+    assert "Not a directory" in failed[sha(content("b"))]
+    again = await triofetch.ContentUnitCreator(store, dl).run(units, repository="r")
+    assert not again.ok and len(again.failures) == 2
+    assert all(isinstance(f.error, triofetch.UnitFailed) for f in again.failures)
+    assert all(isinstance(f.error.cause, triofetch.StoreError) for f in again.failures)  # type: ignore[attr-defined]
+    assert store.storage is not None
+    assert temp_files(store.storage.root) == []
+
+
 async def test_wrong_bytes_from_the_server_are_not_adopted(
     http_server: FaultServer, store: Store, dl: triofetch.Downloader
 ) -> None:

@@ -379,6 +379,20 @@ async def test_unknown_repository(store: Store) -> None:
     assert await counts(store) == dict.fromkeys(TABLES, 0)
 
 
+async def test_a_repository_name_that_is_not_unicode_text_is_invalid_input(store: Store) -> None:
+    """A lone surrogate (``os.fsdecode`` of a directory name not in UTF-8) raised the bare
+    UnicodeEncodeError of the database driver from every call naming the repository."""
+    name = "repo\udcff"
+    for call in (
+        store.create_repository(name),
+        store.new_version(name),
+        store.latest_version(name),
+    ):
+        with pytest.raises(InvalidInput, match="valid Unicode text"):
+            await call
+    assert await store.repositories() == []
+
+
 # -- bad input ----------------------------------------------------------------------------
 
 SHA = "ab" * 32

@@ -480,13 +480,22 @@ class ArtifactStorage:
             raise
 
     def _adopt_sync(self, src: Path, final: Path, size: int, sync: bool = True) -> bool:
-        durable = self.durable and sync
         try:
             actual = os.stat(src).st_size
         except FileNotFoundError:
             raise InvalidInput(f"cannot adopt {src}: no such file") from None
         if actual != size:
             raise ArtifactMismatch("size", size, actual, path=src)
+        try:
+            return self._place(src, final, size, self.durable and sync)
+        except OSError as exc:  # (a directory where the file goes, a full disk...)
+            if StorageWriteError.matches(exc):  # a full disk...: the caller stops its run
+                raise StorageWriteError(exc, self.artifacts_dir) from exc
+            raise StoreError(f"cannot adopt {src} as {final}: {exc}") from exc
+
+    def _place(self, src: Path, final: Path, size: int, durable: bool) -> bool:
+        """(worker thread) Put *src* (of *size* bytes, checked) at *final*; whether it made
+        the file (False: an intact copy was there already).  Raises OSError."""
         try:
             existing = os.stat(final).st_size
         except FileNotFoundError:
@@ -510,51 +519,39 @@ class ArtifactStorage:
             return True
         directory = final.parent
         if not directory.is_dir():
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                if StorageWriteError.matches(exc):
-                    raise StorageWriteError(exc, self.artifacts_dir) from exc
-                raise
+            directory.mkdir(parents=True, exist_ok=True)
             if durable:
                 _fsync_dir(directory.parent)
                 _fsync_dir(directory.parent.parent)
             else:
                 self._pend(directory.parent, directory.parent.parent)
+        os.chmod(src, 0o444)
+        if durable:
+            with open(src, "rb") as f:
+                os.fsync(f.fileno())
         try:
-            os.chmod(src, 0o444)
-            if durable:
-                with open(src, "rb") as f:
-                    os.fsync(f.fileno())
-            try:
-                # link() never replaces: exactly one adopter creates the file.
-                os.link(src, final)
-            except FileExistsError:
-                src.unlink(missing_ok=True)
-                return False
-            except OSError as exc:
-                if exc.errno == errno.EXDEV:  # temp file on another filesystem: copy it over
-                    self._copy_in(src, final)
-                elif exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EMLINK):
-                    os.replace(src, final)  # no hard links here: rename (same content wins)
-                    if durable:
-                        _fsync_dir(directory)
-                    else:
-                        self._pend(final, directory)
-                    return True
-                else:
-                    raise
+            # link() never replaces: exactly one adopter creates the file.
+            os.link(src, final)
+        except FileExistsError:
             src.unlink(missing_ok=True)
-            if durable:
-                _fsync_dir(directory)
-            else:
-                self._pend(final, directory)
-        except ArtifactMismatch:
-            raise
+            return False
         except OSError as exc:
-            if StorageWriteError.matches(exc):  # a full disk...: the caller stops its run
-                raise StorageWriteError(exc, self.artifacts_dir) from exc
-            raise StoreError(f"cannot adopt {src} as {final}: {exc}") from exc
+            if exc.errno == errno.EXDEV:  # temp file on another filesystem: copy it over
+                self._copy_in(src, final)
+            elif exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+                os.replace(src, final)  # no hard links here: rename (same content wins)
+                if durable:
+                    _fsync_dir(directory)
+                else:
+                    self._pend(final, directory)
+                return True
+            else:
+                raise
+        src.unlink(missing_ok=True)
+        if durable:
+            _fsync_dir(directory)
+        else:
+            self._pend(final, directory)
         return True
 
     def _pend(self, *paths: Path) -> None:

@@ -57,7 +57,11 @@ _MAX_NAME_BYTES = 255
 def _check_repository_name(name: object) -> str:
     if not isinstance(name, str) or not name or "\x00" in name:
         raise InvalidInput(f"a repository name must be a non-empty str, got {name!r}")
-    if len(name.encode("utf-8", "replace")) > _MAX_NAME_BYTES:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:  # (a lone surrogate: os.fsdecode of a name not in UTF-8)
+        raise InvalidInput(f"a repository name must be valid Unicode text, got {name!r}") from None
+    if len(encoded) > _MAX_NAME_BYTES:
         raise InvalidInput(f"repository name longer than {_MAX_NAME_BYTES} bytes: {name!r}")
     return name
 
