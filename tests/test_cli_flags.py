@@ -290,3 +290,20 @@ def test_a_proxy_password_is_refused_on_the_command_line(tmp_path: Path) -> None
     bad = _sync("http://127.0.0.1:9/PULP_MANIFEST", tmp_path / "root", "--proxy", "ftp://x")
     assert bad.code == 2, bad
     assert "--proxy: invalid proxy URL" in bad.err
+
+
+@pytest.mark.parametrize(
+    "db",
+    [
+        "postgresql://u:PWsecret@[::1:1/x",  # libpq quoted the whole URI
+        "postgresql://u:PWsecret%zz@127.0.0.1:1/x",  # libpq quoted the token
+        "host=127.0.0.1 password=PWsecret",  # a keyword string, echoed as it was
+    ],
+)
+def test_a_db_password_is_never_printed_even_when_libpq_quotes_it(db: str) -> None:
+    """The PostgreSQL driver's own message may quote the connection string, or the part
+    of it it could not read: the password came out beside the redacted URL."""
+    for args in (("list", "--repository", "r"), ("list", "--repository", "r", "--json")):
+        result = run_cli(*args, "--db", db)
+        assert result.code == 2, result
+        assert "PWsecret" not in result.out + result.err, result

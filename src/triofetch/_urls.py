@@ -8,9 +8,13 @@ Imports nothing of triofetch.
 from __future__ import annotations
 
 import base64
+import re
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-__all__ = ["basic_authorization", "redact_url", "split_userinfo"]
+__all__ = ["basic_authorization", "redact_in", "redact_url", "split_userinfo"]
+
+#: a ``password=...`` keyword of a libpq connection string (quoted or not)
+_PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
@@ -36,7 +40,10 @@ def basic_authorization(user: str, password: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """Return *url* with any user name and password replaced by ``***``."""
+    """Return *url* with any user name and password replaced by ``***`` (and, in a libpq
+    ``key=value`` connection string, the ``password=`` value)."""
+    if "://" not in url and "=" in url:
+        return _PASSWORD_KEYWORD.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -54,3 +61,23 @@ def redact_url(url: str) -> str:
         return f"{url[:start]}***{url[at:]}"
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def redact_in(text: str, url: str) -> str:
+    """*text* (a message another library wrote about *url*, which may quote it) without
+    *url*'s secrets: the URL shown redacted, its password (as written and percent-decoded)
+    and any ``password=`` value replaced by ``***``.  A message that holds a password too
+    short to replace safely is left out."""
+    shown = redact_url(url)
+    if shown != url:
+        text = text.replace(url, shown)
+    start = url.find("://") + 3
+    at = url.find("@", start) if start >= 3 else -1
+    if at >= 0 and ":" in url[start:at]:
+        password = url[start:at].split(":", 1)[1]
+        for secret in sorted({password, unquote(password)} - {""}, key=len, reverse=True):
+            if secret in text:
+                if len(secret) < 4:  # ("***" for every "a" of the text: say nothing)
+                    return "(the reason, which quoted the password, is left out)"
+                text = text.replace(secret, "***")
+    return _PASSWORD_KEYWORD.sub(r"\1***", text)

@@ -30,7 +30,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool
 
-from .._urls import redact_url
+from .._urls import redact_in, redact_url
 from ..errors import NotAStore, StoreError, StoreNotFound
 from ._dialect import Dialect, LeaseHandle
 from ._schema import POSTGRES_MIGRATIONS, check_readable, migrate
@@ -58,7 +58,8 @@ class AdvisoryLease(LeaseHandle):
             )
         except psycopg.Error as exc:
             raise StoreError(
-                f"cannot connect to {redact_url(conninfo)} for the writers' lease: {exc}"
+                f"cannot connect to {redact_url(conninfo)} for the writers' lease: "
+                f"{redact_in(str(exc), conninfo)}"
             ) from exc
 
     def try_acquire(self, exclusive: bool) -> bool:
@@ -118,7 +119,7 @@ class PostgresBackend(Dialect):
         try:
             psycopg.connect(self.conninfo, connect_timeout=libpq_timeout).close()
         except psycopg.Error as exc:
-            reason = " ".join(str(exc).split())
+            reason = redact_in(" ".join(str(exc).split()), self.conninfo)  # (libpq quotes it)
             raise StoreError(
                 f"cannot connect to PostgreSQL at {redact_url(self.conninfo)} within "
                 f"{self.connect_timeout:g} s: {reason}"
@@ -153,7 +154,8 @@ class PostgresBackend(Dialect):
             pool.close()
             self._pool = None
             raise StoreError(
-                f"cannot open PostgreSQL database {redact_url(self.conninfo)}: {exc}"
+                f"cannot open PostgreSQL database {redact_url(self.conninfo)}: "
+                f"{redact_in(str(exc), self.conninfo)}"
             ) from exc
         except BaseException:
             pool.close()
