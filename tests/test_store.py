@@ -367,6 +367,20 @@ async def test_versions(store: Store) -> None:
     assert await store.repositories() == ["other", "repo"]
 
 
+async def test_a_version_number_past_64_bits_is_no_such_version(store: Store) -> None:
+    """``2**63`` is a number no database column holds: SQLite's driver raised a bare
+    OverflowError (``triofetch list --version 9223372036854775808`` was status 70)."""
+    await store.create_repository("repo")
+    for number in (2**63, 10**20):
+        for call in (
+            store.get_version("repo", number),
+            store.list_units("repo", number),
+            store.count_units("repo", number),
+        ):
+            with pytest.raises(VersionNotFound):
+                await call
+
+
 async def test_unknown_repository(store: Store) -> None:
     for call in (
         store.latest_version("ghost"),

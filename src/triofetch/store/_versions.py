@@ -194,6 +194,10 @@ def _repository_id(db: Dialect, conn: Any, name: str, *, create: bool, lock: boo
     return int(row[0])
 
 
+#: the largest version number (a signed 64-bit integer in both databases)
+_MAX_NUMBER = 2**63 - 1
+
+
 def _version_row(
     db: Dialect, conn: Any, repository_id: int, number: int | Literal["latest"]
 ) -> tuple[int, int, bool] | None:
@@ -203,6 +207,8 @@ def _version_row(
             "AND complete ORDER BY number DESC LIMIT 1"
         )
         row = conn.execute(db.sql(sql), (repository_id,)).fetchone()
+    elif not 0 < number <= _MAX_NUMBER:  # (no such version; nor a number SQL can hold)
+        return None
     else:
         sql = (
             "SELECT id, number, complete FROM repository_versions "
