@@ -485,6 +485,27 @@ def test_damaged_database_through_the_command(tmp_path: Path) -> None:
         assert one_line(result.err).startswith("triofetch: error: "), (name, result)
 
 
+def test_a_database_damaged_before_it_opens_is_store_damaged_in_json(tmp_path: Path) -> None:
+    """A database file cut short (its first pages whole): SQLite refuses it while the
+    store opens, and that error was the JSON kind ``store``, not ``store_damaged`` as when
+    the damage is found later."""
+    import json
+
+    manifest = file_manifest(tmp_path / "src", 60)
+    root = tmp_path / "root"
+    assert run_cli("sync", manifest, "--root", root, "--repository", "r").code == 0
+    database = root / "triofetch.sqlite3"
+    whole = database.read_bytes()
+    for name, argv in _commands(root, manifest, tmp_path / "out").items():
+        database.write_bytes(whole[: 5 * _PAGE])
+        for extra in ("-wal", "-shm"):
+            (root / f"triofetch.sqlite3{extra}").unlink(missing_ok=True)
+        result = run_cli(*argv, "--json")
+        assert result.code == 2, (name, result)
+        assert json.loads(result.out)["error"]["kind"] == "store_damaged", (name, result)
+        assert "damaged" in one_line(result.err), (name, result)
+
+
 # -- PostgreSQL that cannot be reached ------------------------------------------------------
 
 

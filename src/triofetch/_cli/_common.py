@@ -34,6 +34,7 @@ __all__ = [
     "absolute_path",
     "check_new_root",
     "damaged_database",
+    "damaged_store",
     "emit_json",
     "error_json",
     "existing_store",
@@ -206,6 +207,12 @@ def damaged_database(exc: BaseException) -> bool:
     return False
 
 
+def damaged_store(where: str, exc: StoreError) -> CLIError:
+    """The one line (exit status 2) for a store SQLite finds damaged, *exc* the error it
+    gave (see :func:`damaged_database`), whether found opening the store or later."""
+    return CLIError(f"the store {where} is damaged: {exc}", kind="store_damaged")
+
+
 @asynccontextmanager
 async def existing_store(
     root: Path,
@@ -238,6 +245,8 @@ async def existing_store(
     except InvalidInput as exc:
         raise CLIError(str(exc), kind="invalid_input") from None
     except StoreError as exc:
+        if damaged_database(exc):
+            raise damaged_store(where, exc) from None
         raise CLIError(f"cannot open the store {where}: {exc}", kind="store") from None
     try:
         async with opened as store:
@@ -245,4 +254,4 @@ async def existing_store(
     except StoreError as exc:
         if not damaged_database(exc):
             raise
-        raise CLIError(f"the store {where} is damaged: {exc}", kind="store_damaged") from None
+        raise damaged_store(where, exc) from None

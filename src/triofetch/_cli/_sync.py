@@ -51,6 +51,7 @@ from ._common import (
     CLIError,
     check_new_root,
     damaged_database,
+    damaged_store,
     describe_db,
     emit_json,
     human_bytes,
@@ -329,7 +330,13 @@ async def run_sync(
             opened = await open_store(db, root=root, connect_timeout=db_connect_timeout)
         except (StoreNotFound, NotAStore) as exc:
             raise store_error(exc, root, db) from None
-        except (StoreError, InvalidInput) as exc:
+        except StoreError as exc:
+            if damaged_database(exc):
+                raise damaged_store(describe_db(db, root), exc) from None
+            raise CLIError(
+                f"cannot open the store {describe_db(db, root)}: {exc}", kind="store"
+            ) from None
+        except InvalidInput as exc:
             raise CLIError(
                 f"cannot open the store {describe_db(db, root)}: {exc}", kind="store"
             ) from None
@@ -465,8 +472,7 @@ async def sync_command(args: argparse.Namespace) -> int:
         raise CLIError(storage_write_message(exc), EXIT_FAILED, kind="disk") from None
     except StoreError as exc:
         if damaged_database(exc):
-            where = describe_db(args.db, resolve_root(args.root))
-            raise CLIError(f"the store {where} is damaged: {exc}", kind="store_damaged") from None
+            raise damaged_store(describe_db(args.db, resolve_root(args.root)), exc) from None
         raise CLIError(f"store: {exc}", EXIT_FAILED, kind="store") from None
     print_failures(report)
     if not args.json:
