@@ -121,6 +121,11 @@ def test_quiet_prints_errors_and_results_only(http_server: FaultServer, tmp_path
     assert versions.code == 0 and "complete" in versions.out and versions.err == ""
     as_json = run_cli("sync", url, "--root", root, "--repository", "r", "-q", "--json")
     assert as_json.code == 0 and as_json.json()["units"]["existing"] == 2 and as_json.err == ""
+    # config's rows are its result (-q printed nothing at all); its note is not
+    config = run_cli("config", "--root", root, "-q")
+    assert config.code == 0 and config.err == "", config
+    assert config.out.splitlines() == run_cli("config", "--root", root).out.splitlines()
+    assert any(line.startswith("root ") for line in config.out.splitlines()), config
 
 
 def test_quiet_still_prints_the_errors(http_server: FaultServer, tmp_path: Path) -> None:

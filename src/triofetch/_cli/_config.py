@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import redact_url
-from ._common import EXIT_OK, CLIError, absolute_path, emit_json, note, say
+from ._common import EXIT_OK, CLIError, absolute_path, emit_json, note
 from ._parser import (
     _non_negative,
     _positive,
@@ -218,5 +218,5 @@ async def config_command(args: argparse.Namespace) -> int:
     for key, row in rows.items():
         value = "(none)" if row["value"] is None else str(row["value"])
         where = row["source"] + (f" {row['from']}" if row["from"] else "")
-        say(f"{key:<{width}}  {value}  ({where})")
+        print(f"{key:<{width}}  {value}  ({where})")  # (the result asked for: -q keeps it)
     return EXIT_OK
