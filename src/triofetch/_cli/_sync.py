@@ -239,16 +239,24 @@ async def _bytes_not_stored(index: RepositoryIndex, store: Store) -> int:
     return total
 
 
-async def check_free_space(index: RepositoryIndex, store: Store, root: Path) -> None:
+def _free_bytes(path: Path) -> int:
+    """The free space of the file system *path* is (or will be, made) on."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+async def check_free_space(index: RepositoryIndex, store: Store | None, root: Path) -> None:
     """Refuse (exit 2) a sync whose files not stored yet need more than the free space.
 
     The manifest's total is compared first (no query when it fits); only when it does not
-    are the contents the store already holds looked up and left out.
+    are the contents the store already holds looked up and left out.  *store* None: a
+    root not made yet (checked before anything is written), where nothing is stored.
     """
-    free = (await trio.to_thread.run_sync(shutil.disk_usage, root)).free
+    free = await trio.to_thread.run_sync(_free_bytes, root)
     if (index.total_size or 0) <= free:
         return
-    needed = await _bytes_not_stored(index, store)
+    needed = (index.total_size or 0) if store is None else await _bytes_not_stored(index, store)
     log.info("%s not stored yet, %s free under %s", human_bytes(needed), human_bytes(free), root)
     if needed > free:
         raise CLIError(
@@ -317,6 +325,10 @@ async def run_sync(
                 f"into repository {repository!r} at {root}",
                 flush=True,
             )
+        check_space = policy == "immediate" and not ignore_free_space
+        if check_space and not await trio.Path(root).exists():
+            # a new store, where nothing is stored: refused before anything is made
+            await check_free_space(index, None, root)
         # The manifest is valid: from here on things are written.
         await trio.to_thread.run_sync(check_new_root, root, db)
         try:
@@ -346,7 +358,7 @@ async def run_sync(
             removed = await storage.cleanup_temp()
             if removed:
                 log.info("removed %d temp files left by stopped processes", len(removed))
-            if policy == "immediate" and not ignore_free_space:
+            if check_space:
                 await check_free_space(index, store, storage.root)
             tracker = SyncTracker(index)
             creator = ContentUnitCreator(
