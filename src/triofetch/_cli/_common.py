@@ -152,8 +152,11 @@ def describe_db(db: str | None, root: Path) -> str:
     return redact_url(db) if db else str(root / DEFAULT_DATABASE_NAME)
 
 
-#: what a root may hold before its database exists: the lock files of a store being made
-_LOCK_FILES = frozenset({f"{DEFAULT_DATABASE_NAME}.lock", f"{DEFAULT_DATABASE_NAME}.lease"})
+#: what a root may hold before its database exists: the lock files of a store being made,
+#: and its database under the temp name it is made under (or left by a maker killed then)
+_LOCK_FILES = frozenset(
+    f"{DEFAULT_DATABASE_NAME}{suffix}" for suffix in (".lock", ".lease", ".creating")
+)
 
 
 def check_new_root(root: Path, db: str | None) -> None:
@@ -162,8 +165,8 @@ def check_new_root(root: Path, db: str | None) -> None:
     A root that holds files but no database is someone else's directory, or a store whose
     database was lost: a database is not silently made beside them (exit status 2).  The
     database is made before the storage's directories, so a sync running at the same time
-    that is making this root's store leaves only its lock files here until the database
-    exists.
+    that is making this root's store leaves only its lock files (and the database under its
+    temp name) here until the database exists.
     """
     if db is not None or os.path.lexists(root / DEFAULT_DATABASE_NAME):
         return

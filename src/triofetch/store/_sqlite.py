@@ -11,6 +11,8 @@ of the store's logic: what to write and when is decided in ``_commit``, ``_versi
   exclusive ``flock`` on ``<db>.lock`` (other processes) before ``BEGIN IMMEDIATE``; a
   ``busy_timeout`` and a bounded retry on SQLITE_BUSY cover what is left (checkpoints,
   readers racing with the WAL's recovery).
+- A new database is made under a temp name, schema and all, and renamed into place: a
+  process killed while making it leaves no database or a complete one.
 - Checkpoints (copying the WAL back into the database, with their fsyncs) run in a
   checkpointer thread after commits, not inside them.
 - ``synchronous=NORMAL``: a committed transaction survives the process crashing; a power
@@ -76,8 +78,25 @@ _COMMITS_PER_CHECKPOINT = 8
 #: truncate the WAL file back to this size after a checkpoint
 _JOURNAL_LIMIT = 64 * 1024 * 1024
 
+#: a new database is made under its name plus this suffix, then renamed into place
+_CREATING_SUFFIX = ".creating"
+
 _locks_guard = threading.Lock()
 _locks: dict[str, threading.Lock] = {}
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename in *path* durable (where directories can be fsynced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - e.g. not POSIX: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - a filesystem that refuses fsync on a directory
+        pass
+    finally:
+        os.close(fd)
 
 
 def _process_lock(path: str) -> threading.Lock:
@@ -345,23 +364,51 @@ class SQLiteBackend(Dialect):
                 conn.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lockfile = os.open(lockfile, os.O_RDWR | os.O_CREAT, 0o644)
-        # Under the writers' lock: the process that creates the database writes its schema
-        # before any other looks at it, so a file found here that is not a store (empty,
-        # foreign) is refused, never made into one.
+        # Under the writers' lock: a new database appears under its name only complete
+        # (made under a temp name, then renamed: see _create_database), so a file found here
+        # that is not a store (empty, foreign) is refused, never made into one.
         with self._writer_lock():
-            existed = self.path.exists()
-            if not existed and not self.create:
-                raise StoreNotFound(str(self.path))
+            if not self.path.exists():
+                if not self.create:
+                    raise StoreNotFound(str(self.path))
+                self._create_database()
             with self._connection() as conn:
-                if existed:
-                    self._schema_version(conn)
-                # effective only for a new (empty) database: an existing one keeps its size
-                conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
+                self._schema_version(conn)
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode != "wal":  # pragma: no cover - e.g. a filesystem without shared memory
                     raise StoreError(f"SQLite refused WAL mode for {self.path} (got {mode})")
                 self._migrate(conn)
         self._checkpointer = _Checkpointer(self.path)
+
+    def _create_database(self) -> None:
+        """Make a new database, schema and all, under a temp name, and rename it into place.
+
+        Under the writers' lock.  The database's own name so never shows a file without
+        triofetch's tables: a maker killed at any moment leaves no database or a complete one
+        (its journal mode is set to WAL by the open that follows, every open does), never a
+        table-less file that every later open would refuse as foreign.  The temp file a
+        killed maker leaves behind (``<db>.creating``) is removed by the next maker.
+        """
+        # beside the file the name leads to (a symlink to a database yet to be made)
+        target = Path(os.path.realpath(self.path))
+        temp = target.with_name(target.name + _CREATING_SUFFIX)
+        temp.unlink(missing_ok=True)  # what a killed maker left (never a journal: see below)
+        try:
+            conn = sqlite3.connect(temp, isolation_level=None)
+            try:
+                # before the first table: a new database's page size
+                conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
+                # no journal file beside the temp; the commit fsyncs the file
+                conn.execute("PRAGMA journal_mode = MEMORY")
+                conn.execute("PRAGMA synchronous = FULL")
+                self._migrate(conn)
+            finally:
+                conn.close()
+            os.rename(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_directory(target.parent)
 
     def _open_readonly(self) -> None:
         # No lock file, no checkpointer, no migration: nothing is written.
