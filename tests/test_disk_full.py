@@ -351,6 +351,44 @@ def test_export_on_a_full_disk_says_what_it_wrote_and_leaves_no_temp_file(
     assert on_disk == {*files, "PULP_MANIFEST"}
 
 
+def test_a_reexport_stopped_by_a_full_disk_leaves_no_old_manifest(
+    http_server: FaultServer, small_disk: Path, tmp_path: Path
+) -> None:
+    """Exporting version 2 over an export of version 1 replaces a file, then fills the disk:
+    the PULP_MANIFEST of version 1 is gone (it was left, listing the old sha256 of the file
+    replaced, while the command said no PULP_MANIFEST was written)."""
+    v1 = {"a.txt": content("old a", 60 * KB), "b.txt": content("b", 10 * KB)}
+    v2 = {
+        "a.txt": content("new a", 60 * KB),
+        "b.txt": v1["b.txt"],
+        "c.bin": content("c", 2500 * KB),
+    }
+    root = tmp_path / "root"
+    args = ("--root", root, "--repository", "r")
+    assert run_cli("sync", publish(http_server, v1, prefix="/v1"), *args).code == 0
+    assert run_cli("sync", publish(http_server, v2, prefix="/v2"), *args, "--mirror").code == 0
+    dest = small_disk / "dest"
+    first = run_cli("export", *args, "--version", "1", dest)
+    assert first.code == 0, first
+    assert (dest / "PULP_MANIFEST").read_bytes() == manifest_of(v1)
+
+    result = run_cli("export", *args, dest)
+    assert result.code == 1, result
+    assert one_error_line(result.err) == (
+        f"wrote 2 of 3 files to {dest} before the disk filled (no space left on device); "
+        "no PULP_MANIFEST written: free some space and run the export again"
+    )
+    on_disk = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert on_disk == {"a.txt": v2["a.txt"], "b.txt": v2["b.txt"]}  # no manifest, no temp
+
+    remount(small_disk, "16m")
+    again = run_cli("export", *args, dest)
+    assert again.code == 0, again
+    assert sorted((dest / "PULP_MANIFEST").read_bytes().splitlines()) == sorted(
+        manifest_of(v2).splitlines()
+    )
+
+
 # -- the storage's own writes -----------------------------------------------------------------
 
 

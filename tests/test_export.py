@@ -23,7 +23,7 @@ import pytest
 import trio
 from hypothesis import given, strategies as st
 
-from tests import test_readonly
+from tests import test_disk_full, test_readonly
 from tests._cli_helpers import Result, file_requests, publish, run_cli, run_cli_in_process
 from tests.test_readonly import run_on_read_only_root
 from triofetch import (
@@ -63,6 +63,8 @@ AWKWARD = {
 
 #: a temp dir every user may enter (a read-only root may be run as nobody)
 world_readable_tmp = test_readonly.world_readable_tmp
+#: a directory on a real 2 MiB tmpfs of its own (another file system: files are copied)
+small_disk = test_disk_full.small_disk
 
 
 def sha(data: bytes) -> str:
@@ -324,6 +326,91 @@ def test_a_fetch_failure_is_listed_and_the_rest_exported(
     assert [r["relative_path"] for r in listing(other, None, "copy")] == ["good.txt", "sub/ok.txt"]
 
 
+# -- a damaged stored file ------------------------------------------------------------------
+
+
+def damage(root: Path, data: bytes, new: bytes) -> None:
+    """Change the stored file of *data* in place (the store still records *data*)."""
+    stored = ArtifactStorage(root).path_for(sha(data))
+    stored.chmod(0o644)
+    stored.write_bytes(new)
+
+
+def manifest_is_true(dest: Path) -> dict[str, bytes]:
+    """The files the PULP_MANIFEST under *dest* lists, each checked to be there with the
+    sha256 and size listed."""
+    listed = {}
+    for line in (dest / "PULP_MANIFEST").read_text(encoding="utf-8").splitlines():
+        path, digest, size = line.rsplit(",", 2)
+        data = (dest / path).read_bytes()
+        assert (sha(data), len(data)) == (digest, int(size)), line
+        listed[path] = data
+    return listed
+
+
+GOOD = {"a.txt": b"old a\n" * 10, "b/c.txt": b"see\n", "d.txt": b"dee\n" * 3}
+
+
+def test_a_damaged_stored_file_is_not_exported_nor_listed(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """A stored file whose size is not the recorded one is left out: listed as not exported,
+    not in DEST (a hard link would be the damaged file itself), not in the manifest, status
+    1; the rest is exported.  It was linked and listed with the recorded sha256 and size."""
+    root = tmp_path / "root"
+    sync(publish(http_server, GOOD), root, None, "r")
+    damage(root, GOOD["a.txt"], b"old")
+    dest = tmp_path / "dest"
+    result = export(root, None, dest)
+    assert result.code == 1, result
+    assert result.err.splitlines() == [
+        "triofetch: not exported: a.txt: the stored file is damaged (size 3, expected 60): "
+        "run triofetch repair"
+    ]
+    assert result.out.startswith("exported 2 files of 'r' version 1"), result
+    rest = {p: d for p, d in GOOD.items() if p != "a.txt"}
+    assert files_under(dest) == rest
+    assert manifest_is_true(dest) == rest
+    # --json says it too; and exporting again over the first export still leaves it out
+    again = export(root, None, dest, "--json")
+    assert again.code == 1, again
+    assert again.json()["not_exported"] == [
+        {
+            "relative_path": "a.txt",
+            "reason": "the stored file is damaged (size 3, expected 60): run triofetch repair",
+        }
+    ]
+    assert (again.json()["written"], again.json()["unchanged"]) == (2, 2)
+    assert manifest_is_true(dest) == rest
+    other = tmp_path / "other"
+    sync(dest / "PULP_MANIFEST", other, None, "copy")
+    assert listing(other, None, "copy") == expected_rows(rest)
+
+
+def test_a_damaged_stored_file_of_the_right_size_is_not_copied(
+    http_server: FaultServer, tmp_path: Path, small_disk: Path
+) -> None:
+    """Copied (DEST on another file system: a real tmpfs), a file is hashed as it is copied:
+    damaged bytes of the recorded size are not exported either, and the part copied is
+    removed.  A hard link is checked by size only (nothing is read)."""
+    root = tmp_path / "root"
+    sync(publish(http_server, GOOD), root, None, "r")
+    bad = b"OLD A\n" * 10
+    assert len(bad) == len(GOOD["a.txt"])
+    damage(root, GOOD["a.txt"], bad)
+    dest = small_disk / "dest"
+    result = export(root, None, dest)
+    assert result.code == 1, result
+    assert result.err.splitlines() == [
+        f"triofetch: not exported: a.txt: the stored file is damaged (sha256 is {sha(bad)}): "
+        "run triofetch repair"
+    ]
+    assert "(2 copies)" in result.out, result
+    rest = {p: d for p, d in GOOD.items() if p != "a.txt"}
+    assert files_under(dest) == rest  # no temp file either
+    assert manifest_is_true(dest) == rest
+
+
 # -- the check itself, in process ----------------------------------------------------------
 
 
@@ -357,6 +444,31 @@ def test_every_conflict_is_named(tmp_path: Path) -> None:
         export_files(storage, rows, dest)
     assert caught.value.problems == problems
     assert not dest.exists()
+
+
+def test_the_old_manifest_goes_before_a_file_in_the_way_of_a_directory(tmp_path: Path) -> None:
+    """A file of an earlier export where the new version needs a directory is removed:
+    the earlier manifest goes first, so an export stopped then leaves none listing it."""
+    storage = ArtifactStorage(tmp_path / "root")
+    for data in (b"a file\n", b"zed\n"):
+        stored = storage.path_for(sha(data))
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_bytes(data)
+    dest = tmp_path / "dest"
+    first = export_files(storage, [row("a", b"a file\n", 1), row("z", b"zed\n", 2)], dest)
+    assert first.written == 2 and (dest / "PULP_MANIFEST").exists()
+    # a/b is not stored: it fails once "a" is replaced by a directory; then a stop
+    stops = iter([False, True])
+    report = export_files(
+        storage,
+        [row("a/b", b"not stored\n", 3), row("z", b"zed\n", 2)],
+        dest,
+        stopped=lambda: next(stops),
+    )
+    assert report.interrupted and report.written == 0
+    assert [p for p, _ in report.errors] == ["a/b"]
+    assert (dest / "a").is_dir()
+    assert not (dest / "PULP_MANIFEST").exists()
 
 
 def test_paths_a_manifest_cannot_carry(tmp_path: Path) -> None:

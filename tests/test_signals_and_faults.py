@@ -646,6 +646,46 @@ def test_export_interrupted_says_how_far_it_got(tmp_path: Path) -> None:
     assert len((dest / "PULP_MANIFEST").read_text().splitlines()) == 2000
 
 
+def test_a_reexport_stopped_by_sigterm_leaves_no_old_manifest(tmp_path: Path) -> None:
+    """Exporting version 2 over an export of version 1, stopped by SIGTERM once it has
+    replaced a file: no PULP_MANIFEST is left (the one of version 1 was, listing the old
+    sha256 of the files replaced, while the command said there was none yet)."""
+    root = tmp_path / "root"
+    args = ("--root", root, "--repository", "r")
+    assert run_cli("sync", file_manifest(tmp_path / "v1", 2000), *args).code == 0
+    assert run_cli("sync", file_manifest(tmp_path / "v2", 2000, 48), *args, "--mirror").code == 0
+    first = "d0/f00000.txt"  # the first file exported
+    new_first = (tmp_path / "v2" / first).read_bytes()
+    new_line = f"{first},{hashlib.sha256(new_first).hexdigest()},{len(new_first)}"
+    for attempt in range(5):
+        dest = tmp_path / f"export{attempt}"
+        assert run_cli("export", *args, "--version", "1", dest).code == 0
+        old_ino = (dest / first).stat().st_ino
+        proc = start_cli("export", *args, dest)
+        wait_for(lambda: (dest / first).stat().st_ino != old_ino)  # noqa: B023
+        proc.send_signal(signal.SIGSTOP)  # frozen mid-export, to be sure
+        manifest = dest / "PULP_MANIFEST"
+        if manifest.exists() and new_line in manifest.read_text():  # pragma: no cover - done
+            proc.send_signal(signal.SIGCONT)
+            finish(proc)
+            continue
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)
+        out, err = finish(proc)
+        break
+    else:  # pragma: no cover
+        pytest.fail("the export always finished before it could be stopped")
+    assert proc.returncode == 143, (out, err)
+    assert "no PULP_MANIFEST yet: run the export again to finish" in one_line(err)
+    assert (dest / first).read_bytes() == new_first
+    assert not (dest / "PULP_MANIFEST").exists()
+    assert not [p for p in dest.rglob(".tf-export-*")]
+    again = run_cli("export", *args, dest)
+    assert again.code == 0, again
+    lines = (dest / "PULP_MANIFEST").read_text().splitlines()
+    assert sorted(lines) == sorted((tmp_path / "v2" / "PULP_MANIFEST").read_text().splitlines())
+
+
 # -- the lazy public API that makes a short start-up possible ---------------------------------
 
 

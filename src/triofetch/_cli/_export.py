@@ -14,6 +14,12 @@ directory must be is replaced by a directory, and a file is put in place by ``re
 the name (which replaces a symbolic link, never writes through it).  Files are hard links to
 the store's files when DEST is on the same filesystem, else copies.
 
+The manifest never lies.  A stored file whose size is not the one recorded (a hard link is
+not read: its size is checked), or whose bytes as copied are not its sha256 (a copy reads
+them anyway), is not exported nor listed.  A ``PULP_MANIFEST`` left by an earlier export is
+removed, durably, before the first file is written: an export stopped part-way (a full
+disk, a signal) leaves none; the new one is written once every file is in place.
+
 This module owns writing a version's files out and checking first that they can be; it
 must not change what the store records (only the fetch of on-demand units adds to it,
 through the creator) nor decide library policy (the transport, the temp files).
@@ -24,9 +30,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
-import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,7 +91,55 @@ def _temp_name() -> str:
     return f".tf-export-{os.getpid()}-{secrets.token_hex(6)}"
 
 
-def _open_subdir(parent: int, name: str) -> int:
+class _Damaged(Exception):
+    """The stored file is not what the store records (``size 3, expected 5``, as ``verify``
+    says it): it is not exported."""
+
+    def __str__(self) -> str:
+        return f"the stored file is damaged ({self.args[0]}): run triofetch repair"
+
+
+class _OldManifest:
+    """The ``PULP_MANIFEST`` an earlier export left in DEST.
+
+    It lists that export's files: once one of them is replaced (or removed to make room for
+    a directory) it would lie, so it is removed, and the removal made durable (the directory
+    fsynced), before the first file is written.  An export stopped after that leaves no
+    manifest; the new one is written at the end.
+    """
+
+    def __init__(self, dest: int) -> None:
+        self.dest = dest
+        self.removed = False
+
+    def remove(self) -> None:
+        if self.removed:
+            return
+        try:
+            os.unlink(MANIFEST_NAME, dir_fd=self.dest)
+        except (FileNotFoundError, IsADirectoryError):
+            pass  # none (a directory of that name is no manifest: writing one fails later)
+        else:
+            os.fsync(self.dest)
+        self.removed = True
+
+
+class _ManifestNotRemoved(Exception):
+    """The old ``PULP_MANIFEST`` could not be removed: nothing may be written."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _before_writing(old: _OldManifest) -> None:
+    try:
+        old.remove()
+    except OSError as exc:
+        raise _ManifestNotRemoved(exc) from exc
+
+
+def _open_subdir(parent: int, name: str, before_writing: Callable[[], None]) -> int:
     """Open (creating or replacing a non-directory) the directory *name* in *parent*."""
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
@@ -95,6 +149,7 @@ def _open_subdir(parent: int, name: str) -> int:
         if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise
         # a symbolic link or a file is in the way: replace it, never follow it
+        before_writing()
         os.unlink(name, dir_fd=parent)
     with contextlib.suppress(FileExistsError):
         os.mkdir(name, 0o755, dir_fd=parent)
@@ -104,8 +159,9 @@ def _open_subdir(parent: int, name: str) -> int:
 class _Dirs:
     """The open directory of the current file (files come sorted, so it rarely changes)."""
 
-    def __init__(self, dest: int) -> None:
+    def __init__(self, dest: int, before_writing: Callable[[], None]) -> None:
         self.dest = dest
+        self.before_writing = before_writing
         self.parts: tuple[str, ...] = ()
         self.fd = dest
 
@@ -116,7 +172,7 @@ class _Dirs:
         fd = self.dest
         try:
             for part in parts:
-                child = _open_subdir(fd, part)
+                child = _open_subdir(fd, part, self.before_writing)
                 if fd != self.dest:
                     os.close(fd)
                 fd = child
@@ -133,19 +189,43 @@ class _Dirs:
         self.parts, self.fd = (), self.dest
 
 
-def _copy(src: Path, name: str, dir_fd: int) -> None:
+def _copy(src: Path, name: str, dir_fd: int) -> tuple[str, int]:
+    """Copy *src* to *name* in *dir_fd*; the sha256 and size of the bytes copied."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     out = os.open(name, flags, 0o644, dir_fd=dir_fd)
+    hasher = hashlib.sha256()
+    size = 0
     try:
         with open(src, "rb") as fin, open(out, "wb", closefd=False) as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
+            # the bytes are read anyway: hashing them costs no I/O
+            while chunk := fin.read(1 << 20):
+                hasher.update(chunk)
+                fout.write(chunk)
+                size += len(chunk)
     finally:
         os.close(out)
+    return hasher.hexdigest(), size
 
 
-def _place(src: Path, name: str, dir_fd: int, report: ExportReport) -> None:
-    """Put the stored file *src* at *name* in *dir_fd*, replacing what is there."""
+def _place(
+    src: Path,
+    name: str,
+    dir_fd: int,
+    report: ExportReport,
+    *,
+    sha256: str,
+    size: int | None,
+    before_writing: Callable[[], None],
+) -> None:
+    """Put the stored file *src* at *name* in *dir_fd*, replacing what is there.
+
+    Raises :class:`_Damaged`, having changed nothing, when the stored file is not *size*
+    bytes long (or, when copied, its bytes are not *sha256*).  *before_writing* is called
+    before anything is written.
+    """
     source = os.stat(src)
+    if size is not None and source.st_size != size:
+        raise _Damaged(f"size {source.st_size}, expected {size}")
     try:
         there = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -156,6 +236,7 @@ def _place(src: Path, name: str, dir_fd: int, report: ExportReport) -> None:
         if (there.st_dev, there.st_ino) == (source.st_dev, source.st_ino):
             report.unchanged += 1  # already this very file (an earlier export)
             return
+    before_writing()
     temp = _temp_name()
     linked = True
     try:
@@ -165,7 +246,12 @@ def _place(src: Path, name: str, dir_fd: int, report: ExportReport) -> None:
             if exc.errno not in _LINK_FALLBACK:
                 raise
             linked = False
-            _copy(src, temp, dir_fd)  # a full disk: the part copied is removed below
+            # a full disk, or damaged bytes: the part copied is removed below
+            digest, copied = _copy(src, temp, dir_fd)
+            if size is not None and copied != size:
+                raise _Damaged(f"size {copied}, expected {size}") from None
+            if digest != sha256:
+                raise _Damaged(f"sha256 is {digest}") from None
         os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -307,7 +393,10 @@ def export_files(
     Raises :class:`Unexportable`, having written nothing, when the rows are not one file per
     path or a manifest cannot list them (:func:`unexportable`; *checked*: the caller did).
     *stopped* is asked before each file: once it says so, the export ends there, without a
-    manifest (``report.interrupted``).
+    manifest (``report.interrupted``).  A stored file that is damaged (another size than
+    recorded; when copied, other bytes) is in ``report.errors`` and not in the manifest.
+    An earlier ``PULP_MANIFEST`` is removed before the first file is written (raises the
+    OSError, having written nothing, when it cannot be).
     """
     if not checked:
         problems = unexportable(rows, dest)
@@ -316,7 +405,8 @@ def export_files(
     report = ExportReport()
     dest.mkdir(parents=True, exist_ok=True)
     dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-    dirs = _Dirs(dest_fd)
+    before_writing = partial(_before_writing, _OldManifest(dest_fd))
+    dirs = _Dirs(dest_fd, before_writing)
     done: list[FileRow] = []
     try:
         for row in rows:
@@ -327,13 +417,27 @@ def export_files(
             *parents, name = row.relative_path.split("/")
             try:
                 fd = dirs.open(tuple(parents))
-                _place(storage.path_for(row.sha256), name, fd, report)
-            except OSError as exc:
+                _place(
+                    storage.path_for(row.sha256),
+                    name,
+                    fd,
+                    report,
+                    sha256=row.sha256,
+                    size=row.size,
+                    before_writing=before_writing,
+                )
+            except _Damaged as exc:
+                report.errors.append((row.relative_path, str(exc)))
+                continue
+            except (OSError, _ManifestNotRemoved) as exc:
                 dirs.close()
-                if StorageWriteError.matches(exc):  # a full disk: every next file fails too
-                    report.disk_error = exc
+                error = exc.error if isinstance(exc, _ManifestNotRemoved) else exc
+                if StorageWriteError.matches(error):  # a full disk: every next file fails too
+                    report.disk_error = error
                     break
-                report.errors.append((row.relative_path, str(exc.strerror or exc)))
+                if isinstance(exc, _ManifestNotRemoved):  # writing on would make it lie
+                    raise error from None
+                report.errors.append((row.relative_path, str(error.strerror or error)))
                 continue
             done.append(row)
         dirs.close()
