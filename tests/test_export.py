@@ -165,6 +165,19 @@ def test_export_round_trips_awkward_paths(
     assert files_under(dest) == AWKWARD
 
 
+def test_an_empty_dest_is_refused(http_server: FaultServer, tmp_path: Path) -> None:
+    """``export ... ""`` (an unset ``$DEST``) exported into the current directory."""
+    url = publish(http_server, {"a.txt": b"a\n"})
+    root = tmp_path / "root"
+    sync(url, root, None, "r")
+    here = tmp_path / "here"
+    here.mkdir()
+    result = run_cli("export", "--root", root, "--repository", "r", "", cwd=here)
+    assert result.code == 2, result
+    assert result.err.strip() == "triofetch: error: DEST must not be empty", result
+    assert list(here.iterdir()) == []
+
+
 def test_a_path_the_manifest_cannot_hold_is_refused(
     http_server: FaultServer, tmp_path: Path
 ) -> None:

@@ -530,6 +530,8 @@ def _stopped_by_disk(report: ExportReport, total: int, dest: Path) -> str:
 
 async def export_command(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
+    if not args.dest:  # (an unset $DEST: the export would go into the current directory)
+        raise CLIError("DEST must not be empty")
     dest = absolute_path(args.dest)
     # made (its options checked) before anything is read; used for on-demand files only
     downloader = new_downloader(ca_cert=args.ca_cert, **upstream_options(args))
