@@ -318,8 +318,13 @@ async def test_reader_limit_and_its_argument(http_server: FaultServer) -> None:
     for bad in (0, -1, True, 1.5, "1M"):
         with pytest.raises(triofetch.InvalidInput):
             PulpManifestReader(max_size=bad)  # type: ignore[arg-type]
-    with pytest.raises(triofetch.ManifestError, match="larger than the limit of 10 bytes"):
+    # (a small limit in bytes only: "(9.53674e-06 MiB)" said it in scientific notation)
+    with pytest.raises(triofetch.ManifestError, match="the limit of 10 bytes: not read"):
         parse_pulp_manifest([f"a,{sha(b'')},0\n"], base_url="http://h/", max_size=10)
+    with pytest.raises(triofetch.ManifestError, match=r"limit of 2097152 bytes \(2 MiB\)"):
+        parse_pulp_manifest(
+            [f"a{i},{sha(b'')},0\n" for i in range(40000)], base_url="http://h/", max_size=2 << 20
+        )
 
 
 @pytest.mark.parametrize(

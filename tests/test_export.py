@@ -400,6 +400,21 @@ def test_a_damaged_stored_file_is_not_exported_nor_listed(
     assert listing(other, None, "copy") == expected_rows(rest)
 
 
+def test_a_missing_stored_file_is_named_as_such(http_server: FaultServer, tmp_path: Path) -> None:
+    """A stored file deleted from the storage: the line said only "No such file or
+    directory", naming neither the stored file nor what to do."""
+    root = tmp_path / "root"
+    sync(publish(http_server, GOOD), root, None, "r")
+    stored = ArtifactStorage(root).path_for(sha(GOOD["a.txt"]))
+    stored.unlink()
+    result = export(root, None, tmp_path / "dest")
+    assert result.code == 1, result
+    assert result.err.splitlines() == [
+        f"triofetch: not exported: a.txt: the stored file is damaged (missing: {stored}): "
+        "run triofetch repair"
+    ]
+
+
 def test_a_damaged_stored_file_of_the_right_size_is_not_copied(
     http_server: FaultServer, tmp_path: Path, small_disk: Path
 ) -> None:

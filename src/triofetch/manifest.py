@@ -267,8 +267,9 @@ class _ManifestParser:
 
     def too_large(self, max_size: int) -> ManifestError:
         return ManifestError(
-            f"the manifest is larger than the limit of {max_size} bytes "
-            f"({max_size / (1 << 20):g} MiB): not read",
+            f"the manifest is larger than the limit of {max_size} bytes"
+            + (f" ({max_size / (1 << 20):g} MiB)" if max_size >= 1 << 20 else "")
+            + ": not read",
             source=self.source,
         )
 

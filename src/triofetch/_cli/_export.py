@@ -223,7 +223,10 @@ def _place(
     bytes long (or, when copied, its bytes are not *sha256*).  *before_writing* is called
     before anything is written.
     """
-    source = os.stat(src)
+    try:
+        source = os.stat(src)
+    except FileNotFoundError:  # (deleted from the storage: "No such file" named nothing)
+        raise _Damaged(f"missing: {src}") from None
     if size is not None and source.st_size != size:
         raise _Damaged(f"size {source.st_size}, expected {size}")
     try:
