@@ -151,6 +151,24 @@ def test_a_missing_or_empty_token_file_is_a_usage_error(tmp_path: Path) -> None:
         assert f"--bearer-token-file: {words}" in result.err or words in result.err
 
 
+def test_a_token_and_credentials_in_the_source_are_refused_in_the_commands_words(
+    tmp_path: Path,
+) -> None:
+    """The library's "give either auth (basic) or token_provider (bearer)" came out,
+    naming arguments a command-line user never gave."""
+    result = _sync(
+        "http://user:pw@127.0.0.1:9/PULP_MANIFEST",
+        tmp_path / "r",
+        "--bearer-token-file",
+        _token_file(tmp_path),
+    )
+    assert result.code == 2, result
+    line = result.err.strip()
+    assert "--bearer-token-file" in line and "SOURCE" in line, line
+    assert "token_provider" not in line and "pw" not in line and TOKEN not in line, line
+    assert not (tmp_path / "r").exists()
+
+
 def test_repair_and_export_use_the_token(http_server: FaultServer, tmp_path: Path) -> None:
     """repair downloads a deleted file again, export fetches on-demand files: both with the
     token and the headers."""

@@ -64,7 +64,7 @@ from ._common import (
     warn,
 )
 from ._progress import SyncTracker, progress_bars, progress_console
-from ._upstream import upstream_options
+from ._upstream import TOKEN_VARIABLE, upstream_options
 
 __all__ = [
     "failure_reason",
@@ -297,6 +297,12 @@ async def run_sync(
     url, auth = resolve_source(source)
     if not repository:
         raise CLIError("--repository must not be empty")
+    if auth is not None and (bounds or {}).get("token_provider") is not None:
+        # (the library would say "auth or token_provider, not both": its words, not ours)
+        raise CLIError(
+            "the SOURCE URL carries a user and password, and a bearer token is given "
+            f"(--bearer-token-file or ${TOKEN_VARIABLE}): give one of them"
+        )
     async with new_downloader(
         ca_cert=ca_cert,
         transport=transport,
