@@ -308,6 +308,16 @@ def test_drawn_repositories_are_valid(spec: RepositorySpec) -> None:
         assert by_key.setdefault(unit.key, files) == files
 
 
+@settings(max_examples=30, deadline=None)
+@given(spec=strategies.repository_specs(min_contents=0, max_contents=2))
+def test_a_repository_may_hold_no_content(spec: RepositorySpec) -> None:
+    """``min_contents=0`` (documented: *min_contents* to *max_contents* contents) raised
+    ValueError whenever the pool drawn was empty; its units then have no file."""
+    units = spec.declare(lambda i: f"http://127.0.0.1:9/c{i}")
+    if not spec.contents:
+        assert all(not unit.artifacts for unit in units)
+
+
 #: find() returns the first example found (no shrinking: the point is that it exists)
 FIRST_FOUND = settings(database=None, max_examples=500, phases=[Phase.generate])
 

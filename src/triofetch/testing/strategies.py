@@ -124,7 +124,10 @@ def repository_specs(
     )
     units = draw(
         st.lists(
-            unit_specs(pool=len(pool), types=types, names=names, max_files=max_files),
+            # (no content drawn: units without files, which an empty pool allows)
+            unit_specs(
+                pool=len(pool), types=types, names=names, max_files=max_files if pool else 0
+            ),
             min_size=min_units,
             max_size=max_units,
         )
