@@ -140,6 +140,8 @@ def _says_what_to_do(exc: triofetch.WrongContext) -> None:
     text = str(exc)
     assert "triofetch runs under Trio, not asyncio" in text
     assert "trio.run(" in text and "triofetch.fetch()" in text
+    # (in a worker thread: a blocking call on the event loop would block it for the download)
+    assert "asyncio.to_thread" in text
 
 
 def test_downloader_under_asyncio() -> None:

@@ -28,7 +28,11 @@ def check_trio() -> None:
 def _message() -> str:
     library = _async_library()
     if library is not None and library != "trio":
-        return f"triofetch runs under Trio, not {library}: {_INSTEAD}"
+        # (the blocking call would block this event loop for the whole download)
+        return (
+            f"triofetch runs under Trio, not {library}: use trio.run(...) in a worker thread, "
+            "or triofetch.fetch() there (asyncio.to_thread) for one blocking download"
+        )
     return f"triofetch runs under Trio, and was called outside a Trio run: {_INSTEAD}"
 
 
