@@ -7,8 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
+import pwd
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -25,11 +32,13 @@ from triofetch.testing import (
     FaultServer,
     FileSpec,
     PostgresServer,
+    PostgresUnavailable,
     RepositorySpec,
     Status,
     StoreProblem,
     UnitSpec,
     WrongBytes,
+    _pgserver,
     assert_store_ok,
     check_store,
     strategies,
@@ -468,6 +477,227 @@ async def test_postgres_fixtures(
     assert await check_store(triofetch_postgres_store, units=units, on_demand_ok=False) == []
     async with open_store(triofetch_postgres_url) as again:  # the same, fresh database
         assert await again.repositories() == ["r"]
+
+
+# -- PostgresServer and its fixture: failures, a root run, SIGTERM ----------------------------
+
+
+def fake_bin_dir(where: Path, content: str = "#!/nonexistent/interpreter\n") -> Path:
+    """A directory of executable initdb, pg_ctl and postgres that cannot run."""
+    where.mkdir()
+    for name in ("initdb", "pg_ctl", "postgres"):
+        (where / name).write_text(content)
+        (where / name).chmod(0o755)
+    return where
+
+
+def pg_dirs(where: Path) -> list[str]:
+    return sorted(p.name for p in where.glob("triofetch-pg-*"))
+
+
+def test_a_wrong_pg_bin_is_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TRIOFETCH_PG_BIN", "/nonexistent")
+    with pytest.raises(PostgresUnavailable, match=r"/nonexistent.*initdb, pg_ctl, postgres"):
+        PostgresServer()
+    partial = fake_bin_dir(tmp_path / "bin")
+    (partial / "pg_ctl").chmod(0o644)
+    (partial / "postgres").unlink()
+    monkeypatch.setenv("TRIOFETCH_PG_BIN", str(partial))
+    expected = f"no executable pg_ctl, postgres in {re.escape(str(partial))}"
+    with pytest.raises(PostgresUnavailable, match=expected):
+        PostgresServer()
+    assert pg_dirs(tmp_path) == []
+
+
+def test_a_binary_that_cannot_run_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TRIOFETCH_PG_BIN", str(fake_bin_dir(tmp_path / "bin")))
+    monkeypatch.setattr(_pgserver, "_server_user", lambda: None)  # as a user other than root
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    server = PostgresServer()
+    assert server.base.parent == tmp_path
+    with pytest.raises(PostgresUnavailable, match=r"could not run .*initdb"):
+        server.start()
+    server.stop()
+    assert pg_dirs(tmp_path) == []
+
+
+FAILING_CONFTEST = """
+import triofetch.testing._pgserver as pgserver
+
+pgserver._server_user = lambda: None  # as a user other than root
+if {broken_start!r}:
+    def start(self):
+        self.socket_dir.mkdir()
+        raise RuntimeError("an unexpected error")
+    pgserver.PostgresServer.start = start
+"""
+
+USES_THE_SERVER = """
+def test_server(triofetch_postgres_server):
+    pass
+"""
+
+
+def consumer_env(**changes: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPOTHESIS"))}
+    env.update(changes)
+    return env
+
+
+@pytest.mark.parametrize("case", ["no binaries", "binaries that cannot run", "an error"])
+def test_the_postgres_fixture_fails_cleanly(tmp_path: Path, case: str) -> None:
+    """The fixture fails the test with PostgresUnavailable's message, and whatever made
+    ``start()`` fail, the server's temp dir is deleted."""
+    project, tmp = tmp_path / "project", tmp_path / "tmp"
+    project.mkdir()
+    tmp.mkdir()
+    bin_dir = "/nonexistent" if case == "no binaries" else str(fake_bin_dir(tmp_path / "bin"))
+    conftest = FAILING_CONFTEST.format(broken_start=case == "an error")
+    (project / "conftest.py").write_text(conftest)
+    (project / "test_it.py").write_text(USES_THE_SERVER)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_it.py"],
+        cwd=project,
+        env=consumer_env(TRIOFETCH_PG_BIN=bin_dir, TMPDIR=str(tmp)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    expected = {
+        "no binaries": "triofetch_postgres_server: TRIOFETCH_PG_BIN=/nonexistent: no executable",
+        "binaries that cannot run": "PostgreSQL could not start: could not run",
+        "an error": "RuntimeError: an unexpected error",
+    }[case]
+    assert expected in out
+    assert pg_dirs(tmp) == []
+
+
+def test_no_temp_dir_the_server_user_can_reach(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody'")
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    monkeypatch.setenv("TRIOFETCH_PG_BIN", str(fake_bin_dir(tmp_path / "bin")))
+    monkeypatch.setattr(_pgserver, "_server_user", lambda: nobody)  # as root
+    monkeypatch.setattr(_pgserver, "_FALLBACK_TEMP_DIRS", (str(closed),))
+    monkeypatch.setattr(tempfile, "tempdir", str(closed))
+    expected = re.escape(str(closed)) + r" \(.* is not searchable by nobody\)"
+    with pytest.raises(PostgresUnavailable, match=expected):
+        PostgresServer()
+    assert list(closed.iterdir()) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as another user only for root")
+def test_as_root_the_server_dir_is_where_its_user_can_reach(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """$TMPDIR in a 0700 directory of root (as pytest's own /tmp/pytest-of-root): the
+    server's temp dir is made elsewhere, and the server starts."""
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    monkeypatch.setattr(tempfile, "tempdir", str(closed))
+    server = PostgresServer()
+    try:
+        assert server.user is not None
+        assert not server.base.is_relative_to(tmp_path)
+        assert server.base.stat().st_uid == server.user.pw_uid
+        server.start()
+        server.execute("SELECT 1")
+    finally:
+        server.stop()
+    assert not server.base.exists()
+
+
+SLEEPING_TEST = """
+import time
+
+import pytest
+import trio
+
+
+def test_sleeps(triofetch_postgres_server):
+    with open({info!r} + ".part", "w") as f:
+        f.write(str(triofetch_postgres_server.base))
+    {rename}
+    time.sleep(60)
+
+
+@pytest.mark.trio
+async def test_sleeps_in_trio(triofetch_postgres_server):
+    with open({info!r} + ".part", "w") as f:
+        f.write(str(triofetch_postgres_server.base))
+    {rename}
+    await trio.sleep(60)
+"""
+
+
+def postgres_processes(data_dir: Path) -> list[int]:
+    """The pids of the processes whose command line holds ``-D data_dir``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(data_dir).encode() in args:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("test", ["test_sleeps", "test_sleeps_in_trio"])
+def test_sigterm_stops_and_deletes_the_session_server(tmp_path: Path, test: str) -> None:
+    """pytest stopped by SIGTERM (``timeout``, a CI job cancelled) while a test runs: the
+    session's PostgreSQL server is stopped and its temp dir deleted, as with Ctrl-C."""
+    info = tmp_path / "server-base"
+    rename = f"import os; os.rename({str(info) + '.part'!r}, {str(info)!r})"
+    (tmp_path / "test_it.py").write_text(SLEEPING_TEST.format(info=str(info), rename=rename))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"test_it.py::{test}"],
+        cwd=tmp_path,
+        env=consumer_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    base: Path | None = None
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists():
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        base = Path(info.read_text())
+        assert postgres_processes(base / "data")  # the test is asleep, the server up
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0]
+        assert proc.returncode != 0, out
+        assert postgres_processes(base / "data") == [], out
+        assert not base.exists(), out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if base is not None:  # what the old code left: the server, and its dir
+            for sig in (signal.SIGQUIT, signal.SIGKILL):  # immediate shutdown, else a kill
+                for pid in postgres_processes(base / "data"):
+                    os.kill(pid, sig)
+                deadline = time.monotonic() + 5
+                while postgres_processes(base / "data") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def test_public_names_report_the_public_module() -> None:

@@ -2,8 +2,8 @@
 
 ``initdb`` into a temp dir, ``pg_ctl`` on a free port.  The server listens on 127.0.0.1
 only, its unix socket lives in the temp dir, and when this runs as root it runs as the
-unprivileged ``postgres`` user (or ``nobody``).  Missing binaries raise
-:class:`PostgresUnavailable`; nothing here skips a test.
+unprivileged ``postgres`` user (or ``nobody``), in a temp dir that user can reach.  Missing
+or unrunnable binaries raise :class:`PostgresUnavailable`; nothing here skips a test.
 
 Only the standard library is imported here; psycopg is imported when a statement is run
 (:meth:`PostgresServer.execute`).
@@ -17,6 +17,7 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -35,15 +36,37 @@ class PostgresUnavailable(RuntimeError):
     """The PostgreSQL server binaries are missing or the server would not start."""
 
 
+_BINARIES = ("initdb", "pg_ctl", "postgres")
+
+
+def _missing_binaries(bin_dir: Path) -> list[str]:
+    """The server binaries that *bin_dir* lacks (or holds but not as executable files)."""
+    missing = []
+    for name in _BINARIES:
+        path = bin_dir / name
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            missing.append(name)
+    return missing
+
+
 def find_postgres_bin_dir() -> Path:
-    """The directory holding ``initdb`` and ``pg_ctl``.
+    """The directory holding ``initdb``, ``pg_ctl`` and ``postgres``.
 
     ``$TRIOFETCH_PG_BIN`` when set, else the newest ``/usr/lib/postgresql/<N>/bin``, else
-    where ``pg_ctl`` is on ``$PATH``.  Raises :class:`PostgresUnavailable` when none is.
+    where ``pg_ctl`` is on ``$PATH``.  Raises :class:`PostgresUnavailable` when none is, or
+    when ``$TRIOFETCH_PG_BIN`` lacks one of the three (or holds it, but not executable).
     """
     env = os.environ.get("TRIOFETCH_PG_BIN")
     if env:
-        return Path(env)
+        bin_dir = Path(env)
+        missing = _missing_binaries(bin_dir)
+        if missing:
+            raise PostgresUnavailable(
+                f"TRIOFETCH_PG_BIN={env}: no executable {', '.join(missing)} in {bin_dir} "
+                f"(it must name the directory of PostgreSQL's server binaries: "
+                f"{', '.join(_BINARIES)})"
+            )
+        return bin_dir
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
         key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
@@ -77,12 +100,67 @@ def _server_user() -> pwd.struct_passwd | None:
     raise PostgresUnavailable("running as root and no unprivileged user to run PostgreSQL as")
 
 
+_FALLBACK_TEMP_DIRS = ("/tmp", "/var/tmp")
+"""Where the server's temp dir goes when ``$TMPDIR`` is out of the server user's reach."""
+
+
+def _unreachable_by(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first directory from ``/`` down to *path* (included) that *user* may not search
+    (by its owner, group and mode bits), or that does not exist; None when there is none."""
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    path = Path(os.path.realpath(path))
+    for directory in (*reversed(path.parents), path):
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return directory
+        if user.pw_uid == 0:
+            continue
+        if st.st_uid == user.pw_uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not (stat.S_ISDIR(st.st_mode) and st.st_mode & bit):
+            return directory
+    return None
+
+
+def _make_base_dir(user: pwd.struct_passwd | None) -> Path:
+    """A new temp dir for the server: in ``$TMPDIR`` (:func:`tempfile.gettempdir`), or when
+    the server runs as *user* and *user* cannot reach it, in the first of ``/tmp`` and
+    ``/var/tmp`` that it can; owned by *user*."""
+    prefix = "triofetch-pg-"
+    if user is None:
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    tried = []
+    for parent in dict.fromkeys((tempfile.gettempdir(), *_FALLBACK_TEMP_DIRS)):
+        blocked = _unreachable_by(Path(parent), user)
+        if blocked is not None:
+            tried.append(f"{parent} ({blocked} is not searchable by {user.pw_name})")
+            continue
+        base = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        try:
+            os.chown(base, user.pw_uid, user.pw_gid)
+        except BaseException:
+            shutil.rmtree(base, ignore_errors=True)
+            raise
+        return base
+    raise PostgresUnavailable(
+        f"running as root, PostgreSQL runs as user {user.pw_name}, which can reach no temp "
+        f"dir: {'; '.join(tried)}; set TMPDIR to a directory it can reach"
+    )
+
+
 class PostgresServer:
     """A PostgreSQL server in a temp dir, for tests: :meth:`start`, then :meth:`stop`
     (which deletes everything), or use :func:`running_postgres`.
 
     Nothing runs until :meth:`start`; making the object only finds the binaries (raising
-    :class:`PostgresUnavailable` when there are none) and the temp dir.  Authentication is
+    :class:`PostgresUnavailable` when there are none) and makes the temp dir (in
+    ``$TMPDIR``; when the server runs as another user who cannot reach it, in ``/tmp`` or
+    ``/var/tmp``, or :class:`PostgresUnavailable` when that user can reach none).  Authentication is
     ``trust`` for the superuser ``postgres`` on 127.0.0.1: for throw-away test data only.
 
     Args:
@@ -93,7 +171,7 @@ class PostgresServer:
         self.bin_dir = find_postgres_bin_dir()
         self.user = _server_user()
         self.settings = dict(settings or {})
-        self.base = Path(tempfile.mkdtemp(prefix="triofetch-pg-"))
+        self.base = _make_base_dir(self.user)
         self.data_dir = self.base / "data"
         self.socket_dir = self.base / "sock"
         self.log_file = self.base / "server.log"
@@ -104,15 +182,17 @@ class PostgresServer:
         cmd = [str(self.bin_dir / args[0]), *args[1:]]
         if self.user is not None:
             cmd = ["runuser", "-u", self.user.pw_name, "--", *cmd]
-        return subprocess.run(cmd, check=check, capture_output=True, text=True, cwd=self.base)
+        try:
+            return subprocess.run(cmd, check=check, capture_output=True, text=True, cwd=self.base)
+        except OSError as exc:
+            raise PostgresUnavailable(f"could not run {cmd[0]}: {exc}") from exc
 
     def start(self) -> None:
         """``initdb`` and start the server on a free port of 127.0.0.1 (waits until it
         accepts connections); raises :class:`PostgresUnavailable` when it cannot."""
         self.socket_dir.mkdir()
         if self.user is not None:
-            for path in (self.base, self.socket_dir):
-                os.chown(path, self.user.pw_uid, self.user.pw_gid)
+            os.chown(self.socket_dir, self.user.pw_uid, self.user.pw_gid)
         try:
             self._run(
                 "initdb",
@@ -172,10 +252,21 @@ class PostgresServer:
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def stop(self) -> None:
-        """Stop the server (fast shutdown) and delete its temp dir.  Idempotent."""
-        if self.data_dir.exists():
-            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop", check=False)
-        shutil.rmtree(self.base, ignore_errors=True)
+        """Stop the server (fast shutdown, else immediate) and delete its temp dir.
+        Idempotent."""
+        try:
+            if (self.data_dir / "postmaster.pid").exists():
+                for mode in ("fast", "immediate"):
+                    result = self._run(
+                        "pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "30", "stop",
+                        check=False,
+                    )  # fmt: skip
+                    if result.returncode == 0:
+                        break
+        except PostgresUnavailable:
+            pass
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 @contextlib.contextmanager

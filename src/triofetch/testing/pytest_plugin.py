@@ -15,7 +15,8 @@ shadow a fixture of yours.
 ``triofetch_postgres_server``
     a :class:`~triofetch.testing.PostgresServer` started once for the session
     (``initdb`` and ``pg_ctl`` on a loopback port; the test fails when PostgreSQL's server
-    binaries are missing).
+    binaries are missing), stopped and deleted at the end of the session, or when pytest
+    is stopped by SIGTERM.
 ``triofetch_postgres_url``
     the URL of a new, empty database on that server, dropped after the test.
 ``triofetch_postgres_store``
@@ -33,11 +34,16 @@ otherwise simply rewrites it), so the library runs under pytest as it runs every
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import itertools
 import os
+import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -104,25 +110,66 @@ async def triofetch_sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
         yield store
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts(server: PostgresServer) -> Iterator[None]:
+    """While in the block, SIGTERM interrupts pytest as Ctrl-C does (its teardown, and so
+    ``server.stop()``, runs); a second SIGTERM stops *server* at once and ends the process
+    by SIGTERM.  Nothing changes outside the main thread, or when SIGTERM has a handler
+    already (of the test suite, of another plugin)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+    received = False
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        nonlocal received
+        if received:  # teardown is taking too long, or hangs: end it
+            try:
+                server.stop()
+            finally:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+        received = True
+        on_sigint = signal.getsignal(signal.SIGINT)
+        if callable(on_sigint) and on_sigint is not signal.default_int_handler:
+            on_sigint(signal.SIGINT, frame)  # Trio's in a Trio test: it raises when it is safe
+        else:
+            raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="session")
 def triofetch_postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server started for the session on 127.0.0.1 (durability off), stopped
-    and deleted at the end.  Fails the test when it cannot start."""
+    and deleted at the end (also when pytest is interrupted by Ctrl-C or SIGTERM, or when
+    the process exits without a teardown).  Fails the test when it cannot start."""
     from ._pgserver import POSTGRES_FAST_SETTINGS, PostgresServer, PostgresUnavailable
 
     try:
         server = PostgresServer(settings=POSTGRES_FAST_SETTINGS)
     except PostgresUnavailable as exc:
         pytest.fail(f"triofetch_postgres_server: {exc}")
+    atexit.register(server.stop)
     try:
-        server.start()
-    except PostgresUnavailable as exc:
-        server.stop()
-        pytest.fail(f"triofetch_postgres_server: PostgreSQL could not start: {exc}")
-    try:
-        yield server
+        with _sigterm_interrupts(server):
+            try:
+                server.start()
+            except PostgresUnavailable as exc:
+                pytest.fail(f"triofetch_postgres_server: PostgreSQL could not start: {exc}")
+            yield server
     finally:
         server.stop()
+        atexit.unregister(server.stop)
 
 
 @pytest.fixture
