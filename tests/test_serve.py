@@ -238,6 +238,20 @@ async def test_ranges_answered_with_the_whole_file(served: Served, spec: str) ->
     assert "content-range" not in reply.headers
 
 
+@pytest.mark.parametrize("spec", ["bytes=2-3", "bytes=-2", "bytes=1-"])
+async def test_a_range_of_a_small_file_not_kept_yet(served: Served, spec: str) -> None:
+    """The first request for a small stored file (kept in memory from then on) asking
+    for a range that does not start at 0: it was read from the range's start for the
+    whole file's length, the read came up short, and the answer was a 500 "damaged"."""
+    data = FILES["a.txt"]
+    reply = await get(served, "/r/a.txt", range=spec)
+    first, _, last = spec.removeprefix("bytes=").partition("-")
+    start = len(data) - int(last) if not first else int(first)
+    end = int(last) if first and last else len(data) - 1
+    assert (reply.status, reply.body) == (206, data[start : end + 1])
+    assert (await get(served, "/r/a.txt")).body == data  # (and what it kept is whole)
+
+
 async def test_a_range_of_spaces_is_answered_at_once(served: Served) -> None:
     """``Range: bytes=<2,500 spaces>-<2,500 spaces>x``: the regex that read ranges
     backtracked for half a minute on it, the server's loop blocked for every client."""

@@ -638,7 +638,8 @@ class ContentApp:
         first = 0 if ex.head else size if cache else min(length, self._chunk)
         try:
             fd, data = await trio.to_thread.run_sync(
-                partial(open_stored, self._artifacts, sha256, size, start, first),
+                # (a file to keep is read whole, from its start, whatever the range)
+                partial(open_stored, self._artifacts, sha256, size, 0 if cache else start, first),
                 limiter=self.file_limiter,
             )
         except FileNotFoundError:
