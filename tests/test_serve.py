@@ -252,6 +252,34 @@ async def test_a_range_of_a_small_file_not_kept_yet(served: Served, spec: str) -
     assert (await get(served, "/r/a.txt")).body == data  # (and what it kept is whole)
 
 
+async def test_redirects_keep_the_prefix_the_app_is_mounted_under(served: Served) -> None:
+    """Mounted under ``/mirror`` (ASGI ``root_path``), ``/mirror/r`` was redirected to
+    ``/r/``, outside the mount."""
+    for path, expected in (("/mirror/r", b"/mirror/r/"), ("/mirror/r/dir", b"/mirror/r/dir/")):
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "/mirror",
+            "headers": [],
+            "query_string": b"",
+        }
+        with trio.fail_after(10):
+            await served.app(scope, receive, send)
+        assert sent[0]["status"] == 301
+        assert dict(sent[0]["headers"])[b"location"] == expected
+
+
 async def test_a_range_of_spaces_is_answered_at_once(served: Served) -> None:
     """``Range: bytes=<2,500 spaces>-<2,500 spaces>x``: the regex that read ranges
     backtracked for half a minute on it, the server's loop blocked for every client."""

@@ -87,7 +87,7 @@ class Exchange:
     response and count it.
     """
 
-    __slots__ = ("_send", "headers", "method", "raw_path", "receive", "sent", "status")
+    __slots__ = ("_send", "headers", "method", "mount", "raw_path", "receive", "sent", "status")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.method: str = scope.get("method", "GET")
@@ -95,8 +95,11 @@ class Exchange:
         if not isinstance(raw, bytes | bytearray):
             raw = str(scope.get("path", "/")).encode("utf-8", "surrogateescape")
         root = str(scope.get("root_path", "")).encode("utf-8", "surrogateescape")
+        #: the prefix the app is mounted under (b"": none), for the URLs it sends back
+        self.mount = b""
         if root and raw.startswith(root) and raw[len(root) : len(root) + 1] in (b"", b"/"):
             raw = raw[len(root) :] or b"/"  # mounted under a prefix
+            self.mount = root
         self.raw_path = bytes(raw).partition(b"?")[0]
         headers: dict[str, str] = {}
         for name, value in scope.get("headers", ()):
@@ -153,7 +156,7 @@ class Exchange:
 
     async def redirect(self) -> None:
         """301 to the same path with a ``/`` added (a directory asked without it)."""
-        location = self.raw_path + b"/"
+        location = self.mount + self.raw_path + b"/"
         await self.simple(301, b"", headers=[(b"location", location)])
 
 
