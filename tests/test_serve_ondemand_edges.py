@@ -60,6 +60,7 @@ class FakeResponder:
     """A :class:`~triofetch.serve._ondemand.Responder` that records what it was sent."""
 
     head: bool = False
+    http_version: str = "1.1"
     status: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     sent: bytearray = field(default_factory=bytearray)

@@ -81,16 +81,28 @@ class _NotFound(Exception):
 class Exchange:
     """One request and what has been answered so far (for the access log).
 
-    ``method``, ``raw_path`` (the target as sent, without the query) and ``headers``
+    ``method``, ``raw_path`` (the target as sent, without the query), ``headers``
     (lower-case names, values decoded as Latin-1; a repeated header's values joined with
-    ``", "``) are read from the ASGI scope; :meth:`start` and :meth:`body` send the
-    response and count it.
+    ``", "``) and ``http_version`` are read from the ASGI scope; :meth:`start` and
+    :meth:`body` send the response and count it.
     """
 
-    __slots__ = ("_send", "headers", "method", "mount", "raw_path", "receive", "sent", "status")
+    __slots__ = (
+        "_send",
+        "headers",
+        "http_version",
+        "method",
+        "mount",
+        "raw_path",
+        "receive",
+        "sent",
+        "status",
+    )
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.method: str = scope.get("method", "GET")
+        #: "1.0", "1.1" or "2" (a body without a length is read to the close under "1.0")
+        self.http_version: str = str(scope.get("http_version", "1.1"))
         raw = scope.get("raw_path")
         if not isinstance(raw, bytes | bytearray):
             raw = str(scope.get("path", "/")).encode("utf-8", "surrogateescape")

@@ -18,7 +18,10 @@ its last byte before the flight has validated the whole file, so when validation
 the upstream breaks off and another attempt starts over) every response that has begun is
 aborted (the connection closed short of its length or of the last chunk), nothing is
 stored, and the next request starts a new flight.  A flight that fails before any byte
-arrived is a ``502`` with a short reason for every request waiting on it.
+arrived is a ``502`` with a short reason for every request waiting on it.  An HTTP/1.0
+request for a file of no declared size waits for the validated whole before its response
+starts (see ``_whole_first``): such a client reads a body without a length up to the
+close, and a body cut short would look complete to it.
 
 A temp file that cannot be written (a full disk...) does not fail the flight: the body is
 served from memory all the same, validated, and not stored (see ``_Attempt._write``); only a
@@ -112,6 +115,9 @@ class Responder(Protocol):
 
     @property
     def head(self) -> bool: ...
+
+    @property
+    def http_version(self) -> str: ...
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
 
@@ -603,7 +609,9 @@ class OnDemandFiles:
             if flight.error is not None:  # nothing sent yet: a clean answer
                 return Refusal(502, _reason(flight.error))
             attempt = flight.attempt
-            if attempt is not None and (attempt.size >= _MIN_PIECE or flight.done):
+            if attempt is not None and (
+                flight.done or (attempt.size >= _MIN_PIECE and not _whole_first(ex, flight))
+            ):
                 break
             await flight.changed()
         size = flight.size if flight.size is not None else (attempt.size if flight.done else None)
@@ -918,6 +926,15 @@ class OnDemandFiles:
                 errors.append(exc)
                 log.info("%s: %s", flight.relative_path, describe_error(exc))
         raise errors[-1] if errors else LookupError("no remote URL")
+
+
+def _whole_first(ex: Responder, flight: Flight) -> bool:
+    """Whether the response must wait for the validated whole before it starts: a file of
+    no declared size, asked over HTTP/1.0.  Without a length, such a client reads the body
+    up to the connection's close (no chunked framing), so a response cut short would look
+    complete to it; once validated, the file is sent with its length (from the temp file,
+    as to a request that fell behind), or the failure is a ``502``."""
+    return flight.size is None and ex.http_version == "1.0"
 
 
 def _ignore(_: object) -> None:
