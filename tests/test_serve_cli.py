@@ -5,6 +5,7 @@ stop it before it serves (no store, an unknown repository, a port taken, no hype
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -22,7 +23,7 @@ import trio
 
 from tests._cli_helpers import cli_env, publish, run_cli, start_cli
 from triofetch import open_store
-from triofetch.testing import FaultServer
+from triofetch.testing import FaultServer, Slow, check_store
 
 FILES = {"a.txt": b"hello\n", "d/b.bin": os.urandom(5000)}
 #: larger than what the loopback's socket buffers hold
@@ -260,3 +261,96 @@ def test_on_demand_and_streamed_files_through_the_command(
     else:
         assert gets == 2
         assert trio.run(missing) == ["two.txt", "x/one.bin"]
+
+
+#: 20 MB, sent by the upstream at about 1.3 MB/s: still downloading when the server stops
+SLOW_SIZE = 20 * 1024 * 1024
+
+
+@pytest.fixture
+def slow_store(http_server: FaultServer, tmp_path: Path) -> Path:
+    """A store with a stored 20 MB file (``r/big.bin``) and a 20 MB on-demand one
+    (``lazy/slow.bin``) whose upstream sends it slowly."""
+    root = tmp_path / "root"
+    stored = run_cli(
+        "sync", publish(http_server, {"big.bin": os.urandom(SLOW_SIZE)}, prefix="/big"),
+        "--root", root, "--repository", "r",
+    )  # fmt: skip
+    assert stored.code == 0, stored
+    data = os.urandom(SLOW_SIZE)
+    url = publish(http_server, {"slow.bin": data}, prefix="/slow")
+    lazy = run_cli("sync", url, "--root", root, "--repository", "lazy", "--policy", "on_demand")
+    assert lazy.code == 0, lazy
+    http_server.add_file("/slow/slow.bin", data, faults=[Slow(0.05, 65536)] * 4)
+    return root
+
+
+def _temp_files(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "tmp").iterdir())
+
+
+@contextlib.contextmanager
+def _stopping(root: Path) -> Iterator[tuple[Running, list[socket.socket]]]:
+    """The server running, a client holding the stop (it asked for a stored file and reads
+    no more) and another one downloading the on-demand file (its temp file being written)."""
+    running = Running(start_cli("serve", "--root", root, "--listen", "127.0.0.1:0"))
+    clients: list[socket.socket] = []
+    try:
+        port = int(running.wait_for(STARTUP).group(3))
+        stuck = socket.socket()
+        clients.append(stuck)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", port))
+        stuck.sendall(b"GET /r/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert stuck.recv(100).startswith(b"HTTP/1.1 200")  # then never read again
+        lazy = socket.create_connection(("127.0.0.1", port))
+        clients.append(lazy)
+        lazy.sendall(b"GET /lazy/slow.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while not _temp_files(root):  # the download is under way
+            assert time.monotonic() < deadline, running.err
+            time.sleep(0.05)
+        yield running, clients
+    finally:
+        for client in clients:
+            client.close()
+        if running.proc.poll() is None:
+            running.proc.kill()
+        running.proc.wait(10)
+
+
+def _clean(root: Path) -> list[str]:
+    async def problems() -> list[str]:
+        async with open_store(None, root=root, create=False) as store:
+            return [problem.kind for problem in await check_store(store)]
+
+    return trio.run(problems)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_during_the_stop_exits_at_once(slow_store: Path, signum: int) -> None:
+    """A second signal while slow clients hold the stop: status 128 + it at once (not 0
+    after the grace period), and no temp file of the download still running is left."""
+    with _stopping(slow_store) as (running, _):
+        running.proc.send_signal(signum)
+        time.sleep(0.5)
+        assert running.proc.poll() is None, running.err  # still stopping
+        started = time.monotonic()
+        code = running.stop(signum)
+        took = time.monotonic() - started
+    assert code == 128 + signum, running.err
+    assert took < 2, took  # (the grace period: 3 s, and 2 more at most)
+    assert "again: exiting at once" in running.err
+    assert "Traceback" not in running.err
+    assert _temp_files(slow_store) == []
+    assert _clean(slow_store) == []
+
+
+def test_a_stop_that_cuts_slow_clients_leaves_no_temp_file(slow_store: Path) -> None:
+    """The grace period running out (a client that stops reading) ends the process while
+    an on-demand download runs: its temp file is removed all the same."""
+    with _stopping(slow_store) as (running, _):
+        assert running.stop(signal.SIGTERM) == 0, running.err
+    assert "responses still being sent to slow clients were cut" in running.err
+    assert _temp_files(slow_store) == []
+    assert _clean(slow_store) == []

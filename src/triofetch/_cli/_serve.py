@@ -4,8 +4,10 @@ Owns the command: opening the store read-only, checking the repositories asked f
 startup line (the real URL, also for port 0), the access log at ``-v`` (the app's
 ``triofetch.serve`` logger) and the clean stop: SIGINT (Ctrl-C) or SIGTERM stops accepting,
 lets the requests in flight finish for a few seconds, closes the store, and exits 0; a
-second signal stops at once (status 130 / 143).  It must not hold any of the app's work,
-which is :mod:`triofetch.serve`'s, nor import a private module.
+second signal stops at once (status 130 / 143), as does the grace period running out (status
+0), each after removing the temp files of the on-demand downloads still running.  It must
+not hold any of the app's work, which is :mod:`triofetch.serve`'s, nor import a private
+module.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from functools import partial
 
 import trio
 
 from ..errors import InvalidInput, redact_url
-from ..serve import INSTALL_HINT, make_app, serve_app
+from ..serve import INSTALL_HINT, ContentApp, make_app, serve_app
 from . import _startup
 from ._common import (
     EXIT_OK,
@@ -66,14 +69,34 @@ GRACEFUL_SECONDS = 3.0
 STOP_MARGIN_SECONDS = 2.0
 
 
-async def _stop_anyway(signum: int) -> None:
+def _exit_now(app: ContentApp, status: int) -> None:
+    """End the process with *status* now, without letting the server finish: the temp
+    files of the on-demand downloads still running are removed first (nothing else would:
+    the process ends before their flights do)."""
+    app.on_demand.remove_temp_files()
+    storage = app.store.storage
+    if storage is not None and not storage.readonly:
+        # and any other of this process's (a small file being adopted): this process
+        # writes into the storage for the app only, and nothing of it goes on after this
+        storage.remove_temp_files()
+    _startup.exit_now(status)
+
+
+async def _stop_anyway(app: ContentApp, signum: int) -> None:
     """Exit (status 0) when the server has not stopped in time after the signal."""
     await trio.sleep(GRACEFUL_SECONDS + STOP_MARGIN_SECONDS)
     warn(
         f"stopped ({signal.Signals(signum).name}); responses still being sent to slow "
         "clients were cut"
     )
-    _startup.exit_now(EXIT_OK)
+    _exit_now(app, EXIT_OK)
+
+
+async def _stop_at_once(app: ContentApp, received: AsyncIterator[int]) -> None:
+    """While the server stops: a second signal exits at once (status 128 + it)."""
+    async for signum in received:
+        warn(_startup.stop_message(signum, "again: exiting at once"))
+        _exit_now(app, _startup.stop_status(signum))
 
 
 async def serve_command(args: argparse.Namespace) -> int:
@@ -157,8 +180,10 @@ async def serve_command(args: argparse.Namespace) -> int:
                         async for signum in received:
                             log.info("%s: stopping", signal.Signals(signum).name)
                             stop.set()
-                            watchdog.start_soon(_stop_anyway, signum)
+                            watchdog.start_soon(_stop_anyway, app, signum)
                             break
+                        # (the receiver stays installed: a second signal must not be lost)
+                        watchdog.start_soon(_stop_at_once, app, received)
                     watchdog.cancel_scope.cancel()
     note(f"stopped ({signal.Signals(signum).name})")
     return EXIT_OK

@@ -515,6 +515,15 @@ class OnDemandFiles:
         while self._flights:
             await self._ended.wait()
 
+    def remove_temp_files(self) -> None:
+        """Remove the temp files of the downloads still running, now (blocking, no
+        checkpoint; never raises).  For a program about to end its process without letting
+        them finish (``triofetch serve`` stopping at once), which would otherwise leave
+        them behind: the downloads are not stopped, so call it only on the way out."""
+        for flight in list(self._flights.values()):
+            for attempt in flight.attempts:
+                attempt.remove()
+
     # -- the flights' nursery ------------------------------------------------------------
 
     @contextlib.asynccontextmanager
