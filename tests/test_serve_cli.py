@@ -111,22 +111,6 @@ def test_serves_logs_and_stops_cleanly(serving: tuple[Running, str], signum: int
     assert "Traceback" not in running.err
 
 
-def test_a_client_that_stops_reading_does_not_hold_the_stop(
-    serving: tuple[Running, str],
-) -> None:
-    running, url = serving
-    port = int(url.rsplit(":", 1)[1].rstrip("/"))
-    with socket.create_connection(("127.0.0.1", port)) as stuck:
-        stuck.sendall(b"GET /r/large.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert stuck.recv(100).startswith(b"HTTP/1.1 200")  # then never read again
-        time.sleep(0.5)
-        started = time.monotonic()
-        assert running.stop(signal.SIGTERM) == 0, running.err
-        took = time.monotonic() - started
-    assert took < 12, took  # 3 s for the requests in flight, 2 more at most, and slack
-    assert "responses still being sent to slow clients were cut" in running.err
-
-
 def test_without_v_no_access_log(root: Path) -> None:
     running = Running(start_cli("serve", "--root", root, "--listen", "127.0.0.1:0"))
     try:
@@ -350,7 +334,12 @@ def test_a_stop_that_cuts_slow_clients_leaves_no_temp_file(slow_store: Path) -> 
     """The grace period running out (a client that stops reading) ends the process while
     an on-demand download runs: its temp file is removed all the same."""
     with _stopping(slow_store) as (running, _):
+        started = time.monotonic()
         assert running.stop(signal.SIGTERM) == 0, running.err
+        took = time.monotonic() - started
+    # (the client that stops reading does not hold the stop: 3 s for the requests in
+    # flight, 2 more at most, and slack)
+    assert took < 12, took
     assert "responses still being sent to slow clients were cut" in running.err
     assert _temp_files(slow_store) == []
     assert _clean(slow_store) == []
