@@ -111,6 +111,26 @@ async def test_shared_artifacts_download_once(
     await check_invariants(store, units, on_demand_ok=False)
 
 
+async def test_a_gc_between_two_runs_of_one_creator_is_not_trusted_past(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    """Run 1 makes a unit in no version; gc removes it, its artifact and its file; run 2
+    of the same creator declares another unit with that content.  The creator trusted
+    what it had adopted in run 1 (nothing downloaded) and committed a unit whose file
+    was gone."""
+    from triofetch.testing import check_store
+
+    data = content("kept, then collected")
+    creator = triofetch.ContentUnitCreator(store, dl)
+    first = file_unit(http_server, "a.bin", data)
+    assert (await creator.run([first])).ok  # (no repository: the unit is in no version)
+    assert (await store.collect_garbage()).files == 1
+    second = multi_unit(http_server, "b", {"b.bin": data})
+    report = await creator.run([second], repository="repo")
+    assert report.ok and report.artifacts_downloaded == 1, report
+    assert await check_store(store) == []
+
+
 async def test_failed_units_reported_others_committed(
     http_server: FaultServer, store: Store, dl: triofetch.Downloader
 ) -> None:

@@ -4,8 +4,8 @@ Owns :class:`ContentUnitCreator`: checking its arguments, and the frame of a run
 writers' lease, the repository version opened first and completed or discarded last
 (:mod:`._versions`), the slice pipeline in between (:mod:`._pipeline`), and the report
 (:mod:`._reports`), also when a full disk stops the run.  The single-flight downloads
-(:mod:`._flights`) live as long as the creator, so that runs after the first reuse what it
-adopted.  It must not process units itself: every unit goes through the pipeline or
+(:mod:`._flights`) live as long as the creator; what they adopted is trusted within a run
+(under its lease) only.  It must not process units itself: every unit goes through the pipeline or
 :mod:`._fill`.
 """
 
@@ -141,6 +141,7 @@ class ContentUnitCreator:
         store = self.store
         # the lease keeps gc away from what this run finds and is about to commit
         async with store.lease():
+            self._flights.forget_adopted()  # (gc may have run since the last run)
             previous = version = None
             if repository is not None:
                 previous, version = await open_version(store, repository, mirror=mirror)
@@ -195,6 +196,7 @@ class ContentUnitCreator:
         """
         downloads = self._start()
         async with self.store.lease():
+            self._flights.forget_adopted()
             try:
                 await fill_missing(
                     self.store,

@@ -51,6 +51,13 @@ class Flights:
         self._flights: dict[str, _Flight] = {}
         self._recent: OrderedDict[str, ArtifactRecord] = OrderedDict()
 
+    def forget_adopted(self) -> None:
+        """Forget the files adopted so far: called when a run takes the writers' lease.
+        Between two runs (no lease held) gc may have removed them, a file adopted for a
+        unit that then failed first of all (it has no row); trusting them then committed
+        units whose files were gone."""
+        self._recent.clear()
+
     async def fetch(
         self,
         art: DeclarativeArtifact,
