@@ -131,6 +131,25 @@ async def test_a_gc_between_two_runs_of_one_creator_is_not_trusted_past(
     assert await check_store(store) == []
 
 
+async def test_a_content_failing_on_one_units_urls_is_fetched_from_anothers(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    """Two units with the same content at different URLs; the first one's URL is gone.
+    The second waited for the first one's download and failed with its 404 (its own URL
+    never asked, the failure naming a URL it never declared)."""
+    data = content("one content, two places")
+    sha = hashlib.sha256(data).hexdigest()
+    http_server.add_file("/elsewhere/good.bin", data)
+    gone = DeclarativeArtifact(http_server.url("/elsewhere/gone.bin"), "a.bin", {"sha256": sha})
+    good = DeclarativeArtifact(http_server.url("/elsewhere/good.bin"), "b.bin", {"sha256": sha})
+    units = [DeclarativeUnit("pkg", ("a",), {}, [gone]), DeclarativeUnit("pkg", ("b",), {}, [good])]
+    report = await triofetch.ContentUnitCreator(store, dl).run(units, repository="repo")
+    assert (report.units_new, report.units_failed) == (1, 1), report.failures
+    (failure,) = report.failures
+    assert failure.key.natural_key == ("a",) and failure.url == gone.urls[0]
+    assert http_server.count("/elsewhere/good.bin") == 1  # (b committed; no version: a failed)
+
+
 async def test_failed_units_reported_others_committed(
     http_server: FaultServer, store: Store, dl: triofetch.Downloader
 ) -> None:

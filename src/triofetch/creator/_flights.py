@@ -32,12 +32,14 @@ _RECENT = 16384
 class _Flight:
     """One download of one sha256, awaited by every unit that needs it."""
 
-    __slots__ = ("done", "error", "record")
+    __slots__ = ("done", "error", "record", "urls")
 
-    def __init__(self) -> None:
+    def __init__(self, urls: tuple[str, ...]) -> None:
         self.done = trio.Event()
         self.record: ArtifactRecord | None = None
         self.error: TriofetchError | None = None
+        #: the URLs it fetches from (those of the unit that started it)
+        self.urls = frozenset(urls)
 
 
 class Flights:
@@ -99,9 +101,10 @@ class Flights:
                         size=flight.record.size,
                     )
                     return
-                if flight.error is not None:
+                if flight.error is not None and flight.urls.issuperset(art.urls):
                     raise flight.error
-            flight = self._flights[sha] = _Flight()
+                # (it failed on other URLs than this unit's: this unit tries its own)
+            flight = self._flights[sha] = _Flight(art.urls)
             try:
                 record = await self._download(unit, art, tally)
                 flight.record = record
