@@ -269,6 +269,23 @@ async def test_fail_fast(http_server: FaultServer, store: Store, dl: triofetch.D
     await check_invariants(store, units, on_demand_ok=False)
 
 
+async def test_fail_fast_raises_one_unit_failed_when_several_fail_at_once(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    """Four units waiting for one download that fails: they fail at the same moment,
+    before the run's cancellation reaches them, and the run raised a nested group of
+    their UnitFailed errors, which ``except UnitFailed`` misses."""
+    sha = hashlib.sha256(b"never served").hexdigest()
+    gone = DeclarativeArtifact(http_server.url("/repo/gone-for-all"), "f.bin", {"sha256": sha})
+    units = [DeclarativeUnit("pkg", (f"w{i}",), {}, [gone]) for i in range(4)]
+    creator = triofetch.ContentUnitCreator(store, dl, fail_fast=True)
+    for _ in range(3):
+        with pytest.raises(triofetch.UnitFailed) as info:
+            await creator.run(units, repository="r")
+        assert isinstance(info.value.cause, triofetch.HTTPStatusError)
+    assert await store.latest_version("r") is None
+
+
 async def test_cancel_mid_run_leaves_complete_or_absent(
     http_server: FaultServer, store: Store, dl: triofetch.Downloader
 ) -> None:

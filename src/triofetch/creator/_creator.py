@@ -11,16 +11,17 @@ writers' lease, the repository version opened first and completed or discarded l
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import trio
 
-from .._groups import collapse_single
+from .._groups import collapse_single, leaves
 from .._model import check_int
 from ..declarative import DeclarativeUnit
 from ..downloader import Downloader
-from ..errors import InvalidInput, StorageWriteError
+from ..errors import InvalidInput, StorageWriteError, UnitFailed
 from ..store import Store
 from ._downloads import UnitDownloads
 from ._fill import fill_missing
@@ -30,6 +31,20 @@ from ._reports import CreateReport, CreatorEvent, CreatorProgress, Policy, Tally
 from ._versions import discard_version, finish_version, open_version
 
 __all__ = ["ContentUnitCreator"]
+
+
+@contextmanager
+def _first_unit_failed() -> Iterator[None]:
+    """With ``fail_fast``, several units' tasks may fail before the run's cancellation
+    reaches the others: the run raises the first one's :class:`UnitFailed`, not a group of
+    them (which an ``except UnitFailed`` would miss)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        found = leaves(group)
+        if all(isinstance(exc, UnitFailed) for exc in found):
+            raise found[0] from found[0].__cause__
+        raise
 
 
 class ContentUnitCreator:
@@ -159,7 +174,7 @@ class ContentUnitCreator:
             created = False
             holding: int | None = None
             try:
-                with collapse_single():
+                with collapse_single(), _first_unit_failed():
                     await pipeline.run(units)
                 if version is not None:
                     created = await finish_version(
