@@ -119,7 +119,12 @@ async def raw(
             data = bytearray()
             while chunk := await stream.receive_some(1 << 16):
                 data += chunk
-    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    return parse_reply(bytes(data))
+
+
+def parse_reply(data: bytes) -> Reply:
+    """A whole response as read to the close: status, headers (lower-case names), body."""
+    head, _, body = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parsed = {}
     for line in header_lines:

@@ -22,7 +22,7 @@ import pytest
 import trio
 
 import triofetch
-from tests.test_serve import Reply, raw
+from tests.test_serve import Reply, parse_reply, raw
 from tests.test_serve_ondemand import dechunk
 from triofetch import DeclarativeArtifact, DeclarativeUnit, open_store
 from triofetch.serve import ContentApp, make_app, serve_app
@@ -94,13 +94,8 @@ async def get10(port: int, target: str = f"/r/{NAME}") -> Reply10:
                     data += chunk
             except trio.BrokenResourceError:
                 reset = True
-    head, _, body = bytes(data).partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return Reply10(int(status_line.split()[1]), headers, body, reset)
+    reply = parse_reply(bytes(data))
+    return Reply10(reply.status, reply.headers, reply.body, reset)
 
 
 def taken_as_whole(reply: Reply10) -> bytes | None:
