@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -610,23 +610,44 @@ def test_mirror_of_an_empty_manifest_is_refused(tmp_path: Path) -> None:
 # -- export interrupted ---------------------------------------------------------------------
 
 
+def _signal_mid_export(
+    args: tuple[str | Path, ...],
+    signum: int,
+    *,
+    started: Callable[[], bool],
+    finished: Callable[[], bool],
+) -> tuple[subprocess.Popen[str], str, str] | None:
+    """``triofetch export ARGS``, frozen (SIGSTOP) once *started* holds, then sent *signum*
+    and let go on: the process and its output; None when it had *finished* before it was
+    frozen (it is let run to its end)."""
+    proc = start_cli("export", *args)
+    wait_for(started)
+    proc.send_signal(signal.SIGSTOP)  # frozen mid-export, to be sure
+    if finished():  # pragma: no cover - finished before
+        proc.send_signal(signal.SIGCONT)
+        finish(proc)
+        return None
+    proc.send_signal(signum)
+    proc.send_signal(signal.SIGCONT)
+    out, err = finish(proc)
+    return proc, out, err
+
+
 def test_export_interrupted_says_how_far_it_got(tmp_path: Path) -> None:
     manifest = file_manifest(tmp_path / "src", 2000)
     root = tmp_path / "root"
     assert run_cli("sync", manifest, "--root", root, "--repository", "r").code == 0
     for attempt in range(5):
         dest = tmp_path / f"export{attempt}"
-        proc = start_cli("export", "--root", root, "--repository", "r", dest)
-        wait_for(lambda: dest.exists() and any(dest.iterdir()))  # noqa: B023
-        proc.send_signal(signal.SIGSTOP)  # frozen mid-export, to be sure
-        if (dest / "PULP_MANIFEST").exists():  # pragma: no cover - finished before
-            proc.send_signal(signal.SIGCONT)
-            finish(proc)
-            continue
-        proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGCONT)
-        out, err = finish(proc)
-        break
+        stopped = _signal_mid_export(
+            ("--root", root, "--repository", "r", dest),
+            signal.SIGINT,
+            started=lambda: dest.exists() and any(dest.iterdir()),  # noqa: B023
+            finished=lambda: (dest / "PULP_MANIFEST").exists(),  # noqa: B023
+        )
+        if stopped is not None:
+            proc, out, err = stopped
+            break
     else:  # pragma: no cover
         pytest.fail("the export always finished before it could be interrupted")
     assert proc.returncode == 130, (out, err)
@@ -661,18 +682,16 @@ def test_a_reexport_stopped_by_sigterm_leaves_no_old_manifest(tmp_path: Path) ->
         dest = tmp_path / f"export{attempt}"
         assert run_cli("export", *args, "--version", "1", dest).code == 0
         old_ino = (dest / first).stat().st_ino
-        proc = start_cli("export", *args, dest)
-        wait_for(lambda: (dest / first).stat().st_ino != old_ino)  # noqa: B023
-        proc.send_signal(signal.SIGSTOP)  # frozen mid-export, to be sure
         manifest = dest / "PULP_MANIFEST"
-        if manifest.exists() and new_line in manifest.read_text():  # pragma: no cover - done
-            proc.send_signal(signal.SIGCONT)
-            finish(proc)
-            continue
-        proc.send_signal(signal.SIGTERM)
-        proc.send_signal(signal.SIGCONT)
-        out, err = finish(proc)
-        break
+        stopped = _signal_mid_export(
+            (*args, dest),
+            signal.SIGTERM,
+            started=lambda: (dest / first).stat().st_ino != old_ino,  # noqa: B023
+            finished=lambda: manifest.exists() and new_line in manifest.read_text(),  # noqa: B023
+        )
+        if stopped is not None:
+            proc, out, err = stopped
+            break
     else:  # pragma: no cover
         pytest.fail("the export always finished before it could be stopped")
     assert proc.returncode == 143, (out, err)
