@@ -99,31 +99,6 @@ class _Damaged(Exception):
         return f"the stored file is damaged ({self.args[0]}): run triofetch repair"
 
 
-class _OldManifest:
-    """The ``PULP_MANIFEST`` an earlier export left in DEST.
-
-    It lists that export's files: once one of them is replaced (or removed to make room for
-    a directory) it would lie, so it is removed, and the removal made durable (the directory
-    fsynced), before the first file is written.  An export stopped after that leaves no
-    manifest; the new one is written at the end.
-    """
-
-    def __init__(self, dest: int) -> None:
-        self.dest = dest
-        self.removed = False
-
-    def remove(self) -> None:
-        if self.removed:
-            return
-        try:
-            os.unlink(MANIFEST_NAME, dir_fd=self.dest)
-        except (FileNotFoundError, IsADirectoryError):
-            pass  # none (a directory of that name is no manifest: writing one fails later)
-        else:
-            os.fsync(self.dest)
-        self.removed = True
-
-
 class _ManifestNotRemoved(Exception):
     """The old ``PULP_MANIFEST`` could not be removed: nothing may be written."""
 
@@ -132,11 +107,35 @@ class _ManifestNotRemoved(Exception):
         self.error = error
 
 
-def _before_writing(old: _OldManifest) -> None:
-    try:
-        old.remove()
-    except OSError as exc:
-        raise _ManifestNotRemoved(exc) from exc
+class _OldManifest:
+    """The ``PULP_MANIFEST`` an earlier export left in DEST; called before anything is
+    written (the ``before_writing`` of :func:`_place` and :class:`_Dirs`).
+
+    It lists that export's files: once one of them is replaced (or removed to make room for
+    a directory) it would lie, so it is removed, and the removal made durable (the directory
+    fsynced), before the first file is written.  An export stopped after that leaves no
+    manifest; the new one is written at the end.  Raises :class:`_ManifestNotRemoved`.
+    """
+
+    def __init__(self, dest: int) -> None:
+        self.dest = dest
+        self.removed = False
+
+    def __call__(self) -> None:
+        if self.removed:
+            return
+        try:
+            os.unlink(MANIFEST_NAME, dir_fd=self.dest)
+        except (FileNotFoundError, IsADirectoryError):
+            pass  # none (a directory of that name is no manifest: writing one fails later)
+        except OSError as exc:
+            raise _ManifestNotRemoved(exc) from exc
+        else:
+            try:
+                os.fsync(self.dest)
+            except OSError as exc:
+                raise _ManifestNotRemoved(exc) from exc
+        self.removed = True
 
 
 def _open_subdir(parent: int, name: str, before_writing: Callable[[], None]) -> int:
@@ -408,7 +407,7 @@ def export_files(
     report = ExportReport()
     dest.mkdir(parents=True, exist_ok=True)
     dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-    before_writing = partial(_before_writing, _OldManifest(dest_fd))
+    before_writing = _OldManifest(dest_fd)
     dirs = _Dirs(dest_fd, before_writing)
     done: list[FileRow] = []
     try:
