@@ -11,6 +11,7 @@ into another store (the chain: the copy equals the source version).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ import trio
 from tests._cli_helpers import Result, publish, run_cli
 from triofetch import open_store
 from triofetch.errors import InvalidInput
-from triofetch.serve import ContentApp, make_app, serve_app
+from triofetch.serve import ContentApp, _ondemand, make_app, serve_app
 from triofetch.store import Store
 from triofetch.testing import FaultServer
 
@@ -768,3 +769,51 @@ async def test_a_long_index_page_is_the_same_made_in_a_thread() -> None:
     page = await _render("/r/", rows, "")
     assert page == render_index("/r/", rows, parent=True)
     assert page.count(b"<tr>") == len(rows) + 2  # the heading and ../
+
+
+# -- the server's log ------------------------------------------------------------------------
+
+
+async def _cut_app(exc: BaseException, scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app that begins a response of 10 bytes, sends 3, then raises *exc*."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]}
+    )
+    await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+    raise exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "quiet"),
+    [
+        (_ondemand.UpstreamFailed("dir/big.bin: the upstream broke off"), True),
+        (ExceptionGroup("cuts", [_ondemand.UpstreamFailed("x.bin: bad bytes")]), True),
+        (RuntimeError("a bug in the app"), False),
+        (ExceptionGroup("mixed", [_ondemand.UpstreamFailed("y"), KeyError("z")]), False),
+    ],
+)
+async def test_only_a_deliberate_cut_is_kept_out_of_the_error_log(
+    exc: BaseException, quiet: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A response the app cuts short on purpose is one DEBUG line of ``hypercorn.error``;
+    any other exception of an app stays an ERROR with its traceback.  Either way the client
+    gets a response short of its length and the connection closes."""
+    with caplog.at_level(logging.DEBUG, logger="hypercorn.error"):
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(partial(serve_app, partial(_cut_app, exc), port=0))
+            reply = await raw(int(urls[0].rsplit(":", 1)[1]), "/any")
+            nursery.cancel_scope.cancel()
+    assert reply.status == 200 and reply.body == b"abc"
+    records = [r for r in caplog.records if r.name == "hypercorn.error"]
+    errors = [r for r in records if r.levelno >= logging.ERROR]
+    if quiet:
+        assert errors == [] and not any(r.exc_info for r in records)
+        assert [r.levelno for r in records if "cut short" in r.getMessage()] == [logging.DEBUG]
+    else:
+        assert len(errors) == 1 and errors[0].exc_info is not None
+        assert errors[0].exc_info[1] is exc

@@ -287,14 +287,24 @@ async def test_one_lookup_of_the_store_serves_the_next_files(
     assert await site.missing() == []
 
 
-async def test_failed_validation_aborts_and_stores_nothing(site: Site) -> None:
+async def test_failed_validation_aborts_and_stores_nothing(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
     """The upstream sends other bytes of the right length: the response stops one byte
     short of its Content-Length and the connection closes; nothing is stored, no temp file
     is left; the next request fetches again and succeeds."""
     plan(site, "dir/big.bin", [WrongBytes()])
-    reply = await site.get("dir/big.bin")
+    with caplog.at_level(logging.DEBUG, logger="hypercorn.error"):
+        reply = await site.get("dir/big.bin")
+        await site.settle()
     assert reply.status == 200 and int(reply.headers["content-length"]) == len(BIG)
     assert len(reply.body) < len(BIG)  # never complete
+    # the cut is the app's own doing (it logs why): one DEBUG line, not hypercorn's ERROR
+    # "Error in ASGI Framework" with a traceback
+    server = [r for r in caplog.records if r.name == "hypercorn.error"]
+    assert [r for r in server if r.levelno >= logging.WARNING or r.exc_info] == []
+    cuts = [r.getMessage() for r in server if "cut short" in r.getMessage()]
+    assert len(cuts) == 1 and "dir/big.bin" in cuts[0], cuts
     assert await site.missing() == ["dir/big.bin", "plain.txt", "small.txt"]
     storage = site.store.storage
     assert storage is not None

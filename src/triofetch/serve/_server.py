@@ -14,11 +14,41 @@ from typing import Any
 import trio
 
 from ..errors import InvalidInput
+from ._ondemand import UpstreamFailed
 
 __all__ = ["INSTALL_HINT", "serve_app"]
 
 #: what to run when hypercorn is missing
 INSTALL_HINT = "pip install 'triofetch[serve]'"
+
+
+class _CutShortOnPurpose(logging.Filter):
+    """Turns hypercorn's "Error in ASGI Framework" for a response the app cut short on
+    purpose (:class:`UpstreamFailed`: the upstream broke off or sent bad bytes after the
+    response began, which the app has logged already) into one DEBUG line without a
+    traceback.  Any other exception of the app stays an ERROR with its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BaseExceptionGroup):
+            # (only when every error in it is a deliberate cut or a cancellation)
+            _, rest = exc.split((UpstreamFailed, trio.Cancelled))
+            cuts = exc.subgroup(UpstreamFailed)
+            if rest is not None or cuts is None:
+                return True
+            first: BaseException = cuts
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            exc = first
+        if isinstance(exc, UpstreamFailed):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg, record.args = "response cut short: %s", (exc,)
+            record.exc_info = record.exc_text = None
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_CUT_SHORT = _CutShortOnPurpose()
 
 
 def _bind(host: str, port: int) -> str:
@@ -43,7 +73,10 @@ async def serve_app(
     they are cancelled, but hypercorn finishes sending the piece of a body it has started
     (shielded), which a client that stops reading can prolong (``triofetch serve`` exits
     anyway 2 seconds later).  Server
-    messages go to the ``hypercorn.error`` logger; the app logs its own requests.
+    messages go to the ``hypercorn.error`` logger; the app logs its own requests.  A
+    response the app cuts short on purpose (an on-demand file whose upstream broke off or
+    sent bad bytes after the response began) is one DEBUG line there, not an ERROR with a
+    traceback: the app has logged the failure itself.
 
     Raises:
         ImportError: hypercorn is not installed (``pip install 'triofetch[serve]'``).
@@ -58,7 +91,10 @@ async def serve_app(
         raise ImportError(f"serving needs hypercorn: {INSTALL_HINT}") from exc
     config = Config()
     config.bind = [_bind(host, port)]
-    config.errorlog = logging.getLogger("hypercorn.error")
+    errorlog = logging.getLogger("hypercorn.error")
+    if _CUT_SHORT not in errorlog.filters:
+        errorlog.addFilter(_CUT_SHORT)
+    config.errorlog = errorlog
     config.accesslog = None
     config.graceful_timeout = graceful_timeout
     config.include_server_header = False
