@@ -544,6 +544,49 @@ async def test_only_the_repositories_asked_for(root: Path) -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_a_path_two_units_of_a_type_of_ones_own_hold_is_not_served(
+    tmp_path: Path, http_server_module: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two packages (a type without a path key) each with a README, in a version made now:
+    the README is not served, the rest is, and the warning says why (it blamed a store made
+    before schema 4)."""
+    import triofetch
+
+    server = http_server_module
+    units = []
+    for name in ("bash", "zsh"):
+        files = {f"{name}.tar": name.encode() * 100, "README": f"about {name}\n".encode()}
+        artifacts = []
+        for path, data in files.items():
+            server.add_file(f"/own-type/{name}/{path}", data)
+            url = server.url(f"/own-type/{name}/{path}")
+            artifacts.append(triofetch.DeclarativeArtifact(url, path, {"sha256": sha(data)}))
+        units.append(triofetch.DeclarativeUnit("package", (name,), {}, artifacts))
+    async with (
+        open_store(root=tmp_path / "root") as store,
+        triofetch.Downloader() as downloader,
+    ):
+        report = await triofetch.ContentUnitCreator(store, downloader).run(units, repository="p")
+        assert report.ok and report.version == 1
+        caplog.set_level("WARNING", logger="triofetch.serve")
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(partial(serve_app, make_app(store), port=0))
+            port = int(urls[0].rsplit(":", 1)[1])
+            assert (await raw(port, "/p/bash.tar")).body == b"bash" * 100
+            assert (await raw(port, "/p/README")).status == 404
+            index = (await raw(port, "/p/")).body
+            assert b"held twice: not served" in index
+            manifest = (await raw(port, "/p/PULP_MANIFEST")).body.decode()
+            assert sorted(line.split(",")[0] for line in manifest.split()) == [
+                "bash.tar",
+                "zsh.tar",
+            ]
+            nursery.cancel_scope.cancel()
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "triofetch.serve"]
+    assert "holds 1 paths in more than one unit" in warning, warning
+    assert "repository key is not their path" in warning and warning.endswith(": README")
+
+
 async def test_make_app_checks_its_arguments(root: Path) -> None:
     async with await open_store(None, root=root, create=False, readonly=True) as store:
         for bad in (

@@ -52,7 +52,9 @@ class VersionIndex:
     files: dict[str, FileEntry] = field(default_factory=dict)
     #: directory path ("" for the top) -> {child name: whether it is a directory}
     dirs: dict[str, dict[str, bool]] = field(default_factory=lambda: {"": {}})
-    #: paths held by two units of the version (a store made before schema 4): not served
+    #: paths held by several units of the version: not served (units of a type whose
+    #: repository key is not a path may share a path; so may those of a version made
+    #: before schema 4)
     ambiguous: set[str] = field(default_factory=set)
     _manifest: bytes | None = None
     _manifest_sha256: str = ""
@@ -86,8 +88,9 @@ class VersionIndex:
                 files[path] = entry
         if index.ambiguous:
             log.warning(
-                "repository %r version %d holds %d paths twice (made before schema 4); "
-                "they are not served: %s",
+                "repository %r version %d holds %d paths in more than one unit (units "
+                "whose repository key is not their path, or a version made before schema "
+                "4); they are not served: %s",
                 repository,
                 number,
                 len(index.ambiguous),
