@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -703,10 +704,13 @@ def test_sigterm_stops_and_deletes_the_session_server(tmp_path: Path, test: str)
 def test_public_names_report_the_public_module() -> None:
     import triofetch.testing as kit
 
+    homes = {}
     for name in kit.__all__:
         value = getattr(kit, name)
-        if isinstance(value, type):
-            assert value.__module__ == "triofetch.testing", name
+        if isinstance(value, type | types.FunctionType):
+            homes[name] = value.__module__
+    assert set(homes.values()) == {"triofetch.testing"}, homes
+    assert {"FaultServer", "check_store", "assert_store_ok", "running_postgres"} <= set(homes)
     assert "testing" not in triofetch.__all__
     with pytest.raises(AttributeError):
         kit.nothing_here  # noqa: B018

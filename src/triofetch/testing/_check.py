@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FunctionType
 from typing import Literal
 
 import trio
@@ -355,8 +356,8 @@ def _size(size: int | None) -> str:
     return "no artifact" if size is None else f"{size} bytes"
 
 
-# The public home of every class above, for reprs, pickling and the docs.
+# The public home of every class and function above, for reprs, pickling and the docs.
 for _name in __all__:
-    if isinstance(globals()[_name], type):
+    if isinstance(globals()[_name], type | FunctionType):
         globals()[_name].__module__ = "triofetch.testing"
 del _name

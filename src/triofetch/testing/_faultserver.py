@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from types import TracebackType
+from types import FunctionType, TracebackType
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -851,8 +851,8 @@ class FaultServer:
                 self._idle.notify_all()
 
 
-# The public home of every class above, for reprs, pickling and the docs.
+# The public home of every class and function above, for reprs, pickling and the docs.
 for _name in __all__:
-    if isinstance(globals()[_name], type):
+    if isinstance(globals()[_name], type | FunctionType):
         globals()[_name].__module__ = "triofetch.testing"
 del _name

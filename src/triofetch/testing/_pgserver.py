@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import FunctionType
 
 __all__ = [
     "POSTGRES_FAST_SETTINGS",
@@ -288,8 +289,8 @@ POSTGRES_FAST_SETTINGS: Mapping[str, str] = {
 """Settings for tests: durability off (the server is thrown away)."""
 
 
-# The public home of every class above, for reprs, pickling and the docs.
+# The public home of every class and function above, for reprs, pickling and the docs.
 for _name in __all__:
-    if isinstance(globals()[_name], type):
+    if isinstance(globals()[_name], type | FunctionType):
         globals()[_name].__module__ = "triofetch.testing"
 del _name

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import FunctionType
 
 import trio
 
@@ -191,8 +192,8 @@ class CancelPoint:
         return on_event
 
 
-# The public home of every class above, for reprs, pickling and the docs.
+# The public home of every class and function above, for reprs, pickling and the docs.
 for _name in __all__:
-    if isinstance(globals()[_name], type):
+    if isinstance(globals()[_name], type | FunctionType):
         globals()[_name].__module__ = "triofetch.testing"
 del _name
