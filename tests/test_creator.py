@@ -344,6 +344,44 @@ async def test_progress_and_events(
     assert p.units_downloading == 0 and p.bytes_downloaded == report.bytes_downloaded
 
 
+async def test_progress_taken_before_a_run_shows_the_run(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    """A task drawing ``creator.progress``, handed the object before the runs, sees each run
+    (each run replaced the object: the task saw zeros throughout); a run started while
+    another goes on counts apart, each report its own."""
+    units = [file_unit(http_server, f"pb{i}") for i in range(4)]
+    creator = triofetch.ContentUnitCreator(store, dl, policy="on_demand")
+    progress = creator.progress
+    seen: list[tuple[int, int]] = []
+
+    def draw() -> None:
+        seen.append((progress.units_committed, progress.units_existing))
+
+    creator.on_event = lambda event: draw()
+    await creator.run(units[:3])
+    assert seen[-1] == (3, 0)
+    await creator.run(units)  # counted from zero again
+    assert seen[-1] == (1, 3) and creator.progress is progress
+    report = await triofetch.ContentUnitCreator(store, dl).fill_missing()
+    assert report.artifacts_downloaded == 4
+
+    async def twice() -> list[triofetch.CreateReport]:
+        reports: list[triofetch.CreateReport] = []
+
+        async def one(part: list[DeclarativeUnit]) -> None:
+            reports.append(await creator.run(part))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one, units[:2])
+            nursery.start_soon(one, units)
+        return reports
+
+    creator.on_event = None
+    reports = await twice()
+    assert sorted(r.units_existing for r in reports) == [2, 4]
+
+
 async def test_lazy_input_bounded_read_ahead(
     http_server: FaultServer, store: Store, dl: triofetch.Downloader
 ) -> None:

@@ -114,14 +114,29 @@ class ContentUnitCreator:
         self.commit_batch = commit_batch
         self.fail_fast = fail_fast
         self.on_event = on_event
+        #: the live counters of the current run (or the last one)
         self.progress = CreatorProgress()
+        self._running = 0  # runs and fill_missing calls of this creator going on
         self._flights = Flights(downloader, self.storage)
 
-    def _start(self) -> UnitDownloads:
-        """A new tally (whose progress :attr:`progress` shows) and its units' downloads."""
-        tally = Tally(self.on_event, self.fail_fast)
-        self.progress = tally.progress
-        return UnitDownloads(self._flights, tally, self.units_in_flight)
+    @contextmanager
+    def _started(self) -> Iterator[UnitDownloads]:
+        """A new tally and its units' downloads, for one run or ``fill_missing``.
+
+        The tally counts into :attr:`progress` itself, zeroed first, so that a reference to
+        it taken before the run (by a task drawing progress bars) shows the run.  A run
+        started while another of this creator is going counts into a new
+        :class:`CreatorProgress` (each run's report is its own), which :attr:`progress` is
+        from then on.
+        """
+        if self._running:
+            self.progress = CreatorProgress()
+        tally = Tally(self.on_event, self.fail_fast, self.progress)
+        self._running += 1
+        try:
+            yield UnitDownloads(self._flights, tally, self.units_in_flight)
+        finally:
+            self._running -= 1
 
     async def run(
         self,
@@ -151,7 +166,16 @@ class ContentUnitCreator:
         """
         if mirror and repository is None:
             raise InvalidInput("mirror=True needs a repository")
-        downloads = self._start()
+        with self._started() as downloads:
+            return await self._run(downloads, units, repository, mirror)
+
+    async def _run(
+        self,
+        downloads: UnitDownloads,
+        units: Iterable[DeclarativeUnit] | AsyncIterable[DeclarativeUnit],
+        repository: str | None,
+        mirror: bool,
+    ) -> CreateReport:
         tally = downloads.tally
         store = self.store
         # the lease keeps gc away from what this run finds and is about to commit
@@ -209,19 +233,19 @@ class ContentUnitCreator:
         fetched are listed in the report's ``failures`` and stay as they were.  A full
         disk stops it as it stops :meth:`run` (:class:`StorageWriteError`).
         """
-        downloads = self._start()
-        async with self.store.lease():
-            self._flights.forget_adopted()
-            try:
-                await fill_missing(
-                    self.store,
-                    self.storage,
-                    downloads,
-                    repository,
-                    version_number,
-                    self.slice_size,
-                )
-            except StorageWriteError as exc:  # a full disk: as in run()
-                exc.report = downloads.tally.report(repository, None, None)
-                raise
-        return downloads.tally.report(repository, None, None)
+        with self._started() as downloads:
+            async with self.store.lease():
+                self._flights.forget_adopted()
+                try:
+                    await fill_missing(
+                        self.store,
+                        self.storage,
+                        downloads,
+                        repository,
+                        version_number,
+                        self.slice_size,
+                    )
+                except StorageWriteError as exc:  # a full disk: as in run()
+                    exc.report = downloads.tally.report(repository, None, None)
+                    raise
+            return downloads.tally.report(repository, None, None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 from ..declarative import DeclarativeUnit
@@ -157,9 +157,20 @@ class Tally:
 
     __slots__ = ("fail_fast", "failures", "on_event", "progress", "replaced", "started")
 
-    def __init__(self, on_event: Callable[[CreatorEvent], None] | None, fail_fast: bool) -> None:
+    def __init__(
+        self,
+        on_event: Callable[[CreatorEvent], None] | None,
+        fail_fast: bool,
+        progress: CreatorProgress | None = None,
+    ) -> None:
+        """Count into *progress*, its counters zeroed first (default: a new one)."""
         self.started = time.monotonic()
-        self.progress = CreatorProgress()
+        if progress is None:
+            progress = CreatorProgress()
+        else:
+            for counter in fields(progress):
+                setattr(progress, counter.name, 0)
+        self.progress = progress
         self.failures: list[UnitFailure] = []
         self.replaced: list[ReplacedUnit] = []
         self.on_event = on_event
