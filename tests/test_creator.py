@@ -382,6 +382,29 @@ async def test_progress_taken_before_a_run_shows_the_run(
     assert sorted(r.units_existing for r in reports) == [2, 4]
 
 
+async def test_a_downloader_not_open_is_wrong_context_not_failed_units(
+    http_server: FaultServer, store: Store
+) -> None:
+    """Forgetting the downloader's ``async with`` raises at once, before the store is
+    touched: every unit was tried and listed as failed, the version discarded."""
+    units = [file_unit(http_server, f"no{i}") for i in range(3)]
+    closed = triofetch.Downloader()
+    assert not closed.is_open
+    creator = triofetch.ContentUnitCreator(store, closed)
+    with pytest.raises(triofetch.WrongContext, match="Downloader is not open"):
+        await creator.run(units, repository="r")
+    with pytest.raises(triofetch.WrongContext, match="Downloader is not open"):
+        await creator.fill_missing()
+    assert await store.repositories() == [] and file_requests(http_server) == 0
+    # on demand downloads nothing: no downloader needed
+    lazy = triofetch.ContentUnitCreator(store, closed, policy="on_demand")
+    assert (await lazy.run(units, repository="r")).ok
+    async with closed:
+        assert closed.is_open
+        assert (await creator.fill_missing()).artifacts_downloaded == 3
+    assert not closed.is_open
+
+
 async def test_lazy_input_bounded_read_ahead(
     http_server: FaultServer, store: Store, dl: triofetch.Downloader
 ) -> None:

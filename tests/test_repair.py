@@ -160,6 +160,17 @@ async def test_deleted_file_is_downloaded_again(
     assert temp_files(store.storage.root) == []
 
 
+async def test_a_downloader_not_open_is_wrong_context(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    """Raised before hashing the store, where every damaged file was listed as failed."""
+    await synced(store, dl, [file_unit(http_server, f"f{i}") for i in range(2)])
+    stored(store, "f1").unlink()
+    with pytest.raises(triofetch.WrongContext, match="Downloader is not open"):
+        await triofetch.repair(store, triofetch.Downloader())
+    assert not stored(store, "f1").exists()
+
+
 async def test_truncated_and_overwritten_files_are_replaced(
     http_server: FaultServer, store: Store, dl: triofetch.Downloader
 ) -> None:

@@ -66,6 +66,17 @@ async def test_all_units_complete(http_server: FaultServer, temp_dir: Path) -> N
     assert names(temp_dir) == set()
 
 
+async def test_a_downloader_not_open_is_wrong_context(
+    http_server: FaultServer, temp_dir: Path
+) -> None:
+    """Every unit came out failed with the same WrongContext, one after the other."""
+    units = make_units(http_server, 3)
+    async with triofetch.UnitDownloader(triofetch.Downloader(temp_dir=temp_dir)) as ud:
+        with pytest.raises(triofetch.WrongContext, match="Downloader is not open"):
+            ud.download(units)
+    assert len(http_server.requests) == 0
+
+
 async def test_failed_artifact_cancels_siblings_and_reports(
     http_server: FaultServer, temp_dir: Path
 ) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import trio
 
 from .downloader import Downloader
-from .errors import InvalidInput, TriofetchError, describe_error
+from .errors import InvalidInput, TriofetchError, WrongContext, describe_error
 from .storage import ArtifactStorage
 from .store import Store
 
@@ -109,10 +109,13 @@ async def repair(
     Raises:
         RepositoryNotFound: there is no repository named *repository*.
         InvalidInput: the store has no artifact storage.
+        WrongContext: the downloader is not open (outside its ``async with``).
     """
     storage = store.storage
     if storage is None:
         raise InvalidInput("repair needs a store opened with a root (its artifact storage)")
+    if not downloader.is_open:  # (or every damaged file would fail, after hashing them all)
+        raise WrongContext("repair's Downloader is not open: repair inside its 'async with'")
     started = time.monotonic()
     report = RepairReport()
     cursor: int | None = 0

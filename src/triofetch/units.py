@@ -233,6 +233,11 @@ class UnitDownloader:
         """Start downloading *units* (read lazily) and return the stream of outcomes."""
         if self._nursery is None:
             raise WrongContext("use the UnitDownloader inside 'async with'")
+        if not self._downloader.is_open:
+            raise WrongContext(
+                "the UnitDownloader's Downloader is not open: download inside the "
+                "Downloader's 'async with'"
+            )
         send, receive = trio.open_memory_channel[UnitOutcome](self._buffer)
         self._streams.append(receive)
         self._nursery.start_soon(self._produce, units, send)

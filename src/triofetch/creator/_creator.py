@@ -21,7 +21,7 @@ from .._groups import collapse_single, leaves
 from .._model import check_int
 from ..declarative import DeclarativeUnit
 from ..downloader import Downloader
-from ..errors import InvalidInput, StorageWriteError, UnitFailed
+from ..errors import InvalidInput, StorageWriteError, UnitFailed, WrongContext
 from ..store import Store
 from ._downloads import UnitDownloads
 from ._fill import fill_missing
@@ -119,6 +119,14 @@ class ContentUnitCreator:
         self._running = 0  # runs and fill_missing calls of this creator going on
         self._flights = Flights(downloader, self.storage)
 
+    def _check_downloader(self) -> None:
+        """A run that downloads needs the downloader open: every unit would fail else."""
+        if not self.downloader.is_open:
+            raise WrongContext(
+                "the creator's Downloader is not open: run the creator inside the "
+                "Downloader's 'async with'"
+            )
+
     @contextmanager
     def _started(self) -> Iterator[UnitDownloads]:
         """A new tally and its units' downloads, for one run or ``fill_missing``.
@@ -163,9 +171,13 @@ class ContentUnitCreator:
                 quota, a read-only or failing file system.  No download started after it,
                 the units complete by then were committed, no temp file remains, and no
                 version was made; the error's ``report`` counts what was done.
+            WrongContext: the policy is ``immediate`` and the downloader is not open
+                (outside its ``async with``); nothing was read or written.
         """
         if mirror and repository is None:
             raise InvalidInput("mirror=True needs a repository")
+        if self.policy is Policy.IMMEDIATE:
+            self._check_downloader()
         with self._started() as downloads:
             return await self._run(downloads, units, repository, mirror)
 
@@ -231,8 +243,10 @@ class ContentUnitCreator:
         only the units of that version (default: the latest) are filled.  Files another unit
         already brought are reused, not downloaded again.  Units whose files cannot be
         fetched are listed in the report's ``failures`` and stay as they were.  A full
-        disk stops it as it stops :meth:`run` (:class:`StorageWriteError`).
+        disk stops it as it stops :meth:`run` (:class:`StorageWriteError`); a downloader
+        that is not open raises :class:`WrongContext` before anything is read.
         """
+        self._check_downloader()
         with self._started() as downloads:
             async with self.store.lease():
                 self._flights.forget_adopted()

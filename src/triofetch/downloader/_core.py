@@ -497,6 +497,11 @@ class Downloader:
         return self._credentials.refreshes
 
     @property
+    def is_open(self) -> bool:
+        """Whether the downloader is open, inside its ``async with``: it fetches only then."""
+        return self._transport is not None
+
+    @property
     def limiter(self) -> trio.CapacityLimiter:
         """The limiter bounding requests in flight (shared with callers that want it)."""
         return self._limiter
