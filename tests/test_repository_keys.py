@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,40 @@ async def test_creator_replaces_changed_file(http_server: FaultServer, store: St
         assert report.ok and report.created and report.version == 2
         assert report.units_replaced == 1 and report.replaced[0].relative_path == "a"
         assert (await paths(store))["a"] == sha
+
+
+async def test_a_failed_run_replaced_nothing(
+    http_server: FaultServer, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run whose changed file would replace the old one, but another unit fails: no
+    version is made, so nothing was replaced: the report lists no replacement and no
+    'replaced' WARNING is logged (the latest version still holds the old file)."""
+    async with triofetch.Downloader(connections=4, retries=0) as dl:
+        creator = triofetch.ContentUnitCreator(store, dl)
+        assert (await creator.run([file_unit(http_server, "a")], repository="r")).created
+        old = (await paths(store))["a"]
+        sha = hashlib.sha256(content("changed")).hexdigest()
+        changed = file_unit(http_server, "a2", data=content("changed"))
+        unit = triofetch.DeclarativeUnit(
+            "file",
+            ("a", sha),
+            {"relative_path": "a"},
+            [triofetch.DeclarativeArtifact(changed.artifacts[0].urls, "a", {"sha256": sha})],
+        )
+        missing = file_unit(http_server, "gone", serve=False)  # a 404
+        with caplog.at_level(logging.WARNING, logger="triofetch"):
+            report = await creator.run([unit, missing], repository="r")
+        assert not report.ok and report.version is None and not report.created
+        assert report.units_replaced == 0 and report.replaced == []
+        assert not [r for r in caplog.records if "replaced" in r.getMessage()]
+        assert (await paths(store))["a"] == old
+        # the same change without the failure: replaced, reported and logged
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="triofetch"):
+            again = await creator.run([unit], repository="r")
+        assert again.created and again.units_replaced == 1
+        assert [r.relative_path for r in again.replaced] == ["a"]
+        assert len([r for r in caplog.records if "replaced" in r.getMessage()]) == 1
 
 
 # -- the command line: the defects as a user met them ---------------------------------------------

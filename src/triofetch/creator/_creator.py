@@ -218,6 +218,7 @@ class ContentUnitCreator:
                     )
                     if created:
                         holding = version.number
+                        tally.version_made()
                     elif not tally.failures and previous is not None:
                         holding = previous.number  # the same content: it is there
             except BaseException as exc:

@@ -60,6 +60,7 @@ class CreatorProgress:
     #: stored files found missing or of the wrong size, downloaded again
     artifacts_repaired: int = 0
     #: units the new version no longer holds because new content took their place
+    #: (counted as the run goes; a run that fails makes no version: its report says 0)
     units_replaced: int = 0
     bytes_downloaded: int = 0
     #: expected bytes of the artifacts the run decided to download (when sizes are known)
@@ -121,8 +122,9 @@ class CreateReport:
 
     ``replaced`` lists the units of the previous version that new content took the place of
     (same repository key: a file at the same relative path), which the new version no longer
-    holds; ``artifacts_repaired`` counts stored files found missing or damaged and downloaded
-    again.
+    holds; it is empty when no version was made (a run with failures replaced nothing: the
+    latest version still holds those units).  ``artifacts_repaired`` counts stored files
+    found missing or damaged and downloaded again.
     """
 
     repository: str | None
@@ -202,9 +204,15 @@ class Tally:
             )
 
     def took_places(self, replaced: Iterable[ReplacedUnit]) -> None:
+        """Units the version being made no longer holds (counted as the run goes; they are
+        replaced only if that version is made: see :meth:`version_made`)."""
         for item in replaced:
             self.replaced.append(item)
             self.progress.units_replaced += 1
+
+    def version_made(self) -> None:
+        """The version holding the replacements is complete: log each one (WARNING)."""
+        for item in self.replaced:
             _log.warning(
                 "replaced %s at %r by %s", _shown(item.key), item.repository_key, _shown(item.by)
             )
@@ -232,8 +240,9 @@ class Tally:
             failures=list(self.failures),
             seconds=time.monotonic() - self.started,
             created=created,
-            units_replaced=p.units_replaced,
-            replaced=list(self.replaced),
+            # (a version not made replaced nothing: the latest one still holds those units)
+            units_replaced=p.units_replaced if created else 0,
+            replaced=list(self.replaced) if created else [],
             artifacts_repaired=p.artifacts_repaired,
         )
 
