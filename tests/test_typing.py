@@ -137,3 +137,21 @@ def test_misused_outcomes_are_type_errors(tmp_path: Path, mypy_cache: Path) -> N
     )
     errors = [line for line in run.stdout.splitlines() if ": error:" in line]
     assert [e.split(":")[1] for e in errors] == ["5", "7", "9", "10", "13"], run.stdout
+
+
+def test_cancel_points_without_none_draws_points(tmp_path: Path, mypy_cache: Path) -> None:
+    """``cancel_points(none=False)`` never draws None, and its type says so: a point's
+    fields are used without a None check; with ``none=True`` (the default) they are not."""
+    run = mypy_strict(
+        tmp_path,
+        mypy_cache,
+        "from triofetch.testing import strategies\n"
+        "from hypothesis import strategies as st\n"
+        "def draw(data: st.DataObject) -> None:\n"
+        "    point = data.draw(strategies.cancel_points(none=False))\n"
+        "    print(point.kind, point.nth)\n"  # 5: fine
+        "    maybe = data.draw(strategies.cancel_points())\n"
+        "    print(maybe.kind)\n",  # 7: may be None
+    )
+    errors = [line for line in run.stdout.splitlines() if ": error:" in line]
+    assert [e.split(":")[1] for e in errors] == ["7"], run.stdout

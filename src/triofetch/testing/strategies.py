@@ -19,6 +19,7 @@ then check the store with :func:`~triofetch.testing.check_store`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, overload
 
 from hypothesis import strategies as st
 
@@ -188,12 +189,24 @@ def fault_maps(
     )
 
 
+@overload
+def cancel_points(
+    *, kinds: Sequence[str] = ..., max_nth: int = ..., none: Literal[False]
+) -> st.SearchStrategy[CancelPoint]: ...
+
+
+@overload
+def cancel_points(
+    *, kinds: Sequence[str] = ..., max_nth: int = ..., none: bool = ...
+) -> st.SearchStrategy[CancelPoint | None]: ...
+
+
 def cancel_points(
     *,
     kinds: Sequence[str] = CREATOR_EVENT_KINDS,
     max_nth: int = 6,
     none: bool = True,
-) -> st.SearchStrategy[CancelPoint | None]:
+) -> st.SearchStrategy[CancelPoint] | st.SearchStrategy[CancelPoint | None]:
     """Where to cancel a creator run: the n-th event (1 to *max_nth*) of one of *kinds*,
     or ``None`` (no cancellation) when *none*."""
     points = st.builds(CancelPoint, kind=st.sampled_from(list(kinds)), nth=st.integers(1, max_nth))
