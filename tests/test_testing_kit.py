@@ -5,6 +5,7 @@ plugin) pulls in neither Hypothesis nor psycopg."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -244,6 +245,51 @@ async def test_versions_that_contradict_each_other(
     problems = await check_store(store)
     assert kinds(problems) == ["version_mismatch"]
     assert "twice" in problems[0].message and problems[0].key == listed[1].key
+
+
+async def test_units_at_one_repository_key(
+    triofetch_sqlite_store: Store,
+    triofetch_fault_server: FaultServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two units of a version at one relative path, or a file where another unit's file
+    needs a directory, is a ``key_conflict`` (the store refuses both, so its answers are
+    doctored here); units of a type with no repository key are not compared."""
+    store = triofetch_sqlite_store
+    files = {"a": b"file a", "c": b"file c", "pkg": b"a package"}
+    units = []
+    for name, data in files.items():
+        triofetch_fault_server.add_file(f"/keys/{name}", data)
+        sha = hashlib.sha256(data).hexdigest()
+        art = DeclarativeArtifact(
+            triofetch_fault_server.url(f"/keys/{name}"), name, {"sha256": sha}
+        )
+        unit_type = "pkg" if name == "pkg" else "file"
+        units.append(DeclarativeUnit(unit_type, (name, sha), {"relative_path": "a"}, [art]))
+    units[1] = DeclarativeUnit(
+        "file", units[1].natural_key, {"relative_path": "c"}, units[1].artifacts
+    )
+    assert (await create(store, units)).ok
+    assert await check_store(store) == []  # ("pkg" has no repository key: no conflict)
+    listed = await store.list_units("r", 1)
+    a = next(u for u in listed if u.key.natural_key[0] == "a")
+    c = next(u for u in listed if u.key.natural_key[0] == "c")
+    for place, says in (("a", "at 'a'"), ("a/b", "where file:c/")):
+        doctored = [u for u in listed if u is not c]
+        doctored.append(dataclasses.replace(c, fields={**c.fields, "relative_path": place}))
+
+        async def doctor(
+            repository: str, version_number: int | None = None, units: object = doctored
+        ) -> object:
+            return units
+
+        monkeypatch.setattr(store, "list_units", doctor)
+        problems = await check_store(store)
+        assert kinds(problems) == ["key_conflict"], problems
+        assert problems[0].repository == "r" and problems[0].version == 1
+        assert says in problems[0].message and "file:a/" in problems[0].message, problems
+        assert problems[0].key == c.key
+    assert a.fields["relative_path"] == "a"
 
 
 async def test_several_problems_are_all_reported(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
 import trio
@@ -120,6 +121,13 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<Store {self.dialect}{' closed' if self._closed else ''}>"
+
+    @property
+    def repository_keys(self) -> Mapping[str, RepositoryKey]:
+        """The repository key of each unit type that declares one (read-only): the
+        ``repository_keys`` given to :func:`open_store`, ``file`` units keyed by their
+        ``relative_path`` by default."""
+        return MappingProxyType(self._repository_keys)
 
     async def __aenter__(self) -> Store:
         return self

@@ -18,6 +18,7 @@ from typing import Literal
 import trio
 
 from triofetch import DeclarativeUnit
+from triofetch.errors import InvalidUnit
 from triofetch.store import Store, UnitInfo, UnitKey
 
 __all__ = ["ProblemKind", "StoreProblem", "assert_store_ok", "check_store"]
@@ -31,6 +32,7 @@ ProblemKind = Literal[
     "unit_mismatch",
     "incomplete_version",
     "version_mismatch",
+    "key_conflict",
 ]
 """What kind of problem a :class:`StoreProblem` is:
 
@@ -54,6 +56,10 @@ ProblemKind = Literal[
     versions that contradict each other: a version whose unit count is not the units it
     lists, a unit listed twice, version numbers out of order, a latest version that is not
     the newest complete one.
+``key_conflict``
+    a version holding two units at one repository key (the store's ``repository_keys``:
+    a file at the same relative path), or a file at a path where another unit's file
+    needs a directory (``a`` and ``a/b``).
 """
 
 
@@ -99,7 +105,9 @@ async def check_store(
       and content (re-hashed, in worker threads);
     - the storage's temp area holds no file (a run removes its temp files however it ends);
     - every version of every repository lists as many units as it counts, each once; its
-      units' files are recorded artifacts; numbers go up, and the latest version is the
+      units' files are recorded artifacts; it holds one unit per repository key (the
+      store's :attr:`~triofetch.Store.repository_keys`), and no file where another unit's
+      file needs a directory; numbers go up, and the latest version is the
       newest complete one; no version is left incomplete (unless *incomplete_versions_ok*:
       a writer is still at work, or one was killed and ``gc`` has not run yet);
     - with *on_demand_ok* false, no unit lacks a file (no ``on_demand`` unit is expected);
@@ -238,6 +246,7 @@ async def check_store(
                     )
                 seen.add(listed_unit.key)
                 unit_files(listed_unit, repository, version.number)
+            problems += _key_conflicts(store, listed, repository, version.number)
 
     # -- the declared units -----------------------------------------------------------------
     declared = {UnitKey(u.type, u.natural_key): u for u in units}
@@ -361,3 +370,52 @@ for _name in __all__:
     if isinstance(globals()[_name], type | FunctionType):
         globals()[_name].__module__ = "triofetch.testing"
 del _name
+
+
+def _key_conflicts(
+    store: Store, listed: Iterable[UnitInfo], repository: str, version: int
+) -> list[StoreProblem]:
+    """The units of one version that share a repository key, or where one unit's file is
+    in the way of another's directory (path keys: ``a`` and ``a/b``)."""
+    declared = store.repository_keys
+    at: dict[str, UnitKey] = {}
+    problems: list[StoreProblem] = []
+    where = f"repository {repository!r} version {version}"
+
+    def conflict(message: str, key: UnitKey) -> None:
+        problems.append(
+            StoreProblem(
+                "key_conflict",
+                f"{where} {message}",
+                key=key,
+                repository=repository,
+                version=version,
+            )
+        )
+
+    for unit in listed:
+        keyed = declared.get(unit.key.type)
+        if keyed is None:
+            continue
+        try:
+            place = keyed.of(unit.key.type, unit.fields)
+        except InvalidUnit:  # (a unit the store would not have taken: not this check's)
+            continue
+        other = at.setdefault(place, unit.key)
+        if other != unit.key:
+            conflict(f"holds {_key(other)} and {_key(unit.key)} at {place!r}", unit.key)
+    for place, key in at.items():
+        if place.startswith("/"):  # (a key that is not a path)
+            continue
+        cut = place.find("/")
+        while cut > 0:
+            above = at.get(place[:cut])
+            if above is not None:
+                conflict(
+                    f"holds {_key(above)} at {place[:cut]!r}, where {_key(key)} at "
+                    f"{place!r} needs a directory",
+                    key,
+                )
+                break
+            cut = place.find("/", cut + 1)
+    return problems
