@@ -405,6 +405,29 @@ async def test_a_downloader_not_open_is_wrong_context_not_failed_units(
     assert not closed.is_open
 
 
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [("one", "got one unit: pass \\[unit\\]"), (None, "got NoneType"), ("abc", "got str")],
+)
+async def test_an_input_that_is_not_units_is_refused_before_anything(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader, given: object, says: str
+) -> None:
+    """One unit instead of a list (or no iterable at all) is InvalidInput at once: it was a
+    bare TypeError from inside the run, after the repository was made."""
+    if given == "one":
+        given = file_unit(http_server, "single")
+    creator = triofetch.ContentUnitCreator(store, dl)
+    with pytest.raises(triofetch.InvalidInput, match=says):
+        await creator.run(given, repository="r")  # type: ignore[arg-type]
+    with pytest.raises(triofetch.InvalidInput, match=says):
+        async with triofetch.UnitDownloader(dl) as ud:
+            ud.download(given)  # type: ignore[arg-type]
+    with pytest.raises(triofetch.InvalidInput, match=says):
+        # (the blocking face, from a thread: inside Trio it is WrongContext first)
+        await trio.to_thread.run_sync(triofetch.download_units, given)
+    assert await store.repositories() == [] and file_requests(http_server) == 0
+
+
 async def test_lazy_input_bounded_read_ahead(
     http_server: FaultServer, store: Store, dl: triofetch.Downloader
 ) -> None:

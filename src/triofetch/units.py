@@ -42,6 +42,7 @@ __all__ = [
     "UnitOutcome",
     "UnitStream",
     "aiter_units",
+    "check_units_input",
     "download_units",
 ]
 
@@ -86,6 +87,17 @@ def _discard(results: Iterable[DownloadResult]) -> None:
     for result in results:
         with suppress(OSError):
             result.path.unlink(missing_ok=True)
+
+
+def check_units_input(units: object) -> None:
+    """Refuse, before anything starts, an input that is not an iterable of units (its items
+    are checked as they are read: see :func:`aiter_units`)."""
+    if isinstance(units, DeclarativeUnit):
+        raise InvalidInput("expected an iterable of DeclarativeUnit, got one unit: pass [unit]")
+    if not isinstance(units, Iterable | AsyncIterable) or isinstance(units, str | bytes):
+        raise InvalidInput(
+            f"expected an iterable of DeclarativeUnit (sync or async), got {type(units).__name__}"
+        )
 
 
 async def aiter_units(
@@ -233,6 +245,7 @@ class UnitDownloader:
         """Start downloading *units* (read lazily) and return the stream of outcomes."""
         if self._nursery is None:
             raise WrongContext("use the UnitDownloader inside 'async with'")
+        check_units_input(units)
         if not self._downloader.is_open:
             raise WrongContext(
                 "the UnitDownloader's Downloader is not open: download inside the "
@@ -386,6 +399,7 @@ def download_units(
         pass
     else:
         raise WrongContext("download_units() blocks; inside Trio use UnitDownloader")
+    check_units_input(units)
     # Validate the options here, in the caller's thread, before anything starts.
     # (the files are handed to the caller, who may still hold some after the loop: never
     # the downloader's private directory, which goes when the downloader closes)

@@ -23,6 +23,7 @@ from ..declarative import DeclarativeUnit
 from ..downloader import Downloader
 from ..errors import InvalidInput, StorageWriteError, UnitFailed, WrongContext
 from ..store import Store
+from ..units import check_units_input
 from ._downloads import UnitDownloads
 from ._fill import fill_missing
 from ._flights import Flights
@@ -176,6 +177,7 @@ class ContentUnitCreator:
         """
         if mirror and repository is None:
             raise InvalidInput("mirror=True needs a repository")
+        check_units_input(units)
         if self.policy is Policy.IMMEDIATE:
             self._check_downloader()
         with self._started() as downloads:
