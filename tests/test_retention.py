@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from tests.test_store import counts, file_unit, raw
-from triofetch import GCReport, InvalidInput, PruneReport, StoreBusy, VersionInfo
+from triofetch import GCReport, InvalidInput, PruneReport, StoreBusy, StoreError, VersionInfo
 from triofetch.store import NewUnit, RepositoryNotFound, Store, VersionHandle, open_store
 from triofetch.store._retention import acquire_lease, release_lease
 
@@ -350,6 +350,49 @@ async def test_the_lease_of_a_killed_process_is_released(store: Store, store_url
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def _end_lease_sessions(dsn: str) -> int:
+    """End the sessions holding advisory locks in *dsn*'s database, as a DBA's script, an
+    ``idle_session_timeout`` or a network cut would: how many were ended."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l "
+            "JOIN pg_database d ON d.oid = l.database "
+            "WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+        ).fetchall()
+    return len(rows)
+
+
+@pytest.mark.postgres
+async def test_a_writer_whose_lease_session_ended_commits_nothing_more(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    """The lease of a PostgreSQL writer is a session of its own, idle while the writer works:
+    the server may end it while the writer lives on.  gc can run then, and removes what the
+    writer found or stored; so the writer's next commit is refused, rolled back, and says
+    why.  (It was committed: rows whose files gc had just removed.)"""
+    async with (
+        open_store(postgres_dsn, root=tmp_path / "root") as writer,
+        open_store(postgres_dsn, root=tmp_path / "root") as collector,
+    ):
+        async with writer.lease():
+            unit = await stored_unit(writer, "a")  # adopted, about to be committed
+            version = await writer.new_version("r")
+            assert await trio.to_thread.run_sync(_end_lease_sessions, postgres_dsn) == 1
+            report = await collector.collect_garbage(wait=5)  # no writer holds the lease now
+            assert (report.versions, report.files) == (1, 1)
+            for target in (None, version):
+                with pytest.raises(StoreError, match="writers' lease was lost"):
+                    await writer.commit_units([unit], version=target)
+            await writer.discard_version(version)  # (removing needs no lease)
+        assert (await counts(writer))["units"] == 0
+        # the next writer takes a lease of its own and goes on
+        async with writer.lease():
+            unit = await stored_unit(writer, "a")
+            assert (await writer.commit_units([unit])).outcomes[0].status == "committed"
 
 
 async def test_gc_leaves_the_schema_as_it_was(store: Store) -> None:

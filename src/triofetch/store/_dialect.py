@@ -21,6 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from .._model import UnitKey
@@ -50,6 +51,14 @@ class LeaseHandle(ABC):
     def close(self) -> None:
         """Release the lease if it is held, and free the handle (idempotent)."""
 
+    def fence(self, conn: Any) -> None:
+        """Called first in each write transaction of the lease's holder, on that transaction's
+        connection *conn*: raise :class:`StoreError` when the lease was lost since it was
+        taken (the collector may have run since), and keep the collector away until the
+        transaction ends.  A lease that lasts as long as its process (a ``flock``) needs
+        nothing here."""
+        return None
+
 
 class Dialect(ABC):
     """One database, as the store uses it.  Every method runs in a worker thread."""
@@ -72,6 +81,12 @@ class Dialect(ABC):
         self.fault: FaultHook | None = None
         #: transactions retried, by exception class name (for tests and monitoring)
         self.retried: collections.Counter[str] = collections.Counter()
+        #: the writers' lease the calling task holds on this database (set by
+        #: ``Store.lease()``; worker threads see their task's): its write transactions
+        #: are fenced by it (:meth:`LeaseHandle.fence`)
+        self.held_lease: ContextVar[LeaseHandle | None] = ContextVar(
+            f"triofetch_lease_{id(self):x}", default=None
+        )
 
     # -- connections and transactions ------------------------------------------------------
 
@@ -115,15 +130,28 @@ class Dialect(ABC):
         """*fn* on a connection in a read-only transaction."""
         return self._run(self.reading, fn)
 
-    def run_write(self, fn: Callable[[Any], T]) -> T:
-        """*fn* on a connection in a write transaction, committed when it returns."""
-        return self._run(self.writing, fn)
+    def run_write(self, fn: Callable[[Any], T], *, fenced: bool = True) -> T:
+        """*fn* on a connection in a write transaction, committed when it returns.
 
-    def _run(self, connect: Callable[[], AbstractContextManager[Any]], fn: Callable[[Any], T]) -> T:
-        """*fn* on a connection from *connect*, retried on serialization failures/deadlocks."""
+        Under a writers' lease (:attr:`held_lease`) the transaction is *fenced* first: it
+        fails when the lease was lost.  Pass ``fenced=False`` for a write that only removes
+        what the writer made itself (discarding its version), which needs no lease.
+        """
+        return self._run(self.writing, fn, self.held_lease.get() if fenced else None)
+
+    def _run(
+        self,
+        connect: Callable[[], AbstractContextManager[Any]],
+        fn: Callable[[Any], T],
+        lease: LeaseHandle | None = None,
+    ) -> T:
+        """*fn* on a connection from *connect* (fenced by *lease*), retried on serialization
+        failures/deadlocks."""
         for attempt in range(self.max_attempts):
             try:
                 with connect() as conn:
+                    if lease is not None:
+                        lease.fence(conn)
                     return fn(conn)
             except Exception as exc:
                 if self.is_retryable(exc) and attempt + 1 < self.max_attempts:

@@ -187,12 +187,20 @@ class Store:
         (cancellably, polling) while :meth:`collect_garbage` runs.  The lease of a process
         that dies is released by the operating system (SQLite: ``flock`` on ``<db>.lease``)
         or the server (PostgreSQL: an advisory lock on a connection of its own).
+
+        The writes made inside the block (by this task and the tasks it starts) are fenced
+        by the lease: when the server ended the lease's session meanwhile (PostgreSQL),
+        gc may have run, and each of them raises :class:`StoreError` having written
+        nothing.
         """
         self._check_writable()  # a reader takes no lease (it would make a lease file)
         handle = await acquire_lease(self._backend, exclusive=False, wait=None)
+        # this task's writes (and those of the tasks it starts) are fenced by this lease
+        token = self._backend.held_lease.set(handle)
         try:
             yield
         finally:
+            self._backend.held_lease.reset(token)
             await release_lease(handle)
 
     async def collect_garbage(self, *, wait: float = 600.0) -> GCReport:

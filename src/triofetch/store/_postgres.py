@@ -72,6 +72,33 @@ class AdvisoryLease(LeaseHandle):
             raise StoreError(f"cannot take the writers' lease: {exc}") from exc
         return bool(row and row[0])
 
+    def fence(self, conn: Any) -> None:
+        # The lease's session may end while its holder lives on (pg_terminate_backend, an
+        # idle_session_timeout, a restart, a network cut): gc can run then, and remove what
+        # the holder found or stored.  A session that still answers has held the lock since
+        # it was taken (it is never given back before close); and the shared lock of this
+        # transaction, taken first, keeps gc out from that answer until the commit.
+        row = conn.execute("SELECT pg_try_advisory_xact_lock_shared(%s)", (_LEASE_LOCK,)).fetchone()
+        if row and row[0] and self._answers():
+            return
+        raise StoreError(
+            "the writers' lease was lost: its session of PostgreSQL ended while this writer "
+            "ran (the server was restarted, or ended the session), so gc may have removed "
+            "what this writer was about to record; nothing more was written: run it again"
+        )
+
+    def _answers(self) -> bool:
+        """Whether the lease's session is still there (a round trip; it also keeps the
+        session from looking idle while its holder writes)."""
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
     def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
