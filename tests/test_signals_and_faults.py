@@ -11,6 +11,7 @@ that completes.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -168,6 +169,27 @@ def test_sigterm_while_reading_the_store_ends_like_sigint(tmp_path: Path) -> Non
         holder.kill()
         holder.wait()
     assert run_cli("gc", "--root", root).code == 0
+
+
+def test_a_signal_once_the_result_is_out_stops_nothing(tmp_path: Path) -> None:
+    """A signal that comes once the command has printed its result (while it closes the
+    store, or while Python exits) has nothing left to stop: the status is the command's own,
+    stdout holds its one JSON value, stderr nothing.  (It was status 143 or 130 with a
+    second JSON value, the "terminated" error, and a line saying to run it again; or the
+    process died of the signal, with no line.)"""
+    manifest = file_manifest(tmp_path / "src", 3)
+    root = tmp_path / "root"
+    assert run_cli("sync", manifest, "--root", root, "--repository", "r").code == 0
+    for signum in (signal.SIGTERM, signal.SIGINT) * 2:
+        proc = start_cli("versions", "--root", root, "--repository", "r", "--json")
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline()]
+        while lines[-1] not in ("]\n", ""):
+            lines.append(proc.stdout.readline())
+        proc.send_signal(signum)  # the result is out: the command is closing, or exiting
+        out, err = finish(proc)
+        assert (proc.returncode, err) == (0, ""), (signum, proc.returncode, out, err)
+        assert [v["number"] for v in json.loads("".join(lines) + out)] == [1]
 
 
 # -- a signal during start-up -----------------------------------------------------------------

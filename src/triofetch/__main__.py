@@ -55,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if isinstance(exc, SystemExit):
                 raise
             return _startup.print_internal_error(exc, 0)  # the command line did not load
+        if _startup.state.outcome is not None:
+            return _startup.state.outcome  # the command had finished: nothing was stopped
         # before the command line could take the signal (imports, parsing), or a second
         # one while it was reporting: nothing was started, nothing to roll back
         for signum in (signal.SIGINT, signal.SIGTERM):

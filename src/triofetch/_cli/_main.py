@@ -222,6 +222,7 @@ async def _supervised(command: Command, args: argparse.Namespace) -> int | None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_watch_signals, nursery.cancel_scope)
         status = await command(args)
+        _startup.state.outcome = status  # a signal from now on finds nothing to stop
         nursery.cancel_scope.cancel()
     return status
 
@@ -374,6 +375,10 @@ def _run(argv: Sequence[str] | None) -> tuple[int, str | None, str]:
             return _quiet_stdout(), None, ""  # argparse says nothing of a help it could not write
         return (exc.code if isinstance(exc.code, int) else EXIT_USAGE), None, ""
     except BaseException as exc:
+        finished = _startup.state.outcome
+        if finished is not None and _startup.interrupted(exc):
+            # a signal once the command had finished (while Trio ended): nothing to stop
+            return finished, None, ""
         return _outcome(exc, verbosity)
     if status is None:
         stopped, kind, message = _stopped()

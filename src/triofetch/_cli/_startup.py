@@ -25,6 +25,7 @@ signal never ends in a traceback:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -58,9 +59,13 @@ EXIT_PIPE = 128 + signal.SIGPIPE
 
 
 class _State:
-    """The first stopping signal received by this process (None: none yet)."""
+    """The first stopping signal received by this process (None: none yet), and the status
+    of the command once it has finished (None: not yet; a signal after that stops nothing)."""
 
     received: int | None = None
+    outcome: int | None = None
+    #: :func:`_leaving` is registered to run at exit
+    at_exit: bool = False
 
 
 state = _State()
@@ -124,12 +129,25 @@ def exit_now(status: int) -> None:
 
 def install() -> None:
     """Remember SIGINT (:func:`on_sigint`) and handle SIGTERM as SIGINT, unless the parent
-    process asked for either to be ignored."""
-    state.received = None
+    process asked for either to be ignored; ignore both once the process exits."""
+    state.received = state.outcome = None
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, on_sigint)
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
         signal.signal(signal.SIGTERM, on_sigterm)
+    if not state.at_exit:
+        atexit.register(_leaving)
+        state.at_exit = True
+
+
+def _leaving() -> None:
+    """At exit, the status is decided: right after the exit functions, Python gives every
+    signal it handled back its default action (for SIGINT and SIGTERM: to kill the process)
+    and then takes a while to clean up, when a signal would end a process whose command
+    had finished with the signal's death instead of its status."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):  # (not the main thread)
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def stop_status(signum: int | None = None) -> int:
