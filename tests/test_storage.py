@@ -313,6 +313,37 @@ async def test_cleanup_spares_live_writers(storage: ArtifactStorage) -> None:
     assert await storage.cleanup_temp() == [theirs]
 
 
+async def test_temp_files_of_other_machines_and_containers_are_not_ours(
+    storage: ArtifactStorage,
+) -> None:
+    """Workers on other machines, or in other containers, share the storage root; their
+    pids are their own (pid 1 in every container), so a pid in a temp name means a process
+    only together with the pid space the name carries.  (Every temp file of a writer
+    elsewhere with this process's pid was removed at the end of this process's run, and one
+    with a pid not alive here by the next sync's cleanup: their downloads then failed,
+    "cannot adopt ...: no such file".)"""
+    dead = await trio.lowlevel.open_process([sys.executable, "-c", "pass"])
+    await dead.wait()
+    mine = new_temp_path(storage.temp_dir)
+    elsewhere = "0badf00d"  # another pid space than ours
+    assert f"-{elsewhere}-" not in mine.name
+    twin = storage.temp_dir / f"tf-{os.getpid()}-{elsewhere}-aaaa.part"  # our pid, elsewhere
+    theirs = storage.temp_dir / f"tf-{dead.pid}-{elsewhere}-bbbb.part"  # not alive here
+    stale = storage.temp_dir / mine.name.replace(f"-{os.getpid()}-", f"-{dead.pid}-", 1)
+    for p in (mine, twin, theirs, stale):
+        p.write_bytes(b"x")
+    assert await storage.cleanup_temp() == [stale]
+    assert storage.remove_temp_files() == [mine]
+    assert temp_files(storage) == sorted([twin.name, theirs.name])
+    # left by a writer elsewhere that died: its files go once no longer written for a day
+    # (or for older_than)
+    os.utime(theirs, (0, os.stat(theirs).st_mtime - 25 * 3600))
+    assert await storage.cleanup_temp() == [theirs]
+    assert await storage.cleanup_temp(older_than=3600) == []
+    os.utime(twin, (0, os.stat(twin).st_mtime - 7200))
+    assert await storage.cleanup_temp(older_than=3600) == [twin]
+
+
 def test_storage_root_errors(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     from triofetch import StoreError

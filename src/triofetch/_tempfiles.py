@@ -1,15 +1,24 @@
 """Names of temp files.
 
-Every temp file triofetch writes is named ``tf-<pid>-<random>.part`` so that a cleanup can
-tell the files of a live process (never touched) from those a killed process left behind.
-This module owns that naming; it must not create, remove or look at any file.
+Every temp file triofetch writes is named ``tf-<pid>-<space>-<random>.part`` so that a
+cleanup can tell the files of a live process (never touched) from those a killed process left
+behind.  A pid names one process only within its *pid space*: one boot of one machine's
+kernel, one PID namespace (a container has its own; ``pid 1`` is in every one of them).
+``<space>`` (8 hex digits, :func:`pid_space`) says which, so that writers on other machines
+or in other containers sharing one storage root are never taken for this machine's
+processes, alive or dead.  Names without a space (``tf-<pid>-<random>.part``) were written
+by a triofetch older than that.
+
+This module owns that naming; it must not create, remove or look at any temp file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import secrets
+import socket
 from pathlib import Path
 
 __all__ = [
@@ -17,25 +26,49 @@ __all__ = [
     "TEMP_SUFFIX",
     "new_temp_name",
     "new_temp_path",
+    "pid_space",
     "temp_file_pid",
+    "temp_file_writer",
 ]
 
 TEMP_PREFIX = "tf-"
 TEMP_SUFFIX = ".part"
 
 
+def _find_pid_space() -> str:
+    """This process's pid space: a hash of the kernel's boot id (random for every boot of
+    every machine; the host name where there is none) and of its PID namespace."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+    except (OSError, ValueError):
+        boot = socket.gethostname()
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return hashlib.blake2b(f"{boot}\0{namespace}".encode(), digest_size=4).hexdigest()
+
+
 # A random run id once per process, then a counter: no urandom() syscall per download.
 _RUN = secrets.token_hex(6)
 _COUNTER = itertools.count()
 _PID = os.getpid()
+_SPACE = _find_pid_space()
 
 
 def _after_fork() -> None:
-    global _RUN, _COUNTER, _PID
+    global _RUN, _COUNTER, _PID, _SPACE
     _RUN, _COUNTER, _PID = secrets.token_hex(6), itertools.count(), os.getpid()
+    _SPACE = _find_pid_space()  # (a child may be in a PID namespace of its own)
 
 
 os.register_at_fork(after_in_child=_after_fork)
+
+
+def pid_space() -> str:
+    """The pid space of this process, as temp names carry it."""
+    return _SPACE
 
 
 def new_temp_path(directory: Path) -> Path:
@@ -45,15 +78,27 @@ def new_temp_path(directory: Path) -> Path:
 
 def new_temp_name() -> str:
     """A fresh file name for a temp file (no directory; cheaper than a Path per file)."""
-    return f"{TEMP_PREFIX}{_PID}-{_RUN}{next(_COUNTER):x}{TEMP_SUFFIX}"
+    return f"{TEMP_PREFIX}{_PID}-{_SPACE}-{_RUN}{next(_COUNTER):x}{TEMP_SUFFIX}"
 
 
-def temp_file_pid(name: str) -> int | None:
-    """The pid of the process that wrote temp file *name*, or None if it is not ours."""
+def temp_file_writer(name: str) -> tuple[int, str] | None:
+    """The pid and the pid space (``""`` for a name without one) of the process that wrote
+    temp file *name*, or None if it is not ours."""
     if not (name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)):
         return None
     middle = name[len(TEMP_PREFIX) : -len(TEMP_SUFFIX)]
     pid, _, token = middle.partition("-")
     if not (pid.isascii() and pid.isdigit()) or not token:
         return None
-    return int(pid)
+    space, dash, rest = token.partition("-")
+    if not dash:
+        return int(pid), ""
+    if not rest or len(space) != 8 or not all(c in "0123456789abcdef" for c in space):
+        return None
+    return int(pid), space
+
+
+def temp_file_pid(name: str) -> int | None:
+    """The pid of the process that wrote temp file *name*, or None if it is not ours."""
+    writer = temp_file_writer(name)
+    return None if writer is None else writer[0]

@@ -10,7 +10,7 @@ the storage adopts them).
 Layout under the storage root::
 
     <root>/artifacts/<aa>/<bb>/<sha256>     one file per sha256, read-only (0o444)
-    <root>/tmp/tf-<pid>-<hex>.part          temp files of downloads in progress
+    <root>/tmp/tf-<pid>-<space>-<hex>.part  temp files of downloads in progress
 
 A downloaded temp file is *adopted*: fsynced, renamed into place (an atomic rename on the
 same filesystem), then the directory is fsynced, so the file is durable before the database
@@ -18,10 +18,12 @@ may refer to it.  Adopting is idempotent: any number of tasks or processes adopt
 content end with one file and no error; the adopters that lose the race remove their temp
 file.
 
-A temp file's name carries the pid of the process writing it, so a cleanup tells the files
-of a live process (never touched) from those a stopped one left behind
+A temp file's name carries the pid of the process writing it, and its pid space (a boot of
+a machine, a PID namespace: see ``_tempfiles``), so a cleanup tells the files of a live
+process (never touched) from those a stopped one left behind
 (:meth:`ArtifactStorage.cleanup_temp`), and a run can remove its own on the way out
-(:meth:`ArtifactStorage.remove_temp_files`, :meth:`ArtifactStorage.removing_temp_files`).
+(:meth:`ArtifactStorage.remove_temp_files`, :meth:`ArtifactStorage.removing_temp_files`),
+without ever taking the files of another machine or container sharing the root for its own.
 
 All file work runs in worker threads (``trio.to_thread.run_sync``) under a
 :class:`trio.CapacityLimiter`; the Trio loop never waits on the disk (the one exception,
@@ -49,7 +51,7 @@ import trio
 from ._context import check_trio
 from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests, resolve_algorithms
 from ._model import ArtifactRecord, check_int, listed
-from ._tempfiles import new_temp_path, temp_file_pid
+from ._tempfiles import new_temp_path, pid_space, temp_file_writer
 from .errors import (
     ArtifactMismatch,
     ArtifactMissing,
@@ -76,6 +78,9 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+#: seconds a temp file of another pid space (another machine, another container) is left
+#: alone by cleanup_temp without an older_than: its pid says nothing here, its age does
+_FOREIGN_TEMP_AGE = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -727,10 +732,12 @@ class ArtifactStorage:
 
         A temp file is removed only when its name says which process wrote it
         (``tf-<pid>-...``), that process is not alive, it is not this process, and the file is
-        at least *older_than* seconds old.  When several machines share one storage root a pid
-        means nothing on another machine: pass an *older_than* longer than any download.
-        Files with other names are never touched.  For this process's own temp files see
-        :meth:`remove_temp_files`.
+        at least *older_than* seconds old.  A pid means that process only on this machine
+        and in this PID namespace, which the name says too: a temp file written on another
+        machine, or in another container, sharing this storage root is removed only once it
+        has not been written for *older_than* seconds, or for a day when *older_than* is 0
+        (a download writes its temp file as it goes).  Files with other names are never
+        touched.  For this process's own temp files see :meth:`remove_temp_files`.
         """
         check_trio()
         self._check_writable()
@@ -739,12 +746,16 @@ class ArtifactStorage:
     def _cleanup_sync(self, older_than: float) -> list[Path]:
         removed: list[Path] = []
         now = time.time()
-        me = os.getpid()
-        for entry, pid in self._temp_entries():
-            if pid == me or _pid_alive(pid):
-                continue
+        me, here = os.getpid(), pid_space()
+        for entry, pid, space in self._temp_entries():
+            if space in ("", here):
+                if pid == me or _pid_alive(pid):
+                    continue
+                wait = older_than
+            else:  # another machine's, another container's: its pid means nothing here
+                wait = older_than or _FOREIGN_TEMP_AGE
             try:
-                if older_than and now - entry.stat(follow_symlinks=False).st_mtime < older_than:
+                if wait and now - entry.stat(follow_symlinks=False).st_mtime < wait:
                     continue
                 os.unlink(entry.path)
             except FileNotFoundError:
@@ -754,6 +765,10 @@ class ArtifactStorage:
 
     def remove_temp_files(self, *, pid: int | None = None) -> list[Path]:
         """Remove the temp files process *pid* (default: this process) wrote; return them.
+
+        *pid* is a process of this machine and PID namespace: the files of a process with
+        the same pid on another machine or in another container sharing the storage root
+        are not its files, and stay.
 
         For the end of a run: whatever way the run ended (an error, a cancellation, Ctrl-C),
         none of its temp files should stay behind.  The downloader and the storage remove
@@ -777,8 +792,9 @@ class ArtifactStorage:
             entries = list(self._temp_entries())
         except OSError:  # a temp directory that cannot be read: nothing to do here
             return removed
-        for entry, writer in entries:
-            if writer == owner:
+        here = pid_space()
+        for entry, writer, space in entries:
+            if writer == owner and space in ("", here):
                 try:
                     os.unlink(entry.path)
                 except OSError:
@@ -801,14 +817,14 @@ class ArtifactStorage:
         finally:
             self.remove_temp_files()
 
-    def _temp_entries(self) -> Iterator[tuple[os.DirEntry[str], int]]:
+    def _temp_entries(self) -> Iterator[tuple[os.DirEntry[str], int, str]]:
         """The entries of the temp directory named as temp files, with their writer's pid
-        (nothing when the directory is gone)."""
+        and pid space (nothing when the directory is gone)."""
         try:
             entries = list(os.scandir(self.temp_dir))
         except FileNotFoundError:
             return
         for entry in entries:
-            pid = temp_file_pid(entry.name)
-            if pid is not None:
-                yield entry, pid
+            writer = temp_file_writer(entry.name)
+            if writer is not None:
+                yield entry, *writer
