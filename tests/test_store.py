@@ -170,6 +170,46 @@ async def test_unreachable_postgres_is_a_store_error() -> None:
     assert "secret" not in str(info.value)
 
 
+def _end_other_sessions(dsn: str) -> int:
+    """End every other session of *dsn*'s database, as a server restart or an
+    ``idle_session_timeout`` would: how many were ended."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return len(rows)
+
+
+@pytest.mark.postgres
+async def test_reads_go_on_after_the_pooled_connections_died(postgres_dsn: str) -> None:
+    """Every pooled connection ended by the server (a restart, ``idle_session_timeout``):
+    a read (or a write found so before it commits) is run again on a new connection, so
+    ``triofetch serve`` answers on; it was a StoreError (a 500) for each dead connection of
+    the pool."""
+    async with await open_store(postgres_dsn, pool_size=3) as store:
+        await store.create_repository("r")
+
+        def slow(conn: Any) -> None:
+            conn.execute("SELECT pg_sleep(0.2)")
+
+        async with trio.open_nursery() as nursery:  # three connections in the pool
+            for _ in range(3):
+                nursery.start_soon(trio.to_thread.run_sync, store._backend.run_read, slow)
+        assert await trio.to_thread.run_sync(_end_other_sessions, postgres_dsn) >= 3
+        for _ in range(4):
+            assert await store.repositories() == ["r"]
+        # a write whose connection is found dead before it commits is run again too
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(trio.to_thread.run_sync, store._backend.run_read, slow)
+        assert await trio.to_thread.run_sync(_end_other_sessions, postgres_dsn) >= 3
+        await store.create_repository("s")
+        assert await store.repositories() == ["r", "s"]
+
+
 # -- committing and finding -----------------------------------------------------------
 
 

@@ -21,10 +21,11 @@ when a PostgreSQL store is opened (psycopg is an optional dependency).
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
@@ -35,6 +36,9 @@ from ..errors import NotAStore, StoreError, StoreNotFound
 from ._dialect import Dialect, LeaseHandle
 from ._schema import POSTGRES_MIGRATIONS, check_readable, migrate
 
+T = TypeVar("T")
+_log = logging.getLogger("triofetch.store")
+
 __all__ = ["AdvisoryLease", "PostgresBackend"]
 
 #: pg_advisory_xact_lock key taken while migrating ("triofetch" in ASCII, truncated)
@@ -42,6 +46,11 @@ _MIGRATION_LOCK = 0x7472696F6665
 _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 #: the session advisory lock that is the writers' lease: shared by writers, exclusive for gc
 _LEASE_LOCK = 0x74666C65617365  # "tflease"
+
+
+class _ConnectionLost(psycopg.OperationalError):
+    """A transaction's connection turned out dead before it could have committed (it is
+    run again: see ``PostgresBackend._transaction``)."""
 
 
 class AdvisoryLease(LeaseHandle):
@@ -237,13 +246,52 @@ class PostgresBackend(Dialect):
 
     @contextmanager
     def reading(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        with self._conn() as conn, conn.transaction():
+        with self._transaction(retry_commit=True) as conn:
             yield conn
 
     @contextmanager
     def writing(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        with self._conn() as conn, conn.transaction():
+        with self._transaction(retry_commit=False) as conn:
             yield conn
+
+    @contextmanager
+    def _transaction(self, retry_commit: bool) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A transaction on a pooled connection.  A connection found dead (the server
+        restarted, or ended idle sessions) raises :class:`_ConnectionLost`, for the
+        transaction to be run again on another one: safe before the commit was sent (the
+        server rolls back what a dead session began), and for a read at any time; a write
+        whose connection died while committing may have committed, and fails."""
+        with self._conn() as conn:
+            committing = False
+            try:
+                with conn.transaction():
+                    yield conn
+                    committing = True
+            except psycopg.OperationalError as exc:
+                if conn.broken and (retry_commit or not committing):
+                    raise _ConnectionLost(str(exc)) from exc
+                raise
+
+    def run_read(self, fn: Callable[[Any], T]) -> T:
+        return self._again_if_lost(super().run_read, fn)
+
+    def run_write(self, fn: Callable[[Any], T], *, fenced: bool = True) -> T:
+        def write(fn: Callable[[Any], T]) -> T:
+            return Dialect.run_write(self, fn, fenced=fenced)
+
+        return self._again_if_lost(write, fn)
+
+    def _again_if_lost(self, run: Callable[[Callable[[Any], T]], T], fn: Callable[[Any], T]) -> T:
+        """*run* (*fn*), again on another connection while the one it had turned out dead
+        (every pooled connection may be), at most once per connection of the pool."""
+        for _ in range(self.pool_size):
+            try:
+                return run(fn)
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, _ConnectionLost):
+                    raise
+                _log.info("a pooled PostgreSQL connection was lost; running the transaction again")
+        return run(fn)
 
     @contextmanager
     def savepoint(self, conn: Any) -> Iterator[None]:
