@@ -10,12 +10,15 @@ into another store (the chain: the copy equals the source version).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
+import resource
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -525,6 +528,75 @@ async def test_a_damaged_file_is_an_error_not_wrong_bytes(root: Path, tmp_path: 
         stored.unlink()
         assert (await raw(int(urls[0].rsplit(":", 1)[1]), "/r/a.txt")).status == 404
         nursery.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def no_file_descriptor_left() -> Iterator[None]:
+    """For the block: every file descriptor this process may open is taken (the next open
+    fails with EMFILE), as under a low ``ulimit -n`` with many clients connected."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    taken: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 16, hard))
+    try:
+        while True:  # (at most highest + 16 of them)
+            try:
+                taken.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+                break
+        yield
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def read_one_reply(stream: trio.SocketStream) -> Reply:
+    """One response of a keep-alive connection (it has a Content-Length)."""
+    data = bytearray()
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(1 << 16)
+        assert chunk, bytes(data)
+        data += chunk
+    reply = parse_reply(bytes(data))
+    while len(reply.body) < int(reply.headers["content-length"]):
+        chunk = await stream.receive_some(1 << 16)
+        assert chunk
+        reply.body += chunk
+    return reply
+
+
+async def test_out_of_file_descriptors_is_a_503_and_the_server_lives_on(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored file that cannot be opened for want of file descriptors (EMFILE) is
+    answered 503 with Retry-After by the app.  The OSError used to escape the app:
+    hypercorn's own 500 for it could collide with another send on the connection and end
+    the whole server (``triofetch serve`` died with an internal error under a low
+    ``ulimit -n`` and many clients)."""
+    store = await open_store(None, root=root, create=False, readonly=True)
+    async with store, trio.open_nursery() as nursery:
+        # (no memory cache: every request opens the stored file)
+        urls = await nursery.start(partial(serve_app, make_app(store, memory_cache=0), port=0))
+        port = int(urls[0].rsplit(":", 1)[1])
+        request = b"GET /r/a.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(request)  # accepted, the version's table built
+                assert (await read_one_reply(stream)).body == FILES["a.txt"]
+                with no_file_descriptor_left():
+                    await stream.send_all(request)
+                    reply = await read_one_reply(stream)
+                assert reply.status == 503, reply
+                assert reply.headers["retry-after"] == "1"
+                assert b"too many open files" in reply.body
+        # and the server goes on
+        assert (await raw(port, "/r/a.txt")).body == FILES["a.txt"]
+        nursery.cancel_scope.cancel()
+    assert "Error in ASGI Framework" not in caplog.text
+    assert "cannot open file" in caplog.text
 
 
 # -- the app's options -----------------------------------------------------------------------

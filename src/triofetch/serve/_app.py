@@ -10,6 +10,7 @@ and one access-log line per request.  The rules it follows live below it: readin
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections import OrderedDict
@@ -71,6 +72,7 @@ _REASONS = {
     416: "Range Not Satisfiable",
     500: "Internal Server Error",
     502: "Bad Gateway",
+    503: "Service Unavailable",
 }
 
 
@@ -160,11 +162,13 @@ class Exchange:
         )
         await self.body(body)
 
-    async def error(self, status: int, detail: str = "") -> None:
+    async def error(
+        self, status: int, detail: str = "", headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
         """A short plain-text error: ``404 Not Found`` and *detail*, if any."""
         text = f"{status} {_REASONS.get(status, '')}\n" + (f"{detail}\n" if detail else "")
         extra = [(b"allow", b"GET, HEAD")] if status == 405 else []
-        await self.simple(status, text.encode("utf-8"), headers=extra)
+        await self.simple(status, text.encode("utf-8"), headers=[*extra, *headers])
 
     async def redirect(self) -> None:
         """301 to the same path with a ``/`` added (a directory asked without it)."""
@@ -668,6 +672,17 @@ class ContentApp:
         except Damaged as exc:
             log.error("%s: file %s damaged: %s", entry.relative_path, sha256, exc.strerror)
             await ex.error(500, "the stored file is damaged (run triofetch repair)")
+            return
+        except OSError as exc:
+            # answered here, never raised to the server (hypercorn's own 500 for an
+            # exception could collide with another send and end the whole server)
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                # out of file descriptors: a moment's overload, not the file's fault
+                log.warning("%s: cannot open file %s now: %s", entry.relative_path, sha256, exc)
+                await ex.error(503, "too many open files", headers=[(b"retry-after", b"1")])
+            else:
+                log.error("%s: cannot read file %s: %s", entry.relative_path, sha256, exc)
+                await ex.error(500, "the stored file cannot be read")
             return
         if cache:
             self._keep(sha256, data)
