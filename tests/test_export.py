@@ -165,6 +165,33 @@ def test_export_round_trips_awkward_paths(
     assert files_under(dest) == AWKWARD
 
 
+def test_an_export_deeper_than_path_max_syncs_back(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """DEST and a relative path together longer than PATH_MAX (4096 bytes on Linux): the
+    export writes them (a directory at a time), and its manifest synced back reads them.
+    The file:// transport opened the whole path at once: ENAMETOOLONG, those files failed
+    ("cannot open file: File name too long") after an export that said it was complete."""
+    files = {
+        "/".join(["p" * 250] * 7): b"far below\n",
+        "near.txt": b"near\n",
+    }
+    url = publish(http_server, files)
+    root = tmp_path / "root"
+    sync(url, root, None, "r")
+    dest = tmp_path.joinpath(*["d" * 250] * 10)
+    longest = len(os.fsencode(dest)) + 1 + max(len(p) for p in files)
+    assert longest > os.pathconf("/", "PC_PATH_MAX")
+    exported = export(root, None, dest)
+    assert exported.code == 0, exported
+    other = tmp_path / "other"
+    result = run_cli_in_process(
+        "sync", dest / "PULP_MANIFEST", "--root", other, "--repository", "copy"
+    )
+    assert result.code == 0, result
+    assert listing(other, None, "copy") == expected_rows(files)
+
+
 def test_an_empty_dest_is_refused(http_server: FaultServer, tmp_path: Path) -> None:
     """``export ... ""`` (an unset ``$DEST``) exported into the current directory."""
     url = publish(http_server, {"a.txt": b"a\n"})

@@ -69,8 +69,32 @@ class _FileResponse:
             yield chunk
 
 
+_DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_long(path: Path) -> io.BufferedReader:
+    """Open *path*, longer than the system takes in one call (``PATH_MAX``, 4096 bytes on
+    Linux), one directory at a time: ``export`` writes such paths (below a deep ``DEST``)
+    that way, and its manifest must read back."""
+    *directories, name = path.parts
+    fd = os.open(directories[0], _DIRECTORY)
+    try:
+        for directory in directories[1:]:
+            below = os.open(directory, _DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = below
+        return open(os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0), dir_fd=fd), "rb")
+    finally:
+        os.close(fd)
+
+
 def _open(path: Path) -> tuple[io.BufferedReader, int]:
-    file = path.open("rb")
+    try:
+        file = path.open("rb")
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG or len(path.parts) < 2:
+            raise
+        file = _open_long(path)
     try:
         st = os.fstat(file.fileno())
         if stat.S_ISDIR(st.st_mode):
