@@ -12,10 +12,12 @@ created ``streamed`` are served from the remote on every request and never store
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
 import shutil
+import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
@@ -411,6 +413,29 @@ async def test_a_replaced_attempt_lets_go_of_its_bytes(
     await site.settle()
     assert site.upstream("dir/big.bin") == 2
     assert len(held) == 1 and held[0] > 0  # (the first attempt's bytes, let go)
+
+
+@pytest.mark.parametrize("site", ["streamed"], indirect=True)
+async def test_a_flight_lets_go_of_its_bytes_when_it_ends(site: Site) -> None:
+    """The bytes a flight held in memory go when it ends, without waiting for the garbage
+    collector (a flight and its attempts refer to each other).  They stayed until a full
+    collection, which few objects and large buffers seldom start: a server streaming
+    3 MB files to 8 clients grew to 300-400 MB of such windows (70 MB now)."""
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        for _ in range(5):
+            reply = await site.get("dir/big.bin")
+            assert reply.status == 200 and reply.body == BIG
+            del reply
+            await site.settle()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert site.upstream("dir/big.bin") == 5
+    assert held < len(BIG), held  # (five flights of BIG each held all of it)
 
 
 @pytest.mark.parametrize("site", ["streamed"], indirect=True)

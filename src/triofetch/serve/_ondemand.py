@@ -357,6 +357,17 @@ class _Attempt:
         self._window_size = 0
         self._replaced = True
 
+    def release(self) -> None:
+        """Let go of the bytes held in memory (nothing reads them any more).  Not left to
+        the garbage collector: a flight and its attempts refer to each other, and such a
+        cycle is freed only by a full collection, which many large buffers and few objects
+        seldom start (a server streaming large files held hundreds of MiB of windows of
+        flights long ended)."""
+        self._window.clear()
+        self._window_size = 0
+        self._pending, self._pending_size = [], 0
+        self.data = None
+
     def abandon(self) -> None:
         """No more bytes come (another attempt, or the flight ended): the writer ends once
         it has written what it holds."""
@@ -434,10 +445,12 @@ class Flight:
         self._changed = trio.Event()
 
     def close_files(self) -> None:
-        """Close the attempts' files once the flight ended and no request reads them."""
+        """Close the attempts' files, and let go of their bytes in memory, once the flight
+        ended and no request reads them."""
         if self.ended and self.followers == 0:
             for attempt in self.attempts:
                 attempt.close()
+                attempt.release()
 
     def notify(self) -> None:
         """Wake every request waiting for more bytes or the end."""
