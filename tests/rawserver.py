@@ -24,15 +24,21 @@ class RawServer:
     def __init__(self, script: Script) -> None:
         self.script = script
         self.connections = 0
+        #: connections open now (the client has not closed them)
+        self.open = 0
         self.requests: list[bytes] = []
         self.port = 0
 
     async def handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1
+        self.open += 1
         # (a client closing a connection with bytes it never read resets it: that ends the
         # connection here, not the test)
-        with contextlib.suppress(trio.BrokenResourceError):
-            await self._converse(stream)
+        try:
+            with contextlib.suppress(trio.BrokenResourceError):
+                await self._converse(stream)
+        finally:
+            self.open -= 1
 
     async def _converse(self, stream: trio.SocketStream) -> None:
         buf = b""
