@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import triofetch
 from triofetch.testing import (
@@ -503,6 +505,45 @@ async def test_connection_limits(http_server: FaultServer, transport: str, temp_
     # the server never saw more than 3 requests at once
     times = sorted(r.time for r in http_server.requests)
     assert len(times) == 12
+
+
+def closed_ports(count: int) -> list[int]:
+    """*count* ports of 127.0.0.2 that nothing listens on (bound by no one a moment ago)."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        batch = []
+        try:
+            for _ in range(min(100, count - len(ports))):
+                sock = socket.socket()
+                batch.append(sock)
+                sock.bind(("127.0.0.2", 0))
+                ports.add(sock.getsockname()[1])
+        finally:
+            for sock in batch:
+                sock.close()
+    return sorted(ports)
+
+
+async def test_per_host_limiters_of_idle_origins_are_let_go(
+    http_server: FaultServer, temp_dir: Path
+) -> None:
+    """With ``per_host``, a long-lived downloader keeps the limiters of at most about 1,024
+    origins no request uses; it kept one per origin ever visited (1.2 kB each, for ever).
+    A limiter in use stays, so the limit holds across the dropping."""
+    http_server.add_file("/slow", DATA[:4000], faults=[Slow(1.0, chunk=1000)])
+    async with triofetch.Downloader(per_host=1, connections=4, retries=0, temp_dir=temp_dir) as dl:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dl.fetch, http_server.url("/slow"))
+            await trio.testing.wait_all_tasks_blocked()
+            held = dl._host_limiters.limiter(http_server.url("/slow"))
+            assert held.borrowed_tokens == 1
+            for port in closed_ports(1100):  # each fails at once
+                with pytest.raises(triofetch.ConnectionFailed):
+                    await dl.fetch(f"http://127.0.0.2:{port}/x")
+            assert dl._host_limiters.limiter(http_server.url("/slow")) is held
+            assert held.borrowed_tokens == 1
+            nursery.cancel_scope.cancel()
+        assert len(dl._host_limiters) <= 1024
 
 
 async def test_per_host_limit(http_server: FaultServer, transport: str, temp_dir: Path) -> None:

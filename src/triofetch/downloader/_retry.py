@@ -246,8 +246,17 @@ class RateLimit:
             await trio.sleep_until(slot)
 
 
+#: origins whose limiters are kept however idle; past that, the idle ones go
+_HOSTS_KEPT = 1024
+
+
 class HostLimits(dict[str, trio.CapacityLimiter]):
-    """The ``per_host`` limit: a limiter for each origin (``scheme://host:port``) seen."""
+    """The ``per_host`` limit: a limiter for each origin (``scheme://host:port``) in use.
+
+    A limiter no request holds nor waits for is dropped once more than ``_HOSTS_KEPT``
+    origins have one (a fresh one limits the same): a long-lived downloader visiting ever
+    new origins kept one for each, about 1.2 kB apiece, for ever.
+    """
 
     __slots__ = ("_per_host",)
 
@@ -263,8 +272,17 @@ class HostLimits(dict[str, trio.CapacityLimiter]):
             raise InvalidURL(f"malformed URL: {exc}", url=url) from None
         limiter = self.get(key)
         if limiter is None:
+            if len(self) >= _HOSTS_KEPT:
+                self._drop_idle()
             limiter = self[key] = trio.CapacityLimiter(self._per_host)
         return limiter
+
+    def _drop_idle(self) -> None:
+        # (safe: a caller acquires the limiter it gets with no checkpoint in between, so a
+        # limiter handed out is borrowed or waited for by then)
+        for key in [k for k, lim in self.items() if not lim.borrowed_tokens]:
+            if not self[key].statistics().tasks_waiting:
+                del self[key]
 
 
 def _origin(url: str) -> str:
