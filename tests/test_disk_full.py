@@ -175,6 +175,37 @@ def test_sync_needing_more_than_the_free_space_is_refused_up_front(
     assert not root.exists()  # nothing written (status 2): no store was made either
 
 
+def test_a_sync_needing_more_inodes_than_are_free_is_refused_up_front(
+    http_server: FaultServer, small_disk: Path
+) -> None:
+    """A file system with room for the bytes but not for the files (few inodes: a real
+    tmpfs mounted with nr_inodes=32).  The sync went on, stopped after a few files, and
+    said "free some space" while ``df -h`` showed the disk nearly empty."""
+    subprocess.run(
+        ["mount", "-o", "remount,nr_inodes=32", str(small_disk)], check=True, capture_output=True
+    )
+    many = {f"f{i}.txt": f"file {i}\n".encode() for i in range(60)}
+    url = publish(http_server, many)
+    root = small_disk / "root"
+    result = run_cli("sync", url, "--root", root, "--repository", "r")
+    assert result.code == 2, result
+    message = one_error_line(result.err)
+    match = re.fullmatch(
+        r"the manifest's 60 files not stored yet need as many inodes, only (\d+) are free "
+        r"under " + re.escape(str(root)) + r" \(--ignore-free-space to try anyway\)",
+        message,
+    )
+    assert match, message
+    assert int(match[1]) < 32
+    assert file_requests(http_server) == []  # nothing downloaded
+    assert not root.exists()  # nothing written
+    # the same number of files of three contents: three inodes' worth, synced
+    three = {f"g{i}.txt": f"content {i % 3}\n".encode() for i in range(60)}
+    url = publish(http_server, three, prefix="/three")
+    result = run_cli("sync", url, "--root", root, "--repository", "r")
+    assert result.code == 0, result
+
+
 def test_a_manifest_declaring_a_petabyte_file_is_refused_without_a_request(
     http_server: FaultServer, tmp_path: Path
 ) -> None:

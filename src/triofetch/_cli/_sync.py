@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import shutil
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -205,24 +204,26 @@ async def _nothing() -> AsyncIterator[None]:
 _LOOKUP = 1000
 
 
-async def _bytes_not_stored(index: RepositoryIndex, store: Store) -> int:
-    """The bytes of the manifest's distinct contents the store does not hold yet."""
+async def _not_stored(index: RepositoryIndex, store: Store | None) -> tuple[int, int]:
+    """The bytes and the number of the manifest's distinct contents the store does not
+    hold yet (*store* None: a store not made yet, which holds nothing)."""
     # Keys of the first 8 bytes of the sha256, as ints: a fraction of the memory of the hex
     # strings for a manifest of millions of files; a collision would only count one file
     # less (a free-space estimate, not a decision about content).
     counted: set[int] = set()
-    total = 0
+    total = files = 0
     batch: dict[str, int] = {}
 
-    async def flush() -> int:
-        found = await store.find_artifacts(sorted(batch))
-        missing = 0
+    async def flush() -> tuple[int, int]:
+        found = {} if store is None else await store.find_artifacts(sorted(batch))
+        missing = count = 0
         for sha, size in batch.items():
             if sha not in found:
                 missing += size
+                count += 1
                 counted.add(int(sha[:16], 16))
         batch.clear()
-        return missing
+        return missing, count
 
     for unit in index.units():
         for art in unit.artifacts:
@@ -230,38 +231,53 @@ async def _bytes_not_stored(index: RepositoryIndex, store: Store) -> int:
                 continue  # unknown: nothing to count (a PULP_MANIFEST gives every size)
             if art.sha256 is None:
                 total += art.size
+                files += 1
             elif int(art.sha256[:16], 16) not in counted and art.sha256 not in batch:
                 batch[art.sha256] = art.size
                 if len(batch) >= _LOOKUP:
-                    total += await flush()
+                    more, count = await flush()
+                    total, files = total + more, files + count
     if batch:
-        total += await flush()
-    return total
+        more, count = await flush()
+        total, files = total + more, files + count
+    return total, files
 
 
-def _free_bytes(path: Path) -> int:
-    """The free space of the file system *path* is (or will be, made) on."""
+def _free_room(path: Path) -> tuple[int, int | None]:
+    """The free bytes and free inodes (None: no fixed number, as on btrfs) of the file
+    system *path* is (or will be, made) on."""
     while not path.exists() and path.parent != path:
         path = path.parent
-    return shutil.disk_usage(path).free
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize, stats.f_favail if stats.f_files else None
 
 
 async def check_free_space(index: RepositoryIndex, store: Store | None, root: Path) -> None:
-    """Refuse (exit 2) a sync whose files not stored yet need more than the free space.
+    """Refuse (exit 2) a sync whose files not stored yet need more than the free space, or
+    more files than the file system has free inodes (each stored file takes one).
 
     The manifest's total is compared first (no query when it fits); only when it does not
     are the contents the store already holds looked up and left out.  *store* None: a
     root not made yet (checked before anything is written), where nothing is stored.
     """
-    free = await trio.to_thread.run_sync(_free_bytes, root)
-    if (index.total_size or 0) <= free:
+    free, inodes = await trio.to_thread.run_sync(_free_room, root)
+    # (len(index): at most the files of a PULP_MANIFEST, one a unit)
+    if (index.total_size or 0) <= free and (inodes is None or len(index) <= inodes):
         return
-    needed = (index.total_size or 0) if store is None else await _bytes_not_stored(index, store)
+    needed, files = await _not_stored(index, store)
+    if store is None:
+        needed = index.total_size or 0
     log.info("%s not stored yet, %s free under %s", human_bytes(needed), human_bytes(free), root)
     if needed > free:
         raise CLIError(
             f"the manifest's files not stored yet need {human_bytes(needed)}, only "
             f"{human_bytes(free)} is free under {root} (--ignore-free-space to try anyway)",
+            kind="no_space",
+        )
+    if inodes is not None and files > inodes:
+        raise CLIError(
+            f"the manifest's {files} files not stored yet need as many inodes, only "
+            f"{inodes} are free under {root} (--ignore-free-space to try anyway)",
             kind="no_space",
         )
 
