@@ -86,6 +86,8 @@ def test_relative_paths_are_url_encoded() -> None:
         (f"a//b.txt,{SHA_A},1", "empty or '.' segment"),
         (f",{SHA_A},1", "non-empty"),
         (f"{'x' * 3000},{SHA_A},1", "too long"),
+        # (under 2048 bytes, but the file's key, path and sha256, is longer: the limit named)
+        (f"{'/'.join(['x' * 199] * 10)},{SHA_A},1", "path too long (1999 bytes, at most 1977: "),
     ],
 )
 def test_bad_line_is_named(line: str, message: str) -> None:
@@ -96,6 +98,18 @@ def test_bad_line_is_named(line: str, message: str) -> None:
     assert error.line == line
     assert message in str(error)
     assert str(error).startswith("M:3: ")
+
+
+def test_the_longest_path_a_key_holds_is_accepted() -> None:
+    """The manifest measures a file's key as the store does: a path of 1977 bytes (with its
+    sha256, a key of 2048) is read, and a unit of it declared; it was refused as one byte
+    too long (the manifest counted the JSON with a space after the comma)."""
+    longest = "/".join(["x" * 196] * 10) + "/" + "y" * 7  # 1977 bytes
+    parsed = parse(f"{longest},{SHA_A},1\n")
+    assert parsed.entries[0].relative_path == longest
+    assert [u.natural_key for u in parsed.units()] == [(longest, SHA_A)]
+    with pytest.raises(triofetch.ManifestError, match="at most 1977"):
+        parse(f"{longest}y,{SHA_A},1\n")
 
 
 def test_one_path_with_two_contents() -> None:

@@ -30,7 +30,6 @@ costs a bounded amount of memory and time.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from abc import ABC, abstractmethod
@@ -42,7 +41,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import trio
 
-from ._model import MAX_KEY_BYTES, MAX_PATH_BYTES, MAX_URL_BYTES, check_int, check_size
+from ._model import (
+    MAX_KEY_BYTES,
+    MAX_PATH_BYTES,
+    MAX_URL_BYTES,
+    check_int,
+    check_size,
+    key_json,
+)
 from ._urls import redact_url, split_userinfo
 from .declarative import DeclarativeArtifact, DeclarativeUnit, check_relative_path
 from .downloader import Downloader
@@ -306,9 +312,15 @@ class _ManifestParser:
             raise bad(str(exc)) from None
         sha = sha.lower()
         encoded = len(path.encode("utf-8", "surrogatepass"))
-        key_bytes = len(json.dumps([path, sha], ensure_ascii=False).encode("utf-8", "replace"))
+        key_bytes = len(key_json((path, sha)).encode("utf-8", "replace"))
         if encoded > MAX_PATH_BYTES or key_bytes > MAX_KEY_BYTES:
-            raise bad(f"relative path too long ({encoded} bytes)")
+            # (the unit's key, [path, sha256] as JSON, holds at most MAX_KEY_BYTES: what the
+            # path may take is what the sha256 and the JSON leave)
+            most = min(MAX_PATH_BYTES, MAX_KEY_BYTES - (key_bytes - encoded))
+            raise bad(
+                f"relative path too long ({encoded} bytes, at most {most}: a file's key, its "
+                f"path and sha256, holds {MAX_KEY_BYTES})"
+            )
         if len(manifest.url_for(path).encode("utf-8")) > MAX_URL_BYTES:
             raise bad(f"the file's URL would be longer than {MAX_URL_BYTES} bytes")
         entries = manifest.entries
