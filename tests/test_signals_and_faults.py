@@ -5,7 +5,11 @@ away, a real HTTP server on 127.0.0.1 whose Slow faults keep a sync busy, a real
 damaged page by page, a closed loopback port and a silent listener for PostgreSQL.  Each
 case asserts the exit status, the single line on stderr, no traceback, no temp file, and
 for the interrupted sync a store the project's own invariants find whole, then a re-sync
-that completes.
+that completes.  The syncs that only fill a store for a case, the listings read back, and
+the refusals that need no process of their own (a bad flag, a database damaged before it
+opens, in JSON) run the same main() in process (tests/_cli_helpers.py, run_cli_in_process);
+the commands signalled, piped or timed, and the damaged database "through the command",
+run as processes.
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests._cli_helpers import cli_env, file_requests, manifest_of, publish, run_cli, start_cli
+from tests._cli_helpers import (
+    cli_env,
+    file_requests,
+    manifest_of,
+    publish,
+    run_cli,
+    run_cli_in_process,
+    start_cli,
+)
 from tests._invariants import check_invariants
 from triofetch import InvalidInput, StoreError, open_store, parse_pulp_manifest
 from triofetch.__main__ import main
@@ -51,6 +63,22 @@ def wait_for(condition: object, timeout: float = 30) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
+
+
+def has_open(pid: int, path: Path) -> bool:
+    """Whether process *pid* has *path* open (one of its descriptors, ``/proc/PID/fd``)."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        names = list(fds.iterdir())
+    except OSError:
+        return False
+    for fd in names:
+        try:
+            if os.readlink(fd) == os.path.realpath(path):
+                return True
+        except OSError:
+            continue  # closed meanwhile
+    return False
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
@@ -141,15 +169,16 @@ def test_sigterm_while_reading_the_store_ends_like_sigint(tmp_path: Path) -> Non
     source = tmp_path / "src"
     manifest = file_manifest(source, 5)
     root = tmp_path / "root"
-    assert run_cli("sync", manifest, "--root", root, "--repository", "r").code == 0
+    assert run_cli_in_process("sync", manifest, "--root", root, "--repository", "r").code == 0
     # a writer's lease held by this test keeps gc waiting
+    lease = root / "triofetch.sqlite3.lease"
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
             "fcntl.flock(f, fcntl.LOCK_SH); print('held', flush=True); time.sleep(60)",
-            str(root / "triofetch.sqlite3.lease"),
+            str(lease),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -158,7 +187,8 @@ def test_sigterm_while_reading_the_store_ends_like_sigint(tmp_path: Path) -> Non
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         for signum, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
             proc = start_cli("gc", "--root", root, "--wait", "30")
-            time.sleep(1.0)  # well past start-up: gc is waiting for the lease
+            # well past start-up: gc opens the lease file only to wait for the lease
+            wait_for(lambda: has_open(proc.pid, lease) or proc.poll() is not None)  # noqa: B023
             assert proc.poll() is None
             proc.send_signal(signum)
             out, err = finish(proc)
@@ -168,7 +198,7 @@ def test_sigterm_while_reading_the_store_ends_like_sigint(tmp_path: Path) -> Non
     finally:
         holder.kill()
         holder.wait()
-    assert run_cli("gc", "--root", root).code == 0
+    assert run_cli_in_process("gc", "--root", root).code == 0
 
 
 def test_a_signal_once_the_result_is_out_stops_nothing(tmp_path: Path) -> None:
@@ -350,7 +380,9 @@ def listed_store(tmp_path: Path) -> Iterator[Path]:
     manifest = tmp_path / "PULP_MANIFEST"
     manifest.write_text("".join(lines))
     root = tmp_path / "root"
-    result = run_cli("sync", manifest, "--root", root, "--repository", "r", "--policy", "on_demand")
+    result = run_cli_in_process(
+        "sync", manifest, "--root", root, "--repository", "r", "--policy", "on_demand"
+    )
     assert result.code == 0, result
     yield root
 
@@ -428,7 +460,7 @@ def test_internal_error_on_a_real_path(tmp_path: Path) -> None:
 
     manifest = file_manifest(tmp_path / "src", 3)
     root = tmp_path / "root"
-    assert run_cli("sync", manifest, "--root", root, "--repository", "r").code == 0
+    assert run_cli_in_process("sync", manifest, "--root", root, "--repository", "r").code == 0
     with sqlite3.connect(root / "triofetch.sqlite3") as db:
         db.execute("UPDATE repository_versions SET created = 'yesterday-ish'")
     db.close()
@@ -496,7 +528,7 @@ def test_damaged_database_is_status_2_for_every_command(
 def test_damaged_database_through_the_command(tmp_path: Path) -> None:
     manifest = file_manifest(tmp_path / "src", 10)
     root = tmp_path / "root"
-    assert run_cli("sync", manifest, "--root", root, "--repository", "r").code == 0
+    assert run_cli_in_process("sync", manifest, "--root", root, "--repository", "r").code == 0
     database = root / "triofetch.sqlite3"
     data = bytearray(database.read_bytes())
     data[_PAGE:] = bytes([0x5A]) * (len(data) - _PAGE)
@@ -515,14 +547,14 @@ def test_a_database_damaged_before_it_opens_is_store_damaged_in_json(tmp_path: P
 
     manifest = file_manifest(tmp_path / "src", 60)
     root = tmp_path / "root"
-    assert run_cli("sync", manifest, "--root", root, "--repository", "r").code == 0
+    assert run_cli_in_process("sync", manifest, "--root", root, "--repository", "r").code == 0
     database = root / "triofetch.sqlite3"
     whole = database.read_bytes()
     for name, argv in _commands(root, manifest, tmp_path / "out").items():
         database.write_bytes(whole[: 5 * _PAGE])
         for extra in ("-wal", "-shm"):
             (root / f"triofetch.sqlite3{extra}").unlink(missing_ok=True)
-        result = run_cli(*argv, "--json")
+        result = run_cli_in_process(*argv, "--json")
         assert result.code == 2, (name, result)
         assert json.loads(result.out)["error"]["kind"] == "store_damaged", (name, result)
         assert "damaged" in one_line(result.err), (name, result)
@@ -580,7 +612,7 @@ def test_silent_postgresql_fails_within_the_connect_timeout(tmp_path: Path) -> N
 
 def test_connect_timeout_is_checked(tmp_path: Path) -> None:
     for bad in ("0", "-1", "soon", "inf"):
-        result = run_cli("list", "--repository", "r", "--db-connect-timeout", bad)
+        result = run_cli_in_process("list", "--repository", "r", "--db-connect-timeout", bad)
         assert result.code == 2, result
         assert "argument --db-connect-timeout: expected a number of seconds" in result.err
 
@@ -612,21 +644,21 @@ def test_mirror_of_an_empty_manifest_is_refused(tmp_path: Path) -> None:
     manifest = file_manifest(source, 3)
     root = tmp_path / "root"
     args = ("--root", root, "--repository", "r")
-    assert run_cli("sync", manifest, *args).code == 0
+    assert run_cli_in_process("sync", manifest, *args).code == 0
     empty = tmp_path / "empty" / "PULP_MANIFEST"
     empty.parent.mkdir()
     empty.write_bytes(b"")
     refused = run_cli("sync", empty, *args, "--mirror")
     assert refused.code == 2, refused
     assert "lists no file" in one_line(refused.err) and "--allow-empty" in refused.err
-    versions = run_cli("versions", *args, "--json").json()
+    versions = run_cli_in_process("versions", *args, "--json").json()
     assert [v["number"] for v in versions] == [1]  # nothing made, nothing written
     # without --mirror an empty manifest changes nothing: accepted as before
     assert run_cli("sync", empty, *args).code == 0
     allowed = run_cli("sync", empty, *args, "--mirror", "--allow-empty", "--json")
     assert allowed.code == 0, allowed
     assert allowed.json()["created"] and allowed.json()["version"] == 2
-    assert run_cli("list", *args, "--json").json() == []
+    assert run_cli_in_process("list", *args, "--json").json() == []
 
 
 # -- export interrupted ---------------------------------------------------------------------
@@ -658,7 +690,7 @@ def _signal_mid_export(
 def test_export_interrupted_says_how_far_it_got(tmp_path: Path) -> None:
     manifest = file_manifest(tmp_path / "src", 2000)
     root = tmp_path / "root"
-    assert run_cli("sync", manifest, "--root", root, "--repository", "r").code == 0
+    assert run_cli_in_process("sync", manifest, "--root", root, "--repository", "r").code == 0
     for attempt in range(5):
         dest = tmp_path / f"export{attempt}"
         stopped = _signal_mid_export(
@@ -695,14 +727,15 @@ def test_a_reexport_stopped_by_sigterm_leaves_no_old_manifest(tmp_path: Path) ->
     sha256 of the files replaced, while the command said there was none yet)."""
     root = tmp_path / "root"
     args = ("--root", root, "--repository", "r")
-    assert run_cli("sync", file_manifest(tmp_path / "v1", 2000), *args).code == 0
-    assert run_cli("sync", file_manifest(tmp_path / "v2", 2000, 48), *args, "--mirror").code == 0
+    assert run_cli_in_process("sync", file_manifest(tmp_path / "v1", 2000), *args).code == 0
+    v2 = file_manifest(tmp_path / "v2", 2000, 48)
+    assert run_cli_in_process("sync", v2, *args, "--mirror").code == 0
     first = "d0/f00000.txt"  # the first file exported
     new_first = (tmp_path / "v2" / first).read_bytes()
     new_line = f"{first},{hashlib.sha256(new_first).hexdigest()},{len(new_first)}"
     for attempt in range(5):
         dest = tmp_path / f"export{attempt}"
-        assert run_cli("export", *args, "--version", "1", dest).code == 0
+        assert run_cli_in_process("export", *args, "--version", "1", dest).code == 0
         old_ino = (dest / first).stat().st_ino
         manifest = dest / "PULP_MANIFEST"
         stopped = _signal_mid_export(
