@@ -1,13 +1,19 @@
-"""``triofetch versions``, ``prune``, ``gc`` and ``sync --retain``, end to end (subprocesses)."""
+"""``triofetch versions``, ``prune``, ``gc`` and ``sync --retain``, end to end (subprocesses).
+
+The syncs that only fill a store for a case (and the version listings that check what
+``sync --retain`` left) run the same main() in process (tests/_cli_helpers.py,
+run_cli_in_process); the commands each case is about run as processes.
+"""
 
 from __future__ import annotations
 
 import datetime
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from tests._cli_helpers import cli_env, publish, run_cli
+from tests._cli_helpers import Result, cli_env, publish, run_cli, run_cli_in_process
 from triofetch.testing import FaultServer
 
 FILES = {"a.txt": b"alpha\n", "dir/b.bin": b"b" * 3000, "c.txt": b"gamma\n"}
@@ -22,16 +28,24 @@ def content(generation: int) -> dict[str, bytes]:
     return files
 
 
-def sync(server: FaultServer, root: Path, generation: int, *more: str) -> dict[str, object]:
+def sync(
+    server: FaultServer,
+    root: Path,
+    generation: int,
+    *more: str,
+    runner: Callable[..., Result] = run_cli,
+) -> dict[str, object]:
     url = publish(server, content(generation), prefix=f"/gen{generation}")
-    result = run_cli("sync", url, "--root", root, "--repository", "r", "--json", *more)
+    result = runner("sync", url, "--root", root, "--repository", "r", "--json", *more)
     assert result.code == 0, result
     report: dict[str, object] = result.json()
     return report
 
 
-def versions(root: Path, repository: str = "r") -> list[dict[str, object]]:
-    result = run_cli("versions", "--root", root, "--repository", repository, "--json")
+def versions(
+    root: Path, repository: str = "r", *, runner: Callable[..., Result] = run_cli
+) -> list[dict[str, object]]:
+    result = runner("versions", "--root", root, "--repository", repository, "--json")
     assert result.code == 0, result
     rows: list[dict[str, object]] = result.json()
     return rows
@@ -44,7 +58,9 @@ def stored(root: Path) -> int:
 def test_versions_prune_gc(http_server: FaultServer, tmp_path: Path) -> None:
     root = tmp_path / "root"
     for generation in (1, 2, 3):
-        assert sync(http_server, root, generation)["version"] == generation
+        assert (
+            sync(http_server, root, generation, runner=run_cli_in_process)["version"] == generation
+        )
     rows = versions(root)
     assert [(r["number"], r["units"], r["complete"]) for r in rows] == [
         (1, 3, True),
@@ -100,11 +116,11 @@ def test_sync_retain(http_server: FaultServer, tmp_path: Path) -> None:
     root = tmp_path / "root"
     for generation in (1, 2, 3):
         sync(http_server, root, generation, "--retain", "2")
-    assert [r["number"] for r in versions(root)] == [2, 3]
+    assert [r["number"] for r in versions(root, runner=run_cli_in_process)] == [2, 3]
     # a sync that changes nothing prunes too
     report = sync(http_server, root, 3, "--retain", "1")
     assert report["created"] is False and report["version"] == 3
-    assert [r["number"] for r in versions(root)] == [3]
+    assert [r["number"] for r in versions(root, runner=run_cli_in_process)] == [3]
     bad = run_cli("sync", "file:///nowhere", "--root", root, "--repository", "r", "--retain", "0")
     assert bad.code == 2 and "--retain" in bad.err
 
@@ -122,7 +138,7 @@ def test_unknown_repository_and_missing_store_exit_2(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     url = (tmp_path / "PULP_MANIFEST").as_uri()
     (tmp_path / "PULP_MANIFEST").write_text("")
-    assert run_cli("sync", url, "--root", empty, "--repository", "r").code == 0
+    assert run_cli_in_process("sync", url, "--root", empty, "--repository", "r").code == 0
     for command in (["versions"], ["prune", "--keep", "1"]):
         result = run_cli(*command, "--root", empty, "--repository", "nope")
         assert result.code == 2, result
@@ -146,9 +162,9 @@ trio.run(main)
 
 def test_gc_gives_up_while_a_writer_runs(http_server: FaultServer, tmp_path: Path) -> None:
     root = tmp_path / "root"
-    sync(http_server, root, 1)
-    sync(http_server, root, 2)
-    run_cli("prune", "--root", root, "--repository", "r", "--keep", "1")
+    sync(http_server, root, 1, runner=run_cli_in_process)
+    sync(http_server, root, 2, runner=run_cli_in_process)
+    run_cli_in_process("prune", "--root", root, "--repository", "r", "--keep", "1")
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(root)],
         stdout=subprocess.PIPE,
