@@ -2,7 +2,10 @@
 path.  New content replaces content carried over from the previous version; two units added
 at one key are refused.  Store level on both backends, the creator, and the command line
 (the defects of issue #13: an additive sync kept both contents of a changed file, and two
-additive syncs could leave ``a`` and ``a/b`` in one version)."""
+additive syncs could leave ``a`` and ``a/b`` in one version).  On the command line the syncs
+under test and the exports run as processes; the syncs that only fill the store first, the
+listings read back and the sync of an exported manifest run the same main() in process
+(tests/_cli_helpers.py, run_cli_in_process)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from typing import Any
 import pytest
 
 import triofetch
-from tests._cli_helpers import publish, run_cli
+from tests._cli_helpers import publish, run_cli, run_cli_in_process
 from tests.test_creator import content, file_unit
 from tests.test_store import record
 from triofetch.store import (
@@ -230,10 +233,10 @@ def test_additive_sync_of_a_changed_file_exports_the_new_content(
     old = {"a.txt": b"old content", "b.txt": b"b"}
     new = {"a.txt": b"NEW content!", "b.txt": b"b"}
     url = publish(http_server, old, prefix="/one")
-    assert run_cli("sync", url, "--root", root, "--repository", "r").code == 0
+    assert run_cli_in_process("sync", url, "--root", root, "--repository", "r").code == 0
     # a second repository holds the new content first, so its unit has the lower id
     url2 = publish(http_server, new, prefix="/two")
-    assert run_cli("sync", url2, "--root", root, "--repository", "other").code == 0
+    assert run_cli_in_process("sync", url2, "--root", root, "--repository", "other").code == 0
     url3 = publish(http_server, new, prefix="/three")
     result = run_cli("sync", url3, "--root", root, "--repository", "r", "--json")
     assert result.code == 0, result
@@ -247,7 +250,7 @@ def test_additive_sync_of_a_changed_file_exports_the_new_content(
             "by": hashlib.sha256(b"NEW content!").hexdigest(),
         }
     ]
-    listed = run_cli("list", "--root", root, "--repository", "r", "--json")
+    listed = run_cli_in_process("list", "--root", root, "--repository", "r", "--json")
     assert [(f["relative_path"], f["size"]) for f in listed.json()] == [("a.txt", 12), ("b.txt", 1)]
     out = tmp_path / "out"
     exported = run_cli("export", "--root", root, "--repository", "r", out)
@@ -260,24 +263,26 @@ def test_additive_syncs_never_hold_a_file_and_a_directory(
 ) -> None:
     root = tmp_path / "root"
     url = publish(http_server, {"a": b"file a", "c": b"c"}, prefix="/one")
-    assert run_cli("sync", url, "--root", root, "--repository", "r").code == 0
+    assert run_cli_in_process("sync", url, "--root", root, "--repository", "r").code == 0
     url2 = publish(http_server, {"a/b": b"now a directory"}, prefix="/two")
     result = run_cli("sync", url2, "--root", root, "--repository", "r")
     assert result.code == 0, result
     assert "version 2 created" in result.out
     assert "1 replaced" in result.out
     assert "replaced: a:" in result.err
-    listed = run_cli("list", "--root", root, "--repository", "r", "--json").json()
+    listed = run_cli_in_process("list", "--root", root, "--repository", "r", "--json").json()
     assert sorted(f["relative_path"] for f in listed) == ["a/b", "c"]
     out = tmp_path / "out"
     assert run_cli("export", "--root", root, "--repository", "r", out).code == 0
     assert (out / "a" / "b").read_bytes() == b"now a directory"
     # the export's manifest is one triofetch syncs again, to the same content
-    again = run_cli(
+    again = run_cli_in_process(
         "sync", out / "PULP_MANIFEST", "--root", tmp_path / "copy", "--repository", "copy", "--json"
     )
     assert again.code == 0, again
-    copy = run_cli("list", "--root", tmp_path / "copy", "--repository", "copy", "--json").json()
+    copy = run_cli_in_process(
+        "list", "--root", tmp_path / "copy", "--repository", "copy", "--json"
+    ).json()
     assert copy == listed
 
 
@@ -286,7 +291,7 @@ def test_noop_sync_reports_the_version_holding_the_content(
 ) -> None:
     root = tmp_path / "root"
     url = publish(http_server, {"x": b"x"})
-    first = run_cli("sync", url, "--root", root, "--repository", "r", "--json").json()
+    first = run_cli_in_process("sync", url, "--root", root, "--repository", "r", "--json").json()
     assert (first["version"], first["created"]) == (1, True)
     again = run_cli("sync", url, "--root", root, "--repository", "r")
     assert again.code == 0
