@@ -3,9 +3,10 @@
 Real parts only: a real 2 MiB tmpfs as the storage root (or the export's destination),
 mounted for each test and unmounted at teardown (root only: the tests skip elsewhere; CI
 runs them as root); a real HTTP server on 127.0.0.1; SQLite and PostgreSQL; the command as
-a subprocess.  Each case checks the exit status, the single error line, no traceback, no temp
-file left, and a store the project's own checks find whole; then that a run with room
-completes.
+a subprocess (the syncs and the export that only fill a store, or a destination, for a case
+run the same main() in process: tests/_cli_helpers.py, run_cli_in_process).  Each case
+checks the exit status, the single error line, no traceback, no temp file left, and a store
+the project's own checks find whole; then that a run with room completes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import trio
 import trio.lowlevel
 
 import triofetch
-from tests._cli_helpers import file_requests, manifest_of, publish, run_cli
+from tests._cli_helpers import file_requests, manifest_of, publish, run_cli, run_cli_in_process
 from tests._invariants import check_invariants
 from tests.test_serve_ondemand_edges import (
     FakeResponder,
@@ -226,7 +227,7 @@ def test_what_is_stored_already_is_not_counted(http_server: FaultServer, small_d
     remount(small_disk, "6m")
     root = small_disk / "root"
     url = publish(http_server, FILES)
-    assert run_cli("sync", url, "--root", root, "--repository", "r").code == 0
+    assert run_cli_in_process("sync", url, "--root", root, "--repository", "r").code == 0
     remount(small_disk, f"{4 * 1024 + 1024}k")  # 1 MiB free or so, 4 MB stored
     more = {**FILES, "new.bin": content("new", 300 * KB)}
     url = publish(http_server, more, prefix="/more")
@@ -353,7 +354,7 @@ def test_export_on_a_full_disk_says_what_it_wrote_and_leaves_no_temp_file(
     files = {f"d/f{i}.bin": content(f"e{i}", 300 * KB) for i in range(10)}
     url = publish(http_server, files)
     root = tmp_path / "root"
-    assert run_cli("sync", url, "--root", root, "--repository", "r").code == 0
+    assert run_cli_in_process("sync", url, "--root", root, "--repository", "r").code == 0
     dest = small_disk / "dest"
     result = run_cli("export", "--root", root, "--repository", "r", dest)
     assert result.code == 1, result
@@ -396,10 +397,11 @@ def test_a_reexport_stopped_by_a_full_disk_leaves_no_old_manifest(
     }
     root = tmp_path / "root"
     args = ("--root", root, "--repository", "r")
-    assert run_cli("sync", publish(http_server, v1, prefix="/v1"), *args).code == 0
-    assert run_cli("sync", publish(http_server, v2, prefix="/v2"), *args, "--mirror").code == 0
+    assert run_cli_in_process("sync", publish(http_server, v1, prefix="/v1"), *args).code == 0
+    v2_url = publish(http_server, v2, prefix="/v2")
+    assert run_cli_in_process("sync", v2_url, *args, "--mirror").code == 0
     dest = small_disk / "dest"
-    first = run_cli("export", *args, "--version", "1", dest)
+    first = run_cli_in_process("export", *args, "--version", "1", dest)
     assert first.code == 0, first
     assert (dest / "PULP_MANIFEST").read_bytes() == manifest_of(v1)
 
