@@ -5,7 +5,9 @@ real PostgreSQL; ``StoreNotFound`` and ``NotAStore``; a read-only ``ArtifactStor
 ``ArtifactStorage.verify(expected=...)`` both ways.  The command line, as subprocesses: every
 command facing a missing, empty or foreign database; ``sync`` into a root that holds other
 files; ``verify`` checking every recorded file and listing orphans; and ``list``,
-``versions``, ``verify`` and ``export`` on a root that is a real read-only bind mount.
+``versions``, ``verify`` and ``export`` on a root that is a real read-only bind mount.  The
+syncs that only fill a store for a case run the same main() in process
+(tests/_cli_helpers.py, run_cli_in_process).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, str]]:
 def synced_root(server: FaultServer, tmp_path: Path, files: dict[str, bytes] = FILES) -> Path:
     url = publish(server, files)
     root = tmp_path / "root"
-    result = run_cli("sync", url, "--root", root, "--repository", "r")
+    result = run_cli_in_process("sync", url, "--root", root, "--repository", "r")
     assert result.code == 0, result
     return root
 
@@ -351,7 +353,7 @@ def test_verify_checks_every_recorded_file_and_lists_orphans(
     # version 2 no longer holds a.txt: its file is recorded, and only version 1 holds it
     rest = {p: d for p, d in FILES.items() if p != "a.txt"}
     url = publish(http_server, rest, prefix="/v2")
-    again = run_cli("sync", url, "--root", root, "--repository", "r", "--mirror")
+    again = run_cli_in_process("sync", url, "--root", root, "--repository", "r", "--mirror")
     assert again.code == 0, again
     digest = sha(FILES["a.txt"])
     gone = root / "artifacts" / digest[:2] / digest[2:4] / digest
