@@ -3,7 +3,9 @@
 One precedence, flag > environment > config file > default, seen both in what a command
 does (the store it writes, the token it sends) and in ``triofetch config``; the config
 file's checks (status 2 naming the file, the key and what was expected); secrets redacted;
-libpq's own variables reaching PostgreSQL through a URL passed on unchanged.
+libpq's own variables reaching PostgreSQL through a URL passed on unchanged.  The refusals
+of a bad config file, a missing one and a bad environment value come before any work: they
+run the same main() in process (tests/_cli_helpers.py, run_cli_in_process).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests._cli_helpers import publish, run_cli
+from tests._cli_helpers import publish, run_cli, run_cli_in_process
 from triofetch.testing import FaultServer, PostgresServer
 
 TOKEN = "tok-config-9d8c7b6a-secret"
@@ -92,20 +94,22 @@ def test_config_file_errors_name_the_file_the_key_and_what_was_expected(
     }
     for text, words in cases.items():
         config.write_text(text)
-        result = run_cli("list", "--repository", "r", "--config", config, "--json")
+        result = run_cli_in_process("list", "--repository", "r", "--config", config, "--json")
         assert result.code == 2, (text, result)
         assert f"triofetch: error: config file {config}: {words}" in result.err, result
         assert result.json()["error"]["kind"] == "config"
     # the default file is read too, and checked the same way
     (tmp_path / "triofetch").mkdir()
     (tmp_path / "triofetch" / "config.toml").write_text("retries = -1\n")
-    default = run_cli("list", "--repository", "r", env={"XDG_CONFIG_HOME": str(tmp_path)})
+    default = run_cli_in_process(
+        "list", "--repository", "r", env={"XDG_CONFIG_HOME": str(tmp_path)}
+    )
     assert default.code == 2, default
     assert "config.toml: retries: expected an integer >= 0, got -1" in default.err
 
 
 def test_a_missing_config_file(tmp_path: Path) -> None:
-    missing = run_cli("config", "--config", tmp_path / "nope.toml")
+    missing = run_cli_in_process("config", "--config", tmp_path / "nope.toml")
     assert missing.code == 2, missing
     assert f"--config: no such file: '{tmp_path / 'nope.toml'}'" in missing.err
     # the default one may be missing
@@ -115,7 +119,7 @@ def test_a_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_a_bad_environment_value_is_a_usage_error(tmp_path: Path) -> None:
-    result = run_cli(
+    result = run_cli_in_process(
         "sync", "x", "--repository", "r", "--root", tmp_path, env={"TRIOFETCH_CONNECTIONS": "0"}
     )
     assert result.code == 2, result
