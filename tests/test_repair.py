@@ -16,7 +16,7 @@ import pytest
 import trio
 
 import triofetch
-from tests._cli_helpers import publish, run_cli
+from tests._cli_helpers import publish, run_cli, run_cli_in_process
 from triofetch import DeclarativeArtifact, DeclarativeUnit
 from triofetch.store import (
     ArtifactRecord,
@@ -366,8 +366,10 @@ FILES = {"a.txt": b"alpha\n", "dir/b.bin": os.urandom(3000), "c d.txt": b"a spac
 
 
 def cli_sync(server: FaultServer, root: Path, files: dict[str, bytes], repository: str) -> None:
+    """Fill the store of a case: the sync's main() in process (tests/_cli_helpers.py,
+    run_cli_in_process); repair and verify run as processes."""
     url = publish(server, files, prefix=f"/{repository}")
-    result = run_cli("sync", url, "--root", root, "--repository", repository)
+    result = run_cli_in_process("sync", url, "--root", root, "--repository", repository)
     assert result.code == 0, result
 
 
