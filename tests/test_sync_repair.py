@@ -2,7 +2,9 @@
 and downloads again what is missing or has the wrong size, replacing the file atomically.
 
 The defect of issue #13: after ``rm <root>/artifacts/*/*/*`` a sync said "already present",
-downloaded nothing, and ``verify`` stayed red."""
+downloaded nothing, and ``verify`` stayed red.  The syncs that fill the store first run the
+same main() in process (tests/_cli_helpers.py, run_cli_in_process); the syncs that repair, and
+verify, run as processes."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 import trio
 
 import triofetch
-from tests._cli_helpers import file_requests, publish, run_cli
+from tests._cli_helpers import file_requests, publish, run_cli, run_cli_in_process
 from tests.test_creator import file_unit
 from triofetch.store import open_store
 from triofetch.testing import FaultServer
@@ -32,7 +34,7 @@ def test_sync_downloads_again_a_deleted_or_truncated_file(
 ) -> None:
     root = tmp_path / "root"
     url = publish(http_server, FILES)
-    assert run_cli("sync", url, "--root", root, "--repository", "r").code == 0
+    assert run_cli_in_process("sync", url, "--root", root, "--repository", "r").code == 0
     stored(root, FILES["a.txt"]).unlink()
     damaged = stored(root, FILES["dir/b.txt"])
     os.chmod(damaged, 0o644)
@@ -63,7 +65,7 @@ def test_sync_downloads_again_a_deleted_or_truncated_file(
 def test_sync_repair_that_fails_is_a_failure(http_server: FaultServer, tmp_path: Path) -> None:
     root = tmp_path / "root"
     url = publish(http_server, FILES)
-    assert run_cli("sync", url, "--root", root, "--repository", "r").code == 0
+    assert run_cli_in_process("sync", url, "--root", root, "--repository", "r").code == 0
     stored(root, FILES["c.txt"]).unlink()
     http_server.remove("/repo/c.txt")
     result = run_cli("sync", url, "--root", root, "--repository", "r", "--json")
