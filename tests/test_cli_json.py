@@ -1,5 +1,7 @@
 """``--json`` on every command, and the JSON error object of a fatal error (issue #19), end
-to end as subprocesses: stdout holds exactly one JSON object, whatever happens."""
+to end as subprocesses: stdout holds exactly one JSON object, whatever happens.  The syncs
+that only fill a store for a case, and the refusals before any work, run the same main() in
+process (tests/_cli_helpers.py, run_cli_in_process)."""
 
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ def error_of(text: str) -> tuple[str, str]:
 def root(http_server: FaultServer, tmp_path: Path) -> Path:
     url = publish(http_server, FILES)
     where = tmp_path / "root"
-    assert run_cli("sync", url, "--root", where, "--repository", "r", "-q").code == 0
+    # (the store of a case: the sync's main() in process; the commands tested run as processes)
+    assert run_cli_in_process("sync", url, "--root", where, "--repository", "r", "-q").code == 0
     return where
 
 
@@ -72,7 +75,9 @@ def test_export_json(root: Path, tmp_path: Path) -> None:
 def test_export_json_lists_what_was_not_exported(http_server: FaultServer, tmp_path: Path) -> None:
     url = publish(http_server, FILES, prefix="/od")
     root = tmp_path / "root"
-    synced = run_cli("sync", url, "--root", root, "--repository", "r", "--policy", "on_demand")
+    synced = run_cli_in_process(
+        "sync", url, "--root", root, "--repository", "r", "--policy", "on_demand"
+    )
     assert synced.code == 0, synced
     result = run_cli("export", "--root", root, "--repository", "r", tmp_path / "out", "--json",
                      "--no-fetch")  # fmt: skip
