@@ -490,7 +490,8 @@ def test_cli_max_retry_after(http_server: FaultServer, tmp_path: Path) -> None:
 def test_cli_repair_takes_the_flags(http_server: FaultServer, tmp_path: Path) -> None:
     url = publish(http_server, {"a.bin": DATA})
     root = tmp_path / "root"
-    assert run_cli("sync", url, "--root", root, "--repository", "r").code == 0
+    # (the store to repair: the sync's main() in process; repair runs as a process)
+    assert run_cli_in_process("sync", url, "--root", root, "--repository", "r").code == 0
     (root / "artifacts" / SHA256[:2] / SHA256[2:4] / SHA256).unlink()
     http_server.add_faults("/repo/a.bin", [TRICKLE])
     result = run_cli(
