@@ -23,7 +23,14 @@ import pytest
 import trio
 
 import triofetch
-from tests._cli_helpers import _AS_IN_A_TERMINAL, cli_env, manifest_of, publish, run_cli
+from tests._cli_helpers import (
+    _AS_IN_A_TERMINAL,
+    cli_env,
+    manifest_of,
+    publish,
+    run_cli,
+    run_cli_in_process,
+)
 from tests._invariants import check_invariants
 from triofetch import DeclarativeArtifact, DeclarativeUnit, Downloader, PulpManifestReader
 from triofetch.declarative import check_relative_path
@@ -221,7 +228,8 @@ def test_endless_manifest_into_an_existing_store_changes_nothing(
 ) -> None:
     url = publish(http_server, FILES)
     root = tmp_path / "root"
-    first = run_cli("sync", url, "--root", root, "--repository", "r", env=tmpdir_env)
+    # (the existing store: the sync's main() in process; the endless one runs as a process)
+    first = run_cli_in_process("sync", url, "--root", root, "--repository", "r", env=tmpdir_env)
     assert first.code == 0, first
     http_server.add_generator("/repo/PULP_MANIFEST", endless_lines)
     run = Process(
@@ -342,8 +350,9 @@ def test_max_manifest_size_suffixes(value: str, expected: int) -> None:
 
 @pytest.mark.parametrize("value", ["0", "-1", "1.5M", "M", "12X", ""])
 def test_max_manifest_size_bad_values_exit_2(value: str, tmp_path: Path) -> None:
-    result = run_cli("sync", "x", "--root", tmp_path / "root", "--repository", "r",
-                     "--max-manifest-size", value)  # fmt: skip
+    # in process: a usage error, before any work
+    result = run_cli_in_process("sync", "x", "--root", tmp_path / "root", "--repository", "r",
+                                "--max-manifest-size", value)  # fmt: skip
     assert result.code == 2, result
     assert "--max-manifest-size" in result.err and "Traceback" not in result.err
 
@@ -413,7 +422,7 @@ def test_a_bom_at_the_start_is_skipped(
     result = run_cli("sync", url, "--root", root, "--repository", "r", "--json", env=tmpdir_env)
     assert result.code == 0, result
     assert result.json()["units"]["new"] == 2
-    listed = run_cli("list", "--root", root, "--repository", "r", "--json")
+    listed = run_cli_in_process("list", "--root", root, "--repository", "r", "--json")
     assert sorted(r["relative_path"] for r in listed.json()) == sorted(FILES)
     assert store_is_whole(root, units_of(manifest_of(FILES), url)) == {1: True}
     nothing_left(root, tmpdir_env)
