@@ -28,7 +28,7 @@ from urllib.parse import quote
 import pytest
 import trio
 
-from tests._cli_helpers import Result, publish, run_cli
+from tests._cli_helpers import Result, publish, run_cli, run_cli_in_process
 from triofetch import open_store
 from triofetch.errors import InvalidInput
 from triofetch.serve import ContentApp, _ondemand, make_app, serve_app
@@ -66,8 +66,9 @@ def root(http_server_module: FaultServer, tmp_path_factory: pytest.TempPathFacto
     server = http_server_module
 
     def sync(files: Mapping[str, bytes], prefix: str, repository: str, *more: str) -> None:
+        # (the command's main() in process: the store is what the tests are about)
         url = publish(server, files, prefix=prefix)
-        result = run_cli("sync", url, "--root", where, "--repository", repository, *more)
+        result = run_cli_in_process("sync", url, "--root", where, "--repository", repository, *more)
         assert result.code == 0, result
 
     sync(FILES, "/v1", "r")
