@@ -1,6 +1,8 @@
 """``triofetch serve`` as a process: the startup line with the real port, one access-log line
 per request at ``-v``, a clean stop (status 0) on SIGTERM and SIGINT, and the errors that
-stop it before it serves (no store, an unknown repository, a port taken, no hypercorn).
+stop it before it serves (no store, an unknown repository, a port taken, no hypercorn).  The
+syncs that only fill a store for a case run the same main() in process (tests/_cli_helpers.py,
+run_cli_in_process); serve always runs as a process.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests._cli_helpers import cli_env, publish, run_cli, start_cli
+from tests._cli_helpers import cli_env, publish, run_cli, run_cli_in_process, start_cli
 from triofetch import open_store
 from triofetch.testing import FaultServer, Slow, check_store
 
@@ -35,7 +37,7 @@ STARTUP = re.compile(r"Serving (.+) at (http://127\.0\.0\.1:(\d+)/) \(Ctrl-C to 
 def root(http_server_module: FaultServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("serve-cli") / "root"
     url = publish(http_server_module, {**FILES, "large.bin": LARGE}, prefix="/cli")
-    result = run_cli("sync", url, "--root", where, "--repository", "r")
+    result = run_cli_in_process("sync", url, "--root", where, "--repository", "r")
     assert result.code == 0, result
     return where
 
@@ -192,7 +194,9 @@ def test_a_postgresql_store(
     not printed."""
     root = tmp_path / "root"
     url = publish(http_server_module, FILES, prefix="/pg")
-    result = run_cli("sync", url, "--root", root, "--db", postgres_dsn, "--repository", "p")
+    result = run_cli_in_process(
+        "sync", url, "--root", root, "--db", postgres_dsn, "--repository", "p"
+    )
     assert result.code == 0, result
     proc = start_cli("serve", "--root", root, "--db", postgres_dsn, "--listen", "127.0.0.1:0")
     running = Running(proc)
@@ -256,14 +260,16 @@ def slow_store(http_server: FaultServer, tmp_path: Path) -> Path:
     """A store with a stored 20 MB file (``r/big.bin``) and a 20 MB on-demand one
     (``lazy/slow.bin``) whose upstream sends it slowly."""
     root = tmp_path / "root"
-    stored = run_cli(
+    stored = run_cli_in_process(
         "sync", publish(http_server, {"big.bin": os.urandom(SLOW_SIZE)}, prefix="/big"),
         "--root", root, "--repository", "r",
     )  # fmt: skip
     assert stored.code == 0, stored
     data = os.urandom(SLOW_SIZE)
     url = publish(http_server, {"slow.bin": data}, prefix="/slow")
-    lazy = run_cli("sync", url, "--root", root, "--repository", "lazy", "--policy", "on_demand")
+    lazy = run_cli_in_process(
+        "sync", url, "--root", root, "--repository", "lazy", "--policy", "on_demand"
+    )
     assert lazy.code == 0, lazy
     http_server.add_file("/slow/slow.bin", data, faults=[Slow(0.05, 65536)] * 4)
     return root
