@@ -4,7 +4,9 @@
 ``$TRIOFETCH_BEARER_TOKEN``), ``--client-cert``/``--client-key``, ``--rate-limit`` and
 ``--proxy`` on ``sync``, ``repair``, ``export`` (its on-demand files) and ``serve`` (its
 upstream), each run as a subprocess.  A secret is refused on the command line (a credentials
-header, a proxy password) and never printed, even at ``-vvv``.
+header, a proxy password) and never printed, even at ``-vvv``.  The syncs that only fill a
+store for repair and export, and the refusals of bad --rate-limit values (before any work),
+run the same main() in process (tests/_cli_helpers.py, run_cli_in_process).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tests._cli_helpers import (
     manifest_of,
     publish,
     run_cli,
+    run_cli_in_process,
     self_signed_cert,
     start_cli,
 )
@@ -176,7 +179,7 @@ def test_repair_and_export_use_the_token(http_server: FaultServer, tmp_path: Pat
     http_server.require_bearer({TOKEN})
     env = {"TRIOFETCH_BEARER_TOKEN": TOKEN}
     root = tmp_path / "root"
-    assert _sync(url, root, env=env).code == 0
+    assert run_cli_in_process("sync", url, "--root", root, "--repository", "r", env=env).code == 0
     stored = [p for p in (root / "artifacts").rglob("*") if p.is_file()]
     assert stored
     stored[0].chmod(0o600)
@@ -188,7 +191,8 @@ def test_repair_and_export_use_the_token(http_server: FaultServer, tmp_path: Pat
     assert http_server.requests[-1].headers["x-why"] == "repair"
 
     lazy = tmp_path / "lazy"
-    assert _sync(url, lazy, "--policy", "on_demand", env=env).code == 0
+    on_demand = ("--repository", "r", "--policy", "on_demand")
+    assert run_cli_in_process("sync", url, "--root", lazy, *on_demand, env=env).code == 0
     token = _token_file(tmp_path)
     exported = run_cli(
         "export", "--root", lazy, "--repository", "r", tmp_path / "out",
@@ -272,7 +276,9 @@ def test_the_rate_limit_spaces_the_requests(http_server: FaultServer, tmp_path: 
     assert len(times) == 6
     assert times[-1] - times[0] >= 5 * 0.2 * 0.9  # 6 requests, one every 0.2 s
     for bad in ("0", "-1", "x", "inf"):
-        refused = _sync(url, tmp_path / "root", "--rate-limit", bad)
+        refused = run_cli_in_process(
+            "sync", url, "--root", tmp_path / "root", "--repository", "r", "--rate-limit", bad
+        )
         assert refused.code == 2, refused
         assert "--rate-limit" in refused.err
 
