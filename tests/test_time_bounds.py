@@ -34,6 +34,9 @@ SHA256 = hashlib.sha256(DATA).hexdigest()
 TRICKLE = Slow(delay=0.05, chunk=1)
 #: the short rule of these tests: under 1000 bytes/s on average over 1 s fails
 RULE: dict[str, Any] = {"speed_limit": 1000, "speed_time": 1.0}
+#: the same rule over a 0.5 s window, for the cases about what follows a speed timeout (the
+#: retries), not about when it comes: each trickled attempt fails in half the time
+QUICK_RULE: dict[str, Any] = {"speed_limit": 1000, "speed_time": 0.5}
 
 
 def leftovers(directory: Path) -> list[Path]:
@@ -115,7 +118,7 @@ async def test_speed_timeout_is_retried(
     http_server: FaultServer, transport: str, temp_dir: Path
 ) -> None:
     http_server.add_file("/flaky.bin", DATA, faults=[TRICKLE, TRICKLE])
-    async with downloader(transport, temp_dir, retries=2, **RULE) as dl:
+    async with downloader(transport, temp_dir, retries=2, **QUICK_RULE) as dl:
         result = await dl.fetch(http_server.url("/flaky.bin"), expected_digests={"sha256": SHA256})
     assert result.attempts == 3
     assert http_server.count("/flaky.bin") == 3
@@ -126,7 +129,7 @@ async def test_speed_timeout_retries_run_out(
     http_server: FaultServer, transport: str, temp_dir: Path
 ) -> None:
     http_server.add_file("/slow.bin", DATA, faults=[TRICKLE] * 2)
-    async with downloader(transport, temp_dir, retries=1, **RULE) as dl:
+    async with downloader(transport, temp_dir, retries=1, **QUICK_RULE) as dl:
         with pytest.raises(triofetch.DownloadTimeout) as info:
             await dl.fetch(http_server.url("/slow.bin"))
     assert len(info.value.attempts) == 2
