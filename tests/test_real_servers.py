@@ -254,6 +254,18 @@ async def test_concurrent_requests_over_few_connections(
         assert used == len(sizes)
 
 
+def established_to(port: int) -> bool:
+    """Whether a TCP connection to *port* on 127.0.0.1 is established (``/proc/net/tcp``):
+    a client's socket leaves that state once the server's FIN has come (CLOSE_WAIT)."""
+    with open("/proc/net/tcp") as table:
+        next(table)  # the header line
+        for line in table:
+            remote, state = line.split()[2:4]
+            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
 #: server -> the fixture and the path of a body on connections closed after QUICK_CLOSE s idle
 QUICK_CLOSING = {
     "nginx": ("nginx_server", "/quick-close/f-{size}.bin"),
@@ -277,8 +289,12 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused(
     tag = secrets.token_hex(6)
     async with downloader(transport, temp_dir, tls_files) as dl:
         for i in range(2):
-            if i:
-                await trio.sleep(QUICK_CLOSE * 4)  # (the server has closed the connection)
+            if i:  # until the server has closed the connection (4 x QUICK_CLOSE at most)
+                waited = trio.current_time()
+                while established_to(ep.server.ports[scheme]):
+                    if trio.current_time() - waited > QUICK_CLOSE * 4:
+                        break
+                    await trio.sleep(0.01)
             result = await dl.fetch(
                 ep.url(template.format(size=SMALL) + f"?tag={tag}"),
                 expected_digests={"sha256": data.sha256(SMALL)},
