@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -664,6 +665,23 @@ def test_mirror_of_an_empty_manifest_is_refused(tmp_path: Path) -> None:
 # -- export interrupted ---------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def store_of_2000(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store whose repository r holds 2,000 small files (version 1), synced once for the
+    module from ``file_manifest(..., 2000)``: each test exports a copy of it (copy_of)."""
+    base = tmp_path_factory.mktemp("store-of-2000")
+    root = base / "root"
+    synced = run_cli_in_process("sync", file_manifest(base / "v1", 2000), "--root", root,
+                                "--repository", "r")  # fmt: skip
+    assert synced.code == 0, synced
+    return root
+
+
+def copy_of(root: Path, where: Path) -> Path:
+    shutil.copytree(root, where)
+    return where
+
+
 def _signal_mid_export(
     args: tuple[str | Path, ...],
     signum: int,
@@ -687,10 +705,8 @@ def _signal_mid_export(
     return proc, out, err
 
 
-def test_export_interrupted_says_how_far_it_got(tmp_path: Path) -> None:
-    manifest = file_manifest(tmp_path / "src", 2000)
-    root = tmp_path / "root"
-    assert run_cli_in_process("sync", manifest, "--root", root, "--repository", "r").code == 0
+def test_export_interrupted_says_how_far_it_got(store_of_2000: Path, tmp_path: Path) -> None:
+    root = copy_of(store_of_2000, tmp_path / "root")
     for attempt in range(5):
         dest = tmp_path / f"export{attempt}"
         stopped = _signal_mid_export(
@@ -721,13 +737,14 @@ def test_export_interrupted_says_how_far_it_got(tmp_path: Path) -> None:
     assert len((dest / "PULP_MANIFEST").read_text().splitlines()) == 2000
 
 
-def test_a_reexport_stopped_by_sigterm_leaves_no_old_manifest(tmp_path: Path) -> None:
+def test_a_reexport_stopped_by_sigterm_leaves_no_old_manifest(
+    store_of_2000: Path, tmp_path: Path
+) -> None:
     """Exporting version 2 over an export of version 1, stopped by SIGTERM once it has
     replaced a file: no PULP_MANIFEST is left (the one of version 1 was, listing the old
     sha256 of the files replaced, while the command said there was none yet)."""
-    root = tmp_path / "root"
+    root = copy_of(store_of_2000, tmp_path / "root")  # version 1
     args = ("--root", root, "--repository", "r")
-    assert run_cli_in_process("sync", file_manifest(tmp_path / "v1", 2000), *args).code == 0
     v2 = file_manifest(tmp_path / "v2", 2000, 48)
     assert run_cli_in_process("sync", v2, *args, "--mirror").code == 0
     first = "d0/f00000.txt"  # the first file exported
