@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import hashlib
 import logging
 import os
 import resource
 import shutil
 import subprocess
+import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -29,7 +31,13 @@ import pytest
 import trio
 
 from tests._cli_helpers import Result, publish, run_cli, run_cli_in_process
-from triofetch import open_store
+from triofetch import (
+    ContentUnitCreator,
+    DeclarativeArtifact,
+    DeclarativeUnit,
+    Downloader,
+    open_store,
+)
 from triofetch.errors import InvalidInput
 from triofetch.serve import ContentApp, _ondemand, make_app, serve_app
 from triofetch.store import Store
@@ -690,6 +698,53 @@ async def test_small_files_with_and_without_the_memory_cache(root: Path, memory_
                 part = await raw(port, url_path(path), headers={"Range": "bytes=1-2"})
                 assert part.body == data[1:3] or (not data and part.status == 416)
         nursery.cancel_scope.cancel()
+
+
+async def test_the_memory_cache_counts_what_its_entries_take(
+    http_server_module: FaultServer, tmp_path: Path
+) -> None:
+    """``memory_cache`` bounds the memory the kept files take, not their bytes alone: for
+    files of a few bytes the key, the bytes object and the cache's entry are most of it.
+    Only the bytes were counted: 20,000 files of 10 bytes, counted as 200 kB, took 4.7 MB
+    (a full 64 MiB cache of them, about 1.5 GB)."""
+    tiny = {f"t/{i}.txt": b"%08d\n" % i for i in range(500)}
+    publish(http_server_module, tiny, prefix="/tiny")
+    units = [
+        DeclarativeUnit(
+            "file",
+            (path, sha(data)),
+            {"relative_path": path},
+            [DeclarativeArtifact(http_server_module.url(f"/tiny/{path}"), path)],
+        )
+        for path, data in tiny.items()
+    ]
+    limit = 8 * 1024
+    async with open_store(root=tmp_path / "root") as store, trio.open_nursery() as nursery:
+        async with Downloader() as downloader:
+            report = await ContentUnitCreator(store, downloader).run(units, repository="r")
+            assert report.ok, report.failures
+        urls = await nursery.start(partial(serve_app, make_app(store, memory_cache=limit), port=0))
+        port = int(urls[0].rsplit(":", 1)[1])
+        with trio.fail_after(20):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                names = sorted(tiny)
+                await stream.send_all(f"GET /r/{names[0]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                await read_one_reply(stream)  # (the version's table, built once)
+                gc.collect()
+                tracemalloc.start()
+                try:
+                    for name in names:
+                        await stream.send_all(f"GET /r/{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                        assert (await read_one_reply(stream)).body == tiny[name]
+                    gc.collect()
+                    held, _ = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+        nursery.cancel_scope.cancel()
+    # (beyond the cache: what serving the requests leaves, some 20 kB; counting the bytes
+    # alone, the 500 files of 9 bytes were all kept: 80 kB in all)
+    assert held < limit + 40_000, held
 
 
 async def test_a_new_version_is_served_after_refresh(

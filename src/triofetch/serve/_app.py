@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import replace
@@ -55,6 +56,18 @@ DEFAULT_CHUNK_SIZE = 256 * 1024
 _GROWTH = 16
 #: bytes of small stored files kept in memory by default (see make_app)
 DEFAULT_MEMORY_CACHE = 64 * 1024 * 1024
+#: what an entry of the memory cache costs beyond its key and its bytes objects (its slot
+#: in the dict and its node in the order of use), about
+_CACHE_ENTRY = 100
+
+
+def _cost(sha256: str, data: bytes) -> int:
+    """The memory a small file kept in the cache takes: its bytes, and its key, the bytes
+    object and the cache's own entry, which are most of it for a file of a few bytes (only
+    the bytes counted, the 64 MiB held 20 times as much of files of 10 bytes)."""
+    return sys.getsizeof(data) + sys.getsizeof(sha256) + _CACHE_ENTRY
+
+
 #: the longest version number read from a URL (the database's integers have 18 digits)
 _MAX_NUMBER_DIGITS = 18
 #: at most this many names (repositories, or repository and version) remembered by the
@@ -709,10 +722,10 @@ class ContentApp:
         if sha256 in self._memory:
             return
         self._memory[sha256] = data
-        self._memory_bytes += len(data)
+        self._memory_bytes += _cost(sha256, data)
         while self._memory_bytes > self._memory_limit:
-            _, dropped = self._memory.popitem(last=False)
-            self._memory_bytes -= len(dropped)
+            key, dropped = self._memory.popitem(last=False)
+            self._memory_bytes -= _cost(key, dropped)
 
     async def _stream(self, ex: Exchange, fd: int, first: bytes, offset: int, left: int) -> None:
         """Send *first*, then *left* more bytes of *fd* from *offset*, piece by piece (each
@@ -835,10 +848,11 @@ def make_app(
         file_threads: at most this many worker threads opening and reading files.
         cached_versions: how many versions' tables (path -> file, built by one query the
             first time a version is asked for) are kept.
-        memory_cache: at most this many bytes of small stored files (one ``chunk_size``
-            at most, and a sixteenth of this) are kept in memory once read, the least
-            recently served dropped first; 0: none.  Files are content-addressed, so what
-            is kept is never stale; it spares the worker-thread round trip of a small file.
+        memory_cache: at most this many bytes of memory hold small stored files (one
+            ``chunk_size`` at most, and a sixteenth of this) once read, their keys and
+            bookkeeping counted, the least recently served dropped first; 0: none.  Files
+            are content-addressed, so what is kept is never stale; it spares the
+            worker-thread round trip of a small file.
         downloader: the open :class:`~triofetch.Downloader` that fetches the files of
             ``on_demand`` and ``streamed`` units when they are asked for (its options:
             retries, timeouts, credentials, proxies); default: one with the defaults,
