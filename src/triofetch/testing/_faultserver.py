@@ -550,7 +550,7 @@ class FaultServer:
         self._httpd = _HTTPServer(self)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.01},
             name=f"faultserver-accept-{self.port}",
             daemon=True,
         )
@@ -565,7 +565,7 @@ class FaultServer:
         self._stopped = True
         self._stopping.set()
         deadline = time.monotonic() + self.stop_timeout
-        httpd.shutdown()  # returns once serve_forever has exited (poll interval 0.05 s)
+        httpd.shutdown()  # returns once serve_forever has exited (poll interval 0.01 s)
         httpd.server_close()
         with self._lock:
             live = list(self._live.values())
