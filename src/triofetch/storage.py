@@ -50,6 +50,7 @@ import trio
 
 from ._context import check_trio
 from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests, resolve_algorithms
+from ._durable import fsync_directory
 from ._model import ArtifactRecord, check_int, listed
 from ._tempfiles import new_temp_path, pid_space, temp_file_writer
 from .errors import (
@@ -169,14 +170,6 @@ def _checked(
 def _check_sha256(value: object) -> str:
     digests = normalize_digests({DEFAULT_ALGORITHM: value})
     return digests[DEFAULT_ALGORITHM]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _syncfs(path: Path) -> bool:
@@ -443,7 +436,7 @@ class ArtifactStorage:
             return
         for path in sorted(pending, key=lambda p: len(p.parts), reverse=True):
             if path.is_dir():
-                _fsync_dir(path)
+                fsync_directory(path)
             else:
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
@@ -518,7 +511,7 @@ class ArtifactStorage:
                     os.fsync(f.fileno())
             os.replace(src, final)
             if durable:
-                _fsync_dir(final.parent)
+                fsync_directory(final.parent)
             else:
                 self._pend(final, final.parent)
             return True
@@ -526,8 +519,8 @@ class ArtifactStorage:
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)
             if durable:
-                _fsync_dir(directory.parent)
-                _fsync_dir(directory.parent.parent)
+                fsync_directory(directory.parent)
+                fsync_directory(directory.parent.parent)
             else:
                 self._pend(directory.parent, directory.parent.parent)
         os.chmod(src, 0o444)
@@ -546,7 +539,7 @@ class ArtifactStorage:
             elif exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EMLINK):
                 os.replace(src, final)  # no hard links here: rename (same content wins)
                 if durable:
-                    _fsync_dir(directory)
+                    fsync_directory(directory)
                 else:
                     self._pend(final, directory)
                 return True
@@ -554,7 +547,7 @@ class ArtifactStorage:
                 raise
         src.unlink(missing_ok=True)
         if durable:
-            _fsync_dir(directory)
+            fsync_directory(directory)
         else:
             self._pend(final, directory)
         return True

@@ -34,6 +34,7 @@ of the store's logic: what to write and when is decided in ``_commit``, ``_versi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -46,6 +47,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .._durable import fsync_directory
 from ..errors import NotAStore, StoreError, StoreNotFound
 from ._dialect import Dialect, LeaseHandle
 from ._schema import SQLITE_MIGRATIONS, check_readable, migrate, sha256_prefix, unit_key_hash
@@ -83,20 +85,6 @@ _CREATING_SUFFIX = ".creating"
 
 _locks_guard = threading.Lock()
 _locks: dict[str, threading.Lock] = {}
-
-
-def _fsync_directory(path: Path) -> None:
-    """Make a rename in *path* durable (where directories can be fsynced)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - e.g. not POSIX: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - a filesystem that refuses fsync on a directory
-        pass
-    finally:
-        os.close(fd)
 
 
 def _process_lock(path: str) -> threading.Lock:
@@ -408,7 +396,9 @@ class SQLiteBackend(Dialect):
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_directory(target.parent)
+        # (a file system that cannot fsync a directory loses, at worst, a store just made)
+        with contextlib.suppress(OSError):
+            fsync_directory(target.parent)
 
     def _open_readonly(self) -> None:
         # No lock file, no checkpointer, no migration: nothing is written.
