@@ -249,7 +249,8 @@ def test_a_client_certificate(tmp_path: Path) -> None:
     with TLSServer(files, server_pem, client_ca=client_ca).running() as server:
         url = server.url("/repo/PULP_MANIFEST")
         trust = ("--ca-cert", ca_pem)
-        without = _sync(url, tmp_path / "r0", *trust)
+        # (no retries: a refused handshake is refused again)
+        without = _sync(url, tmp_path / "r0", *trust, "--retries", "0")
         assert without.code == 2, without  # no handshake without a certificate
         with_key = _sync(url, tmp_path / "r1", *trust, "--client-cert", cert, "--client-key", key)
         assert with_key.code == 0, with_key
@@ -293,7 +294,7 @@ def test_the_proxy_flag_overrides_the_environment(
     # the environment names a proxy nobody listens on: --proxy wins over it
     env = {"HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
     env |= {"NO_PROXY": "", "no_proxy": ""}
-    broken = _sync(url, tmp_path / "r0", env=env)
+    broken = _sync(url, tmp_path / "r0", "--retries", "0", env=env)  # (refused again)
     assert broken.code == 2, broken
     result = _sync(url, tmp_path / "r1", "--proxy", tinyproxy.url(), env=env)
     assert result.code == 0, result
