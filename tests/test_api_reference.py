@@ -61,3 +61,20 @@ def test_every_public_name_is_in_the_reference(module_name: str) -> None:
     module = importlib.import_module(module_name)
     missing = sorted(set(f"{module_name}.{n}" for n in module.__all__) - documented())
     assert missing == [], f"public but not in the API reference: {', '.join(missing)}"
+
+
+def test_the_creator_event_kinds_are_one_list() -> None:
+    """CreatorEventKind (the type of CreatorEvent.kind) and the testing kit's
+    CREATOR_EVENT_KINDS name the same kinds, in the order a unit meets them; and the docs
+    spell out that type's values."""
+    import typing
+
+    import triofetch.testing
+
+    kinds = typing.get_args(triofetch.CreatorEventKind)
+    assert kinds == triofetch.testing.CREATOR_EVENT_KINDS
+    assert kinds[0] == "seen" and set(kinds[-2:]) == {"committed", "failed"}
+    documented = (Path(__file__).parent.parent / "docs" / "api.rst").read_text()
+    assert ", ".join(f'"{kind}"' for kind in kinds).replace(" ", "") in documented.replace(
+        " ", ""
+    ).replace("\n", "")

@@ -164,7 +164,7 @@ def units_sync(base: str, incoming: Path) -> int:
 
 async def create(base: str, root: Path) -> triofetch.CreateReport:
     """``open_store`` and ``ContentUnitCreator``; the report and the versions."""
-    kinds: Counter[str] = Counter()
+    kinds: Counter[triofetch.CreatorEventKind] = Counter()
 
     def on_event(event: triofetch.CreatorEvent) -> None:
         kinds[event.kind] += 1

@@ -32,6 +32,7 @@ __all__ = [
     "CorruptArtifact",
     "CreateReport",
     "CreatorEvent",
+    "CreatorEventKind",
     "CreatorProgress",
     "DeclarativeArtifact",
     "DeclarativeUnit",

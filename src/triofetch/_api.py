@@ -18,6 +18,7 @@ from .creator import (
     ContentUnitCreator as ContentUnitCreator,
     CreateReport as CreateReport,
     CreatorEvent as CreatorEvent,
+    CreatorEventKind as CreatorEventKind,
     CreatorProgress as CreatorProgress,
     Policy as Policy,
     UnitFailure as UnitFailure,

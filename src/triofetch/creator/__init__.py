@@ -18,12 +18,20 @@ Its modules, each importing only those above it in this list:
 
 from .._public import publish
 from ._creator import ContentUnitCreator
-from ._reports import CreateReport, CreatorEvent, CreatorProgress, Policy, UnitFailure
+from ._reports import (
+    CreateReport,
+    CreatorEvent,
+    CreatorEventKind,
+    CreatorProgress,
+    Policy,
+    UnitFailure,
+)
 
 __all__ = [
     "ContentUnitCreator",
     "CreateReport",
     "CreatorEvent",
+    "CreatorEventKind",
     "CreatorProgress",
     "Policy",
     "UnitFailure",

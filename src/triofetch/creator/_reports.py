@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from typing import Literal
 
 from ..declarative import DeclarativeUnit
 from ..errors import DownloadError, UnitFailed
@@ -25,6 +26,7 @@ _log = logging.getLogger("triofetch.creator")
 __all__ = [
     "CreateReport",
     "CreatorEvent",
+    "CreatorEventKind",
     "CreatorProgress",
     "Policy",
     "Tally",
@@ -67,15 +69,32 @@ class CreatorProgress:
     bytes_planned: int = 0
 
 
+#: The ``kind`` of a :class:`CreatorEvent`, in the order a unit meets them: ``seen`` (the
+#: run took the unit), ``existing`` (the store holds it already: nothing to do),
+#: ``downloading`` (its missing files are being fetched), ``artifact_downloaded`` and
+#: ``artifact_reused`` (one file fetched, or found stored), then ``committed`` or
+#: ``failed``.  ``typing.get_args(CreatorEventKind)`` lists them.
+CreatorEventKind = Literal[
+    "seen",
+    "existing",
+    "downloading",
+    "artifact_downloaded",
+    "artifact_reused",
+    "committed",
+    "failed",
+]
+
+
 @dataclass(frozen=True, slots=True)
 class CreatorEvent:
     """What happened to one unit or artifact (passed to ``on_event``).
 
     ``kind`` is one of ``seen``, ``existing``, ``downloading``, ``committed``, ``failed``,
-    ``artifact_downloaded``, ``artifact_reused``.
+    ``artifact_downloaded``, ``artifact_reused`` (typed :data:`~triofetch.CreatorEventKind`:
+    a type checker knows a comparison with any other string is never true).
     """
 
-    kind: str
+    kind: CreatorEventKind
     key: UnitKey | None = None
     relative_path: str | None = None
     size: int = 0
@@ -180,7 +199,7 @@ class Tally:
 
     def event(
         self,
-        kind: str,
+        kind: CreatorEventKind,
         unit: DeclarativeUnit | None = None,
         *,
         relative_path: str | None = None,

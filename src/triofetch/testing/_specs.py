@@ -11,27 +11,20 @@ creator run at the n-th event of a kind.  :mod:`triofetch.testing.strategies` dr
 from __future__ import annotations
 
 import hashlib
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FunctionType
 
 import trio
 
-from triofetch import CreatorEvent, DeclarativeArtifact, DeclarativeUnit, UnitKey
+from triofetch import CreatorEvent, CreatorEventKind, DeclarativeArtifact, DeclarativeUnit, UnitKey
 
 from ._faultserver import Fault, FaultServer
 
 __all__ = ["CREATOR_EVENT_KINDS", "CancelPoint", "FileSpec", "RepositorySpec", "UnitSpec"]
 
-CREATOR_EVENT_KINDS: tuple[str, ...] = (
-    "seen",
-    "existing",
-    "downloading",
-    "artifact_downloaded",
-    "artifact_reused",
-    "committed",
-    "failed",
-)
+CREATOR_EVENT_KINDS: tuple[CreatorEventKind, ...] = typing.get_args(CreatorEventKind)
 """The ``kind`` of every :class:`~triofetch.CreatorEvent` a creator run emits."""
 
 
