@@ -526,6 +526,60 @@ async def test_postgres_fixtures(
         assert await again.repositories() == ["r"]
 
 
+ALBUM_KEY = triofetch.RepositoryKey("artist", "title")
+
+
+@pytest.mark.triofetch_store(repository_keys={"album": ALBUM_KEY}, pool_size=2, cache_mib=2)
+async def test_the_sqlite_store_fixture_takes_open_store_options(
+    triofetch_sqlite_store: Store,
+) -> None:
+    keys = triofetch_sqlite_store.repository_keys
+    assert keys["album"] == ALBUM_KEY and "file" in keys  # the default kept beside it
+
+
+@pytest.mark.postgres
+@pytest.mark.triofetch_store(repository_keys={"album": ALBUM_KEY, "file": None})
+async def test_the_postgres_store_fixture_takes_open_store_options(
+    triofetch_postgres_store: Store,
+) -> None:
+    assert dict(triofetch_postgres_store.repository_keys) == {"album": ALBUM_KEY}
+
+
+MARKED = """
+import pytest
+
+@pytest.mark.triofetch_store({marker})
+async def test_marked(triofetch_sqlite_store):
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("marker", "said"),
+    [
+        ("root='/tmp'", "unknown option root; it takes repository_keys, pool_size"),
+        ("{}", "takes keywords only"),
+    ],
+)
+def test_the_store_marker_refuses_what_it_does_not_take(
+    tmp_path: Path, marker: str, said: str
+) -> None:
+    (tmp_path / "test_marked.py").write_text(MARKED.format(marker=marker), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPOTHESIS"))}
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "trio", "-q"],
+        cwd=tmp_path,
+        env=env | {"PYTEST_ADDOPTS": "-o trio_mode=true"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode != 0, ran.stdout
+    assert said in ran.stdout + ran.stderr, ran.stdout + ran.stderr
+    assert "@pytest.mark.triofetch_store" in ran.stdout + ran.stderr
+
+
 # -- PostgresServer and its fixture: failures, a root run, SIGTERM ----------------------------
 
 

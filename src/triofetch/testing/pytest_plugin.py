@@ -23,6 +23,10 @@ shadow a fixture of yours.
     an open :class:`~triofetch.Store` on such a database, with its artifact storage in a
     temporary root (an async fixture: needs pytest-trio and psycopg).
 
+The store fixtures take options of :func:`~triofetch.open_store` from the marker
+``@pytest.mark.triofetch_store(...)`` on the test (or its class or module):
+``repository_keys``, ``pool_size``, ``cache_mib`` and ``connect_timeout``.
+
 This module imports nothing heavy when pytest loads it: no Trio, no store, no Hypothesis,
 no psycopg; each fixture imports what it needs when it runs.
 
@@ -44,7 +48,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -64,6 +68,38 @@ __all__ = [
 ]
 
 _databases = itertools.count(1)
+
+#: the options of open_store() the marker ``triofetch_store`` may set (where the store is
+#: and whether it is made or read-only are the fixtures' own business)
+_STORE_OPTIONS = ("repository_keys", "pool_size", "cache_mib", "connect_timeout")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "triofetch_store(repository_keys=..., pool_size=..., cache_mib=..., connect_timeout=...):"
+        " options of open_store() for the triofetch_sqlite_store and"
+        " triofetch_postgres_store fixtures",
+    )
+
+
+def _store_options(request: pytest.FixtureRequest) -> dict[str, object]:
+    """The ``triofetch_store`` marker's options (the closest marker wins), checked."""
+    marker = request.node.get_closest_marker("triofetch_store")
+    if marker is None:
+        return {}
+    if marker.args:
+        raise pytest.UsageError(
+            f"@pytest.mark.triofetch_store takes keywords only ({', '.join(_STORE_OPTIONS)}),"
+            f" got positional {marker.args!r}"
+        )
+    unknown = sorted(set(marker.kwargs) - set(_STORE_OPTIONS))
+    if unknown:
+        raise pytest.UsageError(
+            f"@pytest.mark.triofetch_store: unknown option {', '.join(unknown)};"
+            f" it takes {', '.join(_STORE_OPTIONS)}"
+        )
+    return dict(marker.kwargs)
 
 
 def _leave_the_library_unrewritten() -> None:
@@ -102,11 +138,17 @@ def triofetch_fault_server_session() -> Iterator[FaultServer]:
 
 
 @pytest.fixture
-async def triofetch_sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An open SQLite store with its artifact storage, both in a new temporary root."""
+async def triofetch_sqlite_store(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Store]:
+    """An open SQLite store with its artifact storage, both in a new temporary root.
+
+    ``@pytest.mark.triofetch_store(repository_keys=...)`` passes options to
+    :func:`~triofetch.open_store` (see the module's docstring)."""
     from triofetch.store import open_store
 
-    async with open_store(root=tmp_path / "triofetch-store") as store:
+    options: Any = _store_options(request)
+    async with open_store(root=tmp_path / "triofetch-store", **options) as store:
         yield store
 
 
@@ -186,11 +228,17 @@ def triofetch_postgres_url(triofetch_postgres_server: PostgresServer) -> Iterato
 
 @pytest.fixture
 async def triofetch_postgres_store(
-    triofetch_postgres_url: str, tmp_path: Path
+    triofetch_postgres_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Store]:
     """An open store on a new PostgreSQL database, with its artifact storage in a new
-    temporary root."""
+    temporary root.
+
+    ``@pytest.mark.triofetch_store(repository_keys=...)`` passes options to
+    :func:`~triofetch.open_store` (see the module's docstring)."""
     from triofetch.store import open_store
 
-    async with open_store(triofetch_postgres_url, root=tmp_path / "triofetch-store") as store:
+    options: Any = _store_options(request)
+    async with open_store(
+        triofetch_postgres_url, root=tmp_path / "triofetch-store", **options
+    ) as store:
         yield store
