@@ -65,6 +65,7 @@ def test_export_json(root: Path, tmp_path: Path) -> None:
         "copied": 0,
         "unchanged": 0,
         "fetched": 0,
+        "version_removed": False,
         "not_exported": [],
     }
     assert first.err == ""

@@ -33,6 +33,7 @@ from triofetch import (
     Downloader,
     open_store,
 )
+from triofetch._cli import _export
 from triofetch._cli._export import NOT_FETCHED, Unexportable, export_files, unexportable
 from triofetch._cli._inspect import FileRow
 from triofetch.manifest import local_source, manifest_base_url, parse_pulp_manifest
@@ -440,6 +441,65 @@ def test_a_missing_stored_file_is_named_as_such(http_server: FaultServer, tmp_pa
         f"triofetch: not exported: a.txt: the stored file is damaged (missing: {stored}): "
         "run triofetch repair"
     ]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_version_removed_during_the_export_is_not_called_damaged(
+    http_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    """Export takes no lease: prune and gc may remove the version it exports.  Here they do,
+    through the store API, at an exact point: after its first file (a.txt) is written, before
+    the next (the export's check for a cancel before each file is the hook).  The files gone
+    are listed as removed with the version, one line says so and that nothing is damaged,
+    status 1 (not everything exported), the manifest lists only the file written, and
+    verify is clean.  They were called damaged ("run triofetch repair")."""
+    root = tmp_path / "root"
+    sync(publish(http_server, GOOD), root, None, "r")
+    sync(publish(http_server, {"n.txt": b"en\n"}, prefix="/two"), root, None, "r", "--mirror")
+
+    async def prune_and_gc() -> None:
+        async with await open_store(None, root=root, create=False) as store:
+            assert (await store.prune("r", keep=1)).deleted == (1,)
+            assert (await store.collect_garbage(wait=10)).files == len(GOOD)
+
+    asked = 0
+
+    def before_each_file() -> bool:
+        nonlocal asked
+        asked += 1
+        if asked == 2:
+            trio.from_thread.run(prune_and_gc)  # (in the export's own Trio run)
+        return False
+
+    monkeypatch.setattr(_export, "_cancel_requested", before_each_file)
+    dest = tmp_path / "dest"
+    more = ("--json",) if as_json else ()
+    result = run_cli_in_process(
+        "export", "--root", root, "--repository", "r", "--version", "1", *more, dest
+    )
+    assert result.code == 1, result
+    assert asked == len(GOOD)
+    assert "is damaged" not in result.err and "repair" not in result.err, result
+    reason = "removed from the store with its version during the export (prune and gc)"
+    assert result.err.splitlines() == [
+        f"triofetch: not exported: b/c.txt: {reason}",
+        f"triofetch: not exported: d.txt: {reason}",
+        "triofetch: repository 'r' version 1 was removed while it was being exported (prune "
+        "and gc): 2 of its files were gone before they were exported, not damaged; export a "
+        "version that exists",
+    ]
+    if as_json:
+        out = result.json()
+        assert (out["version_removed"], out["written"]) == (True, 1)
+        assert out["not_exported"] == [
+            {"relative_path": "b/c.txt", "reason": reason},
+            {"relative_path": "d.txt", "reason": reason},
+        ]
+    else:
+        assert result.out.startswith("exported 1 files of 'r' version 1"), result
+    assert files_under(dest) == manifest_is_true(dest) == {"a.txt": GOOD["a.txt"]}
+    verify = run_cli_in_process("verify", "--root", root)
+    assert verify.code == 0, verify
 
 
 def test_a_damaged_stored_file_of_the_right_size_is_not_copied(

@@ -43,7 +43,14 @@ import trio
 
 from ..creator import ContentUnitCreator
 from ..downloader import Downloader
-from ..errors import InvalidInput, ManifestError, StorageWriteError, StoreError
+from ..errors import (
+    InvalidInput,
+    ManifestError,
+    RepositoryNotFound,
+    StorageWriteError,
+    StoreError,
+    VersionNotFound,
+)
 from ..manifest import MANIFEST_NAME, manifest_base_url, parse_pulp_manifest
 from ..storage import ArtifactStorage
 from ..store import open_store
@@ -81,6 +88,9 @@ class ExportReport:
     #: stopped by a full (or read-only, or failing) disk: the files before it were
     #: written, no PULP_MANIFEST
     disk_error: OSError | None = None
+    #: the relative paths (also in ``errors``) whose stored file was not there: damage, or
+    #: the version removed under the export (prune, then gc), which the caller tells apart
+    missing: list[str] = field(default_factory=list)
 
     @property
     def written(self) -> int:
@@ -97,6 +107,14 @@ class _Damaged(Exception):
 
     def __str__(self) -> str:
         return f"the stored file is damaged ({self.args[0]}): run triofetch repair"
+
+
+class _Missing(_Damaged):
+    """The stored file is not there (deleted from the storage, or collected by ``gc`` with
+    the version being exported)."""
+
+    def __init__(self, src: Path) -> None:
+        super().__init__(f"missing: {src}")
 
 
 class _ManifestNotRemoved(Exception):
@@ -225,7 +243,7 @@ def _place(
     try:
         source = os.stat(src)
     except FileNotFoundError:  # (deleted from the storage: "No such file" named nothing)
-        raise _Damaged(f"missing: {src}") from None
+        raise _Missing(src) from None
     if size is not None and source.st_size != size:
         raise _Damaged(f"size {source.st_size}, expected {size}")
     try:
@@ -255,6 +273,10 @@ def _place(
             if digest != sha256:
                 raise _Damaged(f"sha256 is {digest}") from None
         os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except FileNotFoundError:
+        if os.path.lexists(src):
+            raise
+        raise _Missing(src) from None  # removed since the stat above (by gc)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp, dir_fd=dir_fd)
@@ -396,7 +418,8 @@ def export_files(
     path or a manifest cannot list them (:func:`unexportable`; *checked*: the caller did).
     *stopped* is asked before each file: once it says so, the export ends there, without a
     manifest (``report.interrupted``).  A stored file that is damaged (another size than
-    recorded; when copied, other bytes) is in ``report.errors`` and not in the manifest.
+    recorded; when copied, other bytes) or missing is in ``report.errors`` and not in the
+    manifest; a missing one is in ``report.missing`` too.
     An earlier ``PULP_MANIFEST`` is removed before the first file is written (raises the
     OSError, having written nothing, when it cannot be).
     """
@@ -430,6 +453,8 @@ def export_files(
                 )
             except _Damaged as exc:
                 report.errors.append((row.relative_path, str(exc)))
+                if isinstance(exc, _Missing):
+                    report.missing.append(row.relative_path)
                 continue
             except (OSError, _ManifestNotRemoved) as exc:
                 dirs.close()
@@ -466,6 +491,28 @@ def _cancel_requested() -> bool:
 
 #: why a file of an on-demand unit is not exported with --no-fetch
 NOT_FETCHED = "not downloaded (on-demand; run without --no-fetch to fetch it)"
+#: why a file is not exported whose version was removed (prune, then gc) during the export
+REMOVED = "removed from the store with its version during the export (prune and gc)"
+
+
+async def _version_removed(
+    root: Path, db: str | None, repository: str, number: int, connect_timeout: float | None
+) -> bool:
+    """Whether version *number* of *repository* is gone from the store: pruned, and its
+    files collected by gc, while it was being exported (export takes no lease), so that its
+    missing files are not damage.  Read as every store read is, in a worker thread; a store
+    that cannot be read now tells nothing (False: the files are reported as missing)."""
+    try:
+        async with existing_store(
+            root, db, storage=False, connect_timeout=connect_timeout
+        ) as store:
+            # (a complete version's number is never given again: prune keeps the latest)
+            await store.get_version(repository, number)
+    except (RepositoryNotFound, VersionNotFound):
+        return True
+    except (CLIError, StoreError):
+        return False
+    return False
 
 
 @dataclass
@@ -587,9 +634,23 @@ async def export_command(args: argparse.Namespace) -> int:
             f"after {report.written} files of {args.repository!r} version {number} written "
             f"to {dest}, no {MANIFEST_NAME} yet: run the export again to finish"
         )
+    removed = bool(report.missing) and await _version_removed(
+        root, args.db, args.repository, number, args.db_connect_timeout
+    )
+    if removed:
+        gone = set(report.missing)
+        report.errors = [(p, REMOVED if p in gone else why) for p, why in report.errors]
     errors.extend(report.errors)
     for path, why in errors:
         warn(f"not exported: {path}: {why}")
+    if removed:
+        gone_count = len(report.missing)
+        warn(
+            f"repository {args.repository!r} version {number} was removed while it was "
+            f"being exported (prune and gc): {gone_count} of its files "
+            f"{'was' if gone_count == 1 else 'were'} gone before they were exported, not "
+            "damaged; export a version that exists"
+        )
     if report.disk_error is not None:
         raise CLIError(_stopped_by_disk(report, len(todo), dest), EXIT_FAILED, kind="disk")
     if args.json:
@@ -603,6 +664,7 @@ async def export_command(args: argparse.Namespace) -> int:
                 "copied": report.copied,
                 "unchanged": report.unchanged,
                 "fetched": fetched,
+                "version_removed": removed,
                 "not_exported": [{"relative_path": p, "reason": why} for p, why in errors],
             }
         )
