@@ -772,6 +772,64 @@ async def test_a_new_version_is_served_after_refresh(
             nursery.cancel_scope.cancel()
 
 
+async def test_a_version_removed_while_remembered_is_not_called_damaged(
+    root: Path, tmp_path: Path, http_server_module: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """prune and gc remove versions the app still remembers (for ``refresh`` seconds; an
+    hour here, so that it surely does): their files are 404 saying the version was removed,
+    with no repair advice and nothing above INFO in the log, and the app forgets them at
+    once.  A file missing from a live version still gets the repair advice.  The app said
+    "the stored file is missing (run triofetch repair)", a WARNING, and kept listing the
+    removed version (for a second, by default)."""
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    async with await open_store(None, root=copy, create=False, readonly=True) as store:
+        app = make_app(store, refresh=3600, memory_cache=0)
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(partial(serve_app, app, port=0))
+            port = int(urls[0].rsplit(":", 1)[1])
+            # remembered: the latest version (2) and version 1, with their tables
+            assert b"new.txt" in (await raw(port, "/r/")).body
+            assert b"c.tar.gz" in (await raw(port, "/r/versions/1/dir/")).body
+            # version 3 holds only n.txt; versions 1 and 2 are pruned, their files collected
+            url = publish(http_server_module, {"n.txt": b"only n\n"}, prefix="/mirror")
+            result = await trio.to_thread.run_sync(
+                partial(run_cli, "sync", url, "--root", copy, "--repository", "r", "--mirror")
+            )
+            assert result.code == 0, result
+            async with await open_store(None, root=copy, create=False) as writer:
+                assert (await writer.prune("r", keep=1)).deleted == (1, 2)
+                assert (await writer.collect_garbage(wait=10)).files >= len(FILES)
+            with caplog.at_level(logging.DEBUG, logger="triofetch.serve"):
+                for target, number in (("/r/versions/1/dir/c.tar.gz", 1), ("/r/a.txt", 2)):
+                    reply = await raw(port, target)
+                    assert reply.status == 404, target
+                    assert reply.body.decode() == (
+                        f"404 Not Found\nversion {number} of r was removed (prune and gc): "
+                        "it is no longer served\n"
+                    )
+                loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+                assert loud == [], [r.getMessage() for r in loud]
+                # forgotten at once: the next requests read the store
+                assert (await raw(port, "/r/versions/1/")).status == 404
+                assert (await raw(port, "/r/versions/2/a.txt")).status == 404
+                listing = await raw(port, "/r/")
+                assert b"n.txt" in listing.body and b"new.txt" not in listing.body
+                assert (await raw(port, "/r/n.txt")).body == b"only n\n"
+                # a file missing from a version that is still there: repair it
+                digest = sha(b"only n\n")
+                (copy / "artifacts" / digest[:2] / digest[2:4] / digest).unlink()
+                reply = await raw(port, "/r/n.txt")
+            assert (reply.status, reply.body) == (
+                404,
+                b"404 Not Found\nthe stored file is missing (run triofetch repair)\n",
+            )
+            assert [r.levelno for r in caplog.records if "not in the storage" in r.message] == [
+                logging.WARNING
+            ]
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_client_going_away_mid_file(served: Served) -> None:
     """The server stops sending and goes on serving the others."""
     for _ in range(5):

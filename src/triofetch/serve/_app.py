@@ -431,6 +431,23 @@ class ContentApp:
             done.set()
         return index
 
+    async def _removed(self, handle: VersionHandle) -> bool:
+        """Whether the version *handle* names is gone from the store (pruned, its files
+        collected); if so, the lookups and the table that still had it are forgotten, so
+        that the next request reads the store."""
+        try:
+            current = await self.store.get_version(handle.repository, handle.number)
+        except (RepositoryNotFound, VersionNotFound):
+            current = None
+        if current is not None and current.id == handle.id:
+            return False
+        self._indexes.pop(handle.id, None)
+        self._numbered.pop((handle.repository, handle.number), None)
+        latest = self._latest.get(handle.repository)
+        if latest is not None and latest[2] is not None and latest[2].id == handle.id:
+            del self._latest[handle.repository]
+        return True
+
     # -- pages --------------------------------------------------------------------------------
 
     async def _root_index(self, ex: Exchange) -> None:
@@ -479,9 +496,9 @@ class ContentApp:
         entry = index.files.get(path)
         if entry is not None:
             if entry.stored:
-                await self._send_stored(ex, entry)
+                await self._send_stored(ex, handle, entry)
             else:
-                await self._serve_unstored(ex, index, entry)
+                await self._serve_unstored(ex, handle, index, entry)
             return
         if path in index.dirs:
             await ex.redirect()
@@ -536,7 +553,9 @@ class ContentApp:
 
     # -- files --------------------------------------------------------------------------------
 
-    async def _serve_unstored(self, ex: Exchange, index: VersionIndex, entry: FileEntry) -> None:
+    async def _serve_unstored(
+        self, ex: Exchange, handle: VersionHandle, index: VersionIndex, entry: FileEntry
+    ) -> None:
         """A file of the version whose unit was recorded but whose file is not stored (a
         unit created ``on_demand`` or ``streamed``): fetched from its remote and streamed
         (see :mod:`triofetch.serve._ondemand`).  ``HEAD`` and a matching ``If-None-Match``
@@ -589,7 +608,7 @@ class ContentApp:
             record = outcome
             stored = replace(entry, sha256=record.sha256, size=record.size, stored=True)
             index.files[entry.relative_path] = stored
-            await self._send_stored(ex, stored)
+            await self._send_stored(ex, handle, stored)
 
     def _validators(
         self, ex: Exchange, sha256: str, size: int, kind: bytes
@@ -644,7 +663,7 @@ class ContentApp:
         await ex.start(status, headers)
         await ex.body(data[start : start + length])
 
-    async def _send_stored(self, ex: Exchange, entry: FileEntry) -> None:
+    async def _send_stored(self, ex: Exchange, handle: VersionHandle, entry: FileEntry) -> None:
         sha256, size = entry.sha256, entry.size
         assert sha256 is not None and size is not None
         kind = content_type(entry.relative_path.rpartition("/")[2]).encode("ascii")
@@ -675,6 +694,20 @@ class ContentApp:
                 limiter=self.file_limiter,
             )
         except FileNotFoundError:
+            if await self._removed(handle):
+                # remembered for up to ``refresh`` seconds: prune and gc took it meanwhile
+                log.info(
+                    "%s: version %d of %s was removed (prune, gc): no longer served",
+                    entry.relative_path,
+                    handle.number,
+                    handle.repository,
+                )
+                await ex.error(
+                    404,
+                    f"version {handle.number} of {handle.repository} was removed "
+                    "(prune and gc): it is no longer served",
+                )
+                return
             log.warning("%s: its file %s is not in the storage", entry.relative_path, sha256)
             await ex.error(404, "the stored file is missing (run triofetch repair)")
             return
