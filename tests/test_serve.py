@@ -778,7 +778,8 @@ async def test_a_version_removed_while_remembered_is_not_called_damaged(
     """prune and gc remove versions the app still remembers (for ``refresh`` seconds; an
     hour here, so that it surely does): their files are 404 saying the version was removed,
     with no repair advice and nothing above INFO in the log, and the app forgets them at
-    once.  A file missing from a live version still gets the repair advice.  The app said
+    once; a path of the latest version it remembered is answered from the version that took
+    its place.  A file missing from a live version still gets the repair advice.  The app said
     "the stored file is missing (run triofetch repair)", a WARNING, and kept listing the
     removed version (for a second, by default)."""
     copy = tmp_path / "root"
@@ -791,8 +792,10 @@ async def test_a_version_removed_while_remembered_is_not_called_damaged(
             # remembered: the latest version (2) and version 1, with their tables
             assert b"new.txt" in (await raw(port, "/r/")).body
             assert b"c.tar.gz" in (await raw(port, "/r/versions/1/dir/")).body
-            # version 3 holds only n.txt; versions 1 and 2 are pruned, their files collected
-            url = publish(http_server_module, {"n.txt": b"only n\n"}, prefix="/mirror")
+            # version 3 holds n.txt and a new a.txt; versions 1 and 2 are pruned, their
+            # files collected
+            new = {"n.txt": b"only n\n", "a.txt": b"a new a\n"}
+            url = publish(http_server_module, new, prefix="/mirror")
             result = await trio.to_thread.run_sync(
                 partial(run_cli, "sync", url, "--root", copy, "--repository", "r", "--mirror")
             )
@@ -801,13 +804,15 @@ async def test_a_version_removed_while_remembered_is_not_called_damaged(
                 assert (await writer.prune("r", keep=1)).deleted == (1, 2)
                 assert (await writer.collect_garbage(wait=10)).files >= len(FILES)
             with caplog.at_level(logging.DEBUG, logger="triofetch.serve"):
-                for target, number in (("/r/versions/1/dir/c.tar.gz", 1), ("/r/a.txt", 2)):
-                    reply = await raw(port, target)
-                    assert reply.status == 404, target
-                    assert reply.body.decode() == (
-                        f"404 Not Found\nversion {number} of r was removed (prune and gc): "
-                        "it is no longer served\n"
-                    )
+                reply = await raw(port, "/r/versions/1/dir/c.tar.gz")
+                assert (reply.status, reply.body.decode()) == (
+                    404,
+                    "404 Not Found\nversion 1 of r was removed (prune and gc): "
+                    "it is no longer served\n",
+                )
+                # the latest it remembered (2) is gone: the latest now (3) answers
+                reply = await raw(port, "/r/a.txt")
+                assert (reply.status, reply.body) == (200, b"a new a\n")
                 loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
                 assert loud == [], [r.getMessage() for r in loud]
                 # forgotten at once: the next requests read the store

@@ -93,6 +93,18 @@ class _NotFound(Exception):
     """Answer 404 (raised by the lookups)."""
 
 
+class _VersionGone(Exception):
+    """The version a request was served from was removed (prune and gc) while the app still
+    remembered it; raised before anything was sent, its lookups forgotten already."""
+
+    def __init__(self, handle: VersionHandle) -> None:
+        super().__init__(
+            f"version {handle.number} of {handle.repository} was removed (prune and gc): "
+            "it is no longer served"
+        )
+        self.handle = handle
+
+
 class Exchange:
     """One request and what has been answered so far (for the access log).
 
@@ -351,7 +363,10 @@ class ContentApp:
                     if len(rest) == 2 and not directory:
                         await ex.redirect()
                     else:
-                        await self._in_version(ex, handle, rest[2:], directory, latest=False)
+                        try:
+                            await self._in_version(ex, handle, rest[2:], directory, latest=False)
+                        except _VersionGone as gone:
+                            await ex.error(404, str(gone))
                     return
             # not a version: a path of the latest version that starts with "versions/"
         if latest is None:
@@ -365,7 +380,19 @@ class ContentApp:
             )
             await ex.simple(200, page, _HTML)
             return
-        await self._in_version(ex, latest, rest, directory, latest=True)
+        try:
+            await self._in_version(ex, latest, rest, directory, latest=True)
+        except _VersionGone as gone:
+            # the latest version the app remembered is gone: a newer one took its place
+            # (answered from it), or none is left
+            latest = await self._latest_version(name)
+            if latest is None or latest.id == gone.handle.id:
+                await ex.error(404, str(gone))
+                return
+            try:
+                await self._in_version(ex, latest, rest, directory, latest=True)
+            except _VersionGone as again:  # (gone too, already: say so, once)
+                await ex.error(404, str(again))
 
     # -- lookups (cached) ---------------------------------------------------------------------
 
@@ -702,12 +729,7 @@ class ContentApp:
                     handle.number,
                     handle.repository,
                 )
-                await ex.error(
-                    404,
-                    f"version {handle.number} of {handle.repository} was removed "
-                    "(prune and gc): it is no longer served",
-                )
-                return
+                raise _VersionGone(handle) from None
             log.warning("%s: its file %s is not in the storage", entry.relative_path, sha256)
             await ex.error(404, "the stored file is missing (run triofetch repair)")
             return
