@@ -627,6 +627,48 @@ async def test_file_urls(tmp_path: Path, transport: str, temp_dir: Path) -> None
     assert leftovers(temp_dir) == [result.path.name]
 
 
+async def test_file_url_of_a_name_that_is_not_utf8(tmp_path: Path, temp_dir: Path) -> None:
+    """``Path.as_uri()`` percent-escapes the name's bytes (``caf%E9.bin``, Latin-1): the URL
+    names that file.  Its escapes were decoded as UTF-8 (``caf\ufffd.bin``): 404."""
+    src = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.bin"))
+    src.write_bytes(DATA)  # noqa: ASYNC240
+    url = src.as_uri()
+    assert url.endswith("/caf%E9.bin")
+    async with downloader("trio", temp_dir) as dl:
+        result = await dl.fetch(url, expected_digests={"sha256": SHA256})
+    assert result.path.read_bytes() == DATA
+
+
+def test_file_urls_without_a_utf8_file_system_encoding(tmp_path: Path) -> None:
+    """Under ``LC_ALL=C`` without UTF-8 mode (file system encoding ASCII) a ``file://`` URL
+    of a UTF-8 name (``données/été.bin``, what ``export`` writes) raised UnicodeEncodeError
+    out of the download: ``triofetch sync`` of an exported tree ended in "internal error"."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "données" / "été.bin"
+    src.parent.mkdir()
+    src.write_bytes(DATA)
+    script = (
+        "import sys, triofetch\n"
+        "assert sys.getfilesystemencoding() == 'ascii', sys.getfilesystemencoding()\n"
+        "r = triofetch.fetch(sys.argv[1], expected_digests={'sha256': sys.argv[2]})\n"
+        "print(r.size)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "PYTHON"))}
+    env |= {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0"}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, src.as_uri(), SHA256],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(len(DATA))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "text"),
     [

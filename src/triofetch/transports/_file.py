@@ -14,7 +14,7 @@ import stat
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import trio
 
@@ -27,7 +27,14 @@ _CHUNK = 1 << 20
 
 
 def file_url_path(url: str) -> Path:
-    """The local path of a ``file://`` URL (host empty or ``localhost``)."""
+    """The local path of a ``file://`` URL (host empty or ``localhost``).
+
+    The URL's percent escapes are the bytes of the file's name (what
+    :meth:`pathlib.Path.as_uri` writes), decoded as :func:`os.fsdecode` does: the path names
+    that very file whatever the locale's encoding, a name that is not UTF-8 included.
+    Decoded as UTF-8 text instead, a name the file system encoding cannot write (é under
+    ``LC_ALL=C`` without UTF-8 mode) raised ``UnicodeEncodeError`` out of the download, and
+    a name in another encoding (``%E9``) became U+FFFD: 404 for a file that is there."""
     parts = urlsplit(url)
     if parts.scheme != "file":
         raise InvalidURL("not a file:// URL", url=url)
@@ -35,10 +42,14 @@ def file_url_path(url: str) -> Path:
         raise InvalidURL(
             f"file:// URLs on another host ({parts.netloc!r}) are not supported", url=url
         )
-    path = unquote(parts.path)
-    if not path.startswith("/") or "\x00" in path:
+    # (characters left unescaped: their UTF-8, or the bytes surrogateescape stands for)
+    try:
+        path = unquote_to_bytes(parts.path.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:  # (a lone surrogate that stands for no byte)
+        raise InvalidURL("a file:// URL's path must be text or bytes", url=url) from None
+    if not path.startswith(b"/") or b"\x00" in path:
         raise InvalidURL("a file:// URL needs an absolute path", url=url)
-    return Path(path)
+    return Path(os.fsdecode(path))
 
 
 class _FileResponse:
