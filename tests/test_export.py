@@ -166,6 +166,27 @@ def test_export_round_trips_awkward_paths(
     assert files_under(dest) == AWKWARD
 
 
+def test_export_round_trips_without_a_utf8_file_system_encoding(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """Under ``LC_ALL=C`` without UTF-8 mode (file system encoding ASCII) the export of a
+    non-ASCII path ended in "internal error: UnicodeEncodeError" (status 70), having written
+    part of DEST.  Its files are named by the UTF-8 of their paths, as the manifest names
+    them, and a sync of DEST under that locale reads them all back."""
+    ascii_locale = {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": ""}
+    url = publish(http_server, AWKWARD)
+    root = tmp_path / "root"
+    sync(url, root, None, "r")
+    dest = tmp_path / "export"
+    exported = run_cli("export", "--root", root, "--repository", "r", dest, env=ascii_locale)
+    assert exported.code == 0, exported
+    assert files_under(dest) == AWKWARD
+    other = tmp_path / "other"
+    back = run_cli("sync", dest, "--root", other, "--repository", "copy", env=ascii_locale)
+    assert back.code == 0, back
+    assert listing(other, None, "copy") == expected_rows(AWKWARD)
+
+
 def test_an_export_deeper_than_path_max_syncs_back(
     http_server: FaultServer, tmp_path: Path
 ) -> None:

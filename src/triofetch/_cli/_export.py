@@ -404,6 +404,15 @@ def _is_manifest(path: str) -> bool:
     return path == MANIFEST_NAME or path.startswith(MANIFEST_NAME + "/")
 
 
+def _file_name(part: str) -> str:
+    """The name that writes *part* as its UTF-8 bytes, what the manifest's line (UTF-8) and
+    a ``file://`` or web server's URL of it (percent-escaped UTF-8) name, whatever the file
+    system encoding: *part* itself under a UTF-8 locale.  Under another (``LC_ALL=C``
+    without UTF-8 mode: ASCII) *part* could not be written (UnicodeEncodeError: "internal
+    error"), or was written in that encoding, which a sync of the export did not find."""
+    return os.fsdecode(part.encode("utf-8"))
+
+
 def export_files(
     storage: ArtifactStorage,
     rows: list[FileRow],
@@ -439,7 +448,7 @@ def export_files(
                 report.interrupted = True
                 break
             assert row.sha256 is not None
-            *parents, name = row.relative_path.split("/")
+            *parents, name = map(_file_name, row.relative_path.split("/"))
             try:
                 fd = dirs.open(tuple(parents))
                 _place(
