@@ -496,6 +496,25 @@ def test_demo(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # everything happened in a temp dir
 
 
+def test_demo_removes_its_temp_dir_itself(tmp_path: Path) -> None:
+    """It was left to the TemporaryDirectory's finalizer, at exit: ``ResourceWarning:
+    Implicitly cleaning up`` under ``python -X dev`` or ``-W error``."""
+    demo = run_cli(
+        "demo", "--files", "20", cwd=tmp_path, env={"PYTHONWARNINGS": "error::ResourceWarning"}
+    )
+    assert demo.code == 0, demo
+    assert "ResourceWarning" not in demo.err and "Exception ignored" not in demo.err, demo
+
+
+def test_demo_without_a_utf8_file_system_encoding(tmp_path: Path) -> None:
+    """Under ``LC_ALL=C`` without UTF-8 mode (file system encoding ASCII) the demo ended in
+    "internal error: UnicodeEncodeError" (status 70) writing its sample 'données/...'."""
+    ascii_locale = {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": ""}
+    demo = run_cli("demo", "--files", "20", cwd=tmp_path, env=ascii_locale)
+    assert demo.code == 0, demo
+    assert "identical to the source: yes" in demo.out and "all intact" in demo.out, demo
+
+
 @pytest.mark.postgres
 def test_sync_with_db_on_postgresql(
     http_server: FaultServer, tmp_path: Path, postgres_dsn: str

@@ -11,11 +11,11 @@ code (``run_sync``, ``export_files``), which it must not copy.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import filecmp
 import hashlib
 import random
-import shutil
 import sys
 import tempfile
 import threading
@@ -42,13 +42,22 @@ _DIRS = ["docs", "images/2024", "packages/noarch", "packages/x86_64", "données"
 _SPECIAL = ["docs/read me.txt", "données/été 2024 — résumé.txt", "docs/notes #1 (draft).txt"]
 
 
+def _nameable(path: str) -> bool:
+    """Whether *path*'s file name is its UTF-8 here, what the web server of the demo looks
+    for: always under a UTF-8 locale; under another (``LC_ALL=C`` without UTF-8 mode) only
+    an ASCII name, the others are left out of the sample (they could not be written)."""
+    return path.isascii() or codecs.lookup(sys.getfilesystemencoding()).name == "utf-8"
+
+
 def generate_repository(where: Path, count: int, seed: int = 2024) -> list[str]:
     """Write *count* files and their PULP_MANIFEST under *where*; return the paths."""
     rng = random.Random(seed)
-    paths = list(_SPECIAL[: min(len(_SPECIAL), count)])
+    special = [p for p in _SPECIAL if _nameable(p)]
+    dirs = [d for d in _DIRS if _nameable(d)]
+    paths = special[: min(len(special), count)]
     i = 0
     while len(paths) < count:
-        directory = _DIRS[i % len(_DIRS)]
+        directory = dirs[i % len(dirs)]
         paths.append(f"{directory}/file-{i:04}.bin")
         i += 1
     lines = []
@@ -117,10 +126,13 @@ async def demo_command(args: argparse.Namespace) -> int:
             say(*values)
 
     tty = console is not None
+    holder: tempfile.TemporaryDirectory[str] | None = None
     if args.keep:
         base = Path(tempfile.mkdtemp(prefix="triofetch-demo-"))
     else:
-        holder = tempfile.TemporaryDirectory(prefix="triofetch-demo-")
+        # removed below, in every case (Ctrl-C included); left to the holder's finalizer it
+        # was removed all the same, with a ResourceWarning ("Implicitly cleaning up")
+        holder = tempfile.TemporaryDirectory(prefix="triofetch-demo-", ignore_cleanup_errors=True)
         base = Path(holder.name)
     try:
         site, root, dest = base / "site", base / "store", base / "export"
@@ -195,10 +207,10 @@ async def demo_command(args: argparse.Namespace) -> int:
             )
         return EXIT_OK if same and checked.ok and not exported.errors else EXIT_FAILED
     finally:
-        if not args.keep:
-            await trio.to_thread.run_sync(
-                partial(shutil.rmtree, base, ignore_errors=True)  # read-only files: fine
-            )
+        if holder is not None:
+            # shielded: once interrupted (a cancelled scope) an await would end at once
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(holder.cleanup)  # read-only files: fine
 
 
 def _same_tree(site: Path, dest: Path, paths: list[str]) -> bool:
