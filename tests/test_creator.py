@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -284,6 +286,28 @@ async def test_fail_fast_raises_one_unit_failed_when_several_fail_at_once(
             await creator.run(units, repository="r")
         assert isinstance(info.value.cause, triofetch.HTTPStatusError)
     assert await store.latest_version("r") is None
+
+
+async def test_cancel_mid_run_closes_the_iteration_of_the_units(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    """The run closed its slicing generator but not the one it reads (``aiter_units``):
+    cancelled mid-run, that was garbage collected unfinished, a ResourceWarning (seen under
+    ``python -X dev``, on Ctrl-C of ``triofetch sync`` or ``demo``)."""
+    units = [
+        multi_unit(http_server, f"w{i}", {"a": content(f"a{i}", 4000), "b": content(f"b{i}", 4000)})
+        for i in range(30)
+    ]
+    for i in range(30):
+        http_server.add_faults(f"/multi/w{i}/b", [Slow(0.02, chunk=500)])
+    creator = triofetch.ContentUnitCreator(store, dl, slice_size=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with trio.move_on_after(0.25) as scope:
+            await creator.run(units, repository="r")
+        gc.collect()
+    assert scope.cancelled_caught
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 async def test_cancel_mid_run_leaves_complete_or_absent(

@@ -14,6 +14,7 @@ import os
 import tempfile
 import threading
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
@@ -21,7 +22,13 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
+from contextlib import (
+    AbstractAsyncContextManager,
+    aclosing,
+    asynccontextmanager,
+    nullcontext,
+    suppress,
+)
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Self, TypeVarTuple, Unpack
@@ -102,8 +109,9 @@ def check_units_input(units: object) -> None:
 
 async def aiter_units(
     units: Iterable[DeclarativeUnit] | AsyncIterable[DeclarativeUnit],
-) -> AsyncIterator[DeclarativeUnit]:
-    """Iterate a sync or async iterable of units lazily, checking each item's type."""
+) -> AsyncGenerator[DeclarativeUnit, None]:
+    """Iterate a sync or async iterable of units lazily, checking each item's type (an
+    async generator: close it, ``contextlib.aclosing``, when leaving it unfinished)."""
     if isinstance(units, AsyncIterable):
         async for unit in units:
             yield _checked(unit)
@@ -263,8 +271,8 @@ class UnitDownloader:
     ) -> None:
         with send:  # (not "async with": its checkpoint could swallow the error of the block)
             slots = trio.Semaphore(self._in_flight)
-            async with trio.open_nursery() as nursery:
-                async for unit in aiter_units(units):
+            async with trio.open_nursery() as nursery, aclosing(aiter_units(units)) as checked:
+                async for unit in checked:
                     await slots.acquire()
                     nursery.start_soon(self._one, unit, send.clone(), slots, nursery)
 

@@ -103,7 +103,10 @@ class SlicePipeline:
             async with (
                 send,
                 trio.open_nursery() as slices,
-                aclosing(_slices(aiter_units(units), self.slice_size)) as chunks,
+                # both generators closed (the inner one, left suspended by the outer's close,
+                # was garbage collected unfinished: a ResourceWarning once cancelled)
+                aclosing(aiter_units(units)) as checked,
+                aclosing(_slices(checked, self.slice_size)) as chunks,
             ):
                 async for chunk in chunks:
                     chunk = self._distinct(chunk, seen)
