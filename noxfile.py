@@ -9,6 +9,7 @@ nox -s docs        Sphinx HTML docs into docs/_build/html
 nox -s bench       benchmarks side by side with peers (curl, aria2c, aiohttp)
 nox -s asks        the transport test suite on the asks transport
 nox -s stress      the property-based tests with a large Hypothesis profile
+nox -s package     build the sdist and wheel, install the wheel without extras, check both
 """
 
 from __future__ import annotations
@@ -119,6 +120,19 @@ def docs(session: nox.Session) -> None:
     session.install("-e", ".[postgres,serve]", "sphinx>=7", "pytest", "hypothesis")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "man", "docs", "docs/_build/man")
+
+
+@nox.session(python=PYTHON)
+def package(session: nox.Session) -> None:
+    """Build the sdist and the wheel, install the wheel (no extras, not editable) and check
+    both as a packager and a first-time installer would (scripts/check_package.py)."""
+    dist = session.create_tmp() + "/dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.install("build")
+    session.run("python", "-m", "build", "--outdir", dist, ".")
+    wheels = [name for name in os.listdir(dist) if name.endswith(".whl")]
+    session.install("--force-reinstall", os.path.join(dist, *wheels))
+    session.run("python", "scripts/check_package.py", dist)
 
 
 @nox.session(python=PYTHON)
