@@ -515,6 +515,26 @@ def test_demo_without_a_utf8_file_system_encoding(tmp_path: Path) -> None:
     assert "identical to the source: yes" in demo.out and "all intact" in demo.out, demo
 
 
+def test_a_non_ascii_source_url_without_a_utf8_locale(tmp_path: Path) -> None:
+    """A ``file://`` URL with non-ASCII characters typed under ``LC_ALL=C`` without UTF-8
+    mode reaches ``sys.argv`` with surrogate escapes (the bytes the locale could not
+    decode): the sync ended in "internal error: UnicodeEncodeError ... surrogates not
+    allowed" (status 70).  Those bytes are percent-escaped, as a URL carries them."""
+    ascii_locale = {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": ""}
+    source = tmp_path / "dépôt"
+    source.mkdir()
+    body = b"summer\n"
+    (source / "été.txt").write_bytes(body)
+    line = f"été.txt,{hashlib.sha256(body).hexdigest()},{len(body)}\n"
+    (source / "PULP_MANIFEST").write_bytes(line.encode("utf-8"))
+    url = f"file://{source}/PULP_MANIFEST"
+    root = tmp_path / "root"
+    result = run_cli("sync", url, "--root", root, "--repository", "r", env=ascii_locale)
+    assert result.code == 0, result
+    listed = run_cli("list", "--root", root, "--repository", "r", "--json")
+    assert [row["relative_path"] for row in listed.json()] == ["été.txt"]
+
+
 @pytest.mark.postgres
 def test_sync_with_db_on_postgresql(
     http_server: FaultServer, tmp_path: Path, postgres_dsn: str

@@ -78,9 +78,18 @@ __all__ = [
 _SCHEMES = ("http", "https", "file")
 
 
+def _escape_undecoded(url: str) -> str:
+    """*url* with each byte the locale could not decode (a surrogate escape of ``sys.argv``:
+    a UTF-8 URL typed under ``LC_ALL=C`` without UTF-8 mode) percent-escaped, as a URL
+    carries such bytes; the rest as it is."""
+    return "".join(f"%{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in url)
+
+
 def resolve_source(source: str) -> tuple[str, tuple[str, str] | None]:
     """The manifest URL without credentials, and the basic-auth credentials it carried."""
     scheme = urlsplit(source).scheme.lower() if "://" in source else ""
+    if scheme:
+        source = _escape_undecoded(source)
     if not scheme:
         if Path(source).exists():
             return local_source(source), None
