@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "triofetch._groups": 0,
     "triofetch._watch": 0,
     "triofetch._tempfiles": 0,
+    "triofetch._durable": 0,
     "triofetch.errors": 1,
     "triofetch._digests": 2,
     "triofetch._model": 2,
