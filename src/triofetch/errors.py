@@ -35,7 +35,8 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      │    ├── RepositoryKeyConflict    two units added at one repository key
      │    ├── StoreBusy                gc gave up waiting for running writers: waited
      │    ├── StorageWriteError        a full disk, a quota, a read-only or failing file system
-     │    │                            under the root: errno, path, report (OSError as cause)
+     │    │                            under the root, too many open files: errno, path,
+     │    │                            report (OSError as cause)
      │    └── ArtifactMissing          reading an artifact that is not stored
      ├── UnitFailed                    unit_key, cause
      └── WrongContext                  (also a RuntimeError) fetch() called inside a Trio
@@ -392,11 +393,13 @@ class StorageWriteError(StoreError):
     """Writing under the storage root failed for a reason no retry fixes: the run stopped.
 
     The disk is full (``ENOSPC``), a quota is exhausted (``EDQUOT``), the file system is
-    read-only (``EROFS``) or failing (``EIO``).  :meth:`ContentUnitCreator.run
-    <triofetch.ContentUnitCreator.run>` raises it (never inside an exception group) after
-    it stopped starting downloads, committed every unit already complete and removed its
-    temp files: the store is consistent, and a run started once space is freed goes on
-    where this one stopped.
+    read-only (``EROFS``) or failing (``EIO``), or the process is out of file descriptors
+    (``EMFILE``: its ``ulimit -n``; ``ENFILE``: the system's table).
+    :meth:`ContentUnitCreator.run <triofetch.ContentUnitCreator.run>`
+    raises it (never inside an exception group) after it stopped starting downloads,
+    committed every unit already complete and removed its temp files: the store is
+    consistent, and a run started once space is freed (or with a higher open-file limit,
+    or fewer connections) goes on where this one stopped.
 
     Attributes:
         errno: the OS error number (compare with :data:`errno.ENOSPC`...).
@@ -411,8 +414,11 @@ class StorageWriteError(StoreError):
     ``__cause__`` is the :class:`OSError`.
     """
 
-    #: the error numbers that stop a run: every later write would fail the same way
-    ERRNOS = frozenset({_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS, _errno.EIO})
+    #: the error numbers that stop a run: every later write would fail the same way (a
+    #: file descriptor too is a resource of the process, not of one unit)
+    ERRNOS = frozenset(
+        {_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS, _errno.EIO, _errno.EMFILE, _errno.ENFILE}
+    )
 
     def __init__(self, error: OSError, path: str | os.PathLike[str]) -> None:
         self.errno = error.errno if error.errno is not None else _errno.EIO
@@ -429,9 +435,17 @@ class StorageWriteError(StoreError):
         """A full disk or an exhausted quota: freeing space lets the next run go on."""
         return self.errno in (_errno.ENOSPC, _errno.EDQUOT)
 
+    @property
+    def too_many_open_files(self) -> bool:
+        """The process (``EMFILE``) or the whole system (``ENFILE``) is out of file
+        descriptors: a higher limit (``ulimit -n``) or fewer connections let the next run
+        go on."""
+        return self.errno in (_errno.EMFILE, _errno.ENFILE)
+
     @classmethod
     def matches(cls, error: BaseException) -> bool:
-        """Whether *error* is an OSError that stops a run (a full or failing file system)."""
+        """Whether *error* is an OSError that stops a run (a full or failing file system,
+        too many open files): its ``errno`` is in :attr:`ERRNOS`."""
         return isinstance(error, OSError) and error.errno in cls.ERRNOS
 
 

@@ -173,11 +173,21 @@ def _check_sha256(value: object) -> str:
 
 
 def _syncfs(path: Path) -> bool:
-    """syncfs(2) on the filesystem of *path*; False where the platform has no syncfs."""
+    """syncfs(2) on the filesystem of *path*; False where the platform has no syncfs.
+
+    With no file descriptor to open *path* (``EMFILE``, ``ENFILE``), sync(2) instead: it
+    needs none, and Linux waits for it as for syncfs.  So a run that stops for want of
+    descriptors still commits the units it completed."""
     syncfs = getattr(_LIBC, "syncfs", None) if _LIBC is not None else None
     if syncfs is None:
         return False
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        os.sync()  # (every file system: more work than syncfs, on a rare path)
+        return True
     try:
         if syncfs(fd) != 0:
             err = ctypes.get_errno()

@@ -7,6 +7,7 @@ the store load none of it) nor a private module of ``triofetch``.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -17,7 +18,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import InvalidInput, NotAStore, StoreError, StoreNotFound, redact_url
+from ..errors import (
+    InvalidInput,
+    NotAStore,
+    StorageWriteError,
+    StoreError,
+    StoreNotFound,
+    redact_url,
+)
 from ..store import DEFAULT_DATABASE_NAME, Store, open_store
 from . import _startup
 
@@ -46,6 +54,8 @@ __all__ = [
     "say",
     "store_error",
     "warn",
+    "write_stop_hint",
+    "write_stop_kind",
 ]
 
 EXIT_OK = 0
@@ -214,6 +224,27 @@ def damaged_store(where: str, exc: StoreError) -> CLIError:
     """The one line (exit status 2) for a store SQLite finds damaged, *exc* the error it
     gave (see :func:`damaged_database`), whether found opening the store or later."""
     return CLIError(f"the store {where} is damaged: {exc}", kind="store_damaged")
+
+
+def write_stop_kind(exc: StorageWriteError) -> str:
+    """The JSON error kind of a command *exc* stopped: ``open_files`` for a process (or a
+    system) out of file descriptors, ``disk`` for a full, read-only or failing disk."""
+    return "open_files" if exc.too_many_open_files else "disk"
+
+
+def write_stop_hint(exc: StorageWriteError, again: str, *, connections: bool = False) -> str:
+    """What to do about a command *exc* stopped, ending in "run *again* again" (``the
+    command``, ``the export``); *connections*: the command has ``--connections``."""
+    fewer = " or use fewer --connections" if connections else ""
+    if exc.errno == errno.EMFILE:  # the process's own limit
+        return f"raise the open-file limit (ulimit -n){fewer}, then run {again} again"
+    if exc.errno == errno.ENFILE:  # the whole system's table: ulimit -n does not help
+        return f"raise the system's open-file limit (fs.file-max){fewer}, then run {again} again"
+    if exc.full:
+        return f"free some space and run {again} again"
+    if exc.errno == errno.EROFS:
+        return f"make it writable and run {again} again"
+    return f"check the disk, then run {again} again"
 
 
 @asynccontextmanager

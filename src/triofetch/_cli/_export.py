@@ -65,6 +65,8 @@ from ._common import (
     resolve_root,
     say,
     warn,
+    write_stop_hint,
+    write_stop_kind,
 )
 from ._inspect import FileRow, file_rows, select_version
 from ._sync import failure_reason, new_downloader
@@ -85,9 +87,9 @@ class ExportReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
     #: stopped by a signal before the last file; no PULP_MANIFEST was written
     interrupted: bool = False
-    #: stopped by a full (or read-only, or failing) disk: the files before it were
-    #: written, no PULP_MANIFEST
-    disk_error: OSError | None = None
+    #: stopped by a full (or read-only, or failing) disk, or too many open files, made
+    #: when the write failed: the files before it were written, no PULP_MANIFEST
+    disk_error: StorageWriteError | None = None
     #: the relative paths (also in ``errors``) whose stored file was not there: damage, or
     #: the version removed under the export (prune, then gc), which the caller tells apart
     missing: list[str] = field(default_factory=list)
@@ -469,7 +471,7 @@ def export_files(
                 dirs.close()
                 error = exc.error if isinstance(exc, _ManifestNotRemoved) else exc
                 if StorageWriteError.matches(error):  # a full disk: every next file fails too
-                    report.disk_error = error
+                    report.disk_error = StorageWriteError(error, dest)
                     break
                 if isinstance(exc, _ManifestNotRemoved):  # writing on would make it lie
                     raise error from None
@@ -483,7 +485,7 @@ def export_files(
             except OSError as exc:
                 if not StorageWriteError.matches(exc):
                     raise
-                report.disk_error = exc
+                report.disk_error = StorageWriteError(exc, dest)
     finally:
         os.close(dest_fd)
     return report
@@ -570,19 +572,14 @@ async def _fetch(
 
 
 def _stopped_by_disk(report: ExportReport, total: int, dest: Path) -> str:
-    """The one line for an export a full (read-only, failing) disk stopped: what it wrote."""
-    assert report.disk_error is not None
-    error = StorageWriteError(report.disk_error, dest)
+    """The one line for an export a full (read-only, failing) disk, or too many open files,
+    stopped: what it wrote."""
+    error = report.disk_error
+    assert error is not None
     what = "the disk filled" if error.full else "a write failed"
-    if error.full:
-        hint = "free some space and run the export again"
-    elif error.errno == errno.EROFS:
-        hint = "make it writable and run the export again"
-    else:
-        hint = "check the disk, then run the export again"
     return (
         f"wrote {report.written} of {total} files to {dest} before {what} ({error.reason}); "
-        f"no {MANIFEST_NAME} written: {hint}"
+        f"no {MANIFEST_NAME} written: {write_stop_hint(error, 'the export')}"
     )
 
 
@@ -661,7 +658,11 @@ async def export_command(args: argparse.Namespace) -> int:
             "damaged; export a version that exists"
         )
     if report.disk_error is not None:
-        raise CLIError(_stopped_by_disk(report, len(todo), dest), EXIT_FAILED, kind="disk")
+        raise CLIError(
+            _stopped_by_disk(report, len(todo), dest),
+            EXIT_FAILED,
+            kind=write_stop_kind(report.disk_error),
+        )
     if args.json:
         emit_json(
             {

@@ -10,7 +10,6 @@ those are the downloader's and the storage's, asked through the public API.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -61,6 +60,8 @@ from ._common import (
     say,
     store_error,
     warn,
+    write_stop_hint,
+    write_stop_kind,
 )
 from ._progress import SyncTracker, progress_bars, progress_console
 from ._upstream import TOKEN_VARIABLE, upstream_options
@@ -412,7 +413,8 @@ async def run_sync(
 
 
 def storage_write_message(exc: StorageWriteError) -> str:
-    """The one line for a sync stopped by a full (or read-only, or failing) disk."""
+    """The one line for a sync stopped by a full (or read-only, or failing) disk, or by too
+    many open files."""
     text = str(exc)
     if exc.report is not None:
         report = exc.report
@@ -422,13 +424,7 @@ def storage_write_message(exc: StorageWriteError) -> str:
         text += (
             f"; committing failed too ({exc.database_error}), rolled back: the store is consistent"
         )
-    if exc.full:
-        hint = "free some space and run the command again"
-    elif exc.errno == errno.EROFS:
-        hint = "make it writable and run the command again"
-    else:
-        hint = "check the disk, then run the command again"
-    return f"{text}; {hint}"
+    return f"{text}; {write_stop_hint(exc, 'the command', connections=True)}"
 
 
 def print_failures(report: CreateReport) -> None:
@@ -512,7 +508,7 @@ async def sync_command(args: argparse.Namespace) -> int:
     except InvalidInput as exc:
         raise CLIError(str(exc), kind="invalid_input") from None
     except StorageWriteError as exc:
-        raise CLIError(storage_write_message(exc), EXIT_FAILED, kind="disk") from None
+        raise CLIError(storage_write_message(exc), EXIT_FAILED, kind=write_stop_kind(exc)) from None
     except StoreError as exc:
         if damaged_database(exc):
             raise damaged_store(describe_db(args.db, resolve_root(args.root)), exc) from None

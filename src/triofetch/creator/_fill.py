@@ -15,7 +15,7 @@ import trio
 
 from .._groups import collapse_single
 from ..declarative import DeclarativeArtifact, DeclarativeUnit
-from ..errors import InvalidUnit, StoreError, TriofetchError, UnitFailed
+from ..errors import InvalidUnit, StorageWriteError, StoreError, TriofetchError, UnitFailed
 from ..storage import ArtifactStorage
 from ..store import ArtifactRecord, MissingArtifact, Store, VersionHandle
 from ._downloads import UnitDownloads
@@ -34,9 +34,16 @@ async def fill_unit(
     version: VersionHandle | None,
 ) -> None:
     """Give the stored unit *unit_id* the files *records* (by relative path), made durable
-    first, and place it in *version*; a store error fails this unit only."""
+    first, and place it in *version*; a store error fails this unit only, an OSError that
+    stops a run (:meth:`StorageWriteError.matches`) stops it (the unit stays as it was)."""
     try:
         await storage.sync()
+    except OSError as exc:
+        if not StorageWriteError.matches(exc):
+            raise
+        downloads.stop(StorageWriteError(exc, storage.artifacts_dir))  # not this unit's fault
+        return
+    try:
         await store.fill_artifacts({unit_id: records})
     except StoreError as exc:
         downloads.tally.fail(unit, UnitFailed((unit.type, unit.natural_key), exc))
@@ -58,7 +65,8 @@ async def fill_missing(
     :meth:`ContentUnitCreator.fill_missing`), *page_size* units at a time.
 
     Raises:
-        StorageWriteError: the disk filled; the units filled by then stay filled.
+        StorageWriteError: the disk filled (or too many open files); the units filled by
+            then stay filled.
     """
     tally = downloads.tally
     after = 0

@@ -91,8 +91,8 @@ class SlicePipeline:
         """Every unit of *units* committed, placed in the version, or recorded as failed.
 
         Raises:
-            StorageWriteError: the run stopped on a full disk, after the committer
-                committed every unit that was complete.
+            StorageWriteError: the run stopped on a full disk (or too many open files),
+                after the committer committed every unit that was complete.
         """
         seen: tuple[dict[int, int], dict[int, int]] = ({}, {})
         send, receive = trio.open_memory_channel[_Complete](self.commit_batch)
@@ -306,10 +306,11 @@ class SlicePipeline:
                     # A run stopping on a full disk still commits the units complete; the
                     # database may be on that disk too: then its transaction rolled back
                     # (these units are absent) and the disk error, raised by run, says so.
+                    # (Files that could not be synced are not the database's error.)
                     stopped = self.downloads.stopped
                     if stopped is None:
                         raise
-                    if exc is not stopped and stopped.database_error is None:
+                    if not isinstance(exc, StorageWriteError) and stopped.database_error is None:
                         stopped.database_error = exc
 
     async def _commit(self, batch: list[_Complete]) -> None:

@@ -1,0 +1,266 @@
+"""Too many open files (``EMFILE``) in the middle of a run: stopped cleanly, as a full disk.
+
+A file descriptor is a resource of the whole process: once a write under the root fails
+for want of one, the next ones fail the same way.  The run used to end with a bare
+OSError (the storage's sync), or with the units failing one by one (their temp files), or
+not at all, depending on which open came first.  Real parts only: the run in a process of
+its own under a real ``RLIMIT_NOFILE`` (``ulimit -n``), a real HTTP server on 127.0.0.1,
+SQLite; then the same run with the limit lifted completes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+import triofetch
+from tests._cli_helpers import Result, cli_env, file_requests, publish
+from tests._invariants import check_invariants
+from tests.test_disk_full import complete_units, content, declared, one_error_line, sha, temp_files
+from triofetch import DeclarativeArtifact, DeclarativeUnit
+from triofetch.store import UnitKey, open_store
+from triofetch.testing import FaultServer
+
+KB = 1000
+
+# -- the command line ---------------------------------------------------------------------------
+
+_STOPPED = re.compile(
+    r"too many open files under (?P<dir>\S+): (?P<stored>\d+) files stored, "
+    r"(?P<committed>\d+) committed(?P<db>; committing failed too \(.+\), rolled back: the store "
+    r"is consistent)?; raise the open-file limit \(ulimit -n\) or use fewer --connections, "
+    r"then run the command again"
+)
+
+
+def run_cli_limited(*args: str | Path, open_files: int) -> Result:
+    """``python -m triofetch ARGS`` under ``ulimit -n OPEN_FILES`` (its soft limit)."""
+
+    def limit() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "triofetch", *map(str, args)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        preexec_fn=limit,
+    )
+    return Result(proc)
+
+
+# 120 files in 8 directories: 64 connections want far more descriptors than 20
+FILES = {f"d{i % 8}/f{i:03d}.bin": content(f"f{i}", 20 * KB) for i in range(120)}
+
+
+def test_sync_out_of_file_descriptors_stops_with_one_line_then_a_resync_completes(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """``triofetch sync --connections 64`` under ``ulimit -n 20`` (a few descriptors more
+    than the command needs before its first download): status 1, one line naming the
+    limit and what to do, ``open_files`` in JSON; no temp file, every unit in the store
+    complete; with the limit lifted the same command completes."""
+    url = publish(http_server, FILES)
+    root = tmp_path / "root"
+    args = ("sync", url, "--root", root, "--repository", "r")
+    result = run_cli_limited(*args, "--connections", "64", "--json", open_files=20)
+    assert result.code == 1, result
+    message = one_error_line(result.err)
+    match = _STOPPED.fullmatch(message)
+    assert match, message
+    assert result.json() == {"error": {"kind": "open_files", "message": message}}
+    assert match["dir"] in (str(root / "tmp"), str(root / "artifacts"))
+    stored, committed = int(match["stored"]), int(match["committed"])
+    assert committed <= stored < len(FILES)
+    assert temp_files(root) == []
+    units = declared(FILES, http_server)
+    found = trio.run(complete_units, root, None, units)
+    assert all(found.values())  # every unit in the store is complete
+    assert len(found) == committed
+
+    http_server.reset_counters()
+    again = subprocess.run(
+        [sys.executable, "-m", "triofetch", *map(str, args)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again
+    assert again.stderr == "", again
+    assert "version 1 created" in again.stdout
+    # what the stopped run committed was not fetched again
+    assert len(file_requests(http_server)) <= len(FILES) - committed
+    found = trio.run(complete_units, root, None, units)
+    assert len(found) == len(FILES) and all(found.values())
+
+
+# -- the library ----------------------------------------------------------------------------
+
+#: ContentUnitCreator.run in a process of its own, with exactly ``spare`` more descriptors
+#: allowed than it holds when the run starts; prints what the run raised, as JSON
+_CHILD = r"""
+import json, os, resource, sys
+import trio
+import triofetch
+from triofetch import DeclarativeArtifact, DeclarativeUnit, StorageWriteError
+from triofetch.store import open_store
+
+def limit_leaving(spare):
+    # the lowest soft limit under which exactly `spare` more descriptors can be opened
+    held = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            os.fstat(int(name))
+        except OSError:  # (the listing's own descriptor, closed since)
+            continue
+        held.add(int(name))
+    free = fd = 0
+    while True:
+        if fd not in held:
+            free += 1
+            if free == spare:
+                return fd + 1
+        fd += 1
+
+async def main(spec):
+    units = [
+        DeclarativeUnit(u["type"], tuple(u["key"]), u["fields"], [
+            DeclarativeArtifact(a["url"], a["path"], {"sha256": a["sha256"]}, a["size"])
+            for a in u["artifacts"]
+        ])
+        for u in spec["units"]
+    ]
+    # (one database connection, opened here: the run opens none of its own)
+    async with (
+        open_store(None, root=spec["root"], pool_size=1) as store,
+        triofetch.Downloader(connections=12) as dl,
+    ):
+        creator = triofetch.ContentUnitCreator(store, dl, units_in_flight=1)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit_leaving(spec["spare"]), hard))
+        try:
+            report = await creator.run(units, repository="r")
+        except StorageWriteError as exc:
+            outcome = {
+                "raised": "StorageWriteError",
+                "errno": exc.errno,
+                "too_many_open_files": exc.too_many_open_files,
+                "path": exc.path,
+                "message": str(exc),
+                "cause_errno": getattr(exc.__cause__, "errno", None),
+                "database_error": None if exc.database_error is None else str(exc.database_error),
+                "units_new": exc.report.units_new,
+                "units_failed": exc.report.units_failed,
+                "version": exc.report.version,
+            }
+        except BaseException as exc:
+            outcome = {"raised": type(exc).__name__, "message": repr(exc)}
+        else:
+            outcome = {
+                "raised": None,
+                "units_failed": report.units_failed,
+                "failures": [str(f.error) for f in report.failures],
+            }
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        outcome["temp_dir"] = str(store.storage.temp_dir)
+        outcome["temp_files"] = sorted(os.listdir(store.storage.temp_dir))
+        latest = await store.latest_version("r")
+        outcome["latest"] = None if latest is None else latest.number
+    print(json.dumps(outcome))
+
+trio.run(main, json.loads(sys.argv[1]))
+"""
+
+
+def _spec(unit: DeclarativeUnit) -> dict[str, object]:
+    return {
+        "type": unit.type,
+        "key": list(unit.natural_key),
+        "fields": dict(unit.fields),
+        "artifacts": [
+            {"url": a.urls[0], "path": a.relative_path, "sha256": a.sha256, "size": a.size}
+            for a in unit.artifacts
+        ],
+    }
+
+
+async def test_creator_run_out_of_file_descriptors_raises_storage_write_error_itself(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """The library, one unit at a time: five single-file units, then a unit of twelve files
+    fetched at once, with three descriptors to spare.  The twelve connections take what
+    is left (the rest wait to retry), so the temp files find none: the run raises
+    StorageWriteError (EMFILE) itself, not a group and not a failure of that unit, after
+    committing the five; no temp file; a run without the limit completes."""
+
+    def artifact(name: str, size: int) -> DeclarativeArtifact:
+        data = content(name, size)
+        http_server.add_file(f"/lib/{name}", data)
+        return DeclarativeArtifact(
+            http_server.url(f"/lib/{name}"), name, {"sha256": sha(data)}, size
+        )
+
+    singles = []
+    for i in range(5):
+        art = artifact(f"single{i}", 20 * KB)
+        singles.append(
+            DeclarativeUnit(
+                "file",
+                (art.relative_path, art.sha256 or ""),
+                {"relative_path": art.relative_path},
+                [art],
+            )
+        )
+    bundle = DeclarativeUnit(
+        "bundle", ("twelve",), {}, [artifact(f"bundle/part{i:02d}", 20 * KB) for i in range(12)]
+    )
+    units = [*singles, bundle]
+    root = tmp_path / "root"
+    spec = {"root": str(root), "spare": 3, "units": [_spec(u) for u in units]}
+    child = await trio.run_process(
+        [sys.executable, "-c", _CHILD, json.dumps(spec)],
+        env=cli_env(),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr.decode()
+    outcome = json.loads(child.stdout)
+    temp_dir = outcome["temp_dir"]
+    assert outcome == {
+        "raised": "StorageWriteError",
+        "errno": errno.EMFILE,
+        "too_many_open_files": True,
+        "path": temp_dir,
+        "message": f"too many open files under {temp_dir}",
+        "cause_errno": errno.EMFILE,
+        "database_error": None,
+        "units_new": 5,  # committed before the stop
+        "units_failed": 0,  # the unit stopped is absent, not failed
+        "version": None,
+        "temp_dir": temp_dir,
+        "temp_files": [],
+        "latest": None,  # no version: the run did not finish
+    }, child.stderr.decode()
+
+    async with open_store(None, root=root, create=False) as store:
+        found = await check_invariants(store, units, on_demand_ok=False)
+        assert set(found) == {UnitKey(u.type, u.natural_key) for u in singles}
+        async with triofetch.Downloader(connections=12) as dl:
+            report = await triofetch.ContentUnitCreator(store, dl).run(units, repository="r")
+        assert report.ok and report.created
+        assert (report.units_existing, report.units_new) == (5, 1)
+        found = await check_invariants(store, units, on_demand_ok=False)
+        assert len(found) == len(units) and all(found.values())
