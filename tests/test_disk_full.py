@@ -422,6 +422,122 @@ def test_a_reexport_stopped_by_a_full_disk_leaves_no_old_manifest(
     )
 
 
+# -- out of inodes mid-run --------------------------------------------------------------------
+
+
+def remount_inodes(where: Path, inodes: int, size: str = "16m") -> None:
+    """The same tmpfs with room for the bytes, and for *inodes* files and directories."""
+    subprocess.run(
+        ["mount", "-o", f"remount,size={size},nr_inodes={inodes}", str(where)],
+        check=True,
+        capture_output=True,
+    )
+
+
+# 40 small files of 40 contents: each stored file takes an inode, and most take two more
+# for its directories (artifacts/ab/cd/), which the check before downloading leaves out
+INODE_FILES = {f"d/f{i:02d}.txt": f"content {i}\n".encode() for i in range(40)}
+
+_NO_INODES = re.compile(
+    r"no space left on device \(no free inodes\) under (?P<dir>\S+): (?P<stored>\d+) files "
+    r"stored, (?P<committed>\d+) committed(?P<db>; committing failed too \(.+\), rolled back: "
+    r"the store is consistent)?; free some inodes \(remove files\) and run the command again"
+)
+
+
+def test_sync_out_of_inodes_mid_run_says_so_then_a_resync_completes(
+    http_server: FaultServer, small_disk: Path
+) -> None:
+    """A real tmpfs with 16 MiB free and 64 inodes: the 40 files fit the check before
+    downloading (40 <= 63 free inodes), but not with their directories.  The run stopped
+    and said "free some space" while ``df -h`` showed the disk nearly empty; it says the
+    file system has no free inodes, and to remove files."""
+    remount_inodes(small_disk, 64)
+    url = publish(http_server, INODE_FILES)
+    root = small_disk / "root"
+    args = ("sync", url, "--root", root, "--repository", "r")
+    result = run_cli(*args)
+    assert result.code == 1, result
+    message = one_error_line(result.err)
+    match = _NO_INODES.fullmatch(message)
+    assert match, message
+    assert match["dir"] in (str(root / "tmp"), str(root / "artifacts"))
+    stored, committed = int(match["stored"]), int(match["committed"])
+    assert 0 < stored < len(INODE_FILES)
+    assert shutil.disk_usage(small_disk).free > 15 * 1024 * 1024  # the bytes had room
+    assert temp_files(root) == []
+    units = declared(INODE_FILES, http_server)
+    found = trio.run(complete_units, root, None, units)
+    assert all(found.values()) and len(found) == committed
+
+    remount_inodes(small_disk, 1024)
+    again = run_cli(*args)
+    assert again.code == 0, again
+    assert "version 1 created" in again.out
+    found = trio.run(complete_units, root, None, units)
+    assert len(found) == len(INODE_FILES) and all(found.values())
+
+
+async def test_creator_run_out_of_inodes_records_it_on_the_error(
+    http_server: FaultServer, small_disk: Path
+) -> None:
+    """The library: the StorageWriteError says, when it is made, that the file system has
+    no free inode (a later look may find some: the run removes its temp files)."""
+    remount_inodes(small_disk, 32)
+    units = declared(INODE_FILES, http_server)
+    for path, data in INODE_FILES.items():
+        http_server.add_file(f"/repo/{path}", data)
+    async with (
+        open_store(None, root=small_disk / "root") as store,
+        triofetch.Downloader(connections=4) as dl,
+    ):
+        assert store.storage is not None
+        with pytest.raises(StorageWriteError) as caught:
+            await triofetch.ContentUnitCreator(store, dl).run(units, repository="r")
+        error = caught.value
+        assert type(error) is StorageWriteError
+        assert error.errno == errno.ENOSPC and error.full and error.inodes_exhausted
+        assert str(error) == f"no space left on device (no free inodes) under {error.path}"
+        assert error.report is not None and error.report.units_new < len(units)
+
+
+def test_export_out_of_inodes_says_so(
+    http_server: FaultServer, small_disk: Path, tmp_path: Path
+) -> None:
+    """An export onto a real tmpfs with room for the bytes and 16 inodes: it stops at the
+    first file it cannot make and says the file system ran out of inodes (it said "the
+    disk filled ... free some space"); exporting again with more inodes finishes."""
+    files = {f"d{i % 4}/f{i:02d}.txt": f"export {i}\n".encode() for i in range(30)}
+    url = publish(http_server, files)
+    root = tmp_path / "root"
+    assert run_cli_in_process("sync", url, "--root", root, "--repository", "r").code == 0
+    remount_inodes(small_disk, 16)
+    dest = small_disk / "dest"
+    result = run_cli("export", "--root", root, "--repository", "r", dest)
+    assert result.code == 1, result
+    message = one_error_line(result.err)
+    match = re.fullmatch(
+        r"wrote (\d+) of 30 files to "
+        + re.escape(str(dest))
+        + r" before the file system ran out of inodes \(no space left on device\); no "
+        r"PULP_MANIFEST written: free some inodes \(remove files\) and run the export again",
+        message,
+    )
+    assert match, message
+    written = int(match[1])
+    assert 0 < written < 30
+    on_disk = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert len(on_disk) == written, sorted(on_disk)  # no temp file, no manifest
+    assert all(files[path] == data for path, data in on_disk.items())
+
+    remount_inodes(small_disk, 1024)
+    again = run_cli("export", "--root", root, "--repository", "r", dest)
+    assert again.code == 0, again
+    assert sorted((dest / "PULP_MANIFEST").read_bytes().splitlines()) == sorted(
+        manifest_of(files).splitlines()
+    )
+
+
 # -- the storage's own writes -----------------------------------------------------------------
 
 

@@ -17,8 +17,8 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      │    ├── TooManyRedirects         (not retried)
      │    ├── DestinationError         destination: the file could not be put there
      │    ├── TempFileError            the body could not be written to its temp file (a full
-     │    │                            disk...; not retried): errno, path, full (OSError as
-     │    │                            cause)
+     │    │                            disk...; not retried): errno, path, full,
+     │    │                            inodes_exhausted (OSError as cause)
      │    └── TransportError           the connection failed or broke off
      │         ├── ConnectionFailed    (also a ConnectionError)
      │         ├── DownloadTimeout     (also a TimeoutError)
@@ -34,9 +34,10 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
      │    ├── ArtifactConflict         one sha256 recorded with two sizes
      │    ├── RepositoryKeyConflict    two units added at one repository key
      │    ├── StoreBusy                gc gave up waiting for running writers: waited
-     │    ├── StorageWriteError        a full disk, a quota, a read-only or failing file system
-     │    │                            under the root, too many open files: errno, path,
-     │    │                            report (OSError as cause)
+     │    ├── StorageWriteError        a full disk (or no free inodes), a quota, a read-only or
+     │    │                            failing file system under the root, too many open
+     │    │                            files: errno, path, inodes_exhausted, report (OSError
+     │    │                            as cause)
      │    └── ArtifactMissing          reading an artifact that is not stored
      ├── UnitFailed                    unit_key, cause
      └── WrongContext                  (also a RuntimeError) fetch() called inside a Trio
@@ -314,6 +315,8 @@ class TempFileError(DownloadError):
     Attributes:
         errno: the OS error number (compare with :data:`errno.ENOSPC`...).
         path: the directory of the temp file.
+        inodes_exhausted: ``ENOSPC`` from a file system with no free inode left, as seen
+            when the write failed (see :class:`StorageWriteError`).
 
     ``__cause__`` is the :class:`OSError`; :attr:`full` says whether freeing space lets a
     later download work.
@@ -322,6 +325,7 @@ class TempFileError(DownloadError):
     def __init__(self, error: OSError, path: str | os.PathLike[str], *, url: str) -> None:
         self.errno = error.errno if error.errno is not None else _errno.EIO
         self.path = os.fspath(path)
+        self.inodes_exhausted = self.errno == _errno.ENOSPC and _no_free_inodes(self.path)
         reason = error.strerror or str(error)
         reason = reason[:1].lower() + reason[1:]
         super().__init__(f"cannot write the temp file in {self.path}: {reason}", url=url)
@@ -392,10 +396,10 @@ class StoreError(TriofetchError):
 class StorageWriteError(StoreError):
     """Writing under the storage root failed for a reason no retry fixes: the run stopped.
 
-    The disk is full (``ENOSPC``), a quota is exhausted (``EDQUOT``), the file system is
-    read-only (``EROFS``) or failing (``EIO``), or the process is out of file descriptors
-    (``EMFILE``: its ``ulimit -n``; ``ENFILE``: the system's table).
-    :meth:`ContentUnitCreator.run <triofetch.ContentUnitCreator.run>`
+    The disk is full (``ENOSPC``: no free blocks, or no free inodes), a quota is exhausted
+    (``EDQUOT``), the file system is read-only (``EROFS``) or failing (``EIO``), or the
+    process is out of file descriptors (``EMFILE``: its ``ulimit -n``; ``ENFILE``: the
+    system's table).  :meth:`ContentUnitCreator.run <triofetch.ContentUnitCreator.run>`
     raises it (never inside an exception group) after it stopped starting downloads,
     committed every unit already complete and removed its temp files: the store is
     consistent, and a run started once space is freed (or with a higher open-file limit,
@@ -405,6 +409,11 @@ class StorageWriteError(StoreError):
         errno: the OS error number (compare with :data:`errno.ENOSPC`...).
         path: the directory the write went to: the storage's temp area (a download's temp
             file) or its ``artifacts`` directory (adopting a file).
+        inodes_exhausted: ``ENOSPC`` from a file system with no free inode left (it holds
+            as many files as it can, however much space is free), as seen when the error
+            was made (files removed later free some), or as the *inodes_exhausted*
+            argument says (what a :class:`TempFileError` saw); False for the other errors,
+            and where the file system has no fixed number of inodes (btrfs).
         report: the run's :class:`~triofetch.CreateReport` so far (units committed, files
             stored), set by ``ContentUnitCreator.run``; None elsewhere.
         database_error: when the database could not record the complete units either (it
@@ -420,19 +429,30 @@ class StorageWriteError(StoreError):
         {_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS, _errno.EIO, _errno.EMFILE, _errno.ENFILE}
     )
 
-    def __init__(self, error: OSError, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        error: OSError,
+        path: str | os.PathLike[str],
+        *,
+        inodes_exhausted: bool | None = None,
+    ) -> None:
         self.errno = error.errno if error.errno is not None else _errno.EIO
         self.path = os.fspath(path)
         self.report: Any = None
         self.database_error: StoreError | None = None
+        if inodes_exhausted is None:  # seen now, while the file system is as the write found it
+            inodes_exhausted = self.errno == _errno.ENOSPC and _no_free_inodes(self.path)
+        self.inodes_exhausted = inodes_exhausted
         reason = os.strerror(self.errno)
         self.reason = reason[:1].lower() + reason[1:]
-        super().__init__(f"{self.reason} under {self.path}")
+        inodes = " (no free inodes)" if self.inodes_exhausted else ""
+        super().__init__(f"{self.reason}{inodes} under {self.path}")
         self.__cause__ = error
 
     @property
     def full(self) -> bool:
-        """A full disk or an exhausted quota: freeing space lets the next run go on."""
+        """A full disk (no free blocks, or no free inodes) or an exhausted quota: freeing
+        space (or removing files) lets the next run go on."""
         return self.errno in (_errno.ENOSPC, _errno.EDQUOT)
 
     @property
@@ -447,6 +467,16 @@ class StorageWriteError(StoreError):
         """Whether *error* is an OSError that stops a run (a full or failing file system,
         too many open files): its ``errno`` is in :attr:`ERRNOS`."""
         return isinstance(error, OSError) and error.errno in cls.ERRNOS
+
+
+def _no_free_inodes(path: str) -> bool:
+    """Whether the file system *path* is on has no free inode (False when that cannot be
+    told, or when it has no fixed number of inodes: btrfs reports none at all)."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return False
+    return stats.f_files > 0 and stats.f_favail == 0
 
 
 class SchemaVersionError(StoreError):

@@ -398,13 +398,17 @@ class ArtifactStorage:
             with open(path, "xb") as f:
                 f.write(data)
         except OSError as exc:
+            # (made before the file is removed: it may hold the last inode)
+            error = (
+                StorageWriteError(exc, self.temp_dir)
+                if StorageWriteError.matches(exc)
+                else StoreError(f"cannot write a temp file in {self.temp_dir}: {exc}")
+            )
             # (not unlink(missing_ok=True): on a read-only file system, unlinking a file
             # that is not there fails with EROFS, not ENOENT)
             with contextlib.suppress(OSError):
                 path.unlink()
-            if StorageWriteError.matches(exc):
-                raise StorageWriteError(exc, self.temp_dir) from exc
-            raise StoreError(f"cannot write a temp file in {self.temp_dir}: {exc}") from exc
+            raise error from exc
         return path
 
     async def adopt_result(

@@ -240,6 +240,8 @@ def write_stop_hint(exc: StorageWriteError, again: str, *, connections: bool = F
         return f"raise the open-file limit (ulimit -n){fewer}, then run {again} again"
     if exc.errno == errno.ENFILE:  # the whole system's table: ulimit -n does not help
         return f"raise the system's open-file limit (fs.file-max){fewer}, then run {again} again"
+    if exc.inodes_exhausted:  # (df -h shows room: the files are too many, not too big)
+        return f"free some inodes (remove files) and run {again} again"
     if exc.full:
         return f"free some space and run {again} again"
     if exc.errno == errno.EROFS:

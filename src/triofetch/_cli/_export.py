@@ -576,7 +576,10 @@ def _stopped_by_disk(report: ExportReport, total: int, dest: Path) -> str:
     stopped: what it wrote."""
     error = report.disk_error
     assert error is not None
-    what = "the disk filled" if error.full else "a write failed"
+    if error.inodes_exhausted:
+        what = "the file system ran out of inodes"
+    else:
+        what = "the disk filled" if error.full else "a write failed"
     return (
         f"wrote {report.written} of {total} files to {dest} before {what} ({error.reason}); "
         f"no {MANIFEST_NAME} written: {write_stop_hint(error, 'the export')}"

@@ -137,7 +137,10 @@ class Flights:
             # the run (see _downloads); another cause (no permission...) fails the unit
             cause = exc.__cause__
             if isinstance(cause, OSError) and StorageWriteError.matches(cause):
-                raise StorageWriteError(cause, storage.temp_dir) from cause
+                # (the inodes as the write found them: other tasks may have freed some since)
+                raise StorageWriteError(
+                    cause, storage.temp_dir, inodes_exhausted=exc.inodes_exhausted
+                ) from cause
             raise
         try:
             # no fsync per file: the committer makes the batch durable with one sync
