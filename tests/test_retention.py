@@ -186,6 +186,69 @@ async def test_gc_removes_orphans_and_keeps_what_versions_hold(store: Store) -> 
     assert await store.collect_garbage(wait=5) == GCReport()
 
 
+async def test_gc_removes_the_directories_it_leaves_empty(store: Store) -> None:
+    """A churning store keeps no directory for every prefix it ever held: those gc empties
+    go (and an ``ab`` left empty with them); others, and what is not triofetch's, stay."""
+    storage = store.storage
+    assert storage is not None
+    kept = await stored_unit(store, "kept")
+    old = [await stored_unit(store, f"old{i}") for i in range(20)]
+    await make_version(store, "r", [kept, *old])
+    second = await store.new_version("r", base=None)  # (a mirror: only what it lists)
+    assert not (await store.commit_units([kept], version=second)).failed
+    await store.complete_version(second)
+    top = storage.artifacts_dir
+    foreign_empty = top / "not-ours"
+    foreign_empty.mkdir()
+    foreign_hex = top / "ff" / "ee" / "notes"  # a foreign file in a storage-shaped directory
+    foreign_hex.parent.mkdir(parents=True, exist_ok=True)
+    foreign_hex.write_text("not ours")
+    stray = await storage.add_bytes(b"adopted, never recorded")  # swept by gc: its directory too
+    assert await store.prune("r", 1) == PruneReport("r", (2,), (1,))
+    report = await store.collect_garbage(wait=5)
+    assert (report.units, report.files) == (20, 21)
+
+    kept_path = storage.path_for(kept.artifacts[0].artifact.sha256)  # type: ignore[union-attr]
+    directories = {p.relative_to(top).as_posix() for p in top.rglob("*") if p.is_dir()}
+    assert directories == {
+        kept_path.parent.parent.name,
+        f"{kept_path.parent.parent.name}/{kept_path.parent.name}",
+        "not-ours",
+        "ff",
+        "ff/ee",
+    }
+    assert not storage.path_for(stray.sha256).parent.exists()
+    assert foreign_hex.read_text() == "not ours"
+    # content of a removed prefix is stored again as ever
+    again = await stored_unit(store, "old0")
+    await make_version(store, "r", [again])
+    assert storage.path_for(again.artifacts[0].artifact.sha256).is_file()  # type: ignore[union-attr]
+    shas = [u.artifacts[0].artifact.sha256 for u in (kept, again)]  # type: ignore[union-attr]
+    assert (await storage.verify(shas)).ok
+
+
+async def test_adopt_makes_its_directory_again_when_it_went_meanwhile(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program adopting without the writers' lease may see gc remove the (empty)
+    directory between its mkdir and its link: the directory is made again."""
+    storage = store.storage
+    assert storage is not None
+    real_link = os.link
+    removed: list[str] = []
+
+    def link_after_gc(src: object, dst: object) -> None:
+        parent = os.path.dirname(os.fspath(dst))  # type: ignore[arg-type]
+        if not removed and str(storage.artifacts_dir) in parent:
+            os.rmdir(parent)  # what gc does to an empty directory
+            removed.append(parent)
+        real_link(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("triofetch.storage.os.link", link_after_gc)
+    stored = await storage.add_bytes(b"content of a prefix gc had emptied")
+    assert removed and storage.path_for(stored.sha256).read_bytes().startswith(b"content")
+
+
 async def test_gc_removes_an_abandoned_incomplete_version(store: Store) -> None:
     kept = await stored_unit(store, "kept")
     await make_version(store, "r", [kept])

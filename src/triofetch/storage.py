@@ -531,19 +531,14 @@ class ArtifactStorage:
             return True
         directory = final.parent
         if not directory.is_dir():
-            directory.mkdir(parents=True, exist_ok=True)
-            if durable:
-                fsync_directory(directory.parent)
-                fsync_directory(directory.parent.parent)
-            else:
-                self._pend(directory.parent, directory.parent.parent)
+            self._make_directory(directory, durable)
         os.chmod(src, 0o444)
         if durable:
             with open(src, "rb") as f:
                 os.fsync(f.fileno())
         try:
             # link() never replaces: exactly one adopter creates the file.
-            os.link(src, final)
+            self._link(src, final, durable)
         except FileExistsError:
             src.unlink(missing_ok=True)
             return False
@@ -565,6 +560,29 @@ class ArtifactStorage:
         else:
             self._pend(final, directory)
         return True
+
+    def _make_directory(self, directory: Path, durable: bool) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        if durable:
+            fsync_directory(directory.parent)
+            fsync_directory(directory.parent.parent)
+        else:
+            self._pend(directory.parent, directory.parent.parent)
+
+    def _link(self, src: Path, final: Path, durable: bool) -> None:
+        """``os.link(src, final)``; *final*'s directory is made again if it went meanwhile.
+
+        The collector removes the directories it leaves empty (``Store.collect_garbage``),
+        under the writers' lease; a program adopting without one may see its directory go
+        between making it and linking into it."""
+        for attempt in range(3):
+            try:
+                os.link(src, final)
+                return
+            except FileNotFoundError:
+                if attempt == 2 or final.parent.is_dir() or not src.exists():
+                    raise
+            self._make_directory(final.parent, durable)
 
     def _pend(self, *paths: Path) -> None:
         if self.durable:

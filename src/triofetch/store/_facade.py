@@ -33,6 +33,7 @@ from ._retention import (
     delete_garbage,
     prune,
     release_lease,
+    remove_empty_directories,
     remove_files,
     sweep_unrecorded,
 )
@@ -213,7 +214,8 @@ class Store:
         incomplete versions, the units no version holds (with their artifact links and
         remote artifacts), the artifacts no unit refers to; after that transaction committed,
         the files of those artifacts; then the files of the storage that have no artifact
-        row, and the temp files of processes that are gone.  Without a storage (a store
+        row, the directories of the storage left empty, and the temp files of processes
+        that are gone.  Without a storage (a store
         opened without ``root``) only the database is cleaned.
         """
         seconds = check_wait(wait)
@@ -230,6 +232,12 @@ class Store:
             )
             more, more_freed = await self._read(
                 sweep_unrecorded, self._backend, storage, trio.from_thread.check_cancelled
+            )
+            await trio.to_thread.run_sync(
+                remove_empty_directories,
+                storage,
+                trio.from_thread.check_cancelled,
+                limiter=storage.limiter,
             )
             temp = await storage.cleanup_temp()
             return GCReport(versions, units, len(gone), files + more, freed + more_freed, len(temp))

@@ -57,6 +57,7 @@ __all__ = [
     "delete_garbage",
     "prune",
     "release_lease",
+    "remove_empty_directories",
     "remove_files",
     "sweep_unrecorded",
 ]
@@ -67,6 +68,7 @@ _MAX_POLL = 0.1
 #: stored files looked up per query while sweeping the storage
 _SWEEP_BATCH = 500
 _SHA256_NAME = re.compile(r"[0-9a-f]{64}\Z")
+_HEX2_NAME = re.compile(r"[0-9a-f]{2}\Z")
 
 
 # -- value types ----------------------------------------------------------------------------
@@ -286,6 +288,53 @@ def sweep_unrecorded(
     if batch:
         flush()
     return files, freed
+
+
+def remove_empty_directories(
+    storage: ArtifactStorage, check: Callable[[], None] = lambda: None
+) -> int:
+    """Remove the storage's ``ab/cd`` and ``ab`` directories that hold nothing: how many.
+
+    The storage makes them as files arrive and nothing else removes them, so without this a
+    store whose content churns would keep a directory for every prefix it ever held (up to
+    65,536 + 256 of them, each taking a block and a walk's visit) however few files it
+    holds now.  Only directories named and placed as the storage names them (two hex
+    digits) are removed; ``rmdir`` never removes one that is not empty, and a writer that
+    finds its directory gone makes it again.  *check* is called between top-level
+    directories (a cancellation point).
+    """
+    removed = 0
+    top = str(storage.artifacts_dir)
+
+    def rmdir(path: str) -> bool:
+        try:
+            os.rmdir(path)
+        except OSError:  # not empty, gone, not ours to remove
+            return False
+        return True
+
+    try:
+        tops = sorted(os.listdir(top))
+    except FileNotFoundError:
+        return 0
+    for first in tops:
+        outer = os.path.join(top, first)
+        if not _HEX2_NAME.match(first) or os.path.islink(outer) or not os.path.isdir(outer):
+            continue
+        check()
+        try:
+            inner = sorted(os.listdir(outer))
+        except OSError:
+            continue
+        left = len(inner)
+        for second in inner:
+            path = os.path.join(outer, second)
+            if _HEX2_NAME.match(second) and not os.path.islink(path) and rmdir(path):
+                removed += 1
+                left -= 1
+        if left == 0 and rmdir(outer):
+            removed += 1
+    return removed
 
 
 def check_wait(wait: object) -> float:
