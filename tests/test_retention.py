@@ -265,6 +265,26 @@ async def test_gc_removes_an_abandoned_incomplete_version(store: Store) -> None:
     assert (c["units"], c["artifacts"], c["version_units"]) == (1, 1, 1)
 
 
+async def test_a_version_number_is_never_handed_out_twice(store: Store) -> None:
+    """The number of a version gone (collected by gc as abandoned, or discarded) is not
+    given to a later one: ``triofetch versions`` listed it, with other content."""
+    kept = await stored_unit(store, "kept")
+    await make_version(store, "r", [kept])
+    abandoned = await make_version(store, "r", [await stored_unit(store, "lost")], complete=False)
+    assert abandoned.number == 2
+    assert (await store.collect_garbage(wait=5)).versions == 1
+    assert [v.number for v in await store.versions("r")] == [1]
+    third = await store.new_version("r")
+    assert third.number == 3
+    await store.discard_version(third)
+    fourth = await make_version(store, "r", [kept, await stored_unit(store, "new")])
+    assert fourth.number == 4
+    assert await store.prune("r", 1) == PruneReport("r", (4,), (1,))
+    assert (await store.new_version("r")).number == 5
+    # each repository counts its own
+    assert (await store.new_version("other")).number == 1
+
+
 async def test_gc_keeps_on_demand_units_and_shared_artifacts(store: Store) -> None:
     data = blob("same content")
     await store.storage.add_bytes(data)  # type: ignore[union-attr]

@@ -99,7 +99,10 @@ async def test_version1_database_is_migrated_with_its_rows(tmp_path: Path) -> No
     db = tmp_path / "old.sqlite3"
     shas = _version1_database(db, 50)
     async with open_store(f"sqlite:///{db}") as store:
-        assert SCHEMA_VERSION == 5
+        assert SCHEMA_VERSION == 6
+        # version 6: the largest number each repository handed out, and the next one after it
+        rows = await raw(store, "SELECT name, last_number FROM repositories")
+        assert [tuple(r) for r in rows] == [("old", 1)]
         # version 5: no unit of before streams its files
         rows = await raw(store, "SELECT count(*) FROM unit_artifacts WHERE streamed")
         assert rows[0][0] == 0
@@ -138,6 +141,7 @@ async def test_version1_database_is_migrated_with_its_rows(tmp_path: Path) -> No
         ] == 1
         report = await store.commit_units([file_unit("new", b"new bytes")])
         assert [o.status for o in report] == ["committed"]
+        assert (await store.new_version("old")).number == 2
     version, indexes, _ = _schema_of(db)
     assert version == SCHEMA_VERSION
     # the unique text indexes are gone

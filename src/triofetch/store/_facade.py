@@ -343,7 +343,9 @@ class Store:
 
         It starts with the units of *base*: ``"latest"`` (the latest complete version, or
         nothing for a new repository), a version number, or ``None`` (empty: a mirror that
-        adds only what it sees).  Membership is copied by one statement.
+        adds only what it sees).  Membership is copied by one statement.  Its number is the
+        one after the largest the repository ever had: a number is never handed out twice,
+        even once the version that had it was discarded or collected.
         """
         name = _check_repository_name(repository)
         if base is not None and base != "latest":

@@ -15,7 +15,8 @@ Both backends hold the same tables with the same meaning::
                          streamed flag (from version 5)
     remote_artifacts     unit_artifact, url (each URL once per unit_artifact), expected
                          size/digests
-    repositories         name unique
+    repositories         name unique, last_number (from version 6: the largest version
+                         number handed out)
     repository_versions  repository, number (unique per repository), complete flag
     version_units        version, unit (primary key)
     triofetch_schema     one row: the schema version
@@ -60,6 +61,12 @@ Version 4 (both backends) gives a store its whole life (see ``docs/store.rst``):
 Version 5 (both backends): ``unit_artifacts.streamed``, set for the files of units created
 with the ``streamed`` policy: the content app serves them from their remote URLs without
 storing them (a file without it, from an ``on_demand`` unit, is stored when first served).
+
+Version 6 (both backends): ``repositories.last_number``, the largest version number the
+repository ever handed out (set from its versions by the migration).  A new version takes
+the number after it, so a number is never handed out twice: not after ``gc`` removed an
+abandoned incomplete version that was the latest, nor after a failed sync discarded its
+version, where ``max(number) + 1`` gave the gone version's number to the next one.
 """
 
 from __future__ import annotations
@@ -81,7 +88,7 @@ __all__ = [
     "unit_key_hash",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: a migration step: an SQL statement, or a function given the connection
 Step: TypeAlias = "str | Callable[[Any], None]"
@@ -209,6 +216,11 @@ SQLITE_MIGRATIONS: dict[int, list[Step]] = {
         "ALTER TABLE repository_versions ADD COLUMN created TEXT",
     ],
     5: ["ALTER TABLE unit_artifacts ADD COLUMN streamed INTEGER NOT NULL DEFAULT 0"],
+    6: [
+        "ALTER TABLE repositories ADD COLUMN last_number INTEGER NOT NULL DEFAULT 0",
+        "UPDATE repositories SET last_number = coalesce((SELECT max(number) "
+        "FROM repository_versions v WHERE v.repository_id = repositories.id), 0)",
+    ],
 }
 
 POSTGRES_MIGRATIONS: dict[int, list[Step]] = {
@@ -271,6 +283,11 @@ POSTGRES_MIGRATIONS: dict[int, list[Step]] = {
         "ALTER TABLE repository_versions ADD COLUMN created TEXT",
     ],
     5: ["ALTER TABLE unit_artifacts ADD COLUMN streamed BOOLEAN NOT NULL DEFAULT FALSE"],
+    6: [
+        "ALTER TABLE repositories ADD COLUMN last_number INTEGER NOT NULL DEFAULT 0",
+        "UPDATE repositories SET last_number = coalesce((SELECT max(number) "
+        "FROM repository_versions v WHERE v.repository_id = repositories.id), 0)",
+    ],
 }
 
 

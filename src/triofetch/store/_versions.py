@@ -242,7 +242,8 @@ def repositories(db: Dialect) -> list[str]:
 def new_version(
     db: Dialect, name: str, base: int | Literal["latest"] | None, create: bool
 ) -> VersionHandle:
-    """Start version max + 1 of *name* holding the units of *base* (see Store.new_version)."""
+    """Start the next version of *name* (the number after the largest it ever had)
+    holding the units of *base* (see Store.new_version)."""
 
     def work(conn: Any) -> VersionHandle:
         rid = _repository_id(db, conn, name, create=create)
@@ -256,13 +257,17 @@ def new_version(
                     f"version {base} of {name!r} is not complete: it cannot be a base"
                 )
             base_id = None if row is None else row[0]
-        number = conn.execute(
+        # the number after any ever handed out (the repository's row is locked): never
+        # that of a version gone since, an abandoned one gc removed or one discarded
+        last = conn.execute(
             db.sql(
-                "SELECT coalesce(max(number), 0) + 1 FROM repository_versions "
-                "WHERE repository_id = ?"
+                "SELECT r.last_number, (SELECT coalesce(max(number), 0) FROM repository_versions "
+                "WHERE repository_id = r.id) FROM repositories r WHERE r.id = ?"
             ),
             (rid,),
-        ).fetchone()[0]
+        ).fetchone()
+        number = max(int(last[0]), int(last[1])) + 1
+        conn.execute(db.sql("UPDATE repositories SET last_number = ? WHERE id = ?"), (number, rid))
         vid = conn.execute(
             db.sql(
                 "INSERT INTO repository_versions (repository_id, number, complete, created) "
