@@ -265,9 +265,11 @@ async def test_gc_removes_an_abandoned_incomplete_version(store: Store) -> None:
     assert (c["units"], c["artifacts"], c["version_units"]) == (1, 1, 1)
 
 
-async def test_a_version_number_is_never_handed_out_twice(store: Store) -> None:
-    """The number of a version gone (collected by gc as abandoned, or discarded) is not
-    given to a later one: ``triofetch versions`` listed it, with other content."""
+async def test_the_number_of_an_abandoned_version_is_not_handed_out_again(store: Store) -> None:
+    """The number of a version abandoned (its writer killed) and collected by gc is not
+    given to a later one: ``triofetch versions`` listed it, with other content.  A version
+    its own run discarded (a failed run, or one that changed nothing) gives its number back
+    when it was the last one handed out, so that failed and no-op runs leave no gaps."""
     kept = await stored_unit(store, "kept")
     await make_version(store, "r", [kept])
     abandoned = await make_version(store, "r", [await stored_unit(store, "lost")], complete=False)
@@ -275,12 +277,15 @@ async def test_a_version_number_is_never_handed_out_twice(store: Store) -> None:
     assert (await store.collect_garbage(wait=5)).versions == 1
     assert [v.number for v in await store.versions("r")] == [1]
     third = await store.new_version("r")
-    assert third.number == 3
+    assert third.number == 3  # not 2 again
     await store.discard_version(third)
-    fourth = await make_version(store, "r", [kept, await stored_unit(store, "new")])
-    assert fourth.number == 4
-    assert await store.prune("r", 1) == PruneReport("r", (4,), (1,))
-    assert (await store.new_version("r")).number == 5
+    again = await make_version(store, "r", [kept, await stored_unit(store, "new")])
+    assert again.number == 3  # given back by the discard
+    assert await store.prune("r", 1) == PruneReport("r", (3,), (1,))
+    first, second = await store.new_version("r"), await store.new_version("r")
+    assert (first.number, second.number) == (4, 5)
+    await store.discard_version(first)  # not the last handed out: 4 stays taken
+    assert (await store.new_version("r")).number == 6
     # each repository counts its own
     assert (await store.new_version("other")).number == 1
 

@@ -344,8 +344,9 @@ class Store:
         It starts with the units of *base*: ``"latest"`` (the latest complete version, or
         nothing for a new repository), a version number, or ``None`` (empty: a mirror that
         adds only what it sees).  Membership is copied by one statement.  Its number is the
-        one after the largest the repository ever had: a number is never handed out twice,
-        even once the version that had it was discarded or collected.
+        one after the largest the repository handed out: the number of a version abandoned
+        and collected by ``gc`` is not handed out again; one :meth:`discard_version` gives
+        back when it was the last handed out (failed and no-op runs leave no gap).
         """
         name = _check_repository_name(repository)
         if base is not None and base != "latest":
@@ -398,7 +399,8 @@ class Store:
         return await self._write(_versions.complete_version, self._backend, version)
 
     async def discard_version(self, version: VersionHandle) -> None:
-        """Delete an incomplete version (its units stay in the database)."""
+        """Delete an incomplete version (its units stay in the database).  Its number is
+        given back when it is the last one handed out (see :meth:`new_version`)."""
         _check_version(version)
         await self._write(_versions.discard_version, self._backend, version)
 

@@ -64,9 +64,10 @@ storing them (a file without it, from an ``on_demand`` unit, is stored when firs
 
 Version 6 (both backends): ``repositories.last_number``, the largest version number the
 repository ever handed out (set from its versions by the migration).  A new version takes
-the number after it, so a number is never handed out twice: not after ``gc`` removed an
-abandoned incomplete version that was the latest, nor after a failed sync discarded its
-version, where ``max(number) + 1`` gave the gone version's number to the next one.
+the number after it, so the number of an abandoned incomplete version that ``gc`` removed
+is not handed out again (``max(number) + 1`` gave it to the next version).  Discarding a
+version gives its number back when it is the last one handed out (``last_number - 1``):
+a failed or no-op run leaves no gap.
 """
 
 from __future__ import annotations

@@ -257,8 +257,8 @@ def new_version(
                     f"version {base} of {name!r} is not complete: it cannot be a base"
                 )
             base_id = None if row is None else row[0]
-        # the number after any ever handed out (the repository's row is locked): never
-        # that of a version gone since, an abandoned one gc removed or one discarded
+        # the number after the last handed out (the repository's row is locked): never
+        # that of an abandoned version gc removed (a discard gives its number back)
         last = conn.execute(
             db.sql(
                 "SELECT r.last_number, (SELECT coalesce(max(number), 0) FROM repository_versions "
@@ -306,11 +306,16 @@ def complete_version(db: Dialect, version: VersionHandle) -> VersionHandle:
 
 
 def discard_version(db: Dialect, version: VersionHandle) -> None:
-    """Delete an incomplete version (idempotent); its units stay."""
+    """Delete an incomplete version (idempotent); its units stay.  Its number is given back
+    when it is the last one handed out (a run that failed, or changed nothing, leaves no gap
+    in the numbers); a number handed out after it keeps it taken."""
 
     def work(conn: Any) -> None:
         row = conn.execute(
-            db.sql("SELECT complete FROM repository_versions WHERE id = ?" + db.lock_rows),
+            db.sql(
+                "SELECT complete, repository_id, number FROM repository_versions WHERE id = ?"
+                + db.lock_rows
+            ),
             (version.id,),
         ).fetchone()
         if row is None:
@@ -321,6 +326,13 @@ def discard_version(db: Dialect, version: VersionHandle) -> None:
             )
         conn.execute(db.sql("DELETE FROM version_units WHERE version_id = ?"), (version.id,))
         conn.execute(db.sql("DELETE FROM repository_versions WHERE id = ?"), (version.id,))
+        conn.execute(
+            db.sql(
+                "UPDATE repositories SET last_number = last_number - 1 "
+                "WHERE id = ? AND last_number = ?"
+            ),
+            (row[1], row[2]),
+        )
 
     # (unfenced: a writer that lost its lease still takes its own version away)
     db.run_write(work, fenced=False)
