@@ -449,6 +449,32 @@ def test_sigint_then_a_completing_resync(http_server: FaultServer, tmp_path: Pat
     assert run_cli("verify", "--root", root).code == 0
 
 
+def test_a_store_made_between_the_new_root_checks_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two syncs making one new root: the second looked for the database (not there yet),
+    then listed the root after the first had made the database and the storage's
+    directories, and refused it as someone else's directory ("no triofetch store at ROOT",
+    status 2; seen once in the suite's test_two_syncs_on_one_root_at_once)."""
+    from triofetch._cli import _common
+
+    root = tmp_path / "root"
+    (root / "artifacts").mkdir(parents=True)
+    (root / "triofetch.sqlite3").write_bytes(b"")
+    looked = []
+
+    def not_yet(path: object) -> bool:  # the database appears just after this look
+        looked.append(path)
+        return False
+
+    monkeypatch.setattr(_common.os.path, "lexists", not_yet)
+    _common.check_new_root(root, None)  # no CLIError: the store is there now
+    assert looked == [root / "triofetch.sqlite3"]
+    (root / "triofetch.sqlite3").unlink()
+    with pytest.raises(_common.CLIError, match="no triofetch store at"):
+        _common.check_new_root(root, None)  # someone else's directory
+
+
 def test_two_syncs_on_one_root_at_once(http_server: FaultServer, tmp_path: Path) -> None:
     files = {f"f{i:03}.txt": f"file {i}".encode() * 50 for i in range(150)}
     url = publish(http_server, files)

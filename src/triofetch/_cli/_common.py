@@ -181,10 +181,12 @@ def check_new_root(root: Path, db: str | None) -> None:
     if db is not None or os.path.lexists(root / DEFAULT_DATABASE_NAME):
         return
     try:
-        entries = [name for name in os.listdir(root) if name not in _LOCK_FILES]
+        names = os.listdir(root)
     except (FileNotFoundError, NotADirectoryError):
         return  # made by the sync (or refused when it cannot be)
-    if entries:
+    if DEFAULT_DATABASE_NAME in names:
+        return  # made meanwhile, by a sync at the same time (the storage's dirs come after)
+    if any(name not in _LOCK_FILES for name in names):
         raise CLIError(f"no triofetch store at {root}", kind="store_not_found")
 
 
