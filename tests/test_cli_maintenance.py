@@ -8,12 +8,24 @@ run_cli_in_process); the commands each case is about run as processes.
 from __future__ import annotations
 
 import datetime
+import errno
+import hashlib
+import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests._cli_helpers import Result, cli_env, publish, run_cli, run_cli_in_process
+from tests._cli_helpers import (
+    Result,
+    cli_env,
+    publish,
+    run_cli,
+    run_cli_in_process,
+    start_cli,
+)
 from triofetch.testing import FaultServer
 
 FILES = {"a.txt": b"alpha\n", "dir/b.bin": b"b" * 3000, "c.txt": b"gamma\n"}
@@ -187,3 +199,68 @@ def test_gc_gives_up_while_a_writer_runs(http_server: FaultServer, tmp_path: Pat
     result = run_cli("gc", "--root", root, "--wait", "5", "--json")
     assert result.code == 0, result
     assert result.json()["units"] == 1 and stored(root) == 3
+
+
+def _files_with_first_sha256(count: int, tag: str) -> tuple[str, dict[str, bytes]]:
+    """*count* small files of their own content, one of which has a sha256 below every
+    other's (the first file verify hashes); its path is returned too."""
+    files = {f"{tag}/f{i}.txt": f"{tag} {i}\n".encode() for i in range(count)}
+    n = 0
+    while not hashlib.sha256(data := f"first {n}\n".encode()).hexdigest().startswith("000"):
+        n += 1
+    files[f"{tag}/first.txt"] = data
+    return f"{tag}/first.txt", files
+
+
+def test_verify_while_prune_and_gc_remove_a_version_reports_no_damage(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """verify takes no lock: files that prune and gc removed with their records after it
+    read the records are not 'corrupted: missing' (it reported each, status 1, with the
+    store intact).  The first file verify hashes is made a FIFO, so that verify waits on it
+    while prune and gc remove version 1; then it is given its bytes."""
+    root = tmp_path / "root"
+    old = {f"old/f{i}.txt": f"old {i}\n".encode() for i in range(600)}
+    first, new = _files_with_first_sha256(10, "new")
+    for prefix, files in (("/old", old), ("/new", new)):
+        url = publish(http_server, files, prefix=prefix)
+        result = run_cli_in_process("sync", url, "--root", root, "--repository", "r", "--mirror")
+        assert result.code == 0, result
+    sha = hashlib.sha256(new[first]).hexdigest()
+    stored_file = root / "artifacts" / sha[:2] / sha[2:4] / sha
+    os.chmod(stored_file.parent, 0o755)
+    stored_file.unlink()
+    os.mkfifo(stored_file)
+    verify = start_cli("verify", "--root", root, "--json")
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # (opening a FIFO to write fails until a reader has it open)
+            try:
+                fifo = os.open(stored_file, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                assert exc.errno == errno.ENXIO and time.monotonic() < deadline
+                assert verify.poll() is None, verify.communicate()
+                time.sleep(0.01)
+        pruned = run_cli_in_process("prune", "--root", root, "--repository", "r", "--keep", "1")
+        assert pruned.code == 0, pruned
+        collected = run_cli_in_process("gc", "--root", root, "--json")
+        assert collected.code == 0 and collected.json()["files"] == 600, collected
+        os.write(fifo, new[first])
+        os.close(fifo)
+        out, err = verify.communicate(timeout=60)
+    finally:
+        verify.kill()
+        verify.wait()
+    assert verify.returncode == 0, (out, err)
+    report = json.loads(out)
+    assert report["ok"] is True and report["corrupted"] == [], report
+    assert report["checked"] == 611
+    # the files hashed after gc are the ones it took; those hashed before were intact
+    assert 0 < report["removed_by_gc"] <= 600
+    assert "corrupted" not in err
+    assert f"{report['removed_by_gc']} stored files and their records went while the store " in err
+    stored_file.unlink()
+    stored_file.write_bytes(new[first])
+    again = run_cli("verify", "--root", root, "--json")
+    assert again.code == 0 and again.json()["removed_by_gc"] == 0, again

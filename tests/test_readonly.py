@@ -377,6 +377,7 @@ def test_verify_checks_every_recorded_file_and_lists_orphans(
         "ok": False,
         "corrupted": [{"sha256": digest, "path": str(gone), "reason": "missing"}],
         "orphans": [{"sha256": sha(orphan_data), "path": str(orphan)}],
+        "removed_by_gc": 0,
     }
     # orphans alone are no error
     gone.parent.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,14 @@ it opens the store read-only and must not write to it, nor import a private modu
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ..storage import ArtifactStorage, CorruptArtifact
 from ..store import RepositoryNotFound, Store, UnitInfo, VersionNotFound
 from ._common import (
     EXIT_FAILED,
@@ -149,21 +153,89 @@ async def verify_command(args: argparse.Namespace) -> int:
         # (all of them, not only the latest versions'); a file without a record is an
         # orphan, which gc removes: reported, not an error.
         report = await storage.verify(expected=await recorded_artifacts(store))
-    problems = [
-        {"sha256": c.sha256, "path": str(c.path), "reason": c.reason} for c in report.corrupted
-    ]
-    orphans = [{"sha256": p.name, "path": str(p)} for p in report.orphans]
+        # verify takes no lock: prune and gc, a sync or a repair may have run while it
+        # hashed.  What it found wrong is looked at again as the store is now.
+        corrupted, removed = await _still_corrupted(store, storage, report.corrupted)
+        orphans_now = await _still_orphans(store, storage, report.orphans)
+    problems = [{"sha256": c.sha256, "path": str(c.path), "reason": c.reason} for c in corrupted]
+    orphans = [{"sha256": p.name, "path": str(p)} for p in orphans_now]
+    ok = not problems
     if args.json:
         emit_json(
-            {"checked": report.checked, "ok": report.ok, "corrupted": problems, "orphans": orphans}
+            {
+                "checked": report.checked,
+                "ok": ok,
+                "corrupted": problems,
+                "orphans": orphans,
+                "removed_by_gc": removed,
+            }
         )
     for c in problems:
         warn(f"corrupted: {c['sha256']}: {c['reason']} ({c['path']})")
     for o in orphans:
         note(f"orphan: {o['sha256']} ({o['path']}) — no record; 'triofetch gc' removes it")
+    if removed:
+        files = (
+            "1 stored file and its record"
+            if removed == 1
+            else f"{removed} stored files and their records"
+        )
+        note(
+            f"{files} went while the store was verified (gc removed what no version holds any "
+            "more): not damage"
+        )
     if not args.json:
-        verdict = "all intact" if report.ok else f"{len(problems)} corrupted or missing"
+        verdict = "all intact" if ok else f"{len(problems)} corrupted or missing"
         if orphans:
             verdict += f", {len(orphans)} orphan{'s' if len(orphans) != 1 else ''}"
         say(f"verified {report.checked} stored files: {verdict}")
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+_SHA256 = re.compile("[0-9a-f]{64}")
+
+#: sha256s looked up per query when verify looks again at what it found
+_RECHECK = 500
+
+
+async def _recorded_now(store: Store, sha256s: list[str]) -> dict[str, int]:
+    """Which of *sha256s* the store records now, with their recorded sizes."""
+    found: dict[str, int] = {}
+    for start in range(0, len(sha256s), _RECHECK):
+        records = await store.find_artifacts(sha256s[start : start + _RECHECK])
+        found.update((sha, record.size) for sha, record in records.items())
+    return found
+
+
+async def _still_corrupted(
+    store: Store, storage: ArtifactStorage, corrupted: Sequence[CorruptArtifact]
+) -> tuple[list[CorruptArtifact], int]:
+    """The files of *corrupted* still wrong now, and how many are no longer recorded.
+
+    A file whose record is gone was removed by gc (prune, then gc) after verify read the
+    records: it is not damage.  One recorded still is hashed again: a sync or a repair may
+    have put it (back) in place meanwhile; it is reported as it is found now.
+    """
+    if not corrupted:
+        return [], 0
+    now = await _recorded_now(store, [c.sha256 for c in corrupted])
+    still: list[CorruptArtifact] = []
+    for c in corrupted:
+        if c.sha256 not in now:
+            continue
+        reason = await storage.check(c.sha256, size=now[c.sha256])
+        if reason is not None:
+            still.append(CorruptArtifact(c.sha256, c.path, reason))
+    return still, sum(c.sha256 not in now for c in corrupted)
+
+
+async def _still_orphans(
+    store: Store, storage: ArtifactStorage, orphans: Sequence[Path]
+) -> list[Path]:
+    """The files of *orphans* that still have no record: a sync commits the files it stored
+    a moment after storing them, so one that committed during the walk recorded some."""
+    if not orphans:
+        return []
+    # (a name that is no sha256 cannot be recorded: it stays an orphan)
+    now = await _recorded_now(store, [p.name for p in orphans if _SHA256.fullmatch(p.name)])
+    return [p for p in orphans if not (p.name in now and p == storage.path_for(p.name))]
