@@ -124,6 +124,31 @@ def test_versions_prune_gc(http_server: FaultServer, tmp_path: Path) -> None:
     assert again.out.strip() == "repository 'r': nothing to delete; kept 3"
 
 
+def test_prune_names_runs_of_versions_by_their_ends(tmp_path: Path) -> None:
+    """A prune of many versions printed every number on one line (16,971 bytes for 2,995
+    versions); runs of three or more are now written as their ends."""
+    import trio
+
+    from triofetch.store import open_store
+
+    root = tmp_path / "root"
+
+    async def make() -> None:
+        async with open_store(root=root) as store:
+            for _ in range(9):
+                await store.complete_version(await store.new_version("r"))
+
+    trio.run(make)
+    args = ("prune", "--root", root, "--repository", "r")
+    pruned = run_cli_in_process(*args, "--keep", "3")
+    assert pruned.code == 0, pruned
+    assert pruned.out.strip() == (
+        "repository 'r': deleted versions 1-6; kept 7-9 (run 'triofetch gc' to free their files)"
+    )
+    again = run_cli_in_process(*args, "--keep", "1", "--json")  # JSON: every number
+    assert again.json() == {"repository": "r", "kept": [9], "deleted": [7, 8]}
+
+
 def test_sync_retain(http_server: FaultServer, tmp_path: Path) -> None:
     root = tmp_path / "root"
     for generation in (1, 2, 3):

@@ -39,7 +39,24 @@ def versions_json(versions: Sequence[VersionInfo]) -> list[dict[str, Any]]:
 
 
 def _numbers(numbers: Sequence[int]) -> str:
-    return ", ".join(map(str, numbers)) if numbers else "none"
+    """``1, 2, 5-9, 12``: a run of three or more numbers in a row as its ends (a prune of
+    thousands of versions is one short line, not one number each)."""
+    if not numbers:
+        return "none"
+    parts: list[str] = []
+    ordered = sorted(numbers)
+    start = prev = ordered[0]
+    for number in [*ordered[1:], None]:
+        if number is not None and number == prev + 1:
+            prev = number
+            continue
+        if prev - start >= 2:
+            parts.append(f"{start}-{prev}")
+        else:
+            parts.extend(map(str, range(start, prev + 1)))
+        if number is not None:
+            start = prev = number
+    return ", ".join(parts)
 
 
 async def versions_command(args: argparse.Namespace) -> int:
