@@ -40,7 +40,7 @@ from tests.test_serve_ondemand_edges import (
 from triofetch import DeclarativeArtifact, DeclarativeUnit, StorageWriteError
 from triofetch.serve import _ondemand
 from triofetch.store import UnitKey, open_store
-from triofetch.testing import FaultServer, Reset
+from triofetch.testing import FaultServer, Reset, Slow
 
 KB = 1000
 
@@ -834,9 +834,12 @@ async def test_fetch_many_into_a_full_temp_dir_hands_over_failed_outcomes(
     http_server: FaultServer, small_disk: Path
 ) -> None:
     """``fetch_many`` with a file too large for the disk beside one that fits: the large
-    one is a FetchFailed outcome holding the TempFileError, the other one is fetched."""
+    one is a FetchFailed outcome holding the TempFileError, the other one is fetched.
+    (The large one comes slowly, 256 KB every 50 ms, so that the small one is written
+    before the disk is full: sent at full speed, the large one filled it first now and
+    then, under load, and the small one failed too, rightly.)"""
     big, small = content("big", 3000 * KB), content("small", 20 * KB)
-    http_server.add_file("/big.bin", big)
+    http_server.add_file("/big.bin", big, faults=[Slow(0.05, 256 * KB)])
     http_server.add_file("/small.bin", small)
     outcomes = {}
     async with triofetch.Downloader(temp_dir=small_disk) as dl:
