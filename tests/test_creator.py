@@ -288,18 +288,27 @@ async def test_fail_fast_raises_one_unit_failed_when_several_fail_at_once(
     assert await store.latest_version("r") is None
 
 
+def slow_units(http_server: FaultServer, prefix: str) -> list[DeclarativeUnit]:
+    """30 units of two files each, the second sent slowly (a run of them takes seconds):
+    for the tests that cancel a run in its middle."""
+    units = [
+        multi_unit(
+            http_server, f"{prefix}{i}", {"a": content(f"a{i}", 4000), "b": content(f"b{i}", 4000)}
+        )
+        for i in range(30)
+    ]
+    for i in range(30):
+        http_server.add_faults(f"/multi/{prefix}{i}/b", [Slow(0.02, chunk=500)])
+    return units
+
+
 async def test_cancel_mid_run_closes_the_iteration_of_the_units(
     http_server: FaultServer, store: Store, dl: triofetch.Downloader
 ) -> None:
     """The run closed its slicing generator but not the one it reads (``aiter_units``):
     cancelled mid-run, that was garbage collected unfinished, a ResourceWarning (seen under
     ``python -X dev``, on Ctrl-C of ``triofetch sync`` or ``demo``)."""
-    units = [
-        multi_unit(http_server, f"w{i}", {"a": content(f"a{i}", 4000), "b": content(f"b{i}", 4000)})
-        for i in range(30)
-    ]
-    for i in range(30):
-        http_server.add_faults(f"/multi/w{i}/b", [Slow(0.02, chunk=500)])
+    units = slow_units(http_server, "w")
     creator = triofetch.ContentUnitCreator(store, dl, slice_size=10)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -313,12 +322,7 @@ async def test_cancel_mid_run_closes_the_iteration_of_the_units(
 async def test_cancel_mid_run_leaves_complete_or_absent(
     http_server: FaultServer, store: Store, dl: triofetch.Downloader
 ) -> None:
-    units = [
-        multi_unit(http_server, f"c{i}", {"a": content(f"a{i}", 4000), "b": content(f"b{i}", 4000)})
-        for i in range(30)
-    ]
-    for i in range(30):
-        http_server.add_faults(f"/multi/c{i}/b", [Slow(0.02, chunk=500)])
+    units = slow_units(http_server, "c")
     creator = triofetch.ContentUnitCreator(store, dl, slice_size=10)
     with trio.move_on_after(0.25) as scope:
         await creator.run(units, repository="r")

@@ -28,7 +28,14 @@ import trio
 import trio.lowlevel
 
 import triofetch
-from tests._cli_helpers import file_requests, manifest_of, publish, run_cli, run_cli_in_process
+from tests._cli_helpers import (
+    Result,
+    file_requests,
+    manifest_of,
+    publish,
+    run_cli,
+    run_cli_in_process,
+)
 from tests._invariants import check_invariants
 from tests.test_serve_ondemand_edges import (
     FakeResponder,
@@ -150,6 +157,47 @@ def one_error_line(err: str) -> str:
     return lines[0].removeprefix("triofetch: error: ")
 
 
+def stopped_run(
+    message: str,
+    pattern: re.Pattern[str],
+    root: Path,
+    db: str | None,
+    files: dict[str, bytes],
+    server: FaultServer,
+) -> tuple[re.Match[str], int, list[DeclarativeUnit]]:
+    """A sync that a resource running out stopped: its one line matches *pattern* (groups
+    ``dir``, ``stored``, ``committed``), the write that failed was the storage's, no temp
+    file is left, and the store holds exactly the units committed, each complete.  The
+    match, the units committed, and the declared units."""
+    match = pattern.fullmatch(message)
+    assert match, message
+    assert match["dir"] in (str(root / "tmp"), str(root / "artifacts"))
+    stored, committed = int(match["stored"]), int(match["committed"])
+    assert committed <= stored < len(files)
+    assert temp_files(root) == []
+    units = declared(files, server)
+    found = trio.run(complete_units, root, db, units)
+    assert all(found.values()) and len(found) == committed
+    return match, committed, units
+
+
+def resync_completed(
+    out: str,
+    root: Path,
+    db: str | None,
+    units: list[DeclarativeUnit],
+    server: FaultServer,
+    committed: int,
+) -> None:
+    """The same sync run again once there was room: version 1 made of every unit, each
+    complete; the *committed* units of the stopped run were not fetched again (the
+    server's counters reset before the run)."""
+    assert "version 1 created" in out, out
+    assert len(file_requests(server)) <= len(units) - committed
+    found = trio.run(complete_units, root, db, units)
+    assert len(found) == len(units) and all(found.values())
+
+
 # 40 files of 100 kB: 4 MB, twice the disk
 FILES = {f"d/f{i:02d}.bin": content(f"f{i}", 100 * KB) for i in range(40)}
 
@@ -260,20 +308,14 @@ def test_sync_on_a_full_disk_stops_with_one_line_then_a_resync_completes(
     args = ("sync", url, "--root", root, "--repository", "r", *where)
     result = run_cli(*args, "--ignore-free-space", "--connections", "2")
     assert result.code == 1, result
-    message = one_error_line(result.err)
-    match = _STOPPED.fullmatch(message)
-    assert match, message
-    assert match["dir"] in (str(root / "tmp"), str(root / "artifacts"))
-    stored, committed = int(match["stored"]), int(match["committed"])
-    assert 0 < stored < len(FILES)
+    match, committed, units = stopped_run(
+        one_error_line(result.err), _STOPPED, root, db, FILES, http_server
+    )
+    stored = int(match["stored"])
+    assert stored > 0
     # no download started once the disk was full: those running (at most 2 connections,
     # 4 units) were cancelled, nothing else was asked for
     assert len(file_requests(http_server)) <= stored + 4 + 1
-    assert temp_files(root) == []
-    units = declared(FILES, http_server)
-    found = trio.run(complete_units, root, db, units)
-    assert all(found.values())  # every unit in the store is complete
-    assert len(found) == committed
     if db is not None:  # the database had room: every complete unit was committed
         assert match["db"] is None
         assert committed == stored
@@ -285,11 +327,7 @@ def test_sync_on_a_full_disk_stops_with_one_line_then_a_resync_completes(
     again = run_cli("sync", url, "--root", root, "--repository", "r", *where)
     assert again.code == 0, again
     assert again.err == "", again
-    assert "version 1 created" in again.out
-    # what the stopped run committed was not fetched again
-    assert len(file_requests(http_server)) <= len(FILES) - committed
-    found = trio.run(complete_units, root, db, units)
-    assert len(found) == len(FILES) and all(found.values())
+    resync_completed(again.out, root, db, units, http_server, committed)
     assert run_cli("verify", "--root", root, *where).code == 0
 
 
@@ -348,6 +386,25 @@ async def test_creator_run_raises_storage_write_error_itself_after_committing(
 # -- export -----------------------------------------------------------------------------------
 
 
+def stopped_export_wrote_part(
+    result: Result, dest: Path, files: dict[str, bytes], why: str
+) -> None:
+    """An export a full disk (or inode table) stopped: status 1, one line saying how many of
+    *files* it wrote to *dest* and then *why* (a regular expression), and those files whole
+    in DEST, with no temp file and no manifest."""
+    assert result.code == 1, result
+    message = one_error_line(result.err)
+    match = re.fullmatch(
+        rf"wrote (\d+) of {len(files)} files to {re.escape(str(dest))}{why}", message
+    )
+    assert match, message
+    written = int(match[1])
+    assert 0 < written < len(files)
+    on_disk = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert len(on_disk) == written, sorted(on_disk)  # no temp file, no manifest
+    assert all(files[path] == data for path, data in on_disk.items())
+
+
 def test_export_on_a_full_disk_says_what_it_wrote_and_leaves_no_temp_file(
     http_server: FaultServer, small_disk: Path, tmp_path: Path
 ) -> None:
@@ -357,22 +414,13 @@ def test_export_on_a_full_disk_says_what_it_wrote_and_leaves_no_temp_file(
     assert run_cli_in_process("sync", url, "--root", root, "--repository", "r").code == 0
     dest = small_disk / "dest"
     result = run_cli("export", "--root", root, "--repository", "r", dest)
-    assert result.code == 1, result
-    message = one_error_line(result.err)
-    match = re.fullmatch(
-        r"wrote (\d+) of 10 files to "
-        + re.escape(str(dest))
-        + r" before the disk filled \(no space left on device\); no PULP_MANIFEST written: "
+    stopped_export_wrote_part(
+        result,
+        dest,
+        files,
+        r" before the disk filled \(no space left on device\); no PULP_MANIFEST written: "
         r"free some space and run the export again",
-        message,
     )
-    assert match, message
-    written = int(match[1])
-    assert 0 < written < 10
-    on_disk = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
-    assert len(on_disk) == written, sorted(on_disk)  # no temp file, no manifest
-    for path, data in on_disk.items():
-        assert files[path] == data
 
     remount(small_disk, "16m")
     again = run_cli("export", "--root", root, "--repository", "r", dest)
@@ -458,24 +506,17 @@ def test_sync_out_of_inodes_mid_run_says_so_then_a_resync_completes(
     args = ("sync", url, "--root", root, "--repository", "r")
     result = run_cli(*args)
     assert result.code == 1, result
-    message = one_error_line(result.err)
-    match = _NO_INODES.fullmatch(message)
-    assert match, message
-    assert match["dir"] in (str(root / "tmp"), str(root / "artifacts"))
-    stored, committed = int(match["stored"]), int(match["committed"])
-    assert 0 < stored < len(INODE_FILES)
+    match, committed, units = stopped_run(
+        one_error_line(result.err), _NO_INODES, root, None, INODE_FILES, http_server
+    )
+    assert int(match["stored"]) > 0
     assert shutil.disk_usage(small_disk).free > 15 * 1024 * 1024  # the bytes had room
-    assert temp_files(root) == []
-    units = declared(INODE_FILES, http_server)
-    found = trio.run(complete_units, root, None, units)
-    assert all(found.values()) and len(found) == committed
 
     remount_inodes(small_disk, 1024)
+    http_server.reset_counters()
     again = run_cli(*args)
     assert again.code == 0, again
-    assert "version 1 created" in again.out
-    found = trio.run(complete_units, root, None, units)
-    assert len(found) == len(INODE_FILES) and all(found.values())
+    resync_completed(again.out, root, None, units, http_server, committed)
 
 
 async def test_creator_run_out_of_inodes_records_it_on_the_error(
@@ -514,21 +555,13 @@ def test_export_out_of_inodes_says_so(
     remount_inodes(small_disk, 16)
     dest = small_disk / "dest"
     result = run_cli("export", "--root", root, "--repository", "r", dest)
-    assert result.code == 1, result
-    message = one_error_line(result.err)
-    match = re.fullmatch(
-        r"wrote (\d+) of 30 files to "
-        + re.escape(str(dest))
-        + r" before the file system ran out of inodes \(no space left on device\); no "
+    stopped_export_wrote_part(
+        result,
+        dest,
+        files,
+        r" before the file system ran out of inodes \(no space left on device\); no "
         r"PULP_MANIFEST written: free some inodes \(remove files\) and run the export again",
-        message,
     )
-    assert match, message
-    written = int(match[1])
-    assert 0 < written < 30
-    on_disk = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
-    assert len(on_disk) == written, sorted(on_disk)  # no temp file, no manifest
-    assert all(files[path] == data for path, data in on_disk.items())
 
     remount_inodes(small_disk, 1024)
     again = run_cli("export", "--root", root, "--repository", "r", dest)

@@ -21,9 +21,15 @@ from pathlib import Path
 import trio
 
 import triofetch
-from tests._cli_helpers import Result, cli_env, file_requests, publish
+from tests._cli_helpers import Result, cli_env, publish
 from tests._invariants import check_invariants
-from tests.test_disk_full import complete_units, content, declared, one_error_line, sha, temp_files
+from tests.test_disk_full import (
+    content,
+    one_error_line,
+    resync_completed,
+    sha,
+    stopped_run,
+)
 from triofetch import DeclarativeArtifact, DeclarativeUnit
 from triofetch.store import UnitKey, open_store
 from triofetch.testing import FaultServer
@@ -76,17 +82,8 @@ def test_sync_out_of_file_descriptors_stops_with_one_line_then_a_resync_complete
     result = run_cli_limited(*args, "--connections", "64", "--json", open_files=20)
     assert result.code == 1, result
     message = one_error_line(result.err)
-    match = _STOPPED.fullmatch(message)
-    assert match, message
     assert result.json() == {"error": {"kind": "open_files", "message": message}}
-    assert match["dir"] in (str(root / "tmp"), str(root / "artifacts"))
-    stored, committed = int(match["stored"]), int(match["committed"])
-    assert committed <= stored < len(FILES)
-    assert temp_files(root) == []
-    units = declared(FILES, http_server)
-    found = trio.run(complete_units, root, None, units)
-    assert all(found.values())  # every unit in the store is complete
-    assert len(found) == committed
+    _, committed, units = stopped_run(message, _STOPPED, root, None, FILES, http_server)
 
     http_server.reset_counters()
     again = subprocess.run(
@@ -98,11 +95,7 @@ def test_sync_out_of_file_descriptors_stops_with_one_line_then_a_resync_complete
     )
     assert again.returncode == 0, again
     assert again.stderr == "", again
-    assert "version 1 created" in again.stdout
-    # what the stopped run committed was not fetched again
-    assert len(file_requests(http_server)) <= len(FILES) - committed
-    found = trio.run(complete_units, root, None, units)
-    assert len(found) == len(FILES) and all(found.values())
+    resync_completed(again.stdout, root, None, units, http_server, committed)
 
 
 # -- the library ----------------------------------------------------------------------------
