@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -16,8 +18,10 @@ import trio.testing
 
 from tests.test_store import counts, file_unit, raw
 from triofetch import GCReport, InvalidInput, PruneReport, StoreBusy, StoreError, VersionInfo
+from triofetch._durable import fsync_directory
+from triofetch.storage import ArtifactStorage
 from triofetch.store import NewUnit, RepositoryNotFound, Store, VersionHandle, open_store
-from triofetch.store._retention import acquire_lease, release_lease
+from triofetch.store._retention import acquire_lease, release_lease, remove_empty_directories
 
 
 @pytest.fixture
@@ -500,3 +504,58 @@ async def test_gc_leaves_the_schema_as_it_was(store: Store) -> None:
     assert (await store.collect_garbage(wait=1)).units == 1
     assert await indexes() == before
     assert not any(name.startswith("triofetch_gc") for name in before)
+
+
+def _gc_directories_first(storage: ArtifactStorage, real: Callable[..., Any]) -> Callable[..., Any]:
+    """*real*, preceded once by what gc's last step does (the empty directories removed):
+    a collector running between a writer's steps, the writer holding no lease."""
+    done: list[int] = []
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not done:
+            done.append(remove_empty_directories(storage))
+        return real(*args, **kwargs)
+
+    wrapped.done = done  # type: ignore[attr-defined]
+    return wrapped
+
+
+async def test_a_durable_adoption_survives_gc_removing_its_new_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gc removes the ``ab/cd`` (and ``ab``) a durable adoption just made, before it fsyncs
+    them: the directories are made again, not a StoreError ('cannot adopt')."""
+    storage = ArtifactStorage(tmp_path / "root")
+    fsync = _gc_directories_first(storage, fsync_directory)
+    monkeypatch.setattr("triofetch.storage.fsync_directory", fsync)
+    stored = await storage.add_bytes(b"a prefix made, emptied by gc, then fsynced")
+    assert fsync.done == [2]  # type: ignore[attr-defined]
+    assert storage.path_for(stored.sha256).read_bytes().startswith(b"a prefix")
+
+
+@pytest.fixture
+def file_elsewhere(tmp_path: Path) -> Iterator[Path]:
+    """A file on another file system than *tmp_path* (its link into the storage: EXDEV)."""
+    other = Path("/dev/shm")
+    if not other.is_dir() or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system to adopt from")
+    path = other / f"triofetch-test-{os.getpid()}-{tmp_path.name}"
+    path.write_bytes(b"copied across file systems while gc ran")
+    yield path
+    path.unlink(missing_ok=True)
+
+
+async def test_a_cross_filesystem_adoption_survives_gc_removing_its_directory(
+    tmp_path: Path, file_elsewhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file adopted from another file system is copied into the storage's temp area,
+    then linked in; gc may remove the (still empty) directory during the copy: it is made
+    again, not a StoreError."""
+    storage = ArtifactStorage(tmp_path / "root", durable=False)
+    data = b"copied across file systems while gc ran"
+    sha256 = hashlib.sha256(data).hexdigest()
+    copy = _gc_directories_first(storage, shutil.copyfile)
+    monkeypatch.setattr("triofetch.storage.shutil.copyfile", copy)
+    stored = await storage.adopt(file_elsewhere, sha256=sha256, size=len(data))
+    assert copy.done == [2]  # type: ignore[attr-defined]
+    assert stored.created and storage.path_for(sha256).read_bytes() == data

@@ -35,13 +35,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
 import os
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
@@ -82,6 +83,9 @@ _CHUNK = 1 << 20
 #: seconds a temp file of another pid space (another machine, another container) is left
 #: alone by cleanup_temp without an older_than: its pid says nothing here, its age does
 _FOREIGN_TEMP_AGE = 24 * 3600.0
+#: times a directory the collector removed meanwhile is made again before giving up (it
+#: removes each at most once per run: a second loss is a second gc)
+_DIRECTORY_TRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,7 +527,8 @@ class ArtifactStorage:
             if durable:
                 with open(src, "rb") as f:
                     os.fsync(f.fileno())
-            os.replace(src, final)
+            # (gc may have swept that copy, unrecorded, and its directory with it)
+            self._into(functools.partial(os.replace, src, final), src, final, durable)
             if durable:
                 fsync_directory(final.parent)
             else:
@@ -538,15 +543,16 @@ class ArtifactStorage:
                 os.fsync(f.fileno())
         try:
             # link() never replaces: exactly one adopter creates the file.
-            self._link(src, final, durable)
+            self._into(functools.partial(os.link, src, final), src, final, durable)
         except FileExistsError:
             src.unlink(missing_ok=True)
             return False
         except OSError as exc:
             if exc.errno == errno.EXDEV:  # temp file on another filesystem: copy it over
-                self._copy_in(src, final)
+                self._copy_in(src, final, durable)
             elif exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EMLINK):
-                os.replace(src, final)  # no hard links here: rename (same content wins)
+                # no hard links here: rename (same content wins)
+                self._into(functools.partial(os.replace, src, final), src, final, durable)
                 if durable:
                     fsync_directory(directory)
                 else:
@@ -562,25 +568,37 @@ class ArtifactStorage:
         return True
 
     def _make_directory(self, directory: Path, durable: bool) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        if durable:
-            fsync_directory(directory.parent)
-            fsync_directory(directory.parent.parent)
-        else:
-            self._pend(directory.parent, directory.parent.parent)
+        """Make *directory* (an ``ab/cd``) and its parent, durable with *durable*.
 
-    def _link(self, src: Path, final: Path, durable: bool) -> None:
-        """``os.link(src, final)``; *final*'s directory is made again if it went meanwhile.
+        The collector may remove them again before they are fsynced (see :meth:`_into`):
+        then they are made again."""
+        for attempt in range(_DIRECTORY_TRIES):
+            directory.mkdir(parents=True, exist_ok=True)
+            if not durable:
+                self._pend(directory.parent, directory.parent.parent)
+                return
+            try:
+                fsync_directory(directory.parent)
+                fsync_directory(directory.parent.parent)
+                return
+            except FileNotFoundError:
+                if attempt == _DIRECTORY_TRIES - 1:
+                    raise
+
+    def _into(self, put: Callable[[], object], src: Path, final: Path, durable: bool) -> None:
+        """``put()``, which links or renames *src* to *final*; *final*'s directory is made
+        again if it went meanwhile.
 
         The collector removes the directories it leaves empty (``Store.collect_garbage``),
         under the writers' lease; a program adopting without one may see its directory go
-        between making it and linking into it."""
-        for attempt in range(3):
+        between making it and putting a file in it (the longer the copy across file systems,
+        the likelier)."""
+        for attempt in range(_DIRECTORY_TRIES):
             try:
-                os.link(src, final)
+                put()
                 return
             except FileNotFoundError:
-                if attempt == 2 or final.parent.is_dir() or not src.exists():
+                if attempt == _DIRECTORY_TRIES - 1 or final.parent.is_dir() or not src.exists():
                     raise
             self._make_directory(final.parent, durable)
 
@@ -589,7 +607,7 @@ class ArtifactStorage:
             with self._pending_lock:
                 self._pending.update(paths)
 
-    def _copy_in(self, src: Path, final: Path) -> None:
+    def _copy_in(self, src: Path, final: Path, durable: bool) -> None:
         tmp = self.new_temp_path()
         try:
             shutil.copyfile(src, tmp)
@@ -598,7 +616,7 @@ class ArtifactStorage:
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
             with contextlib.suppress(FileExistsError):
-                os.link(tmp, final)
+                self._into(functools.partial(os.link, tmp, final), tmp, final, durable)
         finally:
             tmp.unlink(missing_ok=True)
 
