@@ -257,3 +257,40 @@ async def test_creator_run_out_of_file_descriptors_raises_storage_write_error_it
         assert (report.units_existing, report.units_new) == (5, 1)
         found = await check_invariants(store, units, on_demand_ok=False)
         assert len(found) == len(units) and all(found.values())
+
+
+async def test_creator_run_out_of_file_descriptors_for_its_sources_stops_too(
+    tmp_path: Path,
+) -> None:
+    """The descriptor a download fails to get is that of its source (a ``file://`` file
+    here; a socket alike), not its temp file: the run stops as well, with the same
+    StorageWriteError (EMFILE), rather than failing every unit one by one ("cannot open
+    file: Too many open files") and going on to the end."""
+    source = tmp_path / "source"
+    source.mkdir()
+    units = []
+    for i in range(6):
+        data = content(f"src{i}", 5 * KB)
+        (source / f"f{i}").write_bytes(data)
+        art = DeclarativeArtifact((source / f"f{i}").as_uri(), f"f{i}", {"sha256": sha(data)})
+        art = DeclarativeArtifact(art.urls[0], art.relative_path, {"sha256": sha(data)}, len(data))
+        units.append(
+            DeclarativeUnit(
+                "file", (art.relative_path, sha(data)), {"relative_path": f"f{i}"}, [art]
+            )
+        )
+    root = tmp_path / "root"
+    spec = {"root": str(root), "spare": 1, "units": [_spec(u) for u in units]}
+    child = await trio.run_process(
+        [sys.executable, "-c", _CHILD, json.dumps(spec)],
+        env=cli_env(),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr.decode()
+    outcome = json.loads(child.stdout)
+    assert outcome.get("raised") == "StorageWriteError", outcome
+    assert (outcome["errno"], outcome["too_many_open_files"]) == (errno.EMFILE, True)
+    assert (outcome["units_new"], outcome["units_failed"]) == (0, 0)
+    assert (outcome["temp_files"], outcome["latest"]) == ([], None)

@@ -408,7 +408,8 @@ class StorageWriteError(StoreError):
     Attributes:
         errno: the OS error number (compare with :data:`errno.ENOSPC`...).
         path: the directory the write went to: the storage's temp area (a download's temp
-            file) or its ``artifacts`` directory (adopting a file).
+            file; also when the download's connection or ``file://`` source got no file
+            descriptor) or its ``artifacts`` directory (adopting a file).
         inodes_exhausted: ``ENOSPC`` from a file system with no free inode left (it holds
             as many files as it can, however much space is free), as seen when the error
             was made (files removed later free some), or as the *inodes_exhausted*

@@ -5,19 +5,27 @@ reusing a stored file (found by the slice's query, or adopted lately by this cre
 waiting for the download of the same sha256 that another unit started, or downloading it
 with the :class:`~triofetch.downloader.Downloader` and adopting the file into the
 :class:`~triofetch.storage.ArtifactStorage`.  A full disk while writing the temp file
-becomes a :class:`StorageWriteError`, for the run to stop on.  It must not touch the
+becomes a :class:`StorageWriteError`, for the run to stop on; so does a connection (or a
+``file://`` source) that got no file descriptor.  It must not touch the
 database, decide which artifacts a unit needs, or know what a unit's failure means.
 """
 
 from __future__ import annotations
 
+import errno
 from collections import OrderedDict
 
 import trio
 
 from ..declarative import DeclarativeArtifact, DeclarativeUnit
 from ..downloader import Downloader
-from ..errors import StorageWriteError, TempFileError, TriofetchError
+from ..errors import (
+    StorageWriteError,
+    TempFileError,
+    TransportError,
+    TriofetchError,
+    error_chain,
+)
 from ..storage import ArtifactStorage
 from ..store import ArtifactRecord
 from ._reports import Tally
@@ -27,6 +35,15 @@ __all__ = ["Flights"]
 #: adopted artifacts remembered (sha256 → record), so that a file a slice brought is reused
 #: by the next slices without asking the database again
 _RECENT = 16384
+
+
+def _out_of_descriptors(error: BaseException) -> OSError | None:
+    """The ``EMFILE`` or ``ENFILE`` among the causes of *error* (a transport's failure to
+    open its socket, where trio groups the attempts, or its ``file://`` source), if any."""
+    for cause in error_chain(error)[1:]:
+        if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE):
+            return cause
+    return None
 
 
 class _Flight:
@@ -141,6 +158,14 @@ class Flights:
                 raise StorageWriteError(
                     cause, storage.temp_dir, inodes_exhausted=exc.inodes_exhausted
                 ) from cause
+            raise
+        except TransportError as exc:
+            # no descriptor for the connection (or the file:// source), after its retries:
+            # a want of the whole process as when the temp file gets none, so it stops the
+            # run alike, rather than failing every unit in turn
+            cause = _out_of_descriptors(exc)
+            if cause is not None:
+                raise StorageWriteError(cause, storage.temp_dir) from cause
             raise
         try:
             # no fsync per file: the committer makes the batch durable with one sync
