@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sys
@@ -81,3 +82,51 @@ async def test_existing_file_is_checked_before_it_is_trusted(tmp_path: Path) -> 
 
 def test_syncfs_is_used_where_the_platform_has_it(tmp_path: Path) -> None:
     assert _storage._syncfs(tmp_path) is sys.platform.startswith("linux")
+
+
+async def test_a_run_stopped_by_its_sync_looks_at_the_file_system_in_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch sync before a commit fails with ENOSPC: the run stops with a
+    StorageWriteError, whose making asks the file system whether it has inodes left
+    (``statvfs``, which blocks on a hung network file system): in a worker thread, never on
+    the Trio loop."""
+    import threading
+
+    from triofetch.store import open_store
+
+    source = tmp_path / "source"
+    source.mkdir()
+    data = b"synced before its commit" * 100
+    (source / "a").write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    unit = triofetch.DeclarativeUnit(
+        "file",
+        ("a", sha),
+        {"relative_path": "a"},
+        [triofetch.DeclarativeArtifact((source / "a").as_uri(), "a", {"sha256": sha}, len(data))],
+    )
+
+    def full(path: Path) -> bool:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    loop_thread = threading.current_thread()
+    on_the_loop: list[str] = []
+    real_statvfs = os.statvfs
+
+    def statvfs(path: str) -> os.statvfs_result:
+        if threading.current_thread() is loop_thread:
+            on_the_loop.append(path)
+        return real_statvfs(path)
+
+    monkeypatch.setattr(_storage, "_syncfs", full)
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    async with (
+        open_store(None, root=tmp_path / "root") as store,
+        triofetch.Downloader() as downloader,
+    ):
+        creator = triofetch.ContentUnitCreator(store, downloader)
+        with pytest.raises(triofetch.StorageWriteError) as raised:
+            await creator.run([unit], repository="r")
+    assert raised.value.errno == errno.ENOSPC
+    assert on_the_loop == []

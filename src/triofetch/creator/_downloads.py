@@ -10,6 +10,8 @@ fill) is the caller's; it must not touch the database, read the input or commit 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import trio
 
 from .._groups import first_error
@@ -50,6 +52,14 @@ class UnitDownloads:
             self.stopped = error
         for scope in self._scopes:
             scope.cancel()
+
+    async def stop_on(self, error: OSError, path: Path) -> StorageWriteError:
+        """:meth:`stop` the run on *error* (an OSError that stops a run, writing under
+        *path*): its StorageWriteError, made in a worker thread (it asks the file system
+        whether it has inodes left: a ``statvfs``, which may block)."""
+        stopped = await trio.to_thread.run_sync(StorageWriteError, error, path)
+        self.stop(stopped)
+        return stopped
 
     async def admit(self) -> bool:
         """Wait for a slot for one more unit; False (and no slot taken) once the run has

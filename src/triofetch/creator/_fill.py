@@ -41,7 +41,7 @@ async def fill_unit(
     except OSError as exc:
         if not StorageWriteError.matches(exc):
             raise
-        downloads.stop(StorageWriteError(exc, storage.artifacts_dir))  # not this unit's fault
+        await downloads.stop_on(exc, storage.artifacts_dir)  # not this unit's fault
         return
     try:
         await store.fill_artifacts({unit_id: records})

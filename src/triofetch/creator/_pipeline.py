@@ -320,9 +320,7 @@ class SlicePipeline:
             if not StorageWriteError.matches(exc):
                 raise
             # the files cannot be made durable (EIO...): nothing may refer to them
-            error = StorageWriteError(exc, self.storage.artifacts_dir)
-            self.downloads.stop(error)
-            raise error from exc
+            raise await self.downloads.stop_on(exc, self.storage.artifacts_dir) from exc
         report = await self.store.commit_units([new for _, new in batch], version=self.version)
         tally = self.tally
         tally.took_places(report.replaced)
