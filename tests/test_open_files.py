@@ -119,11 +119,11 @@ def limit_leaving(spare):
             continue
         held.add(int(name))
     free = fd = 0
-    while True:
+    while True:  # (the limit is the next free descriptor once `spare` are counted)
         if fd not in held:
-            free += 1
             if free == spare:
-                return fd + 1
+                return fd
+            free += 1
         fd += 1
 
 async def main(spec):

@@ -263,3 +263,24 @@ async def test_a_file_without_tables_beside_a_lock_file_is_still_refused(
         with pytest.raises(NotAStore):
             await open_store(root=tmp_path, **kwargs)  # type: ignore[arg-type]
     assert path.read_bytes() == before
+
+
+def test_a_checkpointer_that_cannot_open_the_database_ends_quietly(tmp_path: Path) -> None:
+    """The WAL checkpointer thread's own connection may fail to open (no file descriptor
+    left: ``ulimit -n`` low); the thread died with an uncaught ``sqlite3.OperationalError``
+    and printed its traceback on stderr.  It ends quietly now (the writers' autocheckpoint
+    remains), and stopping it still works."""
+    import threading
+
+    from triofetch.store._sqlite import _Checkpointer
+
+    died: list[threading.ExceptHookArgs] = []
+    hook = threading.excepthook
+    threading.excepthook = died.append
+    try:
+        checkpointer = _Checkpointer(tmp_path / "no such directory" / "triofetch.sqlite3")
+        checkpointer.poke()
+        checkpointer.stop()
+    finally:
+        threading.excepthook = hook
+    assert [str(d.exc_value) for d in died] == []

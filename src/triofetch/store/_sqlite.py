@@ -38,6 +38,7 @@ import contextlib
 import functools
 import itertools
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -114,6 +115,9 @@ def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+_log = logging.getLogger("triofetch.store")
+
+
 class _Checkpointer:
     """A thread that checkpoints the WAL after commits (PASSIVE: it blocks no one).
 
@@ -132,7 +136,13 @@ class _Checkpointer:
         self._thread.start()
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            # (e.g. no file descriptor left: the writers' own autocheckpoint remains; the
+            # thread ends quietly instead of printing a traceback no one can act on)
+            _log.debug("no WAL checkpoints for %s: %s", self.path, exc)
+            return
         try:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             while True:
