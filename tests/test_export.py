@@ -11,6 +11,7 @@ old code did.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sqlite3
@@ -31,6 +32,7 @@ from triofetch import (
     DeclarativeArtifact,
     DeclarativeUnit,
     Downloader,
+    StorageWriteError,
     open_store,
 )
 from triofetch._cli import _export
@@ -701,3 +703,20 @@ def test_what_export_writes_reads_back(files: list[tuple[str, bytes]]) -> None:
         for entry in manifest.entries:
             url = urlsplit(manifest.url_for(entry.relative_path))
             assert Path(unquote(url.path)) == dest / entry.relative_path
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (errno.EMFILE, "before it ran out of file descriptors (too many open files); "),
+        (errno.EROFS, "before a write failed (read-only file system); "),
+        (errno.ENOSPC, "before the disk filled (no space left on device); "),
+    ],
+)
+def test_the_stop_line_names_what_ran_out(tmp_path: Path, error: int, said: str) -> None:
+    """An export stopped by too many open files said "before a write failed", where the call
+    that failed was an open: it names the descriptors now."""
+    report = _export.ExportReport(linked=3)
+    report.disk_error = StorageWriteError(OSError(error, os.strerror(error)), tmp_path)
+    line = _export._stopped_by_disk(report, 10, tmp_path)
+    assert line.startswith(f"wrote 3 of 10 files to {tmp_path} {said}"), line

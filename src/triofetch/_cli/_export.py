@@ -578,6 +578,8 @@ def _stopped_by_disk(report: ExportReport, total: int, dest: Path) -> str:
     assert error is not None
     if error.inodes_exhausted:
         what = "the file system ran out of inodes"
+    elif error.too_many_open_files:
+        what = "it ran out of file descriptors"
     else:
         what = "the disk filled" if error.full else "a write failed"
     return (
