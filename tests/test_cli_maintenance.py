@@ -160,6 +160,13 @@ def test_sync_retain(http_server: FaultServer, tmp_path: Path) -> None:
     assert [r["number"] for r in versions(root, runner=run_cli_in_process)] == [3]
     bad = run_cli("sync", "file:///nowhere", "--root", root, "--repository", "r", "--retain", "0")
     assert bad.code == 2 and "--retain" in bad.err
+    # -v says which versions went, runs of numbers as their ends (prune's own words)
+    for generation in (4, 5, 6, 7):
+        sync(http_server, root, generation, runner=run_cli_in_process)
+    url = publish(http_server, content(8), prefix="/gen8")
+    said = run_cli("sync", url, "--root", root, "--repository", "r", "--retain", "1", "-v")
+    assert said.code == 0, said
+    assert "pruned versions 3-7 of 'r'" in said.err, said
 
 
 def test_unknown_repository_and_missing_store_exit_2(tmp_path: Path) -> None:

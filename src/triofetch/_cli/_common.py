@@ -13,7 +13,7 @@ import logging
 import os
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -53,6 +53,7 @@ __all__ = [
     "resolve_root",
     "say",
     "store_error",
+    "version_numbers",
     "warn",
     "write_stop_hint",
     "write_stop_kind",
@@ -232,6 +233,27 @@ def write_stop_kind(exc: StorageWriteError) -> str:
     """The JSON error kind of a command *exc* stopped: ``open_files`` for a process (or a
     system) out of file descriptors, ``disk`` for a full, read-only or failing disk."""
     return "open_files" if exc.too_many_open_files else "disk"
+
+
+def version_numbers(numbers: Sequence[int]) -> str:
+    """``1, 2, 5-9, 12``: a run of three or more numbers in a row as its ends (a prune of
+    thousands of versions is one short line, not one number each)."""
+    if not numbers:
+        return "none"
+    parts: list[str] = []
+    ordered = sorted(numbers)
+    start = prev = ordered[0]
+    for number in [*ordered[1:], None]:
+        if number is not None and number == prev + 1:
+            prev = number
+            continue
+        if prev - start >= 2:
+            parts.append(f"{start}-{prev}")
+        else:
+            parts.extend(map(str, range(start, prev + 1)))
+        if number is not None:
+            start = prev = number
+    return ", ".join(parts)
 
 
 def write_stop_hint(exc: StorageWriteError, again: str, *, connections: bool = False) -> str:

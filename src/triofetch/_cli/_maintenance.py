@@ -21,6 +21,7 @@ from ._common import (
     note,
     resolve_root,
     say,
+    version_numbers,
 )
 
 __all__ = ["gc_command", "prune_command", "versions_command"]
@@ -36,27 +37,6 @@ def versions_json(versions: Sequence[VersionInfo]) -> list[dict[str, Any]]:
         }
         for v in versions
     ]
-
-
-def _numbers(numbers: Sequence[int]) -> str:
-    """``1, 2, 5-9, 12``: a run of three or more numbers in a row as its ends (a prune of
-    thousands of versions is one short line, not one number each)."""
-    if not numbers:
-        return "none"
-    parts: list[str] = []
-    ordered = sorted(numbers)
-    start = prev = ordered[0]
-    for number in [*ordered[1:], None]:
-        if number is not None and number == prev + 1:
-            prev = number
-            continue
-        if prev - start >= 2:
-            parts.append(f"{start}-{prev}")
-        else:
-            parts.extend(map(str, range(start, prev + 1)))
-        if number is not None:
-            start = prev = number
-    return ", ".join(parts)
 
 
 async def versions_command(args: argparse.Namespace) -> int:
@@ -106,13 +86,15 @@ async def prune_command(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(prune_json(report))
         return EXIT_OK
+    kept = version_numbers(report.kept)
     if report.deleted:
         say(
-            f"repository {report.repository!r}: deleted versions {_numbers(report.deleted)}; "
-            f"kept {_numbers(report.kept)} (run 'triofetch gc' to free their files)"
+            f"repository {report.repository!r}: deleted versions "
+            f"{version_numbers(report.deleted)}; kept {kept} (run 'triofetch gc' to free "
+            "their files)"
         )
     else:
-        say(f"repository {report.repository!r}: nothing to delete; kept {_numbers(report.kept)}")
+        say(f"repository {report.repository!r}: nothing to delete; kept {kept}")
     return EXIT_OK
 
 

@@ -59,6 +59,7 @@ from ._common import (
     resolve_root,
     say,
     store_error,
+    version_numbers,
     warn,
     write_stop_hint,
     write_stop_kind,
@@ -408,7 +409,9 @@ async def run_sync(
                 # also after a sync that changed nothing: the option states a policy
                 pruned = await store.prune(repository, retain)
                 if pruned.deleted:
-                    log.info("pruned versions %s of %r", list(pruned.deleted), repository)
+                    log.info(
+                        "pruned versions %s of %r", version_numbers(pruned.deleted), repository
+                    )
     return index, report
 
 
