@@ -294,3 +294,92 @@ async def test_creator_run_out_of_file_descriptors_for_its_sources_stops_too(
     assert (outcome["errno"], outcome["too_many_open_files"]) == (errno.EMFILE, True)
     assert (outcome["units_new"], outcome["units_failed"]) == (0, 0)
     assert (outcome["temp_files"], outcome["latest"]) == ([], None)
+
+
+#: ArtifactStorage.verify and .check in a process of its own, with no descriptor to spare
+#: once its files are stored; prints what each returned or raised, as JSON
+_CHECK_CHILD = r"""
+import json, os, resource, sys
+import trio
+from triofetch import StorageWriteError
+from triofetch.storage import ArtifactStorage
+
+def limit_leaving(spare):
+    held = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            os.fstat(int(name))
+        except OSError:
+            continue
+        held.add(int(name))
+    free = fd = 0
+    while True:
+        if fd not in held:
+            if free == spare:
+                return fd
+            free += 1
+        fd += 1
+
+def outcome(call):
+    try:
+        result = call()
+    except StorageWriteError as exc:
+        return {"raised": "StorageWriteError", "too_many_open_files": exc.too_many_open_files,
+                "path": exc.path}
+    return {"returned": repr(result)}
+
+async def main(root):
+    storage = ArtifactStorage(root)
+    digests = [(await storage.add_bytes(b"file %d" % i)).sha256 for i in range(20)]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit_leaving(0), hard))
+    try:
+        try:
+            report = await storage.verify()
+            verified = {"returned": [c.reason for c in report.corrupted]}
+        except StorageWriteError as exc:
+            verified = {"raised": "StorageWriteError",
+                        "too_many_open_files": exc.too_many_open_files, "path": exc.path}
+        try:
+            checked = {"returned": await storage.check(digests[0])}
+        except StorageWriteError as exc:
+            checked = {"raised": "StorageWriteError",
+                       "too_many_open_files": exc.too_many_open_files, "path": exc.path}
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    again = await storage.verify()
+    print(json.dumps({"verify": verified, "check": checked,
+                      "again": [c.reason for c in again.corrupted], "checked": again.checked}))
+
+trio.run(main, sys.argv[1])
+"""
+
+
+async def test_verify_and_check_out_of_file_descriptors_stop_rather_than_call_files_corrupt(
+    tmp_path: Path,
+) -> None:
+    """Hashing a stored file needs a descriptor: with none left (EMFILE), verify() and
+    check() raise StorageWriteError (too_many_open_files), ungrouped, as a run does.  They
+    reported every intact file as corrupt ('unreadable: [Errno 24] Too many open files'),
+    so that ``triofetch verify`` said the store was damaged and ``triofetch repair``
+    downloaded intact files again.  With the limit lifted, all is intact."""
+    root = tmp_path / "root"
+    child = await trio.run_process(
+        [sys.executable, "-c", _CHECK_CHILD, str(root)],
+        env=cli_env(),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr.decode()
+    stopped = {
+        "raised": "StorageWriteError",
+        "too_many_open_files": True,
+        "path": str(root / "artifacts"),
+    }
+    assert json.loads(child.stdout) == {
+        "verify": stopped,
+        "check": stopped,
+        "again": [],
+        "checked": 20,
+    }, child.stderr.decode()

@@ -24,7 +24,13 @@ from pathlib import Path
 import trio
 
 from .downloader import Downloader
-from .errors import InvalidInput, TriofetchError, WrongContext, describe_error
+from .errors import (
+    InvalidInput,
+    StorageWriteError,
+    TriofetchError,
+    WrongContext,
+    describe_error,
+)
 from .storage import ArtifactStorage
 from .store import Store
 
@@ -108,6 +114,9 @@ async def repair(
 
     Raises:
         RepositoryNotFound: there is no repository named *repository*.
+        StorageWriteError: no file descriptor was left to read a stored file with
+            (``too_many_open_files``): the repair stops rather than take the
+            file for damaged.
         InvalidInput: the store has no artifact storage.
         WrongContext: the downloader is not open (outside its ``async with``).
     """
@@ -137,15 +146,23 @@ async def _check_page(
 ) -> list[tuple[int, str, int, str]]:
     """The artifacts of *page* whose files are not intact: (id, sha256, size, reason)."""
     damaged: list[tuple[int, str, int, str]] = []
+    stopped: list[StorageWriteError] = []
 
-    async def check(artifact_id: int, sha256: str, size: int) -> None:
-        reason = await storage.check(sha256, size=size)
+    async def check(artifact_id: int, sha256: str, size: int, scope: trio.CancelScope) -> None:
+        try:
+            reason = await storage.check(sha256, size=size)
+        except StorageWriteError as exc:  # no file descriptor left: stop, ungrouped
+            stopped.append(exc)
+            scope.cancel()
+            return
         if reason is not None:
             damaged.append((artifact_id, sha256, size, reason))
 
     async with trio.open_nursery() as nursery:
         for artifact_id, sha256, size in page:
-            nursery.start_soon(check, artifact_id, sha256, size)
+            nursery.start_soon(check, artifact_id, sha256, size, nursery.cancel_scope)
+    if stopped:
+        raise stopped[0]
     damaged.sort()
     return damaged
 

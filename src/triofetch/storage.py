@@ -171,6 +171,13 @@ def _checked(
     return digest, known
 
 
+def _raise_emfile(exc: OSError) -> None:
+    """os.walk's onerror: a directory that could not be listed for want of a file
+    descriptor is not an empty one (os.walk skips what it cannot list)."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        raise exc
+
+
 def _check_sha256(value: object) -> str:
     digests = normalize_digests({DEFAULT_ALGORITHM: value})
     return digests[DEFAULT_ALGORITHM]
@@ -698,6 +705,11 @@ class ArtifactStorage:
         missing one is reported as corrupt, reason ``missing``), and the files under
         ``artifacts/`` that are not expected are listed in ``orphans`` without being read.
         ``checked`` is then the number of expected files.
+
+        Raises:
+            StorageWriteError: the process (or the system) has no file descriptor left to
+                open a file with (``too_many_open_files``): that says nothing of the file,
+                so it is not reported as corrupt; the check stops.
         """
         check_trio()
         orphans: list[Path] = []
@@ -705,22 +717,29 @@ class ArtifactStorage:
             if sha256s is not None:
                 raise InvalidInput("verify() takes sha256s or expected, not both")
             want = {_check_sha256(s): size for s, size in expected.items()}
-            paths = await trio.to_thread.run_sync(self._walk, limiter=self.limiter)
+            paths = await self._walk_or_stop()
             orphans = [p for p in paths if not (p.name in want and p == self.path_for(p.name))]
             todo = [(d, self.path_for(d)) for d in sorted(want)]
             sizes = want
         elif sha256s is None:
-            paths = await trio.to_thread.run_sync(self._walk, limiter=self.limiter)
+            paths = await self._walk_or_stop()
             todo = [(p.name, p) for p in paths]
         else:
             todo = [(d, self.path_for(d)) for d in (_check_sha256(s) for s in sha256s)]
         corrupted: list[CorruptArtifact] = []
         size_of = dict(sizes or {})
 
-        async def check(name: str, path: Path) -> None:
-            reason = await trio.to_thread.run_sync(
-                self._check_file, name, path, size_of.get(name), limiter=self.limiter
-            )
+        stopped: list[OSError] = []
+
+        async def check(name: str, path: Path, scope: trio.CancelScope) -> None:
+            try:
+                reason = await trio.to_thread.run_sync(
+                    self._check_file, name, path, size_of.get(name), limiter=self.limiter
+                )
+            except OSError as exc:  # no descriptor left (see _check_file): stop, ungrouped
+                stopped.append(exc)
+                scope.cancel()
+                return
             if reason is not None:
                 corrupted.append(CorruptArtifact(name, path, reason))
 
@@ -730,22 +749,36 @@ class ArtifactStorage:
         for start in range(0, len(todo), batch):
             async with trio.open_nursery() as nursery:
                 for name, path in todo[start : start + batch]:
-                    nursery.start_soon(check, name, path)
+                    nursery.start_soon(check, name, path, nursery.cancel_scope)
+            if stopped:
+                raise StorageWriteError(stopped[0], self.artifacts_dir)
         corrupted.sort(key=lambda c: c.sha256)
         return VerifyReport(len(todo), tuple(corrupted), tuple(orphans))
 
     async def check(self, sha256: str, *, size: int | None = None) -> str | None:
         """Hash the stored file of *sha256* (in a worker thread): None when it is intact,
-        else what is wrong (``missing``, ``size 3, expected 5``, ``sha256 is ...``)."""
+        else what is wrong (``missing``, ``size 3, expected 5``, ``sha256 is ...``).
+
+        Raises :class:`~triofetch.StorageWriteError` (``too_many_open_files``) when no file
+        descriptor is left to open the file with: that says nothing of the file."""
         check_trio()
         digest = _check_sha256(sha256)
-        return await trio.to_thread.run_sync(
-            self._check_file, digest, self.path_for(digest), size, limiter=self.limiter
-        )
+        try:
+            return await trio.to_thread.run_sync(
+                self._check_file, digest, self.path_for(digest), size, limiter=self.limiter
+            )
+        except OSError as exc:
+            raise StorageWriteError(exc, self.artifacts_dir) from exc
+
+    async def _walk_or_stop(self) -> list[Path]:
+        try:
+            return await trio.to_thread.run_sync(self._walk, limiter=self.limiter)
+        except OSError as exc:  # no descriptor left to list a directory with
+            raise StorageWriteError(exc, self.artifacts_dir) from exc
 
     def _walk(self) -> list[Path]:
         found: list[Path] = []
-        for dirpath, _dirs, files in os.walk(self.artifacts_dir):
+        for dirpath, _dirs, files in os.walk(self.artifacts_dir, onerror=_raise_emfile):
             found.extend(Path(dirpath) / f for f in files)
         found.sort()
         return found
@@ -762,6 +795,8 @@ class ArtifactStorage:
         except FileNotFoundError:
             return "missing"
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # the process's want, not the file's
+                raise
             return f"unreadable: {exc}"
         if size is not None and total != size:
             return f"size {total}, expected {size}"

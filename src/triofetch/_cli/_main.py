@@ -37,12 +37,23 @@ from ..errors import (
     DownloadError,
     InvalidInput,
     ManifestError,
+    StorageWriteError,
     StoreBusy,
     StoreError,
     TriofetchError,
 )
 from . import _startup
-from ._common import EXIT_FAILED, EXIT_USAGE, CLIError, Interrupted, error_json, output, warn
+from ._common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CLIError,
+    Interrupted,
+    error_json,
+    output,
+    warn,
+    write_stop_hint,
+    write_stop_kind,
+)
 from ._parser import COMMANDS, UsageError, build_parser, subparsers
 
 __all__ = ["main"]
@@ -263,6 +274,10 @@ def _outcome(exc: BaseException, verbosity: int) -> tuple[int, str | None, str]:
     if isinstance(found, CLIError):
         warn(f"error: {found.message}")
         return found.code, found.kind, found.message
+    if isinstance(found, StorageWriteError):  # (verify, repair: out of file descriptors)
+        message = f"{found}: {write_stop_hint(found, 'the command')}"
+        warn(f"error: {message}")
+        return EXIT_FAILED, write_stop_kind(found), message
     if isinstance(found, TriofetchError):
         warn(f"error: {found}")
         kind = next((k for t, k in _LIBRARY_KINDS if isinstance(found, t)), "error")
