@@ -217,7 +217,7 @@ def test_gc_gives_up_while_a_writer_runs(http_server: FaultServer, tmp_path: Pat
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        result = run_cli("gc", "--root", root, "--wait", "1", "--json")
+        result = run_cli("gc", "--root", root, "--wait", "0.5", "--json")
         assert result.code == 1, result
         # with --json, the one JSON error object (#19), and the line on stderr as ever
         error = result.json()["error"]

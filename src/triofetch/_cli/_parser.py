@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.add_argument(
         "--wait",
-        type=_non_negative,
+        type=_seconds,
         default=600,
         metavar="SECONDS",
         help="how long to wait for running syncs before giving up (default 600; exit 1)",
