@@ -113,6 +113,34 @@ async def test_shared_artifacts_download_once(
     await check_invariants(store, units, on_demand_ok=False)
 
 
+async def test_a_unit_declaring_another_size_for_stored_content_fails(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader
+) -> None:
+    """A unit whose artifact declares a sha256 already stored (or being downloaded in the
+    run) with another size fails with ArtifactConflict, as its download would have failed
+    with a size mismatch.  It was committed with the stored file of the other size ("already
+    present"), its declared size a lie the store then held."""
+    data = content("stored", 5000)
+    sha = hashlib.sha256(data).hexdigest()
+    first = await triofetch.ContentUnitCreator(store, dl).run(
+        [file_unit(http_server, "right", data)], repository="r"
+    )
+    assert first.ok
+
+    def wrong(name: str) -> DeclarativeUnit:
+        art = DeclarativeArtifact(http_server.url("/repo/right"), name, {"sha256": sha}, 10**12)
+        return DeclarativeUnit("file", (name, sha), {"relative_path": name, "size": 10**12}, [art])
+
+    later = await triofetch.ContentUnitCreator(store, dl).run([wrong("lie")], repository="r")
+    assert not later.ok and later.version is None and later.latest_version == 1
+    (failure,) = later.failures
+    cause = failure.error.cause if isinstance(failure.error, triofetch.UnitFailed) else None
+    assert isinstance(cause, triofetch.ArtifactConflict), failure.error
+    assert (cause.recorded_size, cause.given_size) == (5000, 10**12)
+    assert await versions_units(store, "r") == {"right"}
+    await check_invariants(store, [file_unit(http_server, "right", data, serve=False)])
+
+
 async def test_a_gc_between_two_runs_of_one_creator_is_not_trusted_past(
     http_server: FaultServer, store: Store, dl: triofetch.Downloader
 ) -> None:

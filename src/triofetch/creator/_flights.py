@@ -20,6 +20,7 @@ import trio
 from ..declarative import DeclarativeArtifact, DeclarativeUnit
 from ..downloader import Downloader
 from ..errors import (
+    ArtifactConflict,
     StorageWriteError,
     TempFileError,
     TransportError,
@@ -44,6 +45,15 @@ def _out_of_descriptors(error: BaseException) -> OSError | None:
         if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE):
             return cause
     return None
+
+
+def _as_declared(art: DeclarativeArtifact, record: ArtifactRecord) -> ArtifactRecord:
+    """*record*, the stored file of *art*'s sha256, if it has the size *art* declares; else
+    :class:`ArtifactConflict`: the unit fails as its download would have (a size mismatch),
+    rather than being committed with a file of another size than it says."""
+    if art.size is not None and art.size != record.size:
+        raise ArtifactConflict(record.sha256, record.size, art.size)
+    return record
 
 
 class _Flight:
@@ -100,7 +110,7 @@ class Flights:
                 None if art.relative_path in repair else present.get(sha) or self._recent.get(sha)
             )
             if known is not None:
-                records[art.relative_path] = known
+                records[art.relative_path] = _as_declared(art, known)
                 tally.progress.artifacts_reused += 1
                 tally.event(
                     "artifact_reused", unit, relative_path=art.relative_path, size=known.size
@@ -109,7 +119,7 @@ class Flights:
             while (flight := self._flights.get(sha)) is not None:
                 await flight.done.wait()
                 if flight.record is not None:
-                    records[art.relative_path] = flight.record
+                    records[art.relative_path] = _as_declared(art, flight.record)
                     tally.progress.artifacts_reused += 1
                     tally.event(
                         "artifact_reused",
