@@ -17,6 +17,7 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -100,15 +101,9 @@ def test_sync_out_of_file_descriptors_stops_with_one_line_then_a_resync_complete
 
 # -- the library ----------------------------------------------------------------------------
 
-#: ContentUnitCreator.run in a process of its own, with exactly ``spare`` more descriptors
-#: allowed than it holds when the run starts; prints what the run raised, as JSON
-_CHILD = r"""
-import json, os, resource, sys
-import trio
-import triofetch
-from triofetch import DeclarativeArtifact, DeclarativeUnit, StorageWriteError
-from triofetch.store import open_store
-
+#: the source of the child processes' ``limit_leaving(spare)``: the lowest soft limit of
+#: open files under which exactly *spare* more descriptors can be opened
+_LIMIT_LEAVING = r"""
 def limit_leaving(spare):
     # the lowest soft limit under which exactly `spare` more descriptors can be opened
     held = set()
@@ -125,6 +120,18 @@ def limit_leaving(spare):
                 return fd
             free += 1
         fd += 1
+"""
+
+#: ContentUnitCreator.run in a process of its own, with exactly ``spare`` more descriptors
+#: allowed than it holds when the run starts; prints what the run raised, as JSON
+_CHILD = r"""
+import json, os, resource, sys
+import trio
+import triofetch
+from triofetch import DeclarativeArtifact, DeclarativeUnit, StorageWriteError
+from triofetch.store import open_store
+
+{limit_leaving}
 
 async def main(spec):
     units = [
@@ -174,7 +181,7 @@ async def main(spec):
     print(json.dumps(outcome))
 
 trio.run(main, json.loads(sys.argv[1]))
-"""
+""".replace("{limit_leaving}", _LIMIT_LEAVING)
 
 
 def _spec(unit: DeclarativeUnit) -> dict[str, object]:
@@ -187,6 +194,20 @@ def _spec(unit: DeclarativeUnit) -> dict[str, object]:
             for a in unit.artifacts
         ],
     }
+
+
+async def run_child(spec: dict[str, object]) -> dict[str, Any]:
+    """Run ``_CHILD`` on *spec*; what it printed (what the run raised), as JSON."""
+    child = await trio.run_process(
+        [sys.executable, "-c", _CHILD, json.dumps(spec)],
+        env=cli_env(),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr.decode()
+    outcome: dict[str, Any] = json.loads(child.stdout)
+    return outcome
 
 
 async def test_creator_run_out_of_file_descriptors_raises_storage_write_error_itself(
@@ -222,15 +243,7 @@ async def test_creator_run_out_of_file_descriptors_raises_storage_write_error_it
     units = [*singles, bundle]
     root = tmp_path / "root"
     spec = {"root": str(root), "spare": 3, "units": [_spec(u) for u in units]}
-    child = await trio.run_process(
-        [sys.executable, "-c", _CHILD, json.dumps(spec)],
-        env=cli_env(),
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
-    assert child.returncode == 0, child.stderr.decode()
-    outcome = json.loads(child.stdout)
+    outcome = await run_child(spec)
     temp_dir = outcome["temp_dir"]
     assert outcome == {
         "raised": "StorageWriteError",
@@ -246,7 +259,7 @@ async def test_creator_run_out_of_file_descriptors_raises_storage_write_error_it
         "temp_dir": temp_dir,
         "temp_files": [],
         "latest": None,  # no version: the run did not finish
-    }, child.stderr.decode()
+    }, outcome
 
     async with open_store(None, root=root, create=False) as store:
         found = await check_invariants(store, units, on_demand_ok=False)
@@ -281,15 +294,7 @@ async def test_creator_run_out_of_file_descriptors_for_its_sources_stops_too(
         )
     root = tmp_path / "root"
     spec = {"root": str(root), "spare": 1, "units": [_spec(u) for u in units]}
-    child = await trio.run_process(
-        [sys.executable, "-c", _CHILD, json.dumps(spec)],
-        env=cli_env(),
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
-    assert child.returncode == 0, child.stderr.decode()
-    outcome = json.loads(child.stdout)
+    outcome = await run_child(spec)
     assert outcome.get("raised") == "StorageWriteError", outcome
     assert (outcome["errno"], outcome["too_many_open_files"]) == (errno.EMFILE, True)
     assert (outcome["units_new"], outcome["units_failed"]) == (0, 0)
@@ -304,21 +309,7 @@ import trio
 from triofetch import StorageWriteError
 from triofetch.storage import ArtifactStorage
 
-def limit_leaving(spare):
-    held = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            os.fstat(int(name))
-        except OSError:
-            continue
-        held.add(int(name))
-    free = fd = 0
-    while True:
-        if fd not in held:
-            if free == spare:
-                return fd
-            free += 1
-        fd += 1
+{limit_leaving}
 
 def outcome(call):
     try:
@@ -352,7 +343,7 @@ async def main(root):
                       "again": [c.reason for c in again.corrupted], "checked": again.checked}))
 
 trio.run(main, sys.argv[1])
-"""
+""".replace("{limit_leaving}", _LIMIT_LEAVING)
 
 
 async def test_verify_and_check_out_of_file_descriptors_stop_rather_than_call_files_corrupt(
