@@ -21,6 +21,7 @@ from tests._cli_helpers import (
     manifest_of,
     publish,
     run_cli,
+    run_cli_in_process,
     self_signed_cert,
     start_cli,
 )
@@ -447,6 +448,24 @@ def test_sigint_then_a_completing_resync(http_server: FaultServer, tmp_path: Pat
     assert report["units"]["existing"] >= 1  # committed before the interrupt, kept
     assert report["units"]["existing"] + report["units"]["new"] == 160
     assert run_cli("verify", "--root", root).code == 0
+
+
+def test_a_database_that_cannot_be_reached_leaves_no_new_root(tmp_path: Path) -> None:
+    """``sync --db`` to a PostgreSQL nobody listens on: status 2, one line, and the --root
+    it had made for the store's files is gone again (it was left behind, empty); a root
+    that was there before stays."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.txt").write_bytes(b"alpha\n")
+    (source / "PULP_MANIFEST").write_bytes(manifest_of({"a.txt": b"alpha\n"}))
+    nowhere = "postgresql://u@127.0.0.1:1/x"  # (port 1: refused at once)
+    for root in (tmp_path / "new" / "root", tmp_path):
+        result = run_cli_in_process(
+            "sync", source / "PULP_MANIFEST", "--root", root, "--repository", "r", "--db", nowhere
+        )
+        assert result.code == 2 and "cannot open the store" in result.err, result
+    assert not (tmp_path / "new" / "root").exists()
+    assert tmp_path.is_dir()
 
 
 def test_a_store_made_between_the_new_root_checks_is_taken(

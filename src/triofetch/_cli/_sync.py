@@ -10,6 +10,7 @@ those are the downloader's and the storage's, asked through the public API.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -364,6 +365,7 @@ async def run_sync(
             await check_free_space(index, None, root)
         # The manifest is valid: from here on things are written.
         await trio.to_thread.run_sync(check_new_root, root, db)
+        made_root = not await trio.Path(root).exists()
         try:
             await trio.Path(root).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -372,7 +374,13 @@ async def run_sync(
             ) from None
         log.info("opening the store %s", describe_db(db, root))
         try:
-            opened = await open_store(db, root=root, connect_timeout=db_connect_timeout)
+            try:
+                opened = await open_store(db, root=root, connect_timeout=db_connect_timeout)
+            except BaseException:
+                if made_root:  # (a database that cannot be reached: no empty root left)
+                    with contextlib.suppress(OSError):
+                        os.rmdir(root)  # (only if nothing was made in it)
+                raise
         except (StoreNotFound, NotAStore) as exc:
             raise store_error(exc, root, db) from None
         except StoreError as exc:
