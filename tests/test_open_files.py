@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 import triofetch
-from tests._cli_helpers import Result, cli_env, publish
+from tests._cli_helpers import Result, cli_env, manifest_of, publish, run_cli_in_process
 from tests._invariants import check_invariants
 from tests.test_disk_full import (
     content,
@@ -374,3 +374,61 @@ async def test_verify_and_check_out_of_file_descriptors_stop_rather_than_call_fi
         "again": [],
         "checked": 20,
     }, child.stderr.decode()
+
+
+#: open_store(readonly=True) in a process of its own with *spare* descriptors to spare;
+#: prints the error it raised, or "opened"
+_READ_CHILD = r"""
+import os, resource, sys
+import trio
+from triofetch.store import open_store
+
+{limit_leaving}
+
+async def main(root, spare):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit_leaving(spare), hard))
+    try:
+        async with open_store(None, root=root, readonly=True, create=False) as store:
+            await store.repositories()
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+    else:
+        print("opened")
+
+trio.run(main, sys.argv[1], int(sys.argv[2]))
+""".replace("{limit_leaving}", _LIMIT_LEAVING)
+
+
+def test_a_store_read_with_too_few_descriptors_says_so(tmp_path: Path) -> None:
+    """Opened read-only with no descriptor (or one, two) to spare, a store in a writable
+    directory was refused as if its directory could not be written and its write-ahead
+    log held commits ("cannot read ... read-only: its directory may not be written ...",
+    what SQLite's bare "unable to open database file" means only there): it names the
+    descriptors now.  With enough of them it opens."""
+    root = tmp_path / "root"
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.txt").write_bytes(b"alpha\n")
+    (source / "PULP_MANIFEST").write_bytes(manifest_of({"a.txt": b"alpha\n"}))
+    made = run_cli_in_process("sync", source / "PULP_MANIFEST", "--root", root, "--repository", "r")
+    assert made.code == 0, made
+
+    def read(spare: int) -> str:
+        child = subprocess.run(
+            [sys.executable, "-c", _READ_CHILD, str(root), str(spare)],
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert child.returncode == 0, child.stderr
+        return child.stdout.strip()
+
+    for spare in (0, 2):
+        said = read(spare)
+        assert said.startswith("StoreError cannot open "), said
+        assert "too many open files" in said and "ulimit -n" in said, said
+        assert "may not be written" not in said, said
+    assert read(16) == "opened"

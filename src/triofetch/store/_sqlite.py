@@ -35,6 +35,7 @@ of the store's logic: what to write and when is decided in ``_commit``, ``_versi
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import itertools
 import json
@@ -116,6 +117,23 @@ def _dumps(value: object) -> str:
 
 
 _log = logging.getLogger("triofetch.store")
+
+
+def _descriptors_short(needed: int = 4) -> OSError | None:
+    """The EMFILE (or ENFILE) of trying to open *needed* descriptors at once, if they
+    cannot be (SQLite opens the database, its WAL and its shared memory); else None."""
+    fds: list[int] = []
+    try:
+        for _ in range(needed):
+            fds.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return exc
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return None
 
 
 class _Checkpointer:
@@ -420,6 +438,17 @@ class SQLiteBackend(Dialect):
                 version = self._schema_version(conn)
         except sqlite3.OperationalError as exc:
             if "immutable=1" in uri or exc.sqlite_errorcode != sqlite3.SQLITE_CANTOPEN:
+                raise
+            # SQLite says only "unable to open": no descriptor left (a low ulimit -n), or a
+            # directory that may not be written with a WAL to read
+            short = _descriptors_short()
+            if short is not None:
+                reason = os.strerror(short.errno or errno.EMFILE)
+                raise StoreError(
+                    f"cannot open {self.path}: {reason[:1].lower()}{reason[1:]} (SQLite "
+                    "needs a few file descriptors: raise the open-file limit, ulimit -n)"
+                ) from exc
+            if os.access(self.path.parent, os.W_OK):
                 raise
             raise StoreError(
                 f"cannot read {self.path} read-only: its directory may not be written and "
