@@ -302,6 +302,21 @@ def test_the_proxy_flag_overrides_the_environment(
     assert f"GET http://127.0.0.1:{port}/repo/a.txt HTTP/1.1" in tinyproxy.requests()
 
 
+def test_a_proxy_the_trio_transport_cannot_use_is_refused_in_the_flags_words(
+    http_server: FaultServer, tmp_path: Path
+) -> None:
+    """``--transport trio --proxy socks5://...``: refused (status 2, nothing made), and the
+    advice is the flag, ``--transport httpx``; it was the library's keyword,
+    ``transport='httpx'``."""
+    url = publish(http_server, FILES)
+    root = tmp_path / "root"
+    result = _sync(url, root, "--transport", "trio", "--proxy", "socks5://127.0.0.1:9")
+    assert result.code == 2, result
+    assert result.err.strip().endswith("not socks5://; use --transport httpx"), result
+    assert len(result.err.strip().splitlines()) == 1, result
+    assert not root.exists()
+
+
 def test_a_proxy_password_is_refused_on_the_command_line(tmp_path: Path) -> None:
     result = _sync(
         "http://127.0.0.1:9/PULP_MANIFEST",

@@ -145,7 +145,8 @@ def _option_message(message: str) -> str:
         return "--rate-limit: " + message.removeprefix("rate_limit ")
     if message.startswith("invalid proxy"):
         return f"--proxy: {message}"
-    return message
+    # (the library names its keyword; the command line has a flag for it)
+    return message.replace("transport='httpx'", "--transport httpx")
 
 
 def time_bounds(args: argparse.Namespace) -> dict[str, Any]:
@@ -516,8 +517,8 @@ async def sync_command(args: argparse.Namespace) -> int:
         # a manifest that could not be fetched, or that was read and is malformed
         fetching = isinstance(exc.__context__, DownloadError)
         raise CLIError(str(exc), kind="download" if fetching else "manifest") from None
-    except InvalidInput as exc:
-        raise CLIError(str(exc), kind="invalid_input") from None
+    except InvalidInput as exc:  # (raised as the downloader opens: in the flags' words)
+        raise CLIError(_option_message(str(exc)), kind="invalid_input") from None
     except StorageWriteError as exc:
         raise CLIError(storage_write_message(exc), EXIT_FAILED, kind=write_stop_kind(exc)) from None
     except StoreError as exc:
