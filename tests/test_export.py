@@ -508,7 +508,7 @@ def test_a_version_removed_during_the_export_is_not_called_damaged(
         f"triofetch: not exported: b/c.txt: {reason}",
         f"triofetch: not exported: d.txt: {reason}",
         "triofetch: repository 'r' version 1 was removed while it was being exported (prune "
-        "and gc): 2 of its files were gone before they were exported, not damaged; export a "
+        "and gc): 2 of its files were gone before being exported, not damaged; export a "
         "version that exists",
     ]
     if as_json:

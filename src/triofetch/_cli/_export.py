@@ -659,7 +659,7 @@ async def export_command(args: argparse.Namespace) -> int:
         warn(
             f"repository {args.repository!r} version {number} was removed while it was "
             f"being exported (prune and gc): {gone_count} of its files "
-            f"{'was' if gone_count == 1 else 'were'} gone before they were exported, not "
+            f"{'was' if gone_count == 1 else 'were'} gone before being exported, not "
             "damaged; export a version that exists"
         )
     if report.disk_error is not None:
