@@ -204,24 +204,36 @@ FILES = {f"d/f{i:02d}.bin": content(f"f{i}", 100 * KB) for i in range(40)}
 # -- refused before downloading ---------------------------------------------------------------
 
 
-def test_sync_needing_more_than_the_free_space_is_refused_up_front(
-    http_server: FaultServer, small_disk: Path
-) -> None:
-    url = publish(http_server, FILES)
-    root = small_disk / "root"
+def refused_up_front(
+    server: FaultServer, files: dict[str, bytes], root: Path, need: str
+) -> re.Match[str]:
+    """A sync of *files* into *root* refused before downloading: status 2, one line that is
+    *need* (a regular expression), then the root and the way round it; nothing requested,
+    nothing written (no store was made either).  The line's match."""
+    url = publish(server, files)
     result = run_cli("sync", url, "--root", root, "--repository", "r")
     assert result.code == 2, result
     message = one_error_line(result.err)
     match = re.fullmatch(
-        r"the manifest's files not stored yet need 4\.0 MB, only (\d\.\d) MB is free under "
-        + re.escape(str(root))
-        + r" \(--ignore-free-space to try anyway\)",
-        message,
+        need + re.escape(str(root)) + r" \(--ignore-free-space to try anyway\)", message
     )
     assert match, message
+    assert file_requests(server) == []  # nothing downloaded
+    assert not root.exists()  # nothing written
+    return match
+
+
+def test_sync_needing_more_than_the_free_space_is_refused_up_front(
+    http_server: FaultServer, small_disk: Path
+) -> None:
+    root = small_disk / "root"
+    match = refused_up_front(
+        http_server,
+        FILES,
+        root,
+        r"the manifest's files not stored yet need 4\.0 MB, only (\d\.\d) MB is free under ",
+    )
     assert float(match[1]) <= 2.1
-    assert file_requests(http_server) == []  # nothing downloaded
-    assert not root.exists()  # nothing written (status 2): no store was made either
 
 
 def test_a_sync_needing_more_inodes_than_are_free_is_refused_up_front(
@@ -230,24 +242,17 @@ def test_a_sync_needing_more_inodes_than_are_free_is_refused_up_front(
     """A file system with room for the bytes but not for the files (few inodes: a real
     tmpfs mounted with nr_inodes=32).  The sync went on, stopped after a few files, and
     said "free some space" while ``df -h`` showed the disk nearly empty."""
-    subprocess.run(
-        ["mount", "-o", "remount,nr_inodes=32", str(small_disk)], check=True, capture_output=True
-    )
+    remount_inodes(small_disk, 32, size="2m")
     many = {f"f{i}.txt": f"file {i}\n".encode() for i in range(60)}
-    url = publish(http_server, many)
     root = small_disk / "root"
-    result = run_cli("sync", url, "--root", root, "--repository", "r")
-    assert result.code == 2, result
-    message = one_error_line(result.err)
-    match = re.fullmatch(
+    match = refused_up_front(
+        http_server,
+        many,
+        root,
         r"the manifest's 60 files not stored yet need as many inodes, only (\d+) are free "
-        r"under " + re.escape(str(root)) + r" \(--ignore-free-space to try anyway\)",
-        message,
+        r"under ",
     )
-    assert match, message
     assert int(match[1]) < 32
-    assert file_requests(http_server) == []  # nothing downloaded
-    assert not root.exists()  # nothing written
     # the same number of files of three contents: three inodes' worth, synced
     three = {f"g{i}.txt": f"content {i % 3}\n".encode() for i in range(60)}
     url = publish(http_server, three, prefix="/three")
