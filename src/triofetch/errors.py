@@ -461,13 +461,24 @@ class StorageWriteError(StoreError):
         """The process (``EMFILE``) or the whole system (``ENFILE``) is out of file
         descriptors: a higher limit (``ulimit -n``) or fewer connections let the next run
         go on."""
-        return self.errno in (_errno.EMFILE, _errno.ENFILE)
+        return self.errno in _DESCRIPTOR_ERRNOS
 
     @classmethod
     def matches(cls, error: BaseException) -> bool:
         """Whether *error* is an OSError that stops a run (a full or failing file system,
         too many open files): its ``errno`` is in :attr:`ERRNOS`."""
         return isinstance(error, OSError) and error.errno in cls.ERRNOS
+
+    @staticmethod
+    def out_of_descriptors(error: BaseException) -> bool:
+        """Whether *error* is an OSError for want of a file descriptor (``EMFILE``,
+        ``ENFILE``): a want of the process (or system), which says nothing of the file,
+        socket or directory that could not be opened."""
+        return isinstance(error, OSError) and error.errno in _DESCRIPTOR_ERRNOS
+
+
+#: the error numbers of a process (EMFILE) or system (ENFILE) out of file descriptors
+_DESCRIPTOR_ERRNOS = frozenset({_errno.EMFILE, _errno.ENFILE})
 
 
 def _no_free_inodes(path: str) -> bool:

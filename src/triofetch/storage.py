@@ -174,7 +174,7 @@ def _checked(
 def _raise_emfile(exc: OSError) -> None:
     """os.walk's onerror: a directory that could not be listed for want of a file
     descriptor is not an empty one (os.walk skips what it cannot list)."""
-    if exc.errno in (errno.EMFILE, errno.ENFILE):
+    if StorageWriteError.out_of_descriptors(exc):
         raise exc
 
 
@@ -195,7 +195,7 @@ def _syncfs(path: Path) -> bool:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as exc:
-        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+        if not StorageWriteError.out_of_descriptors(exc):
             raise
         os.sync()  # (every file system: more work than syncfs, on a rare path)
         return True
@@ -795,7 +795,7 @@ class ArtifactStorage:
         except FileNotFoundError:
             return "missing"
         except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE):  # the process's want, not the file's
+            if StorageWriteError.out_of_descriptors(exc):  # the process's want, not the file's
                 raise
             return f"unreadable: {exc}"
         if size is not None and total != size:

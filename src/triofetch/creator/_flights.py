@@ -12,7 +12,6 @@ database, decide which artifacts a unit needs, or know what a unit's failure mea
 
 from __future__ import annotations
 
-import errno
 from collections import OrderedDict
 
 import trio
@@ -42,7 +41,7 @@ def _out_of_descriptors(error: BaseException) -> OSError | None:
     """The ``EMFILE`` or ``ENFILE`` among the causes of *error* (a transport's failure to
     open its socket, where trio groups the attempts, or its ``file://`` source), if any."""
     for cause in error_chain(error)[1:]:
-        if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE):
+        if isinstance(cause, OSError) and StorageWriteError.out_of_descriptors(cause):
             return cause
     return None
 

@@ -10,7 +10,6 @@ and one access-log line per request.  The rules it follows live below it: readin
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sys
@@ -24,7 +23,13 @@ from typing import Any
 import trio
 
 from ..downloader import Downloader
-from ..errors import InvalidInput, RepositoryNotFound, StoreError, VersionNotFound
+from ..errors import (
+    InvalidInput,
+    RepositoryNotFound,
+    StorageWriteError,
+    StoreError,
+    VersionNotFound,
+)
 from ..manifest import MANIFEST_NAME
 from ..store import ArtifactRecord, Store, VersionHandle
 from ._files import Damaged, Refused, open_stored, read_at
@@ -744,7 +749,7 @@ class ContentApp:
         except OSError as exc:
             # answered here, never raised to the server (hypercorn's own 500 for an
             # exception could collide with another send and end the whole server)
-            if exc.errno in (errno.EMFILE, errno.ENFILE):
+            if StorageWriteError.out_of_descriptors(exc):
                 # out of file descriptors: a moment's overload, not the file's fault
                 log.warning("%s: cannot open file %s now: %s", entry.relative_path, sha256, exc)
                 await ex.error(503, "too many open files", headers=[(b"retry-after", b"1")])

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from .._durable import fsync_directory
-from ..errors import NotAStore, StoreError, StoreNotFound
+from ..errors import NotAStore, StorageWriteError, StoreError, StoreNotFound
 from ._dialect import Dialect, LeaseHandle
 from ._schema import SQLITE_MIGRATIONS, check_readable, migrate, sha256_prefix, unit_key_hash
 
@@ -127,7 +127,7 @@ def _descriptors_short(needed: int = 4) -> OSError | None:
         for _ in range(needed):
             fds.append(os.open(os.devnull, os.O_RDONLY))
     except OSError as exc:
-        if exc.errno in (errno.EMFILE, errno.ENFILE):
+        if StorageWriteError.out_of_descriptors(exc):
             return exc
         raise
     finally:
