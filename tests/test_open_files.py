@@ -33,7 +33,7 @@ from tests.test_disk_full import (
 )
 from triofetch import DeclarativeArtifact, DeclarativeUnit
 from triofetch.store import UnitKey, open_store
-from triofetch.testing import FaultServer
+from triofetch.testing import FaultServer, Slow
 
 KB = 1000
 
@@ -76,8 +76,12 @@ def test_sync_out_of_file_descriptors_stops_with_one_line_then_a_resync_complete
     """``triofetch sync --connections 64`` under ``ulimit -n 20`` (a few descriptors more
     than the command needs before its first download): status 1, one line naming the
     limit and what to do, ``open_files`` in JSON; no temp file, every unit in the store
-    complete; with the limit lifted the same command completes."""
-    url = publish(http_server, FILES)
+    complete; with the limit lifted the same command completes.  (Each file's first
+    answer comes slowly, 2 KB every 5 ms, so that the connections are open at once: sent
+    at full speed, the downloads sometimes overlapped too little to meet the limit, and
+    the sync completed, about once in six runs under load.)"""
+    slowly = {path: [Slow(0.005, chunk=2048)] for path in FILES}
+    url = publish(http_server, FILES, faults=slowly)
     root = tmp_path / "root"
     args = ("sync", url, "--root", root, "--repository", "r")
     result = run_cli_limited(*args, "--connections", "64", "--json", open_files=20)
