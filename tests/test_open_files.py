@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 import triofetch
@@ -101,6 +102,34 @@ def test_sync_out_of_file_descriptors_stops_with_one_line_then_a_resync_complete
     assert again.returncode == 0, again
     assert again.stderr == "", again
     resync_completed(again.stdout, root, None, units, http_server, committed)
+
+
+def test_sync_under_every_low_open_file_limit_says_to_raise_it(tmp_path: Path) -> None:
+    """``triofetch sync`` of a local manifest into an existing store under ``ulimit -n`` 6
+    and up, until it succeeds: every run that fails ends with one line telling to raise the
+    open-file limit.  Before, a few limits said "cannot open the store: unable to open
+    database file" (SQLite's words, kind ``store``) and others ended with a bare "Too many
+    open files" of a module being imported or of the temp directory (kind ``os_error``)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.txt").write_bytes(b"alpha\n")
+    (source / "PULP_MANIFEST").write_bytes(manifest_of({"a.txt": b"alpha\n"}))
+    root = tmp_path / "root"
+    args = ("sync", source / "PULP_MANIFEST", "--root", root, "--repository", "r", "--json")
+    assert run_cli_in_process(*args).code == 0
+    failed: dict[int, str] = {}
+    for limit in range(6, 40):
+        result = run_cli_limited(*args, open_files=limit)
+        if result.code == 0:
+            break
+        message = one_error_line(result.err)
+        kind = result.json()["error"]["kind"]
+        failed[limit] = kind
+        assert "raise the open-file limit" in message and "ulimit -n" in message, (limit, result)
+        assert (kind, result.code) in {("open_files", 1), ("store", 2)}, (limit, result)
+    else:
+        raise AssertionError("sync failed under every limit up to 39")
+    assert len(failed) >= 3 and "store" in failed.values(), failed
 
 
 # -- the library ----------------------------------------------------------------------------
@@ -380,7 +409,7 @@ async def test_verify_and_check_out_of_file_descriptors_stop_rather_than_call_fi
     }, child.stderr.decode()
 
 
-#: open_store(readonly=True) in a process of its own with *spare* descriptors to spare;
+#: open_store(readonly=...) in a process of its own with *spare* descriptors to spare;
 #: prints the error it raised, or "opened"
 _READ_CHILD = r"""
 import os, resource, sys
@@ -389,27 +418,30 @@ from triofetch.store import open_store
 
 {limit_leaving}
 
-async def main(root, spare):
+async def main(root, spare, readonly):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit_leaving(spare), hard))
     try:
-        async with open_store(None, root=root, readonly=True, create=False) as store:
+        async with open_store(None, root=root, readonly=readonly, create=False) as store:
             await store.repositories()
     except Exception as exc:
         print(type(exc).__name__, exc)
     else:
         print("opened")
 
-trio.run(main, sys.argv[1], int(sys.argv[2]))
+trio.run(main, sys.argv[1], int(sys.argv[2]), sys.argv[3] == "ro")
 """.replace("{limit_leaving}", _LIMIT_LEAVING)
 
 
-def test_a_store_read_with_too_few_descriptors_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["ro", "rw"])
+def test_a_store_opened_with_too_few_descriptors_says_so(tmp_path: Path, mode: str) -> None:
     """Opened read-only with no descriptor (or one, two) to spare, a store in a writable
     directory was refused as if its directory could not be written and its write-ahead
     log held commits ("cannot read ... read-only: its directory may not be written ...",
-    what SQLite's bare "unable to open database file" means only there): it names the
-    descriptors now.  With enough of them it opens."""
+    what SQLite's bare "unable to open database file" means only there); opened for
+    writing, it said SQLite's "unable to open database file" or a bare "Too many open
+    files" of its lock file.  Both name the descriptors now.  With enough of them it
+    opens."""
     root = tmp_path / "root"
     source = tmp_path / "source"
     source.mkdir()
@@ -420,7 +452,7 @@ def test_a_store_read_with_too_few_descriptors_says_so(tmp_path: Path) -> None:
 
     def read(spare: int) -> str:
         child = subprocess.run(
-            [sys.executable, "-c", _READ_CHILD, str(root), str(spare)],
+            [sys.executable, "-c", _READ_CHILD, str(root), str(spare), mode],
             env=cli_env(),
             capture_output=True,
             text=True,

@@ -284,8 +284,12 @@ def _outcome(exc: BaseException, verbosity: int) -> tuple[int, str | None, str]:
         return EXIT_FAILED, kind, str(found)
     if isinstance(found, OSError):
         message = _describe_os_error(found)
+        kind = "os_error"
+        if StorageWriteError.out_of_descriptors(found):  # (wherever the limit was met)
+            message += ": raise the open-file limit (ulimit -n)"
+            kind = "open_files"
         warn(f"error: {message}")
-        return EXIT_FAILED, "os_error", message
+        return EXIT_FAILED, kind, message
     status = _startup.print_internal_error(exc, verbosity)
     line = _startup.internal_error_line(exc).removeprefix("error: ")
     return status, "internal", line

@@ -136,6 +136,15 @@ def _descriptors_short(needed: int = 4) -> OSError | None:
     return None
 
 
+def _too_few_descriptors(path: Path, error: OSError) -> StoreError:
+    """The error of a store that cannot be opened for want of file descriptors."""
+    reason = os.strerror(error.errno or errno.EMFILE)
+    return StoreError(
+        f"cannot open {path}: {reason[:1].lower()}{reason[1:]} (SQLite needs a few file "
+        "descriptors: raise the open-file limit, ulimit -n)"
+    )
+
+
 class _Checkpointer:
     """A thread that checkpoints the WAL after commits (PASSIVE: it blocks no one).
 
@@ -353,12 +362,20 @@ class SQLiteBackend(Dialect):
             else:
                 self._open_writable()
         except sqlite3.Error as exc:
+            # (SQLite says only "unable to open" when no descriptor is left: looked at
+            # before closing what this open holds)
+            code = getattr(exc, "sqlite_errorcode", None)
+            short = _descriptors_short() if code == sqlite3.SQLITE_CANTOPEN else None
             self.close()
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+            if code == sqlite3.SQLITE_NOTADB:
                 raise NotAStore(str(self.path), "not an SQLite database") from exc
+            if short is not None:
+                raise _too_few_descriptors(self.path, short) from exc
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
         except OSError as exc:  # the lock file, the directory: e.g. a read-only filesystem
             self.close()
+            if StorageWriteError.out_of_descriptors(exc):
+                raise _too_few_descriptors(self.path, exc) from exc
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
         except BaseException:
             self.close()
@@ -443,11 +460,7 @@ class SQLiteBackend(Dialect):
             # directory that may not be written with a WAL to read
             short = _descriptors_short()
             if short is not None:
-                reason = os.strerror(short.errno or errno.EMFILE)
-                raise StoreError(
-                    f"cannot open {self.path}: {reason[:1].lower()}{reason[1:]} (SQLite "
-                    "needs a few file descriptors: raise the open-file limit, ulimit -n)"
-                ) from exc
+                raise _too_few_descriptors(self.path, short) from exc
             if os.access(self.path.parent, os.W_OK):
                 raise
             raise StoreError(
