@@ -212,7 +212,12 @@ class FileLease(LeaseHandle):
             # not inherited by child processes (os.open makes it non-inheritable)
             self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StoreError(f"cannot open the lease file {path}: {exc.strerror}") from exc
+            advice = (
+                " (raise the open-file limit, ulimit -n)"
+                if StorageWriteError.out_of_descriptors(exc)
+                else ""
+            )
+            raise StoreError(f"cannot open the lease file {path}: {exc.strerror}{advice}") from exc
 
     def try_acquire(self, exclusive: bool) -> bool:
         if self._fd is None:
