@@ -751,6 +751,12 @@ def test_bad_downloader_options(tmp_path: Path) -> None:
         # (these escaped as AttributeError, or were accepted and failed at the first fetch)
         ({"proxy": 5}, "proxy must be a proxy URL"),
         ({"token_provider": "tok"}, "token_provider must be an async callable"),
+        # (these escaped as a bare TypeError from pathlib, ssl or a for loop, naming nothing)
+        ({"verify": 5}, "verify must be True, False, the path of a CA bundle.*got 5"),
+        ({"verify": None}, "verify must be .*got None"),
+        ({"cert": 5}, r"cert must be a PEM file or a \(certfile, keyfile\) pair.*got 5"),
+        ({"cert": ("a", "b", "c")}, r"cert must be .*got \('a', 'b', 'c'\)"),
+        ({"digests": 5}, "digests must be algorithm names .*got 5"),
     ],
 )
 def test_bad_downloader_options_named(kwargs: dict[str, Any], text: str) -> None:

@@ -101,6 +101,22 @@ def test_a_misspelt_option_is_a_type_error(tmp_path: Path, mypy_cache: Path) -> 
     assert all('"retires"' in e for e in errors), run.stdout
 
 
+def test_a_wrong_verify_is_a_type_error(tmp_path: Path, mypy_cache: Path) -> None:
+    """``verify`` was typed ``bool | str | PathLike | object``: anything passed."""
+    run = mypy_strict(
+        tmp_path,
+        mypy_cache,
+        "import ssl\n"
+        "import triofetch\n"
+        "triofetch.Downloader(verify=ssl.create_default_context())\n"
+        "triofetch.Downloader(verify='/etc/ssl/ca.pem')\n"
+        "triofetch.Downloader(verify=5)\n"
+        "triofetch.fetch('http://127.0.0.1:9/x', verify=5)\n",
+    )
+    errors = [line for line in run.stdout.splitlines() if ": error:" in line]
+    assert [e.split(":")[1] for e in errors] == ["5", "6"], run.stdout
+
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 
 

@@ -88,6 +88,10 @@ def resolve_algorithms(
     (*extra* may be one name as a string)."""
     if isinstance(extra, str):
         extra = (extra,)
+    elif extra is not None and not isinstance(extra, Iterable):
+        raise InvalidInput(
+            f"digests must be algorithm names (a str or an iterable of str), got {extra!r}"
+        )
     names: dict[str, None] = {}
     for group in (default, expected.keys(), extra or ()):
         for name in group:

@@ -218,7 +218,7 @@ class DownloaderOptions(TypedDict, total=False):
     token_provider: TokenProvider | None
     rate_limit: float | None
     proxy: str | None
-    verify: bool | str | os.PathLike[str] | object
+    verify: bool | str | os.PathLike[str] | ssl.SSLContext
     cert: str | tuple[str, str] | None
     trust_env: bool
     max_redirects: int
@@ -316,7 +316,7 @@ class Downloader:
         token_provider: TokenProvider | None = None,
         rate_limit: float | None = None,
         proxy: str | None = None,
-        verify: bool | str | os.PathLike[str] | object = True,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         cert: str | tuple[str, str] | None = None,
         trust_env: bool = True,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
@@ -339,6 +339,22 @@ class Downloader:
         if speed_limit is not None:
             check_int(speed_limit, "speed_limit", least=0)
         check_number(speed_time, "speed_time", positive=True)
+        if not isinstance(verify, bool | str | os.PathLike | ssl.SSLContext):
+            raise InvalidInput(
+                "verify must be True, False, the path of a CA bundle or directory, or an "
+                f"ssl.SSLContext, got {verify!r}"
+            )
+        if cert is not None and not (
+            isinstance(cert, str | os.PathLike)
+            or (
+                isinstance(cert, tuple)
+                and len(cert) == 2
+                and all(isinstance(part, str | os.PathLike) for part in cert)
+            )
+        ):
+            raise InvalidInput(
+                f"cert must be a PEM file or a (certfile, keyfile) pair of paths, got {cert!r}"
+            )
         if proxy is not None and not isinstance(proxy, str):
             raise InvalidInput(f"proxy must be a proxy URL (a str), got {type(proxy).__name__}")
         if isinstance(transport, Transport) and (
