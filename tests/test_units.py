@@ -77,6 +77,26 @@ async def test_a_downloader_not_open_is_wrong_context(
     assert len(http_server.requests) == 0
 
 
+async def test_entering_an_open_unit_downloader_again_is_wrong_context(
+    http_server: FaultServer, temp_dir: Path
+) -> None:
+    """A second ``async with`` on an open UnitDownloader raised a bare AssertionError and
+    left the first one's nursery misnested: Trio's "Nursery misnesting detected!" and
+    stray cancellations of the caller's run followed.  It is WrongContext, as for the
+    Downloader, and the first block goes on; once closed, it may be entered again."""
+    units = make_units(http_server, 2)
+    async with triofetch.Downloader(temp_dir=temp_dir) as dl:
+        ud = triofetch.UnitDownloader(dl)
+        async with ud:
+            with pytest.raises(triofetch.WrongContext, match="already open"):
+                async with ud:
+                    pass  # pragma: no cover
+            assert len([done async for done in ud.download(units) if done.ok]) == 2
+        async with ud:  # closed: a new block
+            assert len([done async for done in ud.download(units) if done.ok]) == 2
+        await trio.lowlevel.checkpoint()  # (no stray cancellation left behind)
+
+
 async def test_failed_artifact_cancels_siblings_and_reports(
     http_server: FaultServer, temp_dir: Path
 ) -> None:

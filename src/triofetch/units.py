@@ -233,6 +233,8 @@ class UnitDownloader:
 
     async def __aenter__(self) -> Self:
         check_trio()
+        if self._cm is not None:
+            raise WrongContext("this UnitDownloader is already open")
         self._cm = self._running()
         await self._cm.__aenter__()
         return self
