@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import re
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -525,6 +526,24 @@ async def test_bad_arguments(store: Store, dl: triofetch.Downloader) -> None:
         await creator.run([], mirror=True)
     with pytest.raises(triofetch.InvalidInput, match="DeclarativeUnit"):
         await creator.run(["x"])  # type: ignore[list-item]
+
+
+async def test_an_on_event_that_cannot_be_called_on_the_loop_is_refused(
+    store: Store, dl: triofetch.Downloader
+) -> None:
+    """on_event=5 raised TypeError ('int' object is not callable) at the run's first
+    event; an async callback (the natural thing to write in a Trio app) was called, made a
+    coroutine never awaited, and saw no event at all.  Both are InvalidInput up front."""
+    seen: list[triofetch.CreatorEvent] = []
+
+    async def async_callback(event: triofetch.CreatorEvent) -> None:
+        seen.append(event)  # pragma: no cover
+
+    for bad in (5, async_callback):
+        says = "on_event must be .*got " + re.escape(repr(bad))
+        with pytest.raises(triofetch.InvalidInput, match=says):
+            triofetch.ContentUnitCreator(store, dl, on_event=bad)  # type: ignore[arg-type]
+    assert seen == []
 
 
 async def test_empty_first_run_creates_an_empty_version(

@@ -11,6 +11,7 @@ writers' lease, the repository version opened first and completed or discarded l
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -104,6 +105,14 @@ class ContentUnitCreator:
         ):
             if value is not None:
                 check_int(value, name, least=1)
+        if on_event is not None and (
+            not callable(on_event) or inspect.iscoroutinefunction(on_event)
+        ):
+            # (an async callback would only make coroutines never awaited, not one event)
+            raise InvalidInput(
+                "on_event must be a plain (not async) function taking a CreatorEvent, "
+                f"called on the Trio loop, got {on_event!r}"
+            )
         if store.storage is None:
             raise InvalidInput("the store has no artifact storage: open it with a root")
         self.store = store
