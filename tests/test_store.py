@@ -135,6 +135,31 @@ async def test_default_sqlite_under_root(tmp_path: Path) -> None:
     assert (tmp_path / "artifacts").is_dir() and (tmp_path / "tmp").is_dir()
 
 
+async def test_entering_one_open_store_call_twice_at_once_is_wrong_context(
+    tmp_path: Path,
+) -> None:
+    """``opening = open_store(...)`` entered again inside its own block opened a second
+    store in place of the first, and the outer block then closed the second one twice:
+    the first store's connections and checkpoint thread were never closed.  Now the nested
+    entry is WrongContext; one block after the other still works."""
+    import triofetch
+
+    def store_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("triofetch-")]
+
+    before = store_threads()
+    opening = open_store(root=tmp_path)
+    async with opening as first:
+        with pytest.raises(triofetch.WrongContext, match="already open"):
+            async with opening:
+                pass  # pragma: no cover
+        assert await first.find_units([]) == {}
+    assert repr(first) == "<Store sqlite closed>" and store_threads() == before
+    async with opening as again:
+        assert again is not first and await again.find_units([]) == {}
+    assert repr(again) == "<Store sqlite closed>" and store_threads() == before
+
+
 @pytest.mark.parametrize(
     "url", ["mysql://x/y", "sqlite://", "sqlite:///:memory:", "", "postgresq://x"]
 )

@@ -47,6 +47,7 @@ from ..errors import (
     StoreError,
     VersionNotFound,
     VersionNotWritable,
+    WrongContext,
 )
 from ..storage import ArtifactStorage
 from ._dialect import Dialect
@@ -213,6 +214,9 @@ class _Opening:
         return _open(*self._args).__await__()
 
     async def __aenter__(self) -> Store:
+        if self._store is not None:
+            # (a second store here would replace the first, which then never closed)
+            raise WrongContext("this open_store(...) is already open: call open_store again")
         self._store = await _open(*self._args)
         return self._store
 
@@ -222,8 +226,9 @@ class _Opening:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._store is not None:
-            await self._store.aclose()
+        store, self._store = self._store, None
+        if store is not None:
+            await store.aclose()
 
 
 def open_store(
