@@ -566,6 +566,30 @@ async def test_a_version_that_is_not_a_handle_is_invalid_input(store: Store) -> 
     assert (await store.get_version("r", handle.number)) == handle  # nothing changed
 
 
+async def test_a_version_number_or_fills_of_a_wrong_type_are_invalid_input(
+    store: Store,
+) -> None:
+    """get_version("r", "1") (a number read from a command line or a URL, say) raised
+    TypeError: '<' not supported between 'int' and 'str', from deep in the version query;
+    fill_artifacts({id: 5}) an AttributeError ('int' object has no attribute 'items')."""
+    await store.create_repository("r")
+    calls = [
+        lambda n: store.get_version("r", n),
+        lambda n: store.list_units("r", n),
+        lambda n: store.count_units("r", n),
+    ]
+    for call in calls:
+        for bad in ("1", 1.0, True):
+            with pytest.raises(
+                InvalidInput, match=f"a version number must be an integer, got {bad!r}"
+            ):
+                await call(bad)
+    with pytest.raises(InvalidInput, match=r"files of unit 1 must be a mapping .*got 5"):
+        await store.fill_artifacts({1: 5})  # type: ignore[dict-item]
+    with pytest.raises(InvalidInput, match=r"fills must be a mapping .*got \[1\]"):
+        await store.fill_artifacts([1])  # type: ignore[arg-type]
+
+
 # -- concurrency and cancellation -------------------------------------------------------
 
 

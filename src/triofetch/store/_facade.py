@@ -293,8 +293,15 @@ class Store:
         Only links without an artifact (on-demand) are set; returns how many were set.
         """
         rows: list[tuple[int, str, ArtifactRecord]] = []
+        if not isinstance(fills, Mapping):
+            raise InvalidInput(f"fills must be a mapping of unit id to files, got {fills!r}")
         for uid, paths in fills.items():
             check_int(uid, "unit id")
+            if not isinstance(paths, Mapping):
+                raise InvalidInput(
+                    f"the files of unit {uid} must be a mapping of relative path to "
+                    f"ArtifactRecord, got {paths!r}"
+                )
             for path, record in paths.items():
                 if not isinstance(record, ArtifactRecord):
                     raise InvalidInput(f"expected an ArtifactRecord, got {record!r}")
@@ -413,6 +420,7 @@ class Store:
     async def get_version(self, repository: str, number: int) -> VersionHandle:
         """Version *number* of *repository* (complete or not)."""
         name = _check_repository_name(repository)
+        check_int(number, "a version number")
         return await self._read(_versions.get_version, self._backend, name, number)
 
     async def list_units(
@@ -420,11 +428,15 @@ class Store:
     ) -> list[UnitInfo]:
         """The units of a version (default: the latest complete one), by id."""
         name = _check_repository_name(repository)
+        if version_number is not None:
+            check_int(version_number, "a version number")
         return await self._read(_versions.list_units, self._backend, name, version_number)
 
     async def count_units(self, repository: str, version_number: int | None = None) -> int:
         """How many units a version (default: the latest complete one) holds."""
         name = _check_repository_name(repository)
+        if version_number is not None:
+            check_int(version_number, "a version number")
         return await self._read(_versions.count_units, self._backend, name, version_number)
 
     async def versions(self, repository: str) -> list[VersionInfo]:
