@@ -155,6 +155,27 @@ def test_misused_outcomes_are_type_errors(tmp_path: Path, mypy_cache: Path) -> N
     assert [e.split(":")[1] for e in errors] == ["5", "7", "9", "10", "13"], run.stdout
 
 
+def test_a_units_failure_is_typed_for_its_cause_and_key(tmp_path: Path, mypy_cache: Path) -> None:
+    """``UnitFailed.unit_key`` was typed ``object`` and ``UnitFailure.error`` (and a
+    ``failed`` event's ``error``) ``BaseException``, though each is documented as the unit's
+    ``(type, natural_key)`` and a :class:`UnitFailed`: a user's ``failure.error.cause`` or
+    ``unit_type, natural_key = exc.unit_key`` was a ``mypy --strict`` error."""
+    run = mypy_strict(
+        tmp_path,
+        mypy_cache,
+        "import triofetch\n"
+        "def report(report: triofetch.CreateReport, event: triofetch.CreatorEvent) -> None:\n"
+        "    for failure in report.failures:\n"
+        "        cause: BaseException = failure.error.cause\n"
+        "        unit_type, natural_key = failure.error.unit_key\n"
+        "        first: str = natural_key[0] + unit_type\n"
+        "        print(cause, first)\n"
+        "    if event.error is not None:\n"
+        "        print(event.error.cause)\n",
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 def test_cancel_points_without_none_draws_points(tmp_path: Path, mypy_cache: Path) -> None:
     """``cancel_points(none=False)`` never draws None, and its type says so: a point's
     fields are used without a None check; with ``none=True`` (the default) they are not."""

@@ -626,7 +626,8 @@ class StoreBusy(StoreError):
 class UnitFailed(TriofetchError):
     """A content unit could not be completed; ``cause`` says why."""
 
-    def __init__(self, unit_key: object, cause: BaseException) -> None:
+    def __init__(self, unit_key: tuple[str, tuple[str, ...]], cause: BaseException) -> None:
+        #: the unit's ``(type, natural_key)``
         self.unit_key = unit_key
         self.cause = cause
         super().__init__(f"unit {unit_key!r} failed: {cause}")

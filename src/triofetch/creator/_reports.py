@@ -98,7 +98,8 @@ class CreatorEvent:
     key: UnitKey | None = None
     relative_path: str | None = None
     size: int = 0
-    error: BaseException | None = None
+    #: why the unit failed (``failed`` events): its ``cause`` is the download's error...
+    error: UnitFailed | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,8 @@ class UnitFailure:
     """A unit that is not in the store, and why."""
 
     unit: DeclarativeUnit
-    error: BaseException
+    #: why: its ``cause`` is the error that failed the unit (a download's, a commit's...)
+    error: UnitFailed
 
     @property
     def key(self) -> UnitKey:
@@ -115,7 +117,7 @@ class UnitFailure:
     @property
     def url(self) -> str | None:
         """The URL of the download that failed, when a download failed."""
-        cause = self.error.cause if isinstance(self.error, UnitFailed) else self.error
+        cause = self.error.cause
         return cause.url if isinstance(cause, DownloadError) else None
 
     @property
@@ -204,23 +206,22 @@ class Tally:
         *,
         relative_path: str | None = None,
         size: int = 0,
-        error: BaseException | None = None,
+        error: UnitFailed | None = None,
     ) -> None:
         if self.on_event is not None:
             key = UnitKey(unit.type, unit.natural_key) if unit is not None else None
             self.on_event(CreatorEvent(kind, key, relative_path, size, error))
 
     def fail(self, unit: DeclarativeUnit, error: BaseException) -> None:
-        """Record *unit* as failed; with ``fail_fast``, raise :class:`UnitFailed` too."""
+        """Record *unit* as failed (*error* as the cause of a :class:`UnitFailed`, unless it
+        is one); with ``fail_fast``, raise that :class:`UnitFailed` too."""
+        if not isinstance(error, UnitFailed):
+            error = UnitFailed((unit.type, unit.natural_key), error)
         self.progress.units_failed += 1
         self.failures.append(UnitFailure(unit, error))
         self.event("failed", unit, error=error)
         if self.fail_fast:
-            raise (
-                error
-                if isinstance(error, UnitFailed)
-                else UnitFailed((unit.type, unit.natural_key), error)
-            )
+            raise error
 
     def took_places(self, replaced: Iterable[ReplacedUnit]) -> None:
         """Units the version being made no longer holds (counted as the run goes; they are
