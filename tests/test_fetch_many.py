@@ -115,6 +115,34 @@ async def test_a_failed_download_is_an_outcome_and_the_others_succeed(
     assert len(names(temp_dir)) == 2
 
 
+async def test_an_outcome_logged_shows_no_credential(
+    http_server: FaultServer, temp_dir: Path
+) -> None:
+    """An outcome's repr (what ``log.warning("%r", outcome)`` writes) showed the password
+    of its request's URL and mirrors, and the value of its headers (a bearer token, say),
+    though no credential is ever to be logged (docs/downloader.rst, "Logging")."""
+    http_server.add_file("/a", DATA)
+    http_server.require_basic_auth("user", "s3cret")
+    url = http_server.url("/a").replace("http://", "http://user:wr0ng@")
+    mirror = http_server.url("/a").replace("http://", "http://user:s3cret@")
+    request = FetchRequest(url, mirrors=[mirror], headers={"X-Api-Key": "k3y"})
+    async with downloader(temp_dir, retries=0) as dl:
+        (outcome,) = await collect(dl, [request])
+    assert outcome.ok and outcome.request is request
+    assert outcome.request.url == url and outcome.request.mirrors == [mirror]  # (kept)
+    shown = repr(outcome)
+    for secret in ("s3cret", "wr0ng", "k3y"):
+        assert secret not in shown
+    assert "http://***@127.0.0.1" in shown and "'X-Api-Key': '***'" in shown
+    failed = FetchFailed(request, triofetch.InvalidURL("x", url="http://h/"))
+    assert "wr0ng" not in repr(failed) and "s3cret" not in repr(failed)
+    unit = triofetch.DeclarativeUnit(
+        "t", ("a",), artifacts=[triofetch.DeclarativeArtifact([url, mirror], "a")]
+    )
+    assert "wr0ng" not in repr(unit) and "s3cret" not in repr(unit)
+    assert unit.artifacts[0].urls == (url, mirror)  # (the URLs themselves are unchanged)
+
+
 async def test_mirrors_headers_and_destination_are_passed_to_the_fetch(
     http_server: FaultServer, temp_dir: Path, tmp_path: Path
 ) -> None:

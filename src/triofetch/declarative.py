@@ -14,6 +14,7 @@ from typing import Any
 
 from ._digests import normalize_digests
 from ._model import check_relative_path, check_size, fields_text, make_key
+from ._urls import redact_url
 from .errors import InvalidUnit
 
 __all__ = ["DeclarativeArtifact", "DeclarativeUnit", "check_relative_path"]
@@ -70,6 +71,14 @@ class DeclarativeArtifact:
     def url(self) -> str:
         """The first (preferred) URL."""
         return self.urls[0]
+
+    def __repr__(self) -> str:
+        # (credentials in a URL are not shown: a unit or a failure may be logged)
+        urls = tuple(redact_url(url) for url in self.urls)
+        return (
+            f"DeclarativeArtifact(urls={urls!r}, relative_path={self.relative_path!r}, "
+            f"digests={self.digests!r}, size={self.size!r})"
+        )
 
     @property
     def sha256(self) -> str | None:

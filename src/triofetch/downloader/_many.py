@@ -30,6 +30,7 @@ import trio
 
 from .._groups import collapse_single
 from .._model import check_int
+from .._urls import redact_url
 from ..errors import InvalidInput, TriofetchError
 from ._plan import FetchPlan
 from ._result import DownloadResult
@@ -67,6 +68,25 @@ class FetchRequest:
     def urls(self) -> tuple[str, ...]:
         """``url`` followed by the ``mirrors``."""
         return (self.url, *self.mirrors)
+
+    def __repr__(self) -> str:
+        # (what a log line of an outcome shows: no password of a URL, no header's value)
+        mirrors = self.mirrors
+        if isinstance(mirrors, list | tuple):
+            mirrors = type(mirrors)(_redacted(u) for u in mirrors)
+        headers = self.headers
+        if isinstance(headers, Mapping):
+            headers = dict.fromkeys(headers, "***")
+        return (
+            f"FetchRequest(url={_redacted(self.url)!r}, "
+            f"expected_digests={self.expected_digests!r}, "
+            f"expected_size={self.expected_size!r}, mirrors={mirrors!r}, "
+            f"destination={self.destination!r}, headers={headers!r})"
+        )
+
+
+def _redacted(url: object) -> object:
+    return redact_url(url) if isinstance(url, str) else url
 
 
 @dataclass(frozen=True, slots=True)
