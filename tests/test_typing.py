@@ -176,6 +176,22 @@ def test_a_units_failure_is_typed_for_its_cause_and_key(tmp_path: Path, mypy_cac
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+def test_a_misspelt_cancel_point_kind_is_a_type_error(tmp_path: Path, mypy_cache: Path) -> None:
+    """CancelPoint's ``kind`` and cancel_points' ``kinds`` were typed ``str``: a misspelt
+    kind was found only when the test ran (a ValueError, or drawn by Hypothesis)."""
+    run = mypy_strict(
+        tmp_path,
+        mypy_cache,
+        "from triofetch.testing import CancelPoint, strategies\n"
+        "CancelPoint('committed', 2)\n"
+        "strategies.cancel_points(kinds=['downloading', 'committed'], none=False)\n"
+        "CancelPoint('comitted')\n"
+        "strategies.cancel_points(kinds=['downloadin'])\n",
+    )
+    errors = [line for line in run.stdout.splitlines() if ": error:" in line]
+    assert [e.split(":")[1] for e in errors] == ["4", "5"], run.stdout
+
+
 def test_cancel_points_without_none_draws_points(tmp_path: Path, mypy_cache: Path) -> None:
     """``cancel_points(none=False)`` never draws None, and its type says so: a point's
     fields are used without a None check; with ``none=True`` (the default) they are not."""

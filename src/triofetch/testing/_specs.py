@@ -155,7 +155,7 @@ class CancelPoint:
     A run that emits fewer such events finishes normally.
     """
 
-    kind: str
+    kind: CreatorEventKind
     nth: int = 1
 
     def __post_init__(self) -> None:

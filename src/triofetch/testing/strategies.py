@@ -23,6 +23,8 @@ from typing import Literal, overload
 
 from hypothesis import strategies as st
 
+from triofetch import CreatorEventKind
+
 from ._faultserver import Fault, Reset, Slow, Status, Truncate, WrongBytes
 from ._specs import CREATOR_EVENT_KINDS, CancelPoint, FileSpec, RepositorySpec, UnitSpec
 
@@ -191,19 +193,19 @@ def fault_maps(
 
 @overload
 def cancel_points(
-    *, kinds: Sequence[str] = ..., max_nth: int = ..., none: Literal[False]
+    *, kinds: Sequence[CreatorEventKind] = ..., max_nth: int = ..., none: Literal[False]
 ) -> st.SearchStrategy[CancelPoint]: ...
 
 
 @overload
 def cancel_points(
-    *, kinds: Sequence[str] = ..., max_nth: int = ..., none: bool = ...
+    *, kinds: Sequence[CreatorEventKind] = ..., max_nth: int = ..., none: bool = ...
 ) -> st.SearchStrategy[CancelPoint | None]: ...
 
 
 def cancel_points(
     *,
-    kinds: Sequence[str] = CREATOR_EVENT_KINDS,
+    kinds: Sequence[CreatorEventKind] = CREATOR_EVENT_KINDS,
     max_nth: int = 6,
     none: bool = True,
 ) -> st.SearchStrategy[CancelPoint] | st.SearchStrategy[CancelPoint | None]:
