@@ -171,6 +171,17 @@ async def test_a_downloader_not_open_is_wrong_context(
     assert not stored(store, "f1").exists()
 
 
+async def test_a_store_or_downloader_of_a_wrong_type_is_invalid_input(
+    store: Store, dl: triofetch.Downloader
+) -> None:
+    """repair(5, dl) and repair(store, 5) raised AttributeError ('int' object has no
+    attribute 'storage' / 'is_open'); the creator refuses the same with InvalidInput."""
+    with pytest.raises(triofetch.InvalidInput, match=r"store must be a Store .*got 5"):
+        await triofetch.repair(5, dl)  # type: ignore[arg-type]
+    with pytest.raises(triofetch.InvalidInput, match=r"downloader must be a Downloader.*got 5"):
+        await triofetch.repair(store, 5)  # type: ignore[arg-type]
+
+
 async def test_truncated_and_overwritten_files_are_replaced(
     http_server: FaultServer, store: Store, dl: triofetch.Downloader
 ) -> None:

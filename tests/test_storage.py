@@ -313,6 +313,23 @@ async def test_cleanup_spares_live_writers(storage: ArtifactStorage) -> None:
     assert await storage.cleanup_temp() == [theirs]
 
 
+async def test_misused_adopt_result_and_cleanup_temp_are_invalid_input(
+    storage: ArtifactStorage,
+) -> None:
+    """adopt_result(5) raised AttributeError ('int' object has no attribute 'digests');
+    cleanup_temp(older_than="1h") was accepted, and failed on the first stale temp file
+    with a TypeError comparing it with a number (older_than=-1 passed as 0)."""
+    with pytest.raises(InvalidInput, match=r"adopt_result\(\) takes a DownloadResult, got 5"):
+        await storage.adopt_result(5)  # type: ignore[arg-type]
+    stale = storage.temp_dir / "tf-999999999-cccc.part"  # (no such process)
+    stale.write_bytes(b"x")
+    for bad in ("1h", -1, float("nan")):
+        with pytest.raises(InvalidInput, match=r"older_than \(seconds\) must be a number"):
+            await storage.cleanup_temp(older_than=bad)  # type: ignore[arg-type]
+    assert stale.exists()
+    assert await storage.cleanup_temp() == [stale]
+
+
 async def test_temp_files_of_other_machines_and_containers_are_not_ours(
     storage: ArtifactStorage,
 ) -> None:

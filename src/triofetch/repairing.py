@@ -120,6 +120,10 @@ async def repair(
         InvalidInput: the store has no artifact storage.
         WrongContext: the downloader is not open (outside its ``async with``).
     """
+    if not isinstance(store, Store):
+        raise InvalidInput(f"store must be a Store (from open_store), got {store!r}")
+    if not isinstance(downloader, Downloader):
+        raise InvalidInput(f"downloader must be a Downloader, got {downloader!r}")
     storage = store.storage
     if storage is None:
         raise InvalidInput("repair needs a store opened with a root (its artifact storage)")

@@ -52,7 +52,7 @@ import trio
 from ._context import check_trio
 from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests, resolve_algorithms
 from ._durable import fsync_directory
-from ._model import ArtifactRecord, check_int, listed
+from ._model import ArtifactRecord, check_int, check_number, listed
 from ._tempfiles import new_temp_path, pid_space, temp_file_writer
 from .errors import (
     ArtifactMismatch,
@@ -427,6 +427,8 @@ class ArtifactStorage:
     ) -> StoredArtifact:
         """Adopt a downloader's ``DownloadResult`` (its ``path``, ``size`` and ``digests``)."""
         check_trio()
+        if not all(hasattr(result, name) for name in ("path", "size", "digests")):
+            raise InvalidInput(f"adopt_result() takes a DownloadResult, got {result!r}")
         digests = dict(result.digests)
         if DEFAULT_ALGORITHM not in digests:
             raise InvalidDigest(DEFAULT_ALGORITHM, None, "the download computed no sha256")
@@ -819,6 +821,7 @@ class ArtifactStorage:
         """
         check_trio()
         self._check_writable()
+        older_than = check_number(older_than, "older_than (seconds)") or 0.0
         return await trio.to_thread.run_sync(self._cleanup_sync, older_than, limiter=self.limiter)
 
     def _cleanup_sync(self, older_than: float) -> list[Path]:
