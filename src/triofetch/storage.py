@@ -427,15 +427,16 @@ class ArtifactStorage:
     ) -> StoredArtifact:
         """Adopt a downloader's ``DownloadResult`` (its ``path``, ``size`` and ``digests``)."""
         check_trio()
-        if not all(hasattr(result, name) for name in ("path", "size", "digests")):
-            raise InvalidInput(f"adopt_result() takes a DownloadResult, got {result!r}")
-        digests = dict(result.digests)
+        try:  # (each attribute read once: a result's path is made when it is read)
+            path, size, digests = result.path, result.size, dict(result.digests)
+        except (AttributeError, TypeError, ValueError):
+            raise InvalidInput(f"adopt_result() takes a DownloadResult, got {result!r}") from None
         if DEFAULT_ALGORITHM not in digests:
             raise InvalidDigest(DEFAULT_ALGORITHM, None, "the download computed no sha256")
         return await self.adopt(
-            result.path,
+            path,
             sha256=digests[DEFAULT_ALGORITHM],
-            size=result.size,
+            size=size,
             digests=digests,
             sync=sync,
         )
