@@ -37,6 +37,7 @@ async def main(spec: dict[str, object]) -> dict[str, object]:
         "existing": report.units_existing,
         "failed": [str(f.error) for f in report.failures],
         "version": report.version,
+        "created": report.created,
     }
 
 

@@ -170,7 +170,10 @@ class ContentUnitCreator:
         present, in one statement per slice).  Without *mirror* the new version keeps the
         previous version's units; with it, it holds exactly the input's.  The version is
         completed only when every unit succeeded and something changed; otherwise it is
-        discarded, while the committed units stay for reuse.
+        discarded, while the committed units stay for reuse.  "Changed" is decided when
+        the run finishes, under the repository's lock: a version holding the units of the
+        version it started from, or of the latest version then (another run of the same
+        content may have completed it meanwhile), is not made.
 
         Returns a :class:`CreateReport`; failed units are listed there (not raised) unless
         ``fail_fast`` is set.  Cancelling the run stops it promptly: a commit that started
@@ -224,14 +227,14 @@ class ContentUnitCreator:
                 with collapse_single(), _first_unit_failed():
                     await pipeline.run(units)
                 if version is not None:
-                    created = await finish_version(
+                    kept = await finish_version(
                         store, version, previous, failed=bool(tally.failures)
                     )
+                    # (not made: the same content is there, in the version kept)
+                    holding = None if kept is None else kept.number
+                    created = kept is not None and kept.id == version.id
                     if created:
-                        holding = version.number
                         tally.version_made()
-                    elif not tally.failures and previous is not None:
-                        holding = previous.number  # the same content: it is there
             except BaseException as exc:
                 if version is not None:
                     with trio.CancelScope(shield=True):

@@ -136,7 +136,9 @@ class CreateReport:
 
     ``version`` is the number of the repository version that holds the input's content after
     the run: the version this run created (``created`` is True), or, when nothing changed,
-    the latest version the run started from (``created`` False).  It is None when some units
+    the version already holding it (``created`` False): the latest version the run started
+    from, or the one another run of the same content completed meanwhile (then the run made
+    no version, as if it had run after that one).  It is None when some units
     failed (no version holds the input then: check ``ok``) and without a repository.
     ``latest_version`` is the repository's latest complete version after the run (another
     worker's may be newer than ``version``).

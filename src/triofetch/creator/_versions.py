@@ -36,25 +36,24 @@ async def open_version(
 
 async def finish_version(
     store: Store, version: VersionHandle, previous: VersionHandle | None, *, failed: bool
-) -> bool:
-    """Complete *version* if the run succeeded and changed something, else discard it;
-    True when it was completed.
+) -> VersionHandle | None:
+    """Complete *version* if the run succeeded and changed something, else discard it.
 
-    The first version of a repository is completed even when empty: it is where the
-    (empty) content is.
+    Returns the complete version that holds the run's content: *version* when it was
+    completed; else the one it turned out the same as (*previous*, or the latest version,
+    which another run may have completed meanwhile); None after a failure.  Whether it
+    changed something is decided by the store under the repository's lock
+    (:meth:`Store.complete_if_changed`), so two runs finishing the same content at once make
+    one version.  The first version of a repository is completed even when empty: it is
+    where the (empty) content is.
     """
-    if previous is None:
-        changed = True
-    else:
-        added, removed = await store.version_changes(version, previous)
-        changed = bool(added or removed)
-    if failed or not changed:
-        with trio.CancelScope(shield=True):
-            await store.discard_version(version)
-        return False
+    kept = None
     with trio.CancelScope(shield=True):
-        await store.complete_version(version)
-    return True
+        if failed:
+            await store.discard_version(version)
+        else:
+            kept = await store.complete_if_changed(version, previous)
+    return kept
 
 
 async def discard_version(store: Store, version: VersionHandle, error: BaseException) -> None:

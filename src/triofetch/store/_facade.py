@@ -405,6 +405,26 @@ class Store:
         _check_version(version)
         return await self._write(_versions.complete_version, self._backend, version)
 
+    async def complete_if_changed(
+        self, version: VersionHandle, previous: VersionHandle | None
+    ) -> VersionHandle:
+        """Complete *version* if it changes something; return the version holding its units.
+
+        *previous* is the latest version when *version* was started (None for a new
+        repository).  When *version* holds the same units as *previous* (nothing changed) or
+        as the repository's latest complete version now (another writer completed the same
+        content meanwhile), *version* is discarded, as by :meth:`discard_version`, and that
+        version is returned; else *version* is completed and returned (``complete``).  It is
+        decided in the transaction that completes or discards, under the lock
+        :meth:`new_version` takes on the repository: two writers finishing the same content
+        at once make one version, as one after the other would.  A new repository's first
+        version is completed even when empty.
+        """
+        _check_version(version)
+        if previous is not None:
+            _check_version(previous, "previous")
+        return await self._write(_versions.complete_if_changed, self._backend, version, previous)
+
     async def discard_version(self, version: VersionHandle) -> None:
         """Delete an incomplete version (its units stay in the database).  Its number is
         given back when it is the last one handed out (see :meth:`new_version`)."""

@@ -25,6 +25,7 @@ from ._types import MissingArtifact, UnitInfo, VersionHandle, load_json
 __all__ = [
     "VersionInfo",
     "artifact_urls",
+    "complete_if_changed",
     "complete_version",
     "count_units",
     "create_repository",
@@ -305,6 +306,85 @@ def complete_version(db: Dialect, version: VersionHandle) -> VersionHandle:
     return VersionHandle(version.id, version.repository, version.number, True)
 
 
+def _same_units(db: Dialect, conn: Any, version_id: int, other_id: int) -> bool:
+    """Whether versions *version_id* and *other_id* hold the same units (two probes, each
+    stopping at the first unit only one of them holds)."""
+    sql = db.sql(
+        "SELECT 1 FROM version_units a WHERE a.version_id = ? AND NOT EXISTS "
+        "(SELECT 1 FROM version_units b WHERE b.version_id = ? AND b.unit_id = a.unit_id) "
+        "LIMIT 1"
+    )
+    return all(
+        conn.execute(sql, pair).fetchone() is None
+        for pair in ((version_id, other_id), (other_id, version_id))
+    )
+
+
+def complete_if_changed(
+    db: Dialect, version: VersionHandle, previous: VersionHandle | None
+) -> VersionHandle:
+    """Complete *version*, unless it holds the units of the repository's latest complete
+    version or of *previous*: then discard it, and return that version instead.
+
+    One transaction, with the repository's row locked first (as :func:`new_version` locks
+    it; SQLite writers take turns anyway): of two writers completing the same content at
+    once, the second finds the first's version the latest and makes none.
+    """
+
+    def work(conn: Any) -> VersionHandle:
+        row = conn.execute(
+            db.sql("SELECT repository_id, number, complete FROM repository_versions WHERE id = ?"),
+            (version.id,),
+        ).fetchone()
+        if row is None:
+            raise VersionNotFound(
+                f"version {version.number} of {version.repository!r} does not exist"
+            )
+        rid, number = int(row[0]), int(row[1])
+        # the repository's row: completions, new versions and prunes of it take turns
+        conn.execute(db.sql("SELECT id FROM repositories WHERE id = ?" + db.lock_rows), (rid,))
+        if row[2]:
+            raise VersionNotWritable(
+                f"version {version.number} of {version.repository!r} is complete"
+            )
+        latest = _version_row(db, conn, rid, "latest")
+        candidates = [latest]
+        if previous is not None and (latest is None or latest[0] != previous.id):
+            # (the version the run started from: gone if pruned meanwhile)
+            again = conn.execute(
+                db.sql(
+                    "SELECT id, number, complete FROM repository_versions "
+                    "WHERE id = ? AND repository_id = ? AND complete"
+                ),
+                (previous.id, rid),
+            ).fetchone()
+            candidates.append(None if again is None else (int(again[0]), int(again[1]), True))
+        for found in candidates:
+            if found is not None and _same_units(db, conn, version.id, found[0]):
+                _discard(db, conn, version.id, rid, number)
+                return VersionHandle(found[0], version.repository, found[1], True)
+        conn.execute(
+            db.sql("UPDATE repository_versions SET complete = ? WHERE id = ?"),
+            (True, version.id),
+        )
+        return VersionHandle(version.id, version.repository, version.number, True)
+
+    return db.run_write(work)
+
+
+def _discard(db: Dialect, conn: Any, version_id: int, repository_id: int, number: int) -> None:
+    """Delete incomplete version *version_id* (number *number*) and its membership, and give
+    its number back when it is the last one handed out."""
+    conn.execute(db.sql("DELETE FROM version_units WHERE version_id = ?"), (version_id,))
+    conn.execute(db.sql("DELETE FROM repository_versions WHERE id = ?"), (version_id,))
+    conn.execute(
+        db.sql(
+            "UPDATE repositories SET last_number = last_number - 1 WHERE id = ? AND last_number = ?"
+        ),
+        (repository_id, number),
+    )
+
+
 def discard_version(db: Dialect, version: VersionHandle) -> None:
     """Delete an incomplete version (idempotent); its units stay.  Its number is given back
     when it is the last one handed out (a run that failed, or changed nothing, leaves no gap
@@ -324,15 +404,7 @@ def discard_version(db: Dialect, version: VersionHandle) -> None:
             raise VersionNotWritable(
                 f"version {version.number} of {version.repository!r} is complete"
             )
-        conn.execute(db.sql("DELETE FROM version_units WHERE version_id = ?"), (version.id,))
-        conn.execute(db.sql("DELETE FROM repository_versions WHERE id = ?"), (version.id,))
-        conn.execute(
-            db.sql(
-                "UPDATE repositories SET last_number = last_number - 1 "
-                "WHERE id = ? AND last_number = ?"
-            ),
-            (row[1], row[2]),
-        )
+        _discard(db, conn, version.id, row[1], row[2])
 
     # (unfenced: a writer that lost its lease still takes its own version away)
     db.run_write(work, fenced=False)
