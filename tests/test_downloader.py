@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -1020,3 +1021,32 @@ def test_download_result_is_an_immutable_value_with_a_path() -> None:
         by_text.size = 4  # type: ignore[misc]
     with pytest.raises(TypeError):
         hash(by_text)
+
+
+async def test_a_flag_that_is_not_a_bool_is_invalid_input(tmp_path: Path) -> None:
+    """``trust_env="no"``, ``create="no"``, ``fail_fast=0``...: a flag given as a string or a
+    number was taken for its truth value ("no" is true: the opposite of what was meant)."""
+    from triofetch import ArtifactStorage, ContentUnitCreator, UnitDownloader
+    from triofetch.store import open_store
+
+    def refused(make: Callable[[], object], name: str) -> None:
+        with pytest.raises(triofetch.InvalidInput, match=f"{name} must be True or False, got"):
+            make()
+
+    refused(lambda: triofetch.Downloader(trust_env="no"), "trust_env")  # type: ignore[arg-type]
+    refused(lambda: open_store(root=tmp_path, create="no"), "create")  # type: ignore[arg-type]
+    refused(lambda: open_store(root=tmp_path, readonly=1), "readonly")  # type: ignore[arg-type]
+    refused(lambda: ArtifactStorage(tmp_path / "s", durable="yes"), "durable")  # type: ignore[arg-type]
+    refused(lambda: ArtifactStorage(tmp_path / "s", readonly=0), "readonly")  # type: ignore[arg-type]
+    async with open_store(root=tmp_path) as store, triofetch.Downloader(temp_dir=tmp_path) as dl:
+        refused(lambda: UnitDownloader(dl, fail_fast="no"), "fail_fast")  # type: ignore[arg-type]
+        refused(lambda: ContentUnitCreator(store, dl, fail_fast=1), "fail_fast")  # type: ignore[arg-type]
+        creator = ContentUnitCreator(store, dl)
+        with pytest.raises(triofetch.InvalidInput, match="mirror must be True or False, got"):
+            await creator.run([], repository="r", mirror="no")  # type: ignore[arg-type]
+    await trio.to_thread.run_sync(  # (the blocking face: outside Trio)
+        refused,
+        lambda: triofetch.download_units([], fail_fast="no"),  # type: ignore[arg-type]
+        "fail_fast",
+    )
+    assert not (tmp_path / "s").exists()

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_URL_BYTES",
     "ArtifactRecord",
     "UnitKey",
+    "check_bool",
     "check_int",
     "check_number",
     "check_relative_path",
@@ -97,6 +98,14 @@ def listed(value: Any, what: str) -> list[Any]:
         return list(value)
     except TypeError:
         raise InvalidInput(f"{what} must be an iterable, got {value!r}") from None
+
+
+def check_bool(value: object, what: str) -> bool:
+    """*value* if it is a bool, else :class:`~triofetch.errors.InvalidInput` naming *what*:
+    a flag given as ``"no"`` or ``0`` would otherwise be taken for its truth value."""
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{what} must be True or False, got {value!r}")
+    return value
 
 
 def check_number(

@@ -52,7 +52,7 @@ import trio
 from ._context import check_trio
 from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests, resolve_algorithms
 from ._durable import fsync_directory
-from ._model import ArtifactRecord, check_int, check_number, listed
+from ._model import ArtifactRecord, check_bool, check_int, check_number, listed
 from ._tempfiles import new_temp_path, pid_space, temp_file_writer
 from .errors import (
     ArtifactMismatch,
@@ -268,11 +268,11 @@ class ArtifactStorage:
         #: where downloads write their temp files (same filesystem as the artifacts)
         self.temp_dir = self.root / "tmp"
         self.limiter = limiter if limiter is not None else trio.CapacityLimiter(32)
-        self.durable = durable
+        self.durable = check_bool(durable, "durable")
         # files and directories adopted with sync=False, until the next sync()
         self._pending: set[Path] = set()
         self._pending_lock = threading.Lock()
-        self.readonly = readonly
+        self.readonly = check_bool(readonly, "readonly")
         if readonly:
             return
         try:

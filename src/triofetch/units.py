@@ -37,7 +37,7 @@ import trio
 
 from ._context import check_trio
 from ._groups import collapse_single, first_error
-from ._model import check_int
+from ._model import check_bool, check_int
 from .declarative import DeclarativeArtifact, DeclarativeUnit
 from .downloader import Downloader, DownloaderOptions, DownloadResult
 from .errors import InvalidInput, TriofetchError, UnitFailed, WrongContext
@@ -207,7 +207,7 @@ class UnitDownloader:
             check_int(units_in_flight, "units_in_flight", least=1)
         check_int(buffer, "buffer", least=0)
         self._downloader = downloader
-        self._fail_fast = fail_fast
+        self._fail_fast = check_bool(fail_fast, "fail_fast")
         self._in_flight = units_in_flight or 2 * int(downloader.limiter.total_tokens)
         self._buffer = buffer
         self._temp_dir = temp_dir
@@ -410,6 +410,7 @@ def download_units(
     else:
         raise WrongContext("download_units() blocks; inside Trio use UnitDownloader")
     check_units_input(units)
+    check_bool(fail_fast, "fail_fast")
     # Validate the options here, in the caller's thread, before anything starts.
     # (the files are handed to the caller, who may still hold some after the loop: never
     # the downloader's private directory, which goes when the downloader closes)

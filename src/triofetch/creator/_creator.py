@@ -19,7 +19,7 @@ from typing import Literal
 import trio
 
 from .._groups import collapse_single, leaves
-from .._model import check_int
+from .._model import check_bool, check_int
 from ..declarative import DeclarativeUnit
 from ..downloader import Downloader
 from ..errors import InvalidInput, StorageWriteError, UnitFailed, WrongContext
@@ -122,7 +122,7 @@ class ContentUnitCreator:
         self.slices_in_flight = slices_in_flight
         self.units_in_flight = units_in_flight or 2 * int(downloader.limiter.total_tokens)
         self.commit_batch = commit_batch
-        self.fail_fast = fail_fast
+        self.fail_fast = check_bool(fail_fast, "fail_fast")
         self.on_event = on_event
         #: the live counters of the current run (or the last one)
         self.progress = CreatorProgress()
@@ -187,7 +187,7 @@ class ContentUnitCreator:
             WrongContext: the policy is ``immediate`` and the downloader is not open
                 (outside its ``async with``); nothing was read or written.
         """
-        if mirror and repository is None:
+        if check_bool(mirror, "mirror") and repository is None:
             raise InvalidInput("mirror=True needs a repository")
         check_units_input(units)
         if self.policy is Policy.IMMEDIATE:

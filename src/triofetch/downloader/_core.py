@@ -31,7 +31,7 @@ import trio
 
 from .._context import check_trio
 from .._digests import DEFAULT_ALGORITHM
-from .._model import check_int, check_number
+from .._model import check_bool, check_int, check_number
 from .._tempfiles import new_temp_name
 from .._urls import redact_url
 from .._watch import Watch, Watchdog
@@ -324,6 +324,7 @@ class Downloader:
         threads: int | trio.CapacityLimiter | None = None,
     ) -> None:
         check_int(connections, "connections", least=1)
+        check_bool(trust_env, "trust_env")
         if per_host is not None:
             check_int(per_host, "per_host", least=1)
         check_int(max_redirects, "max_redirects", least=0)

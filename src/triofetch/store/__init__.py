@@ -35,7 +35,7 @@ from typing import Any
 import trio
 
 from .._context import check_trio
-from .._model import ArtifactRecord, UnitKey, check_int, check_number
+from .._model import ArtifactRecord, UnitKey, check_bool, check_int, check_number
 from .._public import publish
 from .._urls import redact_url
 from ..errors import (
@@ -295,6 +295,8 @@ def open_store(
         raise InvalidInput(
             f"storage must be an ArtifactStorage or None (the storage under root), got {storage!r}"
         )
+    check_bool(create, "create")
+    check_bool(readonly, "readonly")
     absolute = None if root is None else os.path.abspath(root)
     if cache_mib is not None:
         check_int(cache_mib, "cache_mib", least=1)
