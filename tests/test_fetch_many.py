@@ -141,6 +141,15 @@ async def test_an_outcome_logged_shows_no_credential(
     )
     assert "wr0ng" not in repr(unit) and "s3cret" not in repr(unit)
     assert unit.artifacts[0].urls == (url, mirror)  # (the URLs themselves are unchanged)
+    # the store's records of where a file can be fetched (on-demand units) likewise
+    from triofetch.store import MissingArtifact, RemoteArtifact, UnitKey
+
+    remote = RemoteArtifact((url, mirror), 5)
+    missing = MissingArtifact(1, UnitKey("t", ("a",)), "a", (url, mirror), 5, {})
+    for record in (remote, missing):
+        assert "wr0ng" not in repr(record) and "s3cret" not in repr(record), record
+        assert "http://***@127.0.0.1" in repr(record)
+    assert set(remote.urls) == {url, mirror} and missing.urls == (url, mirror)
 
 
 async def test_mirrors_headers_and_destination_are_passed_to_the_fetch(

@@ -34,6 +34,7 @@ from .._model import (
     key_json,
     make_key,
 )
+from .._urls import redact_url
 from ..errors import InvalidDigest, InvalidInput, InvalidUnit, RepositoryKeyConflict
 from ._schema import unit_key_hash
 
@@ -195,6 +196,11 @@ class Placement:
     refused: dict[int, RepositoryKeyConflict] = field(default_factory=dict)
 
 
+def _shown(urls: tuple[str, ...]) -> tuple[str, ...]:
+    """*urls* as they may be shown: their credentials redacted."""
+    return tuple(redact_url(url) for url in urls)
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteArtifact:
     """Where an artifact can be fetched later: URL(s), and the expected size and digests.
@@ -228,6 +234,13 @@ class RemoteArtifact:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RemoteArtifact, (self.urls, self.size, dict(self.digests), self.streamed))
+
+    def __repr__(self) -> str:
+        # (credentials in a URL are not shown: a record may be logged)
+        return (
+            f"RemoteArtifact(urls={_shown(self.urls)!r}, size={self.size!r}, "
+            f"digests={dict(self.digests)!r}, streamed={self.streamed!r})"
+        )
 
     def digests_json(self) -> str:
         return self._json
@@ -350,6 +363,14 @@ class MissingArtifact:
     size: int | None
     digests: Mapping[str, str]
     streamed: bool = False
+
+    def __repr__(self) -> str:
+        # (credentials in a URL are not shown: a record may be logged)
+        return (
+            f"MissingArtifact(unit_id={self.unit_id!r}, key={self.key!r}, "
+            f"relative_path={self.relative_path!r}, urls={_shown(self.urls)!r}, "
+            f"size={self.size!r}, digests={dict(self.digests)!r}, streamed={self.streamed!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
