@@ -39,7 +39,7 @@ from triofetch import (
     open_store,
 )
 from triofetch.errors import InvalidInput
-from triofetch.serve import ContentApp, _ondemand, make_app, serve_app
+from triofetch.serve import ContentApp, _app as _app_module, _ondemand, make_app, serve_app
 from triofetch.store import Store
 from triofetch.testing import FaultServer
 
@@ -537,6 +537,46 @@ async def test_a_damaged_file_is_an_error_not_wrong_bytes(root: Path, tmp_path: 
         stored.unlink()
         assert (await raw(int(urls[0].rsplit(":", 1)[1]), "/r/a.txt")).status == 404
         nursery.cancel_scope.cancel()
+
+
+async def test_a_file_truncated_while_served_is_cut_short_and_said_once(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored file truncated while a response streams it (its first piece sent, the rest
+    not read yet) cannot be completed: the response is cut short of its Content-Length, the
+    app logs one ERROR naming the file, and the server goes on.  The read's error used to
+    escape the app: hypercorn's "Error in ASGI Framework" with a traceback of threads, and
+    nothing saying which file of which path was damaged."""
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    digest = sha(BIG)
+    stored = copy / "artifacts" / digest[:2] / digest[2:4] / digest
+    os.chmod(stored, 0o644)
+    real_read_at = _app_module.read_at
+
+    def truncated_first(fd: int, offset: int, count: int) -> bytes:
+        # (the second piece is read while the first is sent: the file shrinks before it)
+        os.truncate(stored, 1000)
+        return real_read_at(fd, offset, count)
+
+    monkeypatch.setattr(_app_module, "read_at", truncated_first)
+    store = await open_store(None, root=copy, create=False, readonly=True)
+    with caplog.at_level(logging.DEBUG, logger="hypercorn.error"):
+        async with store, trio.open_nursery() as nursery:
+            urls = await nursery.start(partial(serve_app, make_app(store), port=0))
+            port = int(urls[0].rsplit(":", 1)[1])
+            reply = await raw(port, "/r/dir/sub/big.bin")
+            assert reply.status == 200
+            assert reply.headers["content-length"] == str(len(BIG))
+            assert 0 < len(reply.body) < len(BIG) and BIG.startswith(reply.body)
+            # the server goes on
+            assert (await raw(port, "/r/a.txt")).body == FILES["a.txt"]
+            nursery.cancel_scope.cancel()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.name, r.exc_info) for r in errors] == [("triofetch.serve", None)], errors
+    assert "dir/sub/big.bin" in errors[0].getMessage()
+    assert "damaged" in errors[0].getMessage()
+    assert "Error in ASGI Framework" not in caplog.text
 
 
 @contextlib.contextmanager

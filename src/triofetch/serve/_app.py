@@ -34,6 +34,7 @@ from ..manifest import MANIFEST_NAME
 from ..store import ArtifactRecord, Store, VersionHandle
 from ._files import Damaged, Refused, open_stored, read_at
 from ._http import (
+    CutShort,
     RangeResult,
     content_type,
     etag_of,
@@ -772,9 +773,17 @@ class ContentApp:
             if ex.head or len(data) == length:
                 await ex.body(data)
                 return
-            await self._stream(ex, fd, data, start + len(data), length - len(data))
+            failed = await self._stream(ex, fd, data, start + len(data), length - len(data))
         finally:
             os.close(fd)
+        if failed is not None:
+            # the response has begun: it can only be cut short (the server closes the
+            # connection before its Content-Length), said once here, not by a traceback
+            if isinstance(failed, Damaged):
+                log.error("%s: file %s damaged: %s", entry.relative_path, sha256, failed.strerror)
+            else:
+                log.error("%s: cannot read file %s: %s", entry.relative_path, sha256, failed)
+            raise CutShort(f"{entry.relative_path}: the stored file could not be read")
 
     def _keep(self, sha256: str, data: bytes) -> None:
         """Remember the bytes of a small stored file (content-addressed: they never go
@@ -787,13 +796,18 @@ class ContentApp:
             key, dropped = self._memory.popitem(last=False)
             self._memory_bytes -= _cost(key, dropped)
 
-    async def _stream(self, ex: Exchange, fd: int, first: bytes, offset: int, left: int) -> None:
+    async def _stream(
+        self, ex: Exchange, fd: int, first: bytes, offset: int, left: int
+    ) -> OSError | None:
         """Send *first*, then *left* more bytes of *fd* from *offset*, piece by piece (each
         twice the one before, up to 16 chunks), each read in a worker thread while the one
-        before it is sent; stop when the client goes."""
+        before it is sent; stop when the client goes.  A piece that cannot be read (the
+        file truncated or failing while served) ends it early: that error is returned, for
+        the caller to cut the response short."""
         chunk = self._chunk
         pending = first
         finished = False
+        failed: OSError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_disconnect, ex.receive, nursery.cancel_scope)
             while left > 0:
@@ -804,16 +818,22 @@ class ContentApp:
                 reading = _Read(partial(read_at, fd, offset, count), self.file_limiter)
                 nursery.start_soon(reading.run)
                 await ex.body(pending, more=True)
-                pending = await reading.result()
+                try:
+                    pending = await reading.result()
+                except OSError as exc:
+                    failed = exc
+                    break
                 offset += count
                 left -= count
-            finished = True
+            else:
+                finished = True
             nursery.cancel_scope.cancel()
         # the last piece outside the watched scope: sending it ends the response, which the
         # server reports as a disconnect, and its closing of the connection (Connection:
         # close) must not be cancelled half-way
         if finished:
             await ex.body(pending)
+        return failed
 
 
 class _Read:

@@ -2,7 +2,8 @@
 
 Owns reading ``If-None-Match``, ``If-Range`` and ``Range`` (RFC 9110, sections 13 and 14)
 and choosing a content type by file name; pure functions of header values, with no I/O and
-nothing of ASGI, the store or the storage.
+nothing of ASGI, the store or the storage.  And :class:`CutShort`, what a request raises when
+a response it has begun cannot be completed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 import mimetypes
 
 __all__ = [
+    "CutShort",
     "RangeResult",
     "content_type",
     "etag_of",
@@ -18,6 +20,15 @@ __all__ = [
     "none_match",
     "parse_range",
 ]
+
+
+class CutShort(Exception):
+    """A response already begun cannot be completed (the bytes to send failed after the
+    status line went out): the request task raises it, and the server closes the connection
+    short of the response's length, so that the client sees an incomplete response, never
+    a complete wrong one.  What failed has been logged by the app already: the server logs
+    it as one DEBUG line, not an ERROR with a traceback (see ``serve_app``)."""
+
 
 #: the types of the standard library's own table only: the same answer on every machine
 #: (a system's /etc/mime.types is not read)

@@ -58,6 +58,7 @@ from ..errors import (
 )
 from ..storage import ArtifactStorage, FileToAdopt
 from ..store import ArtifactRecord, MissingArtifact, Store, UnitKey
+from ._http import CutShort
 
 __all__ = ["Flight", "OnDemandFiles", "Refusal", "Responder", "UpstreamFailed", "ValidationFailed"]
 
@@ -86,7 +87,7 @@ STORING_GRACE = 5.0
 _MIN_PIECE = 64 * 1024
 
 
-class UpstreamFailed(Exception):
+class UpstreamFailed(CutShort):
     """A response already begun could not be completed with validated bytes: the request
     task raises it, and the server closes the connection short (the client sees an
     incomplete response, never a complete wrong one)."""

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from ..errors import InvalidInput
-from ._ondemand import UpstreamFailed
+from ._http import CutShort
 
 __all__ = ["INSTALL_HINT", "serve_app"]
 
@@ -24,23 +24,24 @@ INSTALL_HINT = "pip install 'triofetch[serve]'"
 
 class _CutShortOnPurpose(logging.Filter):
     """Turns hypercorn's "Error in ASGI Framework" for a response the app cut short on
-    purpose (:class:`UpstreamFailed`: the upstream broke off or sent bad bytes after the
-    response began, which the app has logged already) into one DEBUG line without a
-    traceback.  Any other exception of the app stays an ERROR with its traceback."""
+    purpose (:class:`CutShort`: an on-demand file's upstream broke off or sent bad bytes,
+    or a stored file could not be read, after the response began, which the app has logged
+    already) into one DEBUG line without a traceback.  Any other exception of the app stays
+    an ERROR with its traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, BaseExceptionGroup):
             # (only when every error in it is a deliberate cut or a cancellation)
-            _, rest = exc.split((UpstreamFailed, trio.Cancelled))
-            cuts = exc.subgroup(UpstreamFailed)
+            _, rest = exc.split((CutShort, trio.Cancelled))
+            cuts = exc.subgroup(CutShort)
             if rest is not None or cuts is None:
                 return True
             first: BaseException = cuts
             while isinstance(first, BaseExceptionGroup):
                 first = first.exceptions[0]
             exc = first
-        if isinstance(exc, UpstreamFailed):
+        if isinstance(exc, CutShort):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             record.msg, record.args = "response cut short: %s", (exc,)
             record.exc_info = record.exc_text = None
@@ -75,8 +76,9 @@ async def serve_app(
     anyway 2 seconds later).  Server
     messages go to the ``hypercorn.error`` logger; the app logs its own requests.  A
     response the app cuts short on purpose (an on-demand file whose upstream broke off or
-    sent bad bytes after the response began) is one DEBUG line there, not an ERROR with a
-    traceback: the app has logged the failure itself.
+    sent bad bytes, or a stored file that could not be read, after the response began) is
+    one DEBUG line there, not an ERROR with a traceback: the app has logged the failure
+    itself.
 
     Raises:
         ImportError: hypercorn is not installed (``pip install 'triofetch[serve]'``).
