@@ -224,6 +224,11 @@ async def test_if_none_match(served: Served) -> None:
         ("bytes=5-" + "9" * 20, 5, len(BIG) - 1),  # past 19 digits too (was the whole file)
         ("bytes=-" + "9" * 20, 0, len(BIG) - 1),
         ("BYTES = 7 - 7", 7, 7),
+        # leading zeros, more digits than any size (were a 416, the whole file, the whole
+        # file as a "range")
+        ("bytes=" + "0" * 20 + "5-9", 5, 9),
+        ("bytes=5-" + "0" * 20 + "9", 5, 9),
+        ("bytes=-" + "0" * 20 + "500", len(BIG) - 500, len(BIG) - 1),
     ],
 )
 async def test_single_ranges(served: Served, spec: str, start: int, end: int) -> None:
@@ -236,7 +241,13 @@ async def test_single_ranges(served: Served, spec: str, start: int, end: int) ->
 
 @pytest.mark.parametrize(
     "spec",
-    ["bytes=99999999-", "bytes=-0", f"bytes={len(BIG)}-", "bytes=" + "9" * 20 + "-"],
+    [
+        "bytes=99999999-",
+        "bytes=-0",
+        f"bytes={len(BIG)}-",
+        "bytes=" + "9" * 20 + "-",
+        "bytes=-" + "0" * 30,
+    ],
 )
 async def test_unsatisfiable_ranges(served: Served, spec: str) -> None:
     reply = await get(served, "/r/dir/sub/big.bin", range=spec)

@@ -130,6 +130,11 @@ def _digits(text: str) -> bool:
     return not text or (text.isascii() and text.isdigit())
 
 
+def _unpadded(digits: str) -> str:
+    """*digits* without leading zeros ("0" for zeros only; "" stays "")."""
+    return (digits.lstrip("0") or "0") if digits else digits
+
+
 def parse_range(header: str | None, size: int) -> RangeResult:
     """Read ``Range: header`` for a file of *size* bytes (single byte ranges only)."""
     if header is None:
@@ -145,6 +150,9 @@ def parse_range(header: str | None, size: int) -> RangeResult:
     first, last = first.strip(" \t"), last.strip(" \t")
     if not dash or not (_digits(first) and _digits(last)):
         return WHOLE
+    # (leading zeros say nothing: "bytes=000...05-09" is bytes 5-9, however many zeros,
+    # before the number of digits is compared with the longest file size)
+    first, last = _unpadded(first), _unpadded(last)
     if not first:
         if not last:
             return WHOLE  # "bytes=-": not a range
