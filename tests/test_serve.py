@@ -212,6 +212,38 @@ async def test_if_none_match(served: Served) -> None:
     assert (other.status, other.body) == (200, FILES["a.txt"])
 
 
+async def test_if_match(served: Served, http_server_module: FaultServer) -> None:
+    """``If-Match`` (RFC 9110, 13.1.1: an origin server must evaluate it): another entity
+    tag (or a weak one: strong comparison) is ``412 Precondition Failed`` without the
+    content, before ``If-None-Match`` and ``Range`` are looked at; ``*`` or the file's own
+    tag goes on.  It was ignored: the whole file, 200, whatever it named."""
+    data = FILES["a.txt"]
+    etag = f'"{sha(data)}"'
+    other = f'"{"0" * 64}"'
+    for if_match in (etag, "*", f"{other}, {etag}"):
+        reply = await get(served, "/r/a.txt", if_match=if_match)
+        assert (reply.status, reply.body) == (200, data), if_match
+    part = await get(served, "/r/dir/sub/big.bin", if_match=f'"{sha(BIG)}"', range="bytes=0-9")
+    assert (part.status, part.body) == (206, BIG[:10])
+    for if_match in (other, f"W/{etag}"):
+        for path, content in (("/r/a.txt", data), ("/r/dir/sub/big.bin", BIG)):
+            reply = await get(served, path, if_match=if_match, if_none_match="*", range="bytes=0-")
+            assert reply.status == 412, (path, if_match)
+            assert content[:6] not in reply.body
+            assert reply.headers["etag"] == f'"{sha(content)}"'
+        head = await raw(served.port, "/r/a.txt", "HEAD", {"If-Match": if_match})
+        assert (head.status, head.body) == (412, b"")
+    manifest = await get(served, "/r/PULP_MANIFEST", if_match=other)
+    assert manifest.status == 412
+    # a file not stored: its declared digest, nothing fetched when it fails
+    lazy = LAZY["lazy.bin"]
+    before = http_server_module.count("/lazy/lazy.bin")
+    assert (await get(served, "/lazy/lazy.bin", if_match=other)).status == 412
+    assert http_server_module.count("/lazy/lazy.bin") == before
+    reply = await get(served, "/lazy/lazy.bin", if_match=f'"{sha(lazy)}"')
+    assert (reply.status, reply.body) == (200, lazy)
+
+
 @pytest.mark.parametrize(
     ("spec", "start", "end"),
     [

@@ -19,9 +19,10 @@ What is served (see ``docs/serve.rst``):
 - in a version: each file at its relative path, a generated ``PULP_MANIFEST`` listing
   exactly that version (``relative_path,sha256,size``), an HTML index page at every
   directory level;
-- ``GET`` and ``HEAD``; ``ETag`` (the quoted sha256) and ``If-None-Match`` (304); one byte
-  range (206, or 416 when unsatisfiable; several ranges get the whole file, 200);
-  ``Content-Length``; a ``Content-Type`` by extension;
+- ``GET`` and ``HEAD``; ``ETag`` (the quoted sha256), ``If-None-Match`` (304) and
+  ``If-Match`` (412 for another tag); one byte range (206, or 416 when unsatisfiable;
+  several ranges get the whole file, 200); ``Content-Length``; a ``Content-Type`` by
+  extension;
 - anything else is 404; a target that tries to leave the tree (``..``, encoded slashes or
   dots, NUL, backslashes, empty segments, absolute URLs) is 400; a symbolic link in the
   storage is never followed.

@@ -38,6 +38,7 @@ from ._http import (
     RangeResult,
     content_type,
     etag_of,
+    if_match,
     if_range_matches,
     none_match,
     parse_range,
@@ -88,6 +89,7 @@ _REASONS = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    412: "Precondition Failed",
     416: "Range Not Satisfiable",
     500: "Internal Server Error",
     502: "Bad Gateway",
@@ -596,7 +598,8 @@ class ContentApp:
         honoured (the whole file, 200)."""
         kind = content_type(entry.relative_path.rpartition("/")[2]).encode("ascii")
         headers = [(b"content-type", kind)]
-        if (ex.head or "if-none-match" in ex.headers) and (
+        conditional = "if-none-match" in ex.headers or "if-match" in ex.headers
+        if (ex.head or conditional) and (
             entry.sha256 is None or entry.size is None
         ):  # what the remote artifact declares (one query, nothing fetched)
             declared = await self.on_demand.declared(entry.unit_id, entry.relative_path)
@@ -606,6 +609,8 @@ class ContentApp:
                     sha256=entry.sha256 or declared.digests.get("sha256"),
                     size=entry.size if entry.size is not None else declared.size,
                 )
+        if await self._precondition_failed(ex, entry.sha256):
+            return
         if entry.sha256 is not None:
             etag = etag_of(entry.sha256)
             if none_match(ex.headers.get("if-none-match"), etag):
@@ -642,6 +647,16 @@ class ContentApp:
             stored = replace(entry, sha256=record.sha256, size=record.size, stored=True)
             index.files[entry.relative_path] = stored
             await self._send_stored(ex, handle, stored)
+
+    async def _precondition_failed(self, ex: Exchange, sha256: str | None) -> bool:
+        """Answer ``412 Precondition Failed`` when an ``If-Match`` names another content
+        than this one (of this sha256; None: of no known digest); whether it did.  Checked
+        before anything else is (RFC 9110, 13.2.2)."""
+        if if_match(ex.headers.get("if-match"), None if sha256 is None else etag_of(sha256)):
+            return False
+        extra = [] if sha256 is None else [(b"etag", etag_of(sha256).encode("ascii"))]
+        await ex.error(412, "If-Match names another content", headers=extra)
+        return True
 
     def _validators(
         self, ex: Exchange, sha256: str, size: int, kind: bytes
@@ -684,6 +699,8 @@ class ContentApp:
 
     async def _send_bytes(self, ex: Exchange, data: bytes, sha256: str, kind: bytes) -> None:
         """Content held in memory (a generated manifest), with the same rules as a file."""
+        if await self._precondition_failed(ex, sha256):
+            return
         headers, wanted = self._validators(ex, sha256, len(data), kind)
         if wanted is None:
             await ex.start(304, headers[1:])
@@ -699,6 +716,8 @@ class ContentApp:
     async def _send_stored(self, ex: Exchange, handle: VersionHandle, entry: FileEntry) -> None:
         sha256, size = entry.sha256, entry.size
         assert sha256 is not None and size is not None
+        if await self._precondition_failed(ex, sha256):
+            return
         kind = content_type(entry.relative_path.rpartition("/")[2]).encode("ascii")
         headers, wanted = self._validators(ex, sha256, size, kind)
         if wanted is None:

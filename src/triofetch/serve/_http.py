@@ -1,9 +1,9 @@
 """The HTTP rules of a static file response: conditional requests, ranges, content types.
 
-Owns reading ``If-None-Match``, ``If-Range`` and ``Range`` (RFC 9110, sections 13 and 14)
-and choosing a content type by file name; pure functions of header values, with no I/O and
-nothing of ASGI, the store or the storage.  And :class:`CutShort`, what a request raises when
-a response it has begun cannot be completed.
+Owns reading ``If-Match``, ``If-None-Match``, ``If-Range`` and ``Range`` (RFC 9110, sections
+13 and 14) and choosing a content type by file name; pure functions of header values, with
+no I/O and nothing of ASGI, the store or the storage.  And :class:`CutShort`, what a request
+raises when a response it has begun cannot be completed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ __all__ = [
     "RangeResult",
     "content_type",
     "etag_of",
+    "if_match",
     "if_range_matches",
     "none_match",
     "parse_range",
@@ -80,6 +81,16 @@ def _tags(value: str) -> list[str]:
         if tag:
             tags.append(tag)
     return tags
+
+
+def if_match(header: str | None, etag: str | None) -> bool:
+    """Whether the request may go on under ``If-Match: header`` (else the answer is 412):
+    no header, ``*``, or the same strong entity tag (strong comparison: a weak tag never
+    matches).  *etag* None: the content has no entity tag, only ``*`` matches."""
+    if header is None:
+        return True
+    tags = [part.strip() for part in header.split(",")]
+    return "*" in tags or (etag is not None and etag in tags)
 
 
 def none_match(header: str | None, etag: str) -> bool:
