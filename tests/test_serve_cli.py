@@ -8,14 +8,18 @@ run_cli_in_process); serve always runs as a process.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,6 +128,52 @@ def test_without_v_no_access_log(root: Path) -> None:
     finally:
         if running.proc.poll() is None:
             running.proc.kill()
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_without_v_the_servers_errors_are_still_printed(
+    root: Path, tmp_path: Path, quiet: bool
+) -> None:
+    """Without ``-v`` the server's warnings and errors are printed all the same (with
+    ``-q``, its errors only), not the access log: a stored file found damaged was a 500
+    (and one missing a 404) said nowhere, although the docs promise "its startup line,
+    errors, and the stop line"."""
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    digest = hashlib.sha256(FILES["a.txt"]).hexdigest()
+    stored = copy / "artifacts" / digest[:2] / digest[2:4] / digest
+    os.chmod(stored, 0o644)
+    stored.write_bytes(b"truncated")
+    gone = hashlib.sha256(FILES["d/b.bin"]).hexdigest()
+    (copy / "artifacts" / gone[:2] / gone[2:4] / gone).unlink()
+    flags = ["-q"] if quiet else []
+    running = Running(
+        start_cli(*flags, "serve", "--root", copy, "--listen", "127.0.0.1:0", "--json")
+    )
+    try:
+        # (the URL from --json's line on stdout: -q prints no startup line)
+        assert running.proc.stdout is not None
+        url = json.loads(running.proc.stdout.readline())["url"]
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            fetch(url + "r/a.txt")
+        assert raised.value.code == 500
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            fetch(url + "r/d/b.bin")
+        assert raised.value.code == 404
+        running.wait_for(re.compile(r"triofetch\.serve ERROR: a\.txt: file \w+ damaged"))
+        if not quiet:  # (-q: errors only)
+            running.wait_for(
+                re.compile(r"triofetch\.serve WARNING: d/b\.bin: .+ not in the storage")
+            )
+        assert running.stop(signal.SIGTERM) == 0
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+    assert "GET /r/" not in running.err  # (no access log)
+    assert "Traceback" not in running.err
+    lines = running.err.strip().splitlines()
+    # (--json: no startup line; -q: no stop line)
+    assert len(lines) == (1 if quiet else 3), running.err
 
 
 def test_root_from_the_environment_and_repository_filter(root: Path) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "output",
     "resolve_root",
     "say",
+    "stderr_log_handler",
     "store_error",
     "version_numbers",
     "warn",
@@ -78,6 +79,31 @@ ROOT_ENV = "TRIOFETCH_ROOT"
 DEFAULT_ROOT = "triofetch-data"
 
 log = logging.getLogger("triofetch.cli")
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time: while progress bars are drawn
+    (on stderr), rich's stand-in, which prints each line above the bars."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # always sys.stderr
+
+
+def stderr_log_handler(level: int = logging.NOTSET) -> logging.Handler:
+    """A handler writing log records of *level* and above to stderr, as ``-v`` shows them
+    (``2026-12-07 01:47:45,272 triofetch.serve WARNING: ...``)."""
+    handler = _StderrHandler()
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    return handler
 
 
 class CLIError(Exception):

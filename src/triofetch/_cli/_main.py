@@ -29,7 +29,6 @@ import select
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TextIO
 
 import trio
 
@@ -50,6 +49,7 @@ from ._common import (
     Interrupted,
     error_json,
     output,
+    stderr_log_handler,
     warn,
     write_stop_hint,
     write_stop_kind,
@@ -107,22 +107,6 @@ def _command(name: str) -> Command:
     return demo_command
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time: while progress bars are drawn
-    (on stderr), rich's stand-in, which prints each line above the bars."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self) -> TextIO:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: TextIO) -> None:
-        pass  # always sys.stderr
-
-
 def _setup_logging(verbosity: int) -> None:
     root = logging.getLogger()
     if not verbosity:
@@ -131,9 +115,7 @@ def _setup_logging(verbosity: int) -> None:
         if not any(isinstance(h, logging.NullHandler) for h in root.handlers):
             root.addHandler(logging.NullHandler())
         return
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    root.addHandler(handler)
+    root.addHandler(stderr_log_handler())
     # -v: INFO (retries, mirror fall-backs, replaced or repaired content); -vv: DEBUG
     # but the per-request lines; -vvv: those too (triofetch.http, and httpx's own)
     root.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)

@@ -13,12 +13,13 @@ module.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 
 import trio
@@ -33,8 +34,10 @@ from ._common import (
     existing_store,
     log,
     note,
+    output,
     resolve_root,
     say,
+    stderr_log_handler,
     warn,
 )
 from ._sync import new_downloader
@@ -99,7 +102,37 @@ async def _stop_at_once(app: ContentApp, received: AsyncIterator[int]) -> None:
         _exit_now(app, _startup.stop_status(signum))
 
 
+#: the loggers of a running server whose warnings and errors are printed without -v
+_SERVER_LOGGERS = ("triofetch", "hypercorn.error")
+
+
+@contextlib.contextmanager
+def _server_problems(verbosity: int) -> Iterator[None]:
+    """Without ``-v``, for the block: the server's warnings and errors on stderr (a stored
+    file missing or damaged, the store unreadable, an on-demand file that could not be
+    fetched or stored, hypercorn's own errors), as ``-v`` prints them; with ``-q``, its
+    errors only.  A server has no summary at its end to say them: without this they were
+    nowhere (``-v`` adds the INFO lines: the access log, retries)."""
+    if verbosity:
+        yield  # (the root logger's handler prints them already)
+        return
+    handler = stderr_log_handler(logging.ERROR if output.quiet else logging.WARNING)
+    loggers = [logging.getLogger(name) for name in _SERVER_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
 async def serve_command(args: argparse.Namespace) -> int:
+    with _server_problems(getattr(args, "verbose", 0)):
+        return await _serve(args)
+
+
+async def _serve(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("hypercorn") is None:
         raise CLIError(
             f"'triofetch serve' needs hypercorn, which is not installed: {INSTALL_HINT}",
