@@ -188,6 +188,31 @@ async def test_head_and_conditional_requests_fetch_nothing(site: Site) -> None:
     assert await site.missing() == ["dir/big.bin", "plain.txt", "small.txt"]
 
 
+async def test_once_stored_head_ranges_and_the_index_say_so(site: Site) -> None:
+    """A file the app fetched and stored is answered as a stored file from then on, ``HEAD``
+    first: it was answered from what the unit declares until some ``GET`` happened to look
+    it up again — without ``Accept-Ranges`` (which a ``GET`` had), so a download manager
+    probing with ``HEAD`` took it for a file that cannot be resumed — and the index page
+    said ``not stored yet``."""
+    got = await site.get("dir/big.bin")
+    assert got.status == 200 and got.body == BIG
+    await site.settle()
+    head = await site.get("dir/big.bin", "HEAD")
+    again = await site.get("dir/big.bin")
+    assert head.status == again.status == 200 and head.body == b""
+    assert {k: v for k, v in head.headers.items() if k != "date"} == {
+        k: v for k, v in again.headers.items() if k != "date"
+    }
+    assert head.headers["accept-ranges"] == "bytes"
+    listing = (await site.get("dir/")).body.decode()
+    row = next(line for line in listing.splitlines() if "big.bin" in line)
+    assert "not stored yet" not in row
+    assert "not stored yet" in next(
+        line for line in (await site.get("")).body.decode().splitlines() if "small.txt" in line
+    )
+    assert site.upstream("dir/big.bin") == 1
+
+
 async def test_twenty_clients_share_one_upstream_get(site: Site) -> None:
     plan(site, "dir/big.bin", [Slow(0.02, 64 * 1024)])
     replies: list[Reply] = []

@@ -566,10 +566,18 @@ class ContentApp:
             entry = index.files.get(full)
             if entry is None:
                 rows.append(Listing(child, False, note="held twice: not served"))
+            elif entry.stored:
+                rows.append(Listing(child, False, entry.size))
             else:
-                rows.append(
-                    Listing(child, False, entry.size, "" if entry.stored else "not stored yet")
+                kept = (
+                    None
+                    if entry.key is None
+                    else self.on_demand.stored(entry.unit_id, full, entry.key)
                 )
+                if kept is None:
+                    rows.append(Listing(child, False, entry.size, "not stored yet"))
+                else:
+                    rows.append(Listing(child, False, kept.size))
         if not path:
             rows.append(Listing(MANIFEST_NAME, False, len((await _manifest(index))[0])))
             if latest:
@@ -596,6 +604,16 @@ class ContentApp:
         (see :mod:`triofetch.serve._ondemand`).  ``HEAD`` and a matching ``If-None-Match``
         are answered from what the unit declares, without fetching; a ``Range`` is not
         honoured (the whole file, 200)."""
+        record = (
+            None
+            if entry.key is None
+            else self.on_demand.stored(entry.unit_id, entry.relative_path, entry.key)
+        )
+        if record is not None:  # fetched and stored by this app since the table was made
+            stored = replace(entry, sha256=record.sha256, size=record.size, stored=True)
+            index.files[entry.relative_path] = stored
+            await self._send_stored(ex, handle, stored)
+            return
         kind = content_type(entry.relative_path.rpartition("/")[2]).encode("ascii")
         headers = [(b"content-type", kind)]
         conditional = "if-none-match" in ex.headers or "if-match" in ex.headers

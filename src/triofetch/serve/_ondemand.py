@@ -80,6 +80,9 @@ _IOV_MAX = 1024
 #: seconds) what was read is trusted
 _AHEAD = 64
 _AHEAD_TTL = 2.0
+#: how many of the files it stored the app remembers (their tables' entries still say
+#: "not stored": see OnDemandFiles.stored)
+_KEPT_REMEMBERED = 4096
 #: how long a stopping server waits for the files validated already to be stored
 STORING_GRACE = 5.0
 #: a request sends a piece of an unfinished body only once this many bytes wait (a small
@@ -510,11 +513,24 @@ class OnDemandFiles:
         #: when the latest flight of a file ended: (unit id, path) -> time (a lookup that
         #: began before then may have read the file as missing although it is stored now)
         self._ended_at: dict[tuple[int, str], float] = {}
+        #: the files this app fetched and stored, the latest _KEPT_REMEMBERED: (unit id,
+        #: path) -> (the unit's key, record) (see stored())
+        self._kept: collections.OrderedDict[tuple[int, str], tuple[UnitKey, ArtifactRecord]] = (
+            collections.OrderedDict()
+        )
 
     @property
     def in_flight(self) -> int:
         """How many files are being fetched."""
         return len(self._flights)
+
+    def stored(self, unit_id: int, relative_path: str, key: UnitKey) -> ArtifactRecord | None:
+        """The record of a file of unit *unit_id* (of *key*) this app fetched and stored
+        (among the latest ones), or None: the app answers it from the storage from then
+        on, ``HEAD`` and ranges included, and lists it as stored.  (The key is compared:
+        SQLite may give a removed unit's id to a new one.)"""
+        kept = self._kept.get((unit_id, relative_path))
+        return kept[1] if kept is not None and kept[0] == key else None
 
     async def finish_storing(self) -> None:
         """Wait (at most :data:`STORING_GRACE` seconds, shielded) until the files validated
@@ -724,6 +740,9 @@ class OnDemandFiles:
                         describe_error(exc),
                     )
                 else:
+                    self._kept[key] = (flight.key, record)
+                    while len(self._kept) > _KEPT_REMEMBERED:
+                        self._kept.popitem(last=False)
                     log.info(
                         "%s: fetched on demand and stored (%d bytes)",
                         flight.relative_path,
