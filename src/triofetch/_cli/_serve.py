@@ -148,11 +148,11 @@ async def _serve(args: argparse.Namespace) -> int:
     # on-demand files are stored once fetched: the store is opened for writing, unless the
     # root cannot be written (then they are served from their remote and not kept)
     writable = os.access(root, os.W_OK) and os.access(root / "artifacts", os.W_OK)
-    if not writable:
-        log.warning("%s is read-only: on-demand files are served but not stored", root)
     async with existing_store(
         root, args.db, readonly=not writable, connect_timeout=args.db_connect_timeout
     ) as store:
+        if not writable:  # (said once there is a store: no root at all is an error)
+            log.warning("%s is read-only: on-demand files are served but not stored", root)
         wanted = args.repository or None
         if wanted:
             known = set(await store.repositories())
