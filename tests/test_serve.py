@@ -481,6 +481,21 @@ async def test_a_directory_without_its_slash_is_redirected(served: Served) -> No
         assert reply.headers["location"] == path + "/"
 
 
+async def test_the_query_is_kept_by_a_redirect_and_in_the_access_log(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A directory asked without its slash is redirected with its query (as nginx does),
+    and the access log shows the target as sent, query included (the docs say so); the
+    query was dropped from both."""
+    with caplog.at_level(logging.INFO, logger="triofetch.serve"):
+        reply = await get(served, "/r/dir?C=M;O=A")
+        assert (reply.status, reply.headers["location"]) == (301, "/r/dir/?C=M;O=A")
+        assert (await get(served, "/r/a.txt?v=2")).body == FILES["a.txt"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "triofetch.serve"]
+    assert any('"GET /r/dir?C=M;O=A" 301 0 ' in line for line in lines), lines
+    assert any('"GET /r/a.txt?v=2" 200 6 ' in line for line in lines), lines
+
+
 # -- hostile targets -------------------------------------------------------------------------
 
 HOSTILE = [

@@ -116,7 +116,8 @@ class _VersionGone(Exception):
 class Exchange:
     """One request and what has been answered so far (for the access log).
 
-    ``method``, ``raw_path`` (the target as sent, without the query), ``headers``
+    ``method``, ``raw_path`` (the target as sent, without the query), ``query`` (the
+    query string as sent, without its ``?``), ``headers``
     (lower-case names, values decoded as Latin-1; a repeated header's values joined with
     ``", "``) and ``http_version`` are read from the ASGI scope; :meth:`start` and
     :meth:`body` send the response and count it.
@@ -128,6 +129,7 @@ class Exchange:
         "http_version",
         "method",
         "mount",
+        "query",
         "raw_path",
         "receive",
         "sent",
@@ -148,6 +150,8 @@ class Exchange:
             raw = raw[len(root) :] or b"/"  # mounted under a prefix
             self.mount = root
         self.raw_path = bytes(raw).partition(b"?")[0]
+        query = scope.get("query_string", b"")
+        self.query = bytes(query) if isinstance(query, bytes | bytearray) else b""
         headers: dict[str, str] = {}
         for name, value in scope.get("headers", ()):
             key = bytes(name).decode("latin-1").lower()
@@ -203,9 +207,15 @@ class Exchange:
         extra = [(b"allow", b"GET, HEAD")] if status == 405 else []
         await self.simple(status, text.encode("utf-8"), headers=[*extra, *headers])
 
+    @property
+    def target(self) -> bytes:
+        """The target as sent: the path and the query, if any."""
+        return self.raw_path + b"?" + self.query if self.query else self.raw_path
+
     async def redirect(self) -> None:
-        """301 to the same path with a ``/`` added (a directory asked without it)."""
-        location = self.mount + self.raw_path + b"/"
+        """301 to the same path with a ``/`` added (a directory asked without it), the
+        query kept."""
+        location = self.mount + self.raw_path + b"/" + (b"?" + self.query if self.query else b"")
         await self.simple(301, b"", headers=[(b"location", location)])
 
 
@@ -331,7 +341,7 @@ class ContentApp:
                     '%s "%s %s" %d %d %.1fms',
                     client[0] if client else "-",
                     ex.method,
-                    ex.raw_path.decode("ascii", "backslashreplace"),
+                    ex.target.decode("ascii", "backslashreplace"),
                     ex.status,
                     ex.sent,
                     (trio.current_time() - began) * 1000,
