@@ -611,9 +611,10 @@ class ContentApp:
     ) -> None:
         """A file of the version whose unit was recorded but whose file is not stored (a
         unit created ``on_demand`` or ``streamed``): fetched from its remote and streamed
-        (see :mod:`triofetch.serve._ondemand`).  ``HEAD`` and a matching ``If-None-Match``
-        are answered from what the unit declares, without fetching; a ``Range`` is not
-        honoured (the whole file, 200)."""
+        (see :mod:`triofetch.serve._ondemand`).  ``HEAD``, a matching ``If-None-Match`` and
+        an ``If-Match`` naming another tag are answered from what the unit declares, without
+        fetching; a ``Range`` is not honoured (the whole file, 200).  A file this app has
+        stored since the version's table was made is answered from the storage."""
         record = (
             None
             if entry.key is None
