@@ -445,6 +445,190 @@ async def test_cancelled_fetch_leaves_nothing(
         assert dl.limiter.borrowed_tokens == 0
 
 
+@pytest.mark.parametrize("own_temp_dir", [True, False], ids=["temp_dir", "private"])
+async def test_closing_the_downloader_ends_the_fetches_in_flight(
+    http_server: FaultServer, transport: str, temp_dir: Path, own_temp_dir: bool
+) -> None:
+    """aclose() from another task (or leaving ``async with`` while fetches started in an
+    outer nursery run) cancels the fetches in flight, which raise WrongContext, and waits
+    for them: no download goes on (or writes into a removed directory) after the
+    downloader closed, no AssertionError, no temp file left."""
+    http_server.add_file("/slow", DATA, faults=[Slow(0.02, chunk=4096)] * 10)
+    errors: list[BaseException] = []
+    dl = (
+        downloader(transport, temp_dir)
+        if own_temp_dir
+        else triofetch.Downloader(
+            transport=transport,  # type: ignore[arg-type]
+            backoff=0.01,
+        )
+    )
+
+    async def one(task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            await dl.fetch([http_server.url("/slow"), http_server.url("/slow")])
+        except triofetch.WrongContext as exc:
+            errors.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with dl:
+                private = dl.temp_dir
+                for _ in range(3):
+                    await nursery.start(one)
+                await trio.sleep(0.15)
+                await dl.aclose()
+                assert len(errors) == 3  # every fetch ended before aclose returned
+            # a fetch started in an outer nursery, the block left while it runs
+            async with dl:
+                await nursery.start(one)
+                await trio.sleep(0.15)
+    assert len(errors) == 4
+    assert all("closed while this download was in flight" in str(e) for e in errors)
+    assert leftovers(temp_dir) == []
+    assert private is not None and private.exists() == own_temp_dir
+    assert dl.limiter.borrowed_tokens == 0
+
+
+class _Counting:
+    """A stream's body consumer: counts the bytes."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    async def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+
+    async def finish(self) -> int:
+        return self.size
+
+
+@pytest.mark.parametrize("way", ["fetch", "fetch_planned", "stream", "fetch_many", "mirrors"])
+async def test_closing_the_downloader_ends_every_kind_of_fetch(
+    http_server: FaultServer, transport: str, temp_dir: Path, tmp_path: Path, way: str
+) -> None:
+    """Each way of fetching ends with WrongContext when another task closes the downloader
+    under it, at once (aclose does not wait for the slow bodies to arrive), with nothing
+    left behind; a fetch with mirrors does not fall back to the next one (a file:// URL
+    here), and none is retried."""
+    http_server.add_file("/slow", DATA, faults=[Slow(0.05, chunk=2048)] * 10)
+    local = tmp_path / "local.bin"
+    local.write_bytes(DATA)
+    slow = http_server.url("/slow")
+    errors: list[BaseException] = []
+    dl = downloader(transport, temp_dir)
+
+    async def one(task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            if way == "fetch":
+                await dl.fetch(slow)
+            elif way == "fetch_planned":
+                await dl.fetch_planned(slow, dl.plan(expected_size=len(DATA)))
+            elif way == "stream":
+                await dl.stream(slow, _Counting)
+            elif way == "mirrors":
+                await dl.fetch([slow, local.as_uri()])
+            else:
+                async with dl.fetch_many([slow, slow]) as outcomes:
+                    async for outcome in outcomes:
+                        assert isinstance(outcome, triofetch.FetchFailed)
+                        errors.append(outcome.error)
+                return
+        except triofetch.WrongContext as exc:
+            errors.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery, dl:
+            await nursery.start(one)
+            await trio.sleep(0.2)
+            started = trio.current_time()
+            if way == "fetch":  # (two tasks closing it at once: both wait, neither hangs)
+                nursery.start_soon(dl.aclose)
+            await dl.aclose()
+            assert trio.current_time() - started < 2  # (the body needs 5 s more)
+            # ended before aclose returned (fetch_many's outcomes are handed over later)
+            assert errors or way == "fetch_many"
+    assert len(errors) == (2 if way == "fetch_many" else 1)
+    assert all(isinstance(e, triofetch.WrongContext) for e in errors)
+    assert all("closed while this download was in flight" in str(e) for e in errors)
+    assert http_server.count("/slow") == len(errors)  # no retry
+    assert leftovers(temp_dir) == []
+    assert dl.limiter.borrowed_tokens == 0
+
+
+@pytest.mark.parametrize(
+    "wait", ["backoff", "limiter", "per_host", "rate_limit", "token", "connect"]
+)
+async def test_closing_the_downloader_ends_the_waits_of_fetches_in_flight(
+    http_server: FaultServer, transport: str, temp_dir: Path, wait: str
+) -> None:
+    """A fetch waiting outside a request when another task closes the downloader — for
+    its next attempt, for a connection token (``connections``, ``per_host``), for its
+    ``rate_limit`` slot, for a bearer token, for a connection to be made — ends at once
+    with WrongContext, is not retried, and leaves nothing behind."""
+    http_server.add_file("/a", DATA)
+    http_server.add_file("/busy", DATA, faults=[Status(503)] * 10)
+    http_server.add_file("/slow", DATA, faults=[Slow(0.05, chunk=2048)] * 10)
+    options: dict[str, Any] = {
+        "backoff": {"backoff": 30.0, "backoff_max": 30.0},
+        "limiter": {"connections": 1},
+        "per_host": {"per_host": 1},
+        "rate_limit": {"rate_limit": 0.05},
+        "token": {"token_provider": trio.sleep_forever},
+        "connect": {"connect_timeout": 30.0},
+    }[wait]
+    dl = downloader(transport, temp_dir, **options)
+    errors: list[BaseException] = []
+    urls = [http_server.url("/a")]
+    # (the only connection token of the host held by a fetch, to be ended too; the
+    # downloader's by the caller, who may share it)
+    before = [http_server.url("/slow")] if wait == "per_host" else []
+    holder = object()
+    listener = socket.socket()  # (a full backlog: a connection to it is never made)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname())
+    if wait == "backoff":
+        urls = [http_server.url("/busy")]
+    elif wait == "connect":
+        urls = ["http://{}:{}/x".format(*listener.getsockname())]
+
+    async def one(url: str, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            await dl.fetch(url)
+        except triofetch.WrongContext as exc:
+            errors.append(exc)
+
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery, dl:
+                if wait == "rate_limit":  # (the first request takes the slot of 20 s)
+                    (await dl.fetch(http_server.url("/a"))).path.unlink()
+                if wait == "limiter":
+                    dl.limiter.acquire_on_behalf_of_nowait(holder)
+                for url in before + urls:
+                    await nursery.start(one, url)
+                await trio.sleep(0.3)
+                assert not errors
+                started = trio.current_time()
+                await dl.aclose()
+                assert trio.current_time() - started < 2
+                assert len(errors) == len(before) + 1  # ended before aclose returned
+                if wait == "limiter":
+                    dl.limiter.release_on_behalf_of(holder)
+    finally:
+        filler.close()
+        listener.close()
+    assert all("closed while this download was in flight" in str(e) for e in errors)
+    assert http_server.count("/busy") == (1 if wait == "backoff" else 0)
+    assert http_server.count("/a") == (1 if wait == "rate_limit" else 0)
+    assert leftovers(temp_dir) == []
+    assert dl.limiter.borrowed_tokens == 0
+
+
 async def test_cancellations_while_small_files_are_finished(
     http_server: FaultServer, transport: str, temp_dir: Path, tmp_path: Path
 ) -> None:

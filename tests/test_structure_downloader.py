@@ -215,7 +215,16 @@ def sibling_imports(path: Path) -> set[str]:
 
 
 #: each module of downloader/ may import only those before it
-DOWNLOADER_ORDER = ["_result", "_plan", "_auth", "_retry", "_sinks", "_many", "_core"]
+DOWNLOADER_ORDER = [
+    "_result",
+    "_plan",
+    "_auth",
+    "_retry",
+    "_sinks",
+    "_many",
+    "_closing",
+    "_core",
+]
 
 
 def test_downloader_modules_import_one_way() -> None:

@@ -163,3 +163,33 @@ def test_an_expired_watch_swallows_errors_but_not_interrupts() -> None:
         await dog.aclose()
 
     trio.run(main)
+
+
+def test_expire_all_expires_every_watch_at_once() -> None:
+    """``expire_all`` (its owner closing) expires the watches in progress whatever their
+    deadlines, and only those."""
+    closed: list[str] = []
+
+    async def main() -> None:
+        dog = Watchdog()
+        dog.start()
+        try:
+            one = dog.watch(trio.current_time() + 10)
+            two = dog.watch(trio.current_time() + 50)
+            done = dog.watch(trio.current_time() + 1)
+            with done:
+                pass
+            with one, two:
+                one.closer = functools.partial(closed.append, "one")
+                two.closer = functools.partial(closed.append, "two")
+                dog.expire_all()
+                assert sorted(closed) == ["one", "two"]
+                assert one.expired and two.expired and not done.expired
+                raise trio.ClosedResourceError("closed by expire_all")  # swallowed
+            assert dog.watches == set()
+            await trio.sleep(60)
+            assert sorted(closed) == ["one", "two"]  # (not expired twice)
+        finally:
+            await dog.aclose()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -57,6 +57,13 @@ class Watchdog:
         watching)."""
         return Watch(self, deadline)
 
+    def expire_all(self) -> None:
+        """Expire every watch now, whatever its deadline (their owner is closing: the
+        exchanges end as if timed out, and the owner tells why)."""
+        watches, self.watches = self.watches, set()
+        for watch in watches:
+            watch.expire()
+
     def rearm(self, deadline: float) -> None:
         """Wake at *deadline* (earlier than planned)."""
         self.wake_at = deadline
@@ -102,7 +109,8 @@ class Watch:
     def __init__(self, dog: Watchdog, deadline: float) -> None:
         self._dog = dog
         self._deadline = deadline
-        #: closes the connection the exchange holds now (set by the transport), or None
+        #: closes the connection the exchange holds now, or ends its connecting (set by
+        #: the transport), or None
         self.closer: Callable[[], object] | None = None
         #: the deadline passed (the connection, if any, was closed)
         self.expired = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Concatenate, ParamSpec, TypeVar
 
 import trio
@@ -32,8 +33,11 @@ _T = TypeVar("_T")
 class _Tokens:
     """One bearer token shared by every download; refreshed once for all waiters."""
 
-    def __init__(self, provider: TokenProvider) -> None:
+    def __init__(
+        self, provider: TokenProvider, waiting: Callable[[], AbstractContextManager[object]]
+    ) -> None:
         self._provider = provider
+        self._waiting = waiting
         self._lock = trio.Lock()
         self.token: str | None = None
         self.generation = 0
@@ -47,6 +51,10 @@ class _Tokens:
 
     async def refresh(self, stale_generation: int) -> None:
         """Get a new token unless someone already replaced the *stale_generation* one."""
+        with self._waiting():
+            await self._refresh(stale_generation)
+
+    async def _refresh(self, stale_generation: int) -> None:
         async with self._lock:
             if self.token is not None and self.generation != stale_generation:
                 return
@@ -77,7 +85,14 @@ class Credentials:
 
     __slots__ = ("_basic", "_tokens", "anonymous")
 
-    def __init__(self, auth: object, token_provider: TokenProvider | None) -> None:
+    def __init__(
+        self,
+        auth: object,
+        token_provider: TokenProvider | None,
+        waiting: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> None:
+        """*waiting* is the context a refresh of the token (the lock, the provider) waits
+        in: the downloader's ends it when the downloader closes (its error propagates)."""
         if auth is not None and token_provider is not None:
             raise InvalidInput("give either auth (basic) or token_provider (bearer), not both")
         if token_provider is not None and not callable(token_provider):
@@ -92,7 +107,7 @@ class Credentials:
         ):
             raise InvalidInput("auth must be a (user, password) pair of strings")
         self._basic = basic_authorization(*auth) if auth is not None else None
-        self._tokens = _Tokens(token_provider) if token_provider is not None else None
+        self._tokens = _Tokens(token_provider, waiting) if token_provider is not None else None
         #: no credentials of the downloader's own (a URL may still carry some)
         self.anonymous = self._basic is None and self._tokens is None
 

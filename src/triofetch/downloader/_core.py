@@ -6,7 +6,8 @@ limiters, credentials, one exchange with a transport under its time bounds — c
 total, the lowest-speed rule, ``max_time`` — and the body read as it arrives) and
 :meth:`Downloader.stream`.  The other modules each hold one concern it calls into:
 ``_plan`` (a fetch's arguments), ``_auth`` (credentials), ``_retry`` (attempts, waits and
-limits), ``_sinks`` (writing and hashing), ``_result``.  None of them imports this module.
+limits), ``_sinks`` (writing and hashing), ``_result``, ``_closing`` (the fetches in
+flight, and what ends them when the downloader closes).  None of them imports this module.
 Redirects are the transports' (``transports/_redirects.py``).  It must not write files or
 hash bytes itself (``_sinks`` does), nor know units, the store or the storage.
 """
@@ -54,6 +55,7 @@ from ..transports._base import (
 )
 from ..transports._routing import ProxyRoutes
 from ._auth import Credentials, TokenProvider, split_credentials
+from ._closing import InFlight, closed_in_flight
 from ._many import FetchOutcomes, _Requests, fetch_many
 from ._plan import FetchPlan, Planner
 from ._result import DownloadResult, with_attempts
@@ -109,6 +111,12 @@ class _Received:
         self.size = size
         self.url = url
         self.headers = headers
+
+
+def _ended_by_close(error: BaseException) -> bool:
+    """Whether *error*, raised by a request while the downloader closes, is that close's
+    doing (its error is :func:`closed_in_flight`'s, not this one)."""
+    return isinstance(error, Exception) and not isinstance(error, WrongContext)
 
 
 def _grown(size: int, chunk: bytes, expected_size: int | None, url: str) -> int:
@@ -371,7 +379,11 @@ class Downloader:
                 "them to the Transport passed as transport= (its TransportOptions), not to "
                 "the Downloader"
             )
+        #: the fetches in flight, and what ends them when the downloader closes (see
+        #: _closing.py: no cancel scope per fetch)
+        self._flight = InFlight()
         self._retry = RetryPolicy(
+            sleep_until=self._flight.sleep_until,
             retries=retries,
             backoff=backoff,
             backoff_max=backoff_max,
@@ -379,7 +391,7 @@ class Downloader:
             max_time=max_time,
             mismatch_retries=mismatch_retries,
         )
-        self._credentials = Credentials(auth, token_provider)
+        self._credentials = Credentials(auth, token_provider, self._flight.interruptible)
         self._planner = Planner(digests=digests, headers=headers, temp_dir=temp_dir)
         #: the directory of temp files without a temp_dir of their own (ending with a
         #: separator): the one given, or the private one made by __aenter__
@@ -392,7 +404,7 @@ class Downloader:
         #: bytes per second below which a body fails (0: no lowest-speed rule)
         self._speed_limit = speed_limit or 0
         self._speed_time = float(speed_time)
-        self._rate = RateLimit(rate_limit) if rate_limit else None
+        self._rate = RateLimit(rate_limit, self._flight.sleep_until) if rate_limit else None
         self._limiter = trio.CapacityLimiter(connections)
         self._host_limiters = (
             HostLimits(per_host) if per_host is not None and per_host < connections else None
@@ -465,6 +477,7 @@ class Downloader:
             self._temp_dir = made + os.sep
             _log.debug("private temp directory %s", made)
         self._transport = transport
+        self._flight.reopen()
         self._file_transport = FileTransport()
         if isinstance(transport, WatchableTransport):
             watchdog = Watchdog()
@@ -481,10 +494,21 @@ class Downloader:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every connection.  Called by ``async with``."""
+        """Close every connection.  Called by ``async with``.
+
+        A fetch or stream still in flight in another task is cancelled first (removing
+        its temp file) and raises :class:`WrongContext` there; ``aclose`` waits for it to
+        end, so that no download outlives the downloader."""
         transport, self._transport = self._transport, None
         watching, self._watching = self._watching, None
+        flight = self._flight
         with trio.CancelScope(shield=True):
+            # (a fetch in flight sees the closed transport at its next step, and is ended
+            # where it waits: see _closing.py)
+            flight.interrupt()
+            if watching is not None:
+                watching[1].expire_all()
+            await flight.wait_landed()
             await self._small.wait_idle()  # (a cancelled fetch's file may be in the thread)
             if watching is not None:
                 await watching[1].aclose()
@@ -589,11 +613,27 @@ class Downloader:
         )
         # (the retries called from here, not through fetch_planned: one coroutine less
         # for every resumption of the download's task)
-        return await self._retry.run(self._urls(url), self._attempt, plan, with_attempts)
+        urls = self._urls(url)
+        flight = self._flight
+        flight.count += 1
+        try:
+            return await self._retry.run(urls, self._attempt, plan, with_attempts)
+        finally:
+            flight.count -= 1
+            if flight.closing:
+                flight.landed()
 
     async def fetch_planned(self, url: str | Sequence[str], plan: FetchPlan) -> DownloadResult:
         """Like :meth:`fetch`, with arguments already validated by :meth:`plan`."""
-        return await self._retry.run(self._urls(url), self._attempt, plan, with_attempts)
+        urls = self._urls(url)
+        flight = self._flight
+        flight.count += 1
+        try:
+            return await self._retry.run(urls, self._attempt, plan, with_attempts)
+        finally:
+            flight.count -= 1
+            if flight.closing:
+                flight.landed()
 
     def _urls(self, url: str | Sequence[str]) -> tuple[str, ...]:
         """*url* as mirror URLs, checked; the downloader must be open."""
@@ -637,7 +677,14 @@ class Downloader:
         if self._transport is None:
             raise WrongContext("use the Downloader inside 'async with' (it is not open)")
         merged = self._planner.merged_headers(headers)
-        return await self._retry.run((url,), self._stream_attempt, (merged, consumer), None)
+        flight = self._flight
+        flight.count += 1
+        try:
+            return await self._retry.run((url,), self._stream_attempt, (merged, consumer), None)
+        finally:
+            flight.count -= 1
+            if flight.closing:
+                flight.landed()
 
     async def _stream_attempt(
         self,
@@ -653,12 +700,15 @@ class Downloader:
         transport = self._transport_for(url)
         host_limiter = self._host_limiters.limiter(url) if self._host_limiters is not None else None
         async with contextlib.AsyncExitStack() as held:
-            if host_limiter is not None:
-                await held.enter_async_context(host_limiter)
-            await held.enter_async_context(self._limiter)
+            with self._flight.interruptible():  # (aclose ends the wait for a token)
+                if host_limiter is not None:
+                    await held.enter_async_context(host_limiter)
+                await held.enter_async_context(self._limiter)
             await self._credentials.exchange(
                 headers, basic, self._stream_exchange, transport, url, consumer, clock
             )
+        if self._transport is None:  # (the downloader closed meanwhile)
+            raise closed_in_flight()
         return await consumer.finish()
 
     async def _stream_exchange(
@@ -675,6 +725,8 @@ class Downloader:
         :meth:`_receive` for the lowest-speed rule)."""
         if self._rate is not None:
             await self._rate.wait()
+        if self._transport is None:  # (the downloader closed meanwhile)
+            raise closed_in_flight()
         start = trio.current_time()
         hard = start + self._total_timeout if self._total_timeout else math.inf
         if clock is not None:
@@ -686,8 +738,11 @@ class Downloader:
         status: int | None = None
         counted = size = 0
         final = url
+        scope = trio.CancelScope(deadline=deadline)
+        scopes = self._flight.scopes
+        scopes.add(scope)  # (the downloader's aclose cancels it)
         try:
-            with trio.CancelScope(deadline=deadline) as scope:
+            with scope:
                 async with transport.stream(url, headers) as response:
                     status, final = response.status_code, response.url
                     if status == 401 and may_refresh:
@@ -717,7 +772,11 @@ class Downloader:
         except BaseException as exc:
             if debug:
                 _log_request(final, status, size, start, exc)
+            if self._flight.closing and _ended_by_close(exc):
+                raise closed_in_flight() from exc  # (aclose ended it: not a failure to retry)
             raise
+        finally:
+            scopes.discard(scope)
         if debug:
             _log_request(final, status, size, start, None)
         return True
@@ -733,6 +792,8 @@ class Downloader:
             transport = self._transport
         else:
             raise InvalidURL(_scheme_problem(url), url=url)
+        if self._transport is None:  # (closed by aclose between two attempts)
+            raise closed_in_flight()
         assert transport is not None
         return transport
 
@@ -746,7 +807,11 @@ class Downloader:
         transport = self._transport_for(url)
         host_limiter = self._host_limiters.limiter(url) if self._host_limiters is not None else None
         if host_limiter is not None:
-            await host_limiter.acquire()
+            try:
+                host_limiter.acquire_nowait()
+            except trio.WouldBlock:
+                with self._flight.interruptible():  # (aclose ends the wait)
+                    await host_limiter.acquire()
         limiter = self._limiter
         got: DownloadResult | _Received
         try:
@@ -756,7 +821,8 @@ class Downloader:
             try:
                 limiter.acquire_nowait()
             except trio.WouldBlock:
-                await limiter.acquire()
+                with self._flight.interruptible():  # (aclose ends the wait: see _closing.py)
+                    await limiter.acquire()
             try:
                 if basic is None and self._credentials.anonymous:
                     # the usual case: no credentials (straight to the exchange)
@@ -784,10 +850,16 @@ class Downloader:
         """Write, verify and place a body received whole (a worker thread does the work)."""
         sink = got.sink
         try:
+            if self._transport is None:  # (the downloader closed meanwhile)
+                raise closed_in_flight()
             if got.size > _SMALL_BYTES:
                 digests = await self._large.finish(sink, got.chunks, got.size)
             else:
                 digests = await self._small.finish(sink, got.chunks, got.size)
+            if self._transport is None and not sink.placed:
+                # (it closed while a thread finished the file: the file would be left in,
+                # or removed with, the downloader's temp directory)
+                raise closed_in_flight()
         except BaseException:
             sink.discard()
             raise
@@ -812,6 +884,8 @@ class Downloader:
         received whole (not yet written: see :meth:`_finish`) as :class:`_Received`."""
         if self._rate is not None:
             await self._rate.wait()
+        if self._transport is None:  # (the downloader closed meanwhile)
+            raise closed_in_flight()
         start = trio.current_time()
         hard = start + self._total_timeout if self._total_timeout else math.inf
         if clock is not None:  # max_time: the file's deadline (set by its first request)
@@ -822,14 +896,16 @@ class Downloader:
         scope: trio.CancelScope | Watch
         stream: AbstractAsyncContextManager[Response]
         watched: WatchedStream | None = None
+        cancellable: trio.CancelScope | None = None
         watching = self._watching
         if watching is not None and transport is watching[0]:
             # the transport takes a watch: no cancel scope per request (see _watch.py)
             scope = watching[1].watch(deadline)
             stream = watched = watching[0].stream(url, headers, scope)
         else:
-            scope = trio.CancelScope(deadline=deadline)
+            scope = cancellable = trio.CancelScope(deadline=deadline)
             stream = transport.stream(url, headers)
+            self._flight.scopes.add(cancellable)  # (the downloader's aclose cancels it)
         # One DEBUG line per request, when it ends (its bytes known then): the check is made
         # once here, nothing is formatted unless it holds (see docs, "Logging").
         debug = _http_log.isEnabledFor(_DEBUG)
@@ -866,7 +942,14 @@ class Downloader:
                 sink.discard()
             if debug:
                 _log_request(final, status, 0, start, exc)
+            if self._flight.closing and _ended_by_close(exc):
+                # ended by the downloader's aclose (the watch's closed connection, the
+                # scope's cancellation, or an error racing with them): not a failure to retry
+                raise closed_in_flight() from exc
             raise
+        finally:
+            if cancellable is not None:
+                self._flight.scopes.discard(cancellable)
 
     def _timeout_message(self, phase: str, start: float, hard: float) -> str:
         if trio.current_time() >= hard:
@@ -966,6 +1049,8 @@ class Downloader:
                 )
         # a large body: its last batch is written, and the file verified and placed, here
         digests = await self._large.finish(sink, [], size)
+        if self._transport is None and not sink.placed:  # (see _finish)
+            raise closed_in_flight()
         return DownloadResult(
             url=url,
             path=sink.path,

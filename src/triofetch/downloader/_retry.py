@@ -92,6 +92,7 @@ class RetryPolicy:
         "max_time",
         "mismatch_retries",
         "retries",
+        "sleep_until",
     )
 
     def __init__(
@@ -103,6 +104,7 @@ class RetryPolicy:
         max_retry_after: float,
         max_time: float | None,
         mismatch_retries: int = 1,
+        sleep_until: Callable[[float], Awaitable[None]] = trio.sleep_until,
     ) -> None:
         check_int(retries, "retries", least=0)
         check_int(mismatch_retries, "mismatch_retries", least=0)
@@ -120,6 +122,9 @@ class RetryPolicy:
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
         self.max_time = max_time
+        #: how the waits between attempts sleep (the downloader's can be interrupted: an
+        #: error it raises propagates)
+        self.sleep_until = sleep_until
 
     async def run(
         self,
@@ -191,9 +196,9 @@ class RetryPolicy:
                 errors[-1].message,
             )
         if clock is None:
-            await trio.sleep(delay)
+            await self.sleep_until(trio.current_time() + delay)
             return True
-        await trio.sleep_until(min(trio.current_time() + delay, clock.at))
+        await self.sleep_until(min(trio.current_time() + delay, clock.at))
         if clock.over():
             errors.append(clock.error(url))
             return False
@@ -231,11 +236,17 @@ def retry_after(value: str | None) -> float | None:
 class RateLimit:
     """Requests per second shared by every download: each request takes the next slot."""
 
-    __slots__ = ("_interval", "_next_slot")
+    __slots__ = ("_interval", "_next_slot", "_sleep_until")
 
-    def __init__(self, per_second: float) -> None:
+    def __init__(
+        self,
+        per_second: float,
+        sleep_until: Callable[[float], Awaitable[None]] = trio.sleep_until,
+    ) -> None:
         self._interval = 1.0 / per_second
         self._next_slot = -math.inf
+        #: how a request waits for its slot (see RetryPolicy.sleep_until)
+        self._sleep_until = sleep_until
 
     async def wait(self) -> None:
         """Wait for this request's slot (at once when it is free)."""
@@ -243,7 +254,7 @@ class RateLimit:
         slot = max(now, self._next_slot)
         self._next_slot = slot + self._interval
         if slot > now:
-            await trio.sleep_until(slot)
+            await self._sleep_until(slot)
 
 
 #: origins whose limiters are kept however idle; past that, the idle ones go

@@ -468,7 +468,10 @@ class TrioTransport(WatchableTransport):
         at its deadline (there is no connection for the watchdog to close yet)."""
         if watch is None:
             return await self._connect(route, url)
-        with trio.move_on_at(watch.deadline):
+        with trio.move_on_at(watch.deadline) as scope:
+            # (an expiry before the deadline — see Watchdog.expire_all — ends the connecting
+            # too; request() sets the connection's closer at once when it is made)
+            watch.closer = scope.cancel
             return await self._connect(route, url)
         watch.expired = True
         raise ConnectionFailed("connecting timed out", url=url)
