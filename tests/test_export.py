@@ -14,7 +14,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -607,6 +610,87 @@ def test_the_old_manifest_goes_before_a_file_in_the_way_of_a_directory(tmp_path:
     assert [p for p, _ in report.errors] == ["a/b"]
     assert (dest / "a").is_dir()
     assert not (dest / "PULP_MANIFEST").exists()
+
+
+#: an export (export_files, copying: DEST is taken for another file system) that kills itself
+#: with SIGKILL in the middle of its copy number argv[3], as ``kill -9`` would
+_KILLED_EXPORT = """
+import os, signal, sys
+from pathlib import Path
+from triofetch._cli import _export
+from triofetch._cli._inspect import FileRow
+
+def row(path, content, unit):
+    return FileRow(path, _export.hashlib.sha256(content).hexdigest(), len(content), True, unit)
+
+copies = 0
+real_copy = _export._copy
+
+def link(*args, **kwargs):
+    raise OSError(18, "Invalid cross-device link")
+
+def copy_then_die(src, name, dir_fd):
+    global copies
+    copies += 1
+    if copies < int(sys.argv[3]):
+        return real_copy(src, name, dir_fd)
+    out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dir_fd)
+    os.write(out, Path(src).read_bytes()[:3])  # part of the file copied
+    os.kill(os.getpid(), signal.SIGKILL)
+
+_export.os.link = link
+_export._copy = copy_then_die
+storage = _export.ArtifactStorage(Path(sys.argv[1]))
+rows = [row("d/e/deep.bin", b"deep file\\n", 2), row("top.bin", b"top file\\n", 1)]
+_export.export_files(storage, rows, Path(sys.argv[2]))
+"""
+
+
+def test_the_temp_files_of_a_killed_export_are_removed_by_the_next(tmp_path: Path) -> None:
+    """An export killed (``kill -9``, a second signal) while it copies a file leaves that
+    file's temp in DEST, and nothing else ever removed it (the storage's cleanups know only
+    ``<root>/tmp``): each killed export leaked a part of a file there.  The next export to
+    DEST removes the temp files of exports that are gone, in every directory it writes to,
+    and spares a live export's."""
+    storage = ArtifactStorage(tmp_path / "root")
+    files = {"top.bin": b"top file\n", "d/e/deep.bin": b"deep file\n"}
+    for data in files.values():
+        stored = storage.path_for(sha(data))
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_bytes(data)
+    dest = tmp_path / "dest"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for copy, where in ((1, "d/e"), (2, ".")):  # killed copying d/e/deep.bin, then top.bin
+        killed = subprocess.run(
+            [sys.executable, "-c", _KILLED_EXPORT, str(storage.root), str(dest), str(copy)],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        left = {p.parent.relative_to(dest).as_posix() for p in dest.rglob(".tf-export-*")}
+        assert where in left  # the part of the file it was copying
+    being_copied = (  # a live export's temp file, named by that export
+        "import sys; from pathlib import Path; from triofetch._cli import _export; "
+        "live = Path(sys.argv[1], _export._temp_name()); live.write_bytes(b'being copied'); "
+        "print(live.name, flush=True); sys.stdin.read()"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", being_copied, str(dest / "d")],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as alive:
+        assert alive.stdout is not None
+        live = dest / "d" / alive.stdout.readline().strip()
+        rows = [row("d/e/deep.bin", files["d/e/deep.bin"], 2), row("top.bin", files["top.bin"], 1)]
+        report = export_files(storage, rows, dest)
+        assert report.errors == [] and report.written == 2
+        assert files_under(dest) == files | {"d/" + live.name: b"being copied"}
+        assert sorted(dest.rglob(".tf-export-*")) == [live]  # a live export's is spared
+        assert alive.stdin is not None
+        alive.stdin.close()
 
 
 def test_paths_a_manifest_cannot_carry(tmp_path: Path) -> None:
