@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -378,3 +379,49 @@ def test_storage_root_must_be_a_path(root: object) -> None:
     with pytest.raises(InvalidInput, match="root must be a path") as info:
         ArtifactStorage(root)  # type: ignore[arg-type]
     assert repr(root) in str(info.value)
+
+
+def test_remove_dead_temp_files_spares_the_live_and_the_foreign(tmp_path: Path) -> None:
+    """``remove_dead_temp_files`` (the sweep ``cleanup_temp`` and ``export`` share) removes
+    the temp files of processes of this pid space that are gone, keeps the live ones' (this
+    process's and another's), another pid space's until it is a day old, names of other
+    prefixes, and honours ``older_than``; it takes a path or a directory's descriptor."""
+    from triofetch.storage import remove_dead_temp_files, temp_file_name
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = int(gone.stdout)  # (a pid that has just exited: reused within ms only on a busy box)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        mine = temp_file_name(prefix=".x-", suffix="")
+        space = mine.split("-")[2]
+        names = {
+            "mine": mine,
+            "dead": f".x-{dead}-{space}-abc",
+            "dead_old_style": f".x-{dead}-abc",
+            "live": f".x-{live.pid}-{space}-abc",
+            "foreign_new": f".x-{dead}-0badc0de-abc",
+            "foreign_old": f".x-{live.pid}-0badc0df-abc",
+            "other_prefix": f".y-{dead}-{space}-abc",
+        }
+        if space in ("0badc0de", "0badc0df"):  # pragma: no cover - one chance in 2**31
+            pytest.skip("this process's pid space is the one the test calls foreign")
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"part")
+        day_ago = time.time() - 25 * 3600
+        os.utime(tmp_path / names["foreign_old"], (day_ago, day_ago))
+        # (an hour old at least: only the foreign one, 25 hours old, is)
+        hour = remove_dead_temp_files(tmp_path, prefix=".x-", suffix="", older_than=3600)
+        assert hour == [names["foreign_old"]]
+        fd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            removed = remove_dead_temp_files(fd, prefix=".x-", suffix="")
+        finally:
+            os.close(fd)
+        assert sorted(removed) == sorted(names[k] for k in ("dead", "dead_old_style"))
+        left = {p.name for p in tmp_path.iterdir()}
+        assert left == {names[k] for k in ("mine", "live", "foreign_new", "other_prefix")}
+    finally:
+        live.kill()
+        live.wait()

@@ -9,7 +9,9 @@ or in other containers sharing one storage root are never taken for this machine
 processes, alive or dead.  Names without a space (``tf-<pid>-<random>.part``) were written
 by a triofetch older than that.
 
-This module owns that naming; it must not create, remove or look at any temp file.
+Other writers may use other prefixes and suffixes (``export``'s ``.tf-export-``) with the
+same middle part.  This module owns that naming, and whether the process a name names is
+alive; it must not create, remove or look at any temp file.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "pid_space",
     "temp_file_pid",
     "temp_file_writer",
+    "writer_alive",
 ]
 
 TEMP_PREFIX = "tf-"
@@ -76,17 +79,19 @@ def new_temp_path(directory: Path) -> Path:
     return directory / new_temp_name()
 
 
-def new_temp_name() -> str:
+def new_temp_name(prefix: str = TEMP_PREFIX, suffix: str = TEMP_SUFFIX) -> str:
     """A fresh file name for a temp file (no directory; cheaper than a Path per file)."""
-    return f"{TEMP_PREFIX}{_PID}-{_SPACE}-{_RUN}{next(_COUNTER):x}{TEMP_SUFFIX}"
+    return f"{prefix}{_PID}-{_SPACE}-{_RUN}{next(_COUNTER):x}{suffix}"
 
 
-def temp_file_writer(name: str) -> tuple[int, str] | None:
+def temp_file_writer(
+    name: str, prefix: str = TEMP_PREFIX, suffix: str = TEMP_SUFFIX
+) -> tuple[int, str] | None:
     """The pid and the pid space (``""`` for a name without one) of the process that wrote
-    temp file *name*, or None if it is not ours."""
-    if not (name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)):
+    temp file *name* (named with *prefix* and *suffix*), or None if it is not ours."""
+    if not (name.startswith(prefix) and name.endswith(suffix)):
         return None
-    middle = name[len(TEMP_PREFIX) : -len(TEMP_SUFFIX)]
+    middle = name[len(prefix) : len(name) - len(suffix)]
     pid, _, token = middle.partition("-")
     if not (pid.isascii() and pid.isdigit()) or not token:
         return None
@@ -96,6 +101,25 @@ def temp_file_writer(name: str) -> tuple[int, str] | None:
     if not rest or len(space) != 8 or not all(c in "0123456789abcdef" for c in space):
         return None
     return int(pid), space
+
+
+def writer_alive(pid: int, space: str) -> bool | None:
+    """Whether the process that wrote a temp file (its pid and pid space, as
+    :func:`temp_file_writer` gives them) is alive: this process, or another of this pid
+    space that exists; None for another pid space's, whose pid says nothing here."""
+    if space not in ("", _SPACE):
+        return None
+    if pid == _PID:
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def temp_file_pid(name: str) -> int | None:

@@ -53,7 +53,15 @@ from ._context import check_trio
 from ._digests import DEFAULT_ALGORITHM, MultiHasher, normalize_digests, resolve_algorithms
 from ._durable import fsync_directory
 from ._model import ArtifactRecord, check_bool, check_int, check_number, listed
-from ._tempfiles import new_temp_path, pid_space, temp_file_writer
+from ._tempfiles import (
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    new_temp_name,
+    new_temp_path,
+    pid_space,
+    temp_file_writer,
+    writer_alive,
+)
 from .errors import (
     ArtifactMismatch,
     ArtifactMissing,
@@ -77,6 +85,8 @@ __all__ = [
     "FileToAdopt",
     "StoredArtifact",
     "VerifyReport",
+    "remove_dead_temp_files",
+    "temp_file_name",
 ]
 
 _CHUNK = 1 << 20
@@ -220,16 +230,62 @@ def _load_libc() -> ctypes.CDLL | None:
 _LIBC = _load_libc()
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
+def temp_file_name(*, prefix: str = TEMP_PREFIX, suffix: str = TEMP_SUFFIX) -> str:
+    """A fresh name for a temp file (``<prefix><pid>-<pid space>-<random><suffix>``) that
+    :func:`remove_dead_temp_files` can tell from the temp files of live processes.
+
+    The storage's own temp files are ``tf-...part``; a writer of its own files beside a
+    destination (``triofetch export`` writes ``.tf-export-...``) passes its *prefix* and
+    *suffix* here and to :func:`remove_dead_temp_files`.
+    """
+    return new_temp_name(prefix, suffix)
+
+
+def remove_dead_temp_files(
+    directory: str | os.PathLike[str] | int,
+    *,
+    prefix: str = TEMP_PREFIX,
+    suffix: str = TEMP_SUFFIX,
+    older_than: float = 0.0,
+) -> list[str]:
+    """Remove from *directory* (a path, or an open directory's descriptor) the temp files
+    named by :func:`temp_file_name` whose process is gone; return their names.
+
+    A file of a process of this machine and PID namespace is removed once that process has
+    ended (and it is at least *older_than* seconds old); one of another machine or
+    container sharing the directory, whose pid says nothing here, once it has not been
+    written for *older_than* seconds, or for a day when *older_than* is 0.  What was written
+    by a live process (this one included) stays.  Blocking (a directory scan and a call per
+    file): run it in a worker thread where it matters.  Best effort: a file that cannot be
+    removed (a read-only directory) stays, and so does an unreadable directory's content.
+    """
+    older_than = check_number(older_than, "older_than (seconds)") or 0.0
+    dir_fd, base = (directory, "") if isinstance(directory, int) else (None, os.fspath(directory))
+    now = time.time()
+    removed: list[str] = []
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        with os.scandir(directory if dir_fd is None else dir_fd) as listing:
+            names = [entry.name for entry in listing if entry.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for name in names:
+        writer = temp_file_writer(name, prefix, suffix)
+        if writer is None:
+            continue
+        alive = writer_alive(*writer)
+        if alive:
+            continue
+        # (another pid space's: only its age says it is abandoned)
+        wait = older_than if alive is not None else older_than or _FOREIGN_TEMP_AGE
+        path = os.path.join(base, name)
+        try:
+            if wait and now - os.stat(path, dir_fd=dir_fd, follow_symlinks=False).st_mtime < wait:
+                continue
+            os.unlink(path, dir_fd=dir_fd)
+        except OSError:
+            continue  # gone already, a directory of that name, a read-only directory
+        removed.append(name)
+    return removed
 
 
 class ArtifactStorage:
@@ -826,24 +882,8 @@ class ArtifactStorage:
         return await trio.to_thread.run_sync(self._cleanup_sync, older_than, limiter=self.limiter)
 
     def _cleanup_sync(self, older_than: float) -> list[Path]:
-        removed: list[Path] = []
-        now = time.time()
-        me, here = os.getpid(), pid_space()
-        for entry, pid, space in self._temp_entries():
-            if space in ("", here):
-                if pid == me or _pid_alive(pid):
-                    continue
-                wait = older_than
-            else:  # another machine's, another container's: its pid means nothing here
-                wait = older_than or _FOREIGN_TEMP_AGE
-            try:
-                if wait and now - entry.stat(follow_symlinks=False).st_mtime < wait:
-                    continue
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                continue
-            removed.append(Path(entry.path))
-        return removed
+        removed = remove_dead_temp_files(self.temp_dir, older_than=older_than)
+        return [self.temp_dir / name for name in removed]
 
     def remove_temp_files(self, *, pid: int | None = None) -> list[Path]:
         """Remove the temp files process *pid* (default: this process) wrote; return them.

@@ -32,10 +32,7 @@ import contextlib
 import errno
 import hashlib
 import os
-import secrets
-import socket
 import stat
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -54,7 +51,7 @@ from ..errors import (
     VersionNotFound,
 )
 from ..manifest import MANIFEST_NAME, manifest_base_url, parse_pulp_manifest
-from ..storage import ArtifactStorage
+from ..storage import ArtifactStorage, remove_dead_temp_files, temp_file_name
 from ..store import open_store
 from ._common import (
     EXIT_FAILED,
@@ -101,60 +98,14 @@ class ExportReport:
         return self.linked + self.copied + self.unchanged
 
 
+#: the temp files of an export, beside the files they become (hidden: a dot first)
 _TEMP_PREFIX = ".tf-export-"
-#: seconds a temp file of another pid space (another machine or container writing into a
-#: shared DEST) is left alone: its pid says nothing here, its age does (as the storage's)
-_FOREIGN_TEMP_AGE = 24 * 3600.0
-
-
-def _find_pid_space() -> str:
-    """This process's pid space, as the storage's temp names carry it: a hash of the
-    kernel's boot id (the host name where there is none) and of the PID namespace."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            boot = f.read().strip()
-    except (OSError, ValueError):
-        boot = socket.gethostname()
-    try:
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        namespace = 0
-    return hashlib.blake2b(f"{boot}\0{namespace}".encode(), digest_size=4).hexdigest()
-
-
-_PID_SPACE = _find_pid_space()
 
 
 def _temp_name() -> str:
     """``.tf-export-<pid>-<pid space>-<random>``: the name says which process wrote it, so
     that the next export can remove the temp files of one that was killed."""
-    return f"{_TEMP_PREFIX}{os.getpid()}-{_PID_SPACE}-{secrets.token_hex(6)}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _temp_writer(name: str) -> tuple[int, str] | None:
-    """The pid and pid space (``""`` for a name of a triofetch older than the space) of the
-    export that wrote temp file *name*, or None when it is not an export's temp file."""
-    if not name.startswith(_TEMP_PREFIX):
-        return None
-    pid, _, rest = name[len(_TEMP_PREFIX) :].partition("-")
-    if not (pid.isascii() and pid.isdigit()) or not rest:
-        return None
-    space, dash, token = rest.partition("-")
-    if not dash:
-        return int(pid), ""
-    if not token or len(space) != 8 or not all(c in "0123456789abcdef" for c in space):
-        return None
-    return int(pid), space
+    return temp_file_name(prefix=_TEMP_PREFIX, suffix="")
 
 
 def _remove_dead_temps(dir_fd: int) -> None:
@@ -164,29 +115,7 @@ def _remove_dead_temps(dir_fd: int) -> None:
     alone; one written on another machine or in another container sharing DEST, whose pid
     means nothing here, once it has not been written for a day.  Best effort: a temp file
     that cannot be removed (a read-only DEST) stays, and the export goes on."""
-    me = os.getpid()
-    now = time.time()
-    try:
-        with os.scandir(dir_fd) as entries:
-            names = [e.name for e in entries if e.name.startswith(_TEMP_PREFIX)]
-    except OSError:
-        return
-    for name in names:
-        writer = _temp_writer(name)
-        if writer is None:
-            continue
-        pid, space = writer
-        try:
-            if space in ("", _PID_SPACE):
-                if pid == me or _pid_alive(pid):
-                    continue
-            elif now - os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime < (
-                _FOREIGN_TEMP_AGE
-            ):
-                continue
-            os.unlink(name, dir_fd=dir_fd)
-        except OSError:
-            continue  # gone already, a directory of that name, a read-only DEST
+    remove_dead_temp_files(dir_fd, prefix=_TEMP_PREFIX, suffix="")
 
 
 class _Damaged(Exception):
