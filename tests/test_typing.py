@@ -17,7 +17,7 @@ from pathlib import Path
 import trio
 import triofetch
 from triofetch.errors import DownloadError
-from triofetch.store import CommitOutcome
+from triofetch.store import CommitOutcome, OpeningStore, Store
 
 
 async def main() -> None:
@@ -36,6 +36,9 @@ async def main() -> None:
         print(report.version)
     outcome: CommitOutcome | None = None
     print(outcome)
+    opening: OpeningStore = triofetch.open_store(root="data")  # (kept, then opened)
+    opened: Store = await opening
+    await opened.aclose()
     async with (
         triofetch.Downloader() as dl,
         triofetch.UnitDownloader(dl, temp_dir=Path("tmp")) as units,  # a path, not only a str

@@ -85,6 +85,7 @@ __all__ = [
     "MissingArtifact",
     "NewUnit",
     "NewUnitArtifact",
+    "OpeningStore",
     "Placement",
     "PruneReport",
     "RemoteArtifact",
@@ -203,8 +204,10 @@ async def _open(
     return Store(backend, storage=storage, repository_keys=repository_keys)
 
 
-class _Opening:
-    """What :func:`open_store` returns: await it, or use it as an async context manager."""
+class OpeningStore:
+    """What :func:`open_store` returns: await it (``store = await open_store(...)``), or
+    enter it (``async with open_store(...) as store:``); the type to name where one is kept
+    before either."""
 
     def __init__(self, *args: Any) -> None:
         self._args = args
@@ -242,7 +245,7 @@ def open_store(
     create: bool = True,
     readonly: bool = False,
     connect_timeout: float | None = None,
-) -> _Opening:
+) -> OpeningStore:
     """Open (creating and migrating if needed) the store at *url*.
 
     *url* is ``sqlite:///absolute/path.db`` (a relative path is taken under *root*),
@@ -305,7 +308,7 @@ def open_store(
         connect_timeout = DEFAULT_CONNECT_TIMEOUT
     else:
         check_number(connect_timeout, "connect_timeout (seconds)", positive=True)
-    return _Opening(
+    return OpeningStore(
         url,
         absolute,
         pool_size,
