@@ -68,6 +68,16 @@ class InFlight:
         for scope in list(self.scopes):
             scope.cancel()
 
+    def __enter__(self) -> None:
+        """``with flight:`` around a fetch counts it in :attr:`count` while it runs (no
+        object made: a plain block, the same one for every fetch)."""
+        self.count += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.count -= 1
+        if self.closing:
+            self.landed()
+
     def landed(self) -> None:
         """(Called as a fetch ends, once :attr:`closing`; it has left :attr:`count`.)"""
         if not self.count and self._landed is not None:

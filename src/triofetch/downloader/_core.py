@@ -614,26 +614,14 @@ class Downloader:
         # (the retries called from here, not through fetch_planned: one coroutine less
         # for every resumption of the download's task)
         urls = self._urls(url)
-        flight = self._flight
-        flight.count += 1
-        try:
+        with self._flight:  # (counted while in flight: see _closing.py)
             return await self._retry.run(urls, self._attempt, plan, with_attempts)
-        finally:
-            flight.count -= 1
-            if flight.closing:
-                flight.landed()
 
     async def fetch_planned(self, url: str | Sequence[str], plan: FetchPlan) -> DownloadResult:
         """Like :meth:`fetch`, with arguments already validated by :meth:`plan`."""
         urls = self._urls(url)
-        flight = self._flight
-        flight.count += 1
-        try:
+        with self._flight:  # (counted while in flight: see _closing.py)
             return await self._retry.run(urls, self._attempt, plan, with_attempts)
-        finally:
-            flight.count -= 1
-            if flight.closing:
-                flight.landed()
 
     def _urls(self, url: str | Sequence[str]) -> tuple[str, ...]:
         """*url* as mirror URLs, checked; the downloader must be open."""
@@ -677,14 +665,8 @@ class Downloader:
         if self._transport is None:
             raise WrongContext("use the Downloader inside 'async with' (it is not open)")
         merged = self._planner.merged_headers(headers)
-        flight = self._flight
-        flight.count += 1
-        try:
+        with self._flight:  # (counted while in flight: see _closing.py)
             return await self._retry.run((url,), self._stream_attempt, (merged, consumer), None)
-        finally:
-            flight.count -= 1
-            if flight.closing:
-                flight.landed()
 
     async def _stream_attempt(
         self,
