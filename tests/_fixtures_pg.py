@@ -15,11 +15,12 @@ PostgreSQL with ``scripts/ensure-postgres.sh``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from triofetch.store import Store, open_store
 from triofetch.testing import PostgresServer
 
 _counter = itertools.count()
@@ -53,3 +54,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'store.sqlite3'}"
     dsn: str = request.getfixturevalue("postgres_dsn")
     return dsn
+
+
+@pytest.fixture
+async def store(tmp_path: Path, store_url: str) -> AsyncIterator[Store]:
+    """A new store on each backend (SQLite, PostgreSQL) with its storage root."""
+    async with open_store(store_url, root=tmp_path / "root") as s:
+        yield s

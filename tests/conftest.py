@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+import triofetch
 
 pytest_plugins = ["tests._fixtures_http", "tests._fixtures_pg", "tests.rawserver"]
 
@@ -17,6 +20,13 @@ settings.register_profile(
     "stress", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+async def dl() -> AsyncIterator[triofetch.Downloader]:
+    """An open downloader of 8 connections that retries once, after a hundredth of a second."""
+    async with triofetch.Downloader(connections=8, backoff=0.01, retries=1) as d:
+        yield d
 
 
 @pytest.fixture(scope="session")

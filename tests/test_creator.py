@@ -6,8 +6,7 @@ import gc
 import hashlib
 import re
 import warnings
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -15,7 +14,7 @@ import trio
 import triofetch
 from tests._invariants import check_invariants
 from triofetch import DeclarativeArtifact, DeclarativeUnit
-from triofetch.store import Store, UnitKey, open_store
+from triofetch.store import Store, UnitKey
 from triofetch.testing import FaultServer, Slow, Status, WrongBytes
 
 
@@ -51,19 +50,6 @@ def multi_unit(server: FaultServer, name: str, files: dict[str, bytes]) -> Decla
             )
         )
     return DeclarativeUnit("pkg", (name,), {}, arts)
-
-
-@pytest.fixture
-async def store(tmp_path: Path, store_url: str) -> AsyncIterator[Store]:
-    """A new store on each backend (SQLite, PostgreSQL) with its storage root."""
-    async with open_store(store_url, root=tmp_path / "root") as s:
-        yield s
-
-
-@pytest.fixture
-async def dl() -> AsyncIterator[triofetch.Downloader]:
-    async with triofetch.Downloader(connections=8, backoff=0.01, retries=1) as d:
-        yield d
 
 
 def file_requests(server: FaultServer) -> int:

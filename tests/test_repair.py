@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from triofetch.store import (
     NewUnitArtifact,
     RepositoryNotFound,
     Store,
-    open_store,
 )
 from triofetch.testing import FaultServer, Slow, WrongBytes
 
@@ -55,19 +53,6 @@ def writable(path: Path) -> Path:
 
 def temp_files(root: Path) -> list[str]:
     return sorted(p.name for p in (root / "tmp").iterdir())
-
-
-@pytest.fixture
-async def store(tmp_path: Path, store_url: str) -> AsyncIterator[Store]:
-    """A new store on each backend (SQLite, PostgreSQL) with its storage root."""
-    async with open_store(store_url, root=tmp_path / "root") as s:
-        yield s
-
-
-@pytest.fixture
-async def dl() -> AsyncIterator[triofetch.Downloader]:
-    async with triofetch.Downloader(connections=8, backoff=0.01, retries=1) as d:
-        yield d
 
 
 async def synced(

@@ -59,12 +59,6 @@ async def held(
 
 
 @pytest.fixture
-async def store(tmp_path: Path, store_url: str) -> AsyncIterator[Store]:
-    async with open_store(store_url, root=tmp_path / "root") as s:
-        yield s
-
-
-@pytest.fixture
 async def dl() -> AsyncIterator[triofetch.Downloader]:
     async with triofetch.Downloader(connections=4, backoff=0.01, retries=1) as d:
         yield d
