@@ -15,15 +15,10 @@ import pytest
 import trio
 
 import triofetch
-from tests import test_creator
 from tests._cli_helpers import publish, run_cli
 from tests.test_creator import content, file_requests, file_unit
 from triofetch.store import RemoteArtifact, Store, open_store
 from triofetch.testing import FaultServer
-
-# the creator tests' fixtures: a new store on each backend, and a downloader
-store = test_creator.store
-dl = test_creator.dl
 
 
 async def test_streamed_units_are_recorded_and_marked(
