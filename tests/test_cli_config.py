@@ -10,6 +10,7 @@ run the same main() in process (tests/_cli_helpers.py, run_cli_in_process).
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,26 @@ def test_secrets_are_redacted(tmp_path: Path) -> None:
         "source": "env",
         "from": "$TRIOFETCH_BEARER_TOKEN",
     }
+
+
+def test_a_password_in_the_query_of_a_db_url_is_redacted(tmp_path: Path) -> None:
+    """libpq takes ``?password=`` (and ``sslpassword=``) as it takes ``user:password@``: the
+    value is a secret wherever the URL is shown, in ``config`` and in the error line of a
+    database that cannot be reached (it used to be printed whole)."""
+    with socket.socket() as sock:  # a port nothing listens on: refused at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql://mirror@127.0.0.1:{port}/store?password=q-pass-1234&sslpassword=k-pass-5678"
+    secrets = ("q-pass-1234", "k-pass-5678")
+    for extra in ((), ("--json",)):
+        shown = run_cli("config", *extra, env={"TRIOFETCH_DB": url})
+        assert shown.code == 0, shown
+        assert not any(secret in shown.out + shown.err for secret in secrets), shown
+        assert "?password=***&sslpassword=***" in shown.out, shown
+    failed = run_cli("list", "--repository", "r", "--root", tmp_path, "--db", url, "--json")
+    assert failed.code == 2, failed
+    assert not any(secret in failed.out + failed.err for secret in secrets), failed
+    assert "password=***" in failed.err, failed
 
 
 def test_the_bearer_token_precedence(http_server: FaultServer, tmp_path: Path) -> None:

@@ -107,6 +107,12 @@ def test_user_info_is_split_once_the_same_way() -> None:
     assert split_userinfo("https://host/a@b") == ("https://host/a@b", None)
     assert basic_authorization("u", "p") == "Basic dTpw"
     assert redact_url("https://u:p@host/x") == "https://***@host/x"
+    assert (
+        redact_url("postgresql://u@h/db?sslmode=require&password=pw&sslpassword=k#f")
+        == "postgresql://***@h/db?sslmode=require&password=***&sslpassword=***#f"
+    )
+    assert redact_url("postgresql:///db?Password=pw") == "postgresql:///db?Password=***"
+    assert redact_url("https://h/x?passwords=1") == "https://h/x?passwords=1"
 
 
 def test_error_chain_walks_causes_contexts_and_groups_once() -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import re
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 __all__ = ["basic_authorization", "redact_in", "redact_url", "split_userinfo"]
 
 #: a ``password=...`` keyword of a libpq connection string (quoted or not)
 _PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+#: a ``password=`` (or libpq's ``sslpassword=``) parameter of a URL's query, which libpq
+#: takes as the password as it takes the one of the user info
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
 
 
 def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
@@ -40,14 +43,19 @@ def basic_authorization(user: str, password: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """Return *url* with any user name and password replaced by ``***`` (and, in a libpq
-    ``key=value`` connection string, the ``password=`` value)."""
+    """Return *url* with any user name and password replaced by ``***``, and the value of a
+    ``password=`` parameter of its query too (and, in a libpq ``key=value`` connection
+    string, the ``password=`` value)."""
     if "://" not in url and "=" in url:
         return _PASSWORD_KEYWORD.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
+    return _QUERY_PASSWORD.sub(r"\1***", _without_userinfo(url, parts))
+
+
+def _without_userinfo(url: str, parts: SplitResult) -> str:
     if "@" not in parts.netloc:
         # A password with a raw "/", "?" or "#" (unescaped: not a valid URL, but typed
         # so) ends the netloc early, and the rest of the user info lands in the path: a
