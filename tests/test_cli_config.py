@@ -127,6 +127,48 @@ def test_a_bad_environment_value_is_a_usage_error(tmp_path: Path) -> None:
     assert "$TRIOFETCH_CONNECTIONS: expected an integer >= 1, got 0" in result.err
 
 
+def test_a_bad_file_setting_names_where_it_came_from(tmp_path: Path) -> None:
+    """A setting naming a file that is not there is refused under the name the user gave
+    it: the config file and key, the variable, or the flag (the message used to name the
+    flag, --ca-cert or --client-cert, whichever of them the value came from)."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'ca-cert = "{tmp_path / "no-ca.pem"}"\n')
+    sync = ("sync", "http://127.0.0.1:9/PULP_MANIFEST", "--repository", "r", "--json")
+    cases = (
+        (
+            ("--config", config),
+            {},
+            f"config file {config}: ca-cert: no such file or directory",
+            "config",
+        ),
+        (
+            (),
+            {"TRIOFETCH_CLIENT_CERT": str(tmp_path / "no-cert.pem")},
+            "$TRIOFETCH_CLIENT_CERT: no such file or directory",
+            "config",
+        ),
+        (
+            (),
+            {"TRIOFETCH_BEARER_TOKEN_FILE": str(tmp_path / "no-token")},
+            "$TRIOFETCH_BEARER_TOKEN_FILE: cannot read",
+            "config",
+        ),
+        (
+            ("--ca-cert", tmp_path / "no-ca.pem", "--config", config),
+            {},
+            "--ca-cert: no such file or directory",
+            "usage",
+        ),
+    )
+    for extra, env, expected, kind in cases:
+        root = tmp_path / "root"
+        result = run_cli_in_process(*sync, "--root", root, *extra, env=env)
+        assert result.code == 2, result
+        assert result.err.startswith(f"triofetch: error: {expected}"), result
+        assert result.json()["error"]["kind"] == kind, result
+        assert not root.exists()
+
+
 def test_secrets_are_redacted(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(

@@ -120,6 +120,29 @@ class CLIError(Exception):
         self.kind = kind
 
 
+class SettingError(CLIError):
+    """A usage error in the value of a setting (*key*: its config key, ``ca-cert``), named
+    by its flag (``--ca-cert: REASON``) until :meth:`came_from` names the environment
+    variable or the config file it was taken from, when it was."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"--{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+    def came_from(self, source: str, where: str) -> None:
+        """Name where the value came from: ``env`` (*where*: ``$VARIABLE``) or ``file``
+        (*where*: the config file); a flag keeps its name."""
+        if source == "env":
+            self.message = f"{where}: {self.reason}"
+        elif source == "file":
+            self.message = f"config file {where}: {self.key}: {self.reason}"
+        else:
+            return
+        self.kind = "config"
+        self.args = (self.message,)
+
+
 class Interrupted(Exception):
     """A command stopped by a signal, saying what it had done (``after 12 files ...``);
     the status is the signal's (130, 143)."""

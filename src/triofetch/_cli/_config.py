@@ -29,7 +29,7 @@ from ._parser import (
 )
 from ._upstream import TOKEN_VARIABLE
 
-__all__ = ["SETTINGS", "config_command", "configure", "default_config_path"]
+__all__ = ["SETTINGS", "config_command", "configure", "default_config_path", "environment_variable"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("proxy", "TRIOFETCH_PROXY", "text", shown="url"),
 )
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
+
+
+def environment_variable(key: str) -> str:
+    """The environment variable of the setting *key* (``ca-cert``: ``TRIOFETCH_CA_CERT``)."""
+    env = _BY_KEY[key].env
+    assert env is not None, key
+    return env
 
 
 def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:

@@ -47,6 +47,7 @@ from ._common import (
     EXIT_USAGE,
     CLIError,
     Interrupted,
+    SettingError,
     error_json,
     output,
     stderr_log_handler,
@@ -277,6 +278,18 @@ def _outcome(exc: BaseException, verbosity: int) -> tuple[int, str | None, str]:
     return status, "internal", line
 
 
+def _name_the_source(error: SettingError, args: argparse.Namespace) -> None:
+    """Name the environment variable or the config file a bad setting came from (the user
+    gave no flag then), as a bad value read there is named (``_config``)."""
+    source = getattr(args, "config_sources", {}).get(error.key, "flag")
+    if source == "env":
+        from ._config import environment_variable
+
+        error.came_from("env", "$" + environment_variable(error.key))
+    elif source == "file":
+        error.came_from("file", str(args.config_file))
+
+
 def _describe_os_error(exc: OSError) -> str:
     where = f"{exc.filename}: " if exc.filename is not None else ""
     return f"{where}{exc.strerror or exc}"
@@ -354,6 +367,7 @@ def _run(argv: Sequence[str] | None) -> tuple[int, str | None, str]:
     # _watch_signals.  triofetch.__main__ resets it for every run, in-process ones too)
     output.quiet = False
     verbosity = 0
+    args: argparse.Namespace | None = None
     try:
         args = parse(argv)
         verbosity = args.verbose
@@ -380,6 +394,9 @@ def _run(argv: Sequence[str] | None) -> tuple[int, str | None, str]:
         if finished is not None and _startup.interrupted(exc):
             # a signal once the command had finished (while Trio ended): nothing to stop
             return finished, None, ""
+        setting = _find(exc, SettingError)
+        if isinstance(setting, SettingError) and args is not None:
+            _name_the_source(setting, args)
         return _outcome(exc, verbosity)
     if status is None:
         stopped, kind, message = _stopped()

@@ -48,6 +48,7 @@ from ._common import (
     EXIT_FAILED,
     EXIT_OK,
     CLIError,
+    SettingError,
     check_new_root,
     damaged_database,
     damaged_store,
@@ -129,24 +130,24 @@ def new_downloader(
     try:
         return Downloader(verify=verify, transport=transport, **options)
     except InvalidInput as exc:
-        raise CLIError(_option_message(str(exc))) from None
+        raise _option_error(str(exc)) from None
 
 
-#: the downloader's names of its options, and the command line's
-_OPTION_NAMES = {"verify": "--ca-cert", "cert": "--client-cert", "rate_limit": "--rate-limit"}
+#: the downloader's names of its options, and the command line's settings
+_OPTION_NAMES = {"verify": "ca-cert", "cert": "client-cert", "rate_limit": "rate-limit"}
 
 
-def _option_message(message: str) -> str:
-    """A downloader's complaint about an option, under the command-line option's name."""
+def _option_error(message: str) -> CLIError:
+    """A downloader's complaint about an option, under the command-line setting's name."""
     option, sep, rest = message.partition(": ")
     if sep and option in _OPTION_NAMES:
-        return f"{_OPTION_NAMES[option]}: {rest}"
+        return SettingError(_OPTION_NAMES[option], rest)
     if message.startswith("rate_limit "):
-        return "--rate-limit: " + message.removeprefix("rate_limit ")
+        return SettingError("rate-limit", message.removeprefix("rate_limit "))
     if message.startswith("invalid proxy"):
-        return f"--proxy: {message}"
+        return SettingError("proxy", message)
     # (the library names its keyword; the command line has a flag for it)
-    return message.replace("transport='httpx'", "--transport httpx")
+    return CLIError(message.replace("transport='httpx'", "--transport httpx"))
 
 
 def time_bounds(args: argparse.Namespace) -> dict[str, Any]:
@@ -518,7 +519,9 @@ async def sync_command(args: argparse.Namespace) -> int:
         fetching = isinstance(exc.__context__, DownloadError)
         raise CLIError(str(exc), kind="download" if fetching else "manifest") from None
     except InvalidInput as exc:  # (raised as the downloader opens: in the flags' words)
-        raise CLIError(_option_message(str(exc)), kind="invalid_input") from None
+        error = _option_error(str(exc))
+        error.kind = "invalid_input"
+        raise error from None
     except StorageWriteError as exc:
         raise CLIError(storage_write_message(exc), EXIT_FAILED, kind=write_stop_kind(exc)) from None
     except StoreError as exc:

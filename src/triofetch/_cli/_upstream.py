@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from ._common import CLIError
+from ._common import CLIError, SettingError
 
 __all__ = ["TOKEN_VARIABLE", "parse_header", "upstream_options"]
 
@@ -102,10 +102,11 @@ def _read_token(file: str) -> str:
     try:
         text = Path(os.path.expanduser(file)).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise CLIError(f"--bearer-token-file: cannot read {file!r}: {_reason(exc)}") from None
+        reason = f"cannot read {file!r}: {_reason(exc)}"
+        raise SettingError("bearer-token-file", reason) from None
     token = text.strip().partition("\n")[0].strip()
     if not token:
-        raise CLIError(f"--bearer-token-file: {file!r} holds no token")
+        raise SettingError("bearer-token-file", f"{file!r} holds no token")
     return token
 
 
