@@ -51,6 +51,11 @@ def supported_python(
 
 
 PYTHON = supported_python()
+
+#: pytest-xdist: a worker process per core, at most 4 (the tests are mostly waits on servers
+#: and subprocesses; two workers on two cores take about two thirds of one's time)
+_WORKERS = ["-n", "auto", "--maxprocesses=4"]
+
 ASKS_DEPS = ["anyio>=4", "h11>=0.14", "async_generator>=1.10"]
 
 
@@ -69,11 +74,13 @@ def _install_asks(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the test suite (SQLite and a real PostgreSQL started by the fixtures)."""
+    """Run the test suite (SQLite and a real PostgreSQL started by the fixtures), in one
+    worker process per core (at most 4: pytest-xdist; each worker starts its own servers).
+    With arguments, pytest gets those instead (``nox -s tests -- tests/test_cli.py``)."""
     _ensure_postgres(session)
     session.install("-e", ".[test]")
     _install_asks(session)
-    session.run("pytest", *(session.posargs or ["-q"]))
+    session.run("pytest", *(session.posargs or ["-q", *_WORKERS]))
 
 
 @nox.session(python=PYTHON)
@@ -89,7 +96,9 @@ def stress(session: nox.Session) -> None:
     """Property-based tests with many more examples."""
     _ensure_postgres(session)
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "--hypothesis-profile=stress", "-m", "not asks", *session.posargs)
+    session.run(
+        "pytest", "-q", *_WORKERS, "--hypothesis-profile=stress", "-m", "not asks", *session.posargs
+    )
 
 
 @nox.session(python=PYTHON)
