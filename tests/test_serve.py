@@ -706,6 +706,80 @@ async def test_out_of_file_descriptors_is_a_503_and_the_server_lives_on(
     assert "cannot open file" in caplog.text
 
 
+async def test_a_store_out_of_file_descriptors_is_a_503_too(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request whose store read needs a new SQLite connection when no descriptor is left
+    (several requests at once: the pool holds one) is a 503 with Retry-After, as a stored
+    file is, and one WARNING; SQLite says only "unable to open database file", which was
+    a 500 "the store cannot be read" and an ERROR (1-3 of 100 requests under a low
+    ``ulimit -n``).  Rounds of 8 requests at once, until one needed a connection."""
+    store = await open_store(None, root=root, create=False, readonly=True)
+    statuses: list[int] = []
+    async with store, trio.open_nursery() as nursery:
+        urls = await nursery.start(partial(serve_app, make_app(store), port=0))
+        port = int(urls[0].rsplit(":", 1)[1])
+        # (/r/versions/ reads the store on every request)
+        request = b"GET /r/versions/ HTTP/1.1\r\nHost: x\r\n\r\n"
+        replies: list[Reply] = []
+
+        async def ask(stream: trio.SocketStream) -> None:
+            await stream.send_all(request)
+            replies.append(await read_one_reply(stream))
+
+        with trio.fail_after(30):
+            streams = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(8)]
+            for stream in streams:  # (accepted, before the descriptors are taken)
+                await ask(stream)
+            for _ in range(20):
+                if 503 in statuses:
+                    break
+                replies.clear()
+                with no_file_descriptor_left():
+                    async with trio.open_nursery() as asking:
+                        for stream in streams:
+                            asking.start_soon(ask, stream)
+                statuses += [reply.status for reply in replies]
+                for reply in replies:
+                    if reply.status == 503:
+                        assert reply.headers["retry-after"] == "1"
+                        assert b"too many open files" in reply.body
+            for stream in streams:
+                await stream.aclose()
+        assert (await raw(port, "/r/a.txt")).body == FILES["a.txt"]  # and it goes on
+        nursery.cancel_scope.cancel()
+    assert set(statuses) <= {200, 503}, statuses
+    assert 503 in statuses, "no request needed a new connection"
+    said = [r for r in caplog.records if "cannot read the store" in r.getMessage()]
+    assert len(said) == statuses.count(503)
+    assert {r.levelno for r in said} == {logging.WARNING}
+    assert "too many open files" in said[0].getMessage()
+    assert "ulimit -n" in said[0].getMessage()
+
+
+async def test_an_on_demand_file_out_of_file_descriptors_is_a_503(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An on-demand file whose upstream connection gets no descriptor is the server's own
+    overload, a 503 with Retry-After like a stored file's; it was a 502 Bad Gateway,
+    blaming the upstream for the server's ``ulimit -n``."""
+    request = b"GET /lazy/lazy.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+    with trio.fail_after(30):
+        stream = await trio.open_tcp_stream("127.0.0.1", served.port)
+        async with stream:
+            await stream.send_all(b"GET /lazy/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await read_one_reply(stream)).status == 200  # (accepted, table built)
+            with no_file_descriptor_left():
+                await stream.send_all(request)
+                reply = await read_one_reply(stream)
+    assert reply.status == 503, reply
+    assert reply.headers["retry-after"] == "1"
+    assert b"too many open files" in reply.body
+    assert "Too many open files" in caplog.text  # (the flight's WARNING says why)
+    again = await get(served, "/lazy/lazy.bin")
+    assert (again.status, again.body) == (200, LAZY["lazy.bin"])
+
+
 # -- the app's options -----------------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ from ._http import (
     parse_range,
 )
 from ._index import FileEntry, Listing, VersionIndex, render_index
-from ._ondemand import OnDemandFiles, Refusal
+from ._ondemand import OnDemandFiles, Refusal, short_of_descriptors
 from ._urls import BadTarget, parse_target
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_MEMORY_CACHE", "ContentApp", "make_app"]
@@ -95,6 +95,10 @@ _REASONS = {
     502: "Bad Gateway",
     503: "Service Unavailable",
 }
+
+
+#: the headers of a 503 for want of file descriptors: try again in a second
+_RETRY = ((b"retry-after", b"1"),)
 
 
 class _NotFound(Exception):
@@ -331,9 +335,15 @@ class ContentApp:
             if ex.status == 0:
                 await ex.error(404)
         except StoreError as exc:
-            log.error("cannot read the store: %s", exc)
-            if ex.status == 0:
-                await ex.error(500, "the store cannot be read")
+            if short_of_descriptors(exc):
+                # (SQLite could not open a connection: a moment's overload, as for a file)
+                log.warning("cannot read the store now: %s", exc)
+                if ex.status == 0:
+                    await ex.error(503, "too many open files", headers=_RETRY)
+            else:
+                log.error("cannot read the store: %s", exc)
+                if ex.status == 0:
+                    await ex.error(500, "the store cannot be read")
         finally:
             if log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
@@ -669,7 +679,7 @@ class ContentApp:
         if outcome == "finish":
             await ex.body(b"")
         elif isinstance(outcome, Refusal):
-            await ex.error(outcome.status, outcome.detail)
+            await ex.error(outcome.status, outcome.detail, _RETRY if outcome.status == 503 else ())
         elif isinstance(outcome, ArtifactRecord):
             # stored meanwhile (by an earlier request): from the storage
             record = outcome
@@ -801,7 +811,7 @@ class ContentApp:
             if StorageWriteError.out_of_descriptors(exc):
                 # out of file descriptors: a moment's overload, not the file's fault
                 log.warning("%s: cannot open file %s now: %s", entry.relative_path, sha256, exc)
-                await ex.error(503, "too many open files", headers=[(b"retry-after", b"1")])
+                await ex.error(503, "too many open files", headers=_RETRY)
             else:
                 log.error("%s: cannot read file %s: %s", entry.relative_path, sha256, exc)
                 await ex.error(500, "the stored file cannot be read")

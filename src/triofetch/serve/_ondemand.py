@@ -55,12 +55,21 @@ from ..errors import (
     StoreError,
     TriofetchError,
     describe_error,
+    error_chain,
 )
 from ..storage import ArtifactStorage, FileToAdopt
 from ..store import ArtifactRecord, MissingArtifact, Store, UnitKey
 from ._http import CutShort
 
-__all__ = ["Flight", "OnDemandFiles", "Refusal", "Responder", "UpstreamFailed", "ValidationFailed"]
+__all__ = [
+    "Flight",
+    "OnDemandFiles",
+    "Refusal",
+    "Responder",
+    "UpstreamFailed",
+    "ValidationFailed",
+    "short_of_descriptors",
+]
 
 log = logging.getLogger("triofetch.serve")
 
@@ -98,7 +107,8 @@ class UpstreamFailed(CutShort):
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """The answer to send instead of the file (a ``502``): nothing of it was sent yet."""
+    """The answer to send instead of the file (a ``502``, or a ``503`` when the server was
+    short of file descriptors for it): nothing of it was sent yet."""
 
     status: int
     detail: str
@@ -646,6 +656,8 @@ class OnDemandFiles:
             if flight.stored is not None:
                 return flight.stored
             if flight.error is not None:  # nothing sent yet: a clean answer
+                if short_of_descriptors(flight.error):  # (ours, not the upstream's)
+                    return Refusal(503, "too many open files")
                 return Refusal(502, _reason(flight.error))
             attempt = flight.attempt
             if attempt is not None and (
@@ -977,6 +989,13 @@ def _whole_first(ex: Responder, flight: Flight) -> bool:
     complete to it; once validated, the file is sent with its length (from the temp file,
     as to a request that fell behind), or the failure is a ``502``."""
     return flight.size is None and ex.http_version == "1.0"
+
+
+def short_of_descriptors(error: BaseException) -> bool:
+    """Whether an ``EMFILE`` or ``ENFILE`` is behind *error*: the server's want of file
+    descriptors (for the store's database, an upstream connection, a temp file), a
+    moment's overload rather than a failure of what was asked for."""
+    return any(StorageWriteError.out_of_descriptors(cause) for cause in error_chain(error))
 
 
 def _ignore(_: object) -> None:

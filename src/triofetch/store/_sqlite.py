@@ -352,6 +352,24 @@ class SQLiteBackend(Dialect):
     def is_db_error(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.Error)
 
+    def wrap(self, exc: Exception) -> StoreError:
+        """SQLite says only "unable to open database file" (SQLITE_CANTOPEN) when a new
+        connection, or a file a query opens, gets no descriptor: that is looked at here, in
+        the thread that failed, by trying to get a few.  When none can be had, the error
+        says so (as opening the store does), and the ``EMFILE``/``ENFILE`` of the try is
+        the driver error's cause (:func:`~triofetch.errors.error_chain` finds it): a want
+        of the process, not a store that cannot be read."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_CANTOPEN:
+            try:
+                short = _descriptors_short()
+            except OSError:  # (no /dev/null to try with: not known)
+                short = None
+            if short is not None:
+                exc.__cause__ = short
+                return _too_few_descriptors(self.path, short)
+        return super().wrap(exc)
+
     def sql(self, text: str) -> str:
         return text
 
