@@ -244,6 +244,47 @@ async def test_if_match(served: Served, http_server_module: FaultServer) -> None
     assert (reply.status, reply.body) == (200, lazy)
 
 
+async def test_if_match_on_index_pages(served: Served) -> None:
+    """An index page has no entity tag: ``If-Match`` naming any tag is ``412`` (RFC 9110
+    13.1.1: no current representation's tag matches), ``*`` goes on (there is one).  It was
+    ignored there (200).  A redirect or a 404 ignores it (13.2.1: preconditions count only
+    where the answer would be a 2xx)."""
+    pages = ("/", "/r/", "/r/dir/", "/r/dir/sub/", "/r/versions/", "/r/versions/1/")
+    other = f'"{sha(FILES["a.txt"])}"'
+    for page in pages:
+        for method in ("GET", "HEAD"):
+            for tag in (other, "W/" + other, '"x", "y"'):
+                reply = await raw(served.port, page, method, {"If-Match": tag})
+                assert reply.status == 412, (page, method, tag)
+                assert b"Index of" not in reply.body
+                assert "etag" not in reply.headers
+            passes = await raw(served.port, page, method, {"If-Match": "*"})
+            assert passes.status == 200, (page, method)
+            assert passes.headers["content-type"] == "text/html; charset=utf-8"
+    # checked before If-None-Match (RFC 9110 13.2.2): no 304 for a page either way
+    both = await get(served, "/r/", if_match=other, if_none_match="*")
+    assert both.status == 412
+    for redirect in ("/r", "/r/dir", "/r/versions", "/r/versions/1"):
+        reply = await get(served, redirect, if_match=other)
+        assert reply.status == 301, redirect
+    assert (await get(served, "/r/nothing/", if_match=other)).status == 404
+    assert (await get(served, "/nothing/", if_match=other)).status == 404
+
+
+async def test_if_match_on_the_page_of_a_repository_without_a_version(tmp_path: Path) -> None:
+    """The page of a repository with no complete version yet is an index page too."""
+    async with await open_store(None, root=tmp_path / "root") as store:
+        await store.create_repository("empty")
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(partial(serve_app, make_app(store), port=0))
+            port = int(urls[0].rsplit(":", 1)[1])
+            failed = await raw(port, "/empty/", headers={"If-Match": '"x"'})
+            assert failed.status == 412
+            passes = await raw(port, "/empty/", headers={"If-Match": "*"})
+            assert passes.status == 200 and b"has no complete version yet" in passes.body
+            nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize(
     ("spec", "start", "end"),
     [

@@ -400,6 +400,8 @@ class ContentApp:
         if latest is None:
             if rest:
                 raise _NotFound
+            if await self._precondition_failed(ex, None):
+                return
             page = render_index(
                 f"/{name}/",
                 [Listing("versions", True)],
@@ -506,6 +508,8 @@ class ContentApp:
     # -- pages --------------------------------------------------------------------------------
 
     async def _root_index(self, ex: Exchange) -> None:
+        if await self._precondition_failed(ex, None):
+            return
         names = self.repositories
         if names is None:
             names = tuple(await self.store.repositories())
@@ -513,6 +517,8 @@ class ContentApp:
         await ex.simple(200, render_index("/", rows, parent=False), _HTML)
 
     async def _versions_index(self, ex: Exchange, name: str) -> None:
+        if await self._precondition_failed(ex, None):
+            return
         versions = await self.store.versions(name)
         rows = [
             Listing(
@@ -569,6 +575,8 @@ class ContentApp:
         *,
         latest: bool,
     ) -> None:
+        if await self._precondition_failed(ex, None):
+            return
         rows: list[Listing] = []
         # directories first, then files, each by name
         for child, is_dir in sorted(children.items(), key=lambda kv: (not kv[1], kv[0])):
@@ -689,8 +697,10 @@ class ContentApp:
 
     async def _precondition_failed(self, ex: Exchange, sha256: str | None) -> bool:
         """Answer ``412 Precondition Failed`` when an ``If-Match`` names another content
-        than this one (of this sha256; None: of no known digest); whether it did.  Checked
-        before anything else is (RFC 9110, 13.2.2)."""
+        than this one (of this sha256; None: of no known digest, or an index page, which
+        has no entity tag: only ``*`` goes on); whether it did.  Checked before anything
+        else is (RFC 9110, 13.2.2), once the answer is known to be a 2xx: a 404 or a
+        redirect ignores it (13.2.1)."""
         if if_match(ex.headers.get("if-match"), None if sha256 is None else etag_of(sha256)):
             return False
         extra = [] if sha256 is None else [(b"etag", etag_of(sha256).encode("ascii"))]
