@@ -213,6 +213,34 @@ async def test_once_stored_head_ranges_and_the_index_say_so(site: Site) -> None:
     assert site.upstream("dir/big.bin") == 1
 
 
+async def test_a_file_another_process_stored_is_answered_as_stored_by_head(
+    site: Site, tmp_path: Path
+) -> None:
+    """Files stored by someone else (``fill_missing`` through a store of its own, as a
+    ``triofetch export`` or another server would) after the app made the version's table:
+    ``HEAD`` answers them as ``GET`` does, from the storage (``Accept-Ranges``), nothing
+    fetched.  It answered from what the unit declares, as for a file not stored yet (no
+    ``Accept-Ranges``), until some ``GET`` looked the file up again."""
+    assert "not stored yet" in (await site.get("")).body.decode()  # (the table is made)
+    async with open_store(None, root=tmp_path / "root") as other:
+        async with triofetch.Downloader() as dl:
+            report = await triofetch.ContentUnitCreator(other, dl).fill_missing("r")
+        assert report.ok and report.artifacts_downloaded == 3
+    fetched = {name: site.upstream(name) for name in ("small.txt", "dir/big.bin", "plain.txt")}
+    for name in ("small.txt", "dir/big.bin", "plain.txt"):
+        head = await site.get(name, "HEAD")
+        got = await site.get(name)
+        assert head.status == got.status == 200 and head.body == b"", name
+        assert head.headers["accept-ranges"] == "bytes", name
+        assert {k: v for k, v in head.headers.items() if k != "date"} == {
+            k: v for k, v in got.headers.items() if k != "date"
+        }, name
+    # conditional requests too: a 304 with the stored file's headers
+    cached = await site.get("dir/big.bin", If_None_Match=f'"{sha(BIG)}"')
+    assert cached.status == 304 and cached.headers["accept-ranges"] == "bytes"
+    assert {n: site.upstream(n) for n in fetched} == fetched  # (the app fetched nothing)
+
+
 async def test_twenty_clients_share_one_upstream_get(site: Site) -> None:
     plan(site, "dir/big.bin", [Slow(0.02, 64 * 1024)])
     replies: list[Reply] = []

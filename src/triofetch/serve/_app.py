@@ -646,11 +646,21 @@ class ContentApp:
         kind = content_type(entry.relative_path.rpartition("/")[2]).encode("ascii")
         headers = [(b"content-type", kind)]
         conditional = "if-none-match" in ex.headers or "if-match" in ex.headers
-        if (ex.head or conditional) and (
-            entry.sha256 is None or entry.size is None
-        ):  # what the remote artifact declares (one query, nothing fetched)
+        if ex.head or conditional:
+            # answered without fetching, from what the store says now (one query, which
+            # reads the next files ahead; a GET's download asks the same first): another
+            # process (a sync, a fill) may have stored the file since the table was made
             declared = await self.on_demand.declared(entry.unit_id, entry.relative_path)
-            if declared is not None:
+            if declared is None and entry.key is not None:
+                record = await self.on_demand.find_stored(
+                    entry.key, entry.unit_id, entry.relative_path
+                )
+                if record is not None:  # stored: answered as a GET would be, from the storage
+                    stored = replace(entry, sha256=record.sha256, size=record.size, stored=True)
+                    index.files[entry.relative_path] = stored
+                    await self._send_stored(ex, handle, stored)
+                    return
+            if declared is not None:  # what the remote artifact declares
                 entry = replace(
                     entry,
                     sha256=entry.sha256 or declared.digests.get("sha256"),

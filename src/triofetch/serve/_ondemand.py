@@ -937,17 +937,23 @@ class OnDemandFiles:
             for name, value in item.digests.items():
                 flight.expected.setdefault(name, value)
             return item
-        units = await self.store.find_units([flight.key])
-        info = units.get(flight.key)
-        record = (
-            None
-            if info is None or info.id != flight.unit_id
-            else info.artifacts.get(flight.relative_path)
-        )
+        record = await self.find_stored(flight.key, flight.unit_id, flight.relative_path)
         if record is None:
             raise LookupError("the unit no longer holds this file")
         flight.stored = record
         return None
+
+    async def find_stored(
+        self, key: UnitKey, unit_id: int, relative_path: str
+    ) -> ArtifactRecord | None:
+        """The record of the file of unit *unit_id* (of *key*) as the store has it now
+        (one query), or None: for a file :meth:`declared` no longer finds missing, stored
+        since by this app or by another process (a sync, a fill)."""
+        units = await self.store.find_units([key])
+        info = units.get(key)
+        if info is None or info.id != unit_id:
+            return None
+        return info.artifacts.get(relative_path)
 
     async def _download(
         self,
