@@ -188,6 +188,26 @@ async def test_head_and_conditional_requests_fetch_nothing(site: Site) -> None:
     assert await site.missing() == ["dir/big.bin", "plain.txt", "small.txt"]
 
 
+async def test_head_of_a_file_of_no_declared_size_has_no_length(site: Site) -> None:
+    """``HEAD`` of a file whose unit declares no size cannot know its length without
+    fetching it (which ``HEAD`` never does): it has no ``Content-Length`` (RFC 9110 9.3.2
+    lets a server omit a header determined only while generating the content), as a
+    ``GET`` streaming a large such file has none; once stored, its headers are ``GET``'s."""
+    head = await site.get("plain.txt", "HEAD")
+    assert head.status == 200 and head.body == b""
+    assert "content-length" not in head.headers and "etag" not in head.headers
+    assert site.upstream("plain.txt") == 0
+    got = await site.get("plain.txt")
+    assert got.headers["content-length"] == str(len(got.body))  # (known once fetched)
+    await site.settle()
+    stored = await site.get("plain.txt", "HEAD")
+    again = await site.get("plain.txt")
+    assert {k: v for k, v in stored.headers.items() if k != "date"} == {
+        k: v for k, v in again.headers.items() if k != "date"
+    }
+    assert stored.headers["content-length"] == str(len(got.body))
+
+
 async def test_once_stored_head_ranges_and_the_index_say_so(site: Site) -> None:
     """A file the app fetched and stored is answered as a stored file from then on, ``HEAD``
     first: it was answered from what the unit declares until some ``GET`` happened to look
