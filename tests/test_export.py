@@ -693,6 +693,53 @@ def test_the_temp_files_of_a_killed_export_are_removed_by_the_next(tmp_path: Pat
         alive.stdin.close()
 
 
+def test_a_killed_exports_temp_file_goes_wherever_it_is_under_dest(tmp_path: Path) -> None:
+    """A temp file a killed export left in a directory the next export does not write to
+    (the version exported next has no file there) is removed by it too: only the
+    directories it wrote to were swept, and such a temp file stayed for ever.  Anywhere
+    under DEST, at any depth; never one of a live export, never one outside DEST reached
+    through a symbolic link."""
+    storage = ArtifactStorage(tmp_path / "root")
+    files = {"top.bin": b"top file\n", "d/e/deep.bin": b"deep file\n"}
+    for data in files.values():
+        stored = storage.path_for(sha(data))
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_bytes(data)
+    dest = tmp_path / "dest"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    killed = subprocess.run(  # killed copying d/e/deep.bin, its first file
+        [sys.executable, "-c", _KILLED_EXPORT, str(storage.root), str(dest), "1"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [left] = dest.rglob(".tf-export-*")
+    assert left.parent == dest / "d" / "e"
+    # a temp file named as a process that has ended names it, outside DEST, reached from
+    # DEST by a symbolic link to its directory
+    name_of_a_dead_export = "from triofetch._cli import _export; print(_export._temp_name())"
+    dead_name = subprocess.run(
+        [sys.executable, "-c", name_of_a_dead_export],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / dead_name).write_bytes(b"not DEST's")
+    (dest / "d" / "link").symlink_to(outside, target_is_directory=True)
+    live = dest / "d" / _export._temp_name()  # this process's: alive
+    live.write_bytes(b"being copied")
+    report = export_files(storage, [row("top.bin", files["top.bin"], 1)], dest)
+    assert report.errors == [] and report.written == 1
+    assert not left.exists()
+    assert sorted(dest.rglob(".tf-export-*")) == [live]
+    assert (outside / dead_name).read_bytes() == b"not DEST's"
+
+
 def test_paths_a_manifest_cannot_carry(tmp_path: Path) -> None:
     long_name = "/".join(["é" * 100] * 9)  # 1,808 bytes; 5,408 once URL-quoted
     rows = [

@@ -108,14 +108,58 @@ def _temp_name() -> str:
     return temp_file_name(prefix=_TEMP_PREFIX, suffix="")
 
 
-def _remove_dead_temps(dir_fd: int) -> None:
-    """Remove from the directory *dir_fd* the temp files of exports that are gone (killed
-    with ``kill -9``, or by a second signal, between writing a file's temp and renaming it
-    into place): nothing else ever would.  A live export's (this one's included) are left
+def _sweep(dir_fd: int) -> list[str]:
+    """Remove from the directory *dir_fd* the temp files of exports that are gone (see
+    :func:`_remove_dead_temps`); the names of its subdirectories (not the symbolic links
+    to one).  One listing; a second one only where a temp file's name is seen."""
+    subdirs: list[str] = []
+    temps = False
+    try:
+        with os.scandir(dir_fd) as listing:
+            for entry in listing:
+                if entry.name.startswith(_TEMP_PREFIX):
+                    temps = True
+                elif entry.is_dir(follow_symlinks=False):
+                    subdirs.append(entry.name)
+    except OSError:
+        return []  # (an unreadable directory: its content stays)
+    if temps:
+        remove_dead_temp_files(dir_fd, prefix=_TEMP_PREFIX, suffix="")
+    return subdirs
+
+
+def _remove_dead_temps(dest: int) -> None:
+    """Remove from every directory under DEST (*dest*, an open descriptor) the temp files
+    of exports that are gone (killed with ``kill -9``, or by a second signal, between
+    writing a file's temp and renaming it into place): nothing else ever would.  Every
+    directory, not only those this export writes to: a killed export's temp file may be in
+    a directory no later version has.  A live export's (this one's included) are left
     alone; one written on another machine or in another container sharing DEST, whose pid
-    means nothing here, once it has not been written for a day.  Best effort: a temp file
-    that cannot be removed (a read-only DEST) stays, and the export goes on."""
-    remove_dead_temp_files(dir_fd, prefix=_TEMP_PREFIX, suffix="")
+    means nothing here, once it has not been written for a day.
+
+    One listing per directory, each opened relative to its parent with ``O_NOFOLLOW`` (a
+    symbolic link is never followed out of DEST), one descriptor per level open at most.
+    Best effort: a temp file that cannot be removed (a read-only DEST), or a directory that
+    cannot be read, stays, and the export goes on."""
+    stack = [(dest, _sweep(dest))]
+    try:
+        while stack:
+            fd, names = stack[-1]
+            if not names:
+                stack.pop()
+                if fd != dest:
+                    os.close(fd)
+                continue
+            try:
+                child = os.open(names.pop(), _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                continue  # (gone meanwhile, replaced by a link, no descriptor left)
+            stack.append((child, []))  # (closed below, whatever happens next)
+            stack[-1] = (child, _sweep(child))
+    finally:
+        for fd, _ in stack:
+            if fd != dest:
+                os.close(fd)
 
 
 class _Damaged(Exception):
@@ -198,9 +242,6 @@ class _Dirs:
         self.before_writing = before_writing
         self.parts: tuple[str, ...] = ()
         self.fd = dest
-        #: the directories whose dead exports' temp files were removed (each once)
-        self.swept: set[tuple[str, ...]] = {()}
-        _remove_dead_temps(dest)
 
     def open(self, parts: tuple[str, ...]) -> int:
         if parts == self.parts:
@@ -208,14 +249,11 @@ class _Dirs:
         self.close()
         fd = self.dest
         try:
-            for depth, part in enumerate(parts, 1):
+            for part in parts:
                 child = _open_subdir(fd, part, self.before_writing)
                 if fd != self.dest:
                     os.close(fd)
                 fd = child
-                if parts[:depth] not in self.swept:
-                    self.swept.add(parts[:depth])
-                    _remove_dead_temps(fd)
         except BaseException:
             if fd != self.dest:
                 os.close(fd)
@@ -466,6 +504,7 @@ def export_files(
     dirs = _Dirs(dest_fd, before_writing)
     done: list[FileRow] = []
     try:
+        _remove_dead_temps(dest_fd)  # (killed exports' leftovers: their space back first)
         for row in rows:
             if stopped():
                 report.interrupted = True
