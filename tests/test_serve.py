@@ -261,7 +261,7 @@ async def test_if_match_on_index_pages(served: Served) -> None:
             passes = await raw(served.port, page, method, {"If-Match": "*"})
             assert passes.status == 200, (page, method)
             assert passes.headers["content-type"] == "text/html; charset=utf-8"
-    # checked before If-None-Match (RFC 9110 13.2.2): no 304 for a page either way
+    # checked before If-None-Match (RFC 9110 13.2.2)
     both = await get(served, "/r/", if_match=other, if_none_match="*")
     assert both.status == 412
     for redirect in ("/r", "/r/dir", "/r/versions", "/r/versions/1"):
@@ -269,6 +269,21 @@ async def test_if_match_on_index_pages(served: Served) -> None:
         assert reply.status == 301, redirect
     assert (await get(served, "/r/nothing/", if_match=other)).status == 404
     assert (await get(served, "/nothing/", if_match=other)).status == 404
+
+
+async def test_if_none_match_on_index_pages(served: Served) -> None:
+    """``If-None-Match: *`` is false where the page exists (RFC 9110 13.1.2, which an
+    origin server must evaluate): ``304``; it was ignored (200).  A list of tags never
+    matches a page, which has none: 200."""
+    for page in ("/", "/r/", "/r/dir/", "/r/versions/", "/r/versions/1/"):
+        for method in ("GET", "HEAD"):
+            reply = await raw(served.port, page, method, {"If-None-Match": "*"})
+            assert (reply.status, reply.body) == (304, b""), (page, method)
+        tags = await get(served, page, if_none_match=f'"{sha(FILES["a.txt"])}", W/"x"')
+        assert tags.status == 200 and b"Index of" in tags.body
+        both = await get(served, page, if_match="*", if_none_match="*")
+        assert both.status == 304
+    assert (await get(served, "/r/dir", if_none_match="*")).status == 301
 
 
 async def test_if_match_on_the_page_of_a_repository_without_a_version(tmp_path: Path) -> None:

@@ -400,7 +400,7 @@ class ContentApp:
         if latest is None:
             if rest:
                 raise _NotFound
-            if await self._precondition_failed(ex, None):
+            if await self._page_conditions(ex):
                 return
             page = render_index(
                 f"/{name}/",
@@ -508,7 +508,7 @@ class ContentApp:
     # -- pages --------------------------------------------------------------------------------
 
     async def _root_index(self, ex: Exchange) -> None:
-        if await self._precondition_failed(ex, None):
+        if await self._page_conditions(ex):
             return
         names = self.repositories
         if names is None:
@@ -517,7 +517,7 @@ class ContentApp:
         await ex.simple(200, render_index("/", rows, parent=False), _HTML)
 
     async def _versions_index(self, ex: Exchange, name: str) -> None:
-        if await self._precondition_failed(ex, None):
+        if await self._page_conditions(ex):
             return
         versions = await self.store.versions(name)
         rows = [
@@ -575,7 +575,7 @@ class ContentApp:
         *,
         latest: bool,
     ) -> None:
-        if await self._precondition_failed(ex, None):
+        if await self._page_conditions(ex):
             return
         rows: list[Listing] = []
         # directories first, then files, each by name
@@ -716,6 +716,19 @@ class ContentApp:
         extra = [] if sha256 is None else [(b"etag", etag_of(sha256).encode("ascii"))]
         await ex.error(412, "If-Match names another content", headers=extra)
         return True
+
+    async def _page_conditions(self, ex: Exchange) -> bool:
+        """The conditions of a request for an index page (which has no entity tag),
+        answered when they decide it; whether they did: an ``If-Match`` naming a tag is
+        ``412``; then ``If-None-Match: *`` is ``304`` (RFC 9110 13.1.2: the page exists),
+        a list of tags goes on (none is the page's)."""
+        if await self._precondition_failed(ex, None):
+            return True
+        if none_match(ex.headers.get("if-none-match"), None):
+            await ex.start(304, [])
+            await ex.body(b"")
+            return True
+        return False
 
     def _validators(
         self, ex: Exchange, sha256: str, size: int, kind: bytes

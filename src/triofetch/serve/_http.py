@@ -93,12 +93,13 @@ def if_match(header: str | None, etag: str | None) -> bool:
     return "*" in tags or (etag is not None and etag in tags)
 
 
-def none_match(header: str | None, etag: str) -> bool:
-    """Whether ``If-None-Match: header`` matches *etag* (then the answer is 304)."""
+def none_match(header: str | None, etag: str | None) -> bool:
+    """Whether ``If-None-Match: header`` matches *etag* (then the answer is 304).  *etag*
+    None: the content has no entity tag, only ``*`` matches."""
     if header is None:
         return False
     tags = _tags(header)
-    return "*" in tags or etag in tags
+    return "*" in tags or (etag is not None and etag in tags)
 
 
 def if_range_matches(header: str | None, etag: str) -> bool:
