@@ -646,18 +646,24 @@ _export.export_files(storage, rows, Path(sys.argv[2]))
 """
 
 
-def test_the_temp_files_of_a_killed_export_are_removed_by_the_next(tmp_path: Path) -> None:
-    """An export killed (``kill -9``, a second signal) while it copies a file leaves that
-    file's temp in DEST, and nothing else ever removed it (the storage's cleanups know only
-    ``<root>/tmp``): each killed export leaked a part of a file there.  The next export to
-    DEST removes the temp files of exports that are gone, in every directory it writes to,
-    and spares a live export's."""
+def _two_stored_files(tmp_path: Path) -> tuple[ArtifactStorage, dict[str, bytes]]:
+    """A storage under ``tmp_path/root`` holding two files, and {relative path: bytes}."""
     storage = ArtifactStorage(tmp_path / "root")
     files = {"top.bin": b"top file\n", "d/e/deep.bin": b"deep file\n"}
     for data in files.values():
         stored = storage.path_for(sha(data))
         stored.parent.mkdir(parents=True, exist_ok=True)
         stored.write_bytes(data)
+    return storage, files
+
+
+def test_the_temp_files_of_a_killed_export_are_removed_by_the_next(tmp_path: Path) -> None:
+    """An export killed (``kill -9``, a second signal) while it copies a file leaves that
+    file's temp in DEST, and nothing else ever removed it (the storage's cleanups know only
+    ``<root>/tmp``): each killed export leaked a part of a file there.  The next export to
+    DEST removes the temp files of exports that are gone (anywhere under DEST: see the
+    next test), and spares a live export's."""
+    storage, files = _two_stored_files(tmp_path)
     dest = tmp_path / "dest"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     for copy, where in ((1, "d/e"), (2, ".")):  # killed copying d/e/deep.bin, then top.bin
@@ -699,12 +705,7 @@ def test_a_killed_exports_temp_file_goes_wherever_it_is_under_dest(tmp_path: Pat
     directories it wrote to were swept, and such a temp file stayed for ever.  Anywhere
     under DEST, at any depth; never one of a live export, never one outside DEST reached
     through a symbolic link."""
-    storage = ArtifactStorage(tmp_path / "root")
-    files = {"top.bin": b"top file\n", "d/e/deep.bin": b"deep file\n"}
-    for data in files.values():
-        stored = storage.path_for(sha(data))
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        stored.write_bytes(data)
+    storage, files = _two_stored_files(tmp_path)
     dest = tmp_path / "dest"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     killed = subprocess.run(  # killed copying d/e/deep.bin, its first file

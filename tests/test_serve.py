@@ -741,6 +741,20 @@ async def read_one_reply(stream: trio.SocketStream) -> Reply:
     return reply
 
 
+async def reply_without_descriptors(stream: trio.SocketStream, request: bytes) -> Reply:
+    """Send *request* on *stream* and read its reply while no descriptor is left."""
+    with no_file_descriptor_left():
+        await stream.send_all(request)
+        return await read_one_reply(stream)
+
+
+def assert_out_of_descriptors(reply: Reply) -> None:
+    """*reply* is the 503 of a server out of file descriptors."""
+    assert reply.status == 503, reply
+    assert reply.headers["retry-after"] == "1"
+    assert b"too many open files" in reply.body
+
+
 async def test_out_of_file_descriptors_is_a_503_and_the_server_lives_on(
     root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -760,12 +774,8 @@ async def test_out_of_file_descriptors_is_a_503_and_the_server_lives_on(
             async with stream:
                 await stream.send_all(request)  # accepted, the version's table built
                 assert (await read_one_reply(stream)).body == FILES["a.txt"]
-                with no_file_descriptor_left():
-                    await stream.send_all(request)
-                    reply = await read_one_reply(stream)
-                assert reply.status == 503, reply
-                assert reply.headers["retry-after"] == "1"
-                assert b"too many open files" in reply.body
+                reply = await reply_without_descriptors(stream, request)
+                assert_out_of_descriptors(reply)
         # and the server goes on
         assert (await raw(port, "/r/a.txt")).body == FILES["a.txt"]
         nursery.cancel_scope.cancel()
@@ -836,12 +846,8 @@ async def test_an_on_demand_file_out_of_file_descriptors_is_a_503(
         async with stream:
             await stream.send_all(b"GET /lazy/ HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (await read_one_reply(stream)).status == 200  # (accepted, table built)
-            with no_file_descriptor_left():
-                await stream.send_all(request)
-                reply = await read_one_reply(stream)
-    assert reply.status == 503, reply
-    assert reply.headers["retry-after"] == "1"
-    assert b"too many open files" in reply.body
+            reply = await reply_without_descriptors(stream, request)
+    assert_out_of_descriptors(reply)
     assert "Too many open files" in caplog.text  # (the flight's WARNING says why)
     again = await get(served, "/lazy/lazy.bin")
     assert (again.status, again.body) == (200, LAZY["lazy.bin"])
