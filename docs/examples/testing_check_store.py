@@ -64,4 +64,7 @@ async def test_check_store_tells_what_is_wrong(
 
 
 if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q", "-s"]))
+    # run as a script, this file imports pytest plugins' packages (triofetch) before
+    # pytest starts, which pytest warns about: harmless, and `pytest <file>` does not
+    quiet = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    raise SystemExit(pytest.main([__file__, "-q", "-s", *quiet]))

@@ -55,4 +55,7 @@ def test_a_downloader_retries_through_the_plan(triofetch_fault_server: FaultServ
 
 
 if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))
+    # run as a script, this file imports pytest plugins' packages (triofetch) before
+    # pytest starts, which pytest warns about: harmless, and `pytest <file>` does not
+    quiet = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    raise SystemExit(pytest.main([__file__, "-q", *quiet]))

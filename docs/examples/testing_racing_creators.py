@@ -165,4 +165,7 @@ def test_racing_creators_leave_every_album_complete_or_absent(
 
 
 if __name__ == "__main__":
-    raise SystemExit(pytest.main([__file__, "-q"]))
+    # run as a script, this file imports pytest plugins' packages (triofetch) before
+    # pytest starts, which pytest warns about: harmless, and `pytest <file>` does not
+    quiet = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    raise SystemExit(pytest.main([__file__, "-q", *quiet]))
