@@ -14,6 +14,7 @@ from typing import Any
 
 from ._digests import normalize_digests
 from ._model import check_relative_path, check_size, fields_text, make_key
+from ._public import publish
 from ._urls import redact_url
 from .errors import InvalidUnit
 
@@ -146,3 +147,6 @@ class DeclarativeUnit:
     def key(self) -> tuple[str, tuple[str, ...]]:
         """``(type, natural_key)``: unique among units."""
         return (self.type, self.natural_key)
+
+
+publish(__name__, globals())  # check_relative_path, from ._model: its home is here

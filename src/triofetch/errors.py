@@ -44,7 +44,8 @@ Every error triofetch raises on purpose is a :class:`TriofetchError`::
                                        run, or an async API called outside one (asyncio)
 
 Every one of them is defined here (and exported from :mod:`triofetch` as well); this module
-imports nothing of triofetch but the URL helpers, so every layer can raise them.
+imports nothing of triofetch but the URL helpers (and the naming of public names), so
+every layer can raise them.
 Messages say what was expected and what came.  Credentials in URLs never appear in a
 message: URLs are passed through :func:`redact_url` first.
 
@@ -61,6 +62,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from ._public import publish
 from ._urls import redact_url
 
 
@@ -639,3 +641,6 @@ class WrongContext(TriofetchError, RuntimeError):
     a Trio run (from asyncio, say): triofetch runs under Trio only.  Also a
     :class:`Downloader` or :class:`UnitDownloader` used outside its ``async with`` (not
     open yet, or closed already), or opened twice."""
+
+
+publish(__name__, globals())  # redact_url, from ._urls: its home is here
