@@ -30,6 +30,7 @@ from urllib.parse import quote
 import pytest
 import trio
 
+import triofetch
 from tests._cli_helpers import Result, publish, run_cli, run_cli_in_process
 from triofetch import (
     ContentUnitCreator,
@@ -60,6 +61,8 @@ OTHER = {"o.txt": b"another repository\n"}
 LAZY = {"lazy.bin": b"recorded, never fetched\n"}
 
 SECRET = b"outside the storage: must never be served\n"
+#: the directory of triofetch's own modules (what tracemalloc attributes to triofetch)
+TRIOFETCH_SOURCE = os.path.dirname(os.path.abspath(triofetch.__file__))
 
 
 def sha(data: bytes) -> str:
@@ -983,13 +986,20 @@ async def test_the_memory_cache_counts_what_its_entries_take(
                         await stream.send_all(f"GET /r/{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
                         assert (await read_one_reply(stream)).body == tiny[name]
                     gc.collect()
-                    held, _ = tracemalloc.get_traced_memory()
+                    snapshot = tracemalloc.take_snapshot()
+                    everything, _ = tracemalloc.get_traced_memory()
                 finally:
                     tracemalloc.stop()
         nursery.cancel_scope.cancel()
-    # (beyond the cache: what serving the requests leaves, some 20 kB; counting the bytes
-    # alone, the 500 files of 9 bytes were all kept: 80 kB in all)
-    assert held < limit + 40_000, held
+    # What triofetch's own code allocated and still holds: the cache and what serving the
+    # requests leaves, 9-11 kB in all on Python 3.11 to 3.13.  Not the process's whole traced
+    # memory: from Python 3.12 on, that also counts up to some 25 kB that CPython keeps for
+    # reuse once trio's memory channels (hypercorn opens one per request) are gone, bounded
+    # and varying from run to run (the whole was 40-53 kB on 3.13, 27-33 kB on 3.11).
+    ours = snapshot.filter_traces([tracemalloc.Filter(True, f"{TRIOFETCH_SOURCE}{os.sep}*")])
+    held = sum(stat.size for stat in ours.statistics("filename"))
+    # counting the bytes alone, the 500 files of 9 bytes were all kept: 80 kB in all
+    assert held < limit + 20_000, (held, everything)
 
 
 async def test_a_new_version_is_served_after_refresh(
