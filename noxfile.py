@@ -10,6 +10,11 @@ nox -s bench       benchmarks side by side with peers (curl, aria2c, aiohttp)
 nox -s asks        the transport test suite on the asks transport
 nox -s stress      the property-based tests with a large Hypothesis profile
 nox -s package     build the sdist and wheel, install the wheel without extras, check both
+
+Another Python: ``nox -s tests --force-python 3.13`` runs the session on python3.13 (the
+session tests-3.13, in its own virtualenv .nox/tests-3.13; .nox/tests stays as it is), and
+so for any session and any python3.N on PATH; a missing one is an error.  Without it the
+sessions run on the one Python picked by supported_python().
 """
 
 from __future__ import annotations
