@@ -366,8 +366,13 @@ async def test_a_real_server_through_the_proxy(
     transport: str,
     scheme: str,
 ) -> None:
+    # One retry: tinyproxy closes the client's connection after each response without
+    # saying so (no "Connection: close"), and a request httpx sends on that connection
+    # before its end arrives fails with "Server disconnected without sending a response"
+    # (seen once in a full run on a loaded machine); the trio transport sends such a
+    # request again itself.  Every file is still checked whole.
     async with downloader(
-        transport, tmp_path, proxy=tinyproxy.url(), verify=str(tls_files.ca)
+        transport, tmp_path, proxy=tinyproxy.url(), verify=str(tls_files.ca), retries=1
     ) as dl:
         for size in (0, 5 * data.MiB):
             url = nginx_server.url(scheme, f"/files/{data.file_name(size)}")
