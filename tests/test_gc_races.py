@@ -19,8 +19,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,9 +119,36 @@ def store(store_url: str, tmp_path: Path, http_server: FaultServer) -> Store:
     return s
 
 
-def publish_race(server: FaultServer) -> str:
+def publish_race(server: FaultServer, gate: threading.Event | None = None) -> str:
+    """Serve the race's files under /race: the slow ones trickle, or, given a *gate*, each
+    stops after its first piece until the gate is opened (the sync holds its lease, and
+    what it found, as long as the test needs)."""
     faults = {path: [Slow(0.1, chunk=2048)] for path in SLOW}
-    return publish(server, RACE, prefix="/race", faults=faults)
+    url = publish(server, RACE, prefix="/race", faults=faults)
+    if gate is not None:
+        for path, data in SLOW.items():
+            server.add_generator(f"/race/{path}", held_at_the_gate(data, gate))
+    return url
+
+
+def held_at_the_gate(data: bytes, gate: threading.Event) -> Callable[[], Iterable[bytes]]:
+    """A body for FaultServer.add_generator: its first 2048 bytes, then the rest once
+    *gate* is set (at most 60 s later: a test that never opens it fails, not hangs)."""
+
+    def make() -> Iterator[bytes]:
+        yield data[:2048]
+        gate.wait(60)
+        yield data[2048:]
+
+    return make
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    """A gate for publish_race; opened at the end in any case (the server's threads end)."""
+    event = threading.Event()
+    yield event
+    event.set()
 
 
 def wait_for_download(server: FaultServer, timeout: float = 30) -> None:
@@ -134,18 +162,42 @@ def wait_for_download(server: FaultServer, timeout: float = 30) -> None:
 
 @dataclass
 class GCLoop:
-    """``tests._gc_loop`` in its own process: gc tried over and over until stopped."""
+    """``tests._gc_loop`` in its own process: gc tried over and over until stopped.  Its
+    lines are read as they come (:meth:`wait_for`); its stderr goes to *err_file*."""
 
     proc: subprocess.Popen[str]
     stop_file: Path
+    err_file: Path
     lines: list[dict[str, Any]] = field(default_factory=list)
+    reader: threading.Thread = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def wait_for(self, enough: Callable[[list[dict[str, Any]]], bool]) -> None:
+        """Until the lines so far are *enough* (at most 60 s)."""
+        deadline = time.monotonic() + 60
+        while not enough(list(self.lines)):
+            assert self.proc.poll() is None, self.err_file.read_text()
+            assert time.monotonic() < deadline, self.lines
+            time.sleep(0.01)
 
     def stop(self) -> list[dict[str, Any]]:
         self.stop_file.touch()
-        out, err = self.proc.communicate(timeout=60)
-        assert self.proc.returncode == 0, err
-        self.lines = [json.loads(line) for line in out.splitlines()]
+        self.proc.wait(timeout=60)
+        self.reader.join(timeout=60)
+        assert self.proc.returncode == 0, self.err_file.read_text()
         return self.lines
+
+
+def busy_attempts(lines: list[dict[str, Any]]) -> int:
+    return sum(line["busy"] for line in lines)
 
 
 @pytest.fixture
@@ -154,15 +206,17 @@ def gc_loop(store: Store, tmp_path: Path) -> Iterator[Any]:
 
     def start() -> GCLoop:
         stop = tmp_path / f"stop{len(started)}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests._gc_loop", store.db, str(store.root), str(stop)],
-            cwd=ROOT_DIR,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cli_env(),
-        )
-        loop = GCLoop(proc, stop)
+        err = tmp_path / f"gc-loop{len(started)}.err"
+        with err.open("w") as err_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tests._gc_loop", store.db, str(store.root), str(stop)],
+                cwd=ROOT_DIR,
+                stdout=subprocess.PIPE,
+                stderr=err_file,
+                text=True,
+                env=cli_env(),
+            )
+        loop = GCLoop(proc, stop, err)
         started.append(loop)
         return loop
 
@@ -219,8 +273,10 @@ def spawn_worker(
 # -- the races -----------------------------------------------------------------------------------
 
 
-def test_gc_over_and_over_beside_a_sync_command(store: Store, gc_loop: Any) -> None:
-    url = publish_race(store.server)
+def test_gc_over_and_over_beside_a_sync_command(
+    store: Store, gc_loop: Any, gate: threading.Event
+) -> None:
+    url = publish_race(store.server, gate)
     sync = start_cli("sync", url, *store.args, "--repository", "r", "--json")
     wait_for_download(store.server)
     loop = gc_loop()
@@ -232,6 +288,10 @@ def test_gc_over_and_over_beside_a_sync_command(store: Store, gc_loop: Any) -> N
         text=True,
         env=cli_env(),
     )
+    # the sync's downloads held until gc was tried, and refused, a few times (a loaded
+    # machine started the loop's process after the sync had ended)
+    loop.wait_for(lambda lines: busy_attempts(lines) >= 5)
+    gate.set()
     out, err = sync.communicate(timeout=120)
     sync_ended = time.monotonic()
     assert sync.returncode == 0, err
@@ -253,12 +313,14 @@ def test_gc_over_and_over_beside_a_sync_command(store: Store, gc_loop: Any) -> N
 
 
 def test_gc_over_and_over_beside_a_creator_process(
-    store: Store, gc_loop: Any, tmp_path: Path
+    store: Store, gc_loop: Any, tmp_path: Path, gate: threading.Event
 ) -> None:
-    publish_race(store.server)
+    publish_race(store.server, gate)
     worker = spawn_worker(store, tmp_path, "/race", lease=True)
     wait_for_download(store.server)
     loop = gc_loop()
+    loop.wait_for(lambda lines: busy_attempts(lines) >= 5)
+    gate.set()
     out, err = worker.communicate(timeout=120)
     assert worker.returncode == 0, err
     result = json.loads(out)
@@ -268,12 +330,19 @@ def test_gc_over_and_over_beside_a_creator_process(
     check_after_race(store, [line["report"] for line in lines if not line["busy"]])
 
 
-def test_without_the_lease_gc_breaks_the_sync(store: Store, gc_loop: Any, tmp_path: Path) -> None:
-    """The negative control: the same race with the creator's lease made a no-op."""
-    publish_race(store.server)
+def test_without_the_lease_gc_breaks_the_sync(
+    store: Store, gc_loop: Any, tmp_path: Path, gate: threading.Event
+) -> None:
+    """The negative control: the same race with the creator's lease made a no-op (the
+    sync's downloads held until gc has removed the orphans the sync found)."""
+    publish_race(store.server, gate)
     worker = spawn_worker(store, tmp_path, "/race", lease=False)
     wait_for_download(store.server)
     loop = gc_loop()
+    loop.wait_for(
+        lambda lines: total([ln["report"] for ln in lines if not ln["busy"]])["units"] >= 3
+    )
+    gate.set()
     out, err = worker.communicate(timeout=120)
     lines = loop.stop()
     assert worker.returncode == 0, err
