@@ -47,7 +47,7 @@ from tests.test_serve_ondemand_edges import (
 from triofetch import DeclarativeArtifact, DeclarativeUnit, StorageWriteError
 from triofetch.serve import _ondemand
 from triofetch.store import UnitKey, open_store
-from triofetch.testing import FaultServer, Reset, Slow
+from triofetch.testing import FaultServer, Reset, Slow, check_store
 
 KB = 1000
 
@@ -141,11 +141,21 @@ def declared(files: dict[str, bytes], server: FaultServer) -> list[DeclarativeUn
 
 
 async def complete_units(
-    root: Path, db: str | None, units: list[DeclarativeUnit]
+    root: Path, db: str | None, units: list[DeclarativeUnit], incomplete_ok: bool = False
 ) -> dict[UnitKey, bool]:
-    """The store's units of *units* (complete or not), after checking every invariant."""
+    """The store's units of *units* (complete or not), after checking every invariant (a
+    version left incomplete allowed with *incomplete_ok*)."""
     async with open_store(db, root=root, create=False) as store:
-        return await check_invariants(store, units, on_demand_ok=False)
+        return await check_invariants(
+            store, units, on_demand_ok=False, incomplete_versions_ok=incomplete_ok
+        )
+
+
+async def incomplete_versions(root: Path, db: str | None) -> int:
+    """How many versions runs left incomplete in the store."""
+    async with open_store(db, root=root, create=False) as store:
+        problems = await check_store(store)
+    return sum(problem.kind == "incomplete_version" for problem in problems)
 
 
 def one_error_line(err: str) -> str:
@@ -176,7 +186,11 @@ def stopped_run(
     assert committed <= stored < len(files)
     assert temp_files(root) == []
     units = declared(files, server)
-    found = trio.run(complete_units, root, db, units)
+    # The run's version is discarded, unless the database was on the full disk too and
+    # could not be written (then the line says so, "committing failed too"): the version
+    # stays incomplete, seen by no reader (see creator/_versions.py)
+    database_failed = match.groupdict().get("db") is not None
+    found = trio.run(complete_units, root, db, units, database_failed)
     assert all(found.values()) and len(found) == committed
     return match, committed, units
 
@@ -188,13 +202,15 @@ def resync_completed(
     units: list[DeclarativeUnit],
     server: FaultServer,
     committed: int,
+    left: int = 0,
 ) -> None:
     """The same sync run again once there was room: version 1 made of every unit, each
-    complete; the *committed* units of the stopped run were not fetched again (the
-    server's counters reset before the run)."""
-    assert "version 1 created" in out, out
+    complete (version 2 when the stopped run left its version 1 incomplete, *left*: a
+    number is never used twice, and gc removes that one); the *committed* units of the
+    stopped run were not fetched again (the server's counters reset before the run)."""
+    assert f"version {1 + left} created" in out, out
     assert len(file_requests(server)) <= len(units) - committed
-    found = trio.run(complete_units, root, db, units)
+    found = trio.run(complete_units, root, db, units, left > 0)
     assert len(found) == len(units) and all(found.values())
 
 
@@ -326,13 +342,16 @@ def test_sync_on_a_full_disk_stops_with_one_line_then_a_resync_completes(
         assert committed == stored
     verify = run_cli("verify", "--root", root, *where)
     assert verify.code == 0, verify
+    # a version left incomplete only when the database could not be written either
+    left = trio.run(incomplete_versions, root, db)
+    assert left == 0 or (left == 1 and match["db"] is not None), (left, match[0])
 
     remount(small_disk, "16m")
     http_server.reset_counters()
     again = run_cli("sync", url, "--root", root, "--repository", "r", *where)
     assert again.code == 0, again
     assert again.err == "", again
-    resync_completed(again.out, root, db, units, http_server, committed)
+    resync_completed(again.out, root, db, units, http_server, committed, left)
     assert run_cli("verify", "--root", root, *where).code == 0
 
 
