@@ -191,7 +191,11 @@ def make_machine(server: FaultServer, new_url: Callable[[Path], str | None]) -> 
     return CreatorMachine
 
 
-STATEFUL = settings(max_examples=8, stateful_step_count=6, deadline=None)
+#: eight examples in the default run; the stress profile (``nox -s stress``) runs an eighth of
+#: its examples here
+STATEFUL = settings(
+    max_examples=max(8, settings.default.max_examples // 8), stateful_step_count=6, deadline=None
+)
 
 
 def test_stateful_sqlite(http_server_module: FaultServer) -> None:

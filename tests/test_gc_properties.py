@@ -115,8 +115,12 @@ async def clean_and_whole(store: Store) -> None:
         assert len(body) == size and hashlib.sha256(body).hexdigest() == sha
 
 
+#: a dozen examples in the default run; the stress profile (``nox -s stress``) runs a quarter
+#: of its examples here
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=max(12, settings.default.max_examples // 4),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(v1=versions, v2=versions, race=race_inputs, plan=gc_plans, slice_size=st.integers(1, 4))
 async def test_gc_at_random_moments_beside_a_sync(

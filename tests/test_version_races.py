@@ -286,7 +286,9 @@ rounds = st.one_of(
 )
 
 
-@settings(max_examples=20)
+#: twenty examples in the default run; the stress profile (``nox -s stress``) runs half of its
+#: examples here
+@settings(max_examples=max(20, settings.default.max_examples // 2))
 @given(plan=st.lists(rounds, min_size=1, max_size=4), mirror=st.booleans())
 async def test_no_version_is_made_the_same_as_the_one_before_it(
     http_server_module: FaultServer, plan: list[tuple[Any, ...]], mirror: bool
