@@ -16,7 +16,8 @@ import trio
 
 import triofetch
 
-TRANSPORTS = ["trio", "httpx", "asks"]
+#: asks: marked, so that the sessions without it (`nox -s stress`: `-m "not asks"`) leave it out
+TRANSPORTS = ["trio", "httpx", pytest.param("asks", marks=pytest.mark.asks)]
 
 
 def downloader(transport: str, tmp_path: Path, **kw: object) -> triofetch.Downloader:
