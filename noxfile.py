@@ -8,7 +8,7 @@ nox -s typecheck   mypy --strict on src/
 nox -s docs        Sphinx HTML docs into docs/_build/html
 nox -s bench       benchmarks side by side with peers (curl, aria2c, aiohttp)
 nox -s asks        the transport test suite on the asks transport
-nox -s stress      the property-based tests with a large Hypothesis profile
+nox -s stress      the suite with a large Hypothesis profile (400 examples)
 nox -s package     build the sdist and wheel, install the wheel without extras, check both
 
 Another Python: ``nox -s tests --force-python 3.13`` runs the session on python3.13 (the
@@ -98,7 +98,7 @@ def asks(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def stress(session: nox.Session) -> None:
-    """Property-based tests with many more examples."""
+    """The suite (but the asks transport's tests) with many more examples of every property."""
     _ensure_postgres(session)
     session.install("-e", ".[test]")
     session.run(
