@@ -7,7 +7,8 @@ tests and Trio tests alike.  ``transport`` parametrizes a test over the HTTP tra
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,18 @@ def temp_dir(tmp_path: Path) -> Path:
     d = tmp_path / "tmp"
     d.mkdir()
     return d
+
+
+def held_at_the_gate(
+    data: bytes, gate: threading.Event, first: int = 2048
+) -> Callable[[], Iterable[bytes]]:
+    """A body for ``FaultServer.add_generator``: the *first* bytes of *data*, then the rest
+    once *gate* is set (at most 60 s later: a test that never opens it fails, not hangs).
+    For a test that needs a download to be still running while something else happens."""
+
+    def make() -> Iterator[bytes]:
+        yield data[:first]
+        gate.wait(60)
+        yield data[first:]
+
+    return make

@@ -10,7 +10,7 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 import triofetch
+from tests._fixtures_http import held_at_the_gate
 from triofetch.testing import (
     FaultServer,
     Hang,
@@ -1146,16 +1147,10 @@ async def test_several_digests_split_between_threads_only_with_cores_to_spare(
     first = os.urandom(1 << 20) * 3
     second = os.urandom(1 << 20) * 2
     second_done = threading.Event()
-
-    def first_body() -> Iterator[bytes]:
-        # the first body's rest is held until the second download is over, so that the
-        # first one still hashes when the second one starts (a trickle of 0.24 s was
-        # outrun by the second download on a loaded machine)
-        yield first[: 1 << 20]
-        second_done.wait(20)
-        yield first[1 << 20 :]
-
-    http_server.add_generator("/first", first_body)
+    # the first body's rest is held until the second download is over, so that the first
+    # one still hashes when the second one starts (a trickle of 0.24 s was outrun by the
+    # second download on a loaded machine)
+    http_server.add_generator("/first", held_at_the_gate(first, second_done, first=1 << 20))
     http_server.add_file("/second", second)
     results: dict[str, triofetch.DownloadResult] = {}
     async with downloader(transport, temp_dir, digests=triofetch.PULP_ALGORITHMS) as dl:

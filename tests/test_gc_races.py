@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from tests._cli_helpers import Result, cli_env, publish, run_cli, run_cli_in_process, start_cli
+from tests._fixtures_http import held_at_the_gate
 from triofetch.testing import FaultServer, Slow
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
@@ -129,18 +130,6 @@ def publish_race(server: FaultServer, gate: threading.Event | None = None) -> st
         for path, data in SLOW.items():
             server.add_generator(f"/race/{path}", held_at_the_gate(data, gate))
     return url
-
-
-def held_at_the_gate(data: bytes, gate: threading.Event) -> Callable[[], Iterable[bytes]]:
-    """A body for FaultServer.add_generator: its first 2048 bytes, then the rest once
-    *gate* is set (at most 60 s later: a test that never opens it fails, not hangs)."""
-
-    def make() -> Iterator[bytes]:
-        yield data[:2048]
-        gate.wait(60)
-        yield data[2048:]
-
-    return make
 
 
 @pytest.fixture
