@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
+import struct
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -256,8 +259,6 @@ async def test_whole_body_larger_than_expected_fails(
 
 async def test_plain_socket_keeps_the_loop_fair() -> None:
     """A socket that always has data must not keep its reader from yielding."""
-    import socket
-
     from triofetch.transports._trio._wire import PlainSocket
 
     a, b = socket.socketpair()
@@ -293,8 +294,6 @@ async def test_plain_socket_keeps_the_loop_fair() -> None:
 
 
 async def test_plain_socket_close_wakes_a_waiting_reader() -> None:
-    import socket
-
     from triofetch.transports._trio._wire import PlainSocket
 
     a, b = socket.socketpair()
@@ -318,8 +317,6 @@ async def test_plain_socket_close_wakes_a_waiting_reader() -> None:
 
 
 async def test_plain_socket_readable_when_the_peer_closes() -> None:
-    import socket
-
     from triofetch.transports._trio._wire import PlainSocket
 
     a, b = socket.socketpair()
@@ -328,6 +325,112 @@ async def test_plain_socket_readable_when_the_peer_closes() -> None:
     assert sock.is_readable()
     assert await sock.receive_some(10) == b""
     sock.close()
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected pair of TCP sockets on 127.0.0.1 (client, server)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
+async def _settled() -> None:
+    """Give loopback bytes (or a FIN) sent just now time to reach the other socket."""
+    await trio.sleep(0.05)
+
+
+@pytest.mark.parametrize("ask_the_kernel", [True, False], ids=["tcp-info", "peek"])
+async def test_plain_socket_idle_check_over_tcp(ask_the_kernel: bool) -> None:
+    """The idle check of a pooled connection over real TCP, both ways it is made (Linux's
+    TCP_INFO, compared with the bytes this socket has read; a peeking recv elsewhere):
+    nothing pending is not readable; unasked bytes are, until read; a FIN or a reset is."""
+    from triofetch.transports._trio._wire import PlainSocket
+
+    if ask_the_kernel and sys.platform != "linux":
+        pytest.skip("TCP_INFO is read on Linux only")
+    client, server = _tcp_pair()
+    sock = PlainSocket(client)
+    if ask_the_kernel:
+        assert sock._tcp_info  # (TCP on Linux: the default)
+    else:
+        sock._tcp_info = False
+    try:
+        assert not sock.is_readable()
+        server.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await _settled()
+        assert sock.is_readable()  # (unasked: the check must not take them)
+        got = b""
+        while len(got) < 40:  # read in two pieces: every byte read is counted
+            got += await sock.receive_some(40 - len(got) if got else 7)
+        assert got.endswith(b"ok")
+        assert not sock.is_readable()  # all read: reusable
+        server.sendall(b"x")
+        await _settled()
+        assert sock.is_readable()
+        assert await sock.receive_waiting(10) == b"x"
+        assert not sock.is_readable()
+        server.close()  # a FIN
+        await _settled()
+        assert sock.is_readable()
+        assert sock._tcp_info is ask_the_kernel  # (the kernel's answer had the byte count)
+    finally:
+        sock.close()
+        server.close()
+
+
+async def test_plain_socket_idle_check_sees_a_reset() -> None:
+    from triofetch.transports._trio._wire import PlainSocket
+
+    client, server = _tcp_pair()
+    sock = PlainSocket(client)
+    try:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        server.close()  # a reset
+        await _settled()
+        assert sock.is_readable()
+    finally:
+        sock.close()
+
+
+async def test_plain_socket_receive_waiting_yields_first() -> None:
+    """receive_waiting (the response to a request just sent) lets the other tasks run
+    before it receives, even when the bytes are there already, and is a cancel point."""
+    from triofetch.transports._trio._wire import PlainSocket
+
+    a, b = socket.socketpair()
+    reader = PlainSocket(a)
+    b.sendall(b"there")
+    ran: list[str] = []
+
+    async def other() -> None:
+        ran.append("other")
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            assert await reader.receive_waiting(10) == b"there"
+            ran.append("reader")
+        assert ran == ["other", "reader"]
+        b.sendall(b"more")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await reader.receive_waiting(10)
+        assert scope.cancelled_caught
+        assert await reader.receive_waiting(10) == b"more"  # (nothing was taken)
+        b.sendall(b"late")
+
+        async def send_later() -> None:
+            await trio.sleep(0.05)
+            b.sendall(b"!")
+
+        assert await reader.receive_waiting(10) == b"late"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_later)
+            assert await reader.receive_waiting(10) == b"!"  # (waited for it)
+    finally:
+        reader.close()
+        b.close()
 
 
 @pytest.mark.parametrize(

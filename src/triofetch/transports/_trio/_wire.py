@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
+import sys
 from collections.abc import AsyncGenerator, Iterable
 
 import trio
@@ -175,6 +177,14 @@ def _parse_head(raw: bytes) -> Head:
 #: a PlainSocket yields to the scheduler after this many operations that did not have to wait
 _QUICK_OPS = 16
 
+#: ``struct tcp_info`` (Linux): its ``tcpi_state`` is the first byte, and
+#: ``tcpi_bytes_received`` (since Linux 4.1) a native-endian u64 at offset 128
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
+_BYTES_RECEIVED_AT = 128
+_TCP_INFO_SIZE = _BYTES_RECEIVED_AT + 8
+_BYTES_RECEIVED = struct.Struct("=Q").unpack_from
+_TCP_ESTABLISHED = 1
+
 
 class PlainSocket:
     """A connected TCP socket driven directly, for plain-HTTP connections.
@@ -187,12 +197,19 @@ class PlainSocket:
     cancellation, every few operations (so a fast sender cannot starve the other tasks).
     """
 
-    __slots__ = ("_quick", "_sock")
+    __slots__ = ("_quick", "_received", "_sock", "_tcp_info")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self._sock = sock
         self._quick = 0
+        #: bytes received so far (compared with the kernel's count in is_readable)
+        self._received = 0
+        #: is_readable may ask the kernel with TCP_INFO (see there)
+        self._tcp_info = _TCP_INFO is not None and sock.family in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        )
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -228,21 +245,39 @@ class PlainSocket:
         except BlockingIOError:
             pass
         else:
+            self._received += len(data)
             await self._quick_op()
             return data
-        return await self.receive_waiting(max_bytes)
+        return await self._receive_when_readable(max_bytes)
 
     async def receive_waiting(self, max_bytes: int) -> bytes:
         """Like :meth:`receive_some`, for bytes that cannot be there yet (the response to a
-        request just sent): waits for readability first, sparing a failing system call."""
+        request just sent): yields to the other tasks first, then receives, and waits for
+        readability only if nothing came meanwhile.
+
+        While the other connections' tasks run, the response usually arrives: one system
+        call gets it, where waiting for readability at once takes two (registering with
+        the I/O manager, then receiving) and a pass through the I/O manager's wakeups."""
+        self._quick = 0
+        await trio.lowlevel.checkpoint()
+        try:
+            data = self._sock.recv(max_bytes)
+        except BlockingIOError:
+            return await self._receive_when_readable(max_bytes)
+        self._received += len(data)
+        return data
+
+    async def _receive_when_readable(self, max_bytes: int) -> bytes:
         self._quick = 0
         sock = self._sock
         while True:
             await trio.lowlevel.wait_readable(sock)
             try:
-                return sock.recv(max_bytes)
+                data = sock.recv(max_bytes)
             except BlockingIOError:  # pragma: no cover - a spurious wakeup
                 continue
+            self._received += len(data)
+            return data
 
     async def _quick_op(self) -> None:
         self._quick += 1
@@ -251,7 +286,27 @@ class PlainSocket:
             await trio.lowlevel.checkpoint()
 
     def is_readable(self) -> bool:
-        """Readable while idle: the peer closed the connection, or sent unasked bytes."""
+        """Readable while idle: the peer closed the connection, or sent unasked bytes.
+
+        On Linux the kernel's TCP_INFO answers: the connection's state (anything but
+        ESTABLISHED means the peer closed or reset it) and the count of bytes it received,
+        beyond those this socket has read (a FIN counts one).  ``getsockopt`` keeps the GIL,
+        where a peeking ``recv`` gives it up: with a worker thread busy beside the loop,
+        every system call that gives up the GIL costs the loop a wait to get it back, and
+        this check is made on every reuse of a connection.  Elsewhere (or on a kernel whose
+        TCP_INFO has no byte count), one ``recv`` with ``MSG_PEEK``.
+        """
+        if self._tcp_info:
+            try:
+                info = self._sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+            except OSError:
+                return True
+            if len(info) >= _TCP_INFO_SIZE:
+                return (
+                    info[0] != _TCP_ESTABLISHED
+                    or _BYTES_RECEIVED(info, _BYTES_RECEIVED_AT)[0] != self._received
+                )
+            self._tcp_info = False  # (an old kernel: peek from now on)
         try:
             self._sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
