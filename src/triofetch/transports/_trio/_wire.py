@@ -179,7 +179,8 @@ _QUICK_OPS = 16
 
 #: ``struct tcp_info`` (Linux): its ``tcpi_state`` is the first byte, and
 #: ``tcpi_bytes_received`` (since Linux 4.1) a native-endian u64 at offset 128
-_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
+#: (0: not on this platform)
+_TCP_INFO: int = getattr(socket, "TCP_INFO", 0) if sys.platform == "linux" else 0
 _BYTES_RECEIVED_AT = 128
 _TCP_INFO_SIZE = _BYTES_RECEIVED_AT + 8
 _BYTES_RECEIVED = struct.Struct("=Q").unpack_from
@@ -206,7 +207,7 @@ class PlainSocket:
         #: bytes received so far (compared with the kernel's count in is_readable)
         self._received = 0
         #: is_readable may ask the kernel with TCP_INFO (see there)
-        self._tcp_info = _TCP_INFO is not None and sock.family in (
+        self._tcp_info = _TCP_INFO != 0 and sock.family in (
             socket.AF_INET,
             socket.AF_INET6,
         )
