@@ -8,6 +8,15 @@ The store now decides it when completing, under the repository's lock, against t
 version too.  Each test holds one run at a point (its version opened, nothing committed
 yet) while the other runs, so the race is the same every time: both backends, a new
 repository and an existing one, both finishing orders, the creator and ``triofetch sync``.
+
+Three runs at once, two of one content and one of another numbered above them, made two
+identical versions when the other content's run finished between the two: the second
+compared its version with the one it started from and the latest, the other content's, and
+not with the first's, no longer the latest.  It compares with the complete versions next to
+it in number order now (the latest, the nearest below and above); three runs are let
+finish in every order.  A version the same as one further back is a change: a run of the
+content of two versions ago, started last and finishing last, makes the latest version
+(it used to be found the same as the version it started from, and discarded).
 """
 
 from __future__ import annotations
@@ -64,6 +73,41 @@ async def dl() -> AsyncIterator[triofetch.Downloader]:
         yield d
 
 
+async def overlapping(
+    store: Store,
+    dl: triofetch.Downloader,
+    inputs: dict[str, list[DeclarativeUnit]],
+    finish: Iterable[str],
+    *,
+    mirror: bool = False,
+) -> dict[str, triofetch.CreateReport]:
+    """Runs of *inputs* into repository ``r`` at once, by name: each opens its version in
+    the order of *inputs* (so their numbers follow that order) before any commits a unit,
+    then they are let go one at a time in the order *finish*, each once the one before it
+    finished.  Their reports, by name."""
+    reports: dict[str, triofetch.CreateReport] = {}
+    opened = {name: trio.Event() for name in inputs}
+    go = {name: trio.Event() for name in inputs}
+    done = {name: trio.Event() for name in inputs}
+
+    async def run(which: str) -> None:
+        creator = triofetch.ContentUnitCreator(store, dl)
+        source = held(inputs[which], opened[which], go[which])
+        reports[which] = await creator.run(source, repository="r", mirror=mirror)
+        done[which].set()
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for name in inputs:
+                nursery.start_soon(run, name)
+                await opened[name].wait()
+            for name in finish:
+                go[name].set()
+                await done[name].wait()
+    assert reports.keys() == inputs.keys()
+    return reports
+
+
 async def race(
     store: Store,
     dl: triofetch.Downloader,
@@ -77,27 +121,9 @@ async def race(
     ``r``, both with their version opened before either commits a unit: (the held run's
     report, the other's).  The held one finishes after the other with
     *held_finishes_last*, else first."""
-    reports: dict[str, triofetch.CreateReport] = {}
-    opened = {"held": trio.Event(), "other": trio.Event()}
-    go = {"held": trio.Event(), "other": trio.Event()}
-    done = {"held": trio.Event(), "other": trio.Event()}
     inputs = {"held": units, "other": units if other_units is None else other_units}
-
-    async def run(which: str) -> None:
-        creator = triofetch.ContentUnitCreator(store, dl)
-        source = held(inputs[which], opened[which], go[which])
-        reports[which] = await creator.run(source, repository="r", mirror=mirror)
-        done[which].set()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run, "held")
-        await opened["held"].wait()
-        nursery.start_soon(run, "other")
-        await opened["other"].wait()
-        first, last = ("other", "held") if held_finishes_last else ("held", "other")
-        go[first].set()
-        await done[first].wait()
-        go[last].set()
+    finish = ("other", "held") if held_finishes_last else ("held", "other")
+    reports = await overlapping(store, dl, inputs, finish, mirror=mirror)
     return reports["held"], reports["other"]
 
 
@@ -193,6 +219,45 @@ async def test_runs_with_different_content_still_make_their_versions(
     }
 
 
+#: every order three runs can finish in
+_FINISHES = list(itertools.permutations(["p1", "p2", "q"]))
+
+
+@pytest.mark.parametrize("finish", _FINISHES, ids=["-".join(f) for f in _FINISHES])
+async def test_three_runs_make_one_version_of_each_content_whatever_order_they_finish_in(
+    http_server: FaultServer, store: Store, dl: triofetch.Downloader, finish: tuple[str, ...]
+) -> None:
+    """Three runs at once from version 1: two of one input (p1, p2: versions 2 and 3) and
+    one of another (q: version 4).  The first of p1 and p2 to finish makes the version of
+    their content, the other reports it, not created; q makes its own.  When q finished
+    between them, its version 4 was the latest and the second p run compared its version
+    only with that one and with version 1, and completed it: versions 2 and 3 held the
+    same units, and neither was the latest."""
+    base = {"a.txt": b"a\n" * 30}
+    first = await triofetch.ContentUnitCreator(store, dl).run(
+        units_of(http_server, base), repository="r"
+    )
+    assert (first.created, first.version) == (True, 1)
+    p = units_of(http_server, {**base, "p.txt": b"p\n" * 30})
+    q = units_of(http_server, {**base, "q.txt": b"q\n" * 30})
+    reports = await overlapping(store, dl, {"p1": p, "p2": p, "q": q}, finish)
+    assert all(r.ok for r in reports.values()), reports
+    infos = await store.versions("r")
+    assert all(v.complete for v in infos), infos
+    held = {n: {k[0] for k in keys_of(await store.list_units("r", n))} for n in numbers(infos)}
+    p_first, p_last = [name for name in finish if name != "q"]
+    made = reports[p_first].version
+    assert made in (2, 3) and reports[p_first].created, reports
+    # one version per content: versions 2 and 3 used to both hold p's, when q finished
+    # between p1 and p2
+    assert held == {1: {"a.txt"}, made: {"a.txt", "p.txt"}, 4: {"a.txt", "q.txt"}}, held
+    assert (reports[p_last].created, reports[p_last].version) == (False, made)
+    assert reports[p_last].units_replaced == 0 and reports[p_last].replaced == []
+    assert (reports["q"].created, reports["q"].version) == (True, 4)
+    # the latest is the highest number, whatever order they finished in
+    assert reports[finish[-1]].latest_version == 4
+
+
 # -- the store: complete_if_changed ---------------------------------------------------------
 
 
@@ -227,6 +292,73 @@ async def test_complete_if_changed_makes_one_version_of_one_content(store: Store
     assert (await store.complete_if_changed(empty, None)).id == empty.id
     with pytest.raises(triofetch.InvalidInput, match="previous"):
         await store.complete_if_changed(await store.new_version("e"), 1)  # type: ignore[arg-type]
+
+
+async def test_complete_if_changed_finds_a_version_completed_meanwhile_that_is_not_the_latest(
+    store: Store,
+) -> None:
+    """Versions 2 and 3 of one content, 4 of another, all started from version 1: with 2
+    and then 4 complete, 3 is the same as 2, which is no longer the latest but was
+    completed after 1 (the version 3 started from): 3 is discarded, 2 returned.  A version
+    the same as one completed *before* the one it started from is a change, and made."""
+    base, p, q = [await stored_unit(store, name) for name in ("base", "p", "q")]
+    one = await store.new_version("r")
+    assert not (await store.commit_units([base], version=one)).failed
+    one = await store.complete_if_changed(one, None)
+    two, three, four = [await store.new_version("r") for _ in range(3)]
+    assert [v.number for v in (two, three, four)] == [2, 3, 4]
+    for version, unit in ((two, p), (three, p), (four, q)):
+        assert not (await store.commit_units([unit], version=version)).failed
+    assert (await store.complete_if_changed(two, one)).id == two.id
+    assert (await store.complete_if_changed(four, one)).id == four.id
+    kept = await store.complete_if_changed(three, one)
+    assert (kept.id, kept.number, kept.complete) == (two.id, 2, True)
+    assert [(v.number, v.complete) for v in await store.versions("r")] == [
+        (1, True),
+        (2, True),
+        (4, True),
+    ]
+    assert (await store.latest_version("r")).number == 4  # type: ignore[union-attr]
+
+    # from 4 (q's): a version holding p's units again, as 2 does, is made: 2 was complete
+    # before the run started, and the latest (4) holds other units
+    five = await store.new_version("r", base=2)
+    assert (await store.complete_if_changed(five, await store.get_version("r", 4))).id == five.id
+    assert numbers(await store.versions("r")) == [1, 2, 4, 5]
+
+
+async def test_complete_if_changed_makes_a_version_the_same_as_one_further_back(
+    store: Store,
+) -> None:
+    """The numbers are the history's order: a version the same as its neighbour in that
+    order changes nothing, one the same as a version further back is a change.  From
+    version 1 (x), runs of y (2) and of x again (3) that finish in that order: 3 is made
+    and is the latest — it was discarded as "the same as the version it started from",
+    and the repository stayed at y although the last run to start, and to finish, had x.
+    And with runs of x (2), y (3), x (4) finishing in order, 4 is made, not found the same
+    as 2, which a version of other content follows."""
+    x, y = [await stored_unit(store, name) for name in ("x", "y")]
+    one = await store.new_version("r")
+    assert not (await store.commit_units([x], version=one)).failed
+    one = await store.complete_if_changed(one, None)
+    two, three = [await store.new_version("r", base=None) for _ in range(2)]
+    for version, unit in ((two, y), (three, x)):
+        assert not (await store.commit_units([unit], version=version)).failed
+    assert (await store.complete_if_changed(two, one)).id == two.id
+    made = await store.complete_if_changed(three, one)
+    assert (made.id, made.number) == (three.id, 3)
+    latest = await store.latest_version("r")
+    assert latest is not None and latest.number == 3
+    assert [u.key.natural_key for u in await store.list_units("r", 3)] == [x.natural_key]
+
+    four, five, six = [await store.new_version("r", base=None) for _ in range(3)]
+    for version, unit in ((four, y), (five, x), (six, y)):
+        assert not (await store.commit_units([unit], version=version)).failed
+    three_again = await store.get_version("r", 3)
+    assert (await store.complete_if_changed(four, three_again)).id == four.id
+    assert (await store.complete_if_changed(five, three_again)).id == five.id
+    assert (await store.complete_if_changed(six, three_again)).id == six.id
+    assert numbers(await store.versions("r")) == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.postgres
@@ -271,18 +403,17 @@ async def test_completions_at_once_take_turns_on_the_repositorys_lock(
         assert [v.number for v in await store.versions("r")] == [kept[0].number]
 
 
-# -- a property: rounds of one run or two at once -------------------------------------------
+# -- a property: rounds of one run, or two or three at once ---------------------------------
 
 _examples = itertools.count()
 
 #: a source: up to four files, each with one of two contents
 sources = st.dictionaries(st.sampled_from(["a", "b", "c", "d/e"]), st.sampled_from([1, 2]))
-#: a round: one run of a source, or two at once (of the same source, or of two), one of
-#: them held until the other finished (or the other way round)
-rounds = st.one_of(
-    st.tuples(sources),
-    st.tuples(sources, st.none(), st.booleans()),
-    st.tuples(sources, sources, st.booleans()),
+#: a round: one run of a source, or two or three at once (each of the first run's source,
+#: None, or of its own), let go one at a time in the order given (by index), each once the
+#: one before it finished
+rounds = st.tuples(sources, st.lists(st.one_of(st.none(), sources), max_size=2)).flatmap(
+    lambda r: st.tuples(st.just(r[0]), st.just(r[1]), st.permutations(range(1 + len(r[1]))))
 )
 
 
@@ -294,9 +425,10 @@ async def test_no_version_is_made_the_same_as_the_one_before_it(
     http_server_module: FaultServer, plan: list[tuple[Any, ...]], mirror: bool
 ) -> None:
     """However runs overlap: no complete version holds the same units as the complete
-    version numbered just before it; a round of two runs of one source makes at most one
-    version; each run's report names a complete version holding its input (exactly, with
-    mirror), and ``created`` only for a version that run made."""
+    version numbered just before it; the latest version holds the content of the round's
+    last-numbered run (the last to start), or of a run that finished after it; each run's
+    report names a complete version holding its input (exactly, with mirror), and
+    ``created`` only for a version that run made."""
     prefix = f"prop{next(_examples)}"
 
     def units(source: dict[str, int]) -> list[DeclarativeUnit]:
@@ -312,28 +444,19 @@ async def test_no_version_is_made_the_same_as_the_one_before_it(
             triofetch.Downloader(connections=4, retries=0) as dl,
         ):
             made: set[int] = set()
-            for step in plan:
+            for first, more, finish in plan:
                 before = numbers(await store.versions("r")) if made else []
-                inputs = [units(step[0])]
-                if len(step) == 1:
-                    reports = [
-                        await triofetch.ContentUnitCreator(store, dl).run(
-                            inputs[0], repository="r", mirror=mirror
-                        )
-                    ]
-                else:
-                    inputs.append(inputs[0] if step[1] is None else units(step[1]))
-                    reports = list(
-                        await race(
-                            store,
-                            dl,
-                            inputs[0],
-                            other_units=inputs[1],
-                            held_finishes_last=step[2],
-                            mirror=mirror,
-                        )
-                    )
-                note(f"{step}: {[(r.version, r.created) for r in reports]}")
+                given = [first, *(first if s is None else s for s in more)]
+                inputs = [units(source) for source in given]
+                by_name = await overlapping(
+                    store,
+                    dl,
+                    {str(i): run_units for i, run_units in enumerate(inputs)},
+                    [str(i) for i in finish],
+                    mirror=mirror,
+                )
+                reports = [by_name[str(i)] for i in range(len(inputs))]
+                note(f"{given} {finish}: {[(r.version, r.created) for r in reports]}")
                 infos = await store.versions("r")
                 assert all(v.complete for v in infos), infos
                 complete = numbers(infos)
@@ -341,8 +464,12 @@ async def test_no_version_is_made_the_same_as_the_one_before_it(
                 for older, newer in itertools.pairwise(complete):
                     assert held[older] != held[newer], (older, newer, held)
                 new = set(complete) - set(before)
-                if len(step) == 3 and step[1] is None:
-                    assert len(new) <= 1, (step, new)
+                # the runs' versions are numbered in the order of `given`: the last one's
+                # content is the latest, unless a run finished after it made another
+                last = len(given) - 1
+                after_last = [last, *finish[finish.index(last) + 1 :]]
+                latest_may_hold = [held[reports[i].version] for i in after_last]
+                assert held[complete[-1]] in latest_may_hold, (given, finish, reports, held)
                 for report, given_units in zip(reports, inputs, strict=True):
                     assert report.ok and report.version in complete, report
                     if mirror:
@@ -488,3 +615,42 @@ def test_two_syncs_at_once_print_what_a_sync_that_changes_nothing_prints(
         assert {k: report[k] for k in quiet} == quiet, report
         assert report["units"]["replaced"] == 0 and "replaced" not in other_result.err
     assert run_cli("verify", *where).code == 0
+
+
+def test_three_syncs_at_once_make_no_second_version_of_one_source(
+    tmp_path: Path, store_url: str
+) -> None:
+    """Three ``triofetch sync`` processes into a new repository at once, each held by its
+    server after it opened its version: two of source P (versions 1 and 2), one of source
+    Q (version 3).  The first P sync finishes, then the Q sync, then the second P sync:
+    it finds P's content in version 1, completed while it ran though not the latest, and
+    prints ``up to date at version 1``.  It used to make version 2, the same as 1."""
+    root = tmp_path / "root"
+    where = ["--root", str(root)] + ([] if store_url.startswith("sqlite") else ["--db", store_url])
+    p = GatedSource({f"p{i}.txt": b"p %d\n" % i * 60 for i in range(3)}, "p1.txt", holds=2)
+    q = GatedSource({f"q{i}.txt": b"q %d\n" % i * 60 for i in range(3)}, "q1.txt", holds=1)
+    with p.serving(), q.serving():
+        procs = []
+        for source, turn in ((p, 0), (p, 1), (q, 0)):
+            procs.append(start_cli("sync", source.url, *where, "--repository", "r", "--json"))
+            wait_arrived(source, turn, procs[-1])
+        try:
+            p.released[0].set()
+            first = finished(procs[0])
+            q.released[0].set()
+            other = finished(procs[2])
+            p.released[1].set()
+            last = finished(procs[1])
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+    for result in (first, other, last):
+        assert result.code == 0 and "Traceback" not in result.err, result
+    quiet = {"version": 1, "created": False, "replaced": []}
+    assert {k: first.json()[k] for k in quiet} == {**quiet, "created": True}
+    assert {k: other.json()[k] for k in quiet} == {**quiet, "version": 3, "created": True}
+    assert {k: last.json()[k] for k in quiet} == quiet, last
+    listed = run_cli("versions", *where, "--repository", "r", "--json").json()
+    assert [(v["number"], v["complete"]) for v in listed] == [(1, True), (3, True)], listed

@@ -171,9 +171,10 @@ class ContentUnitCreator:
         previous version's units; with it, it holds exactly the input's.  The version is
         completed only when every unit succeeded and something changed; otherwise it is
         discarded, while the committed units stay for reuse.  "Changed" is decided when
-        the run finishes, under the repository's lock: a version holding the units of the
-        version it started from, or of the latest version then (another run of the same
-        content may have completed it meanwhile), is not made.
+        the run finishes, under the repository's lock: a version holding the units of a
+        complete version next to it in number order then (the latest, or the nearest below
+        or above it: the version it started from, or one another run of the same content
+        completed meanwhile) is not made.
 
         Returns a :class:`CreateReport`; failed units are listed there (not raised) unless
         ``fail_fast`` is set.  Cancelling the run stops it promptly: a commit that started

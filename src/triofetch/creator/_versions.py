@@ -40,12 +40,12 @@ async def finish_version(
     """Complete *version* if the run succeeded and changed something, else discard it.
 
     Returns the complete version that holds the run's content: *version* when it was
-    completed; else the one it turned out the same as (*previous*, or the latest version,
-    which another run may have completed meanwhile); None after a failure.  Whether it
+    completed; else the one it turned out the same as (*previous*, or a version another run
+    completed meanwhile next to it in number order); None after a failure.  Whether it
     changed something is decided by the store under the repository's lock
-    (:meth:`Store.complete_if_changed`), so two runs finishing the same content at once make
-    one version.  The first version of a repository is completed even when empty: it is
-    where the (empty) content is.
+    (:meth:`Store.complete_if_changed`), so runs finishing the same content at once make one
+    version.  The first version of a repository is completed even
+    when empty: it is where the (empty) content is.
     """
     kept = None
     with trio.CancelScope(shield=True):

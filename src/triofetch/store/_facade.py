@@ -411,14 +411,19 @@ class Store:
         """Complete *version* if it changes something; return the version holding its units.
 
         *previous* is the latest version when *version* was started (None for a new
-        repository).  When *version* holds the same units as *previous* (nothing changed) or
-        as the repository's latest complete version now (another writer completed the same
-        content meanwhile), *version* is discarded, as by :meth:`discard_version`, and that
-        version is returned; else *version* is completed and returned (``complete``).  It is
-        decided in the transaction that completes or discards, under the lock
-        :meth:`new_version` takes on the repository: two writers finishing the same content
-        at once make one version, as one after the other would.  A new repository's first
-        version is completed even when empty.
+        repository); it is checked, but the decision does not need it.  When *version*
+        holds the same units as a complete version next to it in the repository's history
+        — the latest now, or the nearest complete version numbered below or above it
+        (without other writers, that is *previous*: nothing changed) — *version* is
+        discarded, as by :meth:`discard_version`, and that version is returned; else
+        *version* is completed and returned (``complete``).  A version the same as one
+        further back (the content of two versions ago) is a change, and is made: the
+        latest version holds the content of the writer numbered last, or of one that
+        finished after it.  It is decided in the transaction that completes or discards,
+        under the lock :meth:`new_version` takes on the repository: writers finishing the
+        same content at once make one version, as one after the other would, however many
+        writers of other content finish in between.  A new repository's first version is
+        completed even when empty.
         """
         _check_version(version)
         if previous is not None:

@@ -323,12 +323,22 @@ def _same_units(db: Dialect, conn: Any, version_id: int, other_id: int) -> bool:
 def complete_if_changed(
     db: Dialect, version: VersionHandle, previous: VersionHandle | None
 ) -> VersionHandle:
-    """Complete *version*, unless it holds the units of the repository's latest complete
-    version or of *previous*: then discard it, and return that version instead.
+    """Complete *version*, unless it holds the units of a complete version next to it:
+    the latest, or the nearest complete version numbered below it or above it (without
+    another run, the nearest below is *previous*, the latest when it was started).  Then
+    discard it, and return that version instead.
+
+    The numbers say the order of the repository's history: a version the same as its
+    neighbour in that order changes nothing, whatever other runs completed meanwhile; a
+    version the same as one further back (the content of two versions ago, say) is a
+    change, and is made.  So of several writers completing the same content at once the
+    first to finish makes the version and the others find it, also when a writer of
+    other content completed a version numbered above it in between; and the latest
+    version always holds the content of the run that was numbered last.
 
     One transaction, with the repository's row locked first (as :func:`new_version` locks
-    it; SQLite writers take turns anyway): of two writers completing the same content at
-    once, the second finds the first's version the latest and makes none.
+    it; SQLite writers take turns anyway).  (*previous* is not needed to decide: it is
+    kept in the signature, and checked by the store's facade.)
     """
 
     def work(conn: Any) -> VersionHandle:
@@ -347,22 +357,10 @@ def complete_if_changed(
             raise VersionNotWritable(
                 f"version {version.number} of {version.repository!r} is complete"
             )
-        latest = _version_row(db, conn, rid, "latest")
-        candidates = [latest]
-        if previous is not None and (latest is None or latest[0] != previous.id):
-            # (the version the run started from: gone if pruned meanwhile)
-            again = conn.execute(
-                db.sql(
-                    "SELECT id, number, complete FROM repository_versions "
-                    "WHERE id = ? AND repository_id = ? AND complete"
-                ),
-                (previous.id, rid),
-            ).fetchone()
-            candidates.append(None if again is None else (int(again[0]), int(again[1]), True))
-        for found in candidates:
-            if found is not None and _same_units(db, conn, version.id, found[0]):
+        for found_id, found_number in _neighbours(db, conn, rid, number):
+            if _same_units(db, conn, version.id, found_id):
                 _discard(db, conn, version.id, rid, number)
-                return VersionHandle(found[0], version.repository, found[1], True)
+                return VersionHandle(found_id, version.repository, found_number, True)
         conn.execute(
             db.sql("UPDATE repository_versions SET complete = ? WHERE id = ?"),
             (True, version.id),
@@ -370,6 +368,26 @@ def complete_if_changed(
         return VersionHandle(version.id, version.repository, version.number, True)
 
     return db.run_write(work)
+
+
+def _neighbours(db: Dialect, conn: Any, repository_id: int, number: int) -> list[tuple[int, int]]:
+    """(id, number) of the complete versions a version numbered *number* is compared with
+    when completed: the latest, and the nearest complete ones below and above *number*
+    (each once)."""
+    found: list[tuple[int, int]] = []
+    latest = _version_row(db, conn, repository_id, "latest")
+    if latest is not None:
+        found.append((latest[0], latest[1]))
+    for sql in (
+        "SELECT id, number FROM repository_versions WHERE repository_id = ? AND complete "
+        "AND number < ? ORDER BY number DESC LIMIT 1",
+        "SELECT id, number FROM repository_versions WHERE repository_id = ? AND complete "
+        "AND number > ? ORDER BY number LIMIT 1",
+    ):
+        near = conn.execute(db.sql(sql), (repository_id, number)).fetchone()
+        if near is not None:
+            found.append((int(near[0]), int(near[1])))
+    return list(dict.fromkeys(found))  # (each once, first place kept)
 
 
 def _discard(db: Dialect, conn: Any, version_id: int, repository_id: int, number: int) -> None:
