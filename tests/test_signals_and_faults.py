@@ -44,7 +44,7 @@ from triofetch import InvalidInput, StoreError, open_store, parse_pulp_manifest
 from triofetch.__main__ import main
 from triofetch._cli._startup import EXIT_INTERNAL, internal_error_line, stop_message
 from triofetch.manifest import manifest_base_url
-from triofetch.testing import FaultServer, Slow
+from triofetch.testing import FaultServer, PostgresServer, Slow
 
 
 def temp_files(root: Path) -> list[str]:
@@ -591,8 +591,82 @@ def test_unreachable_postgresql_fails_at_once_with_one_line(tmp_path: Path, comm
     line = one_line(result.err)
     assert "s3cret-pw" not in result.err and "someone" not in result.err
     assert "postgresql://***@127.0.0.1" in line and "Connection refused" in line
+    # it says what happened: refused at once, not a timeout ("within 10 s" was read as one)
+    assert "the connection was refused at once: no server is listening on that port" in line
+    assert "within" not in line and "timed out" not in line, line
     assert elapsed < 8, elapsed  # refused: no waiting for the pool's timeout
     assert not (tmp_path / "root" / "triofetch.sqlite3").exists()
+
+
+def test_refused_postgresql_in_json_says_refused(tmp_path: Path) -> None:
+    """The --json error of a refused connection: kind ``store``, status 2, the same
+    message as the line, refused and not timed out, no password."""
+    url = f"postgresql://someone:s3cret-pw@127.0.0.1:{_closed_port()}/store"
+    result = run_cli("list", "--repository", "r", "--db", url, "--json", timeout=20)
+    assert result.code == 2, result
+    error = json.loads(result.out)["error"]
+    assert error["kind"] == "store", error
+    assert error["message"] == one_line(result.err).removeprefix("triofetch: error: ")
+    assert "the connection was refused at once" in error["message"], error
+    assert "within" not in error["message"] and "timed out" not in error["message"]
+    assert "s3cret-pw" not in result.out + result.err
+
+
+@pytest.fixture
+def postgres_password_role(postgres_server: PostgresServer) -> Iterator[tuple[str, str]]:
+    """A role of the session's server that must give its password (scram-sha-256 from
+    127.0.0.1: one line put first in pg_hba.conf, for this role only, taken out after)."""
+    role, password = "tf_pw_role", "r1ght-pw-9"
+    hba = postgres_server.data_dir / "pg_hba.conf"
+    before = hba.read_text()
+    postgres_server.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    try:
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + before)
+        postgres_server.execute("SELECT pg_reload_conf()")
+        yield role, password
+    finally:
+        hba.write_text(before)
+        postgres_server.execute("SELECT pg_reload_conf()")
+        postgres_server.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.postgres
+def test_wrong_postgresql_password_says_authentication_failed(
+    postgres_server: PostgresServer, postgres_password_role: tuple[str, str], tmp_path: Path
+) -> None:
+    """A real server refusing a wrong password (and a missing one): status 2, kind
+    ``store``, one line saying authentication failed — not that it timed out — and no
+    password, the wrong one included."""
+    role, password = postgres_password_role
+    base = f"127.0.0.1:{postgres_server.port}/postgres"
+    right = run_cli_in_process(
+        "list", "--repository", "r", "--db", f"postgresql://{role}:{password}@{base}"
+    )
+    assert "no triofetch store" in right.err, right  # (the right password gets in)
+    cases = {
+        f"postgresql://{role}:wr0ng-pw-7@{base}": "the server refused the user name or password",
+        f"postgresql://{role}@{base}": "the server asks for a password and none was given",
+    }
+    for url, said in cases.items():
+        started = time.monotonic()
+        result = run_cli(
+            "list",
+            "--repository",
+            "r",
+            "--db",
+            url,
+            "--json",
+            env={"PGPASSFILE": str(tmp_path / "none")},
+        )
+        assert result.code == 2, result
+        line = one_line(result.err)
+        assert f"authentication failed: {said}" in line, line
+        assert "within" not in line and "timed out" not in line, line
+        assert "wr0ng-pw-7" not in result.out + result.err
+        assert "postgresql://***@127.0.0.1" in line
+        error = json.loads(result.out)["error"]
+        assert error == {"kind": "store", "message": line.removeprefix("triofetch: error: ")}
+        assert time.monotonic() - started < 8
 
 
 def test_silent_postgresql_fails_within_the_connect_timeout(tmp_path: Path) -> None:
@@ -611,7 +685,7 @@ def test_silent_postgresql_fails_within_the_connect_timeout(tmp_path: Path) -> N
     assert result.code == 2, result
     line = one_line(result.err)
     assert "s3cret-pw" not in result.err
-    assert "within 2 s" in line, line
+    assert "timed out: the server did not answer within 2 s" in line, line
     assert elapsed < 8, elapsed
 
 
@@ -631,7 +705,9 @@ async def test_open_store_connect_timeout() -> None:
     with pytest.raises(StoreError) as caught:
         await open_store(url, connect_timeout=1.5)
     assert trio.current_time() - started < 5
-    assert "s3cret-pw" not in str(caught.value) and "within 1.5 s" in str(caught.value)
+    message = str(caught.value)
+    assert "s3cret-pw" not in message and "refused at once" in message, message
+    assert "within" not in message, message  # (refused: no timeout was waited for)
 
 
 @pytest.mark.postgres

@@ -278,8 +278,10 @@ def open_store(
 
     *connect_timeout* bounds, in seconds, the wait for a PostgreSQL server (default
     :data:`DEFAULT_CONNECT_TIMEOUT`, 10): a server that refuses connections fails at once, one
-    that does not answer within about that time raises :class:`~triofetch.StoreError` saying
-    why, the URL's password redacted.  SQLite ignores it.
+    that does not answer within about that time (libpq counts whole seconds, at least 2)
+    fails then; each raises :class:`~triofetch.StoreError` saying what happened (the
+    connection was refused, the host name does not resolve, authentication failed, it timed
+    out) and libpq's reason, the URL's password redacted.  SQLite ignores it.
 
     Use either ``store = await open_store(...)`` (then ``await store.aclose()``) or
     ``async with open_store(...) as store:``.

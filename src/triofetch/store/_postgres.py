@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -48,6 +49,54 @@ _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetect
 _LEASE_LOCK = 0x74666C65617365  # "tflease"
 
 
+#: the lines, after the first, of psycopg's message for several failed attempts (one per
+#: address of the host names: ``- host: 'h', port: 'p', hostaddr: 'a': REASON``)
+_ATTEMPTS = re.compile(r"^- host: .*?, port: .*?, hostaddr: .*?: ", re.MULTILINE)
+
+
+def _why_not_connected(exc: psycopg.Error, timeout: int) -> str | None:
+    """What happened, in words a user can act on, when libpq could not connect (every
+    attempt failed the same way), or None when it is none of the usual causes.
+
+    Told apart by psycopg's exception class (a timeout) and by libpq's own words, which do
+    not depend on the locale (Python leaves ``LC_MESSAGES`` at C): libpq gives no code for
+    them.  Only the label is taken from here; libpq's reason is shown beside it."""
+    text = str(exc)
+    marker = "Multiple connection attempts failed. All failures were:"
+    attempts = _ATTEMPTS.split(text.partition(marker)[2])[1:] if marker in text else [text]
+    timed_out = getattr(psycopg.errors, "ConnectionTimeout", ())  # (psycopg >= 3.2)
+    labels = set()
+    for attempt in attempts:
+        if "timeout expired" in attempt or (len(attempts) == 1 and isinstance(exc, timed_out)):
+            labels.add(f"timed out: the server did not answer within {timeout} s")
+        elif "Connection refused" in attempt:
+            labels.add("the connection was refused at once: no server is listening on that port")
+        elif "on socket" in attempt and "No such file or directory" in attempt:
+            labels.add("no server is listening on that Unix socket: its file is not there")
+        elif "failed to resolve host" in attempt or "could not translate host name" in attempt:
+            labels.add("the host name does not resolve")
+        elif "no password supplied" in attempt or (
+            exc.pgconn is not None and exc.pgconn.needs_password and not exc.pgconn.used_password
+        ):
+            labels.add("authentication failed: the server asks for a password and none was given")
+        elif "authentication failed" in attempt:
+            labels.add("authentication failed: the server refused the user name or password")
+        elif "no pg_hba.conf entry" in attempt:
+            labels.add("the server does not let this user connect from here (pg_hba.conf)")
+        else:
+            return None
+    return labels.pop() if len(labels) == 1 else None
+
+
+def _connect_failure(exc: psycopg.Error, conninfo: str, timeout: int, purpose: str = "") -> str:
+    """The one line saying why libpq could not connect to *conninfo*: what happened, then
+    libpq's own reason, the password redacted from both."""
+    reason = redact_in(" ".join(str(exc).split()), conninfo)  # (libpq quotes it)
+    why = _why_not_connected(exc, timeout)
+    said = f"{why} ({reason})" if why else reason
+    return f"cannot connect to PostgreSQL at {redact_url(conninfo)}{purpose}: {said}"
+
+
 class _ConnectionLost(psycopg.OperationalError):
     """A transaction's connection turned out dead before it could have committed (it is
     run again: see ``PostgresBackend._transaction``)."""
@@ -61,14 +110,14 @@ class AdvisoryLease(LeaseHandle):
     """
 
     def __init__(self, conninfo: str, timeout: float) -> None:
+        libpq_timeout = max(2, round(timeout))  # (libpq's least: 2 s)
         try:
             self._conn: psycopg.Connection[tuple[Any, ...]] | None = psycopg.connect(
-                conninfo, autocommit=True, connect_timeout=max(1, round(timeout))
+                conninfo, autocommit=True, connect_timeout=libpq_timeout
             )
         except psycopg.Error as exc:
             raise StoreError(
-                f"cannot connect to {redact_url(conninfo)} for the writers' lease: "
-                f"{redact_in(str(exc), conninfo)}"
+                _connect_failure(exc, conninfo, libpq_timeout, " for the writers' lease")
             ) from exc
 
     def try_acquire(self, exclusive: bool) -> bool:
@@ -150,16 +199,13 @@ class PostgresBackend(Dialect):
 
     def _probe(self, libpq_timeout: int) -> None:
         """Connect once, directly: a server that cannot be reached fails here, at once when
-        it refuses and within the timeout otherwise, with libpq's reason (the pool would
-        retry until its timeout and only say that it timed out)."""
+        it refuses and within the timeout otherwise, saying which of them happened, with
+        libpq's reason (the pool would retry until its timeout and only say that it timed
+        out)."""
         try:
             psycopg.connect(self.conninfo, connect_timeout=libpq_timeout).close()
         except psycopg.Error as exc:
-            reason = redact_in(" ".join(str(exc).split()), self.conninfo)  # (libpq quotes it)
-            raise StoreError(
-                f"cannot connect to PostgreSQL at {redact_url(self.conninfo)} within "
-                f"{self.connect_timeout:g} s: {reason}"
-            ) from exc
+            raise StoreError(_connect_failure(exc, self.conninfo, libpq_timeout)) from exc
 
     def open(self) -> None:
         # libpq counts whole seconds (and at least 2); the pool's own wait is the option
