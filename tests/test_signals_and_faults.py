@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ from tests._cli_helpers import (
 from tests._invariants import check_invariants
 from triofetch import InvalidInput, StoreError, open_store, parse_pulp_manifest
 from triofetch.__main__ import main
+from triofetch._cli import _export
 from triofetch._cli._startup import EXIT_INTERNAL, internal_error_line, stop_message
 from triofetch.manifest import manifest_base_url
 from triofetch.testing import FaultServer, PostgresServer, Slow
@@ -855,6 +857,102 @@ def test_a_reexport_stopped_by_sigterm_leaves_no_old_manifest(
     assert again.code == 0, again
     lines = (dest / "PULP_MANIFEST").read_text().splitlines()
     assert sorted(lines) == sorted((tmp_path / "v2" / "PULP_MANIFEST").read_text().splitlines())
+
+
+def _walking_under(pid: int, dest: Path, prefix: str) -> bool:
+    """Whether process *pid* holds a directory of *dest* named *prefix*... open: the sweep
+    for killed exports' temp files opens each directory under DEST (the export itself
+    writes elsewhere)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith(f"{dest}/{prefix}"):
+            return True
+    return False
+
+
+def _frozen(pid: int) -> bool:
+    """Whether process *pid* is stopped (``T`` in ``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as stat_file:
+        return stat_file.read().rpartition(")")[2].split()[0] in ("T", "t")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_export_interrupted_while_it_sweeps_a_large_dest(tmp_path: Path) -> None:
+    """Ctrl-C while export walks a large DEST for the temp files of killed exports: the
+    walk (a worker thread's) did not look at the signal, so the export went on to its end
+    — every directory, then every file and the PULP_MANIFEST — and only then said
+    ``interrupted``.  Now it stops in the walk: status 130, one line saying nothing was
+    written, no file nor manifest, the temp files of the directories not reached yet left
+    (removed by the next export), a live export's never touched.
+
+    Frozen (SIGSTOP) while the process holds a directory of DEST open — the walk's own
+    descriptor, read in /proc — so that the signal comes mid-walk, whatever the speed."""
+    root = tmp_path / "root"
+    synced = run_cli_in_process("sync", file_manifest(tmp_path / "src", 1), "--root", root,
+                                "--repository", "r")  # fmt: skip
+    assert synced.code == 0, synced
+    # a DEST of 100 x 100 directories (on a tmpfs when there is one: quick to make)
+    shm = Path("/dev/shm")
+    base = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    try:
+        dest = (base or tmp_path) / "dest"
+        tops = [dest / f"w{i:03}" for i in range(100)]
+        for top in tops:
+            for j in range(100):
+                (top / f"{j:03}").mkdir(parents=True)
+        name_it = "from triofetch._cli import _export; print(_export._temp_name())"
+        dead_name = subprocess.run(  # named by a process that has ended
+            [sys.executable, "-c", name_it], env=cli_env(), capture_output=True, text=True,
+            timeout=60, check=True,
+        ).stdout.strip()  # fmt: skip
+        live = [tops[0] / "000" / _export._temp_name(), tops[-1] / _export._temp_name()]
+        for path in live:  # this process's: alive
+            path.write_bytes(b"being copied")
+        for _attempt in range(5):
+            for top in tops:
+                (top / dead_name).write_bytes(b"left by a killed export")
+            proc = start_cli("export", "--root", root, "--repository", "r", dest)
+            deadline = time.monotonic() + 30
+            while not _walking_under(proc.pid, dest, "w") and proc.poll() is None:
+                assert time.monotonic() < deadline, "the export never walked DEST"
+            proc.send_signal(signal.SIGSTOP)
+            wait_for(lambda: proc.poll() is not None or _frozen(proc.pid))  # noqa: B023
+            if proc.poll() is None and _walking_under(proc.pid, dest, "w"):
+                break  # frozen mid-walk
+            proc.send_signal(signal.SIGCONT)  # pragma: no cover - the walk was over
+            finish(proc)  # pragma: no cover
+        else:  # pragma: no cover
+            pytest.fail("the export was never frozen while it walked DEST")
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGCONT)
+        out, err = finish(proc)
+        elapsed = time.monotonic() - started
+        assert proc.returncode == 130, (out, err)
+        left = [top for top in tops if (top / dead_name).exists()]
+        assert len(left) > len(tops) // 2, (len(left), elapsed)  # the walk ended where it was
+        assert elapsed < 5, elapsed
+        assert out == ""
+        assert one_line(err) == (
+            f"triofetch: interrupted before writing anything to {dest} (it was looking for "
+            "the temp files of killed exports in it, and removing them): run the export again"
+        )
+        assert not (dest / "PULP_MANIFEST").exists() and not (dest / "d0").exists()
+        assert all(path.read_bytes() == b"being copied" for path in live)
+        again = run_cli("export", "--root", root, "--repository", "r", dest)
+        assert again.code == 0, again
+        assert (dest / "PULP_MANIFEST").exists() and (dest / "d0" / "f00000.txt").exists()
+        assert sorted(dest.rglob(".tf-export-*")) == sorted(live)
+    finally:
+        if base is not None:
+            shutil.rmtree(base)
 
 
 # -- the lazy public API that makes a short start-up possible ---------------------------------

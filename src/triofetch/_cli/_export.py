@@ -92,6 +92,9 @@ class ExportReport:
     #: the relative paths (also in ``errors``) whose stored file was not there: damage, or
     #: the version removed under the export (prune, then gc), which the caller tells apart
     missing: list[str] = field(default_factory=list)
+    #: stopped by a signal (``interrupted`` too) while DEST was searched for the temp files
+    #: of killed exports, before anything was written to it
+    interrupted_sweeping: bool = False
 
     @property
     def written(self) -> int:
@@ -108,15 +111,31 @@ def _temp_name() -> str:
     return temp_file_name(prefix=_TEMP_PREFIX, suffix="")
 
 
-def _sweep(dir_fd: int) -> list[str]:
+class _SweepStopped(Exception):
+    """*stopped* said so during :func:`_remove_dead_temps`: the walk ends there."""
+
+
+#: how many entries of one directory's listing are read between two looks at *stopped*
+_ENTRIES_PER_LOOK = 4096
+
+
+def _sweep(dir_fd: int, stopped: Callable[[], bool]) -> list[str]:
     """Remove from the directory *dir_fd* the temp files of exports that are gone (see
     :func:`_remove_dead_temps`); the names of its subdirectories (not the symbolic links
-    to one).  One listing; a second one only where a temp file's name is seen."""
+    to one).  One listing; a second one only where a temp file's name is seen.  Raises
+    :class:`_SweepStopped` when *stopped* says so (asked every few thousand entries: a
+    directory of millions of names does not hold up a Ctrl-C), having removed nothing."""
     subdirs: list[str] = []
     temps = False
+    countdown = _ENTRIES_PER_LOOK
     try:
         with os.scandir(dir_fd) as listing:
             for entry in listing:
+                countdown -= 1
+                if not countdown:
+                    if stopped():
+                        raise _SweepStopped
+                    countdown = _ENTRIES_PER_LOOK
                 if entry.name.startswith(_TEMP_PREFIX):
                     temps = True
                 elif entry.is_dir(follow_symlinks=False):
@@ -128,7 +147,7 @@ def _sweep(dir_fd: int) -> list[str]:
     return subdirs
 
 
-def _remove_dead_temps(dest: int) -> None:
+def _remove_dead_temps(dest: int, stopped: Callable[[], bool] = lambda: False) -> bool:
     """Remove from every directory under DEST (*dest*, an open descriptor) the temp files
     of exports that are gone (killed with ``kill -9``, or by a second signal, between
     writing a file's temp and renaming it into place): nothing else ever would.  Every
@@ -140,8 +159,18 @@ def _remove_dead_temps(dest: int) -> None:
     One listing per directory, each opened relative to its parent with ``O_NOFOLLOW`` (a
     symbolic link is never followed out of DEST), one descriptor per level open at most.
     Best effort: a temp file that cannot be removed (a read-only DEST), or a directory that
-    cannot be read, stays, and the export goes on."""
-    stack = [(dest, _sweep(dest))]
+    cannot be read, stays, and the export goes on.
+
+    *stopped* is asked before each directory (and every few thousand names of a long
+    listing): once it says so (Ctrl-C), the walk ends there and False is returned; what was
+    removed until then was only dead exports' temp files, each removed whole.  True when
+    every directory was looked at."""
+    if stopped():
+        return False
+    try:
+        stack = [(dest, _sweep(dest, stopped))]
+    except _SweepStopped:
+        return False
     try:
         while stack:
             fd, names = stack[-1]
@@ -150,16 +179,21 @@ def _remove_dead_temps(dest: int) -> None:
                 if fd != dest:
                     os.close(fd)
                 continue
+            if stopped():
+                return False
             try:
                 child = os.open(names.pop(), _DIR_FLAGS, dir_fd=fd)
             except OSError:
                 continue  # (gone meanwhile, replaced by a link, no descriptor left)
             stack.append((child, []))  # (closed below, whatever happens next)
-            stack[-1] = (child, _sweep(child))
+            stack[-1] = (child, _sweep(child, stopped))
+    except _SweepStopped:
+        return False
     finally:
         for fd, _ in stack:
             if fd != dest:
                 os.close(fd)
+    return True
 
 
 class _Damaged(Exception):
@@ -487,7 +521,9 @@ def export_files(
     Raises :class:`Unexportable`, having written nothing, when the rows are not one file per
     path or a manifest cannot list them (:func:`unexportable`; *checked*: the caller did).
     *stopped* is asked before each file: once it says so, the export ends there, without a
-    manifest (``report.interrupted``).  A stored file that is damaged (another size than
+    manifest (``report.interrupted``); and before each directory of DEST searched first for
+    the temp files of killed exports, where it ends the export before anything is written
+    (``report.interrupted_sweeping`` too).  A stored file that is damaged (another size than
     recorded; when copied, other bytes) or missing is in ``report.errors`` and not in the
     manifest; a missing one is in ``report.missing`` too.
     An earlier ``PULP_MANIFEST`` is removed before the first file is written (raises the
@@ -504,7 +540,10 @@ def export_files(
     dirs = _Dirs(dest_fd, before_writing)
     done: list[FileRow] = []
     try:
-        _remove_dead_temps(dest_fd)  # (killed exports' leftovers: their space back first)
+        # killed exports' leftovers: their space back first (a walk of all DEST: stoppable)
+        if not _remove_dead_temps(dest_fd, stopped):
+            report.interrupted = report.interrupted_sweeping = True
+            rows = []
         for row in rows:
             if stopped():
                 report.interrupted = True
@@ -700,6 +739,11 @@ async def export_command(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         raise CLIError(f"cannot export to {dest}: {exc.strerror or exc}", kind="os_error") from None
+    if report.interrupted_sweeping:
+        raise Interrupted(
+            f"before writing anything to {dest} (it was looking for the temp files of "
+            "killed exports in it, and removing them): run the export again"
+        )
     if report.interrupted:
         raise Interrupted(
             f"after {report.written} files of {args.repository!r} version {number} written "
