@@ -741,6 +741,41 @@ def test_a_killed_exports_temp_file_goes_wherever_it_is_under_dest(tmp_path: Pat
     assert (outside / dead_name).read_bytes() == b"not DEST's"
 
 
+def test_a_stop_ends_the_sweep_of_dest_even_in_one_long_listing(tmp_path: Path) -> None:
+    """The walk of DEST for killed exports' temp files asks *stopped* as it goes, also
+    within one directory of many names (here 5,000 beside a dead export's temp file):
+    stopped, it removes nothing more and the export writes nothing.  It walked all DEST
+    first, whatever *stopped* said, and removed that temp file."""
+    storage, files = _two_stored_files(tmp_path)
+    dest = tmp_path / "dest"
+    crowded = dest / "crowded"
+    crowded.mkdir(parents=True)
+    for i in range(5000):
+        (crowded / f"n{i:04}").touch()
+    name_it = "from triofetch._cli import _export; print(_export._temp_name())"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    dead = crowded / subprocess.run(  # named by a process that has ended
+        [sys.executable, "-c", name_it], env=env, capture_output=True, text=True, timeout=60,
+        check=True,
+    ).stdout.strip()  # fmt: skip
+    dead.write_bytes(b"left by a killed export")
+    asked = 0
+
+    def stopped() -> bool:  # (not before "crowded" is opened: then, in its listing)
+        nonlocal asked
+        asked += 1
+        return asked > 1
+
+    report = export_files(storage, [row("top.bin", files["top.bin"], 1)], dest, stopped=stopped)
+    assert report.interrupted and report.interrupted_sweeping and report.written == 0
+    assert asked == 2  # before opening "crowded", then in its listing
+    assert dead.exists()
+    assert sorted(p.name for p in dest.iterdir()) == ["crowded"]
+    report = export_files(storage, [row("top.bin", files["top.bin"], 1)], dest)
+    assert report.written == 1 and not report.interrupted_sweeping
+    assert not dead.exists()
+
+
 def test_paths_a_manifest_cannot_carry(tmp_path: Path) -> None:
     long_name = "/".join(["é" * 100] * 9)  # 1,808 bytes; 5,408 once URL-quoted
     rows = [

@@ -161,12 +161,10 @@ def _remove_dead_temps(dest: int, stopped: Callable[[], bool] = lambda: False) -
     Best effort: a temp file that cannot be removed (a read-only DEST), or a directory that
     cannot be read, stays, and the export goes on.
 
-    *stopped* is asked before each directory (and every few thousand names of a long
-    listing): once it says so (Ctrl-C), the walk ends there and False is returned; what was
-    removed until then was only dead exports' temp files, each removed whole.  True when
-    every directory was looked at."""
-    if stopped():
-        return False
+    *stopped* is asked before each directory below DEST (and every few thousand names of a
+    long listing): once it says so (Ctrl-C), the walk ends there and False is returned;
+    what was removed until then was only dead exports' temp files, each removed whole.
+    True when every directory was looked at."""
     try:
         stack = [(dest, _sweep(dest, stopped))]
     except _SweepStopped:
@@ -521,11 +519,11 @@ def export_files(
     Raises :class:`Unexportable`, having written nothing, when the rows are not one file per
     path or a manifest cannot list them (:func:`unexportable`; *checked*: the caller did).
     *stopped* is asked before each file: once it says so, the export ends there, without a
-    manifest (``report.interrupted``); and before each directory of DEST searched first for
-    the temp files of killed exports, where it ends the export before anything is written
-    (``report.interrupted_sweeping`` too).  A stored file that is damaged (another size than
-    recorded; when copied, other bytes) or missing is in ``report.errors`` and not in the
-    manifest; a missing one is in ``report.missing`` too.
+    manifest (``report.interrupted``); and before each directory below DEST searched first
+    for the temp files of killed exports, where it ends the export before anything is
+    written (``report.interrupted_sweeping`` too).  A stored file that is damaged (another
+    size than recorded; when copied, other bytes) or missing is in ``report.errors`` and not
+    in the manifest; a missing one is in ``report.missing`` too.
     An earlier ``PULP_MANIFEST`` is removed before the first file is written (raises the
     OSError, having written nothing, when it cannot be).
     """
