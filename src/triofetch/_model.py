@@ -175,7 +175,7 @@ _PLAIN_PATH = re.compile(f"{_PLAIN_SEGMENT}(?:/{_PLAIN_SEGMENT})*").fullmatch
 
 
 def check_relative_path(path: object) -> str:
-    """Return *path* if it is a safe relative path, else raise :class:`InvalidUnit`.
+    """Return *path* if it is a safe relative path, else raise :class:`~triofetch.InvalidUnit`.
 
     Safe: a non-empty str of valid Unicode text (no lone surrogate, which no database
     column nor file name can hold), relative (no leading ``/``), no ``..`` or ``.`` or empty

@@ -1,8 +1,9 @@
 """The synchronous downloader: one blocking download, no event loop needed.
 
-Owns :func:`fetch`, which runs a :class:`~triofetch.Downloader` in a short Trio run of its
-own.  It must not reimplement anything of the downloader: validation, digests, temp files
-and retries are the ones :meth:`Downloader.fetch` uses.
+Owns :func:`~triofetch.fetch`, which runs a :class:`~triofetch.Downloader` in a short Trio
+run of its own.  It must not reimplement anything of the downloader: validation, digests,
+temp files and retries are the ones :meth:`Downloader.fetch <triofetch.Downloader.fetch>`
+uses.
 """
 
 from __future__ import annotations

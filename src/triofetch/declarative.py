@@ -1,9 +1,8 @@
 """Declarative units and artifacts: what a caller describes before anything is fetched.
 
 Owns :class:`DeclarativeUnit` and :class:`DeclarativeArtifact`, checked at construction
-with the rules of :mod:`triofetch._model` (the same the store applies, so that a unit valid
-here is one the store accepts).  Values only: it must not touch the network, a file or the
-database.
+with the rules the store applies (so that a unit valid here is one the store accepts).
+Values only: it must not touch the network, a file or the database.
 """
 
 from __future__ import annotations
@@ -145,7 +144,7 @@ class DeclarativeUnit:
 
     @property
     def key(self) -> tuple[str, tuple[str, ...]]:
-        """``(type, natural_key)``: unique among units."""
+        """``(type, natural_key)``, unique among units."""
         return (self.type, self.natural_key)
 
 

@@ -426,7 +426,7 @@ class StorageWriteError(StoreError):
     ``__cause__`` is the :class:`OSError`.
     """
 
-    #: the error numbers that stop a run: every later write would fail the same way (a
+    #: the error numbers that stop a run, as every later write would fail the same way (a
     #: file descriptor too is a resource of the process, not of one unit)
     ERRNOS = frozenset(
         {_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS, _errno.EIO, _errno.EMFILE, _errno.ENFILE}
@@ -454,7 +454,7 @@ class StorageWriteError(StoreError):
 
     @property
     def full(self) -> bool:
-        """A full disk (no free blocks, or no free inodes) or an exhausted quota: freeing
+        """A full disk (no free blocks, or no free inodes) or an exhausted quota; freeing
         space (or removing files) lets the next run go on."""
         return self.errno in (_errno.ENOSPC, _errno.EDQUOT)
 
@@ -586,7 +586,7 @@ class ArtifactMismatch(InvalidInput):
     ``field`` is ``"sha256"`` or ``"size"``; ``expected`` is what the caller passed and
     ``actual`` what the download computed (or the size on disk).  The temp file is left in
     place: it still belongs to the caller.  ``path`` is None for bytes given to
-    :meth:`ArtifactStorage.adopt_many <triofetch.storage.ArtifactStorage.adopt_many>`.
+    :meth:`ArtifactStorage.adopt_many <triofetch.ArtifactStorage.adopt_many>`.
     """
 
     def __init__(self, field: str, expected: object, actual: object, *, path: Path | None) -> None:

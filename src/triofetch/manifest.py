@@ -1,11 +1,12 @@
 """Repository formats: a reader turns a repository's index into declarative content units.
 
 This module owns reading and validating a repository's index (today ``PULP_MANIFEST``) and
-the URLs around it: where a manifest's files are fetched from (:func:`manifest_base_url`),
-the ``file://`` URL of a local manifest (:func:`local_source`), the credentials a manifest
-URL carries (:func:`split_source`).  It fetches through a :class:`~triofetch.Downloader` it
-is given and must not touch the store or the storage: a reader only says what the units
-are; the creator decides what to download and commit.
+the URLs around it: where a manifest's files are fetched from
+(:func:`~triofetch.manifest.manifest_base_url`), the ``file://`` URL of a local manifest
+(:func:`~triofetch.manifest.local_source`), the credentials a manifest URL carries
+(:func:`~triofetch.manifest.split_source`).  It fetches through a
+:class:`~triofetch.Downloader` it is given and must not touch the store or the storage: a
+reader only says what the units are; the creator decides what to download and commit.
 
 A :class:`RepositoryReader` fetches and validates a repository's whole index *before*
 anything else happens, and returns a :class:`RepositoryIndex`: how many units there are,
@@ -24,7 +25,7 @@ is wrong raises :class:`~triofetch.ManifestError` naming the line.
 
 The manifest is parsed as it arrives (:meth:`~triofetch.Downloader.stream`): it is never
 written to disk, and it may be at most ``max_size`` bytes long
-(:data:`DEFAULT_MAX_MANIFEST_SIZE` by default), so that a server sending an endless body
+(:data:`~triofetch.DEFAULT_MAX_MANIFEST_SIZE` by default), so that a server sending an endless body
 costs a bounded amount of memory and time.
 """
 
@@ -150,9 +151,9 @@ class PulpManifest:
     """A parsed, validated ``PULP_MANIFEST``: one entry per distinct file.
 
     ``base_url`` is the URL the relative paths are resolved against (the manifest's URL
-    without its last path segment, ending with ``/``: :func:`manifest_base_url` gives it);
-    one not ending with ``/`` is :class:`~triofetch.InvalidInput`, as the file names would
-    be glued to its last segment.
+    without its last path segment, ending with ``/``:
+    :func:`~triofetch.manifest.manifest_base_url` gives it); one not ending with ``/`` is
+    :class:`~triofetch.InvalidInput`, as the file names would be glued to its last segment.
     """
 
     source: str
@@ -234,9 +235,9 @@ def parse_pulp_manifest(
     """Parse and validate the lines of a ``PULP_MANIFEST``.
 
     *base_url* is the URL the relative paths are resolved against, ending with ``/``
-    (:func:`manifest_base_url` gives it from the manifest's URL); *source* names the
-    manifest in error messages; *max_size* bounds the bytes of all the lines (None: no
-    bound).  Identical lines listed twice count once; one relative path
+    (:func:`~triofetch.manifest.manifest_base_url` gives it from the manifest's URL);
+    *source* names the manifest in error messages; *max_size* bounds the bytes of all the
+    lines (None: no bound).  Identical lines listed twice count once; one relative path
     listed with two different contents is an error.  A UTF-8 byte order mark at the start
     of the first line is skipped.
 
@@ -426,10 +427,11 @@ class PulpManifestReader(RepositoryReader):
 
     A URL ending with ``/`` means the ``PULP_MANIFEST`` in that directory.  Credentials in
     the URL are not handled here: give the downloader ``auth=`` and a URL without them
-    (:func:`split_source` separates them) so they never reach the units' URLs.
+    (:func:`~triofetch.manifest.split_source` separates them) so they never reach the
+    units' URLs.
 
     The manifest is parsed as it streams in, never written to disk; *max_size* bounds its
-    bytes (:data:`DEFAULT_MAX_MANIFEST_SIZE` by default): a longer one is a
+    bytes (:data:`~triofetch.DEFAULT_MAX_MANIFEST_SIZE` by default): a longer one is a
     :class:`~triofetch.ManifestError` naming the URL and the limit.
 
     Raises:
@@ -459,10 +461,10 @@ async def read_manifest(
 ) -> RepositoryIndex:
     """Read the repository index at *source* (default format: ``PULP_MANIFEST``).
 
-    *source* is a URL (a str): ``http(s)://`` or ``file://``; :func:`local_source` gives the
-    URL of a local file or directory.  A *source* that is not a str, a *downloader* that is
-    not a :class:`~triofetch.Downloader` or a *reader* that is not a
-    :class:`RepositoryReader` is :class:`~triofetch.InvalidInput`.
+    *source* is a URL (a str): ``http(s)://`` or ``file://``;
+    :func:`~triofetch.manifest.local_source` gives the URL of a local file or directory.  A
+    *source* that is not a str, a *downloader* that is not a :class:`~triofetch.Downloader`
+    or a *reader* that is not a :class:`RepositoryReader` is :class:`~triofetch.InvalidInput`.
     """
     _check_read(source, downloader)
     if reader is not None and not isinstance(reader, RepositoryReader):

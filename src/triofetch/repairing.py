@@ -1,16 +1,17 @@
 """Repair: hash the stored files the database records, fetch the bad ones again.
 
 A stored file can go missing or bad long after its unit was committed (a disk error, a
-person's ``rm``, a restore from an old backup).  :func:`repair` hashes every file the
-database records (or those of one repository's units), page by page so that memory stays
-flat however large the store is, and downloads each missing or corrupted one again from the
-URLs recorded for it, tried as mirrors, with the sha256 and size the database knows.  The
-new copy replaces the bad one atomically (:meth:`ArtifactStorage.adopt`): a reader sees the
-old file or the whole new one.  A download that fails leaves the damaged file as it was and
-no temp file behind.
+person's ``rm``, a restore from an old backup).  :func:`~triofetch.repair` hashes every file
+the database records (or those of one repository's units), page by page so that memory
+stays flat however large the store is, and downloads each missing or corrupted one again
+from the URLs recorded for it, tried as mirrors, with the sha256 and size the database
+knows.  The new copy replaces the bad one atomically
+(:meth:`ArtifactStorage.adopt <triofetch.ArtifactStorage.adopt>`): a reader sees the old
+file or the whole new one.  A download that fails leaves the damaged file as it was and no
+temp file behind.
 
-Owns :func:`repair` and its report.  It reads and writes the database only through the
-:class:`~triofetch.store.Store`, the files only through the
+Owns :func:`~triofetch.repair` and its report.  It reads and writes the database only
+through the :class:`~triofetch.store.Store`, the files only through the
 :class:`~triofetch.storage.ArtifactStorage`; it must not create units or versions.
 """
 
@@ -53,7 +54,7 @@ class RepairedFile:
     sha256: str
     #: where the file is stored
     path: Path
-    #: what was wrong with it: ``missing``, ``size 3, expected 5``, ``sha256 is ...``
+    #: what was wrong with it (``missing``, ``size 3, expected 5``, ``sha256 is ...``)
     reason: str
 
 
@@ -68,7 +69,7 @@ class UnrepairableFile:
     path: Path
     #: what is wrong with the file, and why it could not be fetched
     reason: str
-    #: the URLs tried, in order (none: no URL is recorded for it)
+    #: the URLs tried, in order (none when no URL is recorded for it)
     urls: tuple[str, ...] = ()
 
 

@@ -21,13 +21,16 @@ file.
 A temp file's name carries the pid of the process writing it, and its pid space (a boot of
 a machine, a PID namespace: see ``_tempfiles``), so a cleanup tells the files of a live
 process (never touched) from those a stopped one left behind
-(:meth:`ArtifactStorage.cleanup_temp`), and a run can remove its own on the way out
-(:meth:`ArtifactStorage.remove_temp_files`, :meth:`ArtifactStorage.removing_temp_files`),
+(:meth:`ArtifactStorage.cleanup_temp <triofetch.ArtifactStorage.cleanup_temp>`), and a run
+can remove its own on the way out
+(:meth:`ArtifactStorage.remove_temp_files <triofetch.ArtifactStorage.remove_temp_files>`,
+:meth:`ArtifactStorage.removing_temp_files <triofetch.ArtifactStorage.removing_temp_files>`),
 without ever taking the files of another machine or container sharing the root for its own.
 
 All file work runs in worker threads (``trio.to_thread.run_sync``) under a
 :class:`trio.CapacityLimiter`; the Trio loop never waits on the disk (the one exception,
-:meth:`ArtifactStorage.remove_temp_files`, is blocking on purpose: see there).
+:meth:`ArtifactStorage.remove_temp_files <triofetch.ArtifactStorage.remove_temp_files>`, is
+blocking on purpose: see there).
 """
 
 from __future__ import annotations

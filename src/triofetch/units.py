@@ -1,10 +1,10 @@
 """The content unit downloader: a nursery per unit; a unit is emitted only when complete.
 
 Owns downloading the artifacts of declarative units into temp files, a unit at a time and
-all or nothing per unit (:class:`UnitDownloader`, :func:`download_units` for synchronous
-code), and the two pieces the content unit creator shares with it: the nursery of one unit
-(:func:`fetch_artifacts`) and the lazy, type-checked reading of an input
-(:func:`aiter_units`).  It never touches the storage or the store: the temp files are the
+all or nothing per unit (:class:`UnitDownloader`, :func:`~triofetch.download_units` for
+synchronous code), and the two pieces the content unit creator shares with it: the nursery
+of one unit (``fetch_artifacts()``, not public) and the lazy, type-checked reading of an
+input (:func:`aiter_units`).  It never touches the storage or the store: the temp files are the
 receiver's.
 """
 
@@ -66,7 +66,7 @@ class DownloadedUnit:
 
     unit: DeclarativeUnit
     results: dict[str, DownloadResult] = field(default_factory=dict)
-    #: always True: ``if outcome.ok:`` narrows a :data:`UnitOutcome` to this type
+    #: always True (``if outcome.ok:`` narrows a :data:`UnitOutcome` to this type)
     ok: Literal[True] = True
 
     def discard(self) -> None:
@@ -80,7 +80,7 @@ class FailedUnit:
 
     unit: DeclarativeUnit
     error: UnitFailed
-    #: always False: ``if not outcome.ok:`` narrows a :data:`UnitOutcome` to this type
+    #: always False (``if not outcome.ok:`` narrows a :data:`UnitOutcome` to this type)
     ok: Literal[False] = False
 
     def discard(self) -> None:

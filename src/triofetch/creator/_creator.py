@@ -72,6 +72,9 @@ class ContentUnitCreator:
         commit_batch: most units in one commit transaction.
         fail_fast: stop the run at the first failed unit (raises :class:`UnitFailed`).
         on_event: called with a :class:`CreatorEvent` for each unit and artifact event.
+
+    Attributes:
+        progress (CreatorProgress): the live counters of the current run (or the last one).
     """
 
     def __init__(
@@ -124,7 +127,6 @@ class ContentUnitCreator:
         self.commit_batch = commit_batch
         self.fail_fast = check_bool(fail_fast, "fail_fast")
         self.on_event = on_event
-        #: the live counters of the current run (or the last one)
         self.progress = CreatorProgress()
         self._running = 0  # runs and fill_missing calls of this creator going on
         self._flights = Flights(downloader, self.storage)

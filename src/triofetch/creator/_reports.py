@@ -50,7 +50,17 @@ class Policy(StrEnum):
 
 @dataclass
 class CreatorProgress:
-    """Live counters of a run; read them at any time (e.g. to draw progress bars)."""
+    """Live counters of a run; read them at any time (e.g. to draw progress bars).
+
+    Attributes:
+        artifacts_repaired: stored files found missing or of the wrong size, downloaded
+            again.
+        units_replaced: units the new version no longer holds because new content took
+            their place (counted as the run goes; a run that fails makes no version: its
+            report says 0).
+        bytes_planned: expected bytes of the artifacts the run decided to download (when
+            sizes are known).
+    """
 
     units_seen: int = 0
     units_existing: int = 0
@@ -59,13 +69,9 @@ class CreatorProgress:
     units_failed: int = 0
     artifacts_downloaded: int = 0
     artifacts_reused: int = 0
-    #: stored files found missing or of the wrong size, downloaded again
     artifacts_repaired: int = 0
-    #: units the new version no longer holds because new content took their place
-    #: (counted as the run goes; a run that fails makes no version: its report says 0)
     units_replaced: int = 0
     bytes_downloaded: int = 0
-    #: expected bytes of the artifacts the run decided to download (when sizes are known)
     bytes_planned: int = 0
 
 
@@ -89,25 +95,32 @@ CreatorEventKind = Literal[
 class CreatorEvent:
     """What happened to one unit or artifact (passed to ``on_event``).
 
-    ``kind`` is one of ``seen``, ``existing``, ``downloading``, ``committed``, ``failed``,
-    ``artifact_downloaded``, ``artifact_reused`` (typed :data:`~triofetch.CreatorEventKind`:
-    a type checker knows a comparison with any other string is never true).
+    Attributes:
+        kind: one of ``seen``, ``existing``, ``downloading``, ``committed``, ``failed``,
+            ``artifact_downloaded``, ``artifact_reused`` (typed
+            :data:`~triofetch.CreatorEventKind`: a type checker knows a comparison with any
+            other string is never true).
+        error: why the unit failed (``failed`` events): its ``cause`` is the download's
+            error...
     """
 
     kind: CreatorEventKind
     key: UnitKey | None = None
     relative_path: str | None = None
     size: int = 0
-    #: why the unit failed (``failed`` events): its ``cause`` is the download's error...
     error: UnitFailed | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UnitFailure:
-    """A unit that is not in the store, and why."""
+    """A unit that is not in the store, and why.
+
+    Attributes:
+        error: why; its ``cause`` is the error that failed the unit (a download's, a
+            commit's...).
+    """
 
     unit: DeclarativeUnit
-    #: why: its ``cause`` is the error that failed the unit (a download's, a commit's...)
     error: UnitFailed
 
     @property

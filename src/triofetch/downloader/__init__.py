@@ -9,7 +9,7 @@ Inside, one job per module, imported one way (``_core`` imports the others):
 ``_result`` (:class:`DownloadResult`), ``_plan`` (:class:`FetchPlan`, a fetch's arguments
 checked before any I/O), ``_auth`` (credentials), ``_retry`` (attempts, backoff,
 ``Retry-After``, rate and per-host limits), ``_sinks`` (writing and hashing in worker
-threads), ``_many`` (:meth:`Downloader.fetch_many`: many fetches as outcomes, knowing the
+threads), ``_many`` (:meth:`~triofetch.Downloader.fetch_many`: many fetches as outcomes, knowing the
 downloader only by a protocol), ``_closing`` (the fetches in flight, ended by ``aclose``),
 ``_core`` (:class:`Downloader`: lifecycle and requests).
 """

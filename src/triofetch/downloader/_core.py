@@ -87,14 +87,14 @@ DEFAULT_MAX_REDIRECTS = 10
 
 
 class BodyConsumer(Protocol[_T_co]):
-    """Takes a body as it arrives (see :meth:`Downloader.stream`)."""
+    """Takes a body as it arrives (see :meth:`~triofetch.Downloader.stream`)."""
 
     async def feed(self, chunk: bytes) -> None:
         """The next bytes of the body (raise to stop reading: the error propagates)."""
         ...
 
     async def finish(self) -> _T_co:
-        """The body ended whole: the result of :meth:`Downloader.stream`."""
+        """The body ended whole: the result of :meth:`~triofetch.Downloader.stream`."""
         ...
 
 
@@ -520,16 +520,16 @@ class Downloader:
 
     @property
     def temp_dir(self) -> Path | None:
-        """Where temp files go when a fetch names no ``temp_dir``: the ``temp_dir`` given,
-        or the private directory of an open downloader (None before it is entered and
+        """Where temp files go when a fetch names no ``temp_dir`` (the ``temp_dir`` given,
+        or the private directory of an open downloader; None before it is entered and
         after it closed)."""
         return None if self._temp_dir is None else Path(self._temp_dir)
 
     @property
     def transport_name(self) -> str:
-        """The transport of http and https URLs: ``"trio"``, ``"httpx"``, ``"asks"``, or
-        the class name of a :class:`Transport` given (``transport="auto"`` says which one
-        it chose here)."""
+        """The name of the transport of http and https URLs (``"trio"``, ``"httpx"``,
+        ``"asks"``, or the class name of a :class:`Transport` given); with
+        ``transport="auto"``, it says which one was chosen here."""
         return _transport_name(self._transport_choice)
 
     @property
@@ -539,7 +539,7 @@ class Downloader:
 
     @property
     def is_open(self) -> bool:
-        """Whether the downloader is open, inside its ``async with``: it fetches only then."""
+        """Whether the downloader is open, inside its ``async with`` (it fetches only then)."""
         return self._transport is not None
 
     @property
@@ -652,11 +652,12 @@ class Downloader:
 
         For an index parsed while it streams (a repository's manifest): the bytes are
         neither kept nor written to disk, so the memory used is the consumer's.  Each
-        attempt makes a fresh :class:`BodyConsumer` with ``consumer()``; its ``feed`` gets
-        every chunk, its ``finish`` the end of a whole body, and what ``finish`` returns is
-        returned.  The limiters, credentials, timeouts and retries of :meth:`fetch` apply
-        (a failed attempt's consumer is dropped); an error the consumer raises (a body too
-        large, a malformed index) is not retried: it propagates as it is.
+        attempt makes a fresh :class:`~triofetch.downloader.BodyConsumer` with
+        ``consumer()``; its ``feed`` gets every chunk, its ``finish`` the end of a whole
+        body, and what ``finish`` returns is returned.  The limiters, credentials, timeouts
+        and retries of :meth:`fetch` apply (a failed attempt's consumer is dropped); an error
+        the consumer raises (a body too large, a malformed index) is not retried: it
+        propagates as it is.
 
         Raises:
             InvalidInput: bad headers.

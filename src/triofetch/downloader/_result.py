@@ -79,7 +79,7 @@ class DownloadResult:
 
     @property
     def path(self) -> Path:
-        """The file: the temp file holding the bytes, or the fetch's ``destination``.
+        """The file (the temp file holding the bytes, or the fetch's ``destination``).
 
         Made on first use: building a ``Path`` is costly next to the rest of a small
         download, and a caller that never looks at it should not pay for it on every file.

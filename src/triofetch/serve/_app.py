@@ -233,9 +233,20 @@ async def _watch_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
 
 
 class ContentApp:
-    """An ASGI 3 application serving the complete repository versions of a :class:`Store`.
+    """An ASGI 3 application serving the complete repository versions of a
+    :class:`~triofetch.Store`.
 
     Make one with :func:`make_app`; see :mod:`triofetch.serve` for what it serves where.
+
+    Attributes:
+        store (~triofetch.Store): the store served.
+        repositories (tuple[str, ...] | None): the repositories served (None: all of the
+            store's).
+        file_limiter (trio.CapacityLimiter): bounds the worker threads opening and reading
+            stored files.
+        on_demand (OnDemandFiles): the files of on-demand and streamed units, fetched when
+            asked for (its :meth:`~OnDemandFiles.wait_idle` waits until nothing is being
+            fetched or stored).
     """
 
     def __init__(
@@ -273,13 +284,11 @@ class ContentApp:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidInput(f"{what} must be an integer >= 1, got {value!r}")
         self.store = store
-        #: the repositories served (None: all of the store's)
         self.repositories: tuple[str, ...] | None = None if names is None else tuple(names)
         self._allowed = None if names is None else frozenset(names)
         self._refresh = float(refresh)
         self._chunk = chunk_size
         self._artifacts: Path = store.storage.artifacts_dir
-        #: bounds the worker threads opening and reading stored files
         self.file_limiter = trio.CapacityLimiter(file_threads)
         self._max_indexes = cached_versions
         # sha256 -> the bytes of a small stored file (at most one chunk), least recently
@@ -293,8 +302,6 @@ class ContentApp:
         self._latest: dict[str, tuple[float, bool, VersionHandle | None]] = {}
         # (name, number) -> (expires, the complete version, or None)
         self._numbered: dict[tuple[str, int], tuple[float, VersionHandle | None]] = {}
-        #: the files of on-demand and streamed units, fetched when asked for (its
-        #: ``wait_idle()`` waits until nothing is being fetched or stored)
         self.on_demand = OnDemandFiles(
             store, downloader=downloader, limiter=self.file_limiter, chunk_size=chunk_size
         )
@@ -1006,7 +1013,7 @@ def make_app(
     send)``) serving its complete repository versions.
 
     Args:
-        store: an open :class:`Store` with its artifact storage (``open_store(...,
+        store: an open :class:`~triofetch.Store` with its artifact storage (``open_store(...,
             root=...)``; ``readonly=True`` is enough but for keeping on-demand files).  It
             stays the caller's to close, after the server has stopped.
         repositories: serve only these repositories (default: every repository of the

@@ -485,10 +485,14 @@ class OnDemandFiles:
     Args:
         store: the app's store; with ``store.readonly`` nothing is stored (every file is
             streamed).
-        downloader: the :class:`Downloader` of the upstream requests, or None: one with
-            the defaults, opened by :meth:`running`.
+        downloader: the :class:`~triofetch.Downloader` of the upstream requests, or None:
+            one with the defaults, opened for the app's lifespan.
         limiter: bounds the worker threads writing and reading temp files.
         chunk_size: the most bytes sent in one body message.
+
+    Attributes:
+        upstream_gets (int): how many upstream bodies were requested (for tests and the
+            access log).
     """
 
     def __init__(
@@ -509,7 +513,6 @@ class OnDemandFiles:
         self._flights: dict[tuple[int, str], Flight] = {}
         self._nursery: trio.Nursery | None = None
         self._starting: trio.Event | None = None
-        #: how many upstream bodies were requested (for tests and the access log)
         self.upstream_gets = 0
         self._ended = trio.Event()  # (set, and replaced, whenever a flight ends)
         #: validated files waiting for the committer
@@ -543,9 +546,8 @@ class OnDemandFiles:
         return kept[1] if kept is not None and kept[0] == key else None
 
     async def finish_storing(self) -> None:
-        """Wait (at most :data:`STORING_GRACE` seconds, shielded) until the files validated
-        already are stored: what a stopping server does before it lets go of its
-        downloads."""
+        """Wait (5 s at most, shielded) until the files validated already are stored: what
+        a stopping server does before it lets go of its downloads."""
         with trio.CancelScope(shield=True, deadline=trio.current_time() + STORING_GRACE):
             while any(f.done for f in self._flights.values()):
                 await self._ended.wait()

@@ -106,7 +106,7 @@ __all__ = [
 
 #: The SQLite file used when open_store() is given a root and no URL.
 DEFAULT_DATABASE_NAME = "triofetch.sqlite3"
-#: seconds :func:`open_store` waits for a PostgreSQL server by default
+#: seconds :func:`~triofetch.open_store` waits for a PostgreSQL server by default
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
@@ -205,9 +205,9 @@ async def _open(
 
 
 class OpeningStore:
-    """What :func:`open_store` returns: await it (``store = await open_store(...)``), or
-    enter it (``async with open_store(...) as store:``); the type to name where one is kept
-    before either."""
+    """What :func:`~triofetch.open_store` returns: await it (``store = await
+    open_store(...)``), or enter it (``async with open_store(...) as store:``); the type to
+    name where one is kept before either."""
 
     def __init__(self, *args: Any) -> None:
         self._args = args
@@ -277,11 +277,12 @@ def open_store(
     read-only filesystem, or one other processes write.
 
     *connect_timeout* bounds, in seconds, the wait for a PostgreSQL server (default
-    :data:`DEFAULT_CONNECT_TIMEOUT`, 10): a server that refuses connections fails at once, one
-    that does not answer within about that time (libpq counts whole seconds, at least 2)
-    fails then; each raises :class:`~triofetch.StoreError` saying what happened (the
-    connection was refused, the host name does not resolve, authentication failed, it timed
-    out) and libpq's reason, the URL's password redacted.  SQLite ignores it.
+    :data:`~triofetch.store.DEFAULT_CONNECT_TIMEOUT`, 10): a server that refuses
+    connections fails at once, one that does not answer within about that time (libpq
+    counts whole seconds, at least 2) fails then; each raises
+    :class:`~triofetch.StoreError` saying what happened (the connection was refused, the
+    host name does not resolve, authentication failed, it timed out) and libpq's reason,
+    the URL's password redacted.  SQLite ignores it.
 
     Use either ``store = await open_store(...)`` (then ``await store.aclose()``) or
     ``async with open_store(...) as store:``.

@@ -125,9 +125,9 @@ class Store:
 
     @property
     def repository_keys(self) -> Mapping[str, RepositoryKey]:
-        """The repository key of each unit type that declares one (read-only): the
-        ``repository_keys`` given to :func:`open_store`, ``file`` units keyed by their
-        ``relative_path`` by default."""
+        """The repository key of each unit type that declares one (read-only), as given to
+        :func:`open_store` (``repository_keys``); by default, ``file`` units keyed by their
+        ``relative_path``."""
         return MappingProxyType(self._repository_keys)
 
     async def __aenter__(self) -> Store:

@@ -170,13 +170,18 @@ def check_repository_keys(value: object) -> dict[str, RepositoryKey]:
 
 @dataclass(frozen=True, slots=True)
 class ReplacedUnit:
-    """A unit carried over from the previous version that new content replaced."""
+    """A unit carried over from the previous version that new content replaced.
 
-    #: the unit dropped from the new version (it stays in the store and in older versions)
+    Attributes:
+        key: the unit dropped from the new version (it stays in the store and in older
+            versions).
+        repository_key: the repository key at which it was replaced (a relative path for
+            files).
+        by: the unit that replaced it.
+    """
+
     key: UnitKey
-    #: the repository key at which it was replaced (a relative path for files)
     repository_key: str
-    #: the unit that replaced it
     by: UnitKey
 
     @property
@@ -187,12 +192,16 @@ class ReplacedUnit:
 
 @dataclass(slots=True)
 class Placement:
-    """What placing units in a version did (see :meth:`Store.place_units`)."""
+    """What placing units in a version did (see :meth:`Store.place_units`).
 
-    #: units that were not in the version and now are
+    Attributes:
+        added: units that were not in the version and now are.
+        replaced: the units of the version that new content took the place of.
+        refused: the units refused, by unit id (:meth:`Store.place_units`).
+    """
+
     added: int = 0
     replaced: list[ReplacedUnit] = field(default_factory=list)
-    #: the units refused, by unit id (:meth:`Store.place_units`)
     refused: dict[int, RepositoryKeyConflict] = field(default_factory=dict)
 
 
@@ -291,7 +300,7 @@ class NewUnit:
     artifacts: tuple[NewUnitArtifact, ...] = ()
     fields_json: str = field(default="", init=False, repr=False, compare=False)
     key_json: str = field(default="", init=False, repr=False, compare=False)
-    #: the key's hash (see ``_schema.unit_key_hash``), made here rather than by the writer
+    # the key's hash (see _schema.unit_key_hash), made here rather than by the writer
     key_hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

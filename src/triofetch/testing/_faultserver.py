@@ -514,15 +514,17 @@ class FaultServer:
         idle_timeout: seconds a connection may stay silent (idle keep-alive, or a client
             that stops reading) before the server closes it.
         stop_timeout: bound on how long :meth:`stop` waits for the server's threads.
+
+    Attributes:
+        idle_timeout (float): the *idle_timeout* given.
+        stop_timeout (float): the *stop_timeout* given.
+        errors (list[BaseException]): unexpected (non-network) exceptions raised while
+            handling requests.
     """
 
     def __init__(self, *, idle_timeout: float = 30.0, stop_timeout: float = 5.0) -> None:
-        #: seconds a connection may stay silent (idle keep-alive, or a client that stops
-        #: reading) before the server closes it
         self.idle_timeout = idle_timeout
-        #: bound on how long ``stop()`` waits for the server's threads
         self.stop_timeout = stop_timeout
-        #: unexpected (non-network) exceptions raised while handling requests
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)

@@ -71,11 +71,13 @@ class RepositorySpec:
     Units may repeat (the same key twice in the input is allowed, and happens in real
     repositories).  Nothing here knows a URL: :meth:`serve` or :meth:`declare` make the
     :class:`~triofetch.DeclarativeUnit` objects.
+
+    Attributes:
+        fields: the ``fields`` every declared unit gets, beside ``{"name": ...}``.
     """
 
     contents: tuple[bytes, ...]
     units: tuple[UnitSpec, ...] = ()
-    #: the ``fields`` every declared unit gets, beside ``{"name": ...}``
     fields: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

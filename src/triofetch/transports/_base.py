@@ -105,10 +105,10 @@ class Transport(Protocol):
     """Opens URLs.  One transport instance serves every request of one downloader.
 
     These two methods are all a transport needs (``isinstance(t, Transport)`` checks for
-    them).  A transport may offer one optional extension, :class:`WatchableTransport`,
-    which it declares by subclassing that class; a transport that does not gets the
-    defaults: each exchange runs under a ``trio.CancelScope`` with its deadline, and each
-    body is read with :meth:`Response.iter_bytes`.
+    them).  Each exchange runs under a ``trio.CancelScope`` with its deadline, and each body
+    is read with :meth:`Response.iter_bytes`.  (triofetch's own ``trio`` transport implements
+    a private extension instead, whose timeouts close the connection and whose small
+    bodies arrive whole with the response head.)
     """
 
     def stream(self, url: str, headers: Mapping[str, str]) -> AbstractAsyncContextManager[Response]:

@@ -292,9 +292,10 @@ class _Stream(WatchedStream):
 class TrioTransport(WatchableTransport):
     """HTTP/1.1 over Trio sockets; one pool of keep-alive connections per origin.
 
-    A :class:`~triofetch.transports._base.WatchableTransport`: :meth:`stream` takes a
-    :class:`~triofetch._watch.Watch` for its timeout, and the exchange's connection is
-    closed if it runs past the watch's deadline.
+    Its timeouts close the connection of an exchange that runs past its deadline instead
+    of cancelling a scope: it implements the downloader's private extension of
+    :class:`~triofetch.Transport`, whose ``stream`` takes the downloader's watch of the
+    deadline.
     """
 
     def __init__(self, options: TransportOptions) -> None:
