@@ -52,7 +52,7 @@ def test_nox_docs_builds_the_html_and_the_man_page(noxfile: Any) -> None:  # noq
         ("html", "docs", "docs/_build/html"),
         ("man", "docs", "docs/_build/man"),
     ]
-    assert all("-W" in a for a in builds)
+    assert all("-W" in a and "-n" in a for a in builds)
 
 
 def test_the_man_page_builds_and_documents_every_command(tmp_path: Path) -> None:
