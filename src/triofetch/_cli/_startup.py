@@ -13,8 +13,9 @@ signal never ends in a traceback:
 - SIGINT raises ``KeyboardInterrupt``, as Python's own handler does, and is remembered
   (:func:`on_sigint`): the ``KeyboardInterrupt`` raised while importing or parsing is
   caught by ``__main__`` (one line, status 130) — unless it was raised inside a callback
-  (an import lock's weakref callback), where Python prints and ignores it; the command
-  line's signal watcher then finds the signal remembered and cancels the command at once.
+  (an import lock's weakref callback), where Python ignores it and would print it with its
+  traceback (:func:`_unraisable` keeps that one quiet); the command line's signal watcher
+  then finds the signal remembered and cancels the command at once.
   Inside ``trio.run`` Trio takes SIGINT over and delivers it safely; while a command runs,
   the command line watches both signals itself and cancels the command
   (``triofetch._cli._main``).
@@ -135,9 +136,23 @@ def install() -> None:
         signal.signal(signal.SIGINT, on_sigint)
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
         signal.signal(signal.SIGTERM, on_sigterm)
+    if sys.unraisablehook is sys.__unraisablehook__:
+        sys.unraisablehook = _unraisable
     if not state.at_exit:
         atexit.register(_leaving)
         state.at_exit = True
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """Python's report of an exception it cannot raise (one raised in a weakref callback or
+    a ``__del__``), but not of the ``KeyboardInterrupt`` of a signal this process
+    remembered: :func:`on_sigint` (or :func:`on_sigterm`) raised it inside an import lock's
+    weakref callback, where Python ignores it, and the signal still stops the command (the
+    command line's signal watcher finds it remembered).  Printed, it would be a traceback
+    on stderr before the one line a stopped command prints."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and state.received is not None:
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _leaving() -> None:
