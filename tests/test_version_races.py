@@ -258,6 +258,50 @@ async def test_three_runs_make_one_version_of_each_content_whatever_order_they_f
     assert reports[finish[-1]].latest_version == 4
 
 
+@pytest.mark.parametrize("finish", [("w", "v"), ("v", "w")], ids=["w-first", "v-first"])
+@pytest.mark.parametrize("mirror", [False, True], ids=["additive", "mirror"])
+async def test_a_run_that_changed_nothing_takes_nothing_out_of_the_latest(
+    http_server: FaultServer,
+    store: Store,
+    dl: triofetch.Downloader,
+    finish: tuple[str, ...],
+    mirror: bool,
+) -> None:
+    """From version 1 (a), two runs at once: w adds b (version 2), v, started after it, has
+    an input version 1 holds already (version 3: nothing changed).  Without mirror, v makes
+    no version in either finishing order and the latest holds b: finishing last, it
+    completed version 3 — version 1's units again, as the latest, with w's b taken out —
+    because its nearest complete neighbour below was w's version, not the one it started
+    from, and an unchanged run made a version only when another finished first.  It
+    reports the latest, which holds its input.  With mirror, v's version is its exact
+    input, started last: finishing last it is made (the source dropped b)."""
+    base = {"a.txt": b"a\n" * 30}
+    first = await triofetch.ContentUnitCreator(store, dl).run(
+        units_of(http_server, base), repository="r", mirror=mirror
+    )
+    assert (first.created, first.version) == (True, 1)
+    w = units_of(http_server, {**base, "b.txt": b"b\n" * 30})
+    v = units_of(http_server, base)
+    reports = await overlapping(store, dl, {"w": w, "v": v}, finish, mirror=mirror)
+    infos = await store.versions("r")
+    held = {n: {k[0] for k in keys_of(await store.list_units("r", n))} for n in numbers(infos)}
+    assert all(v.complete for v in infos), infos
+    assert (reports["w"].created, reports["w"].version) == (True, 2), reports
+    if mirror and finish == ("w", "v"):
+        assert held == {1: {"a.txt"}, 2: {"a.txt", "b.txt"}, 3: {"a.txt"}}, held
+        assert (reports["v"].created, reports["v"].version) == (True, 3), reports
+        return
+    assert held == {1: {"a.txt"}, 2: {"a.txt", "b.txt"}}, held
+    quiet = reports["v"]
+    assert not quiet.created and quiet.units_replaced == 0 and quiet.replaced == [], quiet
+    # finishing first it found version 1, its neighbour; last, the latest holding its input
+    assert quiet.version == (1 if finish == ("v", "w") else 2), quiet
+    assert reports[finish[-1]].latest_version == 2
+    if not mirror:  # and a run after both finds nothing to do (a mirror of v drops b)
+        again = await triofetch.ContentUnitCreator(store, dl).run(v, repository="r")
+        assert (again.created, again.version, again.latest_version) == (False, 2, 2), again
+
+
 # -- the store: complete_if_changed ---------------------------------------------------------
 
 
@@ -361,6 +405,59 @@ async def test_complete_if_changed_makes_a_version_the_same_as_one_further_back(
     assert numbers(await store.versions("r")) == [1, 2, 3, 4, 5, 6]
 
 
+async def test_complete_if_changed_additive_takes_nothing_out_of_the_latest(
+    store: Store,
+) -> None:
+    """*additive*: a version holding the units of *previous* (the version it was started
+    from: its writer changed nothing) is not made when the latest holds every unit its
+    writer added (its input), though another writer completed a version between them: it
+    is discarded (its number given back) and the latest returned.  It is made when the
+    latest lacks a unit of its input (content changed back at one key), and without
+    *additive* (a mirror: its exact input).  *additive* is a bool."""
+    a, b = [await stored_unit(store, name) for name in ("a", "b")]
+    one = await store.new_version("r")
+    assert not (await store.commit_units([a], version=one)).failed
+    one = await store.complete_if_changed(one, None)
+    two, three = [await store.new_version("r") for _ in range(2)]  # both from 1
+    assert not (await store.commit_units([b], version=two)).failed
+    (a_id,) = [u.id for u in await store.list_units("r", 1)]
+    assert (await store.place_units(three, [a_id])).added == 0  # (input a: there already)
+    assert (await store.complete_if_changed(two, one, additive=True)).id == two.id
+    kept = await store.complete_if_changed(three, one, additive=True)
+    assert (kept.id, kept.number, kept.complete) == (two.id, 2, True)
+    assert numbers(await store.versions("r")) == [1, 2]
+    again = await store.new_version("r", base=1)
+    assert again.number == 3  # (given back)
+    # without additive: made, as a mirror of version 1's content is
+    made = await store.complete_if_changed(again, one)
+    assert (made.id, made.number) == (again.id, 3)
+    with pytest.raises(triofetch.InvalidInput, match="additive"):
+        await store.complete_if_changed(
+            await store.new_version("r"),
+            None,
+            additive=1,  # type: ignore[arg-type]
+        )
+
+    # one key, f: its first content (s) in version 1, other content (t) in 2; two writers
+    # started from 1 meanwhile: 3 with s as its input again (the source changed back) is
+    # made; 4 with no input (s only carried over) is not, and finds 3
+    s1, t1 = await stored_unit(store, "f", b"first\n" * 9), await stored_unit(store, "f", b"t\n")
+    first = await store.new_version("k")
+    assert not (await store.commit_units([s1], version=first)).failed
+    first = await store.complete_if_changed(first, None, additive=True)
+    (s_id,) = [u.id for u in await store.list_units("k", 1)]
+    second, third, fourth = [await store.new_version("k") for _ in range(3)]
+    assert not (await store.commit_units([t1], version=second)).failed
+    assert (await store.place_units(third, [s_id])).added == 0
+    assert (await store.complete_if_changed(second, first, additive=True)).id == second.id
+    back = await store.complete_if_changed(third, first, additive=True)
+    assert (back.id, back.number) == (third.id, 3)
+    assert (await store.complete_if_changed(fourth, first, additive=True)).id == third.id
+    four = await store.new_version("k", base=1)  # (4 was given back)
+    assert four.number == 4 and (await store.complete_if_changed(four, first)).id == third.id
+    assert numbers(await store.versions("k")) == [1, 2, 3]
+
+
 @pytest.mark.postgres
 async def test_completions_at_once_take_turns_on_the_repositorys_lock(
     postgres_dsn: str, tmp_path: Path
@@ -428,7 +525,8 @@ async def test_no_version_is_made_the_same_as_the_one_before_it(
     version numbered just before it; the latest version holds the content of the round's
     last-numbered run (the last to start), or of a run that finished after it; each run's
     report names a complete version holding its input (exactly, with mirror), and
-    ``created`` only for a version that run made."""
+    ``created`` only for a version that run made; and without mirror a run whose input
+    the version it started from and every version made meanwhile hold makes none."""
     prefix = f"prop{next(_examples)}"
 
     def units(source: dict[str, int]) -> list[DeclarativeUnit]:
@@ -446,6 +544,8 @@ async def test_no_version_is_made_the_same_as_the_one_before_it(
             made: set[int] = set()
             for first, more, finish in plan:
                 before = numbers(await store.versions("r")) if made else []
+                # what the round's runs start from (all open their versions before any ends)
+                base = keys_of(await store.list_units("r", before[-1])) if before else None
                 given = [first, *(first if s is None else s for s in more)]
                 inputs = [units(source) for source in given]
                 by_name = await overlapping(
@@ -476,6 +576,12 @@ async def test_no_version_is_made_the_same_as_the_one_before_it(
                         assert held[report.version] == keys(given_units)
                     else:
                         assert held[report.version] >= keys(given_units)
+                    quiet = base is not None and all(keys(given_units) <= held[n] for n in new)
+                    if not mirror and quiet and keys(given_units) <= base:
+                        # its input adds nothing to the version it started from, and every
+                        # version the round made holds it: it makes none (one would only
+                        # take out of the latest what the others changed)
+                        assert not report.created, (given, finish, reports, held)
                 made_now = [r.version for r in reports if r.created]
                 assert sorted(made_now) == sorted(new), (made_now, new)
                 made |= new

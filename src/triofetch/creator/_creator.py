@@ -176,7 +176,9 @@ class ContentUnitCreator:
         the run finishes, under the repository's lock: a version holding the units of a
         complete version next to it in number order then (the latest, or the nearest below
         or above it: the version it started from, or one another run of the same content
-        completed meanwhile) is not made.
+        completed meanwhile) is not made; nor, without *mirror*, one holding the units of
+        the version it started from when the latest holds all its units (other runs added
+        to it meanwhile: the run's input is there).
 
         Returns a :class:`CreateReport`; failed units are listed there (not raised) unless
         ``fail_fast`` is set.  Cancelling the run stops it promptly: a commit that started
@@ -231,7 +233,7 @@ class ContentUnitCreator:
                     await pipeline.run(units)
                 if version is not None:
                     kept = await finish_version(
-                        store, version, previous, failed=bool(tally.failures)
+                        store, version, previous, failed=bool(tally.failures), mirror=mirror
                     )
                     # (not made: the same content is there, in the version kept)
                     holding = None if kept is None else kept.number

@@ -151,7 +151,9 @@ class CreateReport:
     the run: the version this run created (``created`` is True), or, when nothing changed,
     the version already holding it (``created`` False): the latest version the run started
     from, or the one another run of the same content completed meanwhile (then the run made
-    no version, as if it had run after that one).  It is None when some units
+    no version, as if it had run after that one), or — a run without ``mirror`` that
+    changed nothing, when other runs added to the repository meanwhile — the latest
+    version, which holds all the run's version would have held.  It is None when some units
     failed (no version holds the input then: check ``ok``) and without a repository.
     ``latest_version`` is the repository's latest complete version after the run (another
     worker's may be newer than ``version``).

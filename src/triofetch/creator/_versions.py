@@ -35,14 +35,20 @@ async def open_version(
 
 
 async def finish_version(
-    store: Store, version: VersionHandle, previous: VersionHandle | None, *, failed: bool
+    store: Store,
+    version: VersionHandle,
+    previous: VersionHandle | None,
+    *,
+    failed: bool,
+    mirror: bool,
 ) -> VersionHandle | None:
     """Complete *version* if the run succeeded and changed something, else discard it.
 
     Returns the complete version that holds the run's content: *version* when it was
     completed; else the one it turned out the same as (*previous*, or a version another run
-    completed meanwhile next to it in number order); None after a failure.  Whether it
-    changed something is decided by the store under the repository's lock
+    completed meanwhile next to it in number order; or, without *mirror*, the latest when
+    the run changed nothing and the latest holds all it holds); None after a failure.
+    Whether it changed something is decided by the store under the repository's lock
     (:meth:`Store.complete_if_changed`), so runs finishing the same content at once make one
     version.  The first version of a repository is completed even
     when empty: it is where the (empty) content is.
@@ -52,7 +58,7 @@ async def finish_version(
         if failed:
             await store.discard_version(version)
         else:
-            kept = await store.complete_if_changed(version, previous)
+            kept = await store.complete_if_changed(version, previous, additive=not mirror)
     return kept
 
 

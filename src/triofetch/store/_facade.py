@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import trio
 
-from .._model import ArtifactRecord, UnitKey, check_int, coerce_key, listed
+from .._model import ArtifactRecord, UnitKey, check_bool, check_int, coerce_key, listed
 from ..errors import InvalidInput, InvalidUnit, StoreError
 from ..storage import ArtifactStorage
 from . import _commit, _versions
@@ -406,29 +406,42 @@ class Store:
         return await self._write(_versions.complete_version, self._backend, version)
 
     async def complete_if_changed(
-        self, version: VersionHandle, previous: VersionHandle | None
+        self, version: VersionHandle, previous: VersionHandle | None, *, additive: bool = False
     ) -> VersionHandle:
         """Complete *version* if it changes something; return the version holding its units.
 
         *previous* is the latest version when *version* was started (None for a new
-        repository); it is checked, but the decision does not need it.  When *version*
-        holds the same units as a complete version next to it in the repository's history
-        — the latest now, or the nearest complete version numbered below or above it
-        (without other writers, that is *previous*: nothing changed) — *version* is
-        discarded, as by :meth:`discard_version`, and that version is returned; else
-        *version* is completed and returned (``complete``).  A version the same as one
-        further back (the content of two versions ago) is a change, and is made: the
-        latest version holds the content of the writer numbered last, or of one that
-        finished after it.  It is decided in the transaction that completes or discards,
-        under the lock :meth:`new_version` takes on the repository: writers finishing the
-        same content at once make one version, as one after the other would, however many
-        writers of other content finish in between.  A new repository's first version is
-        completed even when empty.
+        repository).  When *version* holds the same units as a complete version next to it
+        in the repository's history — the latest now, or the nearest complete version
+        numbered below or above it (without other writers, that is *previous*: nothing
+        changed) — *version* is discarded, as by :meth:`discard_version`, and that version
+        is returned; else *version* is completed and returned (``complete``).  A version
+        the same as one further back (the content of two versions ago) is a change, and is
+        made: the latest version holds the content of the writer numbered last, or of one
+        that finished after it.
+
+        With *additive* (*version* was started from *previous*'s units and its writer only
+        adds to them, as a run without ``mirror`` does), a version holding the same units as
+        *previous* — its writer changed nothing — is not made either when the latest
+        version holds every unit its writer added (its input, not the units carried over
+        from *previous*), though other writers completed versions in between: completing
+        it would only take their changes out of the latest.  It is discarded and the
+        latest returned.  (A *previous* pruned meanwhile cannot be compared.)  Without
+        *additive*, *previous* is checked but not needed to decide.
+
+        It is decided in the transaction that completes or discards, under the lock
+        :meth:`new_version` takes on the repository: writers finishing the same content at
+        once make one version, as one after the other would, however many writers of
+        other content finish in between.  A new repository's first version is completed
+        even when empty.
         """
         _check_version(version)
         if previous is not None:
             _check_version(previous, "previous")
-        return await self._write(_versions.complete_if_changed, self._backend, version, previous)
+        additive = check_bool(additive, "additive")
+        return await self._write(
+            _versions.complete_if_changed, self._backend, version, previous, additive
+        )
 
     async def discard_version(self, version: VersionHandle) -> None:
         """Delete an incomplete version (its units stay in the database).  Its number is

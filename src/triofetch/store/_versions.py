@@ -306,22 +306,32 @@ def complete_version(db: Dialect, version: VersionHandle) -> VersionHandle:
     return VersionHandle(version.id, version.repository, version.number, True)
 
 
-def _same_units(db: Dialect, conn: Any, version_id: int, other_id: int) -> bool:
-    """Whether versions *version_id* and *other_id* hold the same units (two probes, each
-    stopping at the first unit only one of them holds)."""
+def _only_in(
+    db: Dialect, conn: Any, version_id: int, other_id: int, *, added: bool = False
+) -> bool:
+    """Whether version *version_id* holds a unit *other_id* does not (with *added*: one
+    its writer added, not one carried over from its base).  One probe, stopping at the
+    first such unit."""
     sql = db.sql(
-        "SELECT 1 FROM version_units a WHERE a.version_id = ? AND NOT EXISTS "
+        "SELECT 1 FROM version_units a WHERE a.version_id = ?"
+        + (" AND a.added" if added else "")
+        + " AND NOT EXISTS "
         "(SELECT 1 FROM version_units b WHERE b.version_id = ? AND b.unit_id = a.unit_id) "
         "LIMIT 1"
     )
-    return all(
-        conn.execute(sql, pair).fetchone() is None
-        for pair in ((version_id, other_id), (other_id, version_id))
+    return conn.execute(sql, (version_id, other_id)).fetchone() is not None
+
+
+def _same_units(db: Dialect, conn: Any, version_id: int, other_id: int) -> bool:
+    """Whether versions *version_id* and *other_id* hold the same units (two probes, each
+    stopping at the first unit only one of them holds)."""
+    return not any(
+        _only_in(db, conn, *pair) for pair in ((version_id, other_id), (other_id, version_id))
     )
 
 
 def complete_if_changed(
-    db: Dialect, version: VersionHandle, previous: VersionHandle | None
+    db: Dialect, version: VersionHandle, previous: VersionHandle | None, additive: bool = False
 ) -> VersionHandle:
     """Complete *version*, unless it holds the units of a complete version next to it:
     the latest, or the nearest complete version numbered below it or above it (without
@@ -334,11 +344,20 @@ def complete_if_changed(
     change, and is made.  So of several writers completing the same content at once the
     first to finish makes the version and the others find it, also when a writer of
     other content completed a version numbered above it in between; and the latest
-    version always holds the content of the run that was numbered last.
+    version holds the content of the run that was numbered last, or of one that finished
+    after it (or, with *additive*, one holding that run's whole input).
+
+    With *additive* (*version* was started from *previous*'s units, and its run only adds
+    to them: a run without ``mirror``), a version that holds the same units as *previous*
+    (its run changed nothing) is not made either when the latest version holds every unit
+    its writer added (its input: ``version_units.added``; the units carried over from the
+    base are not its input): the run after the latest would change nothing, and
+    completing it would only take out of the latest what other runs changed meanwhile.
+    The latest is returned.  A unit of its input the latest lacks (content changed back
+    at one key) makes it a change.  Without *additive*, *previous* is not needed.
 
     One transaction, with the repository's row locked first (as :func:`new_version` locks
-    it; SQLite writers take turns anyway).  (*previous* is not needed to decide: it is
-    kept in the signature, and checked by the store's facade.)
+    it; SQLite writers take turns anyway).
     """
 
     def work(conn: Any) -> VersionHandle:
@@ -357,10 +376,23 @@ def complete_if_changed(
             raise VersionNotWritable(
                 f"version {version.number} of {version.repository!r} is complete"
             )
-        for found_id, found_number in _neighbours(db, conn, rid, number):
+        neighbours = _neighbours(db, conn, rid, number)
+        for found_id, found_number in neighbours:
             if _same_units(db, conn, version.id, found_id):
                 _discard(db, conn, version.id, rid, number)
                 return VersionHandle(found_id, version.repository, found_number, True)
+        if additive and previous is not None and neighbours:
+            # (a neighbour was compared already: the same as previous only when it is not)
+            compared = {found_id for found_id, _ in neighbours}
+            latest_id, latest_number = neighbours[0]
+            if (
+                previous.id not in compared
+                and _is_complete(db, conn, rid, previous.id)  # (gone if pruned meanwhile)
+                and not _only_in(db, conn, version.id, latest_id, added=True)
+                and _same_units(db, conn, version.id, previous.id)
+            ):
+                _discard(db, conn, version.id, rid, number)
+                return VersionHandle(latest_id, version.repository, latest_number, True)
         conn.execute(
             db.sql("UPDATE repository_versions SET complete = ? WHERE id = ?"),
             (True, version.id),
@@ -370,10 +402,19 @@ def complete_if_changed(
     return db.run_write(work)
 
 
+def _is_complete(db: Dialect, conn: Any, repository_id: int, version_id: int) -> bool:
+    """Whether version *version_id* of repository *repository_id* is there and complete."""
+    row = conn.execute(
+        db.sql("SELECT 1 FROM repository_versions WHERE id = ? AND repository_id = ? AND complete"),
+        (version_id, repository_id),
+    ).fetchone()
+    return row is not None
+
+
 def _neighbours(db: Dialect, conn: Any, repository_id: int, number: int) -> list[tuple[int, int]]:
     """(id, number) of the complete versions a version numbered *number* is compared with
-    when completed: the latest, and the nearest complete ones below and above *number*
-    (each once)."""
+    when completed: the latest (first, when there is one), and the nearest complete ones
+    below and above *number* (each once)."""
     found: list[tuple[int, int]] = []
     latest = _version_row(db, conn, repository_id, "latest")
     if latest is not None:
