@@ -26,6 +26,7 @@ import itertools
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -498,6 +499,62 @@ async def test_completions_at_once_take_turns_on_the_repositorys_lock(
                 holder.rollback()
         assert len({v.id for v in kept}) == 1, kept
         assert [v.number for v in await store.versions("r")] == [kept[0].number]
+
+
+@pytest.mark.postgres
+async def test_completing_reads_each_unit_once_when_the_statistics_miss_the_new_version(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    """Twenty versions of 20,000 units each, analyzed: PostgreSQL's statistics then list
+    every version id, and estimate one row for a version they have not seen — the new
+    one.  The comparison of a finishing version with a complete one was then planned as a
+    nested loop that read the other version's membership whole for each of its units
+    (20,000 x 20,000 rows: seconds per probe, up to six probes, all under the repository's
+    lock; 124 s measured for three candidates).  Each unit is one probe of the primary
+    key now."""
+    import psycopg
+
+    versions, units = 20, 20_000
+    async with open_store(postgres_dsn, root=tmp_path / "root"):
+        pass  # (the schema)
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute(
+            "INSERT INTO units (id, type, natural_key, fields) SELECT i, 'file', "
+            "'[\"u' || i || '\"]', '{}' FROM generate_series(1, %s) i",
+            (units + versions + 10,),
+        )
+        conn.execute("SELECT setval(pg_get_serial_sequence('units', 'id'), %s)", (units + 99,))
+        conn.execute("INSERT INTO repositories (name, last_number) VALUES ('r', %s)", (versions,))
+        conn.execute(
+            "INSERT INTO repository_versions (repository_id, number, complete) "
+            "SELECT r.id, i, true FROM repositories r, generate_series(1, %s) i",
+            (versions,),
+        )
+        # version k holds units k .. k + units - 1: each differs from its neighbours
+        conn.execute(
+            "INSERT INTO version_units (version_id, unit_id) SELECT v.id, v.number + i - 1 "
+            "FROM repository_versions v, generate_series(1, %s) i",
+            (units,),
+        )
+        conn.commit()
+        conn.execute("ANALYZE version_units")
+        conn.commit()
+    async with open_store(postgres_dsn, root=tmp_path / "root") as store:
+        latest = await store.latest_version("r")
+        assert latest is not None and latest.number == versions
+        unchanged = await store.new_version("r")
+        started = time.monotonic()
+        kept = await store.complete_if_changed(unchanged, latest)  # (two probes read whole)
+        took = time.monotonic() - started
+        assert kept.id == latest.id
+        more = await store.new_version("r")
+        await store.add_to_version(more, [units + versions + 1])  # (found at the end)
+        started = time.monotonic()
+        made = await store.complete_if_changed(more, latest)
+        took = max(took, time.monotonic() - started)
+        assert made.id == more.id
+    # (tens of milliseconds each, where the nested loop took seconds)
+    assert took < 2.0, took
 
 
 # -- a property: rounds of one run, or two or three at once ---------------------------------
