@@ -544,11 +544,7 @@ async def test_completing_reads_each_unit_once_when_the_statistics_miss_the_new_
         unchanged = await store.new_version("r")
         # the plan of one probe, as PostgreSQL makes it for the comparison (not a timing:
         # the plan is what made it quadratic)
-        probe = (
-            "SELECT 1 FROM version_units a WHERE a.version_id = %s AND NOT EXISTS "
-            + _versions._PROBE.replace("?", "%s")
-            + " LIMIT 1"
-        )
+        probe = _versions.only_in_sql().replace("?", "%s")
         with psycopg.connect(postgres_dsn) as conn:
             for pair in ((unchanged.id, latest.id), (latest.id, unchanged.id)):
                 plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + probe, pair))

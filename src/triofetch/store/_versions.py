@@ -37,6 +37,7 @@ __all__ = [
     "list_units",
     "missing_artifacts",
     "new_version",
+    "only_in_sql",
     "repositories",
     "stored_artifacts",
     "version_changes",
@@ -320,6 +321,18 @@ _PROBE = (
 )
 
 
+def only_in_sql(added: bool = False) -> str:
+    """The query of :func:`_only_in` (parameters: the version, the other version), with
+    ``?`` placeholders; the tests read PostgreSQL's plan of it."""
+    return (
+        "SELECT 1 FROM version_units a WHERE a.version_id = ?"
+        + (" AND a.added" if added else "")
+        + " AND NOT EXISTS "
+        + _PROBE
+        + " LIMIT 1"
+    )
+
+
 def _only_in(
     db: Dialect, conn: Any, version_id: int, other_id: int, *, added: bool = False
 ) -> bool:
@@ -327,13 +340,7 @@ def _only_in(
     its writer added, not one carried over from its base).  One scan of its units in
     order, stopping at the first such unit, with one probe of *other_id*'s primary key
     for each (:data:`_PROBE`)."""
-    sql = db.sql(
-        "SELECT 1 FROM version_units a WHERE a.version_id = ?"
-        + (" AND a.added" if added else "")
-        + " AND NOT EXISTS "
-        + _PROBE
-        + " LIMIT 1"
-    )
+    sql = db.sql(only_in_sql(added))
     return conn.execute(sql, (version_id, other_id)).fetchone() is not None
 
 
